@@ -1,0 +1,216 @@
+"""authq-authorizer: take the next item, decide it, hand it back; and, for
+supervisors, the queue overview and a request's position."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import grpc
+from authq.channel import DEFAULT_TARGET
+from authq.render import describe_request, describe_update, kind_name
+from authq.v1 import authorizer_pb2 as apb
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import supervisor_pb2 as spb
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from authorizer_console.client import AuthorizerClient
+
+EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/tiff": ".tif",
+    "image/webp": ".webp",
+}
+REASONS = [
+    "ID_MISMATCH", "ID_INVALID", "SIGNATURE_MISMATCH", "AMOUNT_MISMATCH", "DATA_MISMATCH",
+    "DOCUMENT_MISSING", "CUSTOMER_NOT_PRESENT", "SUSPECTED_FRAUD", "POLICY_VIOLATION", "OTHER",
+]  # fmt: skip
+
+
+class UsageError(Exception):
+    pass
+
+
+class LeaseBook:
+    """Remembers the fencing token of each item this authorizer took with `next`,
+    so `approve ID` needs no token on the command line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): int(v) for k, v in data.items()}
+
+    def put(self, request_id: str, token: int) -> None:
+        data = self._load()
+        data[request_id] = token
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(data))
+
+    def token(self, request_id: str, given: int | None) -> int:
+        if given is not None:
+            return given
+        token = self._load().get(request_id)
+        if token is None:
+            raise UsageError(
+                f"no lease of {request_id} recorded in {self.path}: take it with `next` "
+                "or pass --token"
+            )
+        return token
+
+    def drop(self, request_id: str) -> None:
+        data = self._load()
+        if data.pop(request_id, None) is not None:
+            self.path.write_text(json.dumps(data))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authq-authorizer",
+        description="Central authorizer: take waiting requests, review data and images, "
+        "approve, reject with a reason, or ask the teller for images.",
+    )
+    parser.add_argument(
+        "--server", default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET), help="host:port"
+    )
+    parser.add_argument("--user", default=os.environ.get("AUTHQ_USER", "authorizer-1"),
+                        help="your authorizer id (env AUTHQ_USER)")  # fmt: skip
+    parser.add_argument("--state-dir", type=Path,
+                        default=Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser(),
+                        help="where the tokens of held items are kept (default ~/.authq)")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    take = commands.add_parser("next", help="wait for the next item and take it")
+    take.add_argument("--images-dir", type=Path, default=Path("authq-images"),
+                      help="save the item's images under DIR/REQUEST_ID/ (default authq-images)")  # fmt: skip
+    take.add_argument("--timeout", type=float, help="give up after this many seconds")
+
+    def with_token(name: str, text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=text)
+        command.add_argument("request_id")
+        command.add_argument("--token", type=int, help="fencing token (default: from `next`)")
+        command.add_argument("--note", default="")
+        return command
+
+    with_token("approve", "approve a held item")
+    reject = with_token("reject", "reject a held item with a reason")
+    reject.add_argument("--reason", required=True, choices=REASONS, metavar="CODE",
+                        help="one of: " + ", ".join(REASONS))  # fmt: skip
+    ask = with_token("ask", "ask the teller for more or better images")
+    ask.add_argument("--kinds", required=True, help="comma-separated, e.g. ID_BACK,VOUCHER")
+    with_token("release", "hand a held item back to the queue")
+    with_token("renew", "extend the lease of a held item")
+    commands.add_parser("overview", help="supervisor: the queue at a glance")
+    position = commands.add_parser("position", help="supervisor: where a request waits")
+    position.add_argument("request_id")
+    return parser
+
+
+def show(message: Message, text: str, as_json: bool) -> None:
+    print(json.dumps(MessageToDict(message), ensure_ascii=False) if as_json else text, flush=True)
+
+
+def describe_overview(view: spb.QueueOverview) -> str:
+    lines = [
+        f"waiting {view.waiting}   claimed {view.claimed}   needs images {view.needs_supplement}",
+        f"oldest waiting {view.oldest_wait_ms / 1000:.1f}s ({view.oldest_request_id or '-'})",
+        "class (importance/urgency)   waiting   oldest wait",
+    ]
+    for depth in view.by_class:
+        urgency = "URGENT" if depth.urgency == cpb.URGENCY_URGENT else "normal"
+        lines.append(f"  {depth.importance} / {urgency:<6}              {depth.waiting:>7}   "
+                     f"{depth.oldest_wait_ms / 1000:9.1f}s")  # fmt: skip
+    if view.by_branch:
+        lines.append("waiting per branch: " + ", ".join(
+            f"{b.branch_id} {b.waiting}" for b in view.by_branch))  # fmt: skip
+    return "\n".join(lines)
+
+
+async def take_next(
+    client: AuthorizerClient, args: argparse.Namespace, book: LeaseBook
+) -> apb.Offer:
+    if not args.json:
+        print("waiting for the next item...", file=sys.stderr, flush=True)
+    offer = await client.next(timeout=args.timeout)
+    request = offer.request
+    book.put(request.request_id, offer.lease.fencing_token)
+    folder: Path = args.images_dir / request.request_id
+    saved = []
+    if request.images:
+        folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(request.images):
+        data = await client.image(request.request_id, image.sha256)
+        suffix = EXTENSIONS.get(image.content_type, ".bin")
+        path = folder / f"{index + 1:02d}-{kind_name(image.kind).lower()}{suffix}"
+        path.write_bytes(data)
+        saved.append(str(path))
+    text = describe_request(request, history=True)
+    text += (f"\nlease     token {offer.lease.fencing_token}, expires in "
+             f"{(offer.lease.expires_at_ms - request.history[-1].at_ms) / 1000:.0f}s")  # fmt: skip
+    if saved:
+        text += "\nsaved     " + "\n          ".join(saved)
+    show(offer, text, args.json)
+    return offer
+
+
+async def run(args: argparse.Namespace) -> int:
+    book = LeaseBook(args.state_dir / f"leases-{args.user}.json")
+    async with AuthorizerClient(args.server, args.user) as client:
+        if args.command == "next":
+            await take_next(client, args, book)
+            return 0
+        if args.command == "overview":
+            view = await client.overview()
+            show(view, describe_overview(view), args.json)
+            return 0
+        if args.command == "position":
+            reply = await client.position(args.request_id)
+            text = (f"{reply.request_id}: position {reply.position} of {reply.waiting} waiting"
+                    if reply.position >= 0 else f"{reply.request_id}: not waiting")  # fmt: skip
+            show(reply, text, args.json)
+            return 0
+        token = book.token(args.request_id, args.token)
+        if args.command == "renew":
+            lease = await client.renew(args.request_id, token)
+            show(lease, f"lease of {args.request_id} renewed", args.json)
+            return 0
+        if args.command == "release":
+            update = await client.release(args.request_id, token, args.note)
+        else:
+            kinds = args.kinds.split(",") if args.command == "ask" else []
+            update = await client.decide(
+                args.request_id, token, args.command,
+                reason_code=getattr(args, "reason", ""), note=args.note, kinds=kinds,
+            )  # fmt: skip
+        book.drop(args.request_id)
+        show(update, describe_update(update), args.json)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except (UsageError, ValueError) as exc:
+        print(f"authq-authorizer: {exc}", file=sys.stderr)
+        return 2
+    except grpc.aio.AioRpcError as exc:
+        print(f"authq-authorizer: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

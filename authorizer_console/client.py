@@ -1,0 +1,227 @@
+"""A typed async client for AuthorizerService and SupervisorService."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from authq.channel import SessionCallError, caller_metadata, open_channel
+from authq.v1 import authorizer_pb2 as apb
+from authq.v1 import authorizer_pb2_grpc, supervisor_pb2_grpc
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import supervisor_pb2 as spb
+
+OUTCOMES = {
+    "approve": apb.OUTCOME_APPROVE,
+    "reject": apb.OUTCOME_REJECT,
+    "ask": apb.OUTCOME_ASK_SUPPLEMENT,
+}
+
+
+def kind_values(kinds: Sequence[str]) -> list[cpb.ImageKind.ValueType]:
+    values = []
+    for kind in kinds:
+        try:
+            values.append(cpb.ImageKind.Value("IMAGE_KIND_" + kind.strip().upper()))
+        except ValueError:
+            raise ValueError(f"unknown image kind {kind!r}") from None
+    return values
+
+
+class AuthorizerClient:
+    def __init__(
+        self, target: str, user_id: str, *, channel: grpc.aio.Channel | None = None
+    ) -> None:
+        self.channel = channel or open_channel(target)
+        self._owns_channel = channel is None
+        self.stub = authorizer_pb2_grpc.AuthorizerServiceStub(self.channel)
+        self.supervisor = supervisor_pb2_grpc.SupervisorServiceStub(self.channel)
+        self.metadata = caller_metadata(user_id)
+
+    async def __aenter__(self) -> AuthorizerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_channel:
+            await self.channel.close()
+
+    async def next(self, timeout: float | None = None) -> apb.Offer:
+        """Waits for the next item (DEADLINE_EXCEEDED after ``timeout`` seconds)."""
+        offer: apb.Offer = await self.stub.Next(
+            apb.NextRequest(), metadata=self.metadata, timeout=timeout
+        )
+        return offer
+
+    async def decide(
+        self,
+        request_id: str,
+        token: int,
+        outcome: str,
+        *,
+        reason_code: str = "",
+        note: str = "",
+        kinds: Sequence[str] = (),
+    ) -> cpb.RequestUpdate:
+        update: cpb.RequestUpdate = await self.stub.Decide(
+            apb.DecideRequest(
+                request_id=request_id,
+                fencing_token=token,
+                outcome=OUTCOMES[outcome],
+                reason_code=reason_code,
+                note=note,
+                requested_kinds=kind_values(kinds),
+            ),
+            metadata=self.metadata,
+        )
+        return update
+
+    async def release(self, request_id: str, token: int, note: str = "") -> cpb.RequestUpdate:
+        update: cpb.RequestUpdate = await self.stub.Release(
+            apb.ReleaseRequest(request_id=request_id, fencing_token=token, note=note),
+            metadata=self.metadata,
+        )
+        return update
+
+    async def renew(self, request_id: str, token: int) -> apb.Lease:
+        lease: apb.Lease = await self.stub.Renew(
+            apb.RenewRequest(request_id=request_id, fencing_token=token), metadata=self.metadata
+        )
+        return lease
+
+    async def image(self, request_id: str, sha256: str) -> bytes:
+        parts = []
+        call = self.stub.GetImage(
+            apb.GetImageRequest(request_id=request_id, sha256=sha256), metadata=self.metadata
+        )
+        async for chunk in call:
+            parts.append(chunk.data)
+        return b"".join(parts)
+
+    async def overview(self) -> spb.QueueOverview:
+        reply: spb.QueueOverview = await self.supervisor.Overview(
+            spb.OverviewRequest(), metadata=self.metadata
+        )
+        return reply
+
+    async def position(self, request_id: str) -> spb.PositionReply:
+        reply: spb.PositionReply = await self.supervisor.Position(
+            spb.PositionRequest(request_id=request_id), metadata=self.metadata
+        )
+        return reply
+
+    def session(self) -> AuthorizerSessionClient:
+        return AuthorizerSessionClient(self)
+
+
+class AuthorizerSessionClient:
+    """A console's session stream: ``offers`` receives items as the server hands
+    them over (one per credit granted); decisions return their update. Leases are
+    renewed by the server while the stream is open."""
+
+    def __init__(self, client: AuthorizerClient) -> None:
+        self.client = client
+        self.offers: asyncio.Queue[apb.Offer] = asyncio.Queue()
+        self.lost: asyncio.Queue[apb.Lease] = asyncio.Queue()
+        self._outbox: asyncio.Queue[apb.AuthorizerSessionIn | None] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._refs = itertools.count(1)
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AuthorizerSessionClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        async def outgoing() -> AsyncIterator[apb.AuthorizerSessionIn]:
+            while (message := await self._outbox.get()) is not None:
+                yield message
+
+        self._call = self.client.stub.Session(outgoing(), metadata=self.client.metadata)
+        self._reader = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        self._outbox.put_nowait(None)
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await self._reader
+
+    def abort(self) -> None:
+        """Drops the stream as a crashed console would."""
+        if self._call is not None:
+            self._call.cancel()
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._call:
+                body = message.WhichOneof("body")
+                if body == "offer":
+                    self.offers.put_nowait(message.offer)
+                    continue
+                if body == "lease_lost":
+                    self.lost.put_nowait(message.lease_lost)
+                    continue
+                future = self._pending.pop(message.ref, None)
+                if future is None or future.done():
+                    continue
+                if body == "error":
+                    future.set_exception(
+                        SessionCallError.from_wire(message.error.code, message.error.message)
+                    )
+                else:
+                    future.set_result(getattr(message, body))
+        except grpc.aio.AioRpcError as exc:
+            failure = SessionCallError(exc.code(), exc.details() or "session ended")
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(failure)
+            self._pending.clear()
+            raise
+
+    def credit(self, count: int = 1) -> None:
+        self._outbox.put_nowait(apb.AuthorizerSessionIn(ref=str(next(self._refs)), credit=count))
+
+    async def _call_with(self, **body: Any) -> Any:
+        ref = str(next(self._refs))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = future
+        self._outbox.put_nowait(apb.AuthorizerSessionIn(ref=ref, **body))
+        return await future
+
+    async def decide(
+        self,
+        request_id: str,
+        token: int,
+        outcome: str,
+        *,
+        reason_code: str = "",
+        note: str = "",
+        kinds: Sequence[str] = (),
+    ) -> cpb.RequestUpdate:
+        update: cpb.RequestUpdate = await self._call_with(
+            decide=apb.DecideRequest(
+                request_id=request_id,
+                fencing_token=token,
+                outcome=OUTCOMES[outcome],
+                reason_code=reason_code,
+                note=note,
+                requested_kinds=kind_values(kinds),
+            )
+        )
+        return update
+
+    async def release(self, request_id: str, token: int, note: str = "") -> cpb.RequestUpdate:
+        update: cpb.RequestUpdate = await self._call_with(
+            release=apb.ReleaseRequest(request_id=request_id, fencing_token=token, note=note)
+        )
+        return update

@@ -1,0 +1,92 @@
+"""AuthorizerService: what a central authorizer's console calls."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from authq import wire
+from authq.v1 import authorizer_pb2 as apb
+from authq.v1 import authorizer_pb2_grpc
+from authq.v1 import common_pb2 as cpb
+
+from server.api import convert
+from server.api.authorizer_session import AuthorizerSession, offer_to_pb, outcome_of
+from server.api.identity import caller
+from server.api.status import translate_errors
+from server.center import Center
+from server.intake import check_sha256
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
+    def __init__(self, center: Center, lease_ms: int) -> None:
+        self.center = center
+        self.lease_ms = lease_ms
+
+    @translate_errors
+    async def Next(self, request: apb.NextRequest, context: Context) -> apb.Offer:
+        claim = await self.center.next_item(caller(context).user_id)
+        return offer_to_pb(claim)
+
+    @translate_errors
+    async def Renew(self, request: apb.RenewRequest, context: Context) -> apb.Lease:
+        convert.check_request_id(request.request_id)
+        deadline = await self.center.renew(
+            caller(context).user_id, request.request_id, request.fencing_token
+        )
+        return apb.Lease(
+            request_id=request.request_id,
+            fencing_token=request.fencing_token,
+            expires_at_ms=deadline,
+        )
+
+    @translate_errors
+    async def Decide(self, request: apb.DecideRequest, context: Context) -> cpb.RequestUpdate:
+        convert.check_request_id(request.request_id)
+        entry = await self.center.decide(
+            caller(context).user_id,
+            request.request_id,
+            request.fencing_token,
+            outcome_of(request.outcome),
+            request.reason_code,
+            request.note,
+            [
+                convert.kind_name(kind, f"requested_kinds[{i}]")
+                for i, kind in enumerate(request.requested_kinds)
+            ],
+        )
+        return convert.entry_to_pb(entry)
+
+    @translate_errors
+    async def Release(self, request: apb.ReleaseRequest, context: Context) -> cpb.RequestUpdate:
+        convert.check_request_id(request.request_id)
+        entry = await self.center.release(
+            caller(context).user_id, request.request_id, request.fencing_token, request.note
+        )
+        return convert.entry_to_pb(entry)
+
+    @translate_errors
+    async def GetImage(
+        self, request: apb.GetImageRequest, context: Context
+    ) -> AsyncIterator[cpb.ImageChunk]:
+        convert.check_request_id(request.request_id)
+        check_sha256(request.sha256, "sha256")
+        data = await self.center.image_for_holder(
+            caller(context).user_id, request.request_id, request.sha256
+        )
+        for index, piece in enumerate(wire.chunks(data)):
+            header = (
+                cpb.ImageRef(sha256=request.sha256, size_bytes=len(data)) if index == 0 else None
+            )
+            yield cpb.ImageChunk(header=header, data=piece)
+
+    @translate_errors
+    async def Session(
+        self, request_iterator: AsyncIterator[apb.AuthorizerSessionIn], context: Context
+    ) -> AsyncIterator[apb.AuthorizerSessionOut]:
+        session = AuthorizerSession(self.center, caller(context).user_id, self.lease_ms)
+        async for message in session.run(request_iterator):
+            yield message

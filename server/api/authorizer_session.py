@@ -1,0 +1,170 @@
+"""One authorizer console's session stream.
+
+The console grants credits ("I can take one more item"); each credit waits in the
+dispatcher and becomes an offer the moment an item exists. While the stream is
+open the server renews the leases of every item the console holds; if the stream
+drops, renewals stop and the leases run out, returning the items to the queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from authq.v1 import authorizer_pb2 as apb
+
+from server.api import convert
+from server.api.status import status_of
+from server.center import Center
+from server.dispatch import Waiter
+from server.domain.states import Outcome
+from server.errors import AuthqError, InvalidArgument
+from server.store.queue_store import Claim
+
+MAX_CREDITS = 16
+
+_OUTCOMES = {
+    apb.OUTCOME_APPROVE: Outcome.APPROVE,
+    apb.OUTCOME_REJECT: Outcome.REJECT,
+    apb.OUTCOME_ASK_SUPPLEMENT: Outcome.ASK_SUPPLEMENT,
+}
+
+
+def outcome_of(value: int) -> Outcome:
+    outcome = _OUTCOMES.get(value)  # type: ignore[call-overload]
+    if outcome is None:
+        raise InvalidArgument("outcome", "must be APPROVE, REJECT or ASK_SUPPLEMENT")
+    return outcome
+
+
+def offer_to_pb(claim: Claim) -> apb.Offer:
+    return apb.Offer(
+        request=convert.record_to_pb(claim.record),
+        lease=apb.Lease(
+            request_id=claim.record.request_id,
+            fencing_token=claim.token,
+            expires_at_ms=claim.lease_until_ms,
+        ),
+    )
+
+
+class AuthorizerSession:
+    def __init__(self, center: Center, authorizer_id: str, lease_ms: int) -> None:
+        self.center = center
+        self.authorizer_id = authorizer_id
+        self.lease_ms = lease_ms
+        self.out: asyncio.Queue[apb.AuthorizerSessionOut | None] = asyncio.Queue()
+        self.held: dict[str, int] = {}  # request id -> fencing token
+        self.waiters: set[Waiter] = set()
+        self.closed = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(
+        self, incoming: AsyncIterator[apb.AuthorizerSessionIn]
+    ) -> AsyncIterator[apb.AuthorizerSessionOut]:
+        reader = asyncio.create_task(self._read(incoming))
+        renewer = asyncio.create_task(self._renew_forever())
+        try:
+            while (message := await self.out.get()) is not None:
+                yield message
+        finally:
+            self.closed = True
+            for waiter in self.waiters:
+                self.center.dispatcher.remove(waiter)
+            for task in (reader, renewer, *self.tasks):
+                task.cancel()
+
+    async def _read(self, incoming: AsyncIterator[apb.AuthorizerSessionIn]) -> None:
+        async for message in incoming:
+            body = message.WhichOneof("body")
+            if body == "credit":
+                self._credit(message.ref, message.credit)
+            elif body == "decide":
+                self._spawn(self._decide(message.ref, message.decide))
+            elif body == "release":
+                self._spawn(self._release(message.ref, message.release))
+            else:
+                self._error(message.ref, InvalidArgument("body", "empty session message"))
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.out.put_nowait(None)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _error(self, ref: str, exc: BaseException) -> None:
+        code, message = status_of(exc)
+        error = apb.SessionError(code=code.value[0], message=message)
+        self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, error=error))
+
+    def _credit(self, ref: str, count: int) -> None:
+        if count <= 0 or len(self.waiters) + len(self.held) + count > MAX_CREDITS:
+            self._error(ref, InvalidArgument("credit", f"1 to {MAX_CREDITS} items at a time"))
+            return
+        for _ in range(count):
+            waiter = Waiter(self.authorizer_id, lambda claim: False)
+            waiter.deliver = self._deliverer(waiter)
+            self.waiters.add(waiter)
+            self.center.dispatcher.add(waiter)
+
+    def _deliverer(self, waiter: Waiter) -> Callable[[Claim], bool]:
+        def deliver(claim: Claim) -> bool:
+            self.waiters.discard(waiter)
+            if self.closed:
+                return False
+            self.held[claim.record.request_id] = claim.token
+            self.out.put_nowait(apb.AuthorizerSessionOut(offer=offer_to_pb(claim)))
+            return True
+
+        return deliver
+
+    async def _decide(self, ref: str, request: apb.DecideRequest) -> None:
+        try:
+            convert.check_request_id(request.request_id)
+            kinds = [
+                convert.kind_name(kind, f"requested_kinds[{i}]")
+                for i, kind in enumerate(request.requested_kinds)
+            ]
+            entry = await self.center.decide(
+                self.authorizer_id,
+                request.request_id,
+                request.fencing_token,
+                outcome_of(request.outcome),
+                request.reason_code,
+                request.note,
+                kinds,
+            )
+        except Exception as exc:
+            self._error(ref, exc)
+            return
+        self.held.pop(request.request_id, None)
+        self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, decided=convert.entry_to_pb(entry)))
+
+    async def _release(self, ref: str, request: apb.ReleaseRequest) -> None:
+        try:
+            convert.check_request_id(request.request_id)
+            entry = await self.center.release(
+                self.authorizer_id, request.request_id, request.fencing_token, request.note
+            )
+        except Exception as exc:
+            self._error(ref, exc)
+            return
+        self.held.pop(request.request_id, None)
+        self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, decided=convert.entry_to_pb(entry)))
+
+    async def _renew_forever(self) -> None:
+        # Renew well before expiry: a third of the lease leaves two tries of slack.
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            for request_id, token in list(self.held.items()):
+                try:
+                    await self.center.renew(self.authorizer_id, request_id, token)
+                except AuthqError:
+                    if self.held.pop(request_id, None) is not None:
+                        lost = apb.Lease(request_id=request_id, fencing_token=token)
+                        self.out.put_nowait(apb.AuthorizerSessionOut(lease_lost=lost))
+                    continue
+                except Exception:
+                    continue  # store away: try again next round

@@ -1,0 +1,194 @@
+"""Protobuf messages to domain objects and back. Parsing refuses anything malformed
+with InvalidArgument naming the field, so nothing malformed reaches the store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import teller_pb2 as tpb
+
+from server.center import Identity
+from server.domain import money
+from server.domain.catalog import Catalog
+from server.domain.records import IMAGE_KINDS, HistoryEntry, Image, RequestRecord, Submission
+from server.domain.states import State
+from server.errors import InvalidArgument
+from server.intake import check_sha256
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+ACCOUNT_RE = re.compile(r"^[0-9A-Za-z-]{4,34}$")
+_KIND_PREFIX = "IMAGE_KIND_"
+_STATE_PREFIX = "REQUEST_STATE_"
+MAX_FIELDS = 32
+
+
+def kind_name(value: int, field: str) -> str:
+    name = cpb.ImageKind.Name(value) if value in cpb.ImageKind.values() else ""
+    kind = name.removeprefix(_KIND_PREFIX)
+    if kind not in IMAGE_KINDS:
+        raise InvalidArgument(field, f"must be one of {', '.join(IMAGE_KINDS)} (got {value})")
+    return kind
+
+
+def kind_value(kind: str) -> cpb.ImageKind.ValueType:
+    return cpb.ImageKind.Value(_KIND_PREFIX + kind)
+
+
+def state_value(state: State) -> cpb.RequestState.ValueType:
+    return cpb.RequestState.Value(_STATE_PREFIX + state.value)
+
+
+def check_request_id(value: str, field: str = "request_id") -> str:
+    if not REQUEST_ID_RE.match(value):
+        raise InvalidArgument(field, "must be 8 to 64 of A-Z a-z 0-9 . _ : - (a UUID is ideal)")
+    return value
+
+
+def images_from_pb(refs: Iterable[cpb.ImageRef], field: str) -> list[Image]:
+    images = []
+    seen: set[tuple[str, str]] = set()
+    for index, ref in enumerate(refs):
+        kind = kind_name(ref.kind, f"{field}[{index}].kind")
+        sha256 = check_sha256(ref.sha256, f"{field}[{index}].sha256")
+        if (kind, sha256) in seen:
+            raise InvalidArgument(f"{field}[{index}]", "the same image is listed twice")
+        seen.add((kind, sha256))
+        images.append(Image(kind, sha256, 0, ""))
+    return images
+
+
+def _text(value: str, field: str, *, required: bool, limit: int) -> str:
+    value = value.strip()
+    if required and not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > limit:
+        raise InvalidArgument(field, f"at most {limit} characters")
+    return value
+
+
+def submission_from_pb(
+    request: tpb.SubmitRequest, identity: Identity, catalog: Catalog
+) -> Submission:
+    check_request_id(request.request_id)
+    if not request.HasField("transaction"):
+        raise InvalidArgument("transaction", "is required")
+    tx = request.transaction
+    if not tx.business_type:
+        raise InvalidArgument("transaction.business_type", "is required")
+    business = catalog.get(tx.business_type)
+    if business is None:
+        raise InvalidArgument(
+            "transaction.business_type", f"unknown business type {tx.business_type[:40]!r}"
+        )
+    amount, currency = _amount(tx, business.monetary)
+    if not ACCOUNT_RE.match(tx.account):
+        raise InvalidArgument("transaction.account", "is required: 4 to 34 letters, digits or '-'")
+    if len(tx.fields) > MAX_FIELDS:
+        raise InvalidArgument("transaction.fields", f"at most {MAX_FIELDS} entries")
+    for key, value in tx.fields.items():
+        if not key or len(key) > 64 or len(value) > 500:
+            raise InvalidArgument(
+                f"transaction.fields[{key[:64]!r}]", "keys 1-64 and values up to 500 characters"
+            )
+    if request.urgency not in (
+        cpb.URGENCY_UNSPECIFIED,
+        cpb.URGENCY_NORMAL,
+        cpb.URGENCY_URGENT,
+    ):
+        raise InvalidArgument("urgency", f"unknown urgency {request.urgency}")
+    if not 0 <= request.preparation_seconds <= 86_400:
+        raise InvalidArgument("preparation_seconds", "must be between 0 and 86400")
+    return Submission(
+        request_id=request.request_id,
+        branch_id=identity.branch_id,
+        teller_id=identity.user_id,
+        business_type=business.code,
+        amount_minor=amount,
+        currency=currency,
+        account=tx.account,
+        customer_name=_text(tx.customer_name, "transaction.customer_name",
+                            required=True, limit=100),
+        memo=_text(tx.memo, "transaction.memo", required=False, limit=500),
+        fields=dict(tx.fields),
+        urgency=2 if request.urgency == cpb.URGENCY_URGENT else 1,
+        importance=business.importance,
+        images=tuple(images_from_pb(request.images, "images")),
+        preparation_seconds=request.preparation_seconds,
+    )  # fmt: skip
+
+
+def _amount(tx: cpb.Transaction, monetary: bool) -> tuple[int, str]:
+    if not tx.HasField("amount"):
+        if monetary:
+            raise InvalidArgument("transaction.amount", f"is required for {tx.business_type}")
+        return 0, ""
+    currency = tx.amount.currency
+    if not money.is_known_currency(currency):
+        raise InvalidArgument(
+            "transaction.amount.currency",
+            f"unknown ISO 4217 currency {currency[:8]!r}",
+        )
+    minor = tx.amount.minor_units
+    if minor < 0:
+        raise InvalidArgument("transaction.amount.minor_units", "cannot be negative")
+    if monetary and minor == 0:
+        raise InvalidArgument("transaction.amount.minor_units", "must be positive")
+    ceiling = money.max_minor_units(currency)
+    if minor > ceiling:
+        raise InvalidArgument(
+            "transaction.amount.minor_units",
+            f"{minor} exceeds the ceiling of {ceiling} ({money.MAX_MAJOR_UNITS:,} {currency})",
+        )
+    return minor, currency
+
+
+def image_to_pb(image: Image) -> cpb.ImageRef:
+    return cpb.ImageRef(
+        kind=kind_value(image.kind),
+        sha256=image.sha256,
+        size_bytes=image.size_bytes,
+        content_type=image.content_type,
+    )
+
+
+def entry_to_pb(entry: HistoryEntry) -> cpb.RequestUpdate:
+    return cpb.RequestUpdate(
+        request_id=entry.request_id,
+        state=state_value(entry.state),
+        version=entry.version,
+        at_ms=entry.at_ms,
+        event=entry.event,
+        actor=entry.actor,
+        reason_code=entry.reason_code,
+        note=entry.note,
+        requested_kinds=[kind_value(kind) for kind in entry.kinds if kind in IMAGE_KINDS],
+    )
+
+
+def record_to_pb(record: RequestRecord) -> cpb.RequestView:
+    sub = record.submission
+    transaction = cpb.Transaction(
+        business_type=sub.business_type,
+        account=sub.account,
+        customer_name=sub.customer_name,
+        memo=sub.memo,
+        fields=sub.fields,
+    )
+    if sub.currency:
+        transaction.amount.CopyFrom(cpb.Money(minor_units=sub.amount_minor, currency=sub.currency))
+    return cpb.RequestView(
+        request_id=sub.request_id,
+        state=state_value(record.state),
+        version=record.version,
+        branch_id=sub.branch_id,
+        teller_id=sub.teller_id,
+        transaction=transaction,
+        urgency=cpb.URGENCY_URGENT if sub.urgency == 2 else cpb.URGENCY_NORMAL,
+        importance=sub.importance,
+        images=[image_to_pb(image) for image in record.images],
+        submitted_at_ms=record.submitted_ms,
+        authorizer_id=record.holder,
+        history=[entry_to_pb(entry) for entry in record.history],
+    )

@@ -1,0 +1,92 @@
+"""TellerService: what a teller workstation calls."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import teller_pb2 as tpb
+from authq.v1 import teller_pb2_grpc
+
+from server.api import convert
+from server.api.identity import teller
+from server.api.status import translate_errors
+from server.api.teller_session import TellerSession
+from server.center import Center
+from server.domain.catalog import Catalog
+from server.errors import InvalidArgument
+from server.intake import Upload
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
+    def __init__(self, center: Center, catalog: Catalog) -> None:
+        self.center = center
+        self.catalog = catalog
+
+    @translate_errors
+    async def UploadImage(
+        self, request_iterator: AsyncIterator[cpb.ImageChunk], context: Context
+    ) -> cpb.ImageRef:
+        teller(context)
+        upload: Upload | None = None
+        async for chunk in request_iterator:
+            if upload is None:
+                upload = begin_from_header(self.center, chunk)
+            upload.add(chunk.data)
+        if upload is None:
+            raise InvalidArgument("header", "the upload ended before any chunk arrived")
+        return convert.image_to_pb(await self.center.finish_upload(upload))
+
+    @translate_errors
+    async def Submit(self, request: tpb.SubmitRequest, context: Context) -> tpb.SubmitReply:
+        submission = convert.submission_from_pb(request, teller(context), self.catalog)
+        record, duplicate = await self.center.submit(submission)
+        return tpb.SubmitReply(request=convert.record_to_pb(record), duplicate=duplicate)
+
+    @translate_errors
+    async def Watch(
+        self, request: tpb.WatchRequest, context: Context
+    ) -> AsyncIterator[cpb.RequestUpdate]:
+        identity = teller(context)
+        convert.check_request_id(request.request_id)
+        async for entry in self.center.watch(identity, request.request_id):
+            yield convert.entry_to_pb(entry)
+
+    @translate_errors
+    async def Get(self, request: tpb.GetRequest, context: Context) -> cpb.RequestView:
+        convert.check_request_id(request.request_id)
+        record = await self.center.get_for_branch(teller(context), request.request_id)
+        return convert.record_to_pb(record)
+
+    @translate_errors
+    async def Cancel(self, request: tpb.CancelRequest, context: Context) -> cpb.RequestUpdate:
+        convert.check_request_id(request.request_id)
+        entry = await self.center.cancel(teller(context), request.request_id, request.note)
+        return convert.entry_to_pb(entry)
+
+    @translate_errors
+    async def Supply(self, request: tpb.SupplyRequest, context: Context) -> cpb.RequestUpdate:
+        convert.check_request_id(request.request_id)
+        images = convert.images_from_pb(request.images, "images")
+        entry = await self.center.supply(teller(context), request.request_id, images, request.note)
+        return convert.entry_to_pb(entry)
+
+    @translate_errors
+    async def Session(
+        self, request_iterator: AsyncIterator[tpb.TellerSessionIn], context: Context
+    ) -> AsyncIterator[tpb.TellerSessionOut]:
+        session = TellerSession(self.center, self.catalog, teller(context))
+        async for message in session.run(request_iterator):
+            yield message
+
+
+def begin_from_header(center: Center, chunk: cpb.ImageChunk) -> Upload:
+    if not chunk.HasField("header"):
+        raise InvalidArgument("header", "the first chunk of an upload must carry the header")
+    header = chunk.header
+    kind = convert.kind_name(header.kind, "header.kind")
+    return center.begin_upload(kind, header.sha256, header.size_bytes)

@@ -1,0 +1,206 @@
+"""One teller workstation's session stream.
+
+Messages in are handled concurrently (up to MAX_IN_FLIGHT at once), so one stream
+carries a workstation's whole traffic at stream-message cost rather than a unary
+call's. Every request submitted or watched on the session is followed: its changes
+are pushed until it reaches a final state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+
+from authq.v1 import teller_pb2 as tpb
+
+from server.api import convert
+from server.api.status import status_of
+from server.center import Center, Identity
+from server.domain.catalog import Catalog
+from server.domain.records import HistoryEntry
+from server.errors import InvalidArgument
+from server.events import Resync, WatchItem
+from server.intake import Upload
+
+MAX_IN_FLIGHT = 256
+MAX_OPEN_UPLOADS = 16
+
+
+class TellerSession:
+    def __init__(self, center: Center, catalog: Catalog, identity: Identity) -> None:
+        self.center = center
+        self.catalog = catalog
+        self.identity = identity
+        self.out: asyncio.Queue[tpb.TellerSessionOut | None] = asyncio.Queue()
+        self.events: asyncio.Queue[WatchItem] = asyncio.Queue()
+        self.seen: dict[str, int] = {}  # followed request -> last version sent
+        self.uploads: dict[str, Upload] = {}
+        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(
+        self, incoming: AsyncIterator[tpb.TellerSessionIn]
+    ) -> AsyncIterator[tpb.TellerSessionOut]:
+        reader = asyncio.create_task(self._read(incoming))
+        pump = asyncio.create_task(self._pump())
+        try:
+            while (message := await self.out.get()) is not None:
+                yield message
+        finally:
+            for task in (reader, pump, *self.tasks):
+                task.cancel()
+            for request_id in list(self.seen):
+                self._unfollow(request_id)
+
+    async def _read(self, incoming: AsyncIterator[tpb.TellerSessionIn]) -> None:
+        async for message in incoming:
+            body = message.WhichOneof("body")
+            if body == "chunk":
+                self._chunk(message.ref, message.chunk)
+            elif body == "submit":
+                await self._spawn(message.ref, self._submit(message.ref, message.submit))
+            elif body == "cancel":
+                await self._spawn(message.ref, self._cancel(message.ref, message.cancel))
+            elif body == "supply":
+                await self._spawn(message.ref, self._supply(message.ref, message.supply))
+            elif body == "watch":
+                await self._spawn(message.ref, self._watch(message.ref, message.watch))
+            else:
+                self._error(message.ref, InvalidArgument("body", "empty session message"))
+        # The client closed its side: finish what is in flight, then end the stream.
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.out.put_nowait(None)
+
+    async def _spawn(self, ref: str, work: Awaitable[None]) -> None:
+        await self.slots.acquire()
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception as exc:
+                self._error(ref, exc)
+            finally:
+                self.slots.release()
+
+        task = asyncio.create_task(guarded())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _error(self, ref: str, exc: BaseException) -> None:
+        code, message = status_of(exc)
+        error = tpb.SessionError(code=code.value[0], message=message)
+        self.out.put_nowait(tpb.TellerSessionOut(ref=ref, error=error))
+
+    # -- uploads: chunks of one upload arrive in order, so they are handled inline --
+
+    def _chunk(self, ref: str, chunk: tpb.ImageChunk) -> None:
+        upload_id = chunk.upload_id or ref
+        try:
+            upload = self.uploads.get(upload_id)
+            if upload is None:
+                if len(self.uploads) >= MAX_OPEN_UPLOADS:
+                    raise InvalidArgument("chunk", f"at most {MAX_OPEN_UPLOADS} open uploads")
+                from server.api.teller import begin_from_header
+
+                upload = begin_from_header(self.center, chunk)
+                self.uploads[upload_id] = upload
+            upload.add(chunk.data)
+        except Exception as exc:
+            self.uploads.pop(upload_id, None)
+            self._error(ref, exc)
+            return
+        if upload.complete:
+            del self.uploads[upload_id]
+            task = asyncio.create_task(self._finish_upload(ref, upload))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _finish_upload(self, ref: str, upload: Upload) -> None:
+        try:
+            image = await self.center.finish_upload(upload)
+        except Exception as exc:
+            self._error(ref, exc)
+            return
+        self.out.put_nowait(tpb.TellerSessionOut(ref=ref, uploaded=convert.image_to_pb(image)))
+
+    # -- requests --------------------------------------------------------------------
+
+    async def _submit(self, ref: str, request: tpb.SubmitRequest) -> None:
+        submission = convert.submission_from_pb(request, self.identity, self.catalog)
+        rid = submission.request_id
+        # Follow before storing, so no change slips past; version 1 is the reply itself.
+        self._follow(rid, version=1)
+        try:
+            record, duplicate = await self.center.submit(submission)
+        except BaseException:
+            self._unfollow(rid)
+            raise
+        reply = tpb.SubmitReply(request=convert.record_to_pb(record), duplicate=duplicate)
+        self.out.put_nowait(tpb.TellerSessionOut(ref=ref, submitted=reply))
+        self.seen[rid] = max(self.seen.get(rid, 0), record.version)
+        if record.state.is_final:
+            self._unfollow(rid)
+
+    async def _watch(self, ref: str, request: tpb.WatchRequest) -> None:
+        rid = convert.check_request_id(request.request_id)
+        await self.center.get_for_branch(self.identity, rid)  # may the caller see it?
+        self._follow(rid, version=0)
+        await self._catch_up(rid, ref)
+
+    async def _cancel(self, ref: str, request: tpb.CancelRequest) -> None:
+        convert.check_request_id(request.request_id)
+        entry = await self.center.cancel(self.identity, request.request_id, request.note)
+        self.out.put_nowait(tpb.TellerSessionOut(ref=ref, update=convert.entry_to_pb(entry)))
+
+    async def _supply(self, ref: str, request: tpb.SupplyRequest) -> None:
+        convert.check_request_id(request.request_id)
+        images = convert.images_from_pb(request.images, "images")
+        entry = await self.center.supply(self.identity, request.request_id, images, request.note)
+        self.out.put_nowait(tpb.TellerSessionOut(ref=ref, update=convert.entry_to_pb(entry)))
+
+    # -- pushing changes -------------------------------------------------------------
+
+    def _follow(self, request_id: str, version: int) -> None:
+        if request_id not in self.seen:
+            self.seen[request_id] = version
+            self.center.hub.add_watch(request_id, self.events)
+
+    def _unfollow(self, request_id: str) -> None:
+        if self.seen.pop(request_id, None) is not None:
+            self.center.hub.remove_watch(request_id, self.events)
+
+    def _send(self, entry: HistoryEntry, ref: str = "") -> None:
+        seen = self.seen.get(entry.request_id)
+        if seen is None or entry.version <= seen:
+            return
+        self.seen[entry.request_id] = entry.version
+        self.out.put_nowait(tpb.TellerSessionOut(ref=ref, update=convert.entry_to_pb(entry)))
+        if entry.state.is_final:
+            self._unfollow(entry.request_id)
+
+    async def _catch_up(self, request_id: str, ref: str = "") -> None:
+        """Sends what the session has not seen of a request, from Redis. A request
+        just followed (version 0) starts from its latest change."""
+        history = (await self.center.store.get(request_id)).history
+        if self.seen.get(request_id) == 0:
+            history = history[-1:]
+        for entry in history:
+            self._send(entry, ref)
+
+    async def _pump(self) -> None:
+        while True:
+            item = await self.events.get()
+            if isinstance(item, Resync):
+                for request_id in list(self.seen):
+                    with contextlib.suppress(Exception):
+                        await self._catch_up(request_id)
+                continue
+            seen = self.seen.get(item.request_id)
+            if seen is None or item.version <= seen:
+                continue
+            if seen > 0 and item.version == seen + 1:
+                self._send(item)
+            else:
+                with contextlib.suppress(Exception):
+                    await self._catch_up(item.request_id)

@@ -1,0 +1,154 @@
+"""Assembles a running server: Redis (embedded or external), the queue store, the
+event hub, dispatcher and reaper, and the gRPC services; and takes them down in the
+reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+from authq import wire
+from authq.v1 import authorizer_pb2_grpc, supervisor_pb2_grpc, teller_pb2_grpc
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from server.api.authorizer import AuthorizerServicer
+from server.api.supervisor import SupervisorServicer
+from server.api.teller import TellerServicer
+from server.blobs import LocalBlobStore
+from server.center import Center
+from server.dispatch import WorkDispatcher
+from server.domain.catalog import Catalog
+from server.embedded_redis import EmbeddedRedis
+from server.events import EventHub
+from server.images.probe import ImageLimits
+from server.leases import LeaseReaper
+from server.settings import Settings
+from server.store.keys import Keys
+from server.store.queue_store import QueueConfig, QueueStore
+
+log = logging.getLogger(__name__)
+
+
+def redis_client(url: str, pool_size: int) -> aioredis.Redis:
+    # Reconnect through a short Redis restart instead of failing the call; every
+    # script is safe to retry (submit and decide recognise their own retries).
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6)
+    pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=10)
+    return aioredis.Redis(
+        connection_pool=pool,
+        retry=retry,
+        retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis_url: str
+    client: aioredis.Redis
+    store: QueueStore
+    hub: EventHub
+    dispatcher: WorkDispatcher
+    reaper: LeaseReaper
+    center: Center
+    catalog: Catalog
+    embedded: EmbeddedRedis | None
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        embedded = None
+        url = settings.redis_url
+        if url is None:
+            embedded = EmbeddedRedis(settings.data_dir / "redis")
+            url = await embedded.start()
+        try:
+            client = redis_client(url, settings.redis_pool_size)
+            await client.ping()
+            keys = Keys(settings.key_prefix)
+            store = QueueStore(
+                client,
+                keys,
+                QueueConfig(
+                    lease_ms=settings.lease_ms,
+                    importance_step_ms=settings.importance_step_ms,
+                    urgency_step_ms=settings.urgency_step_ms,
+                    events_maxlen=settings.events_maxlen,
+                ),
+            )
+            hub = EventHub(aioredis.Redis.from_url(url), keys.events)
+            dispatcher = WorkDispatcher(store)
+            reaper = LeaseReaper(store)
+            hub.add_listener(dispatcher.on_event)
+            hub.add_listener(reaper.on_event)
+            await hub.start()
+            dispatcher.start()
+            reaper.start()
+            limits = ImageLimits(max_bytes=settings.max_image_bytes)
+            blobs = LocalBlobStore(settings.data_dir / "blobs")
+            center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
+        except BaseException:
+            if embedded is not None:
+                await embedded.stop()
+            raise
+        return cls(settings, url, client, store, hub, dispatcher, reaper, center,
+                   Catalog.load(), embedded)  # fmt: skip
+
+    async def stop(self) -> None:
+        await self.reaper.stop()
+        await self.dispatcher.stop()
+        await self.hub.stop()
+        await self.client.aclose()
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+
+def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server with the three services, bound (port 0 picks a free port)."""
+    server = grpc.aio.server(options=wire.CHANNEL_OPTIONS)
+    teller_pb2_grpc.add_TellerServiceServicer_to_server(
+        TellerServicer(runtime.center, runtime.catalog), server
+    )
+    authorizer_pb2_grpc.add_AuthorizerServiceServicer_to_server(
+        AuthorizerServicer(runtime.center, runtime.settings.lease_ms), server
+    )
+    supervisor_pb2_grpc.add_SupervisorServiceServicer_to_server(
+        SupervisorServicer(runtime.store), server
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    return server, port
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Runs until SIGINT or SIGTERM, then lets in-flight calls finish."""
+    runtime = await Runtime.start(settings)
+    server, port = create_server(runtime, settings.listen)
+    await server.start()
+    host = settings.listen.rsplit(":", 1)[0]
+    log.info("authq-server listening on %s:%d (redis %s)", host, port, runtime.redis_url)
+    print(f"authq-server listening on {host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+        log.info("stopping: letting in-flight calls finish (%.0fs grace)",
+                 settings.shutdown_grace_s)  # fmt: skip
+        await server.stop(settings.shutdown_grace_s)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await runtime.stop()
+    print("authq-server stopped", flush=True)

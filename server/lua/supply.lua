@@ -1,0 +1,31 @@
+-- supply: the teller answers a supplement request; the item returns to its lane at
+-- its original score, so it goes ahead of newer work of its class.
+-- KEYS[1] req hash   KEYS[2] history list   KEYS[3] event stream
+-- KEYS[4] per-state counts hash   KEYS[5] waiting-per-branch hash
+-- ARGV[1] request id   ARGV[2] version the caller checked   ARGV[3] packed image list
+-- ARGV[4] teller id   ARGV[5] note   ARGV[6] event stream max length
+-- Returns {'OK', 'QUEUED', version, at_ms} | {'NOTFOUND'} | {'STATE', state}
+--       | {'VERSION', version}             changed since the caller read it
+--       | {'DUP', 'QUEUED', version}       this supply was already recorded
+local cur = redis.call('HMGET', KEYS[1], 'st', 'v', 'sc', 'ln', 'br')
+if not cur[1] then
+  return {'NOTFOUND'}
+end
+if cur[1] == 'QUEUED' and tonumber(cur[2]) == tonumber(ARGV[2]) + 1 then
+  return {'DUP', 'QUEUED', tonumber(cur[2])}  -- a retry after a lost reply
+end
+if cur[1] ~= 'NEEDS_SUPPLEMENT' then
+  return {'STATE', cur[1]}
+end
+if cur[2] ~= ARGV[2] then
+  return {'VERSION', tonumber(cur[2])}
+end
+local now_ms = math.floor(now_us() / 1000)
+local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'st', 'QUEUED', 'sx', ARGV[3])
+redis.call('ZADD', cur[4], cur[3], ARGV[1])
+redis.call('HINCRBY', KEYS[5], cur[5], 1)
+count_move(KEYS[4], 'NEEDS_SUPPLEMENT', 'QUEUED')
+record(KEYS[2], KEYS[3], ARGV[6],
+  {ARGV[1], version, now_ms, 'SUPPLIED', ARGV[4], 'QUEUED', '', ARGV[5], {}, cur[5]})
+return {'OK', 'QUEUED', version, now_ms}

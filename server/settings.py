@@ -1,0 +1,119 @@
+"""Server settings: one frozen dataclass, built once at start-up from (in rising
+precedence) defaults, the TOML config file, AUTHQ_* environment variables and command
+line flags, then passed explicitly. Nothing here reads the environment at import."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the key and where it came from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    # None: start a private redis-server under data_dir (the embedded default).
+    redis_url: str | None = None
+    data_dir: Path = Path("var")
+    # Key prefix; the braces make every key one Redis Cluster hash slot.
+    key_prefix: str = "{authq}"
+    # An authorizer's claim lasts this long unless renewed.
+    lease_ms: int = 60_000
+    # Aging (R7): head start of an item per importance level above 1 and for urgency.
+    importance_step_ms: int = 300_000
+    urgency_step_ms: int = 60_000
+    max_image_bytes: int = 8 * 1024 * 1024
+    max_images: int = 12
+    # The event stream that fans changes out to every server process is capped here.
+    events_maxlen: int = 50_000
+    redis_pool_size: int = 64
+    shutdown_grace_s: float = 5.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        config_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            values.update(_from_toml(config_file))
+        if env is not None:
+            values.update(_from_env(env))
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls()._with(values, source="settings")
+
+    def _with(self, values: Mapping[str, Any], source: str) -> Settings:
+        known = {f.name: f for f in fields(self)}
+        converted: dict[str, Any] = {}
+        for key, raw in values.items():
+            if key not in known:
+                raise SettingsError(f"{source}: unknown setting {key!r}")
+            default = getattr(self, key)
+            try:
+                converted[key] = _convert(raw, default, key)
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"{source}: {key}: {exc}") from None
+        result = replace(self, **converted)
+        result._validate()
+        return result
+
+    def _validate(self) -> None:
+        for key in ("lease_ms", "max_image_bytes", "max_images", "events_maxlen"):
+            if getattr(self, key) <= 0:
+                raise SettingsError(f"{key}: must be positive, got {getattr(self, key)}")
+        if self.importance_step_ms <= 2 * self.urgency_step_ms:
+            # Importance must outrank urgency within the aging window (R7 order).
+            raise SettingsError(
+                "importance_step_ms: must exceed twice urgency_step_ms "
+                f"({self.importance_step_ms} <= 2 * {self.urgency_step_ms})"
+            )
+
+
+def _convert(raw: Any, default: Any, key: str) -> Any:
+    if key == "redis_url":
+        return str(raw) if raw else None
+    if isinstance(default, Path):
+        return Path(raw)
+    if isinstance(default, bool):
+        return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return str(raw)
+
+
+ENV_KEYS = {
+    "AUTHQ_LISTEN": "listen",
+    "AUTHQ_REDIS_URL": "redis_url",
+    "AUTHQ_DATA_DIR": "data_dir",
+    "AUTHQ_LEASE_MS": "lease_ms",
+    "AUTHQ_LOG_LEVEL": "log_level",
+}
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    return {key: env[name] for name, key in ENV_KEYS.items() if env.get(name)}
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+    server = document.get("server", {})
+    if not isinstance(server, dict):
+        raise SettingsError(f"config file {path}: [server] must be a table")
+    return dict(server)

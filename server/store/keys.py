@@ -1,0 +1,57 @@
+"""Every Redis key name, built in one place. All keys share the prefix's hash tag
+(``{authq}`` by default) so the scripts run unchanged on Redis Cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.domain.priority import PriorityClass, all_classes
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "{authq}"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.request_prefix}{request_id}"
+
+    def history(self, request_id: str) -> str:
+        return f"{self.history_prefix}{request_id}"
+
+    @property
+    def request_prefix(self) -> str:
+        return f"{self.prefix}:req:"
+
+    @property
+    def history_prefix(self) -> str:
+        return f"{self.prefix}:hist:"
+
+    def lane(self, priority: PriorityClass) -> str:
+        return f"{self.prefix}:lane:{priority.lane}"
+
+    def all_lanes(self) -> list[str]:
+        """Most important first: claim breaks exact score ties in this order."""
+        return [self.lane(priority) for priority in all_classes()]
+
+    def blob(self, sha256: str) -> str:
+        return f"{self.prefix}:blob:{sha256}"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def fence(self) -> str:
+        return f"{self.prefix}:fence"
+
+    @property
+    def waiting_by_branch(self) -> str:
+        return f"{self.prefix}:waiting-by-branch"
+
+    @property
+    def counts(self) -> str:
+        return f"{self.prefix}:counts"

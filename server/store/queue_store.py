@@ -1,0 +1,396 @@
+"""The queue in Redis: one method per operation, each one atomic Lua script (plus
+plain reads). Script status codes become the domain errors of server/errors.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+
+from server.domain.priority import PriorityClass, all_classes
+from server.domain.records import HistoryEntry, Image, RequestRecord, Submission
+from server.domain.states import Outcome, State
+from server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    IllegalTransition,
+    LeaseLost,
+    NotFound,
+)
+from server.store.keys import Keys
+from server.store.scripts import Scripts
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    lease_ms: int = 60_000
+    importance_step_ms: int = 300_000
+    urgency_step_ms: int = 60_000
+    events_maxlen: int = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    record: RequestRecord
+    token: int
+    lease_until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaneDepth:
+    priority: PriorityClass
+    waiting: int
+    oldest_submitted_ms: int | None
+    oldest_request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    lanes: list[LaneDepth]
+    counts: dict[str, int]
+    waiting_by_branch: dict[str, int]
+    at_ms: int
+
+    @property
+    def waiting(self) -> int:
+        return sum(lane.waiting for lane in self.lanes)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class QueueStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys, config: QueueConfig) -> None:
+        self.client = client
+        self.keys = keys
+        self.config = config
+        self.scripts = Scripts.register(client)
+        self.all_lanes = keys.all_lanes()
+
+    # -- teller side ---------------------------------------------------------------
+
+    async def submit(self, submission: Submission) -> tuple[RequestRecord, bool]:
+        """Stores a new request, or returns the stored one for a retry (True)."""
+        rid = submission.request_id
+        head_start_us = 1000 * submission.priority.head_start_ms(
+            self.config.importance_step_ms, self.config.urgency_step_ms
+        )
+        result = await self.scripts.submit(
+            keys=[
+                self.keys.request(rid),
+                self.keys.history(rid),
+                self.keys.lane(submission.priority),
+                self.keys.events,
+                self.keys.waiting_by_branch,
+                self.keys.counts,
+            ],
+            args=[
+                rid,
+                submission.fingerprint(),
+                submission.pack(),
+                submission.branch_id,
+                head_start_us,
+                submission.teller_id,
+                self.config.events_maxlen,
+            ],
+        )
+        status = _text(result[0])
+        if status == "CONFLICT":
+            raise AlreadyExists(
+                f"request_id {rid} was already used for a request with other content "
+                f"(now {_text(result[1])}): choose a new request_id for a new request"
+            )
+        if status == "DUP":
+            return await self.get(rid), True
+        return (
+            RequestRecord(
+                submission=submission,
+                state=State.QUEUED,
+                version=1,
+                submitted_ms=int(result[3]),
+                holder="",
+                token=0,
+                lease_until_ms=0,
+            ),
+            False,
+        )
+
+    async def cancel(self, request_id: str, teller_id: str, note: str) -> HistoryEntry:
+        result = await self.scripts.cancel(
+            keys=[
+                self.keys.request(request_id),
+                self.keys.history(request_id),
+                self.keys.events,
+                self.keys.counts,
+                self.keys.waiting_by_branch,
+            ],
+            args=[request_id, teller_id, note, self.config.events_maxlen],
+        )
+        if _text(result[0]) == "STATE" and _text(result[2]) == "1":
+            raise IllegalTransition(
+                request_id,
+                _text(result[1]),
+                "cancel",
+                "R4: review has started, a request can only be withdrawn before that",
+            )
+        return self._entry(request_id, result, "cancel", "CANCELLED", teller_id, note=note)
+
+    async def supply(
+        self,
+        request_id: str,
+        expected_version: int,
+        supplements: Sequence[Image],
+        teller_id: str,
+        note: str,
+    ) -> HistoryEntry:
+        packed = msgpack.packb([image.pack() for image in supplements])
+        result = await self.scripts.supply(
+            keys=[
+                self.keys.request(request_id),
+                self.keys.history(request_id),
+                self.keys.events,
+                self.keys.counts,
+                self.keys.waiting_by_branch,
+            ],
+            args=[request_id, expected_version, packed, teller_id, note, self.config.events_maxlen],
+        )
+        return self._entry(request_id, result, "supply images to", "SUPPLIED", teller_id, note=note)
+
+    # -- authorizer side -----------------------------------------------------------
+
+    async def claim(self, authorizer_id: str, lanes: Sequence[str] | None = None) -> Claim | None:
+        result = await self.scripts.claim(
+            keys=[
+                self.keys.leases,
+                self.keys.events,
+                self.keys.fence,
+                self.keys.waiting_by_branch,
+                self.keys.counts,
+                *(lanes if lanes is not None else self.all_lanes),
+            ],
+            args=[
+                authorizer_id,
+                self.config.lease_ms,
+                self.config.events_maxlen,
+                self.keys.request_prefix,
+                self.keys.history_prefix,
+            ],
+        )
+        if _text(result[0]) == "EMPTY":
+            return None
+        flat = result[5]
+        fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+        record = RequestRecord.from_redis(fields, result[6])
+        return Claim(record=record, token=int(result[2]), lease_until_ms=int(result[3]))
+
+    async def decide(
+        self,
+        request_id: str,
+        token: int,
+        authorizer_id: str,
+        outcome: Outcome,
+        reason_code: str = "",
+        note: str = "",
+        kinds: Sequence[str] = (),
+    ) -> HistoryEntry:
+        result = await self.scripts.decide(
+            keys=[
+                self.keys.request(request_id),
+                self.keys.history(request_id),
+                self.keys.leases,
+                self.keys.events,
+                self.keys.counts,
+            ],
+            args=[
+                request_id,
+                token,
+                authorizer_id,
+                outcome.state.value,
+                outcome.event,
+                reason_code,
+                note,
+                ",".join(kinds),
+                self.config.events_maxlen,
+            ],
+        )
+        action = outcome.value.lower().replace("_", " for ")
+        return self._entry(
+            request_id, result, action, outcome.event, authorizer_id, reason_code, note, kinds
+        )
+
+    async def release(
+        self, request_id: str, token: int, authorizer_id: str, note: str
+    ) -> HistoryEntry:
+        result = await self._requeue(request_id, "release", token, authorizer_id, note)
+        return self._entry(request_id, result, "hand back", "RELEASED", authorizer_id, note=note)
+
+    async def expire(self, request_id: str) -> bool:
+        """Returns the item to the queue if its lease has run out; False otherwise."""
+        result = await self._requeue(request_id, "expire", 0, "system", "lease expired")
+        return _text(result[0]) == "OK"
+
+    async def _requeue(
+        self, request_id: str, mode: str, token: int, actor: str, note: str
+    ) -> list[Any]:
+        result: list[Any] = await self.scripts.requeue(
+            keys=[
+                self.keys.request(request_id),
+                self.keys.history(request_id),
+                self.keys.leases,
+                self.keys.events,
+                self.keys.counts,
+                self.keys.waiting_by_branch,
+            ],
+            args=[request_id, mode, token, actor, note, self.config.events_maxlen],
+        )
+        return result
+
+    async def renew(self, request_id: str, token: int, authorizer_id: str) -> int:
+        result = await self.scripts.renew(
+            keys=[self.keys.request(request_id), self.keys.leases],
+            args=[request_id, token, authorizer_id, self.config.lease_ms],
+        )
+        self._raise_for(request_id, result, "renew the lease of")
+        return int(result[1])
+
+    async def expired_leases(self, now_ms: int, limit: int = 100) -> list[str]:
+        ids = await self.client.zrangebyscore(self.keys.leases, "-inf", now_ms, 0, limit)
+        return [_text(rid) for rid in ids]
+
+    async def next_lease_deadline(self) -> int | None:
+        head = await self.client.zrange(self.keys.leases, 0, 0, withscores=True)
+        return int(head[0][1]) if head else None
+
+    # -- images --------------------------------------------------------------------
+
+    async def record_blob(self, image: Image) -> None:
+        """Notes that an image's bytes are stored: size and content type."""
+        await self.client.hset(
+            self.keys.blob(image.sha256),
+            mapping={"sz": image.size_bytes, "ct": image.content_type},
+        )
+
+    async def blob_meta(self, hashes: Sequence[str]) -> list[tuple[int, str] | None]:
+        if not hashes:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for sha256 in hashes:
+                pipe.hmget(self.keys.blob(sha256), ["sz", "ct"])
+            replies = await pipe.execute()
+        return [(int(size), _text(ct)) if size is not None else None for size, ct in replies]
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def get(self, request_id: str) -> RequestRecord:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.request(request_id))
+            pipe.lrange(self.keys.history(request_id), 0, -1)
+            fields, history = await pipe.execute()
+        if not fields:
+            raise NotFound(f"no request with request_id {request_id}")
+        return RequestRecord.from_redis(fields, history)
+
+    async def overview(self) -> Overview:
+        classes = all_classes()
+        async with self.client.pipeline(transaction=True) as pipe:
+            for lane in self.all_lanes:
+                pipe.zcard(lane)
+                pipe.zrange(lane, 0, 0)
+            pipe.hgetall(self.keys.counts)
+            pipe.hgetall(self.keys.waiting_by_branch)
+            pipe.time()
+            replies = await pipe.execute()
+        heads = [replies[2 * i + 1][0] if replies[2 * i + 1] else None for i in range(len(classes))]
+        submitted: list[Any] = []
+        if any(heads):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for head in heads:
+                    if head is not None:
+                        pipe.hget(self.keys.request(_text(head)), "sub")
+                submitted = list(await pipe.execute())
+        lanes = []
+        for i, priority in enumerate(classes):
+            head = heads[i]
+            oldest = int(submitted.pop(0) or 0) if head is not None else None
+            lanes.append(
+                LaneDepth(priority, int(replies[2 * i]), oldest, _text(head) if head else None)
+            )
+        counts_raw, branches_raw, (seconds, micros) = replies[-3], replies[-2], replies[-1]
+        return Overview(
+            lanes=lanes,
+            counts={_text(k): int(v) for k, v in counts_raw.items()},
+            waiting_by_branch={_text(k): int(v) for k, v in branches_raw.items() if int(v) > 0},
+            at_ms=int(seconds) * 1000 + int(micros) // 1000,
+        )
+
+    async def position(self, request_id: str) -> tuple[State, int, int]:
+        """(state, items offered before it or -1 when not waiting, total waiting)."""
+        fields = await self.client.hmget(self.keys.request(request_id), ["st", "sc", "ln"])
+        if fields[0] is None:
+            raise NotFound(f"no request with request_id {request_id}")
+        state = State(_text(fields[0]))
+        async with self.client.pipeline(transaction=True) as pipe:
+            for lane in self.all_lanes:
+                pipe.zcard(lane)
+                if state is State.QUEUED:
+                    if lane == _text(fields[2]):
+                        pipe.zrank(lane, request_id)
+                    else:
+                        pipe.zcount(lane, "-inf", f"({_text(fields[1])}")
+            replies = await pipe.execute()
+        step = 2 if state is State.QUEUED else 1
+        waiting = sum(int(replies[i]) for i in range(0, len(replies), step))
+        if state is not State.QUEUED:
+            return state, -1, waiting
+        return state, sum(int(replies[i] or 0) for i in range(1, len(replies), 2)), waiting
+
+    # -- script results ----------------------------------------------------------
+
+    def _entry(
+        self,
+        request_id: str,
+        result: list[Any],
+        action: str,
+        event: str,
+        actor: str,
+        reason_code: str = "",
+        note: str = "",
+        kinds: Sequence[str] = (),
+    ) -> HistoryEntry:
+        """The history entry a transition script just recorded (or, for a retried
+        call, the one it had recorded)."""
+        self._raise_for(request_id, result, action)
+        at_ms = int(result[3]) if len(result) > 3 else int(time.time() * 1000)
+        return HistoryEntry(
+            request_id=request_id,
+            version=int(result[2]),
+            at_ms=at_ms,
+            event=event,
+            actor=actor,
+            state=State(_text(result[1])),
+            reason_code=reason_code,
+            note=note,
+            kinds=tuple(kinds),
+        )
+
+    @staticmethod
+    def _raise_for(request_id: str, result: list[Any], action: str) -> None:
+        status = _text(result[0])
+        if status in ("OK", "DUP"):
+            return
+        if status == "NOTFOUND":
+            raise NotFound(f"no request with request_id {request_id}")
+        if status == "STATE":
+            raise IllegalTransition(request_id, _text(result[1]), action)
+        if status == "LEASE":
+            raise LeaseLost(f"cannot {action} request {request_id}: {_text(result[1])}")
+        if status == "VERSION":
+            raise FailedPrecondition(
+                f"request {request_id} changed while the call was prepared: try again"
+            )
+        raise RuntimeError(f"unexpected script status {status!r} for {request_id}")

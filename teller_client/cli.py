@@ -1,0 +1,191 @@
+"""authq-teller: submit, watch, cancel and supply authorization requests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from authq.channel import DEFAULT_TARGET
+from authq.render import describe_request, describe_update, parse_amount
+from authq.v1 import common_pb2 as cpb
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from teller_client import synthetic
+from teller_client.client import ImageInput, TellerClient, new_request
+
+FINAL = {cpb.REQUEST_STATE_APPROVED, cpb.REQUEST_STATE_REJECTED, cpb.REQUEST_STATE_CANCELLED}
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authq-teller",
+        description="Teller workstation: send counter transactions to the central "
+        "authorization center and follow their decisions.",
+    )
+    parser.add_argument(
+        "--server", default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET), help="host:port"
+    )
+    parser.add_argument("--user", default=os.environ.get("AUTHQ_USER", "teller-1"),
+                        help="your teller id (env AUTHQ_USER)")  # fmt: skip
+    parser.add_argument("--branch", default=os.environ.get("AUTHQ_BRANCH", "branch-1"),
+                        help="your branch id (env AUTHQ_BRANCH)")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    submit = commands.add_parser("submit", help="submit a transaction for authorization")
+    submit.add_argument("--type", required=True, dest="business_type",
+                        help="business type code, e.g. CASH_WITHDRAWAL")  # fmt: skip
+    submit.add_argument("--amount", help="amount in major units, e.g. 12000.00")
+    submit.add_argument("--currency", default="CNY", help="ISO 4217 code (default CNY)")
+    submit.add_argument("--account", required=True, help="customer account number")
+    submit.add_argument("--customer", required=True, help="customer name")
+    submit.add_argument("--memo", default="")
+    submit.add_argument("--field", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra business field (repeat)")  # fmt: skip
+    submit.add_argument("--urgent", action="store_true", help="mark the request urgent")
+    submit.add_argument("--image", action="append", default=[], metavar="KIND=PATH",
+                        help="captured image, e.g. ID_FRONT=id.jpg (repeat)")  # fmt: skip
+    submit.add_argument("--request-id", help="reuse to retry safely (default: a new UUID)")
+    submit.add_argument("--wait", action="store_true", help="wait for the decision")
+
+    for name, text in (("watch", "follow a request until it is decided"),
+                       ("show", "show a request with its history")):  # fmt: skip
+        command = commands.add_parser(name, help=text)
+        command.add_argument("request_id")
+
+    cancel = commands.add_parser("cancel", help="withdraw a request not yet in review (R4)")
+    cancel.add_argument("request_id")
+    cancel.add_argument("--note", default="")
+
+    supply = commands.add_parser("supply", help="send the images an authorizer asked for")
+    supply.add_argument("request_id")
+    supply.add_argument("--image", action="append", required=True, metavar="KIND=PATH")
+    supply.add_argument("--note", default="")
+    supply.add_argument("--wait", action="store_true", help="wait for the decision")
+
+    demo = commands.add_parser("demo-images", help="write synthetic sample captures")
+    demo.add_argument("directory", type=Path)
+    return parser
+
+
+def read_images(specs: Sequence[str]) -> list[ImageInput]:
+    images = []
+    for spec in specs:
+        kind, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--image {spec!r}: expected KIND=PATH, e.g. ID_FRONT=id.jpg")
+        try:
+            images.append((kind.strip().upper(), Path(path).read_bytes()))
+        except OSError as exc:
+            raise UsageError(f"--image {spec!r}: {exc.strerror}") from None
+    return images
+
+
+def parse_fields(specs: Sequence[str]) -> dict[str, str]:
+    fields = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep:
+            raise UsageError(f"--field {spec!r}: expected KEY=VALUE")
+        fields[key] = value
+    return fields
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def message(self, message: Message, text: str) -> None:
+        if self.as_json:
+            print(json.dumps(MessageToDict(message), ensure_ascii=False), flush=True)
+        else:
+            print(text, flush=True)
+
+    def progress(self, kind: str, sent: int, total: int) -> None:
+        if not self.as_json and sys.stderr.isatty():
+            print(f"\r  uploading {kind}: {sent * 100 // max(total, 1):3d}% of "
+                  f"{total / 1024:.0f} KB", end="" if sent < total else "\n",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+
+async def follow(client: TellerClient, request_id: str, out: Output) -> int:
+    state: Any = None
+    async for update in client.watch(request_id):
+        out.message(update, describe_update(update))
+        state = update.state
+    return 0 if state == cpb.REQUEST_STATE_APPROVED else 3
+
+
+async def run(args: argparse.Namespace) -> int:
+    out = Output(args.json)
+    if args.command == "demo-images":
+        args.directory.mkdir(parents=True, exist_ok=True)
+        for kind in synthetic.KINDS:
+            path = args.directory / f"{kind.lower()}.jpg"
+            path.write_bytes(synthetic.image_for_kind(kind))
+            print(path)
+        return 0
+    async with TellerClient(args.server, args.user, args.branch) as client:
+        if args.command == "submit":
+            amount = parse_amount(args.amount, args.currency) if args.amount else None
+            request = new_request(
+                args.business_type, amount, args.currency, args.account, args.customer,
+                memo=args.memo, fields=parse_fields(args.field), urgent=args.urgent,
+                request_id=args.request_id,
+            )  # fmt: skip
+            reply = await client.submit(request, read_images(args.image), out.progress)
+            text = describe_request(reply.request)
+            if reply.duplicate:
+                text += "\n(already submitted earlier with this request id: nothing new created)"
+            out.message(reply, text)
+            return await follow(client, reply.request.request_id, out) if args.wait else 0
+        if args.command == "watch":
+            return await follow(client, args.request_id, out)
+        if args.command == "show":
+            view = await client.get(args.request_id)
+            out.message(view, describe_request(view, history=True))
+            return 0
+        if args.command == "cancel":
+            update = await client.cancel(args.request_id, args.note)
+            out.message(update, describe_update(update))
+            return 0
+        if args.command == "supply":
+            update = await client.supply(
+                args.request_id, read_images(args.image), args.note, out.progress
+            )
+            out.message(update, describe_update(update))
+            return await follow(client, args.request_id, out) if args.wait else 0
+    raise UsageError(f"unknown command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except UsageError as exc:
+        print(f"authq-teller: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"authq-teller: {exc}", file=sys.stderr)
+        return 2
+    except grpc.aio.AioRpcError as exc:
+        print(f"authq-teller: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""A typed async client for TellerService, used by the CLI, the simulator and the
+benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+from authq import wire
+from authq.channel import SessionCallError, caller_metadata, open_channel
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import teller_pb2 as tpb
+from authq.v1 import teller_pb2_grpc
+
+ImageInput = tuple[str, bytes]  # (kind name such as "ID_FRONT", bytes)
+Progress = Callable[[str, int, int], None]  # (kind, bytes sent, total)
+
+
+def kind_value(kind: str) -> cpb.ImageKind.ValueType:
+    try:
+        return cpb.ImageKind.Value("IMAGE_KIND_" + kind.upper())
+    except ValueError:
+        raise ValueError(f"unknown image kind {kind!r}") from None
+
+
+def new_request(
+    business_type: str,
+    amount_minor: int | None,
+    currency: str,
+    account: str,
+    customer_name: str,
+    *,
+    memo: str = "",
+    fields: Mapping[str, str] | None = None,
+    urgent: bool = False,
+    request_id: str | None = None,
+    preparation_seconds: int = 0,
+) -> tpb.SubmitRequest:
+    """A SubmitRequest with a fresh request id unless one is given (a retry must
+    reuse the id of the first try)."""
+    transaction = cpb.Transaction(
+        business_type=business_type,
+        account=account,
+        customer_name=customer_name,
+        memo=memo,
+        fields=dict(fields or {}),
+    )
+    if amount_minor is not None:
+        transaction.amount.CopyFrom(cpb.Money(minor_units=amount_minor, currency=currency))
+    return tpb.SubmitRequest(
+        request_id=request_id or str(uuid.uuid4()),
+        transaction=transaction,
+        urgency=cpb.URGENCY_URGENT if urgent else cpb.URGENCY_NORMAL,
+        preparation_seconds=preparation_seconds,
+    )
+
+
+def upload_chunks(kind: str, data: bytes, upload_id: str = "") -> list[cpb.ImageChunk]:
+    header = cpb.ImageRef(kind=kind_value(kind), sha256=wire.sha256_hex(data), size_bytes=len(data))
+    pieces = list(wire.chunks(data)) or [b""]
+    return [
+        cpb.ImageChunk(header=header if i == 0 else None, data=piece, upload_id=upload_id)
+        for i, piece in enumerate(pieces)
+    ]
+
+
+class TellerClient:
+    def __init__(
+        self,
+        target: str,
+        user_id: str,
+        branch_id: str,
+        *,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self.channel = channel or open_channel(target)
+        self._owns_channel = channel is None
+        self.stub = teller_pb2_grpc.TellerServiceStub(self.channel)
+        self.metadata = caller_metadata(user_id, branch_id)
+
+    async def __aenter__(self) -> TellerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_channel:
+            await self.channel.close()
+
+    async def upload_image(
+        self, kind: str, data: bytes, progress: Progress | None = None
+    ) -> cpb.ImageRef:
+        chunks = upload_chunks(kind, data)
+
+        async def stream() -> AsyncIterator[cpb.ImageChunk]:
+            sent = 0
+            for chunk in chunks:
+                yield chunk
+                sent += len(chunk.data)
+                if progress is not None:
+                    progress(kind, sent, len(data))
+
+        ref: cpb.ImageRef = await self.stub.UploadImage(stream(), metadata=self.metadata)
+        ref.kind = kind_value(kind)
+        return ref
+
+    async def upload_images(
+        self, images: Sequence[ImageInput], progress: Progress | None = None
+    ) -> list[cpb.ImageRef]:
+        return list(await asyncio.gather(*(self.upload_image(k, d, progress) for k, d in images)))
+
+    async def submit(
+        self,
+        request: tpb.SubmitRequest,
+        images: Sequence[ImageInput] = (),
+        progress: Progress | None = None,
+    ) -> tpb.SubmitReply:
+        """Uploads the images, then submits; safe to call again with the same request
+        after a lost reply."""
+        if images:
+            del request.images[:]
+            request.images.extend(await self.upload_images(images, progress))
+        reply: tpb.SubmitReply = await self.stub.Submit(request, metadata=self.metadata)
+        return reply
+
+    async def get(self, request_id: str) -> cpb.RequestView:
+        view: cpb.RequestView = await self.stub.Get(
+            tpb.GetRequest(request_id=request_id), metadata=self.metadata
+        )
+        return view
+
+    async def watch(self, request_id: str) -> AsyncIterator[cpb.RequestUpdate]:
+        call = self.stub.Watch(tpb.WatchRequest(request_id=request_id), metadata=self.metadata)
+        async for update in call:
+            yield update
+
+    async def cancel(self, request_id: str, note: str = "") -> cpb.RequestUpdate:
+        update: cpb.RequestUpdate = await self.stub.Cancel(
+            tpb.CancelRequest(request_id=request_id, note=note), metadata=self.metadata
+        )
+        return update
+
+    async def supply(
+        self,
+        request_id: str,
+        images: Sequence[ImageInput],
+        note: str = "",
+        progress: Progress | None = None,
+    ) -> cpb.RequestUpdate:
+        refs = await self.upload_images(images, progress)
+        update: cpb.RequestUpdate = await self.stub.Supply(
+            tpb.SupplyRequest(request_id=request_id, images=refs, note=note),
+            metadata=self.metadata,
+        )
+        return update
+
+    def session(self) -> TellerSessionClient:
+        return TellerSessionClient(self)
+
+
+class TellerSessionClient:
+    """A workstation's long-lived session stream. Calls return when their answer
+    arrives; every update of the requests submitted or watched here lands in
+    ``updates``."""
+
+    def __init__(self, client: TellerClient) -> None:
+        self.client = client
+        self.updates: asyncio.Queue[cpb.RequestUpdate] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tpb.TellerSessionIn | None] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._refs = itertools.count(1)
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TellerSessionClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        async def outgoing() -> AsyncIterator[tpb.TellerSessionIn]:
+            while (message := await self._outbox.get()) is not None:
+                yield message
+
+        self._call = self.client.stub.Session(outgoing(), metadata=self.client.metadata)
+        self._reader = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        self._outbox.put_nowait(None)
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await self._reader
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._call:
+                body = message.WhichOneof("body")
+                if body == "update" and not message.ref:
+                    self.updates.put_nowait(message.update)
+                    continue
+                future = self._pending.pop(message.ref, None)
+                if body == "update":
+                    self.updates.put_nowait(message.update)
+                if future is None or future.done():
+                    continue
+                if body == "error":
+                    future.set_exception(
+                        SessionCallError.from_wire(message.error.code, message.error.message)
+                    )
+                else:
+                    future.set_result(getattr(message, body))
+        except grpc.aio.AioRpcError as exc:
+            failure = SessionCallError(exc.code(), exc.details() or "session ended")
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(failure)
+            self._pending.clear()
+            raise
+
+    def _send(self, **body: Any) -> asyncio.Future[Any]:
+        ref = str(next(self._refs))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = future
+        self._outbox.put_nowait(tpb.TellerSessionIn(ref=ref, **body))
+        return future
+
+    async def upload_image(self, kind: str, data: bytes) -> cpb.ImageRef:
+        ref = str(next(self._refs))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = future
+        for chunk in upload_chunks(kind, data, upload_id=ref):
+            self._outbox.put_nowait(tpb.TellerSessionIn(ref=ref, chunk=chunk))
+        image: cpb.ImageRef = await future
+        image.kind = kind_value(kind)
+        return image
+
+    async def submit(
+        self, request: tpb.SubmitRequest, images: Sequence[ImageInput] = ()
+    ) -> tpb.SubmitReply:
+        if images:
+            del request.images[:]
+            request.images.extend(
+                await asyncio.gather(*(self.upload_image(k, d) for k, d in images))
+            )
+        reply: tpb.SubmitReply = await self._send(submit=request)
+        return reply
+
+    async def watch(self, request_id: str) -> cpb.RequestUpdate:
+        update: cpb.RequestUpdate = await self._send(watch=tpb.WatchRequest(request_id=request_id))
+        return update
+
+    async def cancel(self, request_id: str, note: str = "") -> cpb.RequestUpdate:
+        update: cpb.RequestUpdate = await self._send(
+            cancel=tpb.CancelRequest(request_id=request_id, note=note)
+        )
+        return update
