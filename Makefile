@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/authq/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-quick clean
+.PHONY: venv run test lint proto proto-check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,8 +25,12 @@ proto-check: $(STAMP)
 run: $(STAMP)
 	$(BIN)/authq-server --listen 127.0.0.1:50051 --data-dir ./var
 
+## Everything CI checks: generated code fresh, lint and types clean, the whole suite.
 test: $(STAMP)
 	$(BIN)/python proto/generate.py --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -36,3 +40,17 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+## Benchmarks (issue 5): a fresh server, every scenario, baselines in the same run;
+## writes bench/out/report.json, report.md and PNG plots.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick

@@ -28,9 +28,17 @@ EXTENSIONS = {
     "image/webp": ".webp",
 }
 REASONS = [
-    "ID_MISMATCH", "ID_INVALID", "SIGNATURE_MISMATCH", "AMOUNT_MISMATCH", "DATA_MISMATCH",
-    "DOCUMENT_MISSING", "CUSTOMER_NOT_PRESENT", "SUSPECTED_FRAUD", "POLICY_VIOLATION", "OTHER",
-]  # fmt: skip
+    "ID_MISMATCH",
+    "ID_INVALID",
+    "SIGNATURE_MISMATCH",
+    "AMOUNT_MISMATCH",
+    "DATA_MISMATCH",
+    "DOCUMENT_MISSING",
+    "CUSTOMER_NOT_PRESENT",
+    "SUSPECTED_FRAUD",
+    "POLICY_VIOLATION",
+    "OTHER",
+]
 
 
 class UsageError(Exception):
@@ -83,17 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server", default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET), help="host:port"
     )
-    parser.add_argument("--user", default=os.environ.get("AUTHQ_USER", "authorizer-1"),
-                        help="your authorizer id (env AUTHQ_USER)")  # fmt: skip
-    parser.add_argument("--state-dir", type=Path,
-                        default=Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser(),
-                        help="where the tokens of held items are kept (default ~/.authq)")  # fmt: skip
+    parser.add_argument(
+        "--user",
+        default=os.environ.get("AUTHQ_USER", "authorizer-1"),
+        help="your authorizer id (env AUTHQ_USER)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser(),
+        help="where the tokens of held items are kept (default ~/.authq)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
 
     take = commands.add_parser("next", help="wait for the next item and take it")
-    take.add_argument("--images-dir", type=Path, default=Path("authq-images"),
-                      help="save the item's images under DIR/REQUEST_ID/ (default authq-images)")  # fmt: skip
+    take.add_argument(
+        "--images-dir",
+        type=Path,
+        default=Path("authq-images"),
+        help="save the item's images under DIR/REQUEST_ID/ (default authq-images)",
+    )
     take.add_argument("--timeout", type=float, help="give up after this many seconds")
 
     def with_token(name: str, text: str) -> argparse.ArgumentParser:
@@ -105,8 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_token("approve", "approve a held item")
     reject = with_token("reject", "reject a held item with a reason")
-    reject.add_argument("--reason", required=True, choices=REASONS, metavar="CODE",
-                        help="one of: " + ", ".join(REASONS))  # fmt: skip
+    reject.add_argument(
+        "--reason",
+        required=True,
+        choices=REASONS,
+        metavar="CODE",
+        help="one of: " + ", ".join(REASONS),
+    )
     ask = with_token("ask", "ask the teller for more or better images")
     ask.add_argument("--kinds", required=True, help="comma-separated, e.g. ID_BACK,VOUCHER")
     with_token("release", "hand a held item back to the queue")
@@ -129,11 +152,14 @@ def describe_overview(view: spb.QueueOverview) -> str:
     ]
     for depth in view.by_class:
         urgency = "URGENT" if depth.urgency == cpb.URGENCY_URGENT else "normal"
-        lines.append(f"  {depth.importance} / {urgency:<6}              {depth.waiting:>7}   "
-                     f"{depth.oldest_wait_ms / 1000:9.1f}s")  # fmt: skip
+        lines.append(
+            f"  {depth.importance} / {urgency:<6}              {depth.waiting:>7}   "
+            f"{depth.oldest_wait_ms / 1000:9.1f}s"
+        )
     if view.by_branch:
-        lines.append("waiting per branch: " + ", ".join(
-            f"{b.branch_id} {b.waiting}" for b in view.by_branch))  # fmt: skip
+        lines.append(
+            "waiting per branch: " + ", ".join(f"{b.branch_id} {b.waiting}" for b in view.by_branch)
+        )
     return "\n".join(lines)
 
 
@@ -156,8 +182,10 @@ async def take_next(
         path.write_bytes(data)
         saved.append(str(path))
     text = describe_request(request, history=True)
-    text += (f"\nlease     token {offer.lease.fencing_token}, expires in "
-             f"{(offer.lease.expires_at_ms - request.history[-1].at_ms) / 1000:.0f}s")  # fmt: skip
+    text += (
+        f"\nlease     token {offer.lease.fencing_token}, expires in "
+        f"{(offer.lease.expires_at_ms - request.history[-1].at_ms) / 1000:.0f}s"
+    )
     if saved:
         text += "\nsaved     " + "\n          ".join(saved)
     show(offer, text, args.json)
@@ -176,8 +204,11 @@ async def run(args: argparse.Namespace) -> int:
             return 0
         if args.command == "position":
             reply = await client.position(args.request_id)
-            text = (f"{reply.request_id}: position {reply.position} of {reply.waiting} waiting"
-                    if reply.position >= 0 else f"{reply.request_id}: not waiting")  # fmt: skip
+            text = (
+                f"{reply.request_id}: position {reply.position} of {reply.waiting} waiting"
+                if reply.position >= 0
+                else f"{reply.request_id}: not waiting"
+            )
             show(reply, text, args.json)
             return 0
         token = book.token(args.request_id, args.token)
@@ -190,9 +221,13 @@ async def run(args: argparse.Namespace) -> int:
         else:
             kinds = args.kinds.split(",") if args.command == "ask" else []
             update = await client.decide(
-                args.request_id, token, args.command,
-                reason_code=getattr(args, "reason", ""), note=args.note, kinds=kinds,
-            )  # fmt: skip
+                args.request_id,
+                token,
+                args.command,
+                reason_code=getattr(args, "reason", ""),
+                note=args.note,
+                kinds=kinds,
+            )
         book.drop(args.request_id)
         show(update, describe_update(update), args.json)
         return 0

@@ -52,7 +52,7 @@ class AuthorizerClient:
         if self._owns_channel:
             await self.channel.close()
 
-    async def next(self, timeout: float | None = None) -> apb.Offer:
+    async def next(self, timeout: float | None = None) -> apb.Offer:  # noqa: ASYNC109 - a gRPC deadline
         """Waits for the next item (DEADLINE_EXCEEDED after ``timeout`` seconds)."""
         offer: apb.Offer = await self.stub.Next(
             apb.NextRequest(), metadata=self.metadata, timeout=timeout

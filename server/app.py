@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from authq import wire
 from authq.v1 import authorizer_pb2_grpc, supervisor_pb2_grpc, teller_pb2_grpc
 from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from server.api.authorizer import AuthorizerServicer
 from server.api.supervisor import SupervisorServicer
@@ -82,7 +82,9 @@ class Runtime:
                     events_maxlen=settings.events_maxlen,
                 ),
             )
-            hub = EventHub(aioredis.Redis.from_url(url), keys.events)
+            # A connection of its own: XREAD BLOCK holds it. No socket timeout, or a quiet
+            # stream would read as a lost connection.
+            hub = EventHub(aioredis.Redis.from_url(url, socket_timeout=None), keys.events)
             dispatcher = WorkDispatcher(store)
             reaper = LeaseReaper(store)
             hub.add_listener(dispatcher.on_event)
@@ -97,14 +99,15 @@ class Runtime:
             if embedded is not None:
                 await embedded.stop()
             raise
-        return cls(settings, url, client, store, hub, dispatcher, reaper, center,
-                   Catalog.load(), embedded)  # fmt: skip
+        return cls(
+            settings, url, client, store, hub, dispatcher, reaper, center, Catalog.load(), embedded
+        )
 
     async def stop(self) -> None:
         await self.reaper.stop()
         await self.dispatcher.stop()
         await self.hub.stop()
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)
         if self.embedded is not None:
             await self.embedded.stop()
 
@@ -143,8 +146,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         ready.set()
     try:
         await stop.wait()
-        log.info("stopping: letting in-flight calls finish (%.0fs grace)",
-                 settings.shutdown_grace_s)  # fmt: skip
+        log.info(
+            "stopping: letting in-flight calls finish (%.0fs grace)", settings.shutdown_grace_s
+        )
         await server.stop(settings.shutdown_grace_s)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

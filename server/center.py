@@ -60,8 +60,9 @@ class Center:
     async def _resolve(self, images: Sequence[Image], field: str) -> tuple[Image, ...]:
         """Fills size and content type from the uploads; refuses unknown hashes."""
         if len(images) > self.max_images:
-            raise InvalidArgument(field, f"{len(images)} images exceeds the limit of "
-                                  f"{self.max_images} per request")  # fmt: skip
+            raise InvalidArgument(
+                field, f"{len(images)} images exceeds the limit of {self.max_images} per request"
+            )
         metas = await self.store.blob_meta([image.sha256 for image in images])
         resolved = []
         for index, (image, meta) in enumerate(zip(images, metas, strict=True)):

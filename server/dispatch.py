@@ -91,25 +91,31 @@ class WorkDispatcher:
 
     async def _serve_waiters(self) -> None:
         blocked: list[Waiter] = []
-        while self._waiters:
-            waiter = self._waiters[0]
-            if waiter.cancelled:
-                self._waiters.popleft()
-                continue
-            claim = await self.store.claim(waiter.authorizer_id, waiter.lanes)
-            if claim is None:
-                # Nothing this waiter may take; others may have other lanes.
-                blocked.append(self._waiters.popleft())
-                if waiter.lanes is None:
-                    break
-                continue
-            self._waiters.popleft()
-            if waiter.cancelled or not waiter.deliver(claim):
-                # The authorizer left while we claimed: put the item straight back.
-                await self.store.release(
-                    claim.record.request_id,
-                    claim.token,
-                    waiter.authorizer_id,
-                    "authorizer left before the offer arrived",
-                )
-        self._waiters.extendleft(reversed([w for w in blocked if not w.cancelled]))
+        try:
+            while self._waiters:
+                # Off the line before the await: a waiter that leaves meanwhile is
+                # marked cancelled, and no other waiter is disturbed.
+                waiter = self._waiters.popleft()
+                if waiter.cancelled:
+                    continue
+                try:
+                    claim = await self.store.claim(waiter.authorizer_id, waiter.lanes)
+                except BaseException:
+                    blocked.append(waiter)
+                    raise
+                if claim is None:
+                    # Nothing this waiter may take; others may have other lanes.
+                    blocked.append(waiter)
+                    if waiter.lanes is None:
+                        break
+                    continue
+                if waiter.cancelled or not waiter.deliver(claim):
+                    # The authorizer left while we claimed: put the item straight back.
+                    await self.store.release(
+                        claim.record.request_id,
+                        claim.token,
+                        waiter.authorizer_id,
+                        "authorizer left before the offer arrived",
+                    )
+        finally:
+            self._waiters.extendleft(reversed([w for w in blocked if not w.cancelled]))

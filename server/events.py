@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -74,15 +75,17 @@ class EventHub:
         await self.client.aclose()
 
     async def _last_id(self) -> bytes:
-        newest = await self.client.xrevrange(self.stream_key, count=1)
-        return newest[0][0] if newest else b"0-0"
+        newest: Any = await self.client.xrevrange(self.stream_key, count=1)
+        return bytes(newest[0][0]) if newest else b"0-0"
 
     async def _follow(self, last: bytes) -> None:
         backoff = 0.05
         lost = False
         while True:
             try:
-                replies = await self.client.xread({self.stream_key: last}, block=5000, count=500)
+                replies: Any = await self.client.xread(
+                    {self.stream_key: last}, block=2000, count=500
+                )
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 log.warning("event stream lost (%s): retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)

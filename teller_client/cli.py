@@ -37,31 +37,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server", default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET), help="host:port"
     )
-    parser.add_argument("--user", default=os.environ.get("AUTHQ_USER", "teller-1"),
-                        help="your teller id (env AUTHQ_USER)")  # fmt: skip
-    parser.add_argument("--branch", default=os.environ.get("AUTHQ_BRANCH", "branch-1"),
-                        help="your branch id (env AUTHQ_BRANCH)")  # fmt: skip
+    parser.add_argument(
+        "--user",
+        default=os.environ.get("AUTHQ_USER", "teller-1"),
+        help="your teller id (env AUTHQ_USER)",
+    )
+    parser.add_argument(
+        "--branch",
+        default=os.environ.get("AUTHQ_BRANCH", "branch-1"),
+        help="your branch id (env AUTHQ_BRANCH)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
 
     submit = commands.add_parser("submit", help="submit a transaction for authorization")
-    submit.add_argument("--type", required=True, dest="business_type",
-                        help="business type code, e.g. CASH_WITHDRAWAL")  # fmt: skip
+    submit.add_argument(
+        "--type",
+        required=True,
+        dest="business_type",
+        help="business type code, e.g. CASH_WITHDRAWAL",
+    )
     submit.add_argument("--amount", help="amount in major units, e.g. 12000.00")
     submit.add_argument("--currency", default="CNY", help="ISO 4217 code (default CNY)")
     submit.add_argument("--account", required=True, help="customer account number")
     submit.add_argument("--customer", required=True, help="customer name")
     submit.add_argument("--memo", default="")
-    submit.add_argument("--field", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra business field (repeat)")  # fmt: skip
+    submit.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra business field (repeat)",
+    )
     submit.add_argument("--urgent", action="store_true", help="mark the request urgent")
-    submit.add_argument("--image", action="append", default=[], metavar="KIND=PATH",
-                        help="captured image, e.g. ID_FRONT=id.jpg (repeat)")  # fmt: skip
+    submit.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="KIND=PATH",
+        help="captured image, e.g. ID_FRONT=id.jpg (repeat)",
+    )
     submit.add_argument("--request-id", help="reuse to retry safely (default: a new UUID)")
     submit.add_argument("--wait", action="store_true", help="wait for the decision")
 
-    for name, text in (("watch", "follow a request until it is decided"),
-                       ("show", "show a request with its history")):  # fmt: skip
+    for name, text in (
+        ("watch", "follow a request until it is decided"),
+        ("show", "show a request with its history"),
+    ):
         command = commands.add_parser(name, help=text)
         command.add_argument("request_id")
 
@@ -115,9 +137,12 @@ class Output:
 
     def progress(self, kind: str, sent: int, total: int) -> None:
         if not self.as_json and sys.stderr.isatty():
-            print(f"\r  uploading {kind}: {sent * 100 // max(total, 1):3d}% of "
-                  f"{total / 1024:.0f} KB", end="" if sent < total else "\n",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"\r  uploading {kind}: {sent * 100 // max(total, 1):3d}% of {total / 1024:.0f} KB",
+                end="" if sent < total else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 async def follow(client: TellerClient, request_id: str, out: Output) -> int:
@@ -141,10 +166,16 @@ async def run(args: argparse.Namespace) -> int:
         if args.command == "submit":
             amount = parse_amount(args.amount, args.currency) if args.amount else None
             request = new_request(
-                args.business_type, amount, args.currency, args.account, args.customer,
-                memo=args.memo, fields=parse_fields(args.field), urgent=args.urgent,
+                args.business_type,
+                amount,
+                args.currency,
+                args.account,
+                args.customer,
+                memo=args.memo,
+                fields=parse_fields(args.field),
+                urgent=args.urgent,
                 request_id=args.request_id,
-            )  # fmt: skip
+            )
             reply = await client.submit(request, read_images(args.image), out.progress)
             text = describe_request(reply.request)
             if reply.duplicate:

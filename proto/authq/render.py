@@ -47,7 +47,8 @@ def mask_account(account: str) -> str:
 
 
 def describe_update(update: cpb.RequestUpdate) -> str:
-    line = f"{clock(update.at_ms)}  {update.request_id}  {update.event:<20} -> {state_name(update.state)}"
+    line = f"{clock(update.at_ms)}  {update.request_id}  {update.event:<20}"
+    line += f" -> {state_name(update.state)}"
     if update.actor:
         line += f"  by {update.actor}"
     if update.reason_code:
@@ -73,9 +74,10 @@ def describe_request(view: cpb.RequestView, *, history: bool = False) -> str:
     if view.authorizer_id:
         lines.append(f"authorizer {view.authorizer_id}")
     if view.images:
-        lines.append("images    " + ", ".join(
-            f"{kind_name(i.kind)} ({i.size_bytes / 1024:.0f} KB)" for i in view.images
-        ))  # fmt: skip
+        lines.append(
+            "images    "
+            + ", ".join(f"{kind_name(i.kind)} ({i.size_bytes / 1024:.0f} KB)" for i in view.images)
+        )
     if history:
         lines.append("history")
         lines.extend("  " + describe_update(entry) for entry in view.history)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from authq import wire
@@ -18,7 +18,7 @@ from server.api.status import translate_errors
 from server.center import Center
 from server.intake import check_sha256
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from authq.v1 import authorizer_pb2 as apb
+from authq.v1 import common_pb2 as cpb
 
 from server.api import convert
 from server.api.status import status_of
@@ -31,7 +32,7 @@ _OUTCOMES = {
 
 
 def outcome_of(value: int) -> Outcome:
-    outcome = _OUTCOMES.get(value)  # type: ignore[call-overload]
+    outcome: Outcome | None = _OUTCOMES.get(value)  # type: ignore[call-overload]
     if outcome is None:
         raise InvalidArgument("outcome", "must be APPROVE, REJECT or ASK_SUPPLEMENT")
     return outcome
@@ -96,7 +97,7 @@ class AuthorizerSession:
 
     def _error(self, ref: str, exc: BaseException) -> None:
         code, message = status_of(exc)
-        error = apb.SessionError(code=code.value[0], message=message)
+        error = cpb.SessionError(code=code.value[0], message=message)
         self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, error=error))
 
     def _credit(self, ref: str, count: int) -> None:

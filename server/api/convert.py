@@ -25,7 +25,7 @@ MAX_FIELDS = 32
 
 
 def kind_name(value: int, field: str) -> str:
-    name = cpb.ImageKind.Name(value) if value in cpb.ImageKind.values() else ""
+    name = cpb.ImageKind.Name(value) if value in cpb.ImageKind.values() else ""  # type: ignore[arg-type]
     kind = name.removeprefix(_KIND_PREFIX)
     if kind not in IMAGE_KINDS:
         raise InvalidArgument(field, f"must be one of {', '.join(IMAGE_KINDS)} (got {value})")
@@ -108,15 +108,16 @@ def submission_from_pb(
         amount_minor=amount,
         currency=currency,
         account=tx.account,
-        customer_name=_text(tx.customer_name, "transaction.customer_name",
-                            required=True, limit=100),
+        customer_name=_text(
+            tx.customer_name, "transaction.customer_name", required=True, limit=100
+        ),
         memo=_text(tx.memo, "transaction.memo", required=False, limit=500),
         fields=dict(tx.fields),
         urgency=2 if request.urgency == cpb.URGENCY_URGENT else 1,
         importance=business.importance,
         images=tuple(images_from_pb(request.images, "images")),
         preparation_seconds=request.preparation_seconds,
-    )  # fmt: skip
+    )
 
 
 def _amount(tx: cpb.Transaction, monetary: bool) -> tuple[int, str]:

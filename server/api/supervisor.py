@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from authq.v1 import common_pb2 as cpb
@@ -14,7 +14,7 @@ from server.api.identity import caller
 from server.api.status import translate_errors
 from server.store.queue_store import QueueStore
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):

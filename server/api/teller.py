@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from authq.v1 import common_pb2 as cpb
@@ -19,7 +19,7 @@ from server.domain.catalog import Catalog
 from server.errors import InvalidArgument
 from server.intake import Upload
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class TellerServicer(teller_pb2_grpc.TellerServiceServicer):

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 
+from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 
 from server.api import convert
@@ -89,12 +90,12 @@ class TellerSession:
 
     def _error(self, ref: str, exc: BaseException) -> None:
         code, message = status_of(exc)
-        error = tpb.SessionError(code=code.value[0], message=message)
+        error = cpb.SessionError(code=code.value[0], message=message)
         self.out.put_nowait(tpb.TellerSessionOut(ref=ref, error=error))
 
     # -- uploads: chunks of one upload arrive in order, so they are handled inline --
 
-    def _chunk(self, ref: str, chunk: tpb.ImageChunk) -> None:
+    def _chunk(self, ref: str, chunk: cpb.ImageChunk) -> None:
         upload_id = chunk.upload_id or ref
         try:
             upload = self.uploads.get(upload_id)

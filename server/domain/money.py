@@ -23,7 +23,7 @@ def is_known_currency(code: str) -> bool:
 
 
 def max_minor_units(currency: str) -> int:
-    return MAX_MAJOR_UNITS * 10 ** CURRENCY_EXPONENTS[currency]
+    return int(MAX_MAJOR_UNITS * 10 ** CURRENCY_EXPONENTS[currency])
 
 
 def to_decimal(minor_units: int, currency: str) -> Decimal:

@@ -60,7 +60,7 @@ class Submission:
         return PriorityClass(self.importance, self.urgency)
 
     def pack(self) -> bytes:
-        return msgpack.packb(
+        return msgpack.packb(  # type: ignore[no-any-return]
             [
                 1,  # layout version of this record
                 self.request_id,
@@ -186,16 +186,27 @@ class RequestRecord:
     @classmethod
     def from_redis(cls, fields: dict[bytes, bytes], history: list[bytes]) -> RequestRecord:
         supplements = fields.get(b"sx")
+        submission = Submission.unpack(fields[b"d"])
+        submitted_ms = int(fields[b"sub"])
+        submitted = HistoryEntry(
+            request_id=submission.request_id,
+            version=1,
+            at_ms=submitted_ms,
+            event="SUBMITTED",
+            actor=submission.teller_id,
+            state=State.QUEUED,
+            branch_id=submission.branch_id,
+        )
         return cls(
-            submission=Submission.unpack(fields[b"d"]),
+            submission=submission,
             state=State(fields[b"st"].decode()),
             version=int(fields[b"v"]),
-            submitted_ms=int(fields[b"sub"]),
+            submitted_ms=submitted_ms,
             holder=fields.get(b"h", b"").decode(),
             token=int(fields.get(b"tok", b"0")),
             lease_until_ms=int(fields.get(b"lu", b"0")),
             supplements=tuple(Image.unpack(raw) for raw in msgpack.unpackb(supplements))
             if supplements
             else (),
-            history=tuple(HistoryEntry.unpack(raw) for raw in history),
+            history=(submitted, *(HistoryEntry.unpack(raw) for raw in history)),
         )

@@ -18,14 +18,21 @@ local function fmt(n)
   return string.format('%.0f', n)
 end
 
--- Appends one history entry to the request's list and to the event stream that
--- every server process follows (watchers, waiting authorizers, the lease reaper).
+-- Appends one entry to the event stream that every server process follows
+-- (watchers, waiting authorizers, the lease reaper) and returns it packed.
 -- entry = {request_id, version, at_ms, event, actor, state, reason_code, note, kinds,
 --          branch}
-local function record(hist_key, events_key, maxlen, entry)
+local function emit(events_key, maxlen, entry)
   local packed = cmsgpack.pack(entry)
-  redis.call('RPUSH', hist_key, packed)
   redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 'm', packed)
+  return packed
+end
+
+-- Emits the entry and appends it to the request's history list. (The SUBMITTED
+-- entry is only emitted: it is rebuilt from the record, which saves a list per
+-- waiting item.)
+local function record(hist_key, events_key, maxlen, entry)
+  redis.call('RPUSH', hist_key, emit(events_key, maxlen, entry))
 end
 
 -- Moves one request between per-state counters (for the supervisor overview).

@@ -83,7 +83,6 @@ class QueueStore:
         result = await self.scripts.submit(
             keys=[
                 self.keys.request(rid),
-                self.keys.history(rid),
                 self.keys.lane(submission.priority),
                 self.keys.events,
                 self.keys.waiting_by_branch,

@@ -1,0 +1,74 @@
+"""Load loops, every one bounded in time and in count and stopping by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from bench.stats import Recorder, now
+
+Op = Callable[[], Awaitable[object]]
+MAX_ERRORS = 200
+
+
+async def closed_loop(
+    op: Op, recorder: Recorder, *, concurrency: int, duration_s: float, max_count: int
+) -> None:
+    """``concurrency`` workers, each starting its next call when the last returns."""
+    deadline = now() + duration_s
+    started = 0
+
+    async def worker() -> None:
+        nonlocal started
+        while now() < deadline and started < max_count and recorder.errors < MAX_ERRORS:
+            started += 1
+            t0 = now()
+            try:
+                await op()
+            except Exception:
+                recorder.errors += 1
+                continue
+            recorder.add(t0)
+
+    await asyncio.wait_for(
+        asyncio.gather(*(worker() for _ in range(concurrency))), duration_s + 30.0
+    )
+
+
+async def open_loop(
+    op: Op, recorder: Recorder, *, rate: float, duration_s: float, max_count: int,
+    max_in_flight: int = 2000,
+) -> None:  # fmt: skip
+    """Calls start on a fixed schedule whatever the answers do; latency is measured from
+    the scheduled start, so a stalled server is not hidden (no coordinated omission).
+    Beyond ``max_in_flight`` outstanding calls a slot is skipped and counted an error."""
+    t0 = now()
+    count = min(max_count, int(rate * duration_s))
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(scheduled: float) -> None:
+        try:
+            await op()
+        except Exception:
+            recorder.errors += 1
+            return
+        recorder.add(scheduled)
+
+    for i in range(count):
+        scheduled = t0 + i / rate
+        delay = scheduled - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(tasks) >= max_in_flight:
+            recorder.errors += 1
+            continue
+        task = asyncio.create_task(one(scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        _done, pending = await asyncio.wait(tasks, timeout=30.0)
+        for task in pending:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,120 @@
+"""Interactive load tests in locust's web UI: teller and authorizer users over gRPC.
+
+Start a server (``make run``), then::
+
+    .venv/bin/locust -f bench/locustfile.py --host 127.0.0.1:50051
+
+and open http://127.0.0.1:8089. Locust users are gevent greenlets, so they use grpc's
+synchronous API (with grpc's gevent support) and report each call to locust by hand.
+For precise figures use ``make bench``: this file is for exploring by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+from authq import wire
+from authq.channel import caller_metadata
+from authq.v1 import authorizer_pb2 as apb
+from authq.v1 import authorizer_pb2_grpc, teller_pb2_grpc
+from authq.v1 import common_pb2 as cpb
+from locust import User, between, events, task
+
+from bench import workload
+from teller_client.client import upload_chunks
+
+grpc_gevent.init_gevent()
+
+
+class GrpcUser(User):
+    abstract = True
+    channel: grpc.Channel
+
+    def on_start(self) -> None:
+        self.channel = grpc.insecure_channel(self.host, options=wire.CHANNEL_OPTIONS)
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    def timed(self, name: str, call: Callable[[], Any]) -> Any:
+        """Runs one call and reports it to locust as a request named ``name``."""
+        start = time.perf_counter()
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = call()
+        except grpc.RpcError as exc:
+            error = exc
+        events.request.fire(  # type: ignore[no-untyped-call]
+            request_type="grpc",
+            name=name,
+            response_time=(time.perf_counter() - start) * 1000.0,
+            response_length=result.ByteSize() if hasattr(result, "ByteSize") else 0,
+            exception=error,
+            context={},
+        )
+        return result
+
+
+class TellerUser(GrpcUser):
+    """A teller: mostly submissions without images, some with one ~200 KB capture."""
+
+    wait_time = between(0.05, 0.2)
+    weight = 3
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.stub = teller_pb2_grpc.TellerServiceStub(self.channel)
+        self.metadata = caller_metadata(f"locust-teller-{id(self)}", "branch-locust")
+
+    @task(4)
+    def submit(self) -> None:
+        request = workload.submit_request(tag="locust")
+        self.timed("Submit", lambda: self.stub.Submit(request, metadata=self.metadata))
+
+    @task(1)
+    def submit_with_image(self) -> None:
+        chunks = upload_chunks("ID_FRONT", workload.unique_jpeg(0))
+
+        def upload() -> cpb.ImageRef:
+            stream: Iterator[cpb.ImageChunk] = iter(chunks)
+            ref: cpb.ImageRef = self.stub.UploadImage(stream, metadata=self.metadata)
+            return ref
+
+        ref = self.timed("UploadImage 200 KB", upload)
+        if ref is None:
+            return
+        ref.kind = cpb.IMAGE_KIND_ID_FRONT
+        request = workload.submit_request(tag="locust")
+        request.images.append(ref)
+        self.timed("Submit 1 image", lambda: self.stub.Submit(request, metadata=self.metadata))
+
+
+class AuthorizerUser(GrpcUser):
+    """An authorizer: takes the next item (unary Next) and approves it."""
+
+    wait_time = between(0.0, 0.05)
+    weight = 1
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.stub = authorizer_pb2_grpc.AuthorizerServiceStub(self.channel)
+        self.metadata = caller_metadata(f"locust-authorizer-{id(self)}")
+
+    @task
+    def take_and_decide(self) -> None:
+        offer = self.timed(
+            "Next", lambda: self.stub.Next(apb.NextRequest(), metadata=self.metadata, timeout=2.0)
+        )
+        if offer is None:
+            return
+        decide = apb.DecideRequest(
+            request_id=offer.request.request_id,
+            fencing_token=offer.lease.fencing_token,
+            outcome=apb.OUTCOME_APPROVE,
+        )
+        self.timed("Decide", lambda: self.stub.Decide(decide, metadata=self.metadata))

@@ -1,0 +1,176 @@
+"""Processes under test: the authq server (subprocess with its embedded redis-server),
+the bare echo server, and their CPU and memory as /proc reports them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+import redis.asyncio as aioredis
+
+from bench.stats import CpuSample, now
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (its threads included), in seconds."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # fields 14 and 15 of stat
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+    except OSError:
+        return 0
+
+
+def _wait_for_line(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if marker in line:
+            return line
+        if not line and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before ready")
+    raise RuntimeError(f"{proc.args!r} not ready after {timeout_s}s")
+
+
+def _stop(proc: subprocess.Popen[str], timeout_s: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+class AuthqServer:
+    """``authq-server`` on a free loopback port with a fresh data directory: the
+    embedded redis-server, AOF with appendfsync always."""
+
+    def __init__(self, config: dict[str, int] | None = None) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="aqb-", dir="/tmp"))
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.config = config or {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: IO[str] | None = None
+        # Exception lines the server logged (a benchmark must not hide server errors).
+        self.errors: list[str] = []
+
+    def start(self) -> AuthqServer:
+        args = [
+            str(Path(sys.executable).with_name("authq-server")),
+            "--listen", self.target,
+            "--data-dir", str(self.tmp / "data"),
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+        if self.config:
+            path = self.tmp / "authq.toml"
+            body = "".join(f"{k} = {v}\n" for k, v in self.config.items())
+            path.write_text("[server]\n" + body)
+            args += ["--config", str(path)]
+        self.log = (self.tmp / "server.log").open("w")
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, text=True
+        )
+        _wait_for_line(self.proc, "listening on", 60.0)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.tmp / "data" / "redis"
+
+    @property
+    def redis_pid(self) -> int:
+        return int((self.redis_dir / "redis.pid").read_text().strip())
+
+    @property
+    def redis_url(self) -> str:
+        return f"unix://{self.redis_dir / 'redis.sock'}"
+
+    def redis(self) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.redis_url)
+
+    def cpu(self) -> CpuSample:
+        return CpuSample(cpu_seconds(self.pid), cpu_seconds(self.redis_pid), now())
+
+    def rss(self) -> dict[str, int]:
+        return {
+            "server_rss_bytes": rss_bytes(self.pid),
+            "redis_rss_bytes": rss_bytes(self.redis_pid),
+        }
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+        if self.log is not None:
+            self.log.close()
+            text = (self.tmp / "server.log").read_text(errors="replace")
+            self.errors = [ln for ln in text.splitlines() if "Error" in ln or "ERROR" in ln]
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> AuthqServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EchoServer:
+    """The bare grpc.aio echo server of bench/echo.py in its own process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> EchoServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.echo", str(self.port)],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        _wait_for_line(self.proc, "echo listening", 30.0)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(Exception):
+                _stop(self.proc)

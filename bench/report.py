@@ -1,0 +1,139 @@
+"""report.json and report.md from one run's figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _ms(s: dict[str, Any]) -> str:
+    return f"{s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['max_ms']:.2f}"
+
+
+def _row(name: str, s: dict[str, Any], ceiling: float | None = None, extra: str = "") -> str:
+    ratio = f"{s['rate_per_s'] / ceiling:.2f}" if ceiling else "-"
+    return f"| {name} | {s['count']} | {s['rate_per_s']:.0f} | {_ms(s)} | {ratio} | {extra} |"
+
+
+def _cpu(s: dict[str, Any]) -> str:
+    return f"{s['server_cpu_s_per_1000']:.3f} / {s['redis_cpu_s_per_1000']:.3f}"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    echo, redis, sub, cyc, deep, mix = (r[k] for k in ("echo", "redis", "submit", "cycle",
+                                                        "deep", "mix"))  # fmt: skip
+    u256, s200 = echo["unary_256"]["rate_per_s"], echo["stream_200k"]["rate_per_s"]
+    rcl = redis["claim_serial"]["rate_per_s"]
+    head = "| what | n | per s | p50 ms | p95 ms | p99 ms | max ms | x ceiling | notes |"
+    sep = "|---|---|---|---|---|---|---|---|---|"
+    lines = [
+        f"# authq benchmark ({r['mode']})", "",
+        f"Run {r['started']}, {r['elapsed_s']:.0f} s. Machine: {r['machine']}.", "",
+        "Server: `authq-server` subprocess, embedded redis-server, AOF appendfsync always. "
+        f"Client: this harness (grpc.aio + uvloop), {r['client_note']}", "",
+        "## Throughput and latency", "", head, sep,
+    ]  # fmt: skip
+    for key, label, ceiling in (
+        ("unary_0", "submit unary, 0 images", u256),
+        ("session_0", "submit session, 0 images", u256),
+        ("unary_0_2proc", "submit unary, 0 images, 2 client procs", u256),
+        ("unary_1", "submit unary, 1 image", s200), ("session_1", "submit session, 1 image", s200),
+        ("unary_3", "submit unary, 3 images", s200 / 3),
+        ("session_3", "submit session, 3 images", s200 / 3),
+    ):  # fmt: skip
+        if key in sub:
+            s = sub[key]
+            lines.append(_row(label, s, ceiling, f"CPU s/1000 srv/redis {_cpu(s)}"))
+    half = sub["unary_0_half"]
+    lines.append(_row("submit unary, 0 img, at half load (open loop)", half, None,
+                      f"offered {half['offered_rate_per_s']:.0f}/s"))  # fmt: skip
+    for phase in ("max", "half"):
+        c = cyc[phase]
+        lines += [
+            _row(f"full cycle ({phase}): submit -> teller sees decision", c["cycles"], None,
+                 f"CPU s/1000 srv/redis {_cpu(c)}; RSS {c['server_rss_bytes'] >> 20} MiB"),
+            _row(f"full cycle ({phase}): submit ack", c["submit_ack"]),
+            _row(f"full cycle ({phase}): decision (decide call)", c["decision"]),
+            _row(f"full cycle ({phase}): decision-to-teller notification", c["notification"]),
+            _row(f"full cycle ({phase}): submit ack -> offer (queue wait)", c["queue_wait"]),
+        ]  # fmt: skip
+    for key, label in (("at_1k", "~1,000"), ("at_depth", f"{deep['depth']:,}")):
+        lines += [
+            _row(f"claim (unary Next, one at a time), {label} waiting", deep[key]["claim"], rcl),
+            _row(f"decision (unary Decide), {label} waiting", deep[key]["decision"]),
+        ]
+    lines.append(
+        _row(
+            f"decisions by 8 session authorizers, {deep['depth']:,} waiting",
+            deep["drain_decision"],
+            rcl,
+            f"CPU s/1000 {_cpu(deep['drain_cpu'])}",
+        )
+    )
+    lines += ["", "x ceiling: requests/s over the ceiling of the same kind (bare unary echo 256 B "
+              "for submits without images; bare chunked 200 KB upload per image for images; "
+              "bare Redis claim script one at a time for claims).", "",
+              "## Targets", "", "| target | value | bound | result |",
+              "|---|---|---|---|"]  # fmt: skip
+    for t in r["targets"]:
+        lines.append(f"| {t['target']} | {t['value']} {t['unit']} | {t['bound']} | "
+                     f"{'PASS' if t['pass'] else 'FAIL'} |")  # fmt: skip
+    lines += ["", "## Ceilings (same run)", "", head, sep]
+    for key, label in (
+        ("unary_256", "echo unary 256 B"),
+        ("unary_200k", "echo unary 200 KB"),
+        ("stream_200k", f"echo client stream 200 KB, {echo['chunk_bytes']} B chunks"),
+    ):
+        s = echo[key]
+        lines.append(_row(label, s, None, f"server CPU {s['server_cpu_us_per_call']} us/call"))
+    for key, label in (
+        ("claim_serial", "bare Redis claim script, 1 in flight"),
+        ("claim_50", "bare Redis claim script, 50 in flight"),
+    ):
+        s = redis[key]
+        lines.append(_row(label, s, None, f"redis CPU {s['redis_cpu_us_per_call']} us/call"))
+    lines += [
+        "",
+        "## Chunk size: 1 MB upload to the echo server, 16 in flight",
+        "",
+        "| chunk | uploads/s | p50 ms | p99 ms | server CPU us/upload |",
+        "|---|---|---|---|---|",
+    ]
+    for size, s in echo["chunk_sizes_1mb"].items():
+        lines.append(f"| {int(size) // 1024} KB | {s['rate_per_s']:.0f} | {s['p50_ms']:.1f} | "
+                     f"{s['p99_ms']:.1f} | {s['server_cpu_us_per_call']} |")  # fmt: skip
+    lines += [
+        "", "## Deep queue", "",
+        f"- depth {deep['depth']:,} items without images{r['deep_note']}; loaded by pipelining the "
+        f"server's submit script at {deep['load_per_s']:.0f} items/s; server settled after "
+        f"{deep['settle_s']} s",
+        f"- Redis used_memory {deep['redis_used_memory_full'] >> 20} MiB: "
+        f"**{deep['redis_bytes_per_item']:.0f} bytes per waiting item**",
+        f"- server RSS {deep['server_rss_bytes'] >> 20} MiB, redis RSS "
+        f"{deep['redis_rss_bytes'] >> 20} MiB", "",
+        "## Mix under a flood (aging)", "",
+        f"Config `[server] importance_step_ms = {mix['config']['importance_step_ms']}, "
+        f"urgency_step_ms = {mix['config']['urgency_step_ms']}`: head-start gap between urgent "
+        f"importance 3 and normal importance 1 is {mix['head_start_gap_ms']} ms. Flood "
+        f"{mix['flood_rate_per_s']:.0f}/s urgent high, trickle {mix['low_rate_per_s']:.0f}/s low, "
+        f"4 authorizers deciding {mix['decisions_per_s']:.0f}/s; {mix['waiting_at_end']} still "
+        "waiting at the end.", "",
+        "| class | submitted | claimed | wait p50 ms | p95 | p99 | max |",
+        "|---|---|---|---|---|---|---|",
+        f"| high (3, urgent) | {mix['high_submitted']} | {mix['high_claimed']} | "
+        f"{_ms(mix['high_wait'])} |",
+        f"| low (1, normal) | {mix['low_submitted']} | {mix['low_claimed']} | "
+        f"{_ms(mix['low_wait'])} |",
+    ]  # fmt: skip
+    if r["server_errors"]:
+        lines += ["", "## Errors the server logged", ""]
+        lines += [f"- `{line[:160]}`" for line in r["server_errors"][:10]]
+    lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in r["plots"]), ""]
+    return "\n".join(lines)
+
+
+def write(out_dir: Path, r: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(r, indent=1, default=str) + "\n")
+    (out_dir / "report.md").write_text(markdown(r))

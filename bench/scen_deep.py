@@ -1,0 +1,131 @@
+"""A deep queue: items without images loaded straight into Redis by pipelining the
+server's own submit script (the same records a Submit writes), then claims (unary Next)
+and decisions timed one at a time at 1,000 waiting and at the full depth; Redis memory
+per waiting item from INFO; then the automated authorizers drain at depth."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from authorizer_console.client import AuthorizerClient
+from bench import workload
+from bench.load import closed_loop
+from bench.procs import AuthqServer
+from bench.rig import CycleRig
+from bench.stats import Recorder, cpu_per_1000, now
+from server.domain.records import Submission
+from server.store.keys import Keys
+from server.store.scripts import Scripts
+
+BATCH = 2000
+EVENTS_MAXLEN = 50_000  # the server's default events_maxlen
+
+
+def _submission(i: int) -> Submission:
+    return Submission(
+        request_id=workload.request_id("d"), branch_id=f"branch-{i % 50}",
+        teller_id=f"teller-{i % 400}", business_type=workload.HIGH, amount_minor=1_250_000,
+        currency="CNY", account="6222020200001234", customer_name="Bench Customer",
+        memo="benchmark", fields={}, urgency=1, importance=3, images=(),
+    )  # fmt: skip
+
+
+async def load_items(client: aioredis.Redis, count: int) -> float:
+    """Submits ``count`` items through the submit script, pipelined; returns items/s."""
+    keys, scripts = Keys(), Scripts.register(client)
+    t0 = now()
+    for start in range(0, count, BATCH):
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(start, min(count, start + BATCH)):
+                sub = _submission(i)
+                rid = sub.request_id
+                await scripts.submit(
+                    keys=[keys.request(rid), keys.history(rid), keys.lane(sub.priority),
+                          keys.events, keys.waiting_by_branch, keys.counts],
+                    args=[rid, sub.fingerprint(), sub.pack(), sub.branch_id, 0, sub.teller_id,
+                          EVENTS_MAXLEN],
+                    client=pipe,
+                )  # fmt: skip
+            await pipe.execute()
+    return count / max(1e-9, now() - t0)
+
+
+async def used_memory(client: aioredis.Redis) -> int:
+    info = await client.info("memory")
+    return int(info["used_memory"])
+
+
+async def settle(server: AuthqServer, limit_s: float = 240.0) -> float:
+    """Waits until the server is idle again (its event hub has read the events of the
+    load): less than 10% of a core over half a second. Returns the seconds waited."""
+    t0 = now()
+    while now() - t0 < limit_s:
+        before = server.cpu()
+        await asyncio.sleep(0.5)
+        after = server.cpu()
+        if after.server_s - before.server_s < 0.05:
+            break
+    return round(now() - t0, 1)
+
+
+async def timed_claims(target: str, count: int, duration_s: float) -> dict[str, Any]:
+    claim, decide = Recorder("claim"), Recorder("decision")
+    async with AuthorizerClient(target, "bench-deep") as client:
+        deadline = now() + duration_s
+        for _ in range(count):
+            if now() > deadline:
+                break
+            t0 = now()
+            offer = await client.next(timeout=5.0)
+            t1 = now()
+            claim.add(t0, t1)
+            await client.decide(offer.request.request_id, offer.lease.fencing_token, "approve")
+            decide.add(t1)
+    return {"claim": claim.summary(), "decision": decide.summary(), "_claim": claim}
+
+
+async def run_deep(
+    server: AuthqServer, depth: int, claims: int, duration_s: float
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"depth": depth, "claims_per_depth": claims}
+    client = server.redis()
+    try:
+        base = await used_memory(client)
+        out["load_1k_per_s"] = round(await load_items(client, 1000 + claims), 1)
+        await asyncio.sleep(0.5)
+        out["at_1k"] = await timed_claims(server.target, claims, duration_s)
+        out["_claim_1k"] = out["at_1k"].pop("_claim")
+        mem0 = await used_memory(client)
+        rest = depth - 1000
+        cpu0 = server.cpu()
+        out["load_per_s"] = round(await load_items(client, rest + claims), 1)
+        out["load_cpu"] = cpu_per_1000(cpu0, server.cpu(), rest + claims)
+        mem1 = await used_memory(client)
+        out["redis_used_memory_base"] = base
+        out["redis_used_memory_full"] = mem1
+        out["redis_bytes_per_item"] = round((mem1 - mem0) / (rest + claims), 1)
+        out["settle_s"] = await settle(server)
+        out["at_depth"] = await timed_claims(server.target, claims, duration_s)
+        out["_claim_deep"] = out["at_depth"].pop("_claim")
+        waiting = await client.zcard(Keys().lane(_submission(0).priority))
+        out["waiting_after_claims"] = int(waiting)
+        cpu0 = server.cpu()
+        async with CycleRig(server.target, tellers=1) as rig:
+            recorder = Recorder("drain")
+
+            async def sleep_tick() -> None:
+                await asyncio.sleep(0.05)
+
+            await closed_loop(sleep_tick, recorder, concurrency=1, duration_s=duration_s,
+                              max_count=1_000_000)  # fmt: skip
+            out["drain_decisions_per_s"] = round(rig.decisions.rate(), 1)
+            out["drain_decision"] = rig.decision.summary()
+            out["drain_cpu"] = cpu_per_1000(cpu0, server.cpu(), 2 * rig.decisions.count)
+            out["_drain"] = rig.decisions
+        out.update(server.rss())
+    finally:
+        await client.aclose()
+    return out

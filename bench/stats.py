@@ -1,0 +1,101 @@
+"""Latency and throughput bookkeeping shared by every scenario."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def now() -> float:
+    """Seconds on CLOCK_MONOTONIC, which is system-wide on Linux: comparable across
+    the harness and its client worker processes."""
+    return time.monotonic()
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return math.nan
+    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+@dataclass
+class Recorder:
+    """Latencies in milliseconds and the completion times (monotonic seconds)."""
+
+    name: str
+    latencies_ms: list[float] = field(default_factory=list)
+    done_at: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    def add(self, started: float, finished: float | None = None) -> None:
+        end = now() if finished is None else finished
+        self.latencies_ms.append((end - started) * 1000.0)
+        self.done_at.append(end)
+
+    def add_ms(self, value_ms: float, at: float) -> None:
+        self.latencies_ms.append(value_ms)
+        self.done_at.append(at)
+
+    def merge(self, other: Recorder) -> None:
+        self.latencies_ms.extend(other.latencies_ms)
+        self.done_at.extend(other.done_at)
+        self.errors += other.errors
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies_ms)
+
+    def rate(self) -> float:
+        """Completions per second between the first and the last completion."""
+        if len(self.done_at) < 2:
+            return 0.0
+        span = max(self.done_at) - min(self.done_at)
+        return (len(self.done_at) - 1) / span if span > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies_ms)
+        return {
+            "count": len(ordered),
+            "errors": self.errors,
+            "rate_per_s": round(self.rate(), 1),
+            "p50_ms": round(percentile(ordered, 50), 3),
+            "p95_ms": round(percentile(ordered, 95), 3),
+            "p99_ms": round(percentile(ordered, 99), 3),
+            "max_ms": round(ordered[-1], 3) if ordered else math.nan,
+        }
+
+    def timeline(self, start: float, bin_s: float = 0.5) -> list[tuple[float, float]]:
+        """(seconds since start, completions per second) per bin."""
+        if not self.done_at:
+            return []
+        bins: dict[int, int] = {}
+        for t in self.done_at:
+            key = int((t - start) / bin_s)
+            bins[key] = bins.get(key, 0) + 1
+        last = max(bins)
+        return [(k * bin_s, bins.get(k, 0) / bin_s) for k in range(0, last + 1)]
+
+
+@dataclass
+class CpuSample:
+    server_s: float
+    redis_s: float
+    at: float
+
+
+def cpu_per_1000(before: CpuSample, after: CpuSample, requests: int) -> dict[str, float]:
+    if requests <= 0:
+        return {"server_cpu_s_per_1000": math.nan, "redis_cpu_s_per_1000": math.nan}
+    return {
+        "server_cpu_s_per_1000": round((after.server_s - before.server_s) * 1000 / requests, 4),
+        "redis_cpu_s_per_1000": round((after.redis_s - before.redis_s) * 1000 / requests, 4),
+        "server_cpu_util": round(
+            (after.server_s - before.server_s) / max(1e-9, after.at - before.at), 3
+        ),
+        "redis_cpu_util": round(
+            (after.redis_s - before.redis_s) / max(1e-9, after.at - before.at), 3
+        ),
+    }

@@ -1,0 +1,62 @@
+"""What the simulated tellers send: transactions, and unique ~200 KB JPEG captures."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import uuid
+from functools import lru_cache
+
+from authq.v1 import teller_pb2 as tpb
+
+from teller_client import synthetic
+from teller_client.client import new_request
+
+IMAGE_BYTES = 200_000
+KINDS = ("ID_FRONT", "ID_BACK", "VOUCHER")
+HIGH = "CASH_WITHDRAWAL"  # importance 3 in the default catalog
+LOW = "WEALTH_PURCHASE"  # importance 1
+_serial = itertools.count()
+_run = uuid.uuid4().hex[:8]
+
+
+def request_id(tag: str = "b") -> str:
+    return f"{tag}-{_run}-{os.getpid()}-{next(_serial)}"
+
+
+def submit_request(
+    business_type: str = HIGH, *, urgent: bool = False, tag: str = "b"
+) -> tpb.SubmitRequest:
+    return new_request(
+        business_type,
+        1_250_000,
+        "CNY",
+        "6222020200001234",
+        "Bench Customer",
+        memo="benchmark",
+        urgent=urgent,
+        request_id=request_id(tag),
+    )
+
+
+@lru_cache(maxsize=4)
+def base_jpeg(seed: int) -> bytes:
+    return synthetic.jpeg_of_size(IMAGE_BYTES, seed=seed)
+
+
+def unique_jpeg(seed: int) -> bytes:
+    """The cached capture with a unique JPEG comment segment after SOI: new bytes (so a
+    new sha256 and a real store each time) for the cost of one copy, still a valid JPEG."""
+    base = base_jpeg(seed)
+    tag = uuid.uuid4().bytes
+    return base[:2] + b"\xff\xfe" + struct.pack(">H", 2 + len(tag)) + tag + base[2:]
+
+
+def images(count: int) -> list[tuple[str, bytes]]:
+    return [(KINDS[i % len(KINDS)], unique_jpeg(i % 3)) for i in range(count)]
+
+
+def warm_images() -> None:
+    for seed in range(3):
+        base_jpeg(seed)

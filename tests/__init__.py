@@ -1,0 +1,1 @@
+"""authq test suite: real gRPC, real Redis."""

@@ -1,0 +1,99 @@
+"""Nothing lost, nothing doubled: the server and its Redis killed with SIGKILL in the
+middle of a workload, then restarted on the same data directory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import grpc
+from authq.channel import SessionCallError
+from authq.v1 import common_pb2 as cpb
+
+from authorizer_console.client import AuthorizerClient
+from teller_client.client import TellerClient
+from tests.helpers import images, request
+from tests.processes import free_port, redis_pid, start_server_process
+
+LOST = (SessionCallError, grpc.aio.AioRpcError, asyncio.TimeoutError, ConnectionError)
+
+
+async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    env = {"AUTHQ_LEASE_MS": "1500"}
+    process = start_server_process(data, port, env)
+    acked: set[str] = set()
+    decided: dict[str, str] = {}
+    photo = images("CUSTOMER_PHOTO")
+
+    async def submit_forever() -> None:
+        async with (
+            TellerClient(target, "teller-1", "branch-1") as teller,
+            teller.session() as session,
+        ):
+            for i in range(100_000):
+                extra = photo if i % 10 == 0 else ()
+                reply = await session.submit(request(request_id=f"crash-{i:06d}"), extra)
+                acked.add(reply.request.request_id)
+
+    async def decide_forever(name: str) -> None:
+        async with AuthorizerClient(target, name) as client, client.session() as console:
+            console.credit(2)
+            while True:
+                offer = await console.offers.get()
+                rid = offer.request.request_id
+                await console.decide(rid, offer.lease.fencing_token, "approve")
+                decided[rid] = name
+                console.credit(1)
+
+    workers = [asyncio.create_task(submit_forever())]
+    workers += [asyncio.create_task(decide_forever(f"auth-{n}")) for n in range(3)]
+    while len(decided) < 150:
+        await asyncio.sleep(0.05)
+    # Redis first, then the server: the worst order, no chance to flush anything.
+    os.kill(redis_pid(data), signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    for worker in workers:
+        worker.cancel()
+    for worker in workers:
+        with contextlib.suppress(asyncio.CancelledError, *LOST):
+            await worker
+    assert len(acked) > 150
+
+    process = start_server_process(data, port, env)
+    try:
+        async with TellerClient(target, "teller-1", "branch-1") as teller:
+            states = {}
+            for rid in sorted(acked):
+                view = await teller.get(rid)  # NOT_FOUND here would be a lost request
+                states[rid] = view.state
+            for rid in decided:
+                assert states[rid] == cpb.REQUEST_STATE_APPROVED, rid
+
+            # Drain what is left: leases of the killed consoles expire and return.
+            async with AuthorizerClient(target, "auth-after") as client:
+                overview = await client.overview()
+                remaining = overview.waiting + overview.claimed
+                for _ in range(remaining):
+                    offer = await client.next(timeout=10)
+                    await client.decide(
+                        offer.request.request_id, offer.lease.fencing_token, "approve"
+                    )
+                overview = await client.overview()
+                assert overview.waiting == overview.claimed == 0
+
+            for rid in sorted(acked):
+                view = await teller.get(rid)
+                events = [entry.event for entry in view.history]
+                assert view.state == cpb.REQUEST_STATE_APPROVED, rid
+                assert events.count("APPROVED") == 1, (rid, events)
+                assert events.count("SUBMITTED") == 1, (rid, events)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

@@ -1,0 +1,146 @@
+"""The whole life of a request over real gRPC and Redis (R1, R5)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from authq import wire
+from authq.v1 import common_pb2 as cpb
+
+from tests.conftest import RunningServer
+from tests.helpers import images, request
+
+
+async def test_submit_review_supplement_and_decision_reach_the_teller(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller, server.authorizer("auth-7") as authorizer:
+        captured = images("ID_FRONT", "VOUCHER")
+        reply = await teller.submit(request(), captured)
+        rid = reply.request.request_id
+        assert reply.request.state == cpb.REQUEST_STATE_QUEUED
+        assert not reply.duplicate
+        assert [i.content_type for i in reply.request.images] == ["image/jpeg"] * 2
+
+        updates: list[cpb.RequestUpdate] = []
+
+        async def watch() -> None:
+            async for update in teller.watch(rid):
+                updates.append(update)
+
+        watcher = asyncio.create_task(watch())
+
+        offer = await authorizer.next(timeout=5)
+        assert offer.request.request_id == rid
+        assert offer.request.transaction.amount.minor_units == 1_200_050
+        for image, (_, data) in zip(offer.request.images, captured, strict=True):
+            assert await authorizer.image(rid, image.sha256) == data
+        await authorizer.decide(
+            rid, offer.lease.fencing_token, "ask", kinds=["ID_BACK"], note="back side please"
+        )
+        await teller.supply(rid, images("ID_BACK"))
+
+        second = await authorizer.next(timeout=5)
+        assert second.request.request_id == rid
+        assert second.lease.fencing_token > offer.lease.fencing_token
+        events = [entry.event for entry in second.request.history]
+        assert events == ["SUBMITTED", "CLAIMED", "SUPPLEMENT_REQUESTED", "SUPPLIED", "CLAIMED"]
+        assert len(second.request.images) == 3
+        final = await authorizer.decide(rid, second.lease.fencing_token, "approve")
+        assert final.state == cpb.REQUEST_STATE_APPROVED
+
+        await asyncio.wait_for(watcher, 5)
+        assert [u.event for u in updates] == [
+            "SUBMITTED",
+            "CLAIMED",
+            "SUPPLEMENT_REQUESTED",
+            "SUPPLIED",
+            "CLAIMED",
+            "APPROVED",
+        ]
+        assert updates[2].requested_kinds == [cpb.IMAGE_KIND_ID_BACK]
+        assert updates[2].note == "back side please"
+        assert updates[-1].actor == "auth-7"
+        assert [u.version for u in updates] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_teller_reconnecting_after_the_decision_sees_the_final_state(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        rid = (await teller.submit(request())).request.request_id
+        offer = await authorizer.next(timeout=5)
+        await authorizer.decide(
+            rid,
+            offer.lease.fencing_token,
+            "reject",
+            reason_code="SIGNATURE_MISMATCH",
+            note="differs",
+        )
+        seen = [update async for update in teller.watch(rid)]
+        assert len(seen) == 1
+        assert seen[0].state == cpb.REQUEST_STATE_REJECTED
+        assert seen[0].reason_code == "SIGNATURE_MISMATCH"
+        assert seen[0].actor == "authorizer-1"
+
+
+async def test_an_authorizer_waiting_gets_work_as_soon_as_it_is_submitted(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        waiting = asyncio.create_task(authorizer.next(timeout=10))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        rid = (await teller.submit(request())).request.request_id
+        offer = await asyncio.wait_for(waiting, 5)
+        assert offer.request.request_id == rid
+
+
+async def test_identical_images_are_stored_once(server: RunningServer) -> None:
+    async with server.teller() as teller:
+        data = images("ID_FRONT")[0][1]
+        first = await teller.upload_image("ID_FRONT", data)
+        again = await teller.upload_image("ID_FRONT", data)
+        assert first.sha256 == again.sha256 == wire.sha256_hex(data)
+        blob_dir = server.runtime.settings.data_dir / "blobs"
+        stored = [p for p in blob_dir.rglob("*") if p.is_file() and p.parent.name != "tmp"]
+        assert len(stored) == 1
+
+
+async def test_teller_session_pushes_every_change_of_its_requests(server: RunningServer) -> None:
+    async with (
+        server.teller() as teller,
+        server.authorizer() as authorizer,
+        teller.session() as session,
+    ):
+        replies = await asyncio.gather(
+            *(session.submit(request(), images("ID_FRONT", seed=i)) for i in range(3))
+        )
+        ids = {reply.request.request_id for reply in replies}
+        for _ in range(3):
+            offer = await authorizer.next(timeout=5)
+            await authorizer.decide(offer.request.request_id, offer.lease.fencing_token, "approve")
+        seen: dict[str, list[str]] = {rid: [] for rid in ids}
+        while any(not events or events[-1] != "APPROVED" for events in seen.values()):
+            update = await asyncio.wait_for(session.updates.get(), 5)
+            seen[update.request_id].append(update.event)
+        assert all(events == ["CLAIMED", "APPROVED"] for events in seen.values())
+
+
+async def test_authorizer_session_offers_items_per_credit(server: RunningServer) -> None:
+    async with (
+        server.teller() as teller,
+        server.authorizer() as authorizer,
+        authorizer.session() as session,
+    ):
+        session.credit(1)
+        rid = (await teller.submit(request())).request.request_id
+        offer = await asyncio.wait_for(session.offers.get(), 5)
+        assert offer.request.request_id == rid
+        await teller.submit(request())
+        await asyncio.sleep(0.2)
+        assert session.offers.empty()  # no credit, no offer
+        update = await session.decide(rid, offer.lease.fencing_token, "approve")
+        assert update.state == cpb.REQUEST_STATE_APPROVED
+        session.credit(1)
+        assert (await asyncio.wait_for(session.offers.get(), 5)).request.request_id != rid
