@@ -95,6 +95,26 @@ class AuthorizerClient:
         )
         return lease
 
+    @contextlib.asynccontextmanager
+    async def holding(self, offer: apb.Offer) -> AsyncIterator[apb.Lease]:
+        """Keeps the lease of a taken item alive while the block runs (a session
+        stream needs none of this: the server renews for it)."""
+        lease = offer.lease
+        period = max(0.05, (lease.expires_at_ms - offer.request.history[-1].at_ms) / 3000)
+
+        async def renew_forever() -> None:
+            while True:
+                await asyncio.sleep(period)
+                await self.renew(lease.request_id, lease.fencing_token)
+
+        renewer = asyncio.create_task(renew_forever())
+        try:
+            yield lease
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await renewer
+
     async def image(self, request_id: str, sha256: str) -> bytes:
         parts = []
         call = self.stub.GetImage(

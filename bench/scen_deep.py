@@ -18,7 +18,7 @@ from bench.rig import CycleRig
 from bench.stats import Recorder, cpu_per_1000, now
 from server.domain.records import Submission
 from server.store.keys import Keys
-from server.store.scripts import Scripts
+from server.store.queue_store import QueueConfig, QueueStore
 
 BATCH = 2000
 EVENTS_MAXLEN = 50_000  # the server's default events_maxlen
@@ -35,20 +35,13 @@ def _submission(i: int) -> Submission:
 
 async def load_items(client: aioredis.Redis, count: int) -> float:
     """Submits ``count`` items through the submit script, pipelined; returns items/s."""
-    keys, scripts = Keys(), Scripts.register(client)
+    store = QueueStore(client, Keys(), QueueConfig(events_maxlen=EVENTS_MAXLEN))
     t0 = now()
     for start in range(0, count, BATCH):
         async with client.pipeline(transaction=False) as pipe:
             for i in range(start, min(count, start + BATCH)):
-                sub = _submission(i)
-                rid = sub.request_id
-                await scripts.submit(
-                    keys=[keys.request(rid), keys.history(rid), keys.lane(sub.priority),
-                          keys.events, keys.waiting_by_branch, keys.counts],
-                    args=[rid, sub.fingerprint(), sub.pack(), sub.branch_id, 0, sub.teller_id,
-                          EVENTS_MAXLEN],
-                    client=pipe,
-                )  # fmt: skip
+                keys, args = store.submit_call(_submission(i))
+                await store.scripts.submit(keys=keys, args=args, client=pipe)
             await pipe.execute()
     return count / max(1e-9, now() - t0)
 

@@ -37,15 +37,18 @@ log = logging.getLogger(__name__)
 
 
 def redis_client(url: str, pool_size: int) -> aioredis.Redis:
-    # Reconnect through a short Redis restart instead of failing the call; every
-    # script is safe to retry (submit and decide recognise their own retries).
-    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6)
-    pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=10)
-    return aioredis.Redis(
-        connection_pool=pool,
-        retry=retry,
+    # Ride out a short Redis restart (about 7 s of backoff) instead of failing the
+    # call: every script is safe to retry (submit and decide recognise their own
+    # retries). With an explicit pool these settings must live on the pool's
+    # connections: given to Redis() they would be silently ignored.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size,
+        timeout=10,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=10),
         retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 @dataclass

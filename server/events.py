@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class EventHub:
         self.stream_key = stream_key
         self._watchers: dict[str, set[asyncio.Queue[WatchItem]]] = defaultdict(set)
         self._listeners: list[Listener] = []
-        self._task: asyncio.Task[None] | None = None
+        self.loop = BackgroundLoop("event-hub")
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -65,13 +66,10 @@ class EventHub:
 
     async def start(self) -> None:
         last = await self._last_id()
-        self._task = asyncio.create_task(self._follow(last), name="event-hub")
+        self.loop.start(lambda: self._follow(last))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.loop.stop()
         await self.client.aclose()
 
     async def _last_id(self) -> bytes:
@@ -81,7 +79,7 @@ class EventHub:
     async def _follow(self, last: bytes) -> None:
         backoff = 0.05
         lost = False
-        while True:
+        while not self.loop.stopping:
             try:
                 replies: Any = await self.client.xread(
                     {self.stream_key: last}, block=2000, count=500

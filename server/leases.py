@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 
+from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
 from server.store.queue_store import QueueStore
 
@@ -23,33 +24,34 @@ _MIN_SLEEP_S = 0.02
 class LeaseReaper:
     def __init__(self, store: QueueStore) -> None:
         self.store = store
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.loop = BackgroundLoop("lease-reaper")
         self.expired_total = 0
 
     def on_event(self, entry: HistoryEntry) -> None:
         if entry.event == "CLAIMED":
-            self._wake.set()
+            self.loop.wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="lease-reaper")
+        self.loop.start(self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.loop.stop()
 
     async def _run(self) -> None:
-        while True:
+        while not self.loop.stopping:
             try:
                 timeout = await self._reap_due()
             except Exception:
                 log.exception("lease reaping failed")
                 timeout = 1.0
-            self._wake.clear()
+            if self.loop.stopping:
+                return
+            self.loop.wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races with the event being set, and stop() hangs.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.loop.wake.wait()
 
     async def _reap_due(self) -> float | None:
         """Expires what is due; returns seconds until the next deadline (None: none)."""

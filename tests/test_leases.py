@@ -153,3 +153,16 @@ async def test_deciding_an_item_you_do_not_hold_is_refused(server: RunningServer
                 async with other.session() as console:
                     await console.decide(rid, offer.lease.fencing_token, "approve")
             assert refused.value.code == grpc.StatusCode.ABORTED
+
+
+async def test_a_unary_client_keeps_its_lease_while_holding(start_server: StartServer) -> None:
+    server = await start_server(lease_ms=400)
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        rid = (await teller.submit(request())).request.request_id
+        offer = await authorizer.next(timeout=5)
+        async with authorizer.holding(offer) as lease:
+            await asyncio.sleep(1.2)  # three leases long
+            update = await authorizer.decide(rid, lease.fencing_token, "approve")
+        assert update.state == cpb.REQUEST_STATE_APPROVED
+        events = [entry.event for entry in (await teller.get(rid)).history]
+        assert "LEASE_EXPIRED" not in events

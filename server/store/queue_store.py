@@ -74,30 +74,36 @@ class QueueStore:
 
     # -- teller side ---------------------------------------------------------------
 
-    async def submit(self, submission: Submission) -> tuple[RequestRecord, bool]:
-        """Stores a new request, or returns the stored one for a retry (True)."""
+    def submit_call(self, submission: Submission) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the submit script for one submission (bench/ pipelines
+        these to fill a deep queue with exactly the records a Submit writes)."""
         rid = submission.request_id
         head_start_us = 1000 * submission.priority.head_start_ms(
             self.config.importance_step_ms, self.config.urgency_step_ms
         )
-        result = await self.scripts.submit(
-            keys=[
-                self.keys.request(rid),
-                self.keys.lane(submission.priority),
-                self.keys.events,
-                self.keys.waiting_by_branch,
-                self.keys.counts,
-            ],
-            args=[
-                rid,
-                submission.fingerprint(),
-                submission.pack(),
-                submission.branch_id,
-                head_start_us,
-                submission.teller_id,
-                self.config.events_maxlen,
-            ],
-        )
+        keys = [
+            self.keys.request(rid),
+            self.keys.lane(submission.priority),
+            self.keys.events,
+            self.keys.waiting_by_branch,
+            self.keys.counts,
+        ]
+        args: list[Any] = [
+            rid,
+            submission.fingerprint(),
+            submission.pack(),
+            submission.branch_id,
+            head_start_us,
+            submission.teller_id,
+            self.config.events_maxlen,
+        ]
+        return keys, args
+
+    async def submit(self, submission: Submission) -> tuple[RequestRecord, bool]:
+        """Stores a new request, or returns the stored one for a retry (True)."""
+        rid = submission.request_id
+        keys, args = self.submit_call(submission)
+        result = await self.scripts.submit(keys=keys, args=args)
         status = _text(result[0])
         if status == "CONFLICT":
             raise AlreadyExists(

@@ -1,0 +1,41 @@
+"""A background loop that stops for sure.
+
+Cancelling a task is not enough on its own: a library that catches CancelledError
+on the way (redis-py's reconnect path has done so) leaves the task running, and a
+stop that awaits it hangs. So a loop also checks a flag, is woken to see it, and the
+stop waits a bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundLoop:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stopping = False
+        self.wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._task = asyncio.create_task(body(), name=self.name)
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        self.stopping = True
+        self.wake.set()
+        task = self._task
+        if task is None:
+            return
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            log.warning("%s did not stop within %.0fs", self.name, timeout_s)
+            return
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
