@@ -23,7 +23,7 @@ proto-check: $(STAMP)
 	$(BIN)/python proto/generate.py --check
 
 run: $(STAMP)
-	$(BIN)/authq-server --listen 127.0.0.1:50051 --data-dir ./var
+	$(BIN)/authq-server --listen 127.0.0.1:50051 --data-dir ./var --demo
 
 ## Everything CI checks: generated code fresh, lint and types clean, the whole suite.
 test: $(STAMP)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 from authq.channel import DEFAULT_TARGET
+from authq.login import LoginNeeded, forget_token, logged_in
 from authq.render import describe_request, describe_update, kind_name
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
@@ -102,8 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser(),
         help="where the tokens of held items are kept (default ~/.authq)",
     )
+    parser.add_argument(
+        "--password",
+        help="log in with this password (else AUTHQ_PASSWORD, a saved login, or a prompt)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("login", help="log in once; later commands reuse the login")
+    commands.add_parser("logout", help="end the saved login")
 
     take = commands.add_parser("next", help="wait for the next item and take it")
     take.add_argument(
@@ -194,7 +201,18 @@ async def take_next(
 
 async def run(args: argparse.Namespace) -> int:
     book = LeaseBook(args.state_dir / f"leases-{args.user}.json")
-    async with AuthorizerClient(args.server, args.user) as client:
+    client = await logged_in(
+        AuthorizerClient, args.server, args.user, args.password, args.state_dir
+    )
+    async with client:
+        if args.command == "login":
+            print(f"logged in as {args.user}")
+            return 0
+        if args.command == "logout":
+            await client.logout()
+            forget_token(args.state_dir, args.user)
+            print(f"logged out {args.user}")
+            return 0
         if args.command == "next":
             await take_next(client, args, book)
             return 0
@@ -237,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return asyncio.run(run(args))
-    except (UsageError, ValueError) as exc:
+    except (UsageError, LoginNeeded, ValueError) as exc:
         print(f"authq-authorizer: {exc}", file=sys.stderr)
         return 2
     except grpc.aio.AioRpcError as exc:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-from authq.channel import SessionCallError, caller_metadata, open_channel
+from authq.channel import AuthenticatedClient, SessionCallError
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import authorizer_pb2_grpc, supervisor_pb2_grpc
 from authq.v1 import common_pb2 as cpb
@@ -32,25 +32,22 @@ def kind_values(kinds: Sequence[str]) -> list[cpb.ImageKind.ValueType]:
     return values
 
 
-class AuthorizerClient:
+class AuthorizerClient(AuthenticatedClient):
+    """AuthorizerService and SupervisorService for one logged-in member of the
+    center: ``async with AuthorizerClient(target, user, password) as client``."""
+
     def __init__(
-        self, target: str, user_id: str, *, channel: grpc.aio.Channel | None = None
+        self,
+        target: str,
+        user_id: str,
+        password: str = "",
+        *,
+        token: str = "",
+        channel: grpc.aio.Channel | None = None,
     ) -> None:
-        self.channel = channel or open_channel(target)
-        self._owns_channel = channel is None
+        super().__init__(target, user_id, password, token=token, channel=channel)
         self.stub = authorizer_pb2_grpc.AuthorizerServiceStub(self.channel)
         self.supervisor = supervisor_pb2_grpc.SupervisorServiceStub(self.channel)
-        self.metadata = caller_metadata(user_id)
-
-    async def __aenter__(self) -> AuthorizerClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._owns_channel:
-            await self.channel.close()
 
     async def next(self, timeout: float | None = None) -> apb.Offer:  # noqa: ASYNC109 - a gRPC deadline
         """Waits for the next item (DEADLINE_EXCEEDED after ``timeout`` seconds)."""
@@ -154,6 +151,8 @@ class AuthorizerSessionClient:
         self._refs = itertools.count(1)
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
+        # Set when the stream has ended: later calls fail at once with it.
+        self.failure: SessionCallError | None = None
 
     async def __aenter__(self) -> AuthorizerSessionClient:
         await self.open()
@@ -202,6 +201,7 @@ class AuthorizerSessionClient:
                     future.set_result(getattr(message, body))
         except grpc.aio.AioRpcError as exc:
             failure = SessionCallError(exc.code(), exc.details() or "session ended")
+            self.failure = failure
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(failure)
@@ -212,6 +212,8 @@ class AuthorizerSessionClient:
         self._outbox.put_nowait(apb.AuthorizerSessionIn(ref=str(next(self._refs)), credit=count))
 
     async def _call_with(self, **body: Any) -> Any:
+        if self.failure is not None:
+            raise self.failure
         ref = str(next(self._refs))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[ref] = future

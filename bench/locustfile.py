@@ -18,9 +18,10 @@ from typing import Any
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 from authq import wire
-from authq.channel import caller_metadata
+from authq.channel import AUTH_KEY
+from authq.v1 import auth_pb2 as upb
+from authq.v1 import auth_pb2_grpc, authorizer_pb2_grpc, teller_pb2_grpc
 from authq.v1 import authorizer_pb2 as apb
-from authq.v1 import authorizer_pb2_grpc, teller_pb2_grpc
 from authq.v1 import common_pb2 as cpb
 from locust import User, between, events, task
 
@@ -60,6 +61,14 @@ class GrpcUser(User):
         return result
 
 
+def login(channel: grpc.Channel, user: str, password: str) -> tuple[tuple[str, str], ...]:
+    """Logs in (the server runs with --demo, as `make run` does) and returns the
+    metadata that carries the token on every call."""
+    stub = auth_pb2_grpc.AuthServiceStub(channel)
+    reply = stub.Login(upb.LoginRequest(user_id=user, password=password))
+    return ((AUTH_KEY, f"Bearer {reply.token}"),)
+
+
 class TellerUser(GrpcUser):
     """A teller: mostly submissions without images, some with one ~200 KB capture."""
 
@@ -69,7 +78,7 @@ class TellerUser(GrpcUser):
     def on_start(self) -> None:
         super().on_start()
         self.stub = teller_pb2_grpc.TellerServiceStub(self.channel)
-        self.metadata = caller_metadata(f"locust-teller-{id(self)}", "branch-locust")
+        self.metadata = login(self.channel, *workload.teller_login(id(self)))
 
     @task(4)
     def submit(self) -> None:
@@ -103,7 +112,7 @@ class AuthorizerUser(GrpcUser):
     def on_start(self) -> None:
         super().on_start()
         self.stub = authorizer_pb2_grpc.AuthorizerServiceStub(self.channel)
-        self.metadata = caller_metadata(f"locust-authorizer-{id(self)}")
+        self.metadata = login(self.channel, *workload.authorizer_login(id(self)))
 
     @task
     def take_and_decide(self) -> None:

@@ -90,6 +90,7 @@ class AuthqServer:
             "--listen", self.target,
             "--data-dir", str(self.tmp / "data"),
             "--log-level", "WARNING",
+            "--demo",
         ]  # fmt: skip
         if self.config:
             path = self.tmp / "authq.toml"

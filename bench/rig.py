@@ -51,14 +51,14 @@ class CycleRig:
     async def __aenter__(self) -> CycleRig:
         for i in range(self.n_tellers):
             client = await self.stack.enter_async_context(
-                TellerClient(self.target, f"bench-teller-{i}", "branch-bench")
+                TellerClient(self.target, *workload.teller_login(i))
             )
             session = await self.stack.enter_async_context(client.session())
             self.tellers.append(session)
             self.tasks.append(asyncio.create_task(self._teller_reader(session)))
         for i in range(self.n_authorizers):
             authorizer = await self.stack.enter_async_context(
-                AuthorizerClient(self.target, f"bench-authorizer-{i}")
+                AuthorizerClient(self.target, *workload.authorizer_login(i))
             )
             console = await self.stack.enter_async_context(authorizer.session())
             self.tasks.append(asyncio.create_task(self._authorizer(console)))

@@ -66,7 +66,7 @@ async def settle(server: AuthqServer, limit_s: float = 240.0) -> float:
 
 async def timed_claims(target: str, count: int, duration_s: float) -> dict[str, Any]:
     claim, decide = Recorder("claim"), Recorder("decision")
-    async with AuthorizerClient(target, "bench-deep") as client:
+    async with AuthorizerClient(target, *workload.authorizer_login(0)) as client:
         deadline = now() + duration_s
         for _ in range(count):
             if now() > deadline:

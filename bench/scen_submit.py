@@ -41,11 +41,10 @@ async def submit_load(load: SubmitLoad) -> Recorder:
     delay = load.start_at - now()
     if delay > 0:
         await asyncio.sleep(delay)
-    branch = f"branch-{load.worker}"
     async with contextlib.AsyncExitStack() as stack:
         if load.form == "unary":
             client = await stack.enter_async_context(
-                TellerClient(load.target, f"teller-{load.worker}", branch)
+                TellerClient(load.target, *workload.teller_login(load.worker))
             )
 
             async def op() -> None:
@@ -57,7 +56,7 @@ async def submit_load(load: SubmitLoad) -> Recorder:
         sessions = []
         for i in range(SESSIONS):
             teller = await stack.enter_async_context(
-                TellerClient(load.target, f"teller-{load.worker}-{i}", branch)
+                TellerClient(load.target, *workload.teller_login(load.worker + i))
             )
             sessions.append(await stack.enter_async_context(teller.session()))
         turn = iter(range(1 << 62))
@@ -121,7 +120,7 @@ async def run_submit_open(
     """Unary submits without images on a fixed schedule (for latency at half load)."""
     recorder = Recorder("submit unary 0 img, half load")
     cpu0 = server.cpu()
-    async with TellerClient(server.target, "teller-open", "branch-open") as client:
+    async with TellerClient(server.target, *workload.teller_login(0)) as client:
 
         async def op() -> None:
             await client.submit(workload.submit_request())

@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from authq.v1 import teller_pb2 as tpb
 
+from server.demo import DEMO_PASSWORD
 from teller_client import synthetic
 from teller_client.client import new_request
 
@@ -60,3 +61,13 @@ def images(count: int) -> list[tuple[str, bytes]]:
 def warm_images() -> None:
     for seed in range(3):
         base_jpeg(seed)
+
+
+def teller_login(n: int) -> tuple[str, str]:
+    """A demo teller account (the bench server runs with --demo): alternating between
+    the two demo branches. Logging in happens once per client, outside the timing."""
+    return ("teller-1" if n % 2 == 0 else "teller-2"), DEMO_PASSWORD
+
+
+def authorizer_login(n: int) -> tuple[str, str]:
+    return ("authorizer-1" if n % 2 == 0 else "authorizer-2"), DEMO_PASSWORD

@@ -13,16 +13,20 @@ from dataclasses import dataclass
 import grpc
 import redis.asyncio as aioredis
 from authq import wire
-from authq.v1 import authorizer_pb2_grpc, supervisor_pb2_grpc, teller_pb2_grpc
+from authq.v1 import auth_pb2_grpc, authorizer_pb2_grpc, supervisor_pb2_grpc, teller_pb2_grpc
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from server.accounts.store import AccountStore
+from server.api.auth import AuthServicer
 from server.api.authorizer import AuthorizerServicer
+from server.api.identity import Authenticator
 from server.api.supervisor import SupervisorServicer
 from server.api.teller import TellerServicer
 from server.blobs import LocalBlobStore
 from server.center import Center
+from server.demo import DEMO_PASSWORD, seed_demo
 from server.dispatch import WorkDispatcher
 from server.domain.catalog import Catalog
 from server.embedded_redis import EmbeddedRedis
@@ -62,6 +66,7 @@ class Runtime:
     reaper: LeaseReaper
     center: Center
     catalog: Catalog
+    accounts: AccountStore
     embedded: EmbeddedRedis | None
 
     @classmethod
@@ -98,12 +103,31 @@ class Runtime:
             limits = ImageLimits(max_bytes=settings.max_image_bytes)
             blobs = LocalBlobStore(settings.data_dir / "blobs")
             center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
+            accounts = AccountStore(
+                client,
+                keys,
+                token_ttl_s=settings.token_ttl_s,
+                password_max_age_days=settings.password_max_age_days,
+            )
+            if settings.demo:
+                lines = await seed_demo(accounts)
+                print(f"demo accounts (password {DEMO_PASSWORD}):", *lines, sep="\n", flush=True)
         except BaseException:
             if embedded is not None:
                 await embedded.stop()
             raise
         return cls(
-            settings, url, client, store, hub, dispatcher, reaper, center, Catalog.load(), embedded
+            settings=settings,
+            redis_url=url,
+            client=client,
+            store=store,
+            hub=hub,
+            dispatcher=dispatcher,
+            reaper=reaper,
+            center=center,
+            catalog=Catalog.load(),
+            accounts=accounts,
+            embedded=embedded,
         )
 
     async def stop(self) -> None:
@@ -118,14 +142,16 @@ class Runtime:
 def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
     """A gRPC server with the three services, bound (port 0 picks a free port)."""
     server = grpc.aio.server(options=wire.CHANNEL_OPTIONS)
+    auth = Authenticator(runtime.accounts)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(runtime.accounts), server)
     teller_pb2_grpc.add_TellerServiceServicer_to_server(
-        TellerServicer(runtime.center, runtime.catalog), server
+        TellerServicer(runtime.center, runtime.catalog, auth), server
     )
     authorizer_pb2_grpc.add_AuthorizerServiceServicer_to_server(
-        AuthorizerServicer(runtime.center, runtime.settings.lease_ms), server
+        AuthorizerServicer(runtime.center, runtime.settings.lease_ms, auth), server
     )
     supervisor_pb2_grpc.add_SupervisorServiceServicer_to_server(
-        SupervisorServicer(runtime.store), server
+        SupervisorServicer(runtime.store, auth), server
     )
     port = server.add_insecure_port(listen)
     if port == 0:

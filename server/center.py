@@ -6,8 +6,9 @@ errors they raise to status codes; unary calls and session streams share them.""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
+from server.accounts.model import Qualification, Role
 from server.blobs import BlobStore
 from server.dispatch import WorkDispatcher
 from server.domain.reasons import NOTE_MAX_CHARS, check_rejection
@@ -26,6 +27,8 @@ class Identity:
 
     user_id: str
     branch_id: str = ""
+    roles: frozenset[Role] = frozenset()
+    qualification: Qualification = field(default_factory=Qualification)
 
 
 class Center:

@@ -32,6 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="TOML file with a [server] table")
     parser.add_argument("--lease-ms", type=int, help="claim lease in ms (default 60000)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="seed demo branches and accounts (printed at start) for trying it out",
+    )
     return parser.parse_args(argv)
 
 
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data_dir": args.data_dir,
                 "lease_ms": args.lease_ms,
                 "log_level": args.log_level,
+                "demo": args.demo,
             },
         )
     except SettingsError as exc:

@@ -34,6 +34,10 @@ class Settings:
     events_maxlen: int = 50_000
     redis_pool_size: int = 64
     shutdown_grace_s: float = 5.0
+    token_ttl_s: int = 8 * 3600
+    password_max_age_days: int = 90
+    # Seed demo branches and accounts at start (make run).
+    demo: bool = False
     log_level: str = "INFO"
 
     @classmethod

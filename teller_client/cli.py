@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from authq.channel import DEFAULT_TARGET
+from authq.login import LoginNeeded, forget_token, logged_in
 from authq.render import describe_request, describe_update, parse_amount
 from authq.v1 import common_pb2 as cpb
 from google.protobuf.json_format import MessageToDict
@@ -43,9 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="your teller id (env AUTHQ_USER)",
     )
     parser.add_argument(
-        "--branch",
-        default=os.environ.get("AUTHQ_BRANCH", "branch-1"),
-        help="your branch id (env AUTHQ_BRANCH)",
+        "--password",
+        help="log in with this password (else AUTHQ_PASSWORD, a saved login, or a prompt)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser(),
+        help="where your login is kept between commands (default ~/.authq)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     supply.add_argument("--image", action="append", required=True, metavar="KIND=PATH")
     supply.add_argument("--note", default="")
     supply.add_argument("--wait", action="store_true", help="wait for the decision")
+
+    commands.add_parser("login", help="log in once; later commands reuse the login")
+    commands.add_parser("logout", help="end the saved login")
 
     demo = commands.add_parser("demo-images", help="write synthetic sample captures")
     demo.add_argument("directory", type=Path)
@@ -162,7 +171,16 @@ async def run(args: argparse.Namespace) -> int:
             path.write_bytes(synthetic.image_for_kind(kind))
             print(path)
         return 0
-    async with TellerClient(args.server, args.user, args.branch) as client:
+    client = await logged_in(TellerClient, args.server, args.user, args.password, args.state_dir)
+    async with client:
+        if args.command == "login":
+            print(f"logged in as {args.user}")
+            return 0
+        if args.command == "logout":
+            await client.logout()
+            forget_token(args.state_dir, args.user)
+            print(f"logged out {args.user}")
+            return 0
         if args.command == "submit":
             amount = parse_amount(args.amount, args.currency) if args.amount else None
             request = new_request(
@@ -205,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return asyncio.run(run(args))
-    except UsageError as exc:
+    except (UsageError, LoginNeeded) as exc:
         print(f"authq-teller: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:

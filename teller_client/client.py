@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 from authq import wire
-from authq.channel import SessionCallError, caller_metadata, open_channel
+from authq.channel import AuthenticatedClient, SessionCallError
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from authq.v1 import teller_pb2_grpc
@@ -69,29 +69,21 @@ def upload_chunks(kind: str, data: bytes, upload_id: str = "") -> list[cpb.Image
     ]
 
 
-class TellerClient:
+class TellerClient(AuthenticatedClient):
+    """TellerService for one logged-in teller: ``async with TellerClient(target,
+    user, password) as teller`` logs in; the branch comes from the account."""
+
     def __init__(
         self,
         target: str,
         user_id: str,
-        branch_id: str,
+        password: str = "",
         *,
+        token: str = "",
         channel: grpc.aio.Channel | None = None,
     ) -> None:
-        self.channel = channel or open_channel(target)
-        self._owns_channel = channel is None
+        super().__init__(target, user_id, password, token=token, channel=channel)
         self.stub = teller_pb2_grpc.TellerServiceStub(self.channel)
-        self.metadata = caller_metadata(user_id, branch_id)
-
-    async def __aenter__(self) -> TellerClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._owns_channel:
-            await self.channel.close()
 
     async def upload_image(
         self, kind: str, data: bytes, progress: Progress | None = None
@@ -177,6 +169,8 @@ class TellerSessionClient:
         self._refs = itertools.count(1)
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
+        # Set when the stream has ended: later calls fail at once with it.
+        self.failure: SessionCallError | None = None
 
     async def __aenter__(self) -> TellerSessionClient:
         await self.open()
@@ -219,6 +213,7 @@ class TellerSessionClient:
                     future.set_result(getattr(message, body))
         except grpc.aio.AioRpcError as exc:
             failure = SessionCallError(exc.code(), exc.details() or "session ended")
+            self.failure = failure
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(failure)
@@ -226,6 +221,8 @@ class TellerSessionClient:
             raise
 
     def _send(self, **body: Any) -> asyncio.Future[Any]:
+        if self.failure is not None:
+            raise self.failure
         ref = str(next(self._refs))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[ref] = future
@@ -233,6 +230,8 @@ class TellerSessionClient:
         return future
 
     async def upload_image(self, kind: str, data: bytes) -> cpb.ImageRef:
+        if self.failure is not None:
+            raise self.failure
         ref = str(next(self._refs))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[ref] = future

@@ -3,18 +3,23 @@ each test) and the gRPC server on a free port, reached over real channels."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from authorizer_console.client import AuthorizerClient
+from server.accounts.model import Role
 from server.app import Runtime, create_server
 from server.embedded_redis import EmbeddedRedis
+from server.errors import AlreadyExists
 from server.settings import Settings
 from teller_client.client import TellerClient
+
+PASSWORD = "test-password-1"
 
 
 @dataclasses.dataclass
@@ -22,11 +27,36 @@ class RunningServer:
     runtime: Runtime
     target: str
 
-    def teller(self, user: str = "teller-1", branch: str = "branch-1") -> TellerClient:
-        return TellerClient(self.target, user, branch)
+    async def account(self, user: str, roles: Iterable[Role], branch: str = "") -> None:
+        """Creates the account (and its branch) unless it exists."""
+        accounts = self.runtime.accounts
+        if branch and not await accounts.branch_exists(branch):
+            with contextlib.suppress(AlreadyExists):
+                await accounts.create_branch(branch, branch)
+        with contextlib.suppress(AlreadyExists):
+            await accounts.create_user(
+                user, user, roles, PASSWORD, branch_id=branch, must_change_password=False
+            )
 
-    def authorizer(self, user: str = "authorizer-1") -> AuthorizerClient:
-        return AuthorizerClient(self.target, user)
+    @contextlib.asynccontextmanager
+    async def teller(
+        self, user: str = "teller-1", branch: str = "branch-1"
+    ) -> AsyncIterator[TellerClient]:
+        await self.account(user, [Role.TELLER], branch)
+        async with TellerClient(self.target, user, PASSWORD) as client:
+            yield client
+
+    @contextlib.asynccontextmanager
+    async def authorizer(self, user: str = "authorizer-1") -> AsyncIterator[AuthorizerClient]:
+        await self.account(user, [Role.AUTHORIZER])
+        async with AuthorizerClient(self.target, user, PASSWORD) as client:
+            yield client
+
+    @contextlib.asynccontextmanager
+    async def supervisor(self, user: str = "supervisor-1") -> AsyncIterator[AuthorizerClient]:
+        await self.account(user, [Role.SUPERVISOR])
+        async with AuthorizerClient(self.target, user, PASSWORD) as client:
+            yield client
 
 
 @pytest.fixture(scope="session")

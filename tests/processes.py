@@ -35,6 +35,7 @@ def start_server_process(
                 str(data_dir),
                 "--log-level",
                 "WARNING",
+                "--demo",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

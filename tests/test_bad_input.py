@@ -172,7 +172,7 @@ async def test_a_call_without_identity_is_unauthenticated(server: RunningServer)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await stub.Submit(request())
         assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert "x-authq-user" in (failure.value.details() or "")
+        assert "authorization" in (failure.value.details() or "")
 
 
 def _stored_blobs(server: RunningServer) -> list[Path]:

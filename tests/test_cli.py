@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningServer
+from server.accounts.model import Role
+from tests.conftest import PASSWORD, RunningServer
 
 
 async def run_cli(
@@ -37,10 +38,20 @@ async def test_every_command_has_help(module: str) -> None:
     assert "usage:" in out
 
 
+async def _cli_env(server: RunningServer, tmp_path: Path) -> dict[str, str]:
+    await server.account("teller-1", [Role.TELLER], "branch-1")
+    await server.account("authorizer-1", [Role.AUTHORIZER])
+    return {
+        "AUTHQ_SERVER": server.target,
+        "AUTHQ_STATE_DIR": str(tmp_path / "state"),
+        "AUTHQ_PASSWORD": PASSWORD,
+    }
+
+
 async def test_a_first_session_with_both_command_lines(
     server: RunningServer, tmp_path: Path
 ) -> None:
-    env = {"AUTHQ_SERVER": server.target, "AUTHQ_STATE_DIR": str(tmp_path / "state")}
+    env = await _cli_env(server, tmp_path)
     teller = ("teller_client.cli",)
     authorizer = ("authorizer_console.cli",)
     code, out, _ = await run_cli(*teller, "demo-images", str(tmp_path / "imgs"), env=env)
@@ -95,8 +106,8 @@ async def test_a_first_session_with_both_command_lines(
     assert "photo differs" in out
 
 
-async def test_failures_exit_non_zero_with_one_line(server: RunningServer) -> None:
-    env = {"AUTHQ_SERVER": server.target}
+async def test_failures_exit_non_zero_with_one_line(server: RunningServer, tmp_path: Path) -> None:
+    env = await _cli_env(server, tmp_path)
     code, _, err = await run_cli(
         "teller_client.cli",
         "submit",

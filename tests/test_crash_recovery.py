@@ -14,6 +14,7 @@ from authq.channel import SessionCallError
 from authq.v1 import common_pb2 as cpb
 
 from authorizer_console.client import AuthorizerClient
+from server.demo import DEMO_PASSWORD
 from teller_client.client import TellerClient
 from tests.helpers import images, request
 from tests.processes import free_port, redis_pid, start_server_process
@@ -33,7 +34,7 @@ async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) ->
 
     async def submit_forever() -> None:
         async with (
-            TellerClient(target, "teller-1", "branch-1") as teller,
+            TellerClient(target, "teller-1", DEMO_PASSWORD) as teller,
             teller.session() as session,
         ):
             for i in range(100_000):
@@ -42,7 +43,10 @@ async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) ->
                 acked.add(reply.request.request_id)
 
     async def decide_forever(name: str) -> None:
-        async with AuthorizerClient(target, name) as client, client.session() as console:
+        async with (
+            AuthorizerClient(target, name, DEMO_PASSWORD) as client,
+            client.session() as console,
+        ):
             console.credit(2)
             while True:
                 offer = await console.offers.get()
@@ -52,9 +56,12 @@ async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) ->
                 console.credit(1)
 
     workers = [asyncio.create_task(submit_forever())]
-    workers += [asyncio.create_task(decide_forever(f"auth-{n}")) for n in range(3)]
+    workers += [asyncio.create_task(decide_forever(f"authorizer-{n}")) for n in (1, 2)]
     while len(decided) < 150:
         await asyncio.sleep(0.05)
+        for worker in workers:
+            if worker.done():
+                worker.result()  # a worker that died early fails the test with its error
     # Redis first, then the server: the worst order, no chance to flush anything.
     os.kill(redis_pid(data), signal.SIGKILL)
     process.send_signal(signal.SIGKILL)
@@ -68,7 +75,7 @@ async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) ->
 
     process = start_server_process(data, port, env)
     try:
-        async with TellerClient(target, "teller-1", "branch-1") as teller:
+        async with TellerClient(target, "teller-1", DEMO_PASSWORD) as teller:
             states = {}
             for rid in sorted(acked):
                 view = await teller.get(rid)  # NOT_FOUND here would be a lost request
@@ -77,15 +84,18 @@ async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) ->
                 assert states[rid] == cpb.REQUEST_STATE_APPROVED, rid
 
             # Drain what is left: leases of the killed consoles expire and return.
-            async with AuthorizerClient(target, "auth-after") as client:
-                overview = await client.overview()
+            async with (
+                AuthorizerClient(target, "authorizer-1", DEMO_PASSWORD) as client,
+                AuthorizerClient(target, "supervisor-1", DEMO_PASSWORD) as supervisor,
+            ):
+                overview = await supervisor.overview()
                 remaining = overview.waiting + overview.claimed
                 for _ in range(remaining):
                     offer = await client.next(timeout=10)
                     await client.decide(
                         offer.request.request_id, offer.lease.fencing_token, "approve"
                     )
-                overview = await client.overview()
+                overview = await supervisor.overview()
                 assert overview.waiting == overview.claimed == 0
 
             for rid in sorted(acked):

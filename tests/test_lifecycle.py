@@ -29,6 +29,8 @@ async def test_submit_review_supplement_and_decision_reach_the_teller(
                 updates.append(update)
 
         watcher = asyncio.create_task(watch())
+        while not updates:  # the watch starts from the state it finds: let it see QUEUED
+            await asyncio.sleep(0.01)
 
         offer = await authorizer.next(timeout=5)
         assert offer.request.request_id == rid

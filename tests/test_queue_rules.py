@@ -19,8 +19,7 @@ async def test_a_retried_submit_returns_the_same_request(server: RunningServer) 
         assert again.duplicate
         assert not first.duplicate
         assert again.request.submitted_at_ms == first.request.submitted_at_ms
-        overview = await server.authorizer().overview()
-        assert overview.waiting == 1
+        assert (await server.runtime.store.overview()).waiting == 1
 
 
 async def test_concurrent_retries_create_exactly_one_request(server: RunningServer) -> None:
@@ -29,7 +28,7 @@ async def test_concurrent_retries_create_exactly_one_request(server: RunningServ
             *(teller.submit(request(request_id="race-00001")) for _ in range(20))
         )
         assert sum(not reply.duplicate for reply in replies) == 1
-        assert (await server.authorizer().overview()).waiting == 1
+        assert (await server.runtime.store.overview()).waiting == 1
 
 
 async def test_a_reused_request_id_with_other_content_is_refused(server: RunningServer) -> None:
@@ -46,7 +45,7 @@ async def test_cancel_before_review_succeeds(server: RunningServer) -> None:
         rid = (await teller.submit(request())).request.request_id
         update = await teller.cancel(rid, "customer changed their mind")
         assert update.state == cpb.REQUEST_STATE_CANCELLED
-        assert (await server.authorizer().overview()).waiting == 0
+        assert (await server.runtime.store.overview()).waiting == 0
 
 
 async def test_cancel_after_review_started_is_refused(server: RunningServer) -> None:
@@ -97,7 +96,8 @@ async def test_importance_then_urgency_then_arrival(server: RunningServer) -> No
     async with server.teller() as teller:
         for rid, business, urgent in plan:
             await teller.submit(request(business, request_id=rid, urgent=urgent))
-        position = await server.authorizer().position("low-a-0001")
+        async with server.supervisor() as supervisor:
+            position = await supervisor.position("low-a-0001")
         assert (position.position, position.waiting) == (6, 7)
     assert await _order_of_claims(server, len(plan)) == [
         "high-urgen",
@@ -139,8 +139,8 @@ async def test_overview_counts_per_class_and_branch(server: RunningServer) -> No
         await teller.submit(request("CASH_WITHDRAWAL"))
         await teller.submit(request("CASH_WITHDRAWAL", urgent=True))
         await other.submit(request("WEALTH_PURCHASE"))
-        async with server.authorizer() as authorizer:
-            overview = await authorizer.overview()
+        async with server.supervisor() as supervisor:
+            overview = await supervisor.overview()
     assert overview.waiting == 3
     depth = {(c.importance, c.urgency): c.waiting for c in overview.by_class}
     assert depth[(3, cpb.URGENCY_URGENT)] == 1

@@ -11,11 +11,13 @@ from pathlib import Path
 
 from authq.v1 import common_pb2 as cpb
 
+from server.accounts.model import Role
 from server.app import Runtime, create_server
 from server.domain.states import Outcome
 from server.embedded_redis import EmbeddedRedis
 from server.settings import Settings
 from teller_client.client import TellerClient
+from tests.conftest import PASSWORD
 from tests.helpers import request
 
 
@@ -26,8 +28,12 @@ async def test_a_redis_crash_and_restart_loses_nothing(tmp_path: Path) -> None:
     runtime = await Runtime.start(settings)
     server, port = create_server(runtime, "127.0.0.1:0")
     await server.start()
+    await runtime.accounts.create_branch("branch-1", "branch 1")
+    await runtime.accounts.create_user(
+        "teller-1", "T", [Role.TELLER], PASSWORD, branch_id="branch-1", must_change_password=False
+    )
     try:
-        async with TellerClient(f"127.0.0.1:{port}", "teller-1", "branch-1") as teller:
+        async with TellerClient(f"127.0.0.1:{port}", "teller-1", PASSWORD) as teller:
             acked = [(await teller.submit(request())).request.request_id for _ in range(20)]
             updates: list[cpb.RequestUpdate] = []
 

@@ -13,7 +13,7 @@ from authq.v1 import common_pb2 as cpb
 
 from server.api import convert
 from server.api.authorizer_session import AuthorizerSession, offer_to_pb, outcome_of
-from server.api.identity import caller
+from server.api.identity import Authenticator, bearer_token
 from server.api.status import translate_errors
 from server.center import Center
 from server.intake import check_sha256
@@ -22,20 +22,24 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
-    def __init__(self, center: Center, lease_ms: int) -> None:
+    def __init__(self, center: Center, lease_ms: int, auth: Authenticator) -> None:
         self.center = center
         self.lease_ms = lease_ms
+        self.auth = auth
+
+    async def _user(self, context: Context, method: str) -> str:
+        return (await self.auth.identify(context, f"AuthorizerService.{method}")).user_id
 
     @translate_errors
     async def Next(self, request: apb.NextRequest, context: Context) -> apb.Offer:
-        claim = await self.center.next_item(caller(context).user_id)
+        claim = await self.center.next_item(await self._user(context, "Next"))
         return offer_to_pb(claim)
 
     @translate_errors
     async def Renew(self, request: apb.RenewRequest, context: Context) -> apb.Lease:
         convert.check_request_id(request.request_id)
         deadline = await self.center.renew(
-            caller(context).user_id, request.request_id, request.fencing_token
+            await self._user(context, "Renew"), request.request_id, request.fencing_token
         )
         return apb.Lease(
             request_id=request.request_id,
@@ -47,7 +51,7 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     async def Decide(self, request: apb.DecideRequest, context: Context) -> cpb.RequestUpdate:
         convert.check_request_id(request.request_id)
         entry = await self.center.decide(
-            caller(context).user_id,
+            await self._user(context, "Decide"),
             request.request_id,
             request.fencing_token,
             outcome_of(request.outcome),
@@ -64,7 +68,10 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     async def Release(self, request: apb.ReleaseRequest, context: Context) -> cpb.RequestUpdate:
         convert.check_request_id(request.request_id)
         entry = await self.center.release(
-            caller(context).user_id, request.request_id, request.fencing_token, request.note
+            await self._user(context, "Release"),
+            request.request_id,
+            request.fencing_token,
+            request.note,
         )
         return convert.entry_to_pb(entry)
 
@@ -75,7 +82,7 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
         convert.check_request_id(request.request_id)
         check_sha256(request.sha256, "sha256")
         data = await self.center.image_for_holder(
-            caller(context).user_id, request.request_id, request.sha256
+            await self._user(context, "GetImage"), request.request_id, request.sha256
         )
         for index, piece in enumerate(wire.chunks(data)):
             header = (
@@ -87,6 +94,8 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     async def Session(
         self, request_iterator: AsyncIterator[apb.AuthorizerSessionIn], context: Context
     ) -> AsyncIterator[apb.AuthorizerSessionOut]:
-        session = AuthorizerSession(self.center, caller(context).user_id, self.lease_ms)
-        async for message in session.run(request_iterator):
+        user = await self._user(context, "Session")
+        token = bearer_token(context)
+        session = AuthorizerSession(self.center, user, self.lease_ms)
+        async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
             yield message

@@ -15,11 +15,12 @@ from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
 
 from server.api import convert
+from server.api.session_guard import TokenCheck, watch_token
 from server.api.status import status_of
 from server.center import Center
 from server.dispatch import Waiter
 from server.domain.states import Outcome
-from server.errors import AuthqError, InvalidArgument
+from server.errors import AuthqError, InvalidArgument, Unauthenticated
 from server.store.queue_store import Claim
 
 MAX_CREDITS = 16
@@ -58,13 +59,15 @@ class AuthorizerSession:
         self.held: dict[str, int] = {}  # request id -> fencing token
         self.waiters: set[Waiter] = set()
         self.closed = False
+        self.revoked = False
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def run(
-        self, incoming: AsyncIterator[apb.AuthorizerSessionIn]
+        self, incoming: AsyncIterator[apb.AuthorizerSessionIn], still_valid: TokenCheck
     ) -> AsyncIterator[apb.AuthorizerSessionOut]:
         reader = asyncio.create_task(self._read(incoming))
         renewer = asyncio.create_task(self._renew_forever())
+        guard = asyncio.create_task(watch_token(still_valid, self._revoke))
         try:
             while (message := await self.out.get()) is not None:
                 yield message
@@ -72,8 +75,14 @@ class AuthorizerSession:
             self.closed = True
             for waiter in self.waiters:
                 self.center.dispatcher.remove(waiter)
-            for task in (reader, renewer, *self.tasks):
+            for task in (reader, renewer, guard, *self.tasks):
                 task.cancel()
+        if self.revoked:
+            raise Unauthenticated("the login token was revoked: session closed (R12)")
+
+    def _revoke(self) -> None:
+        self.revoked = True
+        self.out.put_nowait(None)
 
     async def _read(self, incoming: AsyncIterator[apb.AuthorizerSessionIn]) -> None:
         async for message in incoming:

@@ -1,38 +1,54 @@
-"""Who is calling.
-
-Until accounts and login tokens arrive (issue "Bank rules"), the caller's id and
-branch travel as call metadata set by the client library: ``x-authq-user`` and
-``x-authq-branch``. They are read here and nowhere else, so replacing them with a
-verified token changes this one module."""
+"""Who is calling: established by the server from the caller's login token (sent as
+``authorization: Bearer <token>`` metadata), never from a message field (R11)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import grpc
 
+from server.accounts.model import Role
+from server.accounts.store import AccountStore
+from server.api.rights import RIGHTS
 from server.center import Identity
-from server.errors import Unauthenticated
+from server.errors import PermissionDenied, Unauthenticated
 
-USER_KEY = "x-authq-user"
-BRANCH_KEY = "x-authq-branch"
-_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+AUTH_KEY = "authorization"
 
 
-def caller(context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
-    metadata = {key: value for key, value in context.invocation_metadata() or ()}
-    user = metadata.get(USER_KEY, "")
-    branch = metadata.get(BRANCH_KEY, "")
-    if not isinstance(user, str) or not _ID_RE.match(user):
-        raise Unauthenticated(f"missing or malformed {USER_KEY} metadata: who is calling?")
-    if branch and (not isinstance(branch, str) or not _ID_RE.match(branch)):
-        raise Unauthenticated(f"malformed {BRANCH_KEY} metadata")
-    return Identity(user_id=user, branch_id=str(branch))
+def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == AUTH_KEY and isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ").strip()
+    raise Unauthenticated(
+        f"missing {AUTH_KEY} metadata: log in with AuthService.Login and send 'Bearer <token>'"
+    )
 
 
-def teller(context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
-    identity = caller(context)
-    if not identity.branch_id:
-        raise Unauthenticated(f"a teller call needs {BRANCH_KEY} metadata")
-    return identity
+class Authenticator:
+    def __init__(self, accounts: AccountStore) -> None:
+        self.accounts = accounts
+
+    async def identify(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> Identity:
+        account = await self.accounts.authenticate(bearer_token(context))
+        if account is None:
+            raise Unauthenticated("the token is unknown, expired or revoked: log in again")
+        allowed = RIGHTS.get(method, frozenset())
+        if not account.roles & allowed:
+            held = ", ".join(sorted(account.roles)) or "no role"
+            needed = ", ".join(sorted(allowed)) or "no one"
+            raise PermissionDenied(
+                f"{method} is for {needed}; {account.user_id} holds {held} (R13)"
+            )
+        return Identity(
+            user_id=account.user_id,
+            branch_id=account.branch_id,
+            roles=account.roles,
+            qualification=account.qualification,
+        )
+
+    async def still_valid(self, token: str) -> bool:
+        return await self.accounts.authenticate(token) is not None
+
+
+__all__ = ["AUTH_KEY", "Authenticator", "Role", "bearer_token"]

@@ -10,7 +10,7 @@ from authq.v1 import supervisor_pb2 as spb
 from authq.v1 import supervisor_pb2_grpc
 
 from server.api import convert
-from server.api.identity import caller
+from server.api.identity import Authenticator
 from server.api.status import translate_errors
 from server.store.queue_store import QueueStore
 
@@ -18,12 +18,13 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
-    def __init__(self, store: QueueStore) -> None:
+    def __init__(self, store: QueueStore, auth: Authenticator) -> None:
         self.store = store
+        self.auth = auth
 
     @translate_errors
     async def Overview(self, request: spb.OverviewRequest, context: Context) -> spb.QueueOverview:
-        caller(context)
+        await self.auth.identify(context, "SupervisorService.Overview")
         overview = await self.store.overview()
         reply = spb.QueueOverview(
             waiting=overview.waiting,
@@ -54,7 +55,7 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
 
     @translate_errors
     async def Position(self, request: spb.PositionRequest, context: Context) -> spb.PositionReply:
-        caller(context)
+        await self.auth.identify(context, "SupervisorService.Position")
         convert.check_request_id(request.request_id)
         state, position, waiting = await self.store.position(request.request_id)
         return spb.PositionReply(

@@ -11,7 +11,7 @@ from authq.v1 import teller_pb2 as tpb
 from authq.v1 import teller_pb2_grpc
 
 from server.api import convert
-from server.api.identity import teller
+from server.api.identity import Authenticator, bearer_token
 from server.api.status import translate_errors
 from server.api.teller_session import TellerSession
 from server.center import Center
@@ -23,15 +23,16 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
-    def __init__(self, center: Center, catalog: Catalog) -> None:
+    def __init__(self, center: Center, catalog: Catalog, auth: Authenticator) -> None:
         self.center = center
         self.catalog = catalog
+        self.auth = auth
 
     @translate_errors
     async def UploadImage(
         self, request_iterator: AsyncIterator[cpb.ImageChunk], context: Context
     ) -> cpb.ImageRef:
-        teller(context)
+        await self.auth.identify(context, "TellerService.UploadImage")
         upload: Upload | None = None
         async for chunk in request_iterator:
             if upload is None:
@@ -43,7 +44,8 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
 
     @translate_errors
     async def Submit(self, request: tpb.SubmitRequest, context: Context) -> tpb.SubmitReply:
-        submission = convert.submission_from_pb(request, teller(context), self.catalog)
+        identity = await self.auth.identify(context, "TellerService.Submit")
+        submission = convert.submission_from_pb(request, identity, self.catalog)
         record, duplicate = await self.center.submit(submission)
         return tpb.SubmitReply(request=convert.record_to_pb(record), duplicate=duplicate)
 
@@ -51,7 +53,7 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     async def Watch(
         self, request: tpb.WatchRequest, context: Context
     ) -> AsyncIterator[cpb.RequestUpdate]:
-        identity = teller(context)
+        identity = await self.auth.identify(context, "TellerService.Watch")
         convert.check_request_id(request.request_id)
         async for entry in self.center.watch(identity, request.request_id):
             yield convert.entry_to_pb(entry)
@@ -59,28 +61,33 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     @translate_errors
     async def Get(self, request: tpb.GetRequest, context: Context) -> cpb.RequestView:
         convert.check_request_id(request.request_id)
-        record = await self.center.get_for_branch(teller(context), request.request_id)
+        identity = await self.auth.identify(context, "TellerService.Get")
+        record = await self.center.get_for_branch(identity, request.request_id)
         return convert.record_to_pb(record)
 
     @translate_errors
     async def Cancel(self, request: tpb.CancelRequest, context: Context) -> cpb.RequestUpdate:
         convert.check_request_id(request.request_id)
-        entry = await self.center.cancel(teller(context), request.request_id, request.note)
+        identity = await self.auth.identify(context, "TellerService.Cancel")
+        entry = await self.center.cancel(identity, request.request_id, request.note)
         return convert.entry_to_pb(entry)
 
     @translate_errors
     async def Supply(self, request: tpb.SupplyRequest, context: Context) -> cpb.RequestUpdate:
         convert.check_request_id(request.request_id)
         images = convert.images_from_pb(request.images, "images")
-        entry = await self.center.supply(teller(context), request.request_id, images, request.note)
+        identity = await self.auth.identify(context, "TellerService.Supply")
+        entry = await self.center.supply(identity, request.request_id, images, request.note)
         return convert.entry_to_pb(entry)
 
     @translate_errors
     async def Session(
         self, request_iterator: AsyncIterator[tpb.TellerSessionIn], context: Context
     ) -> AsyncIterator[tpb.TellerSessionOut]:
-        session = TellerSession(self.center, self.catalog, teller(context))
-        async for message in session.run(request_iterator):
+        identity = await self.auth.identify(context, "TellerService.Session")
+        token = bearer_token(context)
+        session = TellerSession(self.center, self.catalog, identity)
+        async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
             yield message
 
 

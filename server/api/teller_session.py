@@ -15,11 +15,12 @@ from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 
 from server.api import convert
+from server.api.session_guard import TokenCheck, watch_token
 from server.api.status import status_of
 from server.center import Center, Identity
 from server.domain.catalog import Catalog
 from server.domain.records import HistoryEntry
-from server.errors import InvalidArgument
+from server.errors import InvalidArgument, Unauthenticated
 from server.events import Resync, WatchItem
 from server.intake import Upload
 
@@ -38,20 +39,28 @@ class TellerSession:
         self.uploads: dict[str, Upload] = {}
         self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.revoked = False
 
     async def run(
-        self, incoming: AsyncIterator[tpb.TellerSessionIn]
+        self, incoming: AsyncIterator[tpb.TellerSessionIn], still_valid: TokenCheck
     ) -> AsyncIterator[tpb.TellerSessionOut]:
         reader = asyncio.create_task(self._read(incoming))
         pump = asyncio.create_task(self._pump())
+        guard = asyncio.create_task(watch_token(still_valid, self._revoke))
         try:
             while (message := await self.out.get()) is not None:
                 yield message
         finally:
-            for task in (reader, pump, *self.tasks):
+            for task in (reader, pump, guard, *self.tasks):
                 task.cancel()
             for request_id in list(self.seen):
                 self._unfollow(request_id)
+        if self.revoked:
+            raise Unauthenticated("the login token was revoked: session closed (R12)")
+
+    def _revoke(self) -> None:
+        self.revoked = True
+        self.out.put_nowait(None)
 
     async def _read(self, incoming: AsyncIterator[tpb.TellerSessionIn]) -> None:
         async for message in incoming:

@@ -33,6 +33,30 @@ class Keys:
         """Most important first: claim breaks exact score ties in this order."""
         return [self.lane(priority) for priority in all_classes()]
 
+    def account(self, user_id: str) -> str:
+        return f"{self.account_prefix}{user_id}"
+
+    @property
+    def account_prefix(self) -> str:
+        return f"{self.prefix}:acct:"
+
+    @property
+    def accounts(self) -> str:
+        return f"{self.prefix}:accounts"
+
+    def account_tokens(self, user_id: str) -> str:
+        return f"{self.prefix}:acct-tokens:{user_id}"
+
+    def token(self, token_digest: str) -> str:
+        return f"{self.prefix}:token:{token_digest}"
+
+    def branch(self, branch_id: str) -> str:
+        return f"{self.prefix}:branch:{branch_id}"
+
+    @property
+    def branches(self) -> str:
+        return f"{self.prefix}:branches"
+
     def blob(self, sha256: str) -> str:
         return f"{self.prefix}:blob:{sha256}"
 

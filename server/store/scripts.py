@@ -19,6 +19,11 @@ def _source(name: str) -> str:
     return resources.files("server").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
+def load_script(client: aioredis.Redis, name: str) -> AsyncScript:
+    """One script of server/lua/ with the shared prelude, ready to call."""
+    return client.register_script(_source("_lib") + "\n" + _source(name))
+
+
 @dataclass(frozen=True, slots=True)
 class Scripts:
     submit: AsyncScript
@@ -31,8 +36,5 @@ class Scripts:
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
-        prelude = _source("_lib")
-        loaded: dict[str, Any] = {
-            name: client.register_script(prelude + "\n" + _source(name)) for name in _NAMES
-        }
+        loaded: dict[str, Any] = {name: load_script(client, name) for name in _NAMES}
         return cls(**loaded)

@@ -1,0 +1,75 @@
+"""How the command lines log in: a password from --password, AUTHQ_PASSWORD or a
+prompt; the token kept (mode 0600) in the state directory until it expires, so a
+person types the password once per shift, not once per command."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TypeVar
+
+from authq.channel import AuthenticatedClient
+
+C = TypeVar("C", bound=AuthenticatedClient)
+
+
+class LoginNeeded(Exception):
+    pass
+
+
+def _cache(state_dir: Path, user: str) -> Path:
+    return state_dir / f"token-{user}.json"
+
+
+def cached_token(state_dir: Path, user: str) -> str:
+    try:
+        data = json.loads(_cache(state_dir, user).read_text())
+    except (OSError, ValueError):
+        return ""
+    # A minute of margin: a token about to expire would fail mid-command.
+    if int(data.get("expires_at_ms", 0)) < time.time() * 1000 + 60_000:
+        return ""
+    return str(data.get("token", ""))
+
+
+def save_token(state_dir: Path, user: str, token: str, expires_at_ms: int) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = _cache(state_dir, user)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"token": token, "expires_at_ms": expires_at_ms}, handle)
+
+
+def forget_token(state_dir: Path, user: str) -> None:
+    _cache(state_dir, user).unlink(missing_ok=True)
+
+
+def password_from(given: str | None) -> str:
+    if given:
+        return given
+    if os.environ.get("AUTHQ_PASSWORD"):
+        return os.environ["AUTHQ_PASSWORD"]
+    if sys.stdin.isatty():
+        return getpass.getpass("password: ")
+    raise LoginNeeded("no password: pass --password, set AUTHQ_PASSWORD or run interactively")
+
+
+async def logged_in(client_type: type[C], target: str, user: str, password: str | None,
+                    state_dir: Path) -> C:  # fmt: skip
+    """A client logged in as ``user``: with the cached token if there is one and no
+    password was given, else by logging in (and caching the new token)."""
+    token = "" if password else cached_token(state_dir, user)
+    if token:
+        return client_type(target, user, token=token)
+    client = client_type(target, user, password_from(password))
+    try:
+        reply = await client.login()
+    except BaseException:
+        await client.close()
+        raise
+    save_token(state_dir, user, reply.token, reply.expires_at_ms)
+    return client

@@ -1,0 +1,1 @@
+"""Personal accounts (R11, R12, R13): roles, passwords, login tokens."""

@@ -1,0 +1,291 @@
+"""Accounts, branches and login tokens in Redis.
+
+A token is 32 random bytes; Redis keeps only its sha256, so a copy of the database
+holds no usable token. Each account lists its token keys, so disabling it (leave) or
+deregistering it (departure) revokes them all in the same transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from server.accounts.model import Account, Qualification, Role, Status, conflicting_posts
+from server.accounts.passwords import hash_password, password_problem, verify_password
+from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from server.store.keys import Keys
+from server.store.scripts import load_script
+
+DAY_MS = 86_400_000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token: str
+    account: Account
+    expires_at_ms: int
+    password_days_left: int
+
+
+class LoginRefused(Exception):
+    """Wrong user or password, or an account that may not log in. The message is
+    safe to show: it does not tell which of user and password was wrong."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class AccountStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        *,
+        token_ttl_s: int = 8 * 3600,
+        password_max_age_days: int = 90,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.token_ttl_s = token_ttl_s
+        self.password_max_age_days = password_max_age_days
+        self._authenticate = load_script(client, "authenticate")
+
+    # -- branches ------------------------------------------------------------------
+
+    async def create_branch(self, branch_id: str, name: str, region: str = "default") -> None:
+        created = await self.client.hsetnx(self.keys.branch(branch_id), "name", name)
+        if not created:
+            raise AlreadyExists(f"branch {branch_id} exists")
+        await self.client.hset(self.keys.branch(branch_id), mapping={"region": region})
+        await self.client.sadd(self.keys.branches, branch_id)
+
+    async def branch_exists(self, branch_id: str) -> bool:
+        return bool(await self.client.exists(self.keys.branch(branch_id)))
+
+    # -- accounts ------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        user_id: str,
+        name: str,
+        roles: Iterable[Role],
+        password: str,
+        *,
+        branch_id: str = "",
+        qualification: Qualification | None = None,
+        must_change_password: bool = True,
+    ) -> Account:
+        role_set = frozenset(roles)
+        problem = conflicting_posts(role_set)
+        if problem:
+            raise InvalidArgument("roles", f"{problem} (R11)")
+        if role_set & {Role.TELLER, Role.ONSITE_REVIEWER} and not branch_id:
+            raise InvalidArgument("branch", "branch staff need a branch")
+        if branch_id and not await self.branch_exists(branch_id):
+            raise NotFound(f"no branch {branch_id}: create it first")
+        problem = password_problem(password, user_id)
+        if problem:
+            raise InvalidArgument("password", problem)
+        account = Account(
+            user_id=user_id,
+            name=name,
+            branch_id=branch_id,
+            roles=role_set,
+            status=Status.ACTIVE,
+            password_set_ms=_now_ms(),
+            must_change_password=must_change_password,
+            qualification=qualification or Qualification(),
+        )
+        password_hash = await asyncio.to_thread(hash_password, password)
+        key = self.keys.account(user_id)
+        if not await self.client.hsetnx(key, "id", user_id):
+            raise AlreadyExists(f"account {user_id} exists")
+        mapping: dict[Any, Any] = {**_fields(account), "pw": password_hash}
+        await self.client.hset(key, mapping=mapping)
+        await self.client.sadd(self.keys.accounts, user_id)
+        return account
+
+    async def get(self, user_id: str) -> Account:
+        fields = await self.client.hgetall(self.keys.account(user_id))
+        if not fields:
+            raise NotFound(f"no account {user_id}")
+        return _account(user_id, fields)
+
+    async def list(self) -> list[Account]:
+        ids = sorted(_text(u) for u in await self.client.smembers(self.keys.accounts))
+        return [await self.get(user_id) for user_id in ids]
+
+    async def set_roles(self, user_id: str, roles: Iterable[Role]) -> Account:
+        account = await self.get(user_id)
+        role_set = frozenset(roles)
+        problem = conflicting_posts(role_set)
+        if problem:
+            raise InvalidArgument("roles", f"{problem} (R11)")
+        await self.client.hset(self.keys.account(user_id), "roles", ",".join(sorted(role_set)))
+        return replace(account, roles=role_set)
+
+    async def set_qualification(self, user_id: str, qualification: Qualification) -> Account:
+        account = await self.get(user_id)
+        await self.client.hset(
+            self.keys.account(user_id),
+            mapping={
+                "qt": ",".join(sorted(qualification.business_types)),
+                "qc": qualification.ceiling_minor,
+            },
+        )
+        return replace(account, qualification=qualification)
+
+    async def set_status(self, user_id: str, status: Status) -> Account:
+        account = await self.get(user_id)
+        if account.status is Status.DEREGISTERED and status is not Status.DEREGISTERED:
+            raise FailedPrecondition(
+                f"account {user_id} was deregistered: it never acts again (R12)"
+            )
+        token_set = self.keys.account_tokens(user_id)
+        tokens = [_text(t) for t in await self.client.smembers(token_set)]
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.account(user_id), "st", status.value)
+            if status is not Status.ACTIVE:
+                # Leave or departure revokes every token at once (R12).
+                if tokens:
+                    pipe.delete(*tokens)
+                pipe.delete(token_set)
+            await pipe.execute()
+        return replace(account, status=status)
+
+    async def reset_password(self, user_id: str, password: str) -> None:
+        """An administrator's reset: the user must choose a new one at next login."""
+        await self.get(user_id)
+        problem = password_problem(password, user_id)
+        if problem:
+            raise InvalidArgument("password", problem)
+        password_hash = await asyncio.to_thread(hash_password, password)
+        await self.client.hset(
+            self.keys.account(user_id),
+            mapping={"pw": password_hash, "pwat": _now_ms(), "mc": "1"},
+        )
+
+    # -- login ---------------------------------------------------------------------
+
+    async def login(self, user_id: str, password: str) -> Session:
+        account = await self._check_password(user_id, password)
+        if account.must_change_password:
+            raise FailedPrecondition(
+                f"the password of {user_id} was set by an administrator: choose your own "
+                "with ChangePassword (R11)"
+            )
+        days_left = self._days_left(account)
+        if days_left < 0:
+            raise FailedPrecondition(
+                f"the password of {user_id} is older than {self.password_max_age_days} "
+                "days: change it with ChangePassword (R11)"
+            )
+        return await self._issue(account, days_left)
+
+    async def change_password(self, user_id: str, old: str, new: str) -> Session:
+        account = await self._check_password(user_id, old)
+        problem = password_problem(new, user_id)
+        if problem:
+            raise InvalidArgument("new_password", problem)
+        if new == old:
+            raise InvalidArgument("new_password", "must differ from the old password")
+        password_hash = await asyncio.to_thread(hash_password, new)
+        now = _now_ms()
+        await self.client.hset(
+            self.keys.account(user_id), mapping={"pw": password_hash, "pwat": now, "mc": "0"}
+        )
+        account = replace(account, password_set_ms=now, must_change_password=False)
+        return await self._issue(account, self.password_max_age_days)
+
+    async def _check_password(self, user_id: str, password: str) -> Account:
+        fields = await self.client.hgetall(self.keys.account(user_id))
+        stored = _text(fields.get(b"pw", b"")) if fields else ""
+        # Hash even for an unknown user, so timing does not tell users apart.
+        ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
+        if not fields or not ok:
+            raise LoginRefused("unknown user or wrong password")
+        account = _account(user_id, fields)
+        if not account.active:
+            raise LoginRefused(f"account {user_id} is {account.status.value.lower()} (R12)")
+        return account
+
+    def _days_left(self, account: Account) -> int:
+        age_days = (_now_ms() - account.password_set_ms) // DAY_MS
+        return int(self.password_max_age_days - age_days)
+
+    async def _issue(self, account: Account, days_left: int) -> Session:
+        token = secrets.token_urlsafe(32)
+        key = self.keys.token(token_digest(token))
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(key, account.user_id, ex=self.token_ttl_s)
+            pipe.sadd(self.keys.account_tokens(account.user_id), key)
+            await pipe.execute()
+        expires = _now_ms() + self.token_ttl_s * 1000
+        return Session(token, account, expires, days_left)
+
+    async def logout(self, token: str) -> None:
+        key = self.keys.token(token_digest(token))
+        user = await self.client.getdel(key)
+        if user is not None:
+            await self.client.srem(self.keys.account_tokens(_text(user)), key)
+
+    async def authenticate(self, token: str) -> Account | None:
+        """The active account holding a valid token, or None."""
+        result = await self._authenticate(
+            keys=[self.keys.token(token_digest(token))], args=[self.keys.account_prefix]
+        )
+        if not result or not result[1]:
+            return None
+        flat = result[1]
+        account = _account(_text(result[0]), {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)})
+        return account if account.active else None
+
+
+_DUMMY_HASH = hash_password("not-a-password-of-anyone")
+
+
+def _fields(account: Account) -> dict[str, Any]:
+    return {
+        "name": account.name,
+        "br": account.branch_id,
+        "roles": ",".join(sorted(account.roles)),
+        "st": account.status.value,
+        "pwat": account.password_set_ms,
+        "mc": "1" if account.must_change_password else "0",
+        "qt": ",".join(sorted(account.qualification.business_types)),
+        "qc": account.qualification.ceiling_minor,
+    }
+
+
+def _account(user_id: str, fields: dict[Any, Any]) -> Account:
+    def get(name: str, default: str = "") -> str:
+        value = fields.get(name.encode(), fields.get(name))
+        return _text(value) if value is not None else default
+
+    roles = frozenset(Role(r) for r in get("roles").split(",") if r)
+    types = frozenset(t for t in get("qt", "*").split(",") if t) or frozenset({"*"})
+    return Account(
+        user_id=user_id,
+        name=get("name"),
+        branch_id=get("br"),
+        roles=roles,
+        status=Status(get("st", "ACTIVE")),
+        password_set_ms=int(get("pwat", "0")),
+        must_change_password=get("mc") == "1",
+        qualification=Qualification(types, int(get("qc", "0") or 0)),
+    )

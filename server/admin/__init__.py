@@ -1,0 +1,1 @@
+"""authq-admin: operator commands that work on Redis directly (audit trail first)."""

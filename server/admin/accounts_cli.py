@@ -1,0 +1,167 @@
+"""``branch`` and ``user`` commands of authq-admin: create branches and accounts,
+assign roles and qualifications, disable (leave), enable, deregister (departure),
+reset passwords (R11, R12). Every change is written to the audit trail."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TextIO, TypeAlias
+
+from server.accounts.model import Account, Qualification, Role, Status
+from server.accounts.store import AccountStore
+from server.domain.money import parse_amount
+from server.store.audit import AuditEntry, AuditLog
+
+
+@dataclass(frozen=True, slots=True)
+class AdminContext:
+    accounts: AccountStore
+    audit: AuditLog
+
+    @property
+    def actor(self) -> str:
+        return f"authq-admin:{os.environ.get('USER', 'operator')}"
+
+    async def record(self, action: str, target: str, **details: str | int) -> None:
+        await self.audit.append(
+            AuditEntry(actor=self.actor, role="ADMIN", origin="cli", action=action,
+                       target=target, details=dict(details))
+        )  # fmt: skip
+
+
+AdminRunner = Callable[[AdminContext, argparse.Namespace, TextIO], Awaitable[int]]
+# Subscripting _SubParsersAction works for the type checker only (3.11 refuses it).
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+ROLE_NAMES = [role.value for role in Role]
+
+
+def _password(given: str | None) -> str:
+    if given:
+        return given
+    if sys.stdin.isatty():
+        return getpass.getpass("initial password (the user must change it): ")
+    raise SystemExit("authq-admin: no password: pass --password or run interactively")
+
+
+def _qualification(args: argparse.Namespace) -> Qualification | None:
+    if args.types is None and args.ceiling is None:
+        return None
+    types = frozenset(t.strip() for t in (args.types or "*").split(",") if t.strip())
+    ceiling = parse_amount(args.ceiling, "CNY") if args.ceiling else 0
+    return Qualification(types or frozenset({"*"}), ceiling)
+
+
+def describe(account: Account) -> str:
+    where = f" at {account.branch_id}" if account.branch_id else ""
+    types = ",".join(sorted(account.qualification.business_types))
+    ceiling = account.qualification.ceiling_minor
+    limit = f" up to {ceiling / 100:,.2f} CNY" if ceiling else ""
+    return (f"{account.user_id:<16} {account.status.value:<12} {'/'.join(sorted(account.roles))}"
+            f"{where}  types {types}{limit}")  # fmt: skip
+
+
+async def _branch_create(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+    await ctx.accounts.create_branch(args.branch_id, args.name, args.region)
+    await ctx.record("BRANCH_CREATE", args.branch_id, name=args.name, region=args.region)
+    print(f"branch {args.branch_id} created", file=out)
+    return 0
+
+
+async def _user_create(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+    account = await ctx.accounts.create_user(
+        args.user_id, args.name, [Role(r) for r in args.role], _password(args.password),
+        branch_id=args.branch or "", qualification=_qualification(args),
+    )  # fmt: skip
+    await ctx.record("ACCOUNT_CREATE", args.user_id, roles=",".join(sorted(account.roles)))
+    print(describe(account), file=out)
+    return 0
+
+
+async def _user_list(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+    for account in await ctx.accounts.list():
+        print(describe(account), file=out)
+    return 0
+
+
+async def _user_roles(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+    account = await ctx.accounts.set_roles(args.user_id, [Role(r) for r in args.role])
+    await ctx.record("ACCOUNT_ROLES", args.user_id, roles=",".join(sorted(account.roles)))
+    print(describe(account), file=out)
+    return 0
+
+
+async def _user_qualify(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+    qualification = _qualification(args) or Qualification()
+    account = await ctx.accounts.set_qualification(args.user_id, qualification)
+    await ctx.record("ACCOUNT_QUALIFY", args.user_id,
+                     types=",".join(sorted(qualification.business_types)),
+                     ceiling_minor=qualification.ceiling_minor)  # fmt: skip
+    print(describe(account), file=out)
+    return 0
+
+
+def _status_command(status: Status, action: str) -> AdminRunner:
+    async def run(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+        account = await ctx.accounts.set_status(args.user_id, status)
+        await ctx.record(action, args.user_id, reason=args.reason)
+        print(describe(account), file=out)
+        return 0
+
+    return run
+
+
+async def _user_reset(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+    await ctx.accounts.reset_password(args.user_id, _password(args.password))
+    await ctx.record("ACCOUNT_PASSWORD_RESET", args.user_id)
+    print(f"password of {args.user_id} reset: it must be changed at the next login", file=out)
+    return 0
+
+
+def add_account_commands(subparsers: Subparsers) -> None:
+    branch = subparsers.add_parser("branch", help="create branches")
+    branch_commands = branch.add_subparsers(dest="branch_command", required=True)
+    create = branch_commands.add_parser("create", help="create a branch")
+    create.add_argument("branch_id")
+    create.add_argument("--name", required=True)
+    create.add_argument("--region", default="default")
+    create.set_defaults(run_admin=_branch_create)
+
+    user = subparsers.add_parser("user", help="manage accounts (R11, R12)")
+    commands = user.add_subparsers(dest="user_command", required=True)
+    create = commands.add_parser("create", help="create an account")
+    create.add_argument("user_id")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", action="append", required=True, choices=ROLE_NAMES)
+    create.add_argument("--branch", help="the branch of branch staff")
+    create.add_argument("--password", help="initial password (else prompted)")
+    create.add_argument("--types", help="authorizer: business types, comma-separated")
+    create.add_argument("--ceiling", help="authorizer: amount ceiling in CNY, e.g. 500000.00")
+    create.set_defaults(run_admin=_user_create)
+    commands.add_parser("list", help="list accounts").set_defaults(run_admin=_user_list)
+    roles = commands.add_parser("roles", help="replace an account's roles")
+    roles.add_argument("user_id")
+    roles.add_argument("--role", action="append", required=True, choices=ROLE_NAMES)
+    roles.set_defaults(run_admin=_user_roles)
+    qualify = commands.add_parser("qualify", help="set an authorizer's qualifications")
+    qualify.add_argument("user_id")
+    qualify.add_argument("--types", help="business types, comma-separated, or *")
+    qualify.add_argument("--ceiling", help="amount ceiling in CNY (0: none)")
+    qualify.set_defaults(run_admin=_user_qualify)
+    for name, status, action, text in (
+        ("disable", Status.DISABLED, "ACCOUNT_DISABLE", "on leave: no login, tokens revoked"),
+        ("enable", Status.ACTIVE, "ACCOUNT_ENABLE", "back from leave"),
+        ("deregister", Status.DEREGISTERED, "ACCOUNT_REMOVE", "left or moved: never again"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("user_id")
+        command.add_argument("--reason", default="")
+        command.set_defaults(run_admin=_status_command(status, action))
+    reset = commands.add_parser("reset-password", help="set a temporary password")
+    reset.add_argument("user_id")
+    reset.add_argument("--password", help="temporary password (else prompted)")
+    reset.set_defaults(run_admin=_user_reset)

@@ -1,0 +1,106 @@
+"""``audit verify`` and ``audit show``: check and read the hash-chained audit trail.
+
+Mounted into authq-admin by add_audit_commands(); each subcommand sets ``run`` on the
+parsed namespace to an async runner taking (AuditLog, namespace, output stream) and
+returning the exit code: 0 when all is well, 1 when the chain does not verify (or a
+record cannot be read)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from server.store.audit import AuditFormatError, AuditLog, AuditRecord
+
+Runner = Callable[[AuditLog, argparse.Namespace, TextIO], Awaitable[int]]
+
+
+def add_audit_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = subparsers.add_parser("audit", help="verify or read the audit trail (R15)")
+    commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    verify = commands.add_parser(
+        "verify",
+        help="recompute the hash chain; exit 1 and list the problems if it is broken",
+    )
+    verify.set_defaults(run=_verify)
+    show = commands.add_parser("show", help="print audit records in order")
+    show.add_argument(
+        "--from", dest="from_seq", type=int, default=1, metavar="SEQ", help="first seq"
+    )
+    show.add_argument("--count", type=int, default=None, metavar="N", help="at most N records")
+    show.add_argument("--json", action="store_true", help="one JSON object per line")
+    show.set_defaults(run=_show)
+
+
+async def run_verify(log: AuditLog, out: TextIO = sys.stdout) -> int:
+    report = await log.verify()
+    for problem in report.problems:
+        print(problem, file=out)
+    if report.ok:
+        print(f"audit chain OK: {report.checked} records verified", file=out)
+        return 0
+    print(
+        f"audit chain BROKEN: {len(report.problems)} problems in {report.checked} records",
+        file=out,
+    )
+    return 1
+
+
+async def run_show(
+    log: AuditLog,
+    from_seq: int = 1,
+    count: int | None = None,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    try:
+        async for record in log.read(from_seq, count):
+            print(_json_line(record) if as_json else _text_line(record), file=out)
+    except AuditFormatError as exc:
+        # Shown on stderr so that --json output stays parseable line by line.
+        print(f"{exc}: run `authq-admin audit verify`", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _verify(log: AuditLog, args: argparse.Namespace, out: TextIO) -> int:
+    return await run_verify(log, out)
+
+
+async def _show(log: AuditLog, args: argparse.Namespace, out: TextIO) -> int:
+    return await run_show(log, args.from_seq, args.count, args.json, out)
+
+
+def record_dict(record: AuditRecord) -> dict[str, Any]:
+    entry = record.entry
+    return {
+        "seq": record.seq,
+        "at_ms": entry.at_ms,
+        "actor": entry.actor,
+        "role": entry.role,
+        "origin": entry.origin,
+        "action": entry.action,
+        "target": entry.target,
+        "outcome": entry.outcome,
+        "details": dict(entry.details),
+        "prev": record.prev,
+        "hash": record.hash,
+    }
+
+
+def _json_line(record: AuditRecord) -> str:
+    return json.dumps(record_dict(record), ensure_ascii=False, sort_keys=False)
+
+
+def _text_line(record: AuditRecord) -> str:
+    entry = record.entry
+    at = datetime.fromtimestamp(entry.at_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    details = f" {json.dumps(dict(entry.details), ensure_ascii=False)}" if entry.details else ""
+    return (
+        f"{record.seq:>8} {at} {entry.actor}/{entry.role}@{entry.origin} "
+        f"{entry.action} {entry.target} -> {entry.outcome}{details} [{record.hash[:12]}]"
+    )

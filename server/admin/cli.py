@@ -1,0 +1,79 @@
+"""authq-admin: operator commands run against the queue's Redis: branches and
+accounts, and the audit trail. Exit codes: 0 all well, 1 the check or the change
+failed (e.g. a broken audit chain, a refused role), 2 usage error or Redis unreachable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from server.accounts.store import AccountStore
+from server.admin.accounts_cli import AdminContext, add_account_commands
+from server.admin.audit_cli import add_audit_commands
+from server.errors import AuthqError
+from server.store.audit import DEFAULT_PREFIX, AuditLog
+from server.store.keys import Keys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authq-admin", description=__doc__)
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("AUTHQ_REDIS_URL"),
+        help="the queue's Redis, e.g. redis://host:6379/0 (default: $AUTHQ_REDIS_URL, else "
+        "the embedded Redis of --data-dir)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("AUTHQ_DATA_DIR", "var")),
+        help="the server's data directory, to reach its embedded Redis (default ./var)",
+    )
+    parser.add_argument("--key-prefix", default=DEFAULT_PREFIX, help="default: %(default)s")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_account_commands(commands)
+    add_audit_commands(commands)
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> int:
+    client = aioredis.Redis.from_url(args.redis_url)
+    try:
+        log = AuditLog(client, prefix=args.key_prefix)
+        if hasattr(args, "run_admin"):
+            context = AdminContext(AccountStore(client, Keys(args.key_prefix)), log)
+            code: int = await args.run_admin(context, args, sys.stdout)
+        else:
+            code = await args.run(log, args, sys.stdout)
+        return code
+    except AuthqError as exc:
+        print(f"authq-admin: {exc}", file=sys.stderr)
+        return 1
+    except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+        print(f"authq-admin: cannot reach Redis at {args.redis_url}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.redis_url:
+        socket = args.data_dir / "redis" / "redis.sock"
+        if not socket.exists():
+            parser.error(
+                f"no Redis: pass --redis-url, set AUTHQ_REDIS_URL, or start the server with "
+                f"its embedded Redis under {args.data_dir}"
+            )
+        args.redis_url = f"unix://{socket.resolve()}"
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""AuthService: log in, change the password, log out."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+from authq.v1 import auth_pb2 as upb
+from authq.v1 import auth_pb2_grpc
+
+from server.accounts.store import AccountStore, LoginRefused, Session
+from server.api.identity import bearer_token
+from server.api.status import translate_errors
+from server.errors import InvalidArgument, Unauthenticated
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+def _reply(session: Session) -> upb.LoginReply:
+    return upb.LoginReply(
+        token=session.token,
+        expires_at_ms=session.expires_at_ms,
+        user_id=session.account.user_id,
+        branch_id=session.account.branch_id,
+        roles=[upb.Role.Value("ROLE_" + role.value) for role in sorted(session.account.roles)],
+        password_days_left=session.password_days_left,
+    )
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, accounts: AccountStore) -> None:
+        self.accounts = accounts
+
+    @translate_errors
+    async def Login(self, request: upb.LoginRequest, context: Context) -> upb.LoginReply:
+        if not request.user_id or not request.password:
+            raise InvalidArgument("user_id", "user_id and password are required")
+        try:
+            return _reply(await self.accounts.login(request.user_id, request.password))
+        except LoginRefused as exc:
+            raise Unauthenticated(str(exc)) from None
+
+    @translate_errors
+    async def ChangePassword(
+        self, request: upb.ChangePasswordRequest, context: Context
+    ) -> upb.LoginReply:
+        try:
+            session = await self.accounts.change_password(
+                request.user_id, request.old_password, request.new_password
+            )
+        except LoginRefused as exc:
+            raise Unauthenticated(str(exc)) from None
+        return _reply(session)
+
+    @translate_errors
+    async def Logout(self, request: upb.LogoutRequest, context: Context) -> upb.LogoutReply:
+        await self.accounts.logout(bearer_token(context))
+        return upb.LogoutReply()

@@ -1,0 +1,29 @@
+"""Which roles may call which RPC (R13): each post sees and does only what it needs.
+The servicers ask for the caller by method name; a method missing here is refused."""
+
+from __future__ import annotations
+
+from server.accounts.model import Role
+
+_TELLER = frozenset({Role.TELLER})
+_BRANCH = frozenset({Role.TELLER, Role.ONSITE_REVIEWER})
+_AUTHORIZER = frozenset({Role.AUTHORIZER})
+_SUPERVISOR = frozenset({Role.SUPERVISOR, Role.DIRECTOR})
+
+RIGHTS: dict[str, frozenset[Role]] = {
+    "TellerService.UploadImage": _TELLER,
+    "TellerService.Submit": _TELLER,
+    "TellerService.Watch": _BRANCH,
+    "TellerService.Get": _BRANCH,
+    "TellerService.Cancel": _TELLER,
+    "TellerService.Supply": _TELLER,
+    "TellerService.Session": _TELLER,
+    "AuthorizerService.Next": _AUTHORIZER,
+    "AuthorizerService.Renew": _AUTHORIZER,
+    "AuthorizerService.Decide": _AUTHORIZER,
+    "AuthorizerService.Release": _AUTHORIZER,
+    "AuthorizerService.GetImage": _AUTHORIZER,
+    "AuthorizerService.Session": _AUTHORIZER,
+    "SupervisorService.Overview": _SUPERVISOR,
+    "SupervisorService.Position": _SUPERVISOR,
+}
