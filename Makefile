@@ -54,3 +54,9 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
+
+## A local test CA for demos and tests (never production): ./var/tls/ca.pem, server.pem,
+## server-key.pem, client.pem, client-key.pem. See "TLS" in the README.
+.PHONY: test-ca
+test-ca: $(STAMP)
+	$(BIN)/python -m server.devtools.make_test_ca ./var/tls

@@ -1,5 +1,7 @@
 """authq-authorizer: take the next item, decide it, hand it back; and, for
-supervisors, the queue overview and a request's position."""
+supervisors, the queue overview, a request's position and two-person moves to the
+front of the queue (`move`, then `confirm` by another supervisor; `moves` lists the
+pending ones)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,12 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import grpc
 from authq.channel import DEFAULT_TARGET
-from authq.login import LoginNeeded, forget_token, logged_in
+from authq.login import LoginNeeded, add_tls_arguments, forget_token, logged_in, tls_options
 from authq.render import describe_request, describe_update, kind_name
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log in with this password (else AUTHQ_PASSWORD, a saved login, or a prompt)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_tls_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("login", help="log in once; later commands reuse the login")
     commands.add_parser("logout", help="end the saved login")
@@ -144,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("overview", help="supervisor: the queue at a glance")
     position = commands.add_parser("position", help="supervisor: where a request waits")
     position.add_argument("request_id")
+    move = commands.add_parser(
+        "move", help="supervisor: ask to move a waiting request to the front (R6)"
+    )
+    move.add_argument("request_id")
+    move.add_argument("--reason", required=True, help="why it should go first (audited)")
+    confirm = commands.add_parser(
+        "confirm", help="supervisor: confirm another supervisor's move (R6)"
+    )
+    confirm.add_argument("request_id")
+    commands.add_parser("moves", help="supervisor: moves awaiting confirmation")
     return parser
 
 
@@ -168,6 +182,26 @@ def describe_overview(view: spb.QueueOverview) -> str:
             "waiting per branch: " + ", ".join(f"{b.branch_id} {b.waiting}" for b in view.by_branch)
         )
     return "\n".join(lines)
+
+
+def describe_move(move: spb.MoveReply) -> str:
+    if move.state == spb.MOVE_STATE_CONFIRMED:
+        text = (
+            f"{move.request_id}: moved to the front, confirmed by {move.confirmer} "
+            f"(requested by {move.requester}: {move.reason})"
+        )
+    else:
+        left = max(0, move.expires_at_ms - int(time.time() * 1000)) / 1000
+        text = (
+            f"{move.request_id}: move requested by {move.requester} ({move.reason}), "
+            f"awaits confirmation by another supervisor, lapses in {left:.0f}s"
+        )
+    if move.position >= 0:
+        text += f"\n  position {move.position} of {move.waiting} waiting"
+    else:
+        state = cpb.RequestState.Name(move.request_state).removeprefix("REQUEST_STATE_")
+        text += f"\n  not waiting ({state})"
+    return text
 
 
 async def take_next(
@@ -202,7 +236,7 @@ async def take_next(
 async def run(args: argparse.Namespace) -> int:
     book = LeaseBook(args.state_dir / f"leases-{args.user}.json")
     client = await logged_in(
-        AuthorizerClient, args.server, args.user, args.password, args.state_dir
+        AuthorizerClient, args.server, args.user, args.password, args.state_dir, tls_options(args)
     )
     async with client:
         if args.command == "login":
@@ -228,6 +262,19 @@ async def run(args: argparse.Namespace) -> int:
                 else f"{reply.request_id}: not waiting"
             )
             show(reply, text, args.json)
+            return 0
+        if args.command == "move":
+            move = await client.request_move(args.request_id, args.reason)
+            show(move, describe_move(move), args.json)
+            return 0
+        if args.command == "confirm":
+            move = await client.confirm_move(args.request_id)
+            show(move, describe_move(move), args.json)
+            return 0
+        if args.command == "moves":
+            pending = await client.moves()
+            lines = [describe_move(m) for m in pending.moves] or ["no moves await confirmation"]
+            show(pending, "\n".join(lines), args.json)
             return 0
         token = book.token(args.request_id, args.token)
         if args.command == "renew":

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-from authq.channel import AuthenticatedClient, SessionCallError
+from authq.channel import AuthenticatedClient, ClientTLS, SessionCallError
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import authorizer_pb2_grpc, supervisor_pb2_grpc
 from authq.v1 import common_pb2 as cpb
@@ -44,8 +44,9 @@ class AuthorizerClient(AuthenticatedClient):
         *,
         token: str = "",
         channel: grpc.aio.Channel | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
-        super().__init__(target, user_id, password, token=token, channel=channel)
+        super().__init__(target, user_id, password, token=token, channel=channel, tls=tls)
         self.stub = authorizer_pb2_grpc.AuthorizerServiceStub(self.channel)
         self.supervisor = supervisor_pb2_grpc.SupervisorServiceStub(self.channel)
 
@@ -130,6 +131,28 @@ class AuthorizerClient(AuthenticatedClient):
     async def position(self, request_id: str) -> spb.PositionReply:
         reply: spb.PositionReply = await self.supervisor.Position(
             spb.PositionRequest(request_id=request_id), metadata=self.metadata
+        )
+        return reply
+
+    async def request_move(self, request_id: str, reason: str) -> spb.MoveReply:
+        """Asks to move a waiting request to the front (R6): a second supervisor or
+        director must confirm it before it lapses."""
+        reply: spb.MoveReply = await self.supervisor.RequestMove(
+            spb.RequestMoveRequest(request_id=request_id, reason=reason), metadata=self.metadata
+        )
+        return reply
+
+    async def confirm_move(self, request_id: str) -> spb.MoveReply:
+        """Confirms another person's pending move: the request goes to the front."""
+        reply: spb.MoveReply = await self.supervisor.ConfirmMove(
+            spb.ConfirmMoveRequest(request_id=request_id), metadata=self.metadata
+        )
+        return reply
+
+    async def moves(self) -> spb.ListMovesReply:
+        """The moves awaiting confirmation."""
+        reply: spb.ListMovesReply = await self.supervisor.ListMoves(
+            spb.ListMovesRequest(), metadata=self.metadata
         )
         return reply
 

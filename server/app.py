@@ -25,7 +25,7 @@ from server.api.identity import Authenticator
 from server.api.supervisor import SupervisorServicer
 from server.api.teller import TellerServicer
 from server.blobs import LocalBlobStore
-from server.center import Center
+from server.center import Center, Identity
 from server.demo import DEMO_PASSWORD, seed_demo
 from server.dispatch import WorkDispatcher
 from server.domain.catalog import Catalog
@@ -34,8 +34,11 @@ from server.events import EventHub
 from server.images.probe import ImageLimits
 from server.leases import LeaseReaper
 from server.settings import Settings
+from server.store.audit import AuditLog
 from server.store.keys import Keys
+from server.store.moves import MoveStore
 from server.store.queue_store import QueueConfig, QueueStore
+from server.tls import check_listen, server_credentials, tls_enabled
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,9 @@ class Runtime:
     catalog: Catalog
     accounts: AccountStore
     embedded: EmbeddedRedis | None
+    # The hash-chained audit trail (R15), and the pending two-person moves (R6).
+    audit: AuditLog
+    moves: MoveStore
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -80,16 +86,15 @@ class Runtime:
             client = redis_client(url, settings.redis_pool_size)
             await client.ping()
             keys = Keys(settings.key_prefix)
-            store = QueueStore(
-                client,
-                keys,
-                QueueConfig(
-                    lease_ms=settings.lease_ms,
-                    importance_step_ms=settings.importance_step_ms,
-                    urgency_step_ms=settings.urgency_step_ms,
-                    events_maxlen=settings.events_maxlen,
-                ),
+            queue_config = QueueConfig(
+                lease_ms=settings.lease_ms,
+                importance_step_ms=settings.importance_step_ms,
+                urgency_step_ms=settings.urgency_step_ms,
+                events_maxlen=settings.events_maxlen,
             )
+            store = QueueStore(client, keys, queue_config)
+            audit = AuditLog(client, prefix=settings.key_prefix)
+            moves = MoveStore(client, keys, settings.move_confirm_window_ms, queue_config)
             # A connection of its own: XREAD BLOCK holds it. No socket timeout, or a quiet
             # stream would read as a lost connection.
             hub = EventHub(aioredis.Redis.from_url(url, socket_timeout=None), keys.events)
@@ -103,6 +108,7 @@ class Runtime:
             limits = ImageLimits(max_bytes=settings.max_image_bytes)
             blobs = LocalBlobStore(settings.data_dir / "blobs")
             center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
+            center.audit = audit
             accounts = AccountStore(
                 client,
                 keys,
@@ -128,6 +134,8 @@ class Runtime:
             catalog=Catalog.load(),
             accounts=accounts,
             embedded=embedded,
+            audit=audit,
+            moves=moves,
         )
 
     async def stop(self) -> None:
@@ -142,7 +150,12 @@ class Runtime:
 def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
     """A gRPC server with the three services, bound (port 0 picks a free port)."""
     server = grpc.aio.server(options=wire.CHANNEL_OPTIONS)
-    auth = Authenticator(runtime.accounts)
+    center = runtime.center
+
+    async def audit_refusal(identity: Identity, method: str, message: str) -> None:
+        await center.record(identity, method, "-", message, {})
+
+    auth = Authenticator(runtime.accounts, on_refusal=audit_refusal)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(runtime.accounts), server)
     teller_pb2_grpc.add_TellerServiceServicer_to_server(
         TellerServicer(runtime.center, runtime.catalog, auth), server
@@ -151,9 +164,15 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
         AuthorizerServicer(runtime.center, runtime.settings.lease_ms, auth), server
     )
     supervisor_pb2_grpc.add_SupervisorServiceServicer_to_server(
-        SupervisorServicer(runtime.store, auth), server
+        SupervisorServicer(runtime.store, auth, runtime.moves, runtime.audit), server
     )
-    port = server.add_insecure_port(listen)
+    # The plaintext rule again here, for callers that skip main's early check.
+    check_listen(runtime.settings, listen)
+    credentials = server_credentials(runtime.settings)
+    if credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     return server, port
@@ -161,12 +180,24 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Runs until SIGINT or SIGTERM, then lets in-flight calls finish."""
+    # Refuse a plaintext port off loopback, or unreadable certificates, before Redis.
+    check_listen(settings)
+    server_credentials(settings)
     runtime = await Runtime.start(settings)
-    server, port = create_server(runtime, settings.listen)
+    try:
+        server, port = create_server(runtime, settings.listen)
+    except BaseException:
+        await runtime.stop()
+        raise
     await server.start()
     host = settings.listen.rsplit(":", 1)[0]
-    log.info("authq-server listening on %s:%d (redis %s)", host, port, runtime.redis_url)
-    print(f"authq-server listening on {host}:{port}", flush=True)
+    transport = "TLS" if tls_enabled(settings) else "plaintext"
+    if settings.require_client_cert:
+        transport += ", client certificates required"
+    log.info(
+        "authq-server listening on %s:%d (%s; redis %s)", host, port, transport, runtime.redis_url
+    )
+    print(f"authq-server listening on {host}:{port} ({transport})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,6 +5,8 @@ errors they raise to status codes; unary calls and session streams share them.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -14,10 +16,17 @@ from server.dispatch import WorkDispatcher
 from server.domain.reasons import NOTE_MAX_CHARS, check_rejection
 from server.domain.records import HistoryEntry, Image, RequestRecord, Submission
 from server.domain.states import Outcome, State
-from server.errors import FailedPrecondition, IllegalTransition, InvalidArgument, PermissionDenied
+from server.errors import (
+    AuthqError,
+    FailedPrecondition,
+    IllegalTransition,
+    InvalidArgument,
+    PermissionDenied,
+)
 from server.events import EventHub, Resync
 from server.images.probe import ImageLimits
 from server.intake import Upload, begin_upload
+from server.store.audit import AuditEntry, AuditLog
 from server.store.queue_store import Claim, QueueStore
 
 
@@ -29,6 +38,12 @@ class Identity:
     branch_id: str = ""
     roles: frozenset[Role] = frozenset()
     qualification: Qualification = field(default_factory=Qualification)
+    # Where the call came from (the gRPC peer), for the audit trail.
+    origin: str = ""
+
+    @property
+    def role(self) -> str:
+        return ",".join(sorted(self.roles)) or "-"
 
 
 class Center:
@@ -47,6 +62,44 @@ class Center:
         self.dispatcher = dispatcher
         self.limits = limits
         self.max_images = max_images
+        # Every action and refusal goes to the hash-chained audit trail (R15).
+        self.audit: AuditLog | None = None
+        self._pending_audits: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def audited(
+        self, identity: Identity, action: str, target: str, **details: str | int
+    ) -> AsyncIterator[None]:
+        """Records the action in the audit trail once it is done, or its refusal."""
+        try:
+            yield
+        except AuthqError as exc:
+            await self.record(identity, action, target, str(exc), details)
+            raise
+        await self.record(identity, action, target, "OK", details)
+
+    def audit_later(
+        self, identity: Identity, action: str, target: str, **details: str | int
+    ) -> None:
+        """For callers that cannot wait (a delivery callback): appended in order by the
+        audit log's own batching, failures logged."""
+        if self.audit is None:
+            return
+        task = asyncio.create_task(self.record(identity, action, target, "OK", details))
+        self._pending_audits.add(task)
+        task.add_done_callback(self._pending_audits.discard)
+
+    async def record(
+        self, identity: Identity, action: str, target: str, outcome: str,
+        details: dict[str, str | int],
+    ) -> None:  # fmt: skip
+        if self.audit is None:
+            return
+        await self.audit.append(
+            AuditEntry(actor=identity.user_id, role=identity.role, origin=identity.origin,
+                       action=action, target=target, outcome=outcome[:500],
+                       details=dict(details))
+        )  # fmt: skip
 
     # -- images --------------------------------------------------------------------
 
@@ -79,9 +132,15 @@ class Center:
 
     # -- teller --------------------------------------------------------------------
 
-    async def submit(self, submission: Submission) -> tuple[RequestRecord, bool]:
-        images = await self._resolve(submission.images, "images")
-        return await self.store.submit(replace(submission, images=images))
+    async def submit(
+        self, submission: Submission, identity: Identity | None = None
+    ) -> tuple[RequestRecord, bool]:
+        who = identity or Identity(submission.teller_id, submission.branch_id)
+        async with self.audited(who, "SUBMIT", submission.request_id,
+                                business_type=submission.business_type,
+                                amount_minor=submission.amount_minor):  # fmt: skip
+            images = await self._resolve(submission.images, "images")
+            return await self.store.submit(replace(submission, images=images))
 
     async def get_for_branch(self, identity: Identity, request_id: str) -> RequestRecord:
         record = await self.store.get(request_id)
@@ -93,10 +152,17 @@ class Center:
         return record
 
     async def cancel(self, identity: Identity, request_id: str, note: str) -> HistoryEntry:
-        await self.get_for_branch(identity, request_id)
-        return await self.store.cancel(request_id, identity.user_id, note[:NOTE_MAX_CHARS])
+        async with self.audited(identity, "CANCEL", request_id):
+            await self.get_for_branch(identity, request_id)
+            return await self.store.cancel(request_id, identity.user_id, note[:NOTE_MAX_CHARS])
 
     async def supply(
+        self, identity: Identity, request_id: str, images: Sequence[Image], note: str
+    ) -> HistoryEntry:
+        async with self.audited(identity, "SUPPLY", request_id, images=len(images)):
+            return await self._supply(identity, request_id, images, note)
+
+    async def _supply(
         self, identity: Identity, request_id: str, images: Sequence[Image], note: str
     ) -> HistoryEntry:
         record = await self.get_for_branch(identity, request_id)
@@ -147,10 +213,29 @@ class Center:
 
     # -- authorizer ----------------------------------------------------------------
 
-    async def next_item(self, authorizer_id: str) -> Claim:
-        return await self.dispatcher.next_item(authorizer_id)
+    async def next_item(self, identity: Identity) -> Claim:
+        claim = await self.dispatcher.next_item(identity.user_id)
+        await self.record(identity, "CLAIM", claim.record.request_id, "OK",
+                          {"token": claim.token})  # fmt: skip
+        return claim
 
     async def decide(
+        self,
+        identity: Identity,
+        request_id: str,
+        token: int,
+        outcome: Outcome,
+        reason_code: str,
+        note: str,
+        kinds: Sequence[str],
+    ) -> HistoryEntry:
+        async with self.audited(identity, "DECIDE", request_id, outcome=outcome.value,
+                                reason_code=reason_code, token=token):  # fmt: skip
+            return await self._decide(
+                identity.user_id, request_id, token, outcome, reason_code, note, kinds
+            )
+
+    async def _decide(
         self,
         authorizer_id: str,
         request_id: str,
@@ -178,20 +263,25 @@ class Center:
         )
 
     async def release(
-        self, authorizer_id: str, request_id: str, token: int, note: str
+        self, identity: Identity, request_id: str, token: int, note: str
     ) -> HistoryEntry:
-        return await self.store.release(request_id, token, authorizer_id, note[:NOTE_MAX_CHARS])
+        async with self.audited(identity, "RELEASE", request_id, token=token):
+            return await self.store.release(
+                request_id, token, identity.user_id, note[:NOTE_MAX_CHARS]
+            )
 
     async def renew(self, authorizer_id: str, request_id: str, token: int) -> int:
         return await self.store.renew(request_id, token, authorizer_id)
 
-    async def image_for_holder(self, authorizer_id: str, request_id: str, sha256: str) -> bytes:
-        record = await self.store.get(request_id)
-        if record.state is not State.CLAIMED or record.holder != authorizer_id:
-            raise PermissionDenied(
-                f"request {request_id} is not held by {authorizer_id}: an authorizer "
-                "sees only the items it holds (R13, R14)"
-            )
-        if sha256 not in {image.sha256 for image in record.images}:
-            raise InvalidArgument("sha256", f"request {request_id} has no image {sha256}")
-        return await self.blobs.get(sha256)
+    async def image_for_holder(self, identity: Identity, request_id: str, sha256: str) -> bytes:
+        # Every look at a customer's images is recorded (R14, R15).
+        async with self.audited(identity, "IMAGE_VIEW", request_id, sha256=sha256):
+            record = await self.store.get(request_id)
+            if record.state is not State.CLAIMED or record.holder != identity.user_id:
+                raise PermissionDenied(
+                    f"request {request_id} is not held by {identity.user_id}: an authorizer "
+                    "sees only the items it holds (R13, R14)"
+                )
+            if sha256 not in {image.sha256 for image in record.images}:
+                raise InvalidArgument("sha256", f"request {request_id} has no image {sha256}")
+            return await self.blobs.get(sha256)

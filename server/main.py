@@ -13,6 +13,7 @@ import uvloop
 from server.app import serve
 from server.embedded_redis import EmbeddedRedisError
 from server.settings import Settings, SettingsError
+from server.tls import check_listen, server_credentials
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,7 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="authq-server",
         description="The authq centralized authorization queue server (gRPC + Redis).",
         epilog="Environment: AUTHQ_LISTEN, AUTHQ_REDIS_URL, AUTHQ_DATA_DIR, AUTHQ_LEASE_MS, "
-        "AUTHQ_LOG_LEVEL. Flags win over the environment, which wins over --config.",
+        "AUTHQ_LOG_LEVEL, AUTHQ_TLS_SERVER_CERT, AUTHQ_TLS_SERVER_KEY, AUTHQ_TLS_CLIENT_CA, "
+        "AUTHQ_TLS_REQUIRE_CLIENT_CERT. Flags win over the environment, which wins over "
+        "--config. Without TLS the server listens only on loopback unless --allow-plaintext.",
     )
     parser.add_argument("--listen", help="host:port to serve gRPC on (default 127.0.0.1:50051)")
     parser.add_argument(
@@ -38,6 +41,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="seed demo branches and accounts (printed at start) for trying it out",
     )
+    tls = parser.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); enables TLS")
+    tls.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    tls.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="CA (PEM) that signs client certificates; needs --require-client-cert",
+    )
+    tls.add_argument(
+        "--require-client-cert",
+        action="store_true",
+        default=None,
+        help="refuse clients without a certificate signed by --tls-client-ca",
+    )
+    tls.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        default=None,
+        help="allow listening without TLS on a non-loopback address (trusted networks only)",
+    )
     return parser.parse_args(argv)
 
 
@@ -54,8 +77,16 @@ def main(argv: list[str] | None = None) -> int:
                 "lease_ms": args.lease_ms,
                 "log_level": args.log_level,
                 "demo": args.demo,
+                "tls_cert": args.tls_cert,
+                "tls_key": args.tls_key,
+                "tls_client_ca": args.tls_client_ca,
+                "require_client_cert": args.require_client_cert,
+                "allow_plaintext": args.allow_plaintext,
             },
         )
+        # Before anything starts (Redis included): plaintext off loopback, bad certificates.
+        check_listen(settings)
+        server_credentials(settings)
     except SettingsError as exc:
         print(f"authq-server: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,9 @@ class Settings:
     # Aging (R7): head start of an item per importance level above 1 and for urgency.
     importance_step_ms: int = 300_000
     urgency_step_ms: int = 60_000
+    # A requested move up the queue (R6) lapses unless a second person confirms it
+    # within this window.
+    move_confirm_window_ms: int = 600_000
     max_image_bytes: int = 8 * 1024 * 1024
     max_images: int = 12
     # The event stream that fans changes out to every server process is capped here.
@@ -39,6 +42,14 @@ class Settings:
     # Seed demo branches and accounts at start (make run).
     demo: bool = False
     log_level: str = "INFO"
+    # TLS on the gRPC port (server/tls.py): with a certificate and key the port speaks
+    # TLS; with tls_client_ca too, clients must present a certificate that CA signed.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    require_client_cert: bool = False
+    # Without certificates the server listens only on loopback unless this is set.
+    allow_plaintext: bool = False
 
     @classmethod
     def load(
@@ -72,7 +83,13 @@ class Settings:
         return result
 
     def _validate(self) -> None:
-        for key in ("lease_ms", "max_image_bytes", "max_images", "events_maxlen"):
+        for key in (
+            "lease_ms",
+            "move_confirm_window_ms",
+            "max_image_bytes",
+            "max_images",
+            "events_maxlen",
+        ):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be positive, got {getattr(self, key)}")
         if self.importance_step_ms <= 2 * self.urgency_step_ms:
@@ -81,11 +98,26 @@ class Settings:
                 "importance_step_ms: must exceed twice urgency_step_ms "
                 f"({self.importance_step_ms} <= 2 * {self.urgency_step_ms})"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("tls_cert and tls_key: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise SettingsError("tls_client_ca: needs tls_cert and tls_key (TLS is off)")
+        if self.require_client_cert and self.tls_client_ca is None:
+            raise SettingsError("require_client_cert: needs tls_client_ca to verify them")
+        if self.tls_client_ca is not None and not self.require_client_cert:
+            # grpcio either requires and verifies client certificates or never asks
+            # for them: a CA that would silently check nothing is refused instead.
+            raise SettingsError(
+                "tls_client_ca: grpcio cannot verify optional client certificates; "
+                "set require_client_cert too, or drop tls_client_ca"
+            )
 
 
 def _convert(raw: Any, default: Any, key: str) -> Any:
     if key == "redis_url":
         return str(raw) if raw else None
+    if key in PATH_OR_NONE:
+        return Path(raw) if raw else None
     if isinstance(default, Path):
         return Path(raw)
     if isinstance(default, bool):
@@ -97,12 +129,20 @@ def _convert(raw: Any, default: Any, key: str) -> Any:
     return str(raw)
 
 
+PATH_OR_NONE = frozenset({"tls_cert", "tls_key", "tls_client_ca"})
+
+# No AUTHQ_TLS_CERT/KEY here: the command line clients read those for their own
+# client certificate; a server started in the same shell must not pick them up.
 ENV_KEYS = {
     "AUTHQ_LISTEN": "listen",
     "AUTHQ_REDIS_URL": "redis_url",
     "AUTHQ_DATA_DIR": "data_dir",
     "AUTHQ_LEASE_MS": "lease_ms",
     "AUTHQ_LOG_LEVEL": "log_level",
+    "AUTHQ_TLS_SERVER_CERT": "tls_cert",
+    "AUTHQ_TLS_SERVER_KEY": "tls_key",
+    "AUTHQ_TLS_CLIENT_CA": "tls_client_ca",
+    "AUTHQ_TLS_REQUIRE_CLIENT_CERT": "require_client_cert",
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from authq.channel import DEFAULT_TARGET
-from authq.login import LoginNeeded, forget_token, logged_in
+from authq.login import LoginNeeded, add_tls_arguments, forget_token, logged_in, tls_options
 from authq.render import describe_request, describe_update, parse_amount
 from authq.v1 import common_pb2 as cpb
 from google.protobuf.json_format import MessageToDict
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where your login is kept between commands (default ~/.authq)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_tls_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     submit = commands.add_parser("submit", help="submit a transaction for authorization")
@@ -171,7 +172,9 @@ async def run(args: argparse.Namespace) -> int:
             path.write_bytes(synthetic.image_for_kind(kind))
             print(path)
         return 0
-    client = await logged_in(TellerClient, args.server, args.user, args.password, args.state_dir)
+    client = await logged_in(
+        TellerClient, args.server, args.user, args.password, args.state_dir, tls_options(args)
+    )
     async with client:
         if args.command == "login":
             print(f"logged in as {args.user}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 from authq import wire
-from authq.channel import AuthenticatedClient, SessionCallError
+from authq.channel import AuthenticatedClient, ClientTLS, SessionCallError
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from authq.v1 import teller_pb2_grpc
@@ -81,8 +81,9 @@ class TellerClient(AuthenticatedClient):
         *,
         token: str = "",
         channel: grpc.aio.Channel | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
-        super().__init__(target, user_id, password, token=token, channel=channel)
+        super().__init__(target, user_id, password, token=token, channel=channel, tls=tls)
         self.stub = teller_pb2_grpc.TellerServiceStub(self.channel)
 
     async def upload_image(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 import grpc
@@ -14,13 +16,52 @@ AUTH_KEY = "authorization"
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 
-def open_channel(target: str = DEFAULT_TARGET) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+@dataclass(frozen=True, slots=True)
+class ClientTLS:
+    """TLS for a client channel: the CA that signed the server's certificate (None:
+    the system's roots) and, for servers that require one, a client certificate."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("TLS client certificate and key: give both or neither")
+
+    @classmethod
+    def from_options(
+        cls, ca: Path | str | None, cert: Path | str | None, key: Path | str | None
+    ) -> ClientTLS | None:
+        """From command line options: None (plaintext) when none is given."""
+        if not (ca or cert or key):
+            return None
+        return cls(
+            ca=Path(ca) if ca else None,
+            cert=Path(cert) if cert else None,
+            key=Path(key) if key else None,
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Reads the files; OSError names the one that cannot be read."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes() if self.ca else None,
+            private_key=self.key.read_bytes() if self.key else None,
+            certificate_chain=self.cert.read_bytes() if self.cert else None,
+        )
+
+
+def open_channel(target: str = DEFAULT_TARGET, *, tls: ClientTLS | None = None) -> grpc.aio.Channel:
+    """A plaintext channel, or a TLS one when ``tls`` is given."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(target, tls.credentials(), options=CHANNEL_OPTIONS)
 
 
 class AuthenticatedClient:
     """Holds a channel and a login token. Give a token from an earlier login, or a
-    password: entering the client (``async with``) then logs in."""
+    password: entering the client (``async with``) then logs in. ``tls`` makes the
+    channel it opens a TLS one."""
 
     def __init__(
         self,
@@ -30,12 +71,13 @@ class AuthenticatedClient:
         *,
         token: str = "",
         channel: grpc.aio.Channel | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.user_id = user_id
         self.password = password
         self.token = token
         self.login_reply: upb.LoginReply | None = None
-        self.channel = channel or open_channel(target)
+        self.channel = channel or open_channel(target, tls=tls)
         self._owns_channel = channel is None
         self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
 

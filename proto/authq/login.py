@@ -4,6 +4,7 @@ person types the password once per shift, not once per command."""
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import os
@@ -12,13 +13,44 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from authq.channel import AuthenticatedClient
+from authq.channel import AuthenticatedClient, ClientTLS
 
 C = TypeVar("C", bound=AuthenticatedClient)
 
 
 class LoginNeeded(Exception):
     pass
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    tls = parser.add_argument_group("TLS (any of these turns TLS on)")
+    tls.add_argument(
+        "--tls-ca",
+        default=os.environ.get("AUTHQ_TLS_CA"),
+        help="CA certificate (PEM) that signed the server's (env AUTHQ_TLS_CA)",
+    )
+    tls.add_argument(
+        "--tls-cert",
+        default=os.environ.get("AUTHQ_TLS_CERT"),
+        help="your client certificate (PEM), if the server requires one (env AUTHQ_TLS_CERT)",
+    )
+    tls.add_argument(
+        "--tls-key",
+        default=os.environ.get("AUTHQ_TLS_KEY"),
+        help="the private key of --tls-cert (PEM) (env AUTHQ_TLS_KEY)",
+    )
+
+
+def tls_options(args: argparse.Namespace) -> ClientTLS | None:
+    """The TLS options given, their files read once now so a missing one is a usage
+    error rather than a failure deep inside gRPC."""
+    tls = ClientTLS.from_options(args.tls_ca, args.tls_cert, args.tls_key)
+    if tls is not None:
+        try:
+            tls.credentials()
+        except OSError as exc:
+            raise LoginNeeded(f"TLS: {exc.filename}: {exc.strerror}") from None
+    return tls
 
 
 def _cache(state_dir: Path, user: str) -> Path:
@@ -58,14 +90,20 @@ def password_from(given: str | None) -> str:
     raise LoginNeeded("no password: pass --password, set AUTHQ_PASSWORD or run interactively")
 
 
-async def logged_in(client_type: type[C], target: str, user: str, password: str | None,
-                    state_dir: Path) -> C:  # fmt: skip
+async def logged_in(
+    client_type: type[C],
+    target: str,
+    user: str,
+    password: str | None,
+    state_dir: Path,
+    tls: ClientTLS | None = None,
+) -> C:
     """A client logged in as ``user``: with the cached token if there is one and no
     password was given, else by logging in (and caching the new token)."""
     token = "" if password else cached_token(state_dir, user)
     if token:
-        return client_type(target, user, token=token)
-    client = client_type(target, user, password_from(password))
+        return client_type(target, user, token=token, tls=tls)
+    client = client_type(target, user, password_from(password), tls=tls)
     try:
         reply = await client.login()
     except BaseException:

@@ -15,7 +15,7 @@ from server.api import convert
 from server.api.authorizer_session import AuthorizerSession, offer_to_pb, outcome_of
 from server.api.identity import Authenticator, bearer_token
 from server.api.status import translate_errors
-from server.center import Center
+from server.center import Center, Identity
 from server.intake import check_sha256
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -27,8 +27,8 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
         self.lease_ms = lease_ms
         self.auth = auth
 
-    async def _user(self, context: Context, method: str) -> str:
-        return (await self.auth.identify(context, f"AuthorizerService.{method}")).user_id
+    async def _user(self, context: Context, method: str) -> Identity:
+        return await self.auth.identify(context, f"AuthorizerService.{method}")
 
     @translate_errors
     async def Next(self, request: apb.NextRequest, context: Context) -> apb.Offer:
@@ -38,8 +38,9 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     @translate_errors
     async def Renew(self, request: apb.RenewRequest, context: Context) -> apb.Lease:
         convert.check_request_id(request.request_id)
+        identity = await self._user(context, "Renew")
         deadline = await self.center.renew(
-            await self._user(context, "Renew"), request.request_id, request.fencing_token
+            identity.user_id, request.request_id, request.fencing_token
         )
         return apb.Lease(
             request_id=request.request_id,
@@ -94,8 +95,8 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     async def Session(
         self, request_iterator: AsyncIterator[apb.AuthorizerSessionIn], context: Context
     ) -> AsyncIterator[apb.AuthorizerSessionOut]:
-        user = await self._user(context, "Session")
+        identity = await self._user(context, "Session")
         token = bearer_token(context)
-        session = AuthorizerSession(self.center, user, self.lease_ms)
+        session = AuthorizerSession(self.center, identity, self.lease_ms)
         async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
             yield message

@@ -17,7 +17,7 @@ from authq.v1 import common_pb2 as cpb
 from server.api import convert
 from server.api.session_guard import TokenCheck, watch_token
 from server.api.status import status_of
-from server.center import Center
+from server.center import Center, Identity
 from server.dispatch import Waiter
 from server.domain.states import Outcome
 from server.errors import AuthqError, InvalidArgument, Unauthenticated
@@ -51,9 +51,10 @@ def offer_to_pb(claim: Claim) -> apb.Offer:
 
 
 class AuthorizerSession:
-    def __init__(self, center: Center, authorizer_id: str, lease_ms: int) -> None:
+    def __init__(self, center: Center, identity: Identity, lease_ms: int) -> None:
         self.center = center
-        self.authorizer_id = authorizer_id
+        self.identity = identity
+        self.authorizer_id = identity.user_id
         self.lease_ms = lease_ms
         self.out: asyncio.Queue[apb.AuthorizerSessionOut | None] = asyncio.Queue()
         self.held: dict[str, int] = {}  # request id -> fencing token
@@ -126,6 +127,8 @@ class AuthorizerSession:
                 return False
             self.held[claim.record.request_id] = claim.token
             self.out.put_nowait(apb.AuthorizerSessionOut(offer=offer_to_pb(claim)))
+            self.center.audit_later(self.identity, "CLAIM", claim.record.request_id,
+                                    token=claim.token)  # fmt: skip
             return True
 
         return deliver
@@ -138,7 +141,7 @@ class AuthorizerSession:
                 for i, kind in enumerate(request.requested_kinds)
             ]
             entry = await self.center.decide(
-                self.authorizer_id,
+                self.identity,
                 request.request_id,
                 request.fencing_token,
                 outcome_of(request.outcome),
@@ -156,7 +159,7 @@ class AuthorizerSession:
         try:
             convert.check_request_id(request.request_id)
             entry = await self.center.release(
-                self.authorizer_id, request.request_id, request.fencing_token, request.note
+                self.identity, request.request_id, request.fencing_token, request.note
             )
         except Exception as exc:
             self._error(ref, exc)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -25,27 +26,38 @@ def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     )
 
 
+Refusal = Callable[[Identity, str, str], Awaitable[None]]
+
+
 class Authenticator:
-    def __init__(self, accounts: AccountStore) -> None:
+    def __init__(self, accounts: AccountStore, on_refusal: Refusal | None = None) -> None:
         self.accounts = accounts
+        # Each refusal is audited (issue: "Each refusal is PERMISSION_DENIED naming the
+        # rule, and is audited").
+        self.on_refusal = on_refusal
 
     async def identify(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> Identity:
         account = await self.accounts.authenticate(bearer_token(context))
         if account is None:
             raise Unauthenticated("the token is unknown, expired or revoked: log in again")
-        allowed = RIGHTS.get(method, frozenset())
-        if not account.roles & allowed:
-            held = ", ".join(sorted(account.roles)) or "no role"
-            needed = ", ".join(sorted(allowed)) or "no one"
-            raise PermissionDenied(
-                f"{method} is for {needed}; {account.user_id} holds {held} (R13)"
-            )
-        return Identity(
+        identity = Identity(
             user_id=account.user_id,
             branch_id=account.branch_id,
             roles=account.roles,
             qualification=account.qualification,
+            origin=str(context.peer() or ""),
         )
+        allowed = RIGHTS.get(method, frozenset())
+        if not account.roles & allowed:
+            held = ", ".join(sorted(account.roles)) or "no role"
+            needed = ", ".join(sorted(allowed)) or "no one"
+            refusal = PermissionDenied(
+                f"{method} is for {needed}; {account.user_id} holds {held} (R13)"
+            )
+            if self.on_refusal is not None:
+                await self.on_refusal(identity, method, str(refusal))
+            raise refusal
+        return identity
 
     async def still_valid(self, token: str) -> bool:
         return await self.accounts.authenticate(token) is not None

@@ -26,4 +26,7 @@ RIGHTS: dict[str, frozenset[Role]] = {
     "AuthorizerService.Session": _AUTHORIZER,
     "SupervisorService.Overview": _SUPERVISOR,
     "SupervisorService.Position": _SUPERVISOR,
+    "SupervisorService.RequestMove": _SUPERVISOR,
+    "SupervisorService.ConfirmMove": _SUPERVISOR,
+    "SupervisorService.ListMoves": _SUPERVISOR,
 }

@@ -46,7 +46,7 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     async def Submit(self, request: tpb.SubmitRequest, context: Context) -> tpb.SubmitReply:
         identity = await self.auth.identify(context, "TellerService.Submit")
         submission = convert.submission_from_pb(request, identity, self.catalog)
-        record, duplicate = await self.center.submit(submission)
+        record, duplicate = await self.center.submit(submission, identity)
         return tpb.SubmitReply(request=convert.record_to_pb(record), duplicate=duplicate)
 
     @translate_errors

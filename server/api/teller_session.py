@@ -142,7 +142,7 @@ class TellerSession:
         # Follow before storing, so no change slips past; version 1 is the reply itself.
         self._follow(rid, version=1)
         try:
-            record, duplicate = await self.center.submit(submission)
+            record, duplicate = await self.center.submit(submission, self.identity)
         except BaseException:
             self._unfollow(rid)
             raise

@@ -9,9 +9,13 @@
 --       | {'DUP', state, version}          this very decision was already recorded
 --       | {'NOTFOUND'} | {'STATE', state}
 --       | {'LEASE', reason}                not the holder, stale token, lease over
-local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'v', 'lu', 'br')
+--       | {'DUTY', reason}                 the authorizer submitted it (R11)
+local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'v', 'lu', 'br', 'tl')
 if not cur[1] then
   return {'NOTFOUND'}
+end
+if cur[7] == ARGV[3] then
+  return {'DUTY', ARGV[3] .. ' submitted this request'}
 end
 if cur[1] == ARGV[4] and cur[2] == ARGV[2] and cur[3] == ARGV[3] then
   -- A retry after a lost reply: the decision stands once.

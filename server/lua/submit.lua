@@ -19,7 +19,7 @@ local now = now_us()
 local now_ms = math.floor(now / 1000)
 local score = fmt(now - tonumber(ARGV[5]))
 redis.call('HSET', KEYS[1], 'st', 'QUEUED', 'v', 1, 'd', ARGV[3], 'fp', ARGV[2],
-  'sc', score, 'ln', KEYS[2], 'br', ARGV[4], 'sub', fmt(now_ms))
+  'sc', score, 'ln', KEYS[2], 'br', ARGV[4], 'sub', fmt(now_ms), 'tl', ARGV[6])
 redis.call('ZADD', KEYS[2], score, ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 count_move(KEYS[5], nil, 'QUEUED')

@@ -79,3 +79,9 @@ class Keys:
     @property
     def counts(self) -> str:
         return f"{self.prefix}:counts"
+
+    def move(self, request_id: str) -> str:
+        """A pending two-person move of one request (R6), see server/store/moves.py.
+        ``move("")`` is the index of pending moves (a sorted set by deadline): request
+        ids are never empty, so it cannot collide with a pending move."""
+        return f"{self.prefix}:move:{request_id}"

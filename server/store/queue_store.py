@@ -20,6 +20,7 @@ from server.errors import (
     IllegalTransition,
     LeaseLost,
     NotFound,
+    PermissionDenied,
 )
 from server.store.keys import Keys
 from server.store.scripts import Scripts
@@ -394,6 +395,11 @@ class QueueStore:
             raise IllegalTransition(request_id, _text(result[1]), action)
         if status == "LEASE":
             raise LeaseLost(f"cannot {action} request {request_id}: {_text(result[1])}")
+        if status == "DUTY":
+            raise PermissionDenied(
+                f"cannot {action} request {request_id}: {_text(result[1])}; whoever submitted "
+                "or reviewed a request can never authorize it (R11)"
+            )
         if status == "VERSION":
             raise FailedPrecondition(
                 f"request {request_id} changed while the call was prepared: try again"

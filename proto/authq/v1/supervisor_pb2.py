@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from authq.v1 import common_pb2 as authq_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthq/v1/supervisor.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\"\x11\n\x0fOverviewRequest\"m\n\nClassDepth\x12\x12\n\nimportance\x18\x01 \x01(\x05\x12\"\n\x07urgency\x18\x02 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\x0f\n\x07waiting\x18\x03 \x01(\x03\x12\x16\n\x0eoldest_wait_ms\x18\x04 \x01(\x03\"1\n\x0b\x42ranchCount\x12\x11\n\tbranch_id\x18\x01 \x01(\t\x12\x0f\n\x07waiting\x18\x02 \x01(\x03\"\xdf\x01\n\rQueueOverview\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07\x63laimed\x18\x02 \x01(\x03\x12\x18\n\x10needs_supplement\x18\x03 \x01(\x03\x12&\n\x08\x62y_class\x18\x04 \x03(\x0b\x32\x14.authq.v1.ClassDepth\x12(\n\tby_branch\x18\x05 \x03(\x0b\x32\x15.authq.v1.BranchCount\x12\x16\n\x0eoldest_wait_ms\x18\x06 \x01(\x03\x12\x19\n\x11oldest_request_id\x18\x07 \x01(\t\x12\r\n\x05\x61t_ms\x18\x08 \x01(\x03\"%\n\x0fPositionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"m\n\rPositionReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x0f\n\x07waiting\x18\x04 \x01(\x03\x32\x93\x01\n\x11SupervisorService\x12>\n\x08Overview\x12\x19.authq.v1.OverviewRequest\x1a\x17.authq.v1.QueueOverview\x12>\n\x08Position\x12\x19.authq.v1.PositionRequest\x1a\x17.authq.v1.PositionReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthq/v1/supervisor.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\"\x11\n\x0fOverviewRequest\"m\n\nClassDepth\x12\x12\n\nimportance\x18\x01 \x01(\x05\x12\"\n\x07urgency\x18\x02 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\x0f\n\x07waiting\x18\x03 \x01(\x03\x12\x16\n\x0eoldest_wait_ms\x18\x04 \x01(\x03\"1\n\x0b\x42ranchCount\x12\x11\n\tbranch_id\x18\x01 \x01(\t\x12\x0f\n\x07waiting\x18\x02 \x01(\x03\"\xdf\x01\n\rQueueOverview\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07\x63laimed\x18\x02 \x01(\x03\x12\x18\n\x10needs_supplement\x18\x03 \x01(\x03\x12&\n\x08\x62y_class\x18\x04 \x03(\x0b\x32\x14.authq.v1.ClassDepth\x12(\n\tby_branch\x18\x05 \x03(\x0b\x32\x15.authq.v1.BranchCount\x12\x16\n\x0eoldest_wait_ms\x18\x06 \x01(\x03\x12\x19\n\x11oldest_request_id\x18\x07 \x01(\t\x12\r\n\x05\x61t_ms\x18\x08 \x01(\x03\"%\n\x0fPositionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"m\n\rPositionReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x0f\n\x07waiting\x18\x04 \x01(\x03\"8\n\x12RequestMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x12\x43onfirmMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x12\n\x10ListMovesRequest\"\x94\x02\n\tMoveReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x11\n\tconfirmer\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\"\n\x05state\x18\x05 \x01(\x0e\x32\x13.authq.v1.MoveState\x12\x17\n\x0frequested_at_ms\x18\x06 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x07 \x01(\x03\x12\x17\n\x0f\x63onfirmed_at_ms\x18\x08 \x01(\x03\x12-\n\rrequest_state\x18\t \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\n \x01(\x03\x12\x0f\n\x07waiting\x18\x0b \x01(\x03\"C\n\x0eListMovesReply\x12\"\n\x05moves\x18\x01 \x03(\x0b\x32\x13.authq.v1.MoveReply\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x03*Y\n\tMoveState\x12\x1a\n\x16MOVE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MOVE_STATE_PENDING\x10\x01\x12\x18\n\x14MOVE_STATE_CONFIRMED\x10\x02\x32\xda\x02\n\x11SupervisorService\x12>\n\x08Overview\x12\x19.authq.v1.OverviewRequest\x1a\x17.authq.v1.QueueOverview\x12>\n\x08Position\x12\x19.authq.v1.PositionRequest\x1a\x17.authq.v1.PositionReply\x12@\n\x0bRequestMove\x12\x1c.authq.v1.RequestMoveRequest\x1a\x13.authq.v1.MoveReply\x12@\n\x0b\x43onfirmMove\x12\x1c.authq.v1.ConfirmMoveRequest\x1a\x13.authq.v1.MoveReply\x12\x41\n\tListMoves\x12\x1a.authq.v1.ListMovesRequest\x1a\x18.authq.v1.ListMovesReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authq.v1.supervisor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MOVESTATE']._serialized_start=1087
+  _globals['_MOVESTATE']._serialized_end=1176
   _globals['_OVERVIEWREQUEST']._serialized_start=62
   _globals['_OVERVIEWREQUEST']._serialized_end=79
   _globals['_CLASSDEPTH']._serialized_start=81
@@ -44,6 +46,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSITIONREQUEST']._serialized_end=506
   _globals['_POSITIONREPLY']._serialized_start=508
   _globals['_POSITIONREPLY']._serialized_end=617
-  _globals['_SUPERVISORSERVICE']._serialized_start=620
-  _globals['_SUPERVISORSERVICE']._serialized_end=767
+  _globals['_REQUESTMOVEREQUEST']._serialized_start=619
+  _globals['_REQUESTMOVEREQUEST']._serialized_end=675
+  _globals['_CONFIRMMOVEREQUEST']._serialized_start=677
+  _globals['_CONFIRMMOVEREQUEST']._serialized_end=717
+  _globals['_LISTMOVESREQUEST']._serialized_start=719
+  _globals['_LISTMOVESREQUEST']._serialized_end=737
+  _globals['_MOVEREPLY']._serialized_start=740
+  _globals['_MOVEREPLY']._serialized_end=1016
+  _globals['_LISTMOVESREPLY']._serialized_start=1018
+  _globals['_LISTMOVESREPLY']._serialized_end=1085
+  _globals['_SUPERVISORSERVICE']._serialized_start=1179
+  _globals['_SUPERVISORSERVICE']._serialized_end=1525
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,21 @@ class SupervisorServiceStub:
                 request_serializer=authq_dot_v1_dot_supervisor__pb2.PositionRequest.SerializeToString,
                 response_deserializer=authq_dot_v1_dot_supervisor__pb2.PositionReply.FromString,
                 _registered_method=True)
+        self.RequestMove = channel.unary_unary(
+                '/authq.v1.SupervisorService/RequestMove',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.RequestMoveRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.MoveReply.FromString,
+                _registered_method=True)
+        self.ConfirmMove = channel.unary_unary(
+                '/authq.v1.SupervisorService/ConfirmMove',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.ConfirmMoveRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.MoveReply.FromString,
+                _registered_method=True)
+        self.ListMoves = channel.unary_unary(
+                '/authq.v1.SupervisorService/ListMoves',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.ListMovesRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.ListMovesReply.FromString,
+                _registered_method=True)
 
 
 class SupervisorServiceServicer:
@@ -62,6 +77,29 @@ class SupervisorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestMove(self, request, context):
+        """Two-person move to the front of the queue (R6): one supervisor or director
+        requests it with a reason, a different one confirms it within the confirmation
+        window (setting move_confirm_window_ms); only then does the request change place.
+        Only waiting (QUEUED) requests can be moved; one pending move per request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmMove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMoves(self, request, context):
+        """The moves awaiting confirmation, the earliest to lapse first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +112,21 @@ def add_SupervisorServiceServicer_to_server(servicer, server):
                     servicer.Position,
                     request_deserializer=authq_dot_v1_dot_supervisor__pb2.PositionRequest.FromString,
                     response_serializer=authq_dot_v1_dot_supervisor__pb2.PositionReply.SerializeToString,
+            ),
+            'RequestMove': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestMove,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.RequestMoveRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.MoveReply.SerializeToString,
+            ),
+            'ConfirmMove': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmMove,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.ConfirmMoveRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.MoveReply.SerializeToString,
+            ),
+            'ListMoves': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMoves,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.ListMovesRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.ListMovesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +183,87 @@ class SupervisorService:
             '/authq.v1.SupervisorService/Position',
             authq_dot_v1_dot_supervisor__pb2.PositionRequest.SerializeToString,
             authq_dot_v1_dot_supervisor__pb2.PositionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestMove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.SupervisorService/RequestMove',
+            authq_dot_v1_dot_supervisor__pb2.RequestMoveRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.MoveReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmMove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.SupervisorService/ConfirmMove',
+            authq_dot_v1_dot_supervisor__pb2.ConfirmMoveRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.MoveReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMoves(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.SupervisorService/ListMoves',
+            authq_dot_v1_dot_supervisor__pb2.ListMovesRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.ListMovesReply.FromString,
             options,
             channel_credentials,
             insecure,

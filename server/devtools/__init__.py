@@ -1,0 +1,1 @@
+"""Tools for demos and tests; nothing here runs inside the server."""

@@ -1,0 +1,226 @@
+"""Two-person moves up the queue (R6), in Redis: one atomic Lua script per step.
+
+A supervisor or director *requests* a move of a waiting request, with a reason; a
+*different* supervisor or director *confirms* it within ``window_ms``; only then does
+the request change place. Until then the move is pending:
+
+* ``Keys.move(id)`` is a hash ``{rq requester, rs reason, cr created_ms, ex
+  expires_ms, lp "1" once its lapse was seen}``, one per request (a second request
+  while one is pending is refused; a lapsed one is replaced).
+* ``Keys.move("")`` indexes the pending moves in a sorted set scored by ``ex``, so
+  that ListMoves needs no SCAN and lapsed moves are found (request ids are never
+  empty, so the index name cannot collide with a move; it is also the prefix of the
+  move keys, which move_sweep.lua derives from it).
+
+A move *lapses* when ``ex`` has passed: confirming it is refused ("lapsed after N s").
+Whichever sees the lapse first (move_sweep.lua, run before every move call by the
+servicer, or a confirmation, or a new request replacing it) marks it ``lp`` and
+reports it, so that each lapse is audited exactly once across server processes. The
+hash carries a Redis TTL of ``window + keep_lapsed_ms``: garbage collection only, long
+enough for a late confirmation to be told that the move lapsed.
+
+Confirming moves the request to the *front*: its score becomes one microsecond below
+both the smallest lane head and the smallest score any later submission can get (now
+minus the largest head start of R7 aging), in its own lane; its ``sc`` field is
+updated too, so a hand-back or a lapsed lease returns it to the new place. A move
+confirmed later goes ahead of an earlier one. The request's history gets a
+REPRIORITIZED entry naming the confirmer and the requester."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from server.domain.priority import all_classes
+from server.errors import FailedPrecondition, IllegalTransition, NotFound, PermissionDenied
+from server.store.keys import Keys
+from server.store.queue_store import QueueConfig
+from server.store.scripts import load_script
+
+# A lapsed move is kept this long past its deadline for the sweep to audit it.
+KEEP_LAPSED_MS = 24 * 3600 * 1000
+SWEEP_LIMIT = 100
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMove:
+    request_id: str
+    requester: str
+    reason: str
+    created_ms: int
+    expires_ms: int
+
+    @property
+    def window_s(self) -> float:
+        return (self.expires_ms - self.created_ms) / 1000
+
+    @classmethod
+    def from_reply(cls, request_id: str, fields: list[Any]) -> PendingMove:
+        """From the ``rq, rs, cr, ex`` values a script returns."""
+        return cls(
+            request_id=request_id,
+            requester=_text(fields[0]),
+            reason=_text(fields[1]),
+            created_ms=int(fields[2]),
+            expires_ms=int(fields[3]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmedMove:
+    move: PendingMove
+    confirmer: str
+    version: int
+    at_ms: int
+    old_score_us: int
+    new_score_us: int
+
+
+class MoveLapsed(FailedPrecondition):
+    """The move was not confirmed in time. ``first``: this call was the first to see
+    the lapse (audit it as a lapse)."""
+
+    def __init__(self, move: PendingMove, first: bool) -> None:
+        super().__init__(
+            f"the move of request {move.request_id} requested by {move.requester} lapsed "
+            f"after {move.window_s:g} s without confirmation (R6): request it again"
+        )
+        self.move = move
+        self.first = first
+
+
+class SameRequester(PermissionDenied):
+    def __init__(self, request_id: str, user_id: str) -> None:
+        super().__init__(
+            f"{user_id} requested the move of request {request_id} and cannot confirm it: "
+            "R6 needs two people: the confirmer must differ from the requester"
+        )
+
+
+class MoveNotWaiting(IllegalTransition):
+    def __init__(self, request_id: str, state: str) -> None:
+        super().__init__(request_id, state, "move", "R6: only waiting items can be moved")
+
+
+class MovePending(FailedPrecondition):
+    def __init__(self, move: PendingMove) -> None:
+        super().__init__(
+            f"a move of request {move.request_id} is already pending (requested by "
+            f"{move.requester}, lapses at {move.expires_ms} ms): confirm it or let it lapse"
+        )
+        self.move = move
+
+
+class MoveStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        window_ms: int,
+        queue: QueueConfig,
+        keep_lapsed_ms: int = KEEP_LAPSED_MS,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.window_ms = window_ms
+        self.keep_lapsed_ms = keep_lapsed_ms
+        self.events_maxlen = queue.events_maxlen
+        self.max_head_start_us = 1000 * max(
+            p.head_start_ms(queue.importance_step_ms, queue.urgency_step_ms) for p in all_classes()
+        )
+        self.index = keys.move("")
+        self.all_lanes = keys.all_lanes()
+        self._request = load_script(client, "move_request")
+        self._confirm = load_script(client, "move_confirm")
+        self._sweep = load_script(client, "move_sweep")
+
+    async def sweep(self, limit: int = SWEEP_LIMIT) -> list[PendingMove]:
+        """Marks and returns the moves that lapsed (each one to exactly one caller)."""
+        swept = await self._sweep(keys=[self.index], args=[limit])
+        return [PendingMove.from_reply(_text(item[0]), item[1:]) for item in swept]
+
+    async def request(
+        self, request_id: str, requester: str, reason: str
+    ) -> tuple[PendingMove, PendingMove | None]:
+        """Records a pending move. Returns it and, if one was replaced, the lapsed move
+        it replaced (not yet swept: audit it as a lapse)."""
+        result = await self._request(
+            keys=[self.keys.request(request_id), self.keys.move(request_id), self.index],
+            args=[request_id, requester, reason, self.window_ms, self.keep_lapsed_ms],
+        )
+        status = _text(result[0])
+        if status == "NOTFOUND":
+            raise NotFound(f"no request with request_id {request_id}")
+        if status == "STATE":
+            raise MoveNotWaiting(request_id, _text(result[1]))
+        if status == "PENDING":
+            raise MovePending(PendingMove.from_reply(request_id, result[1:]))
+        move = PendingMove(request_id, requester, reason, int(result[1]), int(result[2]))
+        replaced = PendingMove.from_reply(request_id, result[3]) if result[3] else None
+        return move, replaced
+
+    async def confirm(self, request_id: str, confirmer: str) -> ConfirmedMove:
+        """Moves the request to the front (see the module docstring), or raises
+        FailedPrecondition (none pending), MoveLapsed, SameRequester or
+        MoveNotWaiting."""
+        result = await self._confirm(
+            keys=[
+                self.keys.request(request_id),
+                self.keys.history(request_id),
+                self.keys.move(request_id),
+                self.index,
+                self.keys.events,
+                *self.all_lanes,
+            ],
+            args=[request_id, confirmer, self.max_head_start_us, self.events_maxlen],
+        )
+        status = _text(result[0])
+        if status == "NOMOVE":
+            raise FailedPrecondition(
+                f"no move of request {request_id} is pending (R6): request one with "
+                "RequestMove (a move is confirmed once, and lapses if not confirmed in time)"
+            )
+        if status == "LAPSED":
+            raise MoveLapsed(
+                PendingMove.from_reply(request_id, result[1:5]), _text(result[5]) == "1"
+            )
+        if status == "SAME":
+            raise SameRequester(request_id, confirmer)
+        if status == "NOTFOUND":
+            raise NotFound(f"no request with request_id {request_id}")
+        if status == "STATE":
+            raise MoveNotWaiting(request_id, _text(result[1]))
+        return ConfirmedMove(
+            move=PendingMove.from_reply(request_id, result[3:7]),
+            confirmer=confirmer,
+            version=int(result[1]),
+            at_ms=int(result[2]),
+            old_score_us=int(_text(result[7])),
+            new_score_us=int(_text(result[8])),
+        )
+
+    async def pending(self) -> list[PendingMove]:
+        """The moves awaiting confirmation, the earliest to lapse first (lapsed ones
+        not yet swept are left out)."""
+        now_s, now_us = await self.client.time()
+        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        ids = [
+            _text(rid) for rid in await self.client.zrangebyscore(self.index, f"({now_ms}", "+inf")
+        ]
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hmget(self.keys.move(rid), ["rq", "rs", "cr", "ex"])
+            replies = await pipe.execute()
+        return [
+            PendingMove.from_reply(rid, fields)
+            for rid, fields in zip(ids, replies, strict=True)
+            if fields[0] is not None and int(fields[3]) > now_ms
+        ]

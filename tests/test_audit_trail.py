@@ -1,0 +1,54 @@
+"""Every action reaches the hash-chained audit trail (R15): actor, role, origin,
+target and outcome, refusals included; and the chain verifies afterwards."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from authorizer_console.client import AuthorizerClient
+from tests.conftest import RunningServer
+from tests.helpers import images, request
+
+
+async def test_actions_and_refusals_are_audited(server: RunningServer) -> None:
+    async with server.teller() as teller, server.authorizer("auth-9") as authorizer:
+        rid = (await teller.submit(request(), images("ID_FRONT"))).request.request_id
+        offer = await authorizer.next(timeout=5)
+        await authorizer.image(rid, offer.request.images[0].sha256)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await authorizer.decide(rid, offer.lease.fencing_token, "reject")  # no reason
+        await authorizer.decide(rid, offer.lease.fencing_token, "approve")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await teller.cancel(rid)  # decided already
+    audit = server.runtime.audit
+    records = [record async for record in audit.read()]
+    seen = [(r.entry.action, r.entry.actor, r.entry.outcome == "OK") for r in records]
+    assert ("SUBMIT", "teller-1", True) in seen
+    assert ("CLAIM", "auth-9", True) in seen
+    assert ("IMAGE_VIEW", "auth-9", True) in seen
+    assert ("DECIDE", "auth-9", False) in seen
+    assert ("DECIDE", "auth-9", True) in seen
+    assert ("CANCEL", "teller-1", False) in seen
+    submit = next(r.entry for r in records if r.entry.action == "SUBMIT")
+    assert submit.role == "TELLER"
+    assert submit.target == rid
+    assert submit.origin.startswith("ipv4:127.0.0.1")
+    refused = next(
+        r.entry for r in records if r.entry.action == "DECIDE" and r.entry.outcome != "OK"
+    )
+    assert "reason_code" in refused.outcome
+    assert (await audit.verify()).ok
+
+
+async def test_a_call_outside_ones_role_is_refused_and_audited(server: RunningServer) -> None:
+    async with server.teller() as teller:
+        center_side = AuthorizerClient(server.target, "teller-1", token=teller.token)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await center_side.next(timeout=2)
+        await center_side.close()
+    assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    records = [record async for record in server.runtime.audit.read()]
+    refusal = next(r.entry for r in records if r.entry.action == "AuthorizerService.Next")
+    assert refusal.actor == "teller-1"
+    assert "R13" in refusal.outcome
