@@ -118,11 +118,14 @@ class CycleRig:
         t1 = now()
         self.decision.add(t0, t1)
         self.decisions.add(t0, t1)
+        # Measured from when the decision was sent: it commits somewhere between t0
+        # and the reply (t1), and the teller often hears before the reply arrives, so
+        # t0 gives an upper bound that includes the decide call's own trip.
         seen = self.seen_at.pop(rid, None)
         if seen is not None:  # the teller heard before the authorizer's reply arrived
-            self.notify.add_ms((seen - t1) * 1000.0, t1)
+            self.notify.add_ms((seen - t0) * 1000.0, t1)
         else:
-            self.decided_at[rid] = t1
+            self.decided_at[rid] = t0
 
     async def submit(self, request_business: str = workload.HIGH, urgent: bool = False) -> str:
         """Submits through a teller session; returns the id once acknowledged."""
