@@ -183,7 +183,18 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     # Refuse a plaintext port off loopback, or unreadable certificates, before Redis.
     check_listen(settings)
     server_credentials(settings)
-    runtime = await Runtime.start(settings)
+    # Signal handlers first: a SIGTERM during start-up or right after "listening"
+    # must still stop gracefully (in-flight calls, then the embedded Redis).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        runtime = await Runtime.start(settings)
+    except BaseException:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        raise
     try:
         server, port = create_server(runtime, settings.listen)
     except BaseException:
@@ -198,10 +209,6 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         "authq-server listening on %s:%d (%s; redis %s)", host, port, transport, runtime.redis_url
     )
     print(f"authq-server listening on {host}:{port} ({transport})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
     try:
