@@ -53,6 +53,8 @@ class CycleRig:
             client = await self.stack.enter_async_context(
                 TellerClient(self.target, *workload.teller_login(i))
             )
+            if i == 0:
+                await workload.upload_standard(client)
             session = await self.stack.enter_async_context(client.session())
             self.tellers.append(session)
             self.tasks.append(asyncio.create_task(self._teller_reader(session)))

@@ -46,9 +46,12 @@ async def submit_load(load: SubmitLoad) -> Recorder:
             client = await stack.enter_async_context(
                 TellerClient(load.target, *workload.teller_login(load.worker))
             )
+            await workload.upload_standard(client)
 
             async def op() -> None:
-                await client.submit(workload.submit_request(), workload.images(load.images))
+                await client.submit(
+                    workload.submit_request(uploaded=load.images), workload.images(load.images)
+                )
 
             await closed_loop(op, recorder, concurrency=load.concurrency,
                               duration_s=load.duration_s, max_count=load.max_count)  # fmt: skip
@@ -58,12 +61,15 @@ async def submit_load(load: SubmitLoad) -> Recorder:
             teller = await stack.enter_async_context(
                 TellerClient(load.target, *workload.teller_login(load.worker + i))
             )
+            await workload.upload_standard(teller)
             sessions.append(await stack.enter_async_context(teller.session()))
         turn = iter(range(1 << 62))
 
         async def session_op() -> None:
             session = sessions[next(turn) % len(sessions)]
-            await session.submit(workload.submit_request(), workload.images(load.images))
+            await session.submit(
+                workload.submit_request(uploaded=load.images), workload.images(load.images)
+            )
 
         await closed_loop(session_op, recorder, concurrency=load.concurrency,
                           duration_s=load.duration_s, max_count=load.max_count)  # fmt: skip
@@ -121,6 +127,7 @@ async def run_submit_open(
     recorder = Recorder("submit unary 0 img, half load")
     cpu0 = server.cpu()
     async with TellerClient(server.target, *workload.teller_login(0)) as client:
+        await workload.upload_standard(client)
 
         async def op() -> None:
             await client.submit(workload.submit_request())

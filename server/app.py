@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import grpc
 import redis.asyncio as aioredis
 from authq import wire
-from authq.v1 import auth_pb2_grpc, authorizer_pb2_grpc, supervisor_pb2_grpc, teller_pb2_grpc
+from authq.v1 import (
+    auth_pb2_grpc,
+    authorizer_pb2_grpc,
+    review_pb2_grpc,
+    supervisor_pb2_grpc,
+    teller_pb2_grpc,
+)
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -22,17 +28,19 @@ from server.accounts.store import AccountStore
 from server.api.auth import AuthServicer
 from server.api.authorizer import AuthorizerServicer
 from server.api.identity import Authenticator
+from server.api.review import OnsiteReviewServicer
 from server.api.supervisor import SupervisorServicer
 from server.api.teller import TellerServicer
 from server.blobs import LocalBlobStore
 from server.center import Center, Identity
 from server.demo import DEMO_PASSWORD, seed_demo
 from server.dispatch import WorkDispatcher
-from server.domain.catalog import Catalog
 from server.embedded_redis import EmbeddedRedis
 from server.events import EventHub
 from server.images.probe import ImageLimits
 from server.leases import LeaseReaper
+from server.policy.loader import DEFAULT_POLICY
+from server.policy.reloadable import PolicyHolder
 from server.settings import Settings
 from server.store.audit import AuditLog
 from server.store.keys import Keys
@@ -68,7 +76,6 @@ class Runtime:
     dispatcher: WorkDispatcher
     reaper: LeaseReaper
     center: Center
-    catalog: Catalog
     accounts: AccountStore
     embedded: EmbeddedRedis | None
     # The hash-chained audit trail (R15), and the pending two-person moves (R6).
@@ -109,6 +116,7 @@ class Runtime:
             blobs = LocalBlobStore(settings.data_dir / "blobs")
             center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
             center.audit = audit
+            center.policy = PolicyHolder.from_file(settings.policy_file or DEFAULT_POLICY)
             accounts = AccountStore(
                 client,
                 keys,
@@ -131,7 +139,6 @@ class Runtime:
             dispatcher=dispatcher,
             reaper=reaper,
             center=center,
-            catalog=Catalog.load(),
             accounts=accounts,
             embedded=embedded,
             audit=audit,
@@ -157,8 +164,11 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
 
     auth = Authenticator(runtime.accounts, on_refusal=audit_refusal)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(runtime.accounts), server)
+    review_pb2_grpc.add_OnsiteReviewServiceServicer_to_server(
+        OnsiteReviewServicer(runtime.center, auth), server
+    )
     teller_pb2_grpc.add_TellerServiceServicer_to_server(
-        TellerServicer(runtime.center, runtime.catalog, auth), server
+        TellerServicer(runtime.center, auth), server
     )
     authorizer_pb2_grpc.add_AuthorizerServiceServicer_to_server(
         AuthorizerServicer(runtime.center, runtime.settings.lease_ms, auth), server

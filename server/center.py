@@ -26,8 +26,27 @@ from server.errors import (
 from server.events import EventHub, Resync
 from server.images.probe import ImageLimits
 from server.intake import Upload, begin_upload
+from server.policy.loader import DEFAULT_POLICY
+from server.policy.model import (
+    Mode,
+    PolicyView,
+    decide_mode,
+    missing_images,
+    missing_images_message,
+)
+from server.policy.reloadable import PolicyHolder
 from server.store.audit import AuditEntry, AuditLog
 from server.store.queue_store import Claim, QueueStore
+
+# What an on-site reviewer may say it checked (R2: recount the cash, check identity,
+# check loss-report records or adjustment reasons).
+REVIEW_CHECKS = (
+    "CASH_RECOUNTED",
+    "IDENTITY_CHECKED",
+    "LOSS_REPORT_CHECKED",
+    "ADJUSTMENT_REASON_CHECKED",
+    "DOCUMENTS_CHECKED",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +83,7 @@ class Center:
         self.max_images = max_images
         # Every action and refusal goes to the hash-chained audit trail (R15).
         self.audit: AuditLog | None = None
+        self.policy = PolicyHolder.from_file(DEFAULT_POLICY)
         self._pending_audits: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
@@ -139,8 +159,30 @@ class Center:
         async with self.audited(who, "SUBMIT", submission.request_id,
                                 business_type=submission.business_type,
                                 amount_minor=submission.amount_minor):  # fmt: skip
+            onsite_review = self.route(submission)
             images = await self._resolve(submission.images, "images")
-            return await self.store.submit(replace(submission, images=images))
+            return await self.store.submit(replace(submission, images=images), onsite_review)
+
+    def catalog(self) -> PolicyView:
+        """The business types and rules in force (default region; regions per branch
+        are not wired yet)."""
+        return self.policy.loaded.policy.for_region(None)
+
+    def route(self, submission: Submission) -> bool:
+        """Applies the policy in force (R2, R3): refuses on-site-only business and
+        missing images; True when an on-site reviewer must check it first."""
+        view = self.catalog()
+        decision = decide_mode(
+            view, submission.business_type, submission.amount_minor, submission.currency
+        )
+        if decision.mode is Mode.ONSITE_ONLY:
+            raise FailedPrecondition(decision.reason)
+        missing = missing_images(
+            view, submission.business_type, [image.kind for image in submission.images]
+        )
+        if missing:
+            raise InvalidArgument("images", missing_images_message(missing))
+        return decision.mode is Mode.ONSITE_REVIEW_THEN_CENTRAL
 
     async def get_for_branch(self, identity: Identity, request_id: str) -> RequestRecord:
         record = await self.store.get(request_id)
@@ -153,8 +195,10 @@ class Center:
 
     async def cancel(self, identity: Identity, request_id: str, note: str) -> HistoryEntry:
         async with self.audited(identity, "CANCEL", request_id):
-            await self.get_for_branch(identity, request_id)
-            return await self.store.cancel(request_id, identity.user_id, note[:NOTE_MAX_CHARS])
+            record = await self.get_for_branch(identity, request_id)
+            return await self.store.cancel(
+                request_id, identity.user_id, note[:NOTE_MAX_CHARS], record.submission.branch_id
+            )
 
     async def supply(
         self, identity: Identity, request_id: str, images: Sequence[Image], note: str
@@ -210,6 +254,37 @@ class Center:
                     seen = entry.version
                     if entry.state.is_final:
                         return
+
+    # -- on-site review (R2) ---------------------------------------------------------
+
+    async def pending_review(self, identity: Identity) -> list[RequestRecord]:
+        return await self.store.pending_review(identity.branch_id)
+
+    async def review(
+        self,
+        identity: Identity,
+        request_id: str,
+        confirm: bool,
+        checks: Sequence[str],
+        note: str,
+    ) -> HistoryEntry:
+        async with self.audited(identity, "ONSITE_REVIEW", request_id,
+                                outcome="CONFIRM" if confirm else "SEND_BACK",
+                                checks=",".join(checks)):  # fmt: skip
+            unknown = sorted(set(checks) - set(REVIEW_CHECKS))
+            if unknown:
+                raise InvalidArgument(
+                    "checks", f"unknown {', '.join(unknown)}: one of {', '.join(REVIEW_CHECKS)}"
+                )
+            if confirm and not checks:
+                raise InvalidArgument("checks", "a confirmation says what was checked (R2)")
+            if not confirm and not note.strip():
+                raise InvalidArgument("note", "sending a request back needs a note for the teller")
+            if len(note) > NOTE_MAX_CHARS:
+                raise InvalidArgument("note", f"at most {NOTE_MAX_CHARS} characters")
+            return await self.store.review(
+                request_id, identity.user_id, identity.branch_id, confirm, checks, note
+            )
 
     # -- authorizer ----------------------------------------------------------------
 

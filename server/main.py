@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="images, embedded Redis (default ./var)")
     parser.add_argument("--config", type=Path, help="TOML file with a [server] table")
     parser.add_argument("--lease-ms", type=int, help="claim lease in ms (default 60000)")
+    parser.add_argument(
+        "--policy", type=Path, help="business policy TOML (default: the built-in one)"
+    )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
     parser.add_argument(
         "--demo",
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 "redis_url": args.redis_url,
                 "data_dir": args.data_dir,
                 "lease_ms": args.lease_ms,
+                "policy_file": args.policy,
                 "log_level": args.log_level,
                 "demo": args.demo,
                 "tls_cert": args.tls_cert,

@@ -39,6 +39,8 @@ class Settings:
     shutdown_grace_s: float = 5.0
     token_ttl_s: int = 8 * 3600
     password_max_age_days: int = 90
+    # The business policy (TOML); None: server/policy/default_policy.toml.
+    policy_file: Path | None = None
     # Seed demo branches and accounts at start (make run).
     demo: bool = False
     log_level: str = "INFO"
@@ -129,7 +131,7 @@ def _convert(raw: Any, default: Any, key: str) -> Any:
     return str(raw)
 
 
-PATH_OR_NONE = frozenset({"tls_cert", "tls_key", "tls_client_ca"})
+PATH_OR_NONE = frozenset({"tls_cert", "tls_key", "tls_client_ca", "policy_file"})
 
 # No AUTHQ_TLS_CERT/KEY here: the command line clients read those for their own
 # client certificate; a server started in the same shell must not pick them up.
@@ -139,6 +141,7 @@ ENV_KEYS = {
     "AUTHQ_DATA_DIR": "data_dir",
     "AUTHQ_LEASE_MS": "lease_ms",
     "AUTHQ_LOG_LEVEL": "log_level",
+    "AUTHQ_POLICY": "policy_file",
     "AUTHQ_TLS_SERVER_CERT": "tls_cert",
     "AUTHQ_TLS_SERVER_KEY": "tls_key",
     "AUTHQ_TLS_CLIENT_CA": "tls_client_ca",

@@ -107,6 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("login", help="log in once; later commands reuse the login")
     commands.add_parser("logout", help="end the saved login")
 
+    commands.add_parser("pending", help="on-site reviewer: requests awaiting your review")
+    review = commands.add_parser(
+        "review", help="on-site reviewer: confirm (with what you checked) or send back"
+    )
+    review.add_argument("request_id")
+    verdict = review.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--confirm", action="store_true", help="checked: send it to the center")
+    verdict.add_argument("--send-back", action="store_true", help="back to the teller")
+    review.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        help="what you checked (repeat): CASH_RECOUNTED, IDENTITY_CHECKED, "
+        "LOSS_REPORT_CHECKED, ADJUSTMENT_REASON_CHECKED, DOCUMENTS_CHECKED",
+    )
+    review.add_argument("--note", default="")
+
     demo = commands.add_parser("demo-images", help="write synthetic sample captures")
     demo.add_argument("directory", type=Path)
     return parser
@@ -208,6 +225,19 @@ async def run(args: argparse.Namespace) -> int:
         if args.command == "show":
             view = await client.get(args.request_id)
             out.message(view, describe_request(view, history=True))
+            return 0
+        if args.command == "pending":
+            views = await client.pending_review()
+            for view in views:
+                out.message(view, describe_request(view) + "\n")
+            if not views and not args.json:
+                print("nothing awaits on-site review")
+            return 0
+        if args.command == "review":
+            update = await client.review(
+                args.request_id, confirm=args.confirm, checks=args.check, note=args.note
+            )
+            out.message(update, describe_update(update))
             return 0
         if args.command == "cancel":
             update = await client.cancel(args.request_id, args.note)

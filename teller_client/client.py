@@ -14,8 +14,9 @@ import grpc
 from authq import wire
 from authq.channel import AuthenticatedClient, ClientTLS, SessionCallError
 from authq.v1 import common_pb2 as cpb
+from authq.v1 import review_pb2 as rpb
+from authq.v1 import review_pb2_grpc, teller_pb2_grpc
 from authq.v1 import teller_pb2 as tpb
-from authq.v1 import teller_pb2_grpc
 
 ImageInput = tuple[str, bytes]  # (kind name such as "ID_FRONT", bytes)
 Progress = Callable[[str, int, int], None]  # (kind, bytes sent, total)
@@ -85,6 +86,7 @@ class TellerClient(AuthenticatedClient):
     ) -> None:
         super().__init__(target, user_id, password, token=token, channel=channel, tls=tls)
         self.stub = teller_pb2_grpc.TellerServiceStub(self.channel)
+        self.review_stub = review_pb2_grpc.OnsiteReviewServiceStub(self.channel)
 
     async def upload_image(
         self, kind: str, data: bytes, progress: Progress | None = None
@@ -114,11 +116,12 @@ class TellerClient(AuthenticatedClient):
         images: Sequence[ImageInput] = (),
         progress: Progress | None = None,
     ) -> tpb.SubmitReply:
-        """Uploads the images, then submits; safe to call again with the same request
-        after a lost reply."""
+        """Uploads the images, adds them to the ones the request already references,
+        then submits; safe to call again with the same request after a lost reply."""
         if images:
-            del request.images[:]
-            request.images.extend(await self.upload_images(images, progress))
+            uploaded = await self.upload_images(images, progress)
+            have = {(ref.kind, ref.sha256) for ref in request.images}
+            request.images.extend(r for r in uploaded if (r.kind, r.sha256) not in have)
         reply: tpb.SubmitReply = await self.stub.Submit(request, metadata=self.metadata)
         return reply
 
@@ -149,6 +152,21 @@ class TellerClient(AuthenticatedClient):
         refs = await self.upload_images(images, progress)
         update: cpb.RequestUpdate = await self.stub.Supply(
             tpb.SupplyRequest(request_id=request_id, images=refs, note=note),
+            metadata=self.metadata,
+        )
+        return update
+
+    async def pending_review(self) -> list[cpb.RequestView]:
+        """For an on-site reviewer: the branch's requests awaiting review."""
+        reply = await self.review_stub.Pending(rpb.PendingRequest(), metadata=self.metadata)
+        return list(reply.requests)
+
+    async def review(
+        self, request_id: str, *, confirm: bool, checks: Sequence[str] = (), note: str = ""
+    ) -> cpb.RequestUpdate:
+        outcome = rpb.REVIEW_OUTCOME_CONFIRM if confirm else rpb.REVIEW_OUTCOME_SEND_BACK
+        update: cpb.RequestUpdate = await self.review_stub.Review(
+            rpb.ReviewRequest(request_id=request_id, outcome=outcome, checks=checks, note=note),
             metadata=self.metadata,
         )
         return update
@@ -246,10 +264,9 @@ class TellerSessionClient:
         self, request: tpb.SubmitRequest, images: Sequence[ImageInput] = ()
     ) -> tpb.SubmitReply:
         if images:
-            del request.images[:]
-            request.images.extend(
-                await asyncio.gather(*(self.upload_image(k, d) for k, d in images))
-            )
+            uploaded = await asyncio.gather(*(self.upload_image(k, d) for k, d in images))
+            have = {(ref.kind, ref.sha256) for ref in request.images}
+            request.images.extend(r for r in uploaded if (r.kind, r.sha256) not in have)
         reply: tpb.SubmitReply = await self._send(submit=request)
         return reply
 

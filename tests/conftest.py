@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from authq import wire
 
 from authorizer_console.client import AuthorizerClient
 from server.accounts.model import Role
@@ -18,6 +19,7 @@ from server.embedded_redis import EmbeddedRedis
 from server.errors import AlreadyExists
 from server.settings import Settings
 from teller_client.client import TellerClient
+from tests.helpers import standard_images
 
 PASSWORD = "test-password-1"
 
@@ -90,6 +92,10 @@ async def start_server(
             overrides={"redis_url": redis_url, "data_dir": tmp_path / "data", **overrides}
         )
         runtime = await Runtime.start(settings)
+        for kind, data in standard_images():
+            upload = runtime.center.begin_upload(kind, wire.sha256_hex(data), len(data))
+            upload.add(data)
+            await runtime.center.finish_upload(upload)
         server, port = create_server(runtime, "127.0.0.1:0")
         await server.start()
         started.append((runtime, server))

@@ -5,23 +5,47 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from authq import wire
+from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 
 from teller_client import synthetic
-from teller_client.client import new_request
+from teller_client.client import kind_value, new_request
+
+# What most business types require (R3): the test servers hold these captures from
+# the start (conftest), so a request can reference them without uploading.
+STANDARD_KINDS = ("ID_FRONT", "ID_BACK", "VOUCHER")
+
+
+def images(*kinds: str, seed: int = 0) -> list[tuple[str, bytes]]:
+    return [(kind, synthetic.image_for_kind(kind, seed=seed)) for kind in kinds]
+
+
+def standard_images() -> list[tuple[str, bytes]]:
+    return images(*STANDARD_KINDS)
+
+
+def standard_refs() -> list[cpb.ImageRef]:
+    return [
+        cpb.ImageRef(kind=kind_value(kind), sha256=wire.sha256_hex(data))
+        for kind, data in standard_images()
+    ]
 
 
 def request(
     business_type: str = "CASH_WITHDRAWAL",
     amount_minor: int | None = 1_200_050,
     currency: str = "CNY",
+    *,
+    with_images: bool = True,
     **kwargs: Any,
 ) -> tpb.SubmitRequest:
+    """A request of 12,000.50 CNY (below the on-site review threshold) referencing
+    the standard captures."""
     kwargs.setdefault("request_id", f"t-{uuid.uuid4()}")
-    return new_request(
+    message = new_request(
         business_type, amount_minor, currency, "6222020200001234", "Zhang San", **kwargs
     )
-
-
-def images(*kinds: str, seed: int = 0) -> list[tuple[str, bytes]]:
-    return [(kind, synthetic.image_for_kind(kind, seed=seed)) for kind in kinds]
+    if with_images:
+        message.images.extend(standard_refs())
+    return message

@@ -8,12 +8,12 @@ import pytest
 
 from authorizer_console.client import AuthorizerClient
 from tests.conftest import RunningServer
-from tests.helpers import images, request
+from tests.helpers import request, standard_images
 
 
 async def test_actions_and_refusals_are_audited(server: RunningServer) -> None:
     async with server.teller() as teller, server.authorizer("auth-9") as authorizer:
-        rid = (await teller.submit(request(), images("ID_FRONT"))).request.request_id
+        rid = (await teller.submit(request(), standard_images())).request.request_id
         offer = await authorizer.next(timeout=5)
         await authorizer.image(rid, offer.request.images[0].sha256)
         with pytest.raises(grpc.aio.AioRpcError):

@@ -16,7 +16,7 @@ from authq.v1 import teller_pb2 as tpb
 from authq.v1 import teller_pb2_grpc
 
 from tests.conftest import RunningServer
-from tests.helpers import images, request
+from tests.helpers import images, request, standard_images
 
 Mutation = Callable[[tpb.SubmitRequest], None]
 
@@ -50,6 +50,12 @@ def _bad_sha(message: tpb.SubmitRequest) -> None:
 
 def _unknown_image(message: tpb.SubmitRequest) -> None:
     message.images.add(kind=cpb.IMAGE_KIND_ID_FRONT, sha256="b" * 64)
+
+
+def _drop_voucher(message: tpb.SubmitRequest) -> None:
+    kept = [ref for ref in message.images if ref.kind != cpb.IMAGE_KIND_VOUCHER]
+    del message.images[:]
+    message.images.extend(kept)
 
 
 def _too_many_fields(message: tpb.SubmitRequest) -> None:
@@ -136,13 +142,20 @@ BAD_SUBMITS: list[tuple[str, Mutation, grpc.StatusCode, str]] = [
         grpc.StatusCode.INVALID_ARGUMENT,
         "preparation_seconds",
     ),
-    ("unknown image kind", _bad_image_kind, grpc.StatusCode.INVALID_ARGUMENT, "images[0].kind"),
-    ("malformed image hash", _bad_sha, grpc.StatusCode.INVALID_ARGUMENT, "images[0].sha256"),
+    ("unknown image kind", _bad_image_kind, grpc.StatusCode.INVALID_ARGUMENT, "images[3].kind"),
+    ("malformed image hash", _bad_sha, grpc.StatusCode.INVALID_ARGUMENT, "images[3].sha256"),
     (
         "image never uploaded",
         _unknown_image,
         grpc.StatusCode.FAILED_PRECONDITION,
         "was not uploaded",
+    ),
+    ("required image missing (R3)", _drop_voucher, grpc.StatusCode.INVALID_ARGUMENT, "VOUCHER"),
+    (
+        "on-site-only business (R2)",
+        _set("transaction.business_type", "BATCH_PAYROLL"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "authorize it at the branch",
     ),
 ]
 
@@ -176,8 +189,10 @@ async def test_a_call_without_identity_is_unauthenticated(server: RunningServer)
 
 
 def _stored_blobs(server: RunningServer) -> list[Path]:
+    """Blobs beyond the standard captures every test server starts with."""
     root = server.runtime.settings.data_dir / "blobs"
-    return [p for p in root.rglob("*") if p.is_file()]
+    standard = {wire.sha256_hex(data) for _, data in standard_images()}
+    return [p for p in root.rglob("*") if p.is_file() and p.name not in standard]
 
 
 async def _upload(server: RunningServer, chunks: list[cpb.ImageChunk]) -> cpb.ImageRef:

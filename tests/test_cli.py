@@ -73,6 +73,8 @@ async def test_a_first_session_with_both_command_lines(
         "--image",
         f"ID_FRONT={tmp_path / 'imgs' / 'id_front.jpg'}",
         "--image",
+        f"ID_BACK={tmp_path / 'imgs' / 'id_back.jpg'}",
+        "--image",
         f"VOUCHER={tmp_path / 'imgs' / 'voucher.jpg'}",
         env=env,
     )
@@ -91,7 +93,8 @@ async def test_a_first_session_with_both_command_lines(
     assert "6222********1234" in out
     assert sorted(p.name for p in (images_dir / rid).iterdir()) == [
         "01-id_front.jpg",
-        "02-voucher.jpg",
+        "02-id_back.jpg",
+        "03-voucher.jpg",
     ]
 
     code, out, err = await run_cli(

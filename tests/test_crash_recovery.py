@@ -16,7 +16,7 @@ from authq.v1 import common_pb2 as cpb
 from authorizer_console.client import AuthorizerClient
 from server.demo import DEMO_PASSWORD
 from teller_client.client import TellerClient
-from tests.helpers import images, request
+from tests.helpers import request, standard_images
 from tests.processes import free_port, redis_pid, start_server_process
 
 LOST = (SessionCallError, grpc.aio.AioRpcError, asyncio.TimeoutError, ConnectionError)
@@ -30,16 +30,17 @@ async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) ->
     process = start_server_process(data, port, env)
     acked: set[str] = set()
     decided: dict[str, str] = {}
-    photo = images("CUSTOMER_PHOTO")
 
     async def submit_forever() -> None:
         async with (
             TellerClient(target, "teller-1", DEMO_PASSWORD) as teller,
             teller.session() as session,
         ):
+            await teller.upload_images(standard_images())
             for i in range(100_000):
-                extra = photo if i % 10 == 0 else ()
-                reply = await session.submit(request(request_id=f"crash-{i:06d}"), extra)
+                # One in ten uploads its captures on the session too (stored once).
+                uploads = standard_images() if i % 10 == 0 else ()
+                reply = await session.submit(request(request_id=f"crash-{i:06d}"), uploads)
                 acked.add(reply.request.request_id)
 
     async def decide_forever(name: str) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from server.domain import money
-from server.domain.catalog import Catalog, CatalogError
 from server.domain.priority import PriorityClass, all_classes
 from server.domain.reasons import check_rejection
 from server.domain.records import Image, Submission
@@ -42,31 +41,6 @@ def test_money_never_goes_through_float() -> None:
         money.parse_amount("1.005", "USD")
     assert money.format_amount(1_200_050, "CNY") == "12,000.50 CNY"
     assert money.max_minor_units("JPY") == 10**12
-
-
-def test_default_catalog_covers_the_counter_business() -> None:
-    catalog = Catalog.load()
-    for code in (
-        "ACCOUNT_OPEN",
-        "CASH_WITHDRAWAL",
-        "REMITTANCE",
-        "FX_TRANSFER",
-        "LOSS_REPORT",
-        "CARD_PIN_RESET",
-        "PRECIOUS_METALS",
-    ):
-        assert catalog.get(code) is not None, code
-    assert catalog.types["LOSS_REPORT"].monetary is False
-
-
-def test_a_bad_catalog_names_the_fault(tmp_path: Path) -> None:
-    bad = tmp_path / "catalog.toml"
-    bad.write_text('[[business]]\ncode = "X"\nname_zh = "x"\nname_en = "x"\nimportance = 9\n')
-    with pytest.raises(CatalogError, match=r"business\[0\]: importance"):
-        Catalog.load(bad)
-    bad.write_text('[[business]]\ncode = "X"\n')
-    with pytest.raises(CatalogError, match="missing name_zh"):
-        Catalog.load(bad)
 
 
 def test_rejections_need_a_listed_reason() -> None:

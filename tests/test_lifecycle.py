@@ -8,19 +8,19 @@ from authq import wire
 from authq.v1 import common_pb2 as cpb
 
 from tests.conftest import RunningServer
-from tests.helpers import images, request
+from tests.helpers import STANDARD_KINDS, images, request
 
 
 async def test_submit_review_supplement_and_decision_reach_the_teller(
     server: RunningServer,
 ) -> None:
     async with server.teller() as teller, server.authorizer("auth-7") as authorizer:
-        captured = images("ID_FRONT", "VOUCHER")
-        reply = await teller.submit(request(), captured)
+        captured = images("ID_FRONT", "ID_BACK", "VOUCHER", seed=5)
+        reply = await teller.submit(request(with_images=False), captured)
         rid = reply.request.request_id
         assert reply.request.state == cpb.REQUEST_STATE_QUEUED
         assert not reply.duplicate
-        assert [i.content_type for i in reply.request.images] == ["image/jpeg"] * 2
+        assert [i.content_type for i in reply.request.images] == ["image/jpeg"] * 3
 
         updates: list[cpb.RequestUpdate] = []
 
@@ -38,16 +38,16 @@ async def test_submit_review_supplement_and_decision_reach_the_teller(
         for image, (_, data) in zip(offer.request.images, captured, strict=True):
             assert await authorizer.image(rid, image.sha256) == data
         await authorizer.decide(
-            rid, offer.lease.fencing_token, "ask", kinds=["ID_BACK"], note="back side please"
+            rid, offer.lease.fencing_token, "ask", kinds=["CUSTOMER_PHOTO"], note="the customer"
         )
-        await teller.supply(rid, images("ID_BACK"))
+        await teller.supply(rid, images("CUSTOMER_PHOTO"))
 
         second = await authorizer.next(timeout=5)
         assert second.request.request_id == rid
         assert second.lease.fencing_token > offer.lease.fencing_token
         events = [entry.event for entry in second.request.history]
         assert events == ["SUBMITTED", "CLAIMED", "SUPPLEMENT_REQUESTED", "SUPPLIED", "CLAIMED"]
-        assert len(second.request.images) == 3
+        assert len(second.request.images) == 4
         final = await authorizer.decide(rid, second.lease.fencing_token, "approve")
         assert final.state == cpb.REQUEST_STATE_APPROVED
 
@@ -60,8 +60,8 @@ async def test_submit_review_supplement_and_decision_reach_the_teller(
             "CLAIMED",
             "APPROVED",
         ]
-        assert updates[2].requested_kinds == [cpb.IMAGE_KIND_ID_BACK]
-        assert updates[2].note == "back side please"
+        assert updates[2].requested_kinds == [cpb.IMAGE_KIND_CUSTOMER_PHOTO]
+        assert updates[2].note == "the customer"
         assert updates[-1].actor == "auth-7"
         assert [u.version for u in updates] == [1, 2, 3, 4, 5, 6]
 
@@ -100,13 +100,17 @@ async def test_an_authorizer_waiting_gets_work_as_soon_as_it_is_submitted(
 
 async def test_identical_images_are_stored_once(server: RunningServer) -> None:
     async with server.teller() as teller:
-        data = images("ID_FRONT")[0][1]
+        blob_dir = server.runtime.settings.data_dir / "blobs"
+
+        def stored() -> int:
+            return len([p for p in blob_dir.rglob("*") if p.is_file() and p.parent.name != "tmp"])
+
+        before = stored()
+        data = images("ID_FRONT", seed=7)[0][1]
         first = await teller.upload_image("ID_FRONT", data)
         again = await teller.upload_image("ID_FRONT", data)
         assert first.sha256 == again.sha256 == wire.sha256_hex(data)
-        blob_dir = server.runtime.settings.data_dir / "blobs"
-        stored = [p for p in blob_dir.rglob("*") if p.is_file() and p.parent.name != "tmp"]
-        assert len(stored) == 1
+        assert stored() == before + 1
 
 
 async def test_teller_session_pushes_every_change_of_its_requests(server: RunningServer) -> None:
@@ -116,7 +120,10 @@ async def test_teller_session_pushes_every_change_of_its_requests(server: Runnin
         teller.session() as session,
     ):
         replies = await asyncio.gather(
-            *(session.submit(request(), images("ID_FRONT", seed=i)) for i in range(3))
+            *(
+                session.submit(request(with_images=False), images(*STANDARD_KINDS, seed=i))
+                for i in range(3)
+            )
         )
         ids = {reply.request.request_id for reply in replies}
         for _ in range(3):

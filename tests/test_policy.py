@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from server.domain.catalog import Catalog
 from server.policy.loader import DEFAULT_POLICY, load_policy, parse_policy
 from server.policy.model import (
     Basis,
@@ -114,10 +113,12 @@ def test_default_policy_covers_the_regulations_business(view: PolicyView) -> Non
         "BATCH_PAYROLL",
     }  # fmt: skip
     assert expected <= codes
-    # The old catalog's codes and importance carry over, so callers can switch unchanged.
-    for code, old in Catalog.load().types.items():
-        assert view.rule(code).importance == old.importance
-        assert view.rule(code).monetary == old.monetary
+    # Queue order keys on importance: cash withdrawals and loss reports rank high,
+    # investment products low; business without an amount is not monetary.
+    assert view.rule("CASH_WITHDRAWAL").importance == 3
+    assert view.rule("LOSS_REPORT").importance == 3
+    assert view.rule("WEALTH_PURCHASE").importance == 1
+    assert view.rule("LOSS_REPORT").monetary is False
     thresholds = view.thresholds
     assert (thresholds.local_currency, str(thresholds.local_cash_review_at)) == (
         "CNY",

@@ -9,13 +9,13 @@ import pytest
 from authq.v1 import common_pb2 as cpb
 
 from tests.conftest import RunningServer, StartServer
-from tests.helpers import images, request
+from tests.helpers import request, standard_images
 
 
 async def test_a_retried_submit_returns_the_same_request(server: RunningServer) -> None:
     async with server.teller() as teller:
-        first = await teller.submit(request(request_id="retry-0001"), images("ID_FRONT"))
-        again = await teller.submit(request(request_id="retry-0001"), images("ID_FRONT"))
+        first = await teller.submit(request(request_id="retry-0001"), standard_images())
+        again = await teller.submit(request(request_id="retry-0001"), standard_images())
         assert again.duplicate
         assert not first.duplicate
         assert again.request.submitted_at_ms == first.request.submitted_at_ms

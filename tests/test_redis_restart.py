@@ -18,7 +18,7 @@ from server.embedded_redis import EmbeddedRedis
 from server.settings import Settings
 from teller_client.client import TellerClient
 from tests.conftest import PASSWORD
-from tests.helpers import request
+from tests.helpers import request, standard_images
 
 
 async def test_a_redis_crash_and_restart_loses_nothing(tmp_path: Path) -> None:
@@ -34,6 +34,7 @@ async def test_a_redis_crash_and_restart_loses_nothing(tmp_path: Path) -> None:
     )
     try:
         async with TellerClient(f"127.0.0.1:{port}", "teller-1", PASSWORD) as teller:
+            await teller.upload_images(standard_images())
             acked = [(await teller.submit(request())).request.request_id for _ in range(20)]
             updates: list[cpb.RequestUpdate] = []
 

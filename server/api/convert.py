@@ -11,11 +11,11 @@ from authq.v1 import teller_pb2 as tpb
 
 from server.center import Identity
 from server.domain import money
-from server.domain.catalog import Catalog
 from server.domain.records import IMAGE_KINDS, HistoryEntry, Image, RequestRecord, Submission
 from server.domain.states import State
 from server.errors import InvalidArgument
 from server.intake import check_sha256
+from server.policy.model import PolicyView
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 ACCOUNT_RE = re.compile(r"^[0-9A-Za-z-]{4,34}$")
@@ -69,7 +69,7 @@ def _text(value: str, field: str, *, required: bool, limit: int) -> str:
 
 
 def submission_from_pb(
-    request: tpb.SubmitRequest, identity: Identity, catalog: Catalog
+    request: tpb.SubmitRequest, identity: Identity, catalog: PolicyView
 ) -> Submission:
     check_request_id(request.request_id)
     if not request.HasField("transaction"):

@@ -9,6 +9,7 @@ _TELLER = frozenset({Role.TELLER})
 _BRANCH = frozenset({Role.TELLER, Role.ONSITE_REVIEWER})
 _AUTHORIZER = frozenset({Role.AUTHORIZER})
 _SUPERVISOR = frozenset({Role.SUPERVISOR, Role.DIRECTOR})
+_REVIEWER = frozenset({Role.ONSITE_REVIEWER})
 
 RIGHTS: dict[str, frozenset[Role]] = {
     "TellerService.UploadImage": _TELLER,
@@ -18,6 +19,8 @@ RIGHTS: dict[str, frozenset[Role]] = {
     "TellerService.Cancel": _TELLER,
     "TellerService.Supply": _TELLER,
     "TellerService.Session": _TELLER,
+    "OnsiteReviewService.Pending": _REVIEWER,
+    "OnsiteReviewService.Review": _REVIEWER,
     "AuthorizerService.Next": _AUTHORIZER,
     "AuthorizerService.Renew": _AUTHORIZER,
     "AuthorizerService.Decide": _AUTHORIZER,

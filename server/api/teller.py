@@ -15,7 +15,6 @@ from server.api.identity import Authenticator, bearer_token
 from server.api.status import translate_errors
 from server.api.teller_session import TellerSession
 from server.center import Center
-from server.domain.catalog import Catalog
 from server.errors import InvalidArgument
 from server.intake import Upload
 
@@ -23,9 +22,8 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
-    def __init__(self, center: Center, catalog: Catalog, auth: Authenticator) -> None:
+    def __init__(self, center: Center, auth: Authenticator) -> None:
         self.center = center
-        self.catalog = catalog
         self.auth = auth
 
     @translate_errors
@@ -45,7 +43,7 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     @translate_errors
     async def Submit(self, request: tpb.SubmitRequest, context: Context) -> tpb.SubmitReply:
         identity = await self.auth.identify(context, "TellerService.Submit")
-        submission = convert.submission_from_pb(request, identity, self.catalog)
+        submission = convert.submission_from_pb(request, identity, self.center.catalog())
         record, duplicate = await self.center.submit(submission, identity)
         return tpb.SubmitReply(request=convert.record_to_pb(record), duplicate=duplicate)
 
@@ -86,7 +84,7 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     ) -> AsyncIterator[tpb.TellerSessionOut]:
         identity = await self.auth.identify(context, "TellerService.Session")
         token = bearer_token(context)
-        session = TellerSession(self.center, self.catalog, identity)
+        session = TellerSession(self.center, identity)
         async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
             yield message
 

@@ -18,7 +18,6 @@ from server.api import convert
 from server.api.session_guard import TokenCheck, watch_token
 from server.api.status import status_of
 from server.center import Center, Identity
-from server.domain.catalog import Catalog
 from server.domain.records import HistoryEntry
 from server.errors import InvalidArgument, Unauthenticated
 from server.events import Resync, WatchItem
@@ -29,9 +28,8 @@ MAX_OPEN_UPLOADS = 16
 
 
 class TellerSession:
-    def __init__(self, center: Center, catalog: Catalog, identity: Identity) -> None:
+    def __init__(self, center: Center, identity: Identity) -> None:
         self.center = center
-        self.catalog = catalog
         self.identity = identity
         self.out: asyncio.Queue[tpb.TellerSessionOut | None] = asyncio.Queue()
         self.events: asyncio.Queue[WatchItem] = asyncio.Queue()
@@ -137,7 +135,7 @@ class TellerSession:
     # -- requests --------------------------------------------------------------------
 
     async def _submit(self, ref: str, request: tpb.SubmitRequest) -> None:
-        submission = convert.submission_from_pb(request, self.identity, self.catalog)
+        submission = convert.submission_from_pb(request, self.identity, self.center.catalog())
         rid = submission.request_id
         # Follow before storing, so no change slips past; version 1 is the reply itself.
         self._follow(rid, version=1)

@@ -1,2 +1,2 @@
-"""Business rules with no I/O: states, priority, money, the business catalog and
+"""Business rules with no I/O: states, priority, money, and
 the request records. Unit-tested without a server."""

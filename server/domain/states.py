@@ -5,6 +5,9 @@
       │  │              │ └──ask────────▶ NEEDS_SUPPLEMENT ──supply──▶ QUEUED
       │  │              └──release / lease expiry──▶ QUEUED (original place)
       │  └──cancel (only if never claimed, R4)──▶ CANCELLED
+      │
+    PENDING_ONSITE_REVIEW ──confirm (on-site reviewer, R2)──▶ QUEUED
+                          ──send back──▶ SENT_BACK;  ──cancel──▶ CANCELLED
 
 Each arrow is one Lua script in server/lua/; this module names the states."""
 
@@ -14,6 +17,8 @@ from enum import StrEnum
 
 
 class State(StrEnum):
+    PENDING_ONSITE_REVIEW = "PENDING_ONSITE_REVIEW"
+    SENT_BACK = "SENT_BACK"
     QUEUED = "QUEUED"
     CLAIMED = "CLAIMED"
     NEEDS_SUPPLEMENT = "NEEDS_SUPPLEMENT"
@@ -26,7 +31,7 @@ class State(StrEnum):
         return self in FINAL_STATES
 
 
-FINAL_STATES = frozenset({State.APPROVED, State.REJECTED, State.CANCELLED})
+FINAL_STATES = frozenset({State.APPROVED, State.REJECTED, State.CANCELLED, State.SENT_BACK})
 
 
 class Outcome(StrEnum):

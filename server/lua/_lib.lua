@@ -7,7 +7,8 @@
 --   sc  queue score (us)  ln  lane key it waits in   br  branch   sub  submitted (ms)
 --   h   holder / decider  tok fencing token   lu  lease deadline (ms)
 --   rv  "1" once review started   sx  msgpack list of supplied images
---   tl  the submitting teller, who may never authorize it (R11)
+--   tl  the submitting teller and  rvw  the on-site reviewer: neither may ever
+--       authorize it (R11)
 -- Numbers beyond 2^31 are formatted with %.0f: Lua's tostring would print 1.7e+15.
 
 local function now_us()

@@ -1,6 +1,7 @@
 -- cancel: the teller withdraws a request that no authorizer has opened (R4).
 -- KEYS[1] req hash   KEYS[2] history list   KEYS[3] event stream
 -- KEYS[4] per-state counts hash   KEYS[5] waiting-per-branch hash
+-- KEYS[6] the branch's set of requests awaiting on-site review
 -- ARGV[1] request id   ARGV[2] teller id   ARGV[3] note   ARGV[4] event stream max length
 -- Returns {'OK', 'CANCELLED', version, at_ms} | {'NOTFOUND'}
 --       | {'DUP', 'CANCELLED', version} | {'STATE', state, review_started}
@@ -11,15 +12,20 @@ end
 if cur[1] == 'CANCELLED' then
   return {'DUP', 'CANCELLED', tonumber(cur[5])}
 end
-if cur[1] ~= 'QUEUED' or cur[2] == '1' then
+local pending = cur[1] == 'PENDING_ONSITE_REVIEW'
+if not pending and (cur[1] ~= 'QUEUED' or cur[2] == '1') then
   return {'STATE', cur[1], cur[2] or '0'}
 end
 local now_ms = math.floor(now_us() / 1000)
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'st', 'CANCELLED')
-redis.call('ZREM', cur[3], ARGV[1])
-redis.call('HINCRBY', KEYS[5], cur[4], -1)
-count_move(KEYS[4], 'QUEUED', 'CANCELLED')
+if pending then
+  redis.call('ZREM', KEYS[6], ARGV[1])
+else
+  redis.call('ZREM', cur[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[5], cur[4], -1)
+end
+count_move(KEYS[4], cur[1], 'CANCELLED')
 record(KEYS[2], KEYS[3], ARGV[4],
   {ARGV[1], version, now_ms, 'CANCELLED', ARGV[2], 'CANCELLED', '', ARGV[3], {}, cur[4]})
 return {'OK', 'CANCELLED', version, now_ms}

@@ -6,20 +6,25 @@
 -- ARGV[4] request key prefix   ARGV[5] history key prefix
 -- The claimed item's own keys are derived from its id (prefix .. id): every key
 -- carries the same hash tag, so the script stays within one Cluster slot.
--- Separation of duties (R11): an item its own submitter would take is passed over;
+-- Separation of duties (R11): an item its own submitter or on-site reviewer would
+-- take is passed over;
 -- only then are a few more of that lane looked at, so the usual cost stays one
 -- ZRANGE and one HGET per lane.
 -- Returns {'OK', id, token, lease_deadline_ms, version, HGETALL of req, history list}
 --       | {'EMPTY'}
 local SKIP_LIMIT = 16
+local function involved(id)
+  local people = redis.call('HMGET', ARGV[4] .. id, 'tl', 'rvw')
+  return people[1] == ARGV[1] or people[2] == ARGV[1]
+end
 local best, best_score, best_lane
 for i = 6, #KEYS do
   local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-  if head[1] and redis.call('HGET', ARGV[4] .. head[1], 'tl') == ARGV[1] then
+  if head[1] and involved(head[1]) then
     head = {}
     local next_ones = redis.call('ZRANGE', KEYS[i], 1, SKIP_LIMIT, 'WITHSCORES')
     for j = 1, #next_ones, 2 do
-      if redis.call('HGET', ARGV[4] .. next_ones[j], 'tl') ~= ARGV[1] then
+      if not involved(next_ones[j]) then
         head = {next_ones[j], next_ones[j + 1]}
         break
       end

@@ -9,13 +9,16 @@
 --       | {'DUP', state, version}          this very decision was already recorded
 --       | {'NOTFOUND'} | {'STATE', state}
 --       | {'LEASE', reason}                not the holder, stale token, lease over
---       | {'DUTY', reason}                 the authorizer submitted it (R11)
-local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'v', 'lu', 'br', 'tl')
+--       | {'DUTY', reason}                 the authorizer submitted or reviewed it (R11)
+local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'v', 'lu', 'br', 'tl', 'rvw')
 if not cur[1] then
   return {'NOTFOUND'}
 end
 if cur[7] == ARGV[3] then
   return {'DUTY', ARGV[3] .. ' submitted this request'}
+end
+if cur[8] == ARGV[3] then
+  return {'DUTY', ARGV[3] .. ' reviewed this request on site'}
 end
 if cur[1] == ARGV[4] and cur[2] == ARGV[2] and cur[3] == ARGV[3] then
   -- A retry after a lost reply: the decision stands once.

@@ -1,10 +1,12 @@
 -- submit: enqueue a new request, or recognise a retry of one already stored.
 -- KEYS[1] req hash   KEYS[2] lane zset   KEYS[3] event stream
 -- KEYS[4] waiting-per-branch hash   KEYS[5] per-state counts hash
+-- KEYS[6] the branch's set of requests awaiting on-site review
 -- (No history list yet: the SUBMITTED entry is rebuilt from the record.)
 -- ARGV[1] request id   ARGV[2] fingerprint   ARGV[3] packed submission   ARGV[4] branch
 -- ARGV[5] head start (us, from importance and urgency)   ARGV[6] teller id
--- ARGV[7] event stream max length
+-- ARGV[7] event stream max length   ARGV[8] "1": on-site review first (R2), the item
+-- waits outside the queue (its score is kept for when it is confirmed)
 -- Returns {'OK', state, version, submitted_ms}
 --       | {'DUP', state, version}          same id, same content: the earlier request
 --       | {'CONFLICT', state}              same id, other content
@@ -18,10 +20,18 @@ end
 local now = now_us()
 local now_ms = math.floor(now / 1000)
 local score = fmt(now - tonumber(ARGV[5]))
-redis.call('HSET', KEYS[1], 'st', 'QUEUED', 'v', 1, 'd', ARGV[3], 'fp', ARGV[2],
+local state = 'QUEUED'
+if ARGV[8] == '1' then
+  state = 'PENDING_ONSITE_REVIEW'
+end
+redis.call('HSET', KEYS[1], 'st', state, 'v', 1, 'd', ARGV[3], 'fp', ARGV[2],
   'sc', score, 'ln', KEYS[2], 'br', ARGV[4], 'sub', fmt(now_ms), 'tl', ARGV[6])
-redis.call('ZADD', KEYS[2], score, ARGV[1])
-redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
-count_move(KEYS[5], nil, 'QUEUED')
-emit(KEYS[3], ARGV[7], {ARGV[1], 1, now_ms, 'SUBMITTED', ARGV[6], 'QUEUED', '', '', {}, ARGV[4]})
-return {'OK', 'QUEUED', 1, now_ms}
+if state == 'QUEUED' then
+  redis.call('ZADD', KEYS[2], score, ARGV[1])
+  redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+else
+  redis.call('ZADD', KEYS[6], now_ms, ARGV[1])
+end
+count_move(KEYS[5], nil, state)
+emit(KEYS[3], ARGV[7], {ARGV[1], 1, now_ms, 'SUBMITTED', ARGV[6], state, '', '', {}, ARGV[4]})
+return {'OK', state, 1, now_ms}

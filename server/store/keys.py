@@ -57,6 +57,10 @@ class Keys:
     def branches(self) -> str:
         return f"{self.prefix}:branches"
 
+    def onsite(self, branch_id: str) -> str:
+        """A branch's requests awaiting on-site review, by submission time."""
+        return f"{self.prefix}:onsite:{branch_id}"
+
     def blob(self, sha256: str) -> str:
         return f"{self.prefix}:blob:{sha256}"
 

@@ -3,6 +3,7 @@ plain reads). Script status codes become the domain errors of server/errors.py."
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,7 +76,9 @@ class QueueStore:
 
     # -- teller side ---------------------------------------------------------------
 
-    def submit_call(self, submission: Submission) -> tuple[list[str], list[Any]]:
+    def submit_call(
+        self, submission: Submission, onsite_review: bool = False
+    ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the submit script for one submission (bench/ pipelines
         these to fill a deep queue with exactly the records a Submit writes)."""
         rid = submission.request_id
@@ -88,6 +91,7 @@ class QueueStore:
             self.keys.events,
             self.keys.waiting_by_branch,
             self.keys.counts,
+            self.keys.onsite(submission.branch_id),
         ]
         args: list[Any] = [
             rid,
@@ -97,13 +101,17 @@ class QueueStore:
             head_start_us,
             submission.teller_id,
             self.config.events_maxlen,
+            "1" if onsite_review else "0",
         ]
         return keys, args
 
-    async def submit(self, submission: Submission) -> tuple[RequestRecord, bool]:
-        """Stores a new request, or returns the stored one for a retry (True)."""
+    async def submit(
+        self, submission: Submission, onsite_review: bool = False
+    ) -> tuple[RequestRecord, bool]:
+        """Stores a new request, or returns the stored one for a retry (True). With
+        ``onsite_review`` it waits for the branch's on-site reviewer first (R2)."""
         rid = submission.request_id
-        keys, args = self.submit_call(submission)
+        keys, args = self.submit_call(submission, onsite_review)
         result = await self.scripts.submit(keys=keys, args=args)
         status = _text(result[0])
         if status == "CONFLICT":
@@ -116,7 +124,7 @@ class QueueStore:
         return (
             RequestRecord(
                 submission=submission,
-                state=State.QUEUED,
+                state=State(_text(result[1])),
                 version=1,
                 submitted_ms=int(result[3]),
                 holder="",
@@ -126,7 +134,9 @@ class QueueStore:
             False,
         )
 
-    async def cancel(self, request_id: str, teller_id: str, note: str) -> HistoryEntry:
+    async def cancel(
+        self, request_id: str, teller_id: str, note: str, branch_id: str
+    ) -> HistoryEntry:
         result = await self.scripts.cancel(
             keys=[
                 self.keys.request(request_id),
@@ -134,6 +144,7 @@ class QueueStore:
                 self.keys.events,
                 self.keys.counts,
                 self.keys.waiting_by_branch,
+                self.keys.onsite(branch_id),
             ],
             args=[request_id, teller_id, note, self.config.events_maxlen],
         )
@@ -166,6 +177,51 @@ class QueueStore:
             args=[request_id, expected_version, packed, teller_id, note, self.config.events_maxlen],
         )
         return self._entry(request_id, result, "supply images to", "SUPPLIED", teller_id, note=note)
+
+    async def review(
+        self,
+        request_id: str,
+        reviewer_id: str,
+        branch_id: str,
+        confirm: bool,
+        checks: Sequence[str],
+        note: str,
+    ) -> HistoryEntry:
+        result = await self.scripts.review(
+            keys=[
+                self.keys.request(request_id),
+                self.keys.history(request_id),
+                self.keys.events,
+                self.keys.counts,
+                self.keys.waiting_by_branch,
+                self.keys.onsite(branch_id),
+            ],
+            args=[
+                request_id,
+                reviewer_id,
+                branch_id,
+                "CONFIRM" if confirm else "SEND_BACK",
+                ",".join(checks),
+                note,
+                self.config.events_maxlen,
+            ],
+        )
+        status = _text(result[0])
+        if status == "BRANCH":
+            raise PermissionDenied(
+                f"request {request_id} belongs to branch {_text(result[1])}: an on-site "
+                "reviewer reviews only the requests of its own branch (R2, R13)"
+            )
+        event = "ONSITE_CONFIRMED" if confirm else "SENT_BACK"
+        return self._entry(request_id, result, "review", event, reviewer_id, note=note)
+
+    async def pending_review(self, branch_id: str, limit: int = 200) -> list[RequestRecord]:
+        ids = await self.client.zrange(self.keys.onsite(branch_id), 0, limit - 1)
+        records = []
+        for rid in ids:
+            with contextlib.suppress(NotFound):
+                records.append(await self.get(_text(rid)))
+        return records
 
     # -- authorizer side -----------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-_NAMES = ("submit", "claim", "decide", "requeue", "renew", "cancel", "supply")
+_NAMES = ("submit", "claim", "decide", "requeue", "renew", "cancel", "supply", "review")
 
 
 def _source(name: str) -> str:
@@ -33,6 +33,7 @@ class Scripts:
     renew: AsyncScript
     cancel: AsyncScript
     supply: AsyncScript
+    review: AsyncScript
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

@@ -65,6 +65,10 @@ class _RequestStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RequestS
     REQUEST_STATE_REJECTED: _RequestState.ValueType  # 5
     REQUEST_STATE_CANCELLED: _RequestState.ValueType  # 6
     """Withdrawn by the teller before review started (R4)."""
+    REQUEST_STATE_PENDING_ONSITE_REVIEW: _RequestState.ValueType  # 7
+    """High value or high risk: waits for an on-site reviewer of the branch (R2)."""
+    REQUEST_STATE_SENT_BACK: _RequestState.ValueType  # 8
+    """The on-site reviewer sent it back to the teller; it never reaches the center."""
 
 class RequestState(_RequestState, metaclass=_RequestStateEnumTypeWrapper): ...
 
@@ -79,6 +83,10 @@ REQUEST_STATE_APPROVED: RequestState.ValueType  # 4
 REQUEST_STATE_REJECTED: RequestState.ValueType  # 5
 REQUEST_STATE_CANCELLED: RequestState.ValueType  # 6
 """Withdrawn by the teller before review started (R4)."""
+REQUEST_STATE_PENDING_ONSITE_REVIEW: RequestState.ValueType  # 7
+"""High value or high risk: waits for an on-site reviewer of the branch (R2)."""
+REQUEST_STATE_SENT_BACK: RequestState.ValueType  # 8
+"""The on-site reviewer sent it back to the teller; it never reaches the center."""
 Global___RequestState: _TypeAlias = RequestState  # noqa: Y015
 
 class _Urgency:
