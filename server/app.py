@@ -146,6 +146,7 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        await self.center.flush_audit()
         await self.reaper.stop()
         await self.dispatcher.stop()
         await self.hub.stop()
@@ -160,7 +161,7 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
     center = runtime.center
 
     async def audit_refusal(identity: Identity, method: str, message: str) -> None:
-        await center.record(identity, method, "-", message, {})
+        await center.record_soon(identity, method, "-", message, {})
 
     auth = Authenticator(runtime.accounts, on_refusal=audit_refusal)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(runtime.accounts), server)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -37,6 +38,11 @@ from server.policy.model import (
 from server.policy.reloadable import PolicyHolder
 from server.store.audit import AuditEntry, AuditLog
 from server.store.queue_store import Claim, QueueStore
+
+log = logging.getLogger(__name__)
+
+# Audit records handed over but not yet written, past which callers wait.
+AUDIT_BACKLOG = 10_000
 
 # What an on-site reviewer may say it checked (R2: recount the cash, check identity,
 # check loss-report records or adjustment reasons).
@@ -94,20 +100,50 @@ class Center:
         try:
             yield
         except AuthqError as exc:
-            await self.record(identity, action, target, str(exc), details)
+            await self.record_soon(identity, action, target, str(exc), details)
             raise
-        await self.record(identity, action, target, "OK", details)
+        await self.record_soon(identity, action, target, "OK", details)
 
     def audit_later(
         self, identity: Identity, action: str, target: str, **details: str | int
     ) -> None:
-        """For callers that cannot wait (a delivery callback): appended in order by the
-        audit log's own batching, failures logged."""
+        """For callers that cannot wait at all (a delivery callback)."""
+        self._schedule(identity, action, target, "OK", details)
+
+    async def record_soon(
+        self, identity: Identity, action: str, target: str, outcome: str,
+        details: dict[str, str | int],
+    ) -> None:  # fmt: skip
+        """Hands the record to the audit log without waiting for it to be written.
+
+        The action itself is already durable; awaiting its audit append on the request
+        path serialized every call behind the audit batches (bench: half-load p99
+        submit ack 99.8 ms against 5.1 ms without). Records are appended in the order
+        they are handed over; past AUDIT_BACKLOG waiting ones the caller waits
+        (back-pressure), and stop() writes what is left (flush_audit)."""
+        if len(self._pending_audits) >= AUDIT_BACKLOG:
+            await self.flush_audit()
+        self._schedule(identity, action, target, outcome, details)
+
+    def _schedule(
+        self, identity: Identity, action: str, target: str, outcome: str,
+        details: dict[str, str | int],
+    ) -> None:  # fmt: skip
         if self.audit is None:
             return
-        task = asyncio.create_task(self.record(identity, action, target, "OK", details))
+        task = asyncio.create_task(self.record(identity, action, target, outcome, details))
         self._pending_audits.add(task)
-        task.add_done_callback(self._pending_audits.discard)
+        task.add_done_callback(self._audit_done)
+
+    def _audit_done(self, task: asyncio.Task[None]) -> None:
+        self._pending_audits.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("audit record lost: %s", task.exception())
+
+    async def flush_audit(self) -> None:
+        """Waits until every record handed over so far is written."""
+        while self._pending_audits:
+            await asyncio.gather(*list(self._pending_audits), return_exceptions=True)
 
     async def record(
         self, identity: Identity, action: str, target: str, outcome: str,
@@ -290,8 +326,7 @@ class Center:
 
     async def next_item(self, identity: Identity) -> Claim:
         claim = await self.dispatcher.next_item(identity.user_id)
-        await self.record(identity, "CLAIM", claim.record.request_id, "OK",
-                          {"token": claim.token})  # fmt: skip
+        self.audit_later(identity, "CLAIM", claim.record.request_id, token=claim.token)
         return claim
 
     async def decide(

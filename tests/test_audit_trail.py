@@ -21,6 +21,7 @@ async def test_actions_and_refusals_are_audited(server: RunningServer) -> None:
         await authorizer.decide(rid, offer.lease.fencing_token, "approve")
         with pytest.raises(grpc.aio.AioRpcError):
             await teller.cancel(rid)  # decided already
+    await server.runtime.center.flush_audit()
     audit = server.runtime.audit
     records = [record async for record in audit.read()]
     seen = [(r.entry.action, r.entry.actor, r.entry.outcome == "OK") for r in records]
@@ -48,6 +49,7 @@ async def test_a_call_outside_ones_role_is_refused_and_audited(server: RunningSe
             await center_side.next(timeout=2)
         await center_side.close()
     assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    await server.runtime.center.flush_audit()
     records = [record async for record in server.runtime.audit.read()]
     refusal = next(r.entry for r in records if r.entry.action == "AuthorizerService.Next")
     assert refusal.actor == "teller-1"

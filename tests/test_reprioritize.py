@@ -44,6 +44,7 @@ async def _claim_order(server: RunningServer, count: int) -> list[str]:
 
 
 async def _audit(server: RunningServer, *actions: str) -> list[AuditEntry]:
+    await server.runtime.center.flush_audit()
     return [
         record.entry
         async for record in server.runtime.audit.read()
