@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import grpc
-from authq.channel import DEFAULT_TARGET
-from authq.login import LoginNeeded, add_tls_arguments, forget_token, logged_in, tls_options
+from authq.login import LoginNeeded, add_connection_arguments, forget_token, logged_in, tls_options
 from authq.render import describe_request, describe_update, kind_name
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
@@ -92,26 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Central authorizer: take waiting requests, review data and images, "
         "approve, reject with a reason, or ask the teller for images.",
     )
-    parser.add_argument(
-        "--server", default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET), help="host:port"
-    )
-    parser.add_argument(
-        "--user",
-        default=os.environ.get("AUTHQ_USER", "authorizer-1"),
-        help="your authorizer id (env AUTHQ_USER)",
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser(),
-        help="where the tokens of held items are kept (default ~/.authq)",
-    )
-    parser.add_argument(
-        "--password",
-        help="log in with this password (else AUTHQ_PASSWORD, a saved login, or a prompt)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    add_tls_arguments(parser)
+    add_connection_arguments(parser, default_user="authorizer-1", who="authorizer or supervisor")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("login", help="log in once; later commands reuse the login")
     commands.add_parser("logout", help="end the saved login")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-from authq.channel import AuthenticatedClient, ClientTLS, SessionCallError
+from authq.channel import AuthenticatedClient, ClientTLS, SessionStream
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import authorizer_pb2_grpc, supervisor_pb2_grpc
 from authq.v1 import common_pb2 as cpb
@@ -160,88 +159,32 @@ class AuthorizerClient(AuthenticatedClient):
         return AuthorizerSessionClient(self)
 
 
-class AuthorizerSessionClient:
+class AuthorizerSessionClient(SessionStream[apb.AuthorizerSessionIn]):
     """A console's session stream: ``offers`` receives items as the server hands
     them over (one per credit granted); decisions return their update. Leases are
     renewed by the server while the stream is open."""
 
     def __init__(self, client: AuthorizerClient) -> None:
+        super().__init__(
+            lambda out: client.stub.Session(out, metadata=client.metadata),
+            apb.AuthorizerSessionIn,
+        )
         self.client = client
         self.offers: asyncio.Queue[apb.Offer] = asyncio.Queue()
         self.lost: asyncio.Queue[apb.Lease] = asyncio.Queue()
-        self._outbox: asyncio.Queue[apb.AuthorizerSessionIn | None] = asyncio.Queue()
-        self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._refs = itertools.count(1)
-        self._call: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        # Set when the stream has ended: later calls fail at once with it.
-        self.failure: SessionCallError | None = None
 
-    async def __aenter__(self) -> AuthorizerSessionClient:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def open(self) -> None:
-        async def outgoing() -> AsyncIterator[apb.AuthorizerSessionIn]:
-            while (message := await self._outbox.get()) is not None:
-                yield message
-
-        self._call = self.client.stub.Session(outgoing(), metadata=self.client.metadata)
-        self._reader = asyncio.create_task(self._read())
-
-    async def close(self) -> None:
-        self._outbox.put_nowait(None)
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await self._reader
-
-    def abort(self) -> None:
-        """Drops the stream as a crashed console would."""
-        if self._call is not None:
-            self._call.cancel()
-
-    async def _read(self) -> None:
-        try:
-            async for message in self._call:
-                body = message.WhichOneof("body")
-                if body == "offer":
-                    self.offers.put_nowait(message.offer)
-                    continue
-                if body == "lease_lost":
-                    self.lost.put_nowait(message.lease_lost)
-                    continue
-                future = self._pending.pop(message.ref, None)
-                if future is None or future.done():
-                    continue
-                if body == "error":
-                    future.set_exception(
-                        SessionCallError.from_wire(message.error.code, message.error.message)
-                    )
-                else:
-                    future.set_result(getattr(message, body))
-        except grpc.aio.AioRpcError as exc:
-            failure = SessionCallError(exc.code(), exc.details() or "session ended")
-            self.failure = failure
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(failure)
-            self._pending.clear()
-            raise
+    def unsolicited(self, message: Any) -> bool:
+        body = message.WhichOneof("body")
+        if body == "offer":
+            self.offers.put_nowait(message.offer)
+            return True
+        if body == "lease_lost":
+            self.lost.put_nowait(message.lease_lost)
+            return True
+        return False
 
     def credit(self, count: int = 1) -> None:
-        self._outbox.put_nowait(apb.AuthorizerSessionIn(ref=str(next(self._refs)), credit=count))
-
-    async def _call_with(self, **body: Any) -> Any:
-        if self.failure is not None:
-            raise self.failure
-        ref = str(next(self._refs))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[ref] = future
-        self._outbox.put_nowait(apb.AuthorizerSessionIn(ref=ref, **body))
-        return await future
+        self.send(self.next_ref(), credit=count)
 
     async def decide(
         self,
@@ -253,7 +196,7 @@ class AuthorizerSessionClient:
         note: str = "",
         kinds: Sequence[str] = (),
     ) -> cpb.RequestUpdate:
-        update: cpb.RequestUpdate = await self._call_with(
+        update: cpb.RequestUpdate = await self.request(
             decide=apb.DecideRequest(
                 request_id=request_id,
                 fencing_token=token,
@@ -266,7 +209,7 @@ class AuthorizerSessionClient:
         return update
 
     async def release(self, request_id: str, token: int, note: str = "") -> cpb.RequestUpdate:
-        update: cpb.RequestUpdate = await self._call_with(
+        update: cpb.RequestUpdate = await self.request(
             release=apb.ReleaseRequest(request_id=request_id, fencing_token=token, note=note)
         )
         return update

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
-from authq.channel import DEFAULT_TARGET
-from authq.login import LoginNeeded, add_tls_arguments, forget_token, logged_in, tls_options
+from authq.login import LoginNeeded, add_connection_arguments, forget_token, logged_in, tls_options
 from authq.render import describe_request, describe_update, parse_amount
 from authq.v1 import common_pb2 as cpb
 from google.protobuf.json_format import MessageToDict
@@ -35,26 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Teller workstation: send counter transactions to the central "
         "authorization center and follow their decisions.",
     )
-    parser.add_argument(
-        "--server", default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET), help="host:port"
-    )
-    parser.add_argument(
-        "--user",
-        default=os.environ.get("AUTHQ_USER", "teller-1"),
-        help="your teller id (env AUTHQ_USER)",
-    )
-    parser.add_argument(
-        "--password",
-        help="log in with this password (else AUTHQ_PASSWORD, a saved login, or a prompt)",
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser(),
-        help="where your login is kept between commands (default ~/.authq)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    add_tls_arguments(parser)
+    add_connection_arguments(parser, default_user="teller-1", who="teller")
     commands = parser.add_subparsers(dest="command", required=True)
 
     submit = commands.add_parser("submit", help="submit a transaction for authorization")

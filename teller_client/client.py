@@ -4,15 +4,13 @@ benchmark."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
 from authq import wire
-from authq.channel import AuthenticatedClient, ClientTLS, SessionCallError
+from authq.channel import AuthenticatedClient, ClientTLS, SessionStream
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import review_pb2 as rpb
 from authq.v1 import review_pb2_grpc, teller_pb2_grpc
@@ -175,87 +173,29 @@ class TellerClient(AuthenticatedClient):
         return TellerSessionClient(self)
 
 
-class TellerSessionClient:
+class TellerSessionClient(SessionStream[tpb.TellerSessionIn]):
     """A workstation's long-lived session stream. Calls return when their answer
     arrives; every update of the requests submitted or watched here lands in
     ``updates``."""
 
     def __init__(self, client: TellerClient) -> None:
+        super().__init__(
+            lambda out: client.stub.Session(out, metadata=client.metadata), tpb.TellerSessionIn
+        )
         self.client = client
         self.updates: asyncio.Queue[cpb.RequestUpdate] = asyncio.Queue()
-        self._outbox: asyncio.Queue[tpb.TellerSessionIn | None] = asyncio.Queue()
-        self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._refs = itertools.count(1)
-        self._call: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        # Set when the stream has ended: later calls fail at once with it.
-        self.failure: SessionCallError | None = None
 
-    async def __aenter__(self) -> TellerSessionClient:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def open(self) -> None:
-        async def outgoing() -> AsyncIterator[tpb.TellerSessionIn]:
-            while (message := await self._outbox.get()) is not None:
-                yield message
-
-        self._call = self.client.stub.Session(outgoing(), metadata=self.client.metadata)
-        self._reader = asyncio.create_task(self._read())
-
-    async def close(self) -> None:
-        self._outbox.put_nowait(None)
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await self._reader
-
-    async def _read(self) -> None:
-        try:
-            async for message in self._call:
-                body = message.WhichOneof("body")
-                if body == "update" and not message.ref:
-                    self.updates.put_nowait(message.update)
-                    continue
-                future = self._pending.pop(message.ref, None)
-                if body == "update":
-                    self.updates.put_nowait(message.update)
-                if future is None or future.done():
-                    continue
-                if body == "error":
-                    future.set_exception(
-                        SessionCallError.from_wire(message.error.code, message.error.message)
-                    )
-                else:
-                    future.set_result(getattr(message, body))
-        except grpc.aio.AioRpcError as exc:
-            failure = SessionCallError(exc.code(), exc.details() or "session ended")
-            self.failure = failure
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(failure)
-            self._pending.clear()
-            raise
-
-    def _send(self, **body: Any) -> asyncio.Future[Any]:
-        if self.failure is not None:
-            raise self.failure
-        ref = str(next(self._refs))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[ref] = future
-        self._outbox.put_nowait(tpb.TellerSessionIn(ref=ref, **body))
-        return future
+    def unsolicited(self, message: Any) -> bool:
+        if message.WhichOneof("body") == "update":
+            self.updates.put_nowait(message.update)
+            return not message.ref  # with a ref it also answers a call
+        return False
 
     async def upload_image(self, kind: str, data: bytes) -> cpb.ImageRef:
-        if self.failure is not None:
-            raise self.failure
-        ref = str(next(self._refs))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[ref] = future
+        ref = self.next_ref()
+        future = self.expect(ref)
         for chunk in upload_chunks(kind, data, upload_id=ref):
-            self._outbox.put_nowait(tpb.TellerSessionIn(ref=ref, chunk=chunk))
+            self.send(ref, chunk=chunk)
         image: cpb.ImageRef = await future
         image.kind = kind_value(kind)
         return image
@@ -267,15 +207,17 @@ class TellerSessionClient:
             uploaded = await asyncio.gather(*(self.upload_image(k, d) for k, d in images))
             have = {(ref.kind, ref.sha256) for ref in request.images}
             request.images.extend(r for r in uploaded if (r.kind, r.sha256) not in have)
-        reply: tpb.SubmitReply = await self._send(submit=request)
+        reply: tpb.SubmitReply = await self.request(submit=request)
         return reply
 
     async def watch(self, request_id: str) -> cpb.RequestUpdate:
-        update: cpb.RequestUpdate = await self._send(watch=tpb.WatchRequest(request_id=request_id))
+        update: cpb.RequestUpdate = await self.request(
+            watch=tpb.WatchRequest(request_id=request_id)
+        )
         return update
 
     async def cancel(self, request_id: str, note: str = "") -> cpb.RequestUpdate:
-        update: cpb.RequestUpdate = await self._send(
+        update: cpb.RequestUpdate = await self.request(
             cancel=tpb.CancelRequest(request_id=request_id, note=note)
         )
         return update

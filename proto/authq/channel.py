@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Generic, Self, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from authq.v1 import auth_pb2 as upb
 from authq.v1 import auth_pb2_grpc
@@ -131,3 +136,101 @@ class SessionCallError(Exception):
     def from_wire(cls, code: int, message: str) -> SessionCallError:
         status = next((s for s in grpc.StatusCode if s.value[0] == code), grpc.StatusCode.UNKNOWN)
         return cls(status, message)
+
+
+In = TypeVar("In", bound=Message)
+
+
+class SessionStream(Generic[In]):
+    """The machinery shared by the session-stream clients: messages out through a
+    queue, answers matched to calls by ``ref``, a refusal inside the stream raised
+    as SessionCallError, and, once the stream has ended, every later call failing at
+    once with the reason. Subclasses route what the server sends unasked
+    (``unsolicited``)."""
+
+    def __init__(
+        self, start: Callable[[AsyncIterator[In]], Any], message_type: Callable[..., In]
+    ) -> None:
+        self._start = start
+        self._message_type = message_type
+        self._outbox: asyncio.Queue[In | None] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._refs = itertools.count(1)
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self.failure: SessionCallError | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        async def outgoing() -> AsyncIterator[In]:
+            while (message := await self._outbox.get()) is not None:
+                yield message
+
+        self._call = self._start(outgoing())
+        self._reader = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        self._outbox.put_nowait(None)
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await self._reader
+
+    def abort(self) -> None:
+        """Drops the stream as a crashed client would."""
+        if self._call is not None:
+            self._call.cancel()
+
+    def next_ref(self) -> str:
+        return str(next(self._refs))
+
+    def expect(self, ref: str) -> asyncio.Future[Any]:
+        """A future for the answer to ``ref`` (several messages may share one ref)."""
+        if self.failure is not None:
+            raise self.failure
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = future
+        return future
+
+    def send(self, ref: str, **body: Any) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self._outbox.put_nowait(self._message_type(ref=ref, **body))
+
+    def request(self, **body: Any) -> asyncio.Future[Any]:
+        ref = self.next_ref()
+        future = self.expect(ref)
+        self.send(ref, **body)
+        return future
+
+    def unsolicited(self, message: Any) -> bool:
+        """Takes what the server sent unasked; True when nothing waits for it."""
+        return False
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._call:
+                if self.unsolicited(message):
+                    continue
+                body = message.WhichOneof("body")
+                future = self._pending.pop(message.ref, None)
+                if future is None or future.done():
+                    continue
+                if body == "error":
+                    future.set_exception(
+                        SessionCallError.from_wire(message.error.code, message.error.message)
+                    )
+                else:
+                    future.set_result(getattr(message, body))
+        except grpc.aio.AioRpcError as exc:
+            self.failure = SessionCallError(exc.code(), exc.details() or "session ended")
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(self.failure)
+            self._pending.clear()
+            raise

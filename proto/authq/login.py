@@ -13,13 +13,40 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from authq.channel import AuthenticatedClient, ClientTLS
+from authq.channel import DEFAULT_TARGET, AuthenticatedClient, ClientTLS
 
 C = TypeVar("C", bound=AuthenticatedClient)
 
 
 class LoginNeeded(Exception):
     pass
+
+
+def add_connection_arguments(
+    parser: argparse.ArgumentParser, *, default_user: str, who: str
+) -> None:
+    """The flags every command line shares: where the server is, who you are, where
+    the login is kept, output format, and TLS."""
+    parser.add_argument(
+        "--server", default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET), help="host:port"
+    )
+    parser.add_argument(
+        "--user",
+        default=os.environ.get("AUTHQ_USER", default_user),
+        help=f"your {who} id (env AUTHQ_USER)",
+    )
+    parser.add_argument(
+        "--password",
+        help="log in with this password (else AUTHQ_PASSWORD, a saved login, or a prompt)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser(),
+        help="where your login (and held leases) are kept between commands (default ~/.authq)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_tls_arguments(parser)
 
 
 def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
