@@ -220,6 +220,17 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         "authq-server listening on %s:%d (%s; redis %s)", host, port, transport, runtime.redis_url
     )
     print(f"authq-server listening on {host}:{port} ({transport})", flush=True)
+    operator = Identity("operator", origin="SIGHUP")
+
+    def reload_policy() -> None:
+        async def run() -> None:
+            log.warning("%s", await runtime.center.reload_policy(operator))
+
+        reloads.add(task := asyncio.create_task(run()))
+        task.add_done_callback(reloads.discard)
+
+    reloads: set[asyncio.Task[None]] = set()
+    loop.add_signal_handler(signal.SIGHUP, reload_policy)
     if ready is not None:
         ready.set()
     try:
@@ -229,7 +240,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         )
         await server.stop(settings.shutdown_grace_s)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         await runtime.stop()

@@ -30,6 +30,7 @@ from server.intake import Upload, begin_upload
 from server.policy.loader import DEFAULT_POLICY
 from server.policy.model import (
     Mode,
+    PolicyError,
     PolicyView,
     decide_mode,
     missing_images,
@@ -198,6 +199,20 @@ class Center:
             onsite_review = self.route(submission)
             images = await self._resolve(submission.images, "images")
             return await self.store.submit(replace(submission, images=images), onsite_review)
+
+    async def reload_policy(self, who: Identity) -> str:
+        """Re-reads the policy file and puts it in force if it validates; a bad file
+        is refused with its line and reason and the policy in force stays (R2).
+        Either way the attempt is audited. Returns a one-line account."""
+        try:
+            await asyncio.to_thread(self.policy.reload)
+        except PolicyError as exc:
+            await self.record(who, "POLICY_RELOAD", self.policy.loaded.source, str(exc), {})
+            return f"policy refused, version {self.policy.version} stays in force: {exc}"
+        loaded = self.policy.loaded
+        await self.record(who, "POLICY_RELOAD", loaded.source, "OK",
+                          {"version": loaded.version, "sha256": loaded.sha256})  # fmt: skip
+        return f"policy version {loaded.version} in force ({loaded.sha256[:12]})"
 
     def catalog(self) -> PolicyView:
         """The business types and rules in force (default region; regions per branch

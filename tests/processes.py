@@ -17,7 +17,11 @@ def free_port() -> int:
 
 
 def start_server_process(
-    data_dir: Path, port: int, env: dict[str, str] | None = None, timeout_s: float = 30
+    data_dir: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 30,
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """authq-server on its embedded Redis; returns once it listens. Its output goes
     to server.log beside the data directory (a pipe nobody reads could fill up)."""
@@ -36,6 +40,7 @@ def start_server_process(
                 "--log-level",
                 "WARNING",
                 "--demo",
+                *extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
