@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--kinds", required=True, help="comma-separated, e.g. ID_BACK,VOUCHER")
     with_token("release", "hand a held item back to the queue")
     with_token("renew", "extend the lease of a held item")
+    commands.add_parser("away", help="take no new items (what you hold stays yours)")
+    commands.add_parser("back", help="take items again")
     commands.add_parser("overview", help="supervisor: the queue at a glance")
     position = commands.add_parser("position", help="supervisor: where a request waits")
     position.add_argument("request_id")
@@ -228,6 +230,10 @@ async def run(args: argparse.Namespace) -> int:
             return 0
         if args.command == "next":
             await take_next(client, args, book)
+            return 0
+        if args.command in ("away", "back"):
+            away = await client.set_away(args.command == "away")
+            print(f"{args.user} is {'away: no new items' if away else 'back: taking items'}")
             return 0
         if args.command == "overview":
             view = await client.overview()

@@ -112,6 +112,13 @@ class AuthorizerClient(AuthenticatedClient):
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await renewer
 
+    async def set_away(self, away: bool) -> bool:
+        """Away: no new items are offered (items held stay held); back: offers resume."""
+        reply: apb.AwayReply = await self.stub.SetAway(
+            apb.SetAwayRequest(away=away), metadata=self.metadata
+        )
+        return reply.away
+
     async def image(self, request_id: str, sha256: str) -> bytes:
         parts = []
         call = self.stub.GetImage(

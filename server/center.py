@@ -395,6 +395,12 @@ class Center:
                 request_id, token, identity.user_id, note[:NOTE_MAX_CHARS]
             )
 
+    async def set_away(self, identity: Identity, away: bool) -> None:
+        async with self.audited(identity, "AWAY" if away else "BACK", identity.user_id):
+            await self.store.set_away(identity.user_id, away)
+        if not away:
+            self.dispatcher.wake()
+
     async def renew(self, authorizer_id: str, request_id: str, token: int) -> int:
         return await self.store.renew(request_id, token, authorizer_id)
 

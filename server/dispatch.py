@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
 from server.domain.states import State
+from server.errors import AuthorizerAway
 from server.store.queue_store import Claim, QueueStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ class WorkDispatcher:
 
     def add(self, waiter: Waiter) -> None:
         self._waiters.append(waiter)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Something changed for the waiters (an authorizer is back): look again."""
         self._wake.set()
 
     def remove(self, waiter: Waiter) -> None:
@@ -100,6 +105,9 @@ class WorkDispatcher:
                     continue
                 try:
                     claim = await self.store.claim(waiter.authorizer_id, waiter.lanes)
+                except AuthorizerAway:
+                    blocked.append(waiter)  # waits until it is back (wake)
+                    continue
                 except BaseException:
                     blocked.append(waiter)
                     raise

@@ -45,6 +45,10 @@ class IllegalTransition(FailedPrecondition):
         self.state = state
 
 
+class AuthorizerAway(FailedPrecondition):
+    """The authorizer set itself away: no new items until it is back."""
+
+
 class LeaseLost(AuthqError):
     pass
 

@@ -77,6 +77,11 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
         return convert.entry_to_pb(entry)
 
     @translate_errors
+    async def SetAway(self, request: apb.SetAwayRequest, context: Context) -> apb.AwayReply:
+        await self.center.set_away(await self._user(context, "SetAway"), request.away)
+        return apb.AwayReply(away=request.away)
+
+    @translate_errors
     async def GetImage(
         self, request: apb.GetImageRequest, context: Context
     ) -> AsyncIterator[cpb.ImageChunk]:

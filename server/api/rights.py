@@ -23,6 +23,7 @@ RIGHTS: dict[str, frozenset[Role]] = {
     "OnsiteReviewService.Review": _REVIEWER,
     "AuthorizerService.Next": _AUTHORIZER,
     "AuthorizerService.Renew": _AUTHORIZER,
+    "AuthorizerService.SetAway": _AUTHORIZER,
     "AuthorizerService.Decide": _AUTHORIZER,
     "AuthorizerService.Release": _AUTHORIZER,
     "AuthorizerService.GetImage": _AUTHORIZER,

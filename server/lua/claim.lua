@@ -1,7 +1,8 @@
 -- claim: hand the best waiting item among the given lanes to one authorizer, under a
 -- lease with a fresh fencing token. Cost: one ZRANGE per lane, independent of depth.
 -- KEYS[1] leases zset   KEYS[2] event stream   KEYS[3] fencing counter
--- KEYS[4] waiting-per-branch hash   KEYS[5] per-state counts hash   KEYS[6..] lanes
+-- KEYS[4] waiting-per-branch hash   KEYS[5] per-state counts hash
+-- KEYS[6] the set of authorizers who are away   KEYS[7..] lanes
 -- ARGV[1] authorizer id   ARGV[2] lease (ms)   ARGV[3] event stream max length
 -- ARGV[4] request key prefix   ARGV[5] history key prefix
 -- The claimed item's own keys are derived from its id (prefix .. id): every key
@@ -11,14 +12,17 @@
 -- only then are a few more of that lane looked at, so the usual cost stays one
 -- ZRANGE and one HGET per lane.
 -- Returns {'OK', id, token, lease_deadline_ms, version, HGETALL of req, history list}
---       | {'EMPTY'}
+--       | {'EMPTY'} | {'AWAY'}
+if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
+  return {'AWAY'}
+end
 local SKIP_LIMIT = 16
 local function involved(id)
   local people = redis.call('HMGET', ARGV[4] .. id, 'tl', 'rvw')
   return people[1] == ARGV[1] or people[2] == ARGV[1]
 end
 local best, best_score, best_lane
-for i = 6, #KEYS do
+for i = 7, #KEYS do
   local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
   if head[1] and involved(head[1]) then
     head = {}

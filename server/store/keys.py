@@ -65,6 +65,11 @@ class Keys:
         return f"{self.prefix}:blob:{sha256}"
 
     @property
+    def away(self) -> str:
+        """Authorizers who set themselves away: no new items for them."""
+        return f"{self.prefix}:away"
+
+    @property
     def leases(self) -> str:
         return f"{self.prefix}:leases"
 

@@ -17,6 +17,7 @@ from server.domain.records import HistoryEntry, Image, RequestRecord, Submission
 from server.domain.states import Outcome, State
 from server.errors import (
     AlreadyExists,
+    AuthorizerAway,
     FailedPrecondition,
     IllegalTransition,
     LeaseLost,
@@ -233,6 +234,7 @@ class QueueStore:
                 self.keys.fence,
                 self.keys.waiting_by_branch,
                 self.keys.counts,
+                self.keys.away,
                 *(lanes if lanes is not None else self.all_lanes),
             ],
             args=[
@@ -243,7 +245,10 @@ class QueueStore:
                 self.keys.history_prefix,
             ],
         )
-        if _text(result[0]) == "EMPTY":
+        status = _text(result[0])
+        if status == "AWAY":
+            raise AuthorizerAway(f"{authorizer_id} is away: set back to take items")
+        if status == "EMPTY":
             return None
         flat = result[5]
         fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
@@ -311,6 +316,15 @@ class QueueStore:
             args=[request_id, mode, token, actor, note, self.config.events_maxlen],
         )
         return result
+
+    async def set_away(self, authorizer_id: str, away: bool) -> None:
+        if away:
+            await self.client.sadd(self.keys.away, authorizer_id)
+        else:
+            await self.client.srem(self.keys.away, authorizer_id)
+
+    async def away(self) -> list[str]:
+        return sorted(_text(user) for user in await self.client.smembers(self.keys.away))
 
     async def renew(self, request_id: str, token: int, authorizer_id: str) -> int:
         result = await self.scripts.renew(

@@ -192,6 +192,44 @@ class ReleaseRequest(_message.Message):
 Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
 
 @_typing.final
+class SetAwayRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AWAY_FIELD_NUMBER: _builtins.int
+    away: _builtins.bool
+    def __init__(
+        self,
+        *,
+        away: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["away", b"away"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAwayRequest: _TypeAlias = SetAwayRequest  # noqa: Y015
+
+@_typing.final
+class AwayReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AWAY_FIELD_NUMBER: _builtins.int
+    away: _builtins.bool
+    def __init__(
+        self,
+        *,
+        away: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["away", b"away"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AwayReply: _TypeAlias = AwayReply  # noqa: Y015
+
+@_typing.final
 class GetImageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -55,6 +55,11 @@ class AuthorizerServiceStub:
                 request_serializer=authq_dot_v1_dot_authorizer__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=authq_dot_v1_dot_common__pb2.RequestUpdate.FromString,
                 _registered_method=True)
+        self.SetAway = channel.unary_unary(
+                '/authq.v1.AuthorizerService/SetAway',
+                request_serializer=authq_dot_v1_dot_authorizer__pb2.SetAwayRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_authorizer__pb2.AwayReply.FromString,
+                _registered_method=True)
         self.GetImage = channel.unary_stream(
                 '/authq.v1.AuthorizerService/GetImage',
                 request_serializer=authq_dot_v1_dot_authorizer__pb2.GetImageRequest.SerializeToString,
@@ -100,6 +105,13 @@ class AuthorizerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAway(self, request, context):
+        """Away (no new items are offered; items held stay held) or back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetImage(self, request, context):
         """Streams the bytes of one image of an item the caller holds.
         """
@@ -138,6 +150,11 @@ def add_AuthorizerServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=authq_dot_v1_dot_authorizer__pb2.ReleaseRequest.FromString,
                     response_serializer=authq_dot_v1_dot_common__pb2.RequestUpdate.SerializeToString,
+            ),
+            'SetAway': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAway,
+                    request_deserializer=authq_dot_v1_dot_authorizer__pb2.SetAwayRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_authorizer__pb2.AwayReply.SerializeToString,
             ),
             'GetImage': grpc.unary_stream_rpc_method_handler(
                     servicer.GetImage,
@@ -258,6 +275,33 @@ class AuthorizerService:
             '/authq.v1.AuthorizerService/Release',
             authq_dot_v1_dot_authorizer__pb2.ReleaseRequest.SerializeToString,
             authq_dot_v1_dot_common__pb2.RequestUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAway(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.AuthorizerService/SetAway',
+            authq_dot_v1_dot_authorizer__pb2.SetAwayRequest.SerializeToString,
+            authq_dot_v1_dot_authorizer__pb2.AwayReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,8 @@ class AuthorizerServiceStub:
     """
     Release: _grpc.UnaryUnaryMultiCallable[_authorizer_pb2.ReleaseRequest, _common_pb2.RequestUpdate]
     """Hands a held item back to the queue, at its original place."""
+    SetAway: _grpc.UnaryUnaryMultiCallable[_authorizer_pb2.SetAwayRequest, _authorizer_pb2.AwayReply]
+    """Away (no new items are offered; items held stay held) or back."""
     GetImage: _grpc.UnaryStreamMultiCallable[_authorizer_pb2.GetImageRequest, _common_pb2.ImageChunk]
     """Streams the bytes of one image of an item the caller holds."""
     Session: _grpc.StreamStreamMultiCallable[_authorizer_pb2.AuthorizerSessionIn, _authorizer_pb2.AuthorizerSessionOut]
@@ -67,6 +69,8 @@ class AuthorizerServiceAsyncStub(AuthorizerServiceStub):
     """
     Release: _aio.UnaryUnaryMultiCallable[_authorizer_pb2.ReleaseRequest, _common_pb2.RequestUpdate]  # type: ignore[assignment]
     """Hands a held item back to the queue, at its original place."""
+    SetAway: _aio.UnaryUnaryMultiCallable[_authorizer_pb2.SetAwayRequest, _authorizer_pb2.AwayReply]  # type: ignore[assignment]
+    """Away (no new items are offered; items held stay held) or back."""
     GetImage: _aio.UnaryStreamMultiCallable[_authorizer_pb2.GetImageRequest, _common_pb2.ImageChunk]  # type: ignore[assignment]
     """Streams the bytes of one image of an item the caller holds."""
     Session: _aio.StreamStreamMultiCallable[_authorizer_pb2.AuthorizerSessionIn, _authorizer_pb2.AuthorizerSessionOut]  # type: ignore[assignment]
@@ -111,6 +115,14 @@ class AuthorizerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.RequestUpdate, _abc.Awaitable[_common_pb2.RequestUpdate]]:
         """Hands a held item back to the queue, at its original place."""
+
+    @_abc_1.abstractmethod
+    def SetAway(
+        self,
+        request: _authorizer_pb2.SetAwayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authorizer_pb2.AwayReply, _abc.Awaitable[_authorizer_pb2.AwayReply]]:
+        """Away (no new items are offered; items held stay held) or back."""
 
     @_abc_1.abstractmethod
     def GetImage(

@@ -1,0 +1,42 @@
+"""An authorizer can set itself away (no new items) and back (issue: bank rules, 4)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from authq.v1 import common_pb2 as cpb
+
+from tests.conftest import RunningServer
+from tests.helpers import request
+
+
+async def test_an_away_authorizer_gets_no_new_items_until_back(server: RunningServer) -> None:
+    async with (
+        server.teller() as teller,
+        server.authorizer("auth-a") as away_one,
+        away_one.session() as console,
+    ):
+        held_id = (await teller.submit(request())).request.request_id
+        console.credit(1)
+        held = await asyncio.wait_for(console.offers.get(), 5)
+        assert held.request.request_id == held_id
+        assert await away_one.set_away(True) is True
+        console.credit(1)
+        waiting_id = (await teller.submit(request())).request.request_id
+        await asyncio.sleep(0.3)
+        assert console.offers.empty()  # away: nothing new
+        # What it holds stays its own and can still be decided.
+        decided = await console.decide(held_id, held.lease.fencing_token, "approve")
+        assert decided.state == cpb.REQUEST_STATE_APPROVED
+        # Another authorizer is not held up meanwhile.
+        async with server.authorizer("auth-b") as other:
+            offer = await other.next(timeout=5)
+            assert offer.request.request_id == waiting_id
+            await other.release(waiting_id, offer.lease.fencing_token)
+        assert await away_one.set_away(False) is False
+        back = await asyncio.wait_for(console.offers.get(), 5)
+        assert back.request.request_id == waiting_id
+    await server.runtime.center.flush_audit()
+    actions = [r.entry.action async for r in server.runtime.audit.read()]
+    assert "AWAY" in actions
+    assert "BACK" in actions
