@@ -164,7 +164,9 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
         await center.record_soon(identity, method, "-", message, {})
 
     auth = Authenticator(runtime.accounts, on_refusal=audit_refusal)
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(runtime.accounts), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(runtime.accounts, runtime.center), server
+    )
     review_pb2_grpc.add_OnsiteReviewServiceServicer_to_server(
         OnsiteReviewServicer(runtime.center, auth), server
     )

@@ -7,7 +7,9 @@ import grpc
 import pytest
 
 from authorizer_console.client import AuthorizerClient
-from tests.conftest import RunningServer
+from server.accounts.model import Role
+from teller_client.client import TellerClient
+from tests.conftest import PASSWORD, RunningServer
 from tests.helpers import request, standard_images
 
 
@@ -54,3 +56,20 @@ async def test_a_call_outside_ones_role_is_refused_and_audited(server: RunningSe
     refusal = next(r.entry for r in records if r.entry.action == "AuthorizerService.Next")
     assert refusal.actor == "teller-1"
     assert "R13" in refusal.outcome
+
+
+async def test_logins_and_logouts_are_audited(server: RunningServer) -> None:
+    await server.account("teller-1", [Role.TELLER], "branch-1")
+    async with TellerClient(server.target, "teller-1", PASSWORD) as teller:
+        await teller.logout()
+    with pytest.raises(grpc.aio.AioRpcError):
+        await TellerClient(server.target, "teller-1", "not-the-password").login()
+    await server.runtime.center.flush_audit()
+    records = [r.entry async for r in server.runtime.audit.read()]
+    seen = [(e.action, e.actor, e.outcome == "OK") for e in records]
+    assert ("LOGIN", "teller-1", True) in seen
+    assert ("LOGOUT", "teller-1", True) in seen
+    assert ("LOGIN", "teller-1", False) in seen
+    failed = next(e for e in records if e.action == "LOGIN" and e.outcome != "OK")
+    assert "wrong password" in failed.outcome
+    assert failed.origin.startswith("ipv4:127.0.0.1")

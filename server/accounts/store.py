@@ -238,11 +238,14 @@ class AccountStore:
         expires = _now_ms() + self.token_ttl_s * 1000
         return Session(token, account, expires, days_left)
 
-    async def logout(self, token: str) -> None:
+    async def logout(self, token: str) -> str:
+        """Ends the token; returns whose it was ('' for an unknown one)."""
         key = self.keys.token(token_digest(token))
         user = await self.client.getdel(key)
-        if user is not None:
-            await self.client.srem(self.keys.account_tokens(_text(user)), key)
+        if user is None:
+            return ""
+        await self.client.srem(self.keys.account_tokens(_text(user)), key)
+        return _text(user)
 
     async def authenticate(self, token: str) -> Account | None:
         """The active account holding a valid token, or None."""

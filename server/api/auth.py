@@ -11,6 +11,7 @@ from authq.v1 import auth_pb2_grpc
 from server.accounts.store import AccountStore, LoginRefused, Session
 from server.api.identity import bearer_token
 from server.api.status import translate_errors
+from server.center import Center, Identity
 from server.errors import InvalidArgument, Unauthenticated
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -28,31 +29,42 @@ def _reply(session: Session) -> upb.LoginReply:
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: AccountStore) -> None:
+    """Every login, failed or not, password change and logout is audited (R11, R15)."""
+
+    def __init__(self, accounts: AccountStore, center: Center) -> None:
         self.accounts = accounts
+        self.center = center
 
     @translate_errors
     async def Login(self, request: upb.LoginRequest, context: Context) -> upb.LoginReply:
         if not request.user_id or not request.password:
             raise InvalidArgument("user_id", "user_id and password are required")
-        try:
-            return _reply(await self.accounts.login(request.user_id, request.password))
-        except LoginRefused as exc:
-            raise Unauthenticated(str(exc)) from None
+        who = Identity(request.user_id[:64], origin=str(context.peer() or ""))
+        async with self.center.audited(who, "LOGIN", who.user_id):
+            try:
+                return _reply(await self.accounts.login(request.user_id, request.password))
+            except LoginRefused as exc:
+                raise Unauthenticated(str(exc)) from None
 
     @translate_errors
     async def ChangePassword(
         self, request: upb.ChangePasswordRequest, context: Context
     ) -> upb.LoginReply:
-        try:
-            session = await self.accounts.change_password(
-                request.user_id, request.old_password, request.new_password
-            )
-        except LoginRefused as exc:
-            raise Unauthenticated(str(exc)) from None
-        return _reply(session)
+        who = Identity(request.user_id[:64], origin=str(context.peer() or ""))
+        async with self.center.audited(who, "PASSWORD_CHANGE", who.user_id):
+            try:
+                session = await self.accounts.change_password(
+                    request.user_id, request.old_password, request.new_password
+                )
+            except LoginRefused as exc:
+                raise Unauthenticated(str(exc)) from None
+            return _reply(session)
 
     @translate_errors
     async def Logout(self, request: upb.LogoutRequest, context: Context) -> upb.LogoutReply:
-        await self.accounts.logout(bearer_token(context))
+        user = await self.accounts.logout(bearer_token(context))
+        if user:
+            await self.center.record_soon(
+                Identity(user, origin=str(context.peer() or "")), "LOGOUT", user, "OK", {}
+            )
         return upb.LogoutReply()
