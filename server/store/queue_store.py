@@ -3,7 +3,6 @@ plain reads). Script status codes become the domain errors of server/errors.py."
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +11,6 @@ from typing import Any
 import msgpack
 import redis.asyncio as aioredis
 
-from server.domain.priority import PriorityClass, all_classes
 from server.domain.records import HistoryEntry, Image, RequestRecord, Submission
 from server.domain.states import Outcome, State
 from server.errors import (
@@ -25,6 +23,7 @@ from server.errors import (
     PermissionDenied,
 )
 from server.store.keys import Keys
+from server.store.queue_reads import QueueReads, as_text
 from server.store.scripts import Scripts
 
 
@@ -43,31 +42,7 @@ class Claim:
     lease_until_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class LaneDepth:
-    priority: PriorityClass
-    waiting: int
-    oldest_submitted_ms: int | None
-    oldest_request_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Overview:
-    lanes: list[LaneDepth]
-    counts: dict[str, int]
-    waiting_by_branch: dict[str, int]
-    at_ms: int
-
-    @property
-    def waiting(self) -> int:
-        return sum(lane.waiting for lane in self.lanes)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class QueueStore:
+class QueueStore(QueueReads):
     def __init__(self, client: aioredis.Redis, keys: Keys, config: QueueConfig) -> None:
         self.client = client
         self.keys = keys
@@ -114,18 +89,18 @@ class QueueStore:
         rid = submission.request_id
         keys, args = self.submit_call(submission, onsite_review)
         result = await self.scripts.submit(keys=keys, args=args)
-        status = _text(result[0])
+        status = as_text(result[0])
         if status == "CONFLICT":
             raise AlreadyExists(
                 f"request_id {rid} was already used for a request with other content "
-                f"(now {_text(result[1])}): choose a new request_id for a new request"
+                f"(now {as_text(result[1])}): choose a new request_id for a new request"
             )
         if status == "DUP":
             return await self.get(rid), True
         return (
             RequestRecord(
                 submission=submission,
-                state=State(_text(result[1])),
+                state=State(as_text(result[1])),
                 version=1,
                 submitted_ms=int(result[3]),
                 holder="",
@@ -149,10 +124,10 @@ class QueueStore:
             ],
             args=[request_id, teller_id, note, self.config.events_maxlen],
         )
-        if _text(result[0]) == "STATE" and _text(result[2]) == "1":
+        if as_text(result[0]) == "STATE" and as_text(result[2]) == "1":
             raise IllegalTransition(
                 request_id,
-                _text(result[1]),
+                as_text(result[1]),
                 "cancel",
                 "R4: review has started, a request can only be withdrawn before that",
             )
@@ -207,22 +182,14 @@ class QueueStore:
                 self.config.events_maxlen,
             ],
         )
-        status = _text(result[0])
+        status = as_text(result[0])
         if status == "BRANCH":
             raise PermissionDenied(
-                f"request {request_id} belongs to branch {_text(result[1])}: an on-site "
+                f"request {request_id} belongs to branch {as_text(result[1])}: an on-site "
                 "reviewer reviews only the requests of its own branch (R2, R13)"
             )
         event = "ONSITE_CONFIRMED" if confirm else "SENT_BACK"
         return self._entry(request_id, result, "review", event, reviewer_id, note=note)
-
-    async def pending_review(self, branch_id: str, limit: int = 200) -> list[RequestRecord]:
-        ids = await self.client.zrange(self.keys.onsite(branch_id), 0, limit - 1)
-        records = []
-        for rid in ids:
-            with contextlib.suppress(NotFound):
-                records.append(await self.get(_text(rid)))
-        return records
 
     # -- authorizer side -----------------------------------------------------------
 
@@ -245,7 +212,7 @@ class QueueStore:
                 self.keys.history_prefix,
             ],
         )
-        status = _text(result[0])
+        status = as_text(result[0])
         if status == "AWAY":
             raise AuthorizerAway(f"{authorizer_id} is away: set back to take items")
         if status == "EMPTY":
@@ -299,7 +266,7 @@ class QueueStore:
     async def expire(self, request_id: str) -> bool:
         """Returns the item to the queue if its lease has run out; False otherwise."""
         result = await self._requeue(request_id, "expire", 0, "system", "lease expired")
-        return _text(result[0]) == "OK"
+        return as_text(result[0]) == "OK"
 
     async def _requeue(
         self, request_id: str, mode: str, token: int, actor: str, note: str
@@ -323,9 +290,6 @@ class QueueStore:
         else:
             await self.client.srem(self.keys.away, authorizer_id)
 
-    async def away(self) -> list[str]:
-        return sorted(_text(user) for user in await self.client.smembers(self.keys.away))
-
     async def renew(self, request_id: str, token: int, authorizer_id: str) -> int:
         result = await self.scripts.renew(
             keys=[self.keys.request(request_id), self.keys.leases],
@@ -336,7 +300,7 @@ class QueueStore:
 
     async def expired_leases(self, now_ms: int, limit: int = 100) -> list[str]:
         ids = await self.client.zrangebyscore(self.keys.leases, "-inf", now_ms, 0, limit)
-        return [_text(rid) for rid in ids]
+        return [as_text(rid) for rid in ids]
 
     async def next_lease_deadline(self) -> int | None:
         head = await self.client.zrange(self.keys.leases, 0, 0, withscores=True)
@@ -358,72 +322,7 @@ class QueueStore:
             for sha256 in hashes:
                 pipe.hmget(self.keys.blob(sha256), ["sz", "ct"])
             replies = await pipe.execute()
-        return [(int(size), _text(ct)) if size is not None else None for size, ct in replies]
-
-    # -- reads ---------------------------------------------------------------------
-
-    async def get(self, request_id: str) -> RequestRecord:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.request(request_id))
-            pipe.lrange(self.keys.history(request_id), 0, -1)
-            fields, history = await pipe.execute()
-        if not fields:
-            raise NotFound(f"no request with request_id {request_id}")
-        return RequestRecord.from_redis(fields, history)
-
-    async def overview(self) -> Overview:
-        classes = all_classes()
-        async with self.client.pipeline(transaction=True) as pipe:
-            for lane in self.all_lanes:
-                pipe.zcard(lane)
-                pipe.zrange(lane, 0, 0)
-            pipe.hgetall(self.keys.counts)
-            pipe.hgetall(self.keys.waiting_by_branch)
-            pipe.time()
-            replies = await pipe.execute()
-        heads = [replies[2 * i + 1][0] if replies[2 * i + 1] else None for i in range(len(classes))]
-        submitted: list[Any] = []
-        if any(heads):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for head in heads:
-                    if head is not None:
-                        pipe.hget(self.keys.request(_text(head)), "sub")
-                submitted = list(await pipe.execute())
-        lanes = []
-        for i, priority in enumerate(classes):
-            head = heads[i]
-            oldest = int(submitted.pop(0) or 0) if head is not None else None
-            lanes.append(
-                LaneDepth(priority, int(replies[2 * i]), oldest, _text(head) if head else None)
-            )
-        counts_raw, branches_raw, (seconds, micros) = replies[-3], replies[-2], replies[-1]
-        return Overview(
-            lanes=lanes,
-            counts={_text(k): int(v) for k, v in counts_raw.items()},
-            waiting_by_branch={_text(k): int(v) for k, v in branches_raw.items() if int(v) > 0},
-            at_ms=int(seconds) * 1000 + int(micros) // 1000,
-        )
-
-    async def position(self, request_id: str) -> tuple[State, int, int]:
-        """(state, items offered before it or -1 when not waiting, total waiting)."""
-        fields = await self.client.hmget(self.keys.request(request_id), ["st", "sc", "ln"])
-        if fields[0] is None:
-            raise NotFound(f"no request with request_id {request_id}")
-        state = State(_text(fields[0]))
-        async with self.client.pipeline(transaction=True) as pipe:
-            for lane in self.all_lanes:
-                pipe.zcard(lane)
-                if state is State.QUEUED:
-                    if lane == _text(fields[2]):
-                        pipe.zrank(lane, request_id)
-                    else:
-                        pipe.zcount(lane, "-inf", f"({_text(fields[1])}")
-            replies = await pipe.execute()
-        step = 2 if state is State.QUEUED else 1
-        waiting = sum(int(replies[i]) for i in range(0, len(replies), step))
-        if state is not State.QUEUED:
-            return state, -1, waiting
-        return state, sum(int(replies[i] or 0) for i in range(1, len(replies), 2)), waiting
+        return [(int(size), as_text(ct)) if size is not None else None for size, ct in replies]
 
     # -- script results ----------------------------------------------------------
 
@@ -448,7 +347,7 @@ class QueueStore:
             at_ms=at_ms,
             event=event,
             actor=actor,
-            state=State(_text(result[1])),
+            state=State(as_text(result[1])),
             reason_code=reason_code,
             note=note,
             kinds=tuple(kinds),
@@ -456,18 +355,18 @@ class QueueStore:
 
     @staticmethod
     def _raise_for(request_id: str, result: list[Any], action: str) -> None:
-        status = _text(result[0])
+        status = as_text(result[0])
         if status in ("OK", "DUP"):
             return
         if status == "NOTFOUND":
             raise NotFound(f"no request with request_id {request_id}")
         if status == "STATE":
-            raise IllegalTransition(request_id, _text(result[1]), action)
+            raise IllegalTransition(request_id, as_text(result[1]), action)
         if status == "LEASE":
-            raise LeaseLost(f"cannot {action} request {request_id}: {_text(result[1])}")
+            raise LeaseLost(f"cannot {action} request {request_id}: {as_text(result[1])}")
         if status == "DUTY":
             raise PermissionDenied(
-                f"cannot {action} request {request_id}: {_text(result[1])}; whoever submitted "
+                f"cannot {action} request {request_id}: {as_text(result[1])}; whoever submitted "
                 "or reviewed a request can never authorize it (R11)"
             )
         if status == "VERSION":
