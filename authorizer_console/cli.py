@@ -126,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     with_token("renew", "extend the lease of a held item")
     commands.add_parser("away", help="take no new items (what you hold stays yours)")
     commands.add_parser("back", help="take items again")
+    emergency = commands.add_parser("emergency", help="supervisor: emergency fallback (R8)")
+    emergency_commands = emergency.add_subparsers(dest="emergency_command", required=True)
+    declare = emergency_commands.add_parser("declare", help="tellers authorize on site")
+    declare.add_argument("--reason", required=True, help="what happened")
+    declare.add_argument("--branch", action="append", default=[],
+                         help="only these branches (repeat); default: center-wide")  # fmt: skip
+    end = emergency_commands.add_parser("end", help="the center takes requests again")
+    end.add_argument("emergency_id")
+    end.add_argument("--note", default="")
+    emergency_commands.add_parser("list", help="emergencies in force")
     commands.add_parser("overview", help="supervisor: the queue at a glance")
     position = commands.add_parser("position", help="supervisor: where a request waits")
     position.add_argument("request_id")
@@ -144,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def show(message: Message, text: str, as_json: bool) -> None:
     print(json.dumps(MessageToDict(message), ensure_ascii=False) if as_json else text, flush=True)
+
+
+def describe_emergency(item: spb.Emergency) -> str:
+    scope = ", ".join(item.branch_ids) or "center-wide"
+    text = f"emergency {item.emergency_id} ({scope}): {item.reason}; declared by {item.declared_by}"
+    if item.ended_at_ms:
+        text += f"; ended by {item.ended_by}"
+    return text
 
 
 def describe_overview(view: spb.QueueOverview) -> str:
@@ -234,6 +252,17 @@ async def run(args: argparse.Namespace) -> int:
         if args.command in ("away", "back"):
             away = await client.set_away(args.command == "away")
             print(f"{args.user} is {'away: no new items' if away else 'back: taking items'}")
+            return 0
+        if args.command == "emergency":
+            if args.emergency_command == "declare":
+                item = await client.declare_emergency(args.reason, args.branch)
+            elif args.emergency_command == "end":
+                item = await client.end_emergency(args.emergency_id, args.note)
+            else:
+                for active in await client.emergencies():
+                    show(active, describe_emergency(active), args.json)
+                return 0
+            show(item, describe_emergency(item), args.json)
             return 0
         if args.command == "overview":
             view = await client.overview()

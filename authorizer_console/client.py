@@ -162,6 +162,26 @@ class AuthorizerClient(AuthenticatedClient):
         )
         return reply
 
+    async def declare_emergency(self, reason: str, branch_ids: Sequence[str] = ()) -> spb.Emergency:
+        """Puts the center (no branches) or the given branches on on-site authorization."""
+        reply: spb.Emergency = await self.supervisor.DeclareEmergency(
+            spb.DeclareEmergencyRequest(reason=reason, branch_ids=branch_ids),
+            metadata=self.metadata,
+        )
+        return reply
+
+    async def end_emergency(self, emergency_id: str, note: str = "") -> spb.Emergency:
+        reply: spb.Emergency = await self.supervisor.EndEmergency(
+            spb.EndEmergencyRequest(emergency_id=emergency_id, note=note), metadata=self.metadata
+        )
+        return reply
+
+    async def emergencies(self) -> list[spb.Emergency]:
+        reply = await self.supervisor.ListEmergencies(
+            spb.ListEmergenciesRequest(), metadata=self.metadata
+        )
+        return list(reply.active)
+
     def session(self) -> AuthorizerSessionClient:
         return AuthorizerSessionClient(self)
 

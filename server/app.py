@@ -177,7 +177,15 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
         AuthorizerServicer(runtime.center, runtime.settings.lease_ms, auth), server
     )
     supervisor_pb2_grpc.add_SupervisorServiceServicer_to_server(
-        SupervisorServicer(runtime.store, auth, runtime.moves, runtime.audit), server
+        SupervisorServicer(
+            runtime.store,
+            auth,
+            runtime.moves,
+            runtime.audit,
+            runtime.center,
+            runtime.center.emergencies,
+        ),
+        server,
     )
     # The plaintext rule again here, for callers that skip main's early check.
     check_listen(runtime.settings, listen)

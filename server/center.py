@@ -22,6 +22,7 @@ from server.errors import (
     FailedPrecondition,
     IllegalTransition,
     InvalidArgument,
+    OnsiteFallbackRequired,
     PermissionDenied,
 )
 from server.events import EventHub, Resync
@@ -38,6 +39,7 @@ from server.policy.model import (
 )
 from server.policy.reloadable import PolicyHolder
 from server.store.audit import AuditEntry, AuditLog
+from server.store.emergencies import Emergency, EmergencyStore
 from server.store.queue_store import Claim, QueueStore
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class Center:
         # Every action and refusal goes to the hash-chained audit trail (R15).
         self.audit: AuditLog | None = None
         self.policy = PolicyHolder.from_file(DEFAULT_POLICY)
+        self.emergencies = EmergencyStore(store.client, store.keys)
         self._pending_audits: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
@@ -234,6 +237,10 @@ class Center:
         if missing:
             raise InvalidArgument("images", missing_images_message(missing))
         return decision.mode is Mode.ONSITE_REVIEW_THEN_CENTRAL
+
+    async def fallback(self, exc: OnsiteFallbackRequired) -> Emergency:
+        """The emergency behind a fallback answer (R8)."""
+        return await self.emergencies.get(exc.emergency_id)
 
     async def get_for_branch(self, identity: Identity, request_id: str) -> RequestRecord:
         record = await self.store.get(request_id)

@@ -49,6 +49,15 @@ class AuthorizerAway(FailedPrecondition):
     """The authorizer set itself away: no new items until it is back."""
 
 
+class OnsiteFallbackRequired(AuthqError):
+    """An emergency is in force for the branch (R8): the center takes nothing new.
+    Not an error for the caller: Submit answers with an OnsiteFallback."""
+
+    def __init__(self, emergency_id: str) -> None:
+        super().__init__(f"emergency {emergency_id} is in force: authorize on site (R8)")
+        self.emergency_id = emergency_id
+
+
 class LeaseLost(AuthqError):
     pass
 

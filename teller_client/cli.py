@@ -194,6 +194,12 @@ async def run(args: argparse.Namespace) -> int:
                 request_id=args.request_id,
             )
             reply = await client.submit(request, read_images(args.image), out.progress)
+            if reply.HasField("fallback"):
+                fallback = reply.fallback
+                out.message(reply, f"CENTER IN EMERGENCY FALLBACK ({fallback.emergency_id}): "
+                            f"{fallback.reason}\nAuthorize this transaction ON SITE and record "
+                            "the fallback (R8). Nothing was sent to the center.")  # fmt: skip
+                return 4
             text = describe_request(reply.request)
             if reply.duplicate:
                 text += "\n(already submitted earlier with this request id: nothing new created)"

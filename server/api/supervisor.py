@@ -28,10 +28,11 @@ from authq.v1 import supervisor_pb2_grpc
 from server.api import convert
 from server.api.identity import Authenticator
 from server.api.status import translate_errors
-from server.center import Identity
+from server.center import Center, Identity
 from server.domain.reasons import NOTE_MAX_CHARS
 from server.errors import AuthqError, InvalidArgument
 from server.store.audit import AuditAction, AuditEntry, AuditLog
+from server.store.emergencies import Emergency, EmergencyStore
 from server.store.moves import MoveLapsed, MoveStore, PendingMove
 from server.store.queue_store import QueueStore
 
@@ -44,12 +45,54 @@ SYSTEM = Identity(user_id="system", origin="server")
 
 class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
     def __init__(
-        self, store: QueueStore, auth: Authenticator, moves: MoveStore, audit: AuditLog
+        self,
+        store: QueueStore,
+        auth: Authenticator,
+        moves: MoveStore,
+        audit: AuditLog,
+        center: Center,
+        emergencies: EmergencyStore,
     ) -> None:
         self.store = store
         self.auth = auth
         self.moves = moves
         self.audit = audit
+        self.center = center
+        self.emergencies = emergencies
+
+    @translate_errors
+    async def DeclareEmergency(
+        self, request: spb.DeclareEmergencyRequest, context: Context
+    ) -> spb.Emergency:
+        identity = await self.auth.identify(context, "SupervisorService.DeclareEmergency")
+        reason = request.reason.strip()
+        if not reason or len(reason) > 500:
+            raise InvalidArgument("reason", "an emergency needs a reason (R8), 1-500 characters")
+        branches = list(dict.fromkeys(b.strip() for b in request.branch_ids if b.strip()))
+        async with self.center.audited(identity, "EMERGENCY_DECLARE", ",".join(branches) or "*",
+                                       reason=reason):  # fmt: skip
+            emergency = await self.emergencies.declare(reason, branches, identity.user_id)
+        return emergency_to_pb(emergency)
+
+    @translate_errors
+    async def EndEmergency(
+        self, request: spb.EndEmergencyRequest, context: Context
+    ) -> spb.Emergency:
+        identity = await self.auth.identify(context, "SupervisorService.EndEmergency")
+        async with self.center.audited(identity, "EMERGENCY_END", request.emergency_id,
+                                       note=request.note[:500]):  # fmt: skip
+            emergency = await self.emergencies.end(
+                request.emergency_id, identity.user_id, request.note[:500]
+            )
+        return emergency_to_pb(emergency)
+
+    @translate_errors
+    async def ListEmergencies(
+        self, request: spb.ListEmergenciesRequest, context: Context
+    ) -> spb.ListEmergenciesReply:
+        await self.auth.identify(context, "SupervisorService.ListEmergencies")
+        active = await self.emergencies.active()
+        return spb.ListEmergenciesReply(active=[emergency_to_pb(e) for e in active])
 
     @translate_errors
     async def Overview(self, request: spb.OverviewRequest, context: Context) -> spb.QueueOverview:
@@ -212,3 +255,16 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
                 details=details,
             )
         )
+
+
+def emergency_to_pb(emergency: Emergency) -> spb.Emergency:
+    return spb.Emergency(
+        emergency_id=emergency.emergency_id,
+        reason=emergency.reason,
+        branch_ids=list(emergency.branch_ids),
+        declared_by=emergency.declared_by,
+        declared_at_ms=emergency.declared_at_ms,
+        ended_by=emergency.ended_by,
+        ended_at_ms=emergency.ended_at_ms,
+        end_note=emergency.end_note,
+    )

@@ -13,7 +13,7 @@ from authq.v1 import teller_pb2_grpc
 from server.api import convert
 from server.api.identity import Authenticator, bearer_token
 from server.api.status import translate_errors
-from server.api.teller_session import TellerSession
+from server.api.teller_session import TellerSession, begin_from_header, submit_reply
 from server.center import Center
 from server.errors import InvalidArgument
 from server.intake import Upload
@@ -44,8 +44,7 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     async def Submit(self, request: tpb.SubmitRequest, context: Context) -> tpb.SubmitReply:
         identity = await self.auth.identify(context, "TellerService.Submit")
         submission = convert.submission_from_pb(request, identity, self.center.catalog())
-        record, duplicate = await self.center.submit(submission, identity)
-        return tpb.SubmitReply(request=convert.record_to_pb(record), duplicate=duplicate)
+        return await submit_reply(self.center, submission, identity)
 
     @translate_errors
     async def Watch(
@@ -87,11 +86,3 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
         session = TellerSession(self.center, identity)
         async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
             yield message
-
-
-def begin_from_header(center: Center, chunk: cpb.ImageChunk) -> Upload:
-    if not chunk.HasField("header"):
-        raise InvalidArgument("header", "the first chunk of an upload must carry the header")
-    header = chunk.header
-    kind = convert.kind_name(header.kind, "header.kind")
-    return center.begin_upload(kind, header.sha256, header.size_bytes)

@@ -18,12 +18,14 @@ from server.api import convert
 from server.api.session_guard import TokenCheck, watch_token
 from server.api.status import status_of
 from server.center import Center, Identity
-from server.domain.records import HistoryEntry
-from server.errors import InvalidArgument, Unauthenticated
+from server.domain.records import HistoryEntry, Submission
+from server.domain.states import FINAL_STATES
+from server.errors import InvalidArgument, OnsiteFallbackRequired, Unauthenticated
 from server.events import Resync, WatchItem
 from server.intake import Upload
 
 MAX_IN_FLIGHT = 256
+FINAL_PB_STATES = frozenset(convert.state_value(state) for state in FINAL_STATES)
 MAX_OPEN_UPLOADS = 16
 
 
@@ -109,8 +111,6 @@ class TellerSession:
             if upload is None:
                 if len(self.uploads) >= MAX_OPEN_UPLOADS:
                     raise InvalidArgument("chunk", f"at most {MAX_OPEN_UPLOADS} open uploads")
-                from server.api.teller import begin_from_header
-
                 upload = begin_from_header(self.center, chunk)
                 self.uploads[upload_id] = upload
             upload.add(chunk.data)
@@ -140,14 +140,16 @@ class TellerSession:
         # Follow before storing, so no change slips past; version 1 is the reply itself.
         self._follow(rid, version=1)
         try:
-            record, duplicate = await self.center.submit(submission, self.identity)
+            reply = await submit_reply(self.center, submission, self.identity)
         except BaseException:
             self._unfollow(rid)
             raise
-        reply = tpb.SubmitReply(request=convert.record_to_pb(record), duplicate=duplicate)
         self.out.put_nowait(tpb.TellerSessionOut(ref=ref, submitted=reply))
-        self.seen[rid] = max(self.seen.get(rid, 0), record.version)
-        if record.state.is_final:
+        if reply.HasField("fallback"):  # nothing was stored (R8)
+            self._unfollow(rid)
+            return
+        self.seen[rid] = max(self.seen.get(rid, 0), reply.request.version)
+        if reply.request.state in FINAL_PB_STATES:
             self._unfollow(rid)
 
     async def _watch(self, ref: str, request: tpb.WatchRequest) -> None:
@@ -212,3 +214,30 @@ class TellerSession:
             else:
                 with contextlib.suppress(Exception):
                     await self._catch_up(item.request_id)
+
+
+def begin_from_header(center: Center, chunk: cpb.ImageChunk) -> Upload:
+    if not chunk.HasField("header"):
+        raise InvalidArgument("header", "the first chunk of an upload must carry the header")
+    header = chunk.header
+    kind = convert.kind_name(header.kind, "header.kind")
+    return center.begin_upload(kind, header.sha256, header.size_bytes)
+
+
+async def submit_reply(
+    center: Center, submission: Submission, identity: Identity
+) -> tpb.SubmitReply:
+    """The answer to a submission: the stored request, or during an emergency (R8) the
+    fallback telling the teller to authorize on site, which is not an error."""
+    try:
+        record, duplicate = await center.submit(submission, identity)
+    except OnsiteFallbackRequired as exc:
+        emergency = await center.fallback(exc)
+        return tpb.SubmitReply(
+            fallback=tpb.OnsiteFallback(
+                emergency_id=emergency.emergency_id,
+                reason=emergency.reason,
+                declared_at_ms=emergency.declared_at_ms,
+            )
+        )
+    return tpb.SubmitReply(request=convert.record_to_pb(record), duplicate=duplicate)

@@ -2,6 +2,7 @@
 -- KEYS[1] req hash   KEYS[2] lane zset   KEYS[3] event stream
 -- KEYS[4] waiting-per-branch hash   KEYS[5] per-state counts hash
 -- KEYS[6] the branch's set of requests awaiting on-site review
+-- KEYS[7] center-wide emergencies   KEYS[8] the branch's emergencies (R8)
 -- (No history list yet: the SUBMITTED entry is rebuilt from the record.)
 -- ARGV[1] request id   ARGV[2] fingerprint   ARGV[3] packed submission   ARGV[4] branch
 -- ARGV[5] head start (us, from importance and urgency)   ARGV[6] teller id
@@ -10,12 +11,17 @@
 -- Returns {'OK', state, version, submitted_ms}
 --       | {'DUP', state, version}          same id, same content: the earlier request
 --       | {'CONFLICT', state}              same id, other content
+--       | {'FALLBACK', emergency id}       an emergency is in force: nothing stored
 local current = redis.call('HMGET', KEYS[1], 'fp', 'st', 'v')
 if current[1] then
   if current[1] == ARGV[2] then
     return {'DUP', current[2], tonumber(current[3])}
   end
   return {'CONFLICT', current[2]}
+end
+local emergency = redis.call('SRANDMEMBER', KEYS[7]) or redis.call('SRANDMEMBER', KEYS[8])
+if emergency then
+  return {'FALLBACK', emergency}
 end
 local now = now_us()
 local now_ms = math.floor(now / 1000)

@@ -61,6 +61,26 @@ class Keys:
         """A branch's requests awaiting on-site review, by submission time."""
         return f"{self.prefix}:onsite:{branch_id}"
 
+    def emergency(self, emergency_id: str) -> str:
+        return f"{self.emergency_prefix}{emergency_id}"
+
+    @property
+    def emergency_prefix(self) -> str:
+        return f"{self.prefix}:emergency:"
+
+    @property
+    def emergency_counter(self) -> str:
+        return f"{self.prefix}:emergency-seq"
+
+    @property
+    def emergencies(self) -> str:
+        """Emergencies in force, by declaration time."""
+        return f"{self.prefix}:emergencies"
+
+    def fallback(self, branch_id: str | None) -> str:
+        """The emergencies covering a branch; None: the center-wide ones (R8)."""
+        return f"{self.prefix}:fallback:{branch_id or '*'}"
+
     def blob(self, sha256: str) -> str:
         return f"{self.prefix}:blob:{sha256}"
 

@@ -20,6 +20,7 @@ from server.errors import (
     IllegalTransition,
     LeaseLost,
     NotFound,
+    OnsiteFallbackRequired,
     PermissionDenied,
 )
 from server.store.keys import Keys
@@ -68,6 +69,8 @@ class QueueStore(QueueReads):
             self.keys.waiting_by_branch,
             self.keys.counts,
             self.keys.onsite(submission.branch_id),
+            self.keys.fallback(None),
+            self.keys.fallback(submission.branch_id),
         ]
         args: list[Any] = [
             rid,
@@ -90,6 +93,8 @@ class QueueStore(QueueReads):
         keys, args = self.submit_call(submission, onsite_review)
         result = await self.scripts.submit(keys=keys, args=args)
         status = as_text(result[0])
+        if status == "FALLBACK":
+            raise OnsiteFallbackRequired(as_text(result[1]))
         if status == "CONFLICT":
             raise AlreadyExists(
                 f"request_id {rid} was already used for a request with other content "

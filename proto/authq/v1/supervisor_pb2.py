@@ -25,37 +25,47 @@ _sym_db = _symbol_database.Default()
 from authq.v1 import common_pb2 as authq_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthq/v1/supervisor.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\"\x11\n\x0fOverviewRequest\"m\n\nClassDepth\x12\x12\n\nimportance\x18\x01 \x01(\x05\x12\"\n\x07urgency\x18\x02 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\x0f\n\x07waiting\x18\x03 \x01(\x03\x12\x16\n\x0eoldest_wait_ms\x18\x04 \x01(\x03\"1\n\x0b\x42ranchCount\x12\x11\n\tbranch_id\x18\x01 \x01(\t\x12\x0f\n\x07waiting\x18\x02 \x01(\x03\"\xdf\x01\n\rQueueOverview\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07\x63laimed\x18\x02 \x01(\x03\x12\x18\n\x10needs_supplement\x18\x03 \x01(\x03\x12&\n\x08\x62y_class\x18\x04 \x03(\x0b\x32\x14.authq.v1.ClassDepth\x12(\n\tby_branch\x18\x05 \x03(\x0b\x32\x15.authq.v1.BranchCount\x12\x16\n\x0eoldest_wait_ms\x18\x06 \x01(\x03\x12\x19\n\x11oldest_request_id\x18\x07 \x01(\t\x12\r\n\x05\x61t_ms\x18\x08 \x01(\x03\"%\n\x0fPositionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"m\n\rPositionReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x0f\n\x07waiting\x18\x04 \x01(\x03\"8\n\x12RequestMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x12\x43onfirmMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x12\n\x10ListMovesRequest\"\x94\x02\n\tMoveReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x11\n\tconfirmer\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\"\n\x05state\x18\x05 \x01(\x0e\x32\x13.authq.v1.MoveState\x12\x17\n\x0frequested_at_ms\x18\x06 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x07 \x01(\x03\x12\x17\n\x0f\x63onfirmed_at_ms\x18\x08 \x01(\x03\x12-\n\rrequest_state\x18\t \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\n \x01(\x03\x12\x0f\n\x07waiting\x18\x0b \x01(\x03\"C\n\x0eListMovesReply\x12\"\n\x05moves\x18\x01 \x03(\x0b\x32\x13.authq.v1.MoveReply\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x03*Y\n\tMoveState\x12\x1a\n\x16MOVE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MOVE_STATE_PENDING\x10\x01\x12\x18\n\x14MOVE_STATE_CONFIRMED\x10\x02\x32\xda\x02\n\x11SupervisorService\x12>\n\x08Overview\x12\x19.authq.v1.OverviewRequest\x1a\x17.authq.v1.QueueOverview\x12>\n\x08Position\x12\x19.authq.v1.PositionRequest\x1a\x17.authq.v1.PositionReply\x12@\n\x0bRequestMove\x12\x1c.authq.v1.RequestMoveRequest\x1a\x13.authq.v1.MoveReply\x12@\n\x0b\x43onfirmMove\x12\x1c.authq.v1.ConfirmMoveRequest\x1a\x13.authq.v1.MoveReply\x12\x41\n\tListMoves\x12\x1a.authq.v1.ListMovesRequest\x1a\x18.authq.v1.ListMovesReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthq/v1/supervisor.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\"=\n\x17\x44\x65\x63lareEmergencyRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x12\n\nbranch_ids\x18\x02 \x03(\t\"9\n\x13\x45ndEmergencyRequest\x12\x14\n\x0c\x65mergency_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"\x18\n\x16ListEmergenciesRequest\"\xab\x01\n\tEmergency\x12\x14\n\x0c\x65mergency_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nbranch_ids\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65\x63lared_by\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65\x63lared_at_ms\x18\x05 \x01(\x03\x12\x10\n\x08\x65nded_by\x18\x06 \x01(\t\x12\x13\n\x0b\x65nded_at_ms\x18\x07 \x01(\x03\x12\x10\n\x08\x65nd_note\x18\x08 \x01(\t\";\n\x14ListEmergenciesReply\x12#\n\x06\x61\x63tive\x18\x01 \x03(\x0b\x32\x13.authq.v1.Emergency\"\x11\n\x0fOverviewRequest\"m\n\nClassDepth\x12\x12\n\nimportance\x18\x01 \x01(\x05\x12\"\n\x07urgency\x18\x02 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\x0f\n\x07waiting\x18\x03 \x01(\x03\x12\x16\n\x0eoldest_wait_ms\x18\x04 \x01(\x03\"1\n\x0b\x42ranchCount\x12\x11\n\tbranch_id\x18\x01 \x01(\t\x12\x0f\n\x07waiting\x18\x02 \x01(\x03\"\xdf\x01\n\rQueueOverview\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07\x63laimed\x18\x02 \x01(\x03\x12\x18\n\x10needs_supplement\x18\x03 \x01(\x03\x12&\n\x08\x62y_class\x18\x04 \x03(\x0b\x32\x14.authq.v1.ClassDepth\x12(\n\tby_branch\x18\x05 \x03(\x0b\x32\x15.authq.v1.BranchCount\x12\x16\n\x0eoldest_wait_ms\x18\x06 \x01(\x03\x12\x19\n\x11oldest_request_id\x18\x07 \x01(\t\x12\r\n\x05\x61t_ms\x18\x08 \x01(\x03\"%\n\x0fPositionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"m\n\rPositionReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x0f\n\x07waiting\x18\x04 \x01(\x03\"8\n\x12RequestMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x12\x43onfirmMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x12\n\x10ListMovesRequest\"\x94\x02\n\tMoveReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x11\n\tconfirmer\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\"\n\x05state\x18\x05 \x01(\x0e\x32\x13.authq.v1.MoveState\x12\x17\n\x0frequested_at_ms\x18\x06 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x07 \x01(\x03\x12\x17\n\x0f\x63onfirmed_at_ms\x18\x08 \x01(\x03\x12-\n\rrequest_state\x18\t \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\n \x01(\x03\x12\x0f\n\x07waiting\x18\x0b \x01(\x03\"C\n\x0eListMovesReply\x12\"\n\x05moves\x18\x01 \x03(\x0b\x32\x13.authq.v1.MoveReply\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x03*Y\n\tMoveState\x12\x1a\n\x16MOVE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MOVE_STATE_PENDING\x10\x01\x12\x18\n\x14MOVE_STATE_CONFIRMED\x10\x02\x32\xbf\x04\n\x11SupervisorService\x12>\n\x08Overview\x12\x19.authq.v1.OverviewRequest\x1a\x17.authq.v1.QueueOverview\x12>\n\x08Position\x12\x19.authq.v1.PositionRequest\x1a\x17.authq.v1.PositionReply\x12@\n\x0bRequestMove\x12\x1c.authq.v1.RequestMoveRequest\x1a\x13.authq.v1.MoveReply\x12@\n\x0b\x43onfirmMove\x12\x1c.authq.v1.ConfirmMoveRequest\x1a\x13.authq.v1.MoveReply\x12\x41\n\tListMoves\x12\x1a.authq.v1.ListMovesRequest\x1a\x18.authq.v1.ListMovesReply\x12J\n\x10\x44\x65\x63lareEmergency\x12!.authq.v1.DeclareEmergencyRequest\x1a\x13.authq.v1.Emergency\x12\x42\n\x0c\x45ndEmergency\x12\x1d.authq.v1.EndEmergencyRequest\x1a\x13.authq.v1.Emergency\x12S\n\x0fListEmergencies\x12 .authq.v1.ListEmergenciesRequest\x1a\x1e.authq.v1.ListEmergenciesReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authq.v1.supervisor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MOVESTATE']._serialized_start=1087
-  _globals['_MOVESTATE']._serialized_end=1176
-  _globals['_OVERVIEWREQUEST']._serialized_start=62
-  _globals['_OVERVIEWREQUEST']._serialized_end=79
-  _globals['_CLASSDEPTH']._serialized_start=81
-  _globals['_CLASSDEPTH']._serialized_end=190
-  _globals['_BRANCHCOUNT']._serialized_start=192
-  _globals['_BRANCHCOUNT']._serialized_end=241
-  _globals['_QUEUEOVERVIEW']._serialized_start=244
-  _globals['_QUEUEOVERVIEW']._serialized_end=467
-  _globals['_POSITIONREQUEST']._serialized_start=469
-  _globals['_POSITIONREQUEST']._serialized_end=506
-  _globals['_POSITIONREPLY']._serialized_start=508
-  _globals['_POSITIONREPLY']._serialized_end=617
-  _globals['_REQUESTMOVEREQUEST']._serialized_start=619
-  _globals['_REQUESTMOVEREQUEST']._serialized_end=675
-  _globals['_CONFIRMMOVEREQUEST']._serialized_start=677
-  _globals['_CONFIRMMOVEREQUEST']._serialized_end=717
-  _globals['_LISTMOVESREQUEST']._serialized_start=719
-  _globals['_LISTMOVESREQUEST']._serialized_end=737
-  _globals['_MOVEREPLY']._serialized_start=740
-  _globals['_MOVEREPLY']._serialized_end=1016
-  _globals['_LISTMOVESREPLY']._serialized_start=1018
-  _globals['_LISTMOVESREPLY']._serialized_end=1085
-  _globals['_SUPERVISORSERVICE']._serialized_start=1179
-  _globals['_SUPERVISORSERVICE']._serialized_end=1525
+  _globals['_MOVESTATE']._serialized_start=1470
+  _globals['_MOVESTATE']._serialized_end=1559
+  _globals['_DECLAREEMERGENCYREQUEST']._serialized_start=62
+  _globals['_DECLAREEMERGENCYREQUEST']._serialized_end=123
+  _globals['_ENDEMERGENCYREQUEST']._serialized_start=125
+  _globals['_ENDEMERGENCYREQUEST']._serialized_end=182
+  _globals['_LISTEMERGENCIESREQUEST']._serialized_start=184
+  _globals['_LISTEMERGENCIESREQUEST']._serialized_end=208
+  _globals['_EMERGENCY']._serialized_start=211
+  _globals['_EMERGENCY']._serialized_end=382
+  _globals['_LISTEMERGENCIESREPLY']._serialized_start=384
+  _globals['_LISTEMERGENCIESREPLY']._serialized_end=443
+  _globals['_OVERVIEWREQUEST']._serialized_start=445
+  _globals['_OVERVIEWREQUEST']._serialized_end=462
+  _globals['_CLASSDEPTH']._serialized_start=464
+  _globals['_CLASSDEPTH']._serialized_end=573
+  _globals['_BRANCHCOUNT']._serialized_start=575
+  _globals['_BRANCHCOUNT']._serialized_end=624
+  _globals['_QUEUEOVERVIEW']._serialized_start=627
+  _globals['_QUEUEOVERVIEW']._serialized_end=850
+  _globals['_POSITIONREQUEST']._serialized_start=852
+  _globals['_POSITIONREQUEST']._serialized_end=889
+  _globals['_POSITIONREPLY']._serialized_start=891
+  _globals['_POSITIONREPLY']._serialized_end=1000
+  _globals['_REQUESTMOVEREQUEST']._serialized_start=1002
+  _globals['_REQUESTMOVEREQUEST']._serialized_end=1058
+  _globals['_CONFIRMMOVEREQUEST']._serialized_start=1060
+  _globals['_CONFIRMMOVEREQUEST']._serialized_end=1100
+  _globals['_LISTMOVESREQUEST']._serialized_start=1102
+  _globals['_LISTMOVESREQUEST']._serialized_end=1120
+  _globals['_MOVEREPLY']._serialized_start=1123
+  _globals['_MOVEREPLY']._serialized_end=1399
+  _globals['_LISTMOVESREPLY']._serialized_start=1401
+  _globals['_LISTMOVESREPLY']._serialized_end=1468
+  _globals['_SUPERVISORSERVICE']._serialized_start=1562
+  _globals['_SUPERVISORSERVICE']._serialized_end=2137
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,132 @@ MOVE_STATE_CONFIRMED: MoveState.ValueType  # 2
 Global___MoveState: _TypeAlias = MoveState  # noqa: Y015
 
 @_typing.final
+class DeclareEmergencyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    BRANCH_IDS_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """What happened (R8), e.g. "center network failure", "severe backlog"."""
+    @_builtins.property
+    def branch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty: center-wide. Otherwise the branches it applies to."""
+
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        branch_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_ids", b"branch_ids", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeclareEmergencyRequest: _TypeAlias = DeclareEmergencyRequest  # noqa: Y015
+
+@_typing.final
+class EndEmergencyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMERGENCY_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    emergency_id: _builtins.str
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        emergency_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emergency_id", b"emergency_id", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndEmergencyRequest: _TypeAlias = EndEmergencyRequest  # noqa: Y015
+
+@_typing.final
+class ListEmergenciesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmergenciesRequest: _TypeAlias = ListEmergenciesRequest  # noqa: Y015
+
+@_typing.final
+class Emergency(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMERGENCY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BRANCH_IDS_FIELD_NUMBER: _builtins.int
+    DECLARED_BY_FIELD_NUMBER: _builtins.int
+    DECLARED_AT_MS_FIELD_NUMBER: _builtins.int
+    ENDED_BY_FIELD_NUMBER: _builtins.int
+    ENDED_AT_MS_FIELD_NUMBER: _builtins.int
+    END_NOTE_FIELD_NUMBER: _builtins.int
+    emergency_id: _builtins.str
+    reason: _builtins.str
+    declared_by: _builtins.str
+    declared_at_ms: _builtins.int
+    ended_by: _builtins.str
+    ended_at_ms: _builtins.int
+    end_note: _builtins.str
+    @_builtins.property
+    def branch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        emergency_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        branch_ids: _abc.Iterable[_builtins.str] | None = ...,
+        declared_by: _builtins.str = ...,
+        declared_at_ms: _builtins.int = ...,
+        ended_by: _builtins.str = ...,
+        ended_at_ms: _builtins.int = ...,
+        end_note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_ids", b"branch_ids", "declared_at_ms", b"declared_at_ms", "declared_by", b"declared_by", "emergency_id", b"emergency_id", "end_note", b"end_note", "ended_at_ms", b"ended_at_ms", "ended_by", b"ended_by", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Emergency: _TypeAlias = Emergency  # noqa: Y015
+
+@_typing.final
+class ListEmergenciesReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def active(self) -> _containers.RepeatedCompositeFieldContainer[Global___Emergency]:
+        """In force now, the most recent first."""
+
+    def __init__(
+        self,
+        *,
+        active: _abc.Iterable[Global___Emergency] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmergenciesReply: _TypeAlias = ListEmergenciesReply  # noqa: Y015
+
+@_typing.final
 class OverviewRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -59,6 +59,21 @@ class SupervisorServiceStub:
                 request_serializer=authq_dot_v1_dot_supervisor__pb2.ListMovesRequest.SerializeToString,
                 response_deserializer=authq_dot_v1_dot_supervisor__pb2.ListMovesReply.FromString,
                 _registered_method=True)
+        self.DeclareEmergency = channel.unary_unary(
+                '/authq.v1.SupervisorService/DeclareEmergency',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.DeclareEmergencyRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.Emergency.FromString,
+                _registered_method=True)
+        self.EndEmergency = channel.unary_unary(
+                '/authq.v1.SupervisorService/EndEmergency',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.EndEmergencyRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.Emergency.FromString,
+                _registered_method=True)
+        self.ListEmergencies = channel.unary_unary(
+                '/authq.v1.SupervisorService/ListEmergencies',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.ListEmergenciesRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.ListEmergenciesReply.FromString,
+                _registered_method=True)
 
 
 class SupervisorServiceServicer:
@@ -100,6 +115,27 @@ class SupervisorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeclareEmergency(self, request, context):
+        """Emergency fallback (R8): while one is in force for a branch (or center-wide),
+        its new submissions are answered with an OnsiteFallback instead of being queued;
+        items already queued stay. Every period is recorded: who, what, when, why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndEmergency(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEmergencies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +163,21 @@ def add_SupervisorServiceServicer_to_server(servicer, server):
                     servicer.ListMoves,
                     request_deserializer=authq_dot_v1_dot_supervisor__pb2.ListMovesRequest.FromString,
                     response_serializer=authq_dot_v1_dot_supervisor__pb2.ListMovesReply.SerializeToString,
+            ),
+            'DeclareEmergency': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeclareEmergency,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.DeclareEmergencyRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.Emergency.SerializeToString,
+            ),
+            'EndEmergency': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndEmergency,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.EndEmergencyRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.Emergency.SerializeToString,
+            ),
+            'ListEmergencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEmergencies,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.ListEmergenciesRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.ListEmergenciesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +315,87 @@ class SupervisorService:
             '/authq.v1.SupervisorService/ListMoves',
             authq_dot_v1_dot_supervisor__pb2.ListMovesRequest.SerializeToString,
             authq_dot_v1_dot_supervisor__pb2.ListMovesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeclareEmergency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.SupervisorService/DeclareEmergency',
+            authq_dot_v1_dot_supervisor__pb2.DeclareEmergencyRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.Emergency.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndEmergency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.SupervisorService/EndEmergency',
+            authq_dot_v1_dot_supervisor__pb2.EndEmergencyRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.Emergency.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEmergencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.SupervisorService/ListEmergencies',
+            authq_dot_v1_dot_supervisor__pb2.ListEmergenciesRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.ListEmergenciesReply.FromString,
             options,
             channel_credentials,
             insecure,

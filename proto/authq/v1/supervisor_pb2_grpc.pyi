@@ -43,6 +43,13 @@ class SupervisorServiceStub:
     ConfirmMove: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ConfirmMoveRequest, _supervisor_pb2.MoveReply]
     ListMoves: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ListMovesRequest, _supervisor_pb2.ListMovesReply]
     """The moves awaiting confirmation, the earliest to lapse first."""
+    DeclareEmergency: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.DeclareEmergencyRequest, _supervisor_pb2.Emergency]
+    """Emergency fallback (R8): while one is in force for a branch (or center-wide),
+    its new submissions are answered with an OnsiteFallback instead of being queued;
+    items already queued stay. Every period is recorded: who, what, when, why.
+    """
+    EndEmergency: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.EndEmergencyRequest, _supervisor_pb2.Emergency]
+    ListEmergencies: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ListEmergenciesRequest, _supervisor_pb2.ListEmergenciesReply]
 
 @_typing.type_check_only
 class SupervisorServiceAsyncStub(SupervisorServiceStub):
@@ -59,6 +66,13 @@ class SupervisorServiceAsyncStub(SupervisorServiceStub):
     ConfirmMove: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ConfirmMoveRequest, _supervisor_pb2.MoveReply]  # type: ignore[assignment]
     ListMoves: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ListMovesRequest, _supervisor_pb2.ListMovesReply]  # type: ignore[assignment]
     """The moves awaiting confirmation, the earliest to lapse first."""
+    DeclareEmergency: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.DeclareEmergencyRequest, _supervisor_pb2.Emergency]  # type: ignore[assignment]
+    """Emergency fallback (R8): while one is in force for a branch (or center-wide),
+    its new submissions are answered with an OnsiteFallback instead of being queued;
+    items already queued stay. Every period is recorded: who, what, when, why.
+    """
+    EndEmergency: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.EndEmergencyRequest, _supervisor_pb2.Emergency]  # type: ignore[assignment]
+    ListEmergencies: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ListEmergenciesRequest, _supervisor_pb2.ListEmergenciesReply]  # type: ignore[assignment]
 
 class SupervisorServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -102,5 +116,30 @@ class SupervisorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_supervisor_pb2.ListMovesReply, _abc.Awaitable[_supervisor_pb2.ListMovesReply]]:
         """The moves awaiting confirmation, the earliest to lapse first."""
+
+    @_abc_1.abstractmethod
+    def DeclareEmergency(
+        self,
+        request: _supervisor_pb2.DeclareEmergencyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.Emergency, _abc.Awaitable[_supervisor_pb2.Emergency]]:
+        """Emergency fallback (R8): while one is in force for a branch (or center-wide),
+        its new submissions are answered with an OnsiteFallback instead of being queued;
+        items already queued stay. Every period is recorded: who, what, when, why.
+        """
+
+    @_abc_1.abstractmethod
+    def EndEmergency(
+        self,
+        request: _supervisor_pb2.EndEmergencyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.Emergency, _abc.Awaitable[_supervisor_pb2.Emergency]]: ...
+
+    @_abc_1.abstractmethod
+    def ListEmergencies(
+        self,
+        request: _supervisor_pb2.ListEmergenciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.ListEmergenciesReply, _abc.Awaitable[_supervisor_pb2.ListEmergenciesReply]]: ...
 
 def add_SupervisorServiceServicer_to_server(servicer: SupervisorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from authq.v1 import common_pb2 as authq_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61uthq/v1/teller.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\"\xb4\x01\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x0btransaction\x18\x02 \x01(\x0b\x32\x15.authq.v1.Transaction\x12\"\n\x07urgency\x18\x03 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\"\n\x06images\x18\x04 \x03(\x0b\x32\x12.authq.v1.ImageRef\x12\x1b\n\x13preparation_seconds\x18\x05 \x01(\x05\"H\n\x0bSubmitReply\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.authq.v1.RequestView\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\"\n\x0cWatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\" \n\nGetRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"1\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"U\n\rSupplyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\"\n\x06images\x18\x02 \x03(\x0b\x32\x12.authq.v1.ImageRef\x12\x0c\n\x04note\x18\x03 \x01(\t\"\xf7\x01\n\x0fTellerSessionIn\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12)\n\x06submit\x18\x02 \x01(\x0b\x32\x17.authq.v1.SubmitRequestH\x00\x12%\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x14.authq.v1.ImageChunkH\x00\x12)\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x17.authq.v1.CancelRequestH\x00\x12)\n\x06supply\x18\x05 \x01(\x0b\x32\x17.authq.v1.SupplyRequestH\x00\x12\'\n\x05watch\x18\x06 \x01(\x0b\x32\x16.authq.v1.WatchRequestH\x00\x42\x06\n\x04\x62ody\"\xcf\x01\n\x10TellerSessionOut\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12*\n\tsubmitted\x18\x02 \x01(\x0b\x32\x15.authq.v1.SubmitReplyH\x00\x12&\n\x08uploaded\x18\x03 \x01(\x0b\x32\x12.authq.v1.ImageRefH\x00\x12)\n\x06update\x18\x04 \x01(\x0b\x32\x17.authq.v1.RequestUpdateH\x00\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.authq.v1.SessionErrorH\x00\x42\x06\n\x04\x62ody2\xb2\x03\n\rTellerService\x12\x39\n\x0bUploadImage\x12\x14.authq.v1.ImageChunk\x1a\x12.authq.v1.ImageRef(\x01\x12\x38\n\x06Submit\x12\x17.authq.v1.SubmitRequest\x1a\x15.authq.v1.SubmitReply\x12:\n\x05Watch\x12\x16.authq.v1.WatchRequest\x1a\x17.authq.v1.RequestUpdate0\x01\x12\x32\n\x03Get\x12\x14.authq.v1.GetRequest\x1a\x15.authq.v1.RequestView\x12:\n\x06\x43\x61ncel\x12\x17.authq.v1.CancelRequest\x1a\x17.authq.v1.RequestUpdate\x12:\n\x06Supply\x12\x17.authq.v1.SupplyRequest\x1a\x17.authq.v1.RequestUpdate\x12\x44\n\x07Session\x12\x19.authq.v1.TellerSessionIn\x1a\x1a.authq.v1.TellerSessionOut(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61uthq/v1/teller.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\"\xb4\x01\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x0btransaction\x18\x02 \x01(\x0b\x32\x15.authq.v1.Transaction\x12\"\n\x07urgency\x18\x03 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\"\n\x06images\x18\x04 \x03(\x0b\x32\x12.authq.v1.ImageRef\x12\x1b\n\x13preparation_seconds\x18\x05 \x01(\x05\"t\n\x0bSubmitReply\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.authq.v1.RequestView\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12*\n\x08\x66\x61llback\x18\x03 \x01(\x0b\x32\x18.authq.v1.OnsiteFallback\"N\n\x0eOnsiteFallback\x12\x14\n\x0c\x65mergency_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65\x63lared_at_ms\x18\x03 \x01(\x03\"\"\n\x0cWatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\" \n\nGetRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"1\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"U\n\rSupplyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\"\n\x06images\x18\x02 \x03(\x0b\x32\x12.authq.v1.ImageRef\x12\x0c\n\x04note\x18\x03 \x01(\t\"\xf7\x01\n\x0fTellerSessionIn\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12)\n\x06submit\x18\x02 \x01(\x0b\x32\x17.authq.v1.SubmitRequestH\x00\x12%\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x14.authq.v1.ImageChunkH\x00\x12)\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x17.authq.v1.CancelRequestH\x00\x12)\n\x06supply\x18\x05 \x01(\x0b\x32\x17.authq.v1.SupplyRequestH\x00\x12\'\n\x05watch\x18\x06 \x01(\x0b\x32\x16.authq.v1.WatchRequestH\x00\x42\x06\n\x04\x62ody\"\xcf\x01\n\x10TellerSessionOut\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12*\n\tsubmitted\x18\x02 \x01(\x0b\x32\x15.authq.v1.SubmitReplyH\x00\x12&\n\x08uploaded\x18\x03 \x01(\x0b\x32\x12.authq.v1.ImageRefH\x00\x12)\n\x06update\x18\x04 \x01(\x0b\x32\x17.authq.v1.RequestUpdateH\x00\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.authq.v1.SessionErrorH\x00\x42\x06\n\x04\x62ody2\xb2\x03\n\rTellerService\x12\x39\n\x0bUploadImage\x12\x14.authq.v1.ImageChunk\x1a\x12.authq.v1.ImageRef(\x01\x12\x38\n\x06Submit\x12\x17.authq.v1.SubmitRequest\x1a\x15.authq.v1.SubmitReply\x12:\n\x05Watch\x12\x16.authq.v1.WatchRequest\x1a\x17.authq.v1.RequestUpdate0\x01\x12\x32\n\x03Get\x12\x14.authq.v1.GetRequest\x1a\x15.authq.v1.RequestView\x12:\n\x06\x43\x61ncel\x12\x17.authq.v1.CancelRequest\x1a\x17.authq.v1.RequestUpdate\x12:\n\x06Supply\x12\x17.authq.v1.SupplyRequest\x1a\x17.authq.v1.RequestUpdate\x12\x44\n\x07Session\x12\x19.authq.v1.TellerSessionIn\x1a\x1a.authq.v1.TellerSessionOut(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,19 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITREQUEST']._serialized_start=59
   _globals['_SUBMITREQUEST']._serialized_end=239
   _globals['_SUBMITREPLY']._serialized_start=241
-  _globals['_SUBMITREPLY']._serialized_end=313
-  _globals['_WATCHREQUEST']._serialized_start=315
-  _globals['_WATCHREQUEST']._serialized_end=349
-  _globals['_GETREQUEST']._serialized_start=351
-  _globals['_GETREQUEST']._serialized_end=383
-  _globals['_CANCELREQUEST']._serialized_start=385
-  _globals['_CANCELREQUEST']._serialized_end=434
-  _globals['_SUPPLYREQUEST']._serialized_start=436
-  _globals['_SUPPLYREQUEST']._serialized_end=521
-  _globals['_TELLERSESSIONIN']._serialized_start=524
-  _globals['_TELLERSESSIONIN']._serialized_end=771
-  _globals['_TELLERSESSIONOUT']._serialized_start=774
-  _globals['_TELLERSESSIONOUT']._serialized_end=981
-  _globals['_TELLERSERVICE']._serialized_start=984
-  _globals['_TELLERSERVICE']._serialized_end=1418
+  _globals['_SUBMITREPLY']._serialized_end=357
+  _globals['_ONSITEFALLBACK']._serialized_start=359
+  _globals['_ONSITEFALLBACK']._serialized_end=437
+  _globals['_WATCHREQUEST']._serialized_start=439
+  _globals['_WATCHREQUEST']._serialized_end=473
+  _globals['_GETREQUEST']._serialized_start=475
+  _globals['_GETREQUEST']._serialized_end=507
+  _globals['_CANCELREQUEST']._serialized_start=509
+  _globals['_CANCELREQUEST']._serialized_end=558
+  _globals['_SUPPLYREQUEST']._serialized_start=560
+  _globals['_SUPPLYREQUEST']._serialized_end=645
+  _globals['_TELLERSESSIONIN']._serialized_start=648
+  _globals['_TELLERSESSIONIN']._serialized_end=895
+  _globals['_TELLERSESSIONOUT']._serialized_start=898
+  _globals['_TELLERSESSIONOUT']._serialized_end=1105
+  _globals['_TELLERSERVICE']._serialized_start=1108
+  _globals['_TELLERSERVICE']._serialized_end=1542
 # @@protoc_insertion_point(module_scope)

@@ -62,23 +62,58 @@ class SubmitReply(_message.Message):
 
     REQUEST_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when this request_id had already been submitted with the same content."""
     @_builtins.property
-    def request(self) -> _common_pb2.RequestView: ...
+    def request(self) -> _common_pb2.RequestView:
+        """Empty when the center answered with a fallback instead."""
+
+    @_builtins.property
+    def fallback(self) -> Global___OnsiteFallback:
+        """Set during an emergency (R8): the center does not take the request; authorize
+        it on site and record the fallback. Nothing was stored.
+        """
+
     def __init__(
         self,
         *,
         request: _common_pb2.RequestView | None = ...,
         duplicate: _builtins.bool = ...,
+        fallback: Global___OnsiteFallback | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fallback", b"fallback", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "fallback", b"fallback", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitReply: _TypeAlias = SubmitReply  # noqa: Y015
+
+@_typing.final
+class OnsiteFallback(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMERGENCY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECLARED_AT_MS_FIELD_NUMBER: _builtins.int
+    emergency_id: _builtins.str
+    reason: _builtins.str
+    declared_at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        emergency_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        declared_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["declared_at_ms", b"declared_at_ms", "emergency_id", b"emergency_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OnsiteFallback: _TypeAlias = OnsiteFallback  # noqa: Y015
 
 @_typing.final
 class WatchRequest(_message.Message):

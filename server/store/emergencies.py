@@ -1,0 +1,88 @@
+"""Emergency periods (R8): declared and ended by supervisors, kept for the record
+(who, what, when, why) after they end. While one covers a branch, submit.lua answers
+its new submissions with a fallback instead of queueing them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from server.errors import FailedPrecondition, NotFound
+from server.store.keys import Keys
+from server.store.queue_reads import as_text
+from server.store.scripts import load_script
+
+
+@dataclass(frozen=True, slots=True)
+class Emergency:
+    emergency_id: str
+    reason: str
+    branch_ids: tuple[str, ...]
+    declared_by: str
+    declared_at_ms: int
+    ended_by: str = ""
+    ended_at_ms: int = 0
+    end_note: str = ""
+
+
+class EmergencyStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._declare = load_script(client, "emergency_declare")
+        self._end = load_script(client, "emergency_end")
+
+    def _scopes(self, branch_ids: Sequence[str]) -> list[str]:
+        return [self.keys.fallback(b) for b in branch_ids] or [self.keys.fallback(None)]
+
+    async def declare(self, reason: str, branch_ids: Sequence[str], by: str) -> Emergency:
+        result = await self._declare(
+            keys=[self.keys.emergency_counter, self.keys.emergencies,
+                  *self._scopes(branch_ids)],
+            args=[reason, by, ",".join(branch_ids), self.keys.emergency_prefix],
+        )  # fmt: skip
+        return Emergency(as_text(result[0]), reason, tuple(branch_ids), by, int(result[1]))
+
+    async def end(self, emergency_id: str, by: str, note: str) -> Emergency:
+        current = await self.get(emergency_id)
+        result = await self._end(
+            keys=[self.keys.emergency(emergency_id), self.keys.emergencies,
+                  *self._scopes(current.branch_ids)],
+            args=[emergency_id, by, note],
+        )  # fmt: skip
+        status = as_text(result[0])
+        if status == "NOTFOUND":
+            raise NotFound(f"no emergency {emergency_id}")
+        if status == "ENDED":
+            raise FailedPrecondition(f"emergency {emergency_id} has already ended")
+        return await self.get(emergency_id)
+
+    async def get(self, emergency_id: str) -> Emergency:
+        fields = await self.client.hgetall(self.keys.emergency(emergency_id))
+        if not fields:
+            raise NotFound(f"no emergency {emergency_id}")
+        return _emergency(emergency_id, fields)
+
+    async def active(self) -> list[Emergency]:
+        ids = await self.client.zrevrange(self.keys.emergencies, 0, -1)
+        return [await self.get(as_text(i)) for i in ids]
+
+
+def _emergency(emergency_id: str, fields: dict[Any, Any]) -> Emergency:
+    def get(name: str) -> str:
+        value = fields.get(name.encode())
+        return as_text(value) if value is not None else ""
+
+    return Emergency(
+        emergency_id=emergency_id,
+        reason=get("reason"),
+        branch_ids=tuple(b for b in get("branches").split(",") if b),
+        declared_by=get("by"),
+        declared_at_ms=int(get("at") or 0),
+        ended_by=get("ended_by"),
+        ended_at_ms=int(get("ended_at") or 0),
+        end_note=get("note"),
+    )
