@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 
 import grpc
-from authq.login import LoginNeeded, add_connection_arguments, forget_token, logged_in, tls_options
+from authq.login import (
+    LoginNeeded,
+    add_connection_arguments,
+    logged_in,
+    session_command,
+    tls_options,
+)
 from authq.render import describe_request, describe_update, kind_name
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
@@ -238,14 +244,8 @@ async def run(args: argparse.Namespace) -> int:
         AuthorizerClient, args.server, args.user, args.password, args.state_dir, tls_options(args)
     )
     async with client:
-        if args.command == "login":
-            print(f"logged in as {args.user}")
-            return 0
-        if args.command == "logout":
-            await client.logout()
-            forget_token(args.state_dir, args.user)
-            print(f"logged out {args.user}")
-            return 0
+        if (code := await session_command(client, args)) is not None:
+            return code
         if args.command == "next":
             await take_next(client, args, book)
             return 0

@@ -173,11 +173,16 @@ class Center:
         await self.store.record_blob(image)
         return image
 
-    async def _resolve(self, images: Sequence[Image], field: str) -> tuple[Image, ...]:
-        """Fills size and content type from the uploads; refuses unknown hashes."""
-        if len(images) > self.max_images:
+    async def _resolve(
+        self, images: Sequence[Image], field: str, already: int = 0
+    ) -> tuple[Image, ...]:
+        """Fills size and content type from the uploads; refuses unknown hashes. The
+        limit counts the ``already`` images the request holds."""
+        if already + len(images) > self.max_images:
             raise InvalidArgument(
-                field, f"{len(images)} images exceeds the limit of {self.max_images} per request"
+                field,
+                f"{already + len(images)} images exceeds the limit of {self.max_images} "
+                "per request",
             )
         metas = await self.store.blob_meta([image.sha256 for image in images])
         resolved = []
@@ -279,8 +284,8 @@ class Center:
             raise InvalidArgument(
                 "images", f"the authorizer asked for {', '.join(missing)}, which is missing"
             )
-        resolved = await self._resolve([*record.images, *images], "images")
-        supplements = resolved[len(record.submission.images) :]
+        added = await self._resolve(images, "images", already=len(record.images))
+        supplements = (*record.supplements, *added)
         return await self.store.supply(
             request_id, record.version, supplements, identity.user_id, note[:NOTE_MAX_CHARS]
         )

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from authq.login import LoginNeeded, add_connection_arguments, forget_token, logged_in, tls_options
+from authq.login import (
+    LoginNeeded,
+    add_connection_arguments,
+    logged_in,
+    session_command,
+    tls_options,
+)
 from authq.render import describe_request, describe_update, parse_amount
 from authq.v1 import common_pb2 as cpb
 from google.protobuf.json_format import MessageToDict
@@ -172,14 +178,8 @@ async def run(args: argparse.Namespace) -> int:
         TellerClient, args.server, args.user, args.password, args.state_dir, tls_options(args)
     )
     async with client:
-        if args.command == "login":
-            print(f"logged in as {args.user}")
-            return 0
-        if args.command == "logout":
-            await client.logout()
-            forget_token(args.state_dir, args.user)
-            print(f"logged out {args.user}")
-            return 0
+        if (code := await session_command(client, args)) is not None:
+            return code
         if args.command == "submit":
             amount = parse_amount(args.amount, args.currency) if args.amount else None
             request = new_request(

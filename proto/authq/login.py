@@ -138,3 +138,17 @@ async def logged_in(
         raise
     save_token(state_dir, user, reply.token, reply.expires_at_ms)
     return client
+
+
+async def session_command(client: AuthenticatedClient, args: argparse.Namespace) -> int | None:
+    """Runs ``login`` or ``logout`` (the commands every command line has); None for
+    any other command."""
+    if args.command == "login":
+        print(f"logged in as {args.user}")
+        return 0
+    if args.command == "logout":
+        await client.logout()
+        forget_token(args.state_dir, args.user)
+        print(f"logged out {args.user}")
+        return 0
+    return None
