@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from server.accounts.model import Qualification, Role
 from server.blobs import BlobStore
 from server.dispatch import WorkDispatcher
+from server.domain.money import max_minor_units
 from server.domain.reasons import NOTE_MAX_CHARS, check_rejection
 from server.domain.records import HistoryEntry, Image, RequestRecord, Submission
 from server.domain.states import Outcome, State
@@ -204,9 +205,11 @@ class Center:
         async with self.audited(who, "SUBMIT", submission.request_id,
                                 business_type=submission.business_type,
                                 amount_minor=submission.amount_minor):  # fmt: skip
-            onsite_review = self.route(submission)
+            onsite_review, local_minor = self.route(submission)
             images = await self._resolve(submission.images, "images")
-            return await self.store.submit(replace(submission, images=images), onsite_review)
+            return await self.store.submit(
+                replace(submission, images=images), onsite_review, local_minor
+            )
 
     async def reload_policy(self, who: Identity) -> str:
         """Re-reads the policy file and puts it in force if it validates; a bad file
@@ -227,9 +230,11 @@ class Center:
         are not wired yet)."""
         return self.policy.loaded.policy.for_region(None)
 
-    def route(self, submission: Submission) -> bool:
+    def route(self, submission: Submission) -> tuple[bool, int]:
         """Applies the policy in force (R2, R3): refuses on-site-only business and
-        missing images; True when an on-site reviewer must check it first."""
+        missing images. Returns whether an on-site reviewer must check it first, and
+        the amount in local minor units that routes it to qualified authorizers (an
+        amount with no indicative rate goes to those without a ceiling)."""
         view = self.catalog()
         decision = decide_mode(
             view, submission.business_type, submission.amount_minor, submission.currency
@@ -241,7 +246,10 @@ class Center:
         )
         if missing:
             raise InvalidArgument("images", missing_images_message(missing))
-        return decision.mode is Mode.ONSITE_REVIEW_THEN_CENTRAL
+        local_minor = view.local_minor(submission.amount_minor, submission.currency)
+        if local_minor is None:
+            local_minor = max_minor_units(view.thresholds.local_currency)
+        return decision.mode is Mode.ONSITE_REVIEW_THEN_CENTRAL, local_minor
 
     async def fallback(self, exc: OnsiteFallbackRequired) -> Emergency:
         """The emergency behind a fallback answer (R8)."""
@@ -352,7 +360,7 @@ class Center:
     # -- authorizer ----------------------------------------------------------------
 
     async def next_item(self, identity: Identity) -> Claim:
-        claim = await self.dispatcher.next_item(identity.user_id)
+        claim = await self.dispatcher.next_item(identity.user_id, identity.qualification)
         self.audit_later(identity, "CLAIM", claim.record.request_id, token=claim.token)
         return claim
 

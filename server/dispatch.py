@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from server.accounts.model import Qualification
 from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
+from server.domain.routing import ClaimFilter
 from server.domain.states import State
 from server.errors import AuthorizerAway
 from server.store.queue_store import Claim, QueueStore
@@ -29,7 +31,8 @@ class Waiter:
     authorizer_id: str
     # Takes the claimed item; returns False if the authorizer has gone meanwhile.
     deliver: Callable[[Claim], bool]
-    lanes: Sequence[str] | None = None
+    # What it may decide (issue 3 §4); None: anything.
+    qualification: Qualification | None = None
     cancelled: bool = field(default=False)
 
 
@@ -57,7 +60,9 @@ class WorkDispatcher:
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
 
-    async def next_item(self, authorizer_id: str, lanes: Sequence[str] | None = None) -> Claim:
+    async def next_item(
+        self, authorizer_id: str, qualification: Qualification | None = None
+    ) -> Claim:
         """Waits for and claims the next item (for a unary Next call)."""
         future: asyncio.Future[Claim] = asyncio.get_running_loop().create_future()
 
@@ -67,7 +72,7 @@ class WorkDispatcher:
             future.set_result(claim)
             return True
 
-        waiter = Waiter(authorizer_id, deliver, lanes)
+        waiter = Waiter(authorizer_id, deliver, qualification)
         self.add(waiter)
         try:
             return await future
@@ -104,7 +109,7 @@ class WorkDispatcher:
                 if waiter.cancelled:
                     continue
                 try:
-                    claim = await self.store.claim(waiter.authorizer_id, waiter.lanes)
+                    claim = await self.store.claim(waiter.authorizer_id, waiter.qualification)
                 except AuthorizerAway:
                     blocked.append(waiter)  # waits until it is back (wake)
                     continue
@@ -112,10 +117,10 @@ class WorkDispatcher:
                     blocked.append(waiter)
                     raise
                 if claim is None:
-                    # Nothing this waiter may take; others may have other lanes.
+                    # Nothing this waiter may take; others may hold other qualifications.
                     blocked.append(waiter)
-                    if waiter.lanes is None:
-                        break
+                    if ClaimFilter.of(waiter.qualification).unrestricted:
+                        break  # the queue holds nothing anyone (not involved) may take
                     continue
                 if waiter.cancelled or not waiter.deliver(claim):
                     # The authorizer left while we claimed: put the item straight back.

@@ -50,8 +50,12 @@ class Qualification:
     business_types: frozenset[str] = frozenset({"*"})
     ceiling_minor: int = 0
 
+    @property
+    def allows_all(self) -> bool:
+        return "*" in self.business_types or not self.business_types
+
     def allows(self, business_type: str) -> bool:
-        return "*" in self.business_types or business_type in self.business_types
+        return self.allows_all or business_type in self.business_types
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,7 +115,7 @@ class AuthorizerSession:
             self._error(ref, InvalidArgument("credit", f"1 to {MAX_CREDITS} items at a time"))
             return
         for _ in range(count):
-            waiter = Waiter(self.authorizer_id, lambda claim: False)
+            waiter = Waiter(self.authorizer_id, lambda claim: False, self.identity.qualification)
             waiter.deliver = self._deliverer(waiter)
             self.waiters.add(waiter)
             self.center.dispatcher.add(waiter)

@@ -5,6 +5,7 @@
 --   st  state             v   version (grows by one per change)
 --   d   msgpack submission    fp  fingerprint of the submission (idempotency)
 --   sc  queue score (us)  ln  lane key it waits in   br  branch   sub  submitted (ms)
+--   am  amount in minor units of the local currency (routing by ceiling)
 --   h   holder / decider  tok fencing token   lu  lease deadline (ms)
 --   rv  "1" once review started   sx  msgpack list of supplied images
 --   tl  the submitting teller and  rvw  the on-site reviewer: neither may ever
@@ -35,6 +36,26 @@ end
 -- waiting item.)
 local function record(hist_key, events_key, maxlen, entry)
   redis.call('RPUSH', hist_key, emit(events_key, maxlen, entry))
+end
+
+-- Lanes (server/domain/routing.py): an item waits in the sorted set of its (priority
+-- class, business type, amount band), and the set "<prefix>:lanes" names every lane
+-- that holds anything, so that a claim looks only at those. Its name is derived from
+-- the lane's (same prefix, same hash tag): server/store/keys.py Keys.lanes.
+local function lane_index(lane)
+  return string.match(lane, '^(.*):lane:') .. ':lanes'
+end
+
+local function enqueue(lane, score, id)
+  redis.call('ZADD', lane, score, id)
+  redis.call('SADD', lane_index(lane), lane)
+end
+
+local function dequeue(lane, id)
+  redis.call('ZREM', lane, id)
+  if redis.call('ZCARD', lane) == 0 then
+    redis.call('SREM', lane_index(lane), lane)
+  end
 end
 
 -- Moves one request between per-state counters (for the supervisor overview).

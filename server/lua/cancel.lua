@@ -22,7 +22,7 @@ redis.call('HSET', KEYS[1], 'st', 'CANCELLED')
 if pending then
   redis.call('ZREM', KEYS[6], ARGV[1])
 else
-  redis.call('ZREM', cur[3], ARGV[1])
+  dequeue(cur[3], ARGV[1])
   redis.call('HINCRBY', KEYS[5], cur[4], -1)
 end
 count_move(KEYS[4], cur[1], 'CANCELLED')

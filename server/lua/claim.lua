@@ -1,43 +1,67 @@
--- claim: hand the best waiting item among the given lanes to one authorizer, under a
--- lease with a fresh fencing token. Cost: one ZRANGE per lane, independent of depth.
+-- claim: hand the best waiting item this authorizer may decide to it, under a lease
+-- with a fresh fencing token. Only the lanes that hold anything are looked at (the set
+-- KEYS[7]), and of those only the ones the authorizer qualifies for (issue 3 §4, see
+-- server/domain/routing.py): one ZRANGE per lane, whatever the queue's depth.
 -- KEYS[1] leases zset   KEYS[2] event stream   KEYS[3] fencing counter
 -- KEYS[4] waiting-per-branch hash   KEYS[5] per-state counts hash
--- KEYS[6] the set of authorizers who are away   KEYS[7..] lanes
+-- KEYS[6] the set of authorizers who are away   KEYS[7] the set of non-empty lanes
 -- ARGV[1] authorizer id   ARGV[2] lease (ms)   ARGV[3] event stream max length
 -- ARGV[4] request key prefix   ARGV[5] history key prefix
+-- ARGV[6] business types it may decide, comma-separated, or '*'
+-- ARGV[7] the last amount band wholly within its ceiling
+-- ARGV[8] its ceiling in local minor units (0: none); items of the next band above
+--         ARGV[7] are taken only when their amount is within it
 -- The claimed item's own keys are derived from its id (prefix .. id): every key
 -- carries the same hash tag, so the script stays within one Cluster slot.
--- Separation of duties (R11): an item its own submitter or on-site reviewer would
--- take is passed over;
--- only then are a few more of that lane looked at, so the usual cost stays one
--- ZRANGE and one HGET per lane.
+-- An item the authorizer may not take (it submitted or reviewed it on site, R11, or
+-- its amount is above the ceiling in the band the ceiling cuts through) is passed
+-- over; only then are a few more of that lane looked at, so the usual cost stays
+-- one ZRANGE and one HMGET per lane.
+-- Exact score ties go to the more important, then the more urgent class.
 -- Returns {'OK', id, token, lease_deadline_ms, version, HGETALL of req, history list}
 --       | {'EMPTY'} | {'AWAY'}
 if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
   return {'AWAY'}
 end
 local SKIP_LIMIT = 16
-local function involved(id)
-  local people = redis.call('HMGET', ARGV[4] .. id, 'tl', 'rvw')
-  return people[1] == ARGV[1] or people[2] == ARGV[1]
+local all_types = ARGV[6] == '*'
+local types = ',' .. ARGV[6] .. ','
+local full_bands = tonumber(ARGV[7])
+local ceiling = tonumber(ARGV[8])
+
+local function may_take(id, check_amount)
+  local fields = redis.call('HMGET', ARGV[4] .. id, 'tl', 'rvw', 'am')
+  if fields[1] == ARGV[1] or fields[2] == ARGV[1] then
+    return false
+  end
+  return not check_amount or tonumber(fields[3] or '0') <= ceiling
 end
-local best, best_score, best_lane
-for i = 7, #KEYS do
-  local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-  if head[1] and involved(head[1]) then
-    head = {}
-    local next_ones = redis.call('ZRANGE', KEYS[i], 1, SKIP_LIMIT, 'WITHSCORES')
-    for j = 1, #next_ones, 2 do
-      if not involved(next_ones[j]) then
-        head = {next_ones[j], next_ones[j + 1]}
-        break
+
+local best, best_score, best_rank, best_lane
+for _, lane in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+  local imp, urg, btype, band_text = string.match(lane, ':lane:i(%d)u(%d):(.+):b(%d+)$')
+  local band = tonumber(band_text or '-1')
+  local partial = ceiling > 0 and band == full_bands + 1
+  if imp and (all_types or string.find(types, ',' .. btype .. ',', 1, true))
+      and (band <= full_bands or partial) then
+    local head = redis.call('ZRANGE', lane, 0, 0, 'WITHSCORES')
+    if head[1] and not may_take(head[1], partial) then
+      head = {}
+      local next_ones = redis.call('ZRANGE', lane, 1, SKIP_LIMIT, 'WITHSCORES')
+      for j = 1, #next_ones, 2 do
+        if may_take(next_ones[j], partial) then
+          head = {next_ones[j], next_ones[j + 1]}
+          break
+        end
       end
     end
-  end
-  if head[1] then
-    local score = tonumber(head[2])
-    if best_score == nil or score < best_score then
-      best, best_score, best_lane = head[1], score, KEYS[i]
+    if head[1] then
+      local score = tonumber(head[2])
+      local rank = tonumber(imp) * 10 + tonumber(urg)
+      if best_score == nil or score < best_score
+          or (score == best_score and rank > best_rank) then
+        best, best_score, best_rank, best_lane = head[1], score, rank, lane
+      end
     end
   end
 end
@@ -46,7 +70,7 @@ if not best then
 end
 local req = ARGV[4] .. best
 local hist = ARGV[5] .. best
-redis.call('ZREM', best_lane, best)
+dequeue(best_lane, best)
 local now_ms = math.floor(now_us() / 1000)
 local token = redis.call('INCR', KEYS[3])
 local deadline = now_ms + tonumber(ARGV[2])

@@ -7,7 +7,7 @@
 -- move confirmed later goes ahead of it). It stays in its own lane, and its field sc
 -- is updated too, so that a hand-back or a lapsed lease (requeue) keeps the new place.
 -- KEYS[1] req hash   KEYS[2] history list   KEYS[3] pending-move hash
--- KEYS[4] index of pending moves   KEYS[5] event stream   KEYS[6..] every lane
+-- KEYS[4] index of pending moves   KEYS[5] event stream   KEYS[6] the set of lanes
 -- ARGV[1] request id   ARGV[2] confirmer   ARGV[3] largest head start (us)
 -- ARGV[4] event stream max length
 -- Returns {'OK', version, at_ms, rq, rs, cr, ex, old_score, new_score}
@@ -40,14 +40,14 @@ if cur[1] ~= 'QUEUED' then
   return {'STATE', cur[1], mv[1], mv[2], mv[3], mv[4]}
 end
 local target = now - tonumber(ARGV[3])
-for i = 6, #KEYS do
-  local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+for _, lane in ipairs(redis.call('SMEMBERS', KEYS[6])) do
+  local head = redis.call('ZRANGE', lane, 0, 0, 'WITHSCORES')
   if head[1] and tonumber(head[2]) < target then
     target = tonumber(head[2])
   end
 end
 target = target - 1
-redis.call('ZADD', cur[3], fmt(target), ARGV[1])
+enqueue(cur[3], fmt(target), ARGV[1])
 redis.call('HSET', KEYS[1], 'sc', fmt(target))
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('DEL', KEYS[3])

@@ -31,7 +31,7 @@ local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'st', 'QUEUED')
 redis.call('HDEL', KEYS[1], 'h', 'tok', 'lu')
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZADD', cur[6], cur[5], ARGV[1])
+enqueue(cur[6], cur[5], ARGV[1])
 redis.call('HINCRBY', KEYS[6], cur[7], 1)
 count_move(KEYS[5], 'CLAIMED', 'QUEUED')
 record(KEYS[2], KEYS[4], ARGV[6],

@@ -28,7 +28,7 @@ redis.call('ZREM', KEYS[6], ARGV[1])
 local state, event = 'SENT_BACK', 'SENT_BACK'
 if ARGV[4] == 'CONFIRM' then
   state, event = 'QUEUED', 'ONSITE_CONFIRMED'
-  redis.call('ZADD', cur[5], cur[4], ARGV[1])
+  enqueue(cur[5], cur[4], ARGV[1])
   redis.call('HINCRBY', KEYS[5], cur[2], 1)
 end
 redis.call('HSET', KEYS[1], 'st', state, 'rvw', ARGV[2])

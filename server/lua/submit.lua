@@ -8,6 +8,7 @@
 -- ARGV[5] head start (us, from importance and urgency)   ARGV[6] teller id
 -- ARGV[7] event stream max length   ARGV[8] "1": on-site review first (R2), the item
 -- waits outside the queue (its score is kept for when it is confirmed)
+-- ARGV[9] the amount in local-currency minor units (checked against ceilings)
 -- Returns {'OK', state, version, submitted_ms}
 --       | {'DUP', state, version}          same id, same content: the earlier request
 --       | {'CONFLICT', state}              same id, other content
@@ -31,9 +32,10 @@ if ARGV[8] == '1' then
   state = 'PENDING_ONSITE_REVIEW'
 end
 redis.call('HSET', KEYS[1], 'st', state, 'v', 1, 'd', ARGV[3], 'fp', ARGV[2],
-  'sc', score, 'ln', KEYS[2], 'br', ARGV[4], 'sub', fmt(now_ms), 'tl', ARGV[6])
+  'sc', score, 'ln', KEYS[2], 'br', ARGV[4], 'sub', fmt(now_ms), 'tl', ARGV[6],
+  'am', ARGV[9])
 if state == 'QUEUED' then
-  redis.call('ZADD', KEYS[2], score, ARGV[1])
+  enqueue(KEYS[2], score, ARGV[1])
   redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 else
   redis.call('ZADD', KEYS[6], now_ms, ARGV[1])

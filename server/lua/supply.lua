@@ -23,7 +23,7 @@ end
 local now_ms = math.floor(now_us() / 1000)
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'st', 'QUEUED', 'sx', ARGV[3])
-redis.call('ZADD', cur[4], cur[3], ARGV[1])
+enqueue(cur[4], cur[3], ARGV[1])
 redis.call('HINCRBY', KEYS[5], cur[5], 1)
 count_move(KEYS[4], 'NEEDS_SUPPLEMENT', 'QUEUED')
 record(KEYS[2], KEYS[3], ARGV[6],

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from server.domain.money import format_amount, to_decimal
+from server.domain.money import CURRENCY_EXPONENTS, format_amount, to_decimal
 
 if TYPE_CHECKING:
     from server.policy.hours import OperatingHours
@@ -122,6 +122,20 @@ class PolicyView:
             return to_decimal(amount_minor, currency)
         rate = self.fx_to_usd.get(currency)
         return None if rate is None else to_decimal(amount_minor, currency) * rate
+
+    def local_minor(self, amount_minor: int, currency: str) -> int | None:
+        """The amount in minor units of the local currency at the indicative rates,
+        rounded up (for routing by an authorizer's ceiling), or None when no rate is
+        known."""
+        local = self.thresholds.local_currency
+        if currency == local:
+            return amount_minor
+        usd = self.usd_value(amount_minor, currency)
+        local_rate = Decimal(1) if local == "USD" else self.fx_to_usd.get(local)
+        if usd is None or not local_rate:
+            return None
+        exponent = CURRENCY_EXPONENTS.get(local, 2)
+        return int((usd / local_rate).scaleb(exponent).to_integral_value(ROUND_CEILING))
 
 
 @dataclass(frozen=True)

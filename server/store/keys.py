@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.domain.priority import PriorityClass, all_classes
+from server.domain.priority import PriorityClass
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +26,15 @@ class Keys:
     def history_prefix(self) -> str:
         return f"{self.prefix}:hist:"
 
-    def lane(self, priority: PriorityClass) -> str:
-        return f"{self.prefix}:lane:{priority.lane}"
+    def lane(self, priority: PriorityClass, business_type: str, band: int) -> str:
+        """Where a waiting item waits (server/domain/routing.py)."""
+        return f"{self.prefix}:lane:{priority.lane}:{business_type}:b{band}"
 
-    def all_lanes(self) -> list[str]:
-        """Most important first: claim breaks exact score ties in this order."""
-        return [self.lane(priority) for priority in all_classes()]
+    @property
+    def lanes(self) -> str:
+        """The set of lanes that hold anything. The scripts derive this name from a
+        lane's own (see lane_index in server/lua/_lib.lua): keep the two in step."""
+        return f"{self.prefix}:lanes"
 
     def account(self, user_id: str) -> str:
         return f"{self.account_prefix}{user_id}"

@@ -135,7 +135,6 @@ class MoveStore:
             p.head_start_ms(queue.importance_step_ms, queue.urgency_step_ms) for p in all_classes()
         )
         self.index = keys.move("")
-        self.all_lanes = keys.all_lanes()
         self._request = load_script(client, "move_request")
         self._confirm = load_script(client, "move_confirm")
         self._sweep = load_script(client, "move_sweep")
@@ -176,7 +175,7 @@ class MoveStore:
                 self.keys.move(request_id),
                 self.index,
                 self.keys.events,
-                *self.all_lanes,
+                self.keys.lanes,
             ],
             args=[request_id, confirmer, self.max_head_start_us, self.events_maxlen],
         )

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from server.domain.priority import PriorityClass, all_classes
 from server.domain.records import RequestRecord
+from server.domain.routing import LaneName
 from server.domain.states import State
 from server.errors import NotFound
 from server.store.keys import Keys
@@ -44,7 +45,6 @@ def as_text(value: Any) -> str:
 class QueueReads:
     client: aioredis.Redis
     keys: Keys
-    all_lanes: list[str]
 
     async def get(self, request_id: str) -> RequestRecord:
         async with self.client.pipeline(transaction=True) as pipe:
@@ -55,47 +55,74 @@ class QueueReads:
             raise NotFound(f"no request with request_id {request_id}")
         return RequestRecord.from_redis(fields, history)
 
+    async def lanes(self) -> list[str]:
+        """The lanes that hold anything (server/domain/routing.py)."""
+        return sorted(as_text(lane) for lane in await self.client.smembers(self.keys.lanes))
+
     async def overview(self) -> Overview:
-        classes = all_classes()
+        """Waiting items per priority class, summed over the business types and amount
+        bands of each class."""
+        lanes = await self.lanes()
         async with self.client.pipeline(transaction=True) as pipe:
-            for lane in self.all_lanes:
+            for lane in lanes:
                 pipe.zcard(lane)
                 pipe.zrange(lane, 0, 0)
             pipe.hgetall(self.keys.counts)
             pipe.hgetall(self.keys.waiting_by_branch)
             pipe.time()
             replies = await pipe.execute()
-        heads = [replies[2 * i + 1][0] if replies[2 * i + 1] else None for i in range(len(classes))]
-        submitted: list[Any] = []
-        if any(heads):
+        heads = [
+            as_text(replies[2 * i + 1][0]) if replies[2 * i + 1] else "" for i in range(len(lanes))
+        ]
+        submitted: dict[str, int] = {}
+        present = [head for head in heads if head]
+        if present:
             async with self.client.pipeline(transaction=False) as pipe:
-                for head in heads:
-                    if head is not None:
-                        pipe.hget(self.keys.request(as_text(head)), "sub")
-                submitted = list(await pipe.execute())
-        lanes = []
-        for i, priority in enumerate(classes):
+                for head in present:
+                    pipe.hget(self.keys.request(head), "sub")
+                submitted = {
+                    head: int(sub or 0)
+                    for head, sub in zip(present, await pipe.execute(), strict=True)
+                }
+        waiting: dict[PriorityClass, int] = dict.fromkeys(all_classes(), 0)
+        oldest: dict[PriorityClass, tuple[int, str]] = {}
+        for i, lane in enumerate(lanes):
+            name = LaneName.parse(lane)
+            if name is None:
+                continue
+            priority = PriorityClass(name.importance, name.urgency)
+            waiting[priority] += int(replies[2 * i])
             head = heads[i]
-            oldest = int(submitted.pop(0) or 0) if head is not None else None
-            lanes.append(
-                LaneDepth(priority, int(replies[2 * i]), oldest, as_text(head) if head else None)
+            if head and (priority not in oldest or submitted[head] < oldest[priority][0]):
+                oldest[priority] = (submitted[head], head)
+        depths = [
+            LaneDepth(
+                priority,
+                count,
+                oldest[priority][0] if priority in oldest else None,
+                oldest[priority][1] if priority in oldest else None,
             )
+            for priority, count in waiting.items()
+        ]
         counts_raw, branches_raw, (seconds, micros) = replies[-3], replies[-2], replies[-1]
         return Overview(
-            lanes=lanes,
+            lanes=depths,
             counts={as_text(k): int(v) for k, v in counts_raw.items()},
             waiting_by_branch={as_text(k): int(v) for k, v in branches_raw.items() if int(v) > 0},
             at_ms=int(seconds) * 1000 + int(micros) // 1000,
         )
 
     async def position(self, request_id: str) -> tuple[State, int, int]:
-        """(state, items offered before it or -1 when not waiting, total waiting)."""
+        """(state, items ahead of it or -1 when not waiting, total waiting). "Ahead"
+        is in the queue's one order (score); which authorizer takes an item also
+        depends on qualifications (routing)."""
         fields = await self.client.hmget(self.keys.request(request_id), ["st", "sc", "ln"])
         if fields[0] is None:
             raise NotFound(f"no request with request_id {request_id}")
         state = State(as_text(fields[0]))
+        lanes = await self.lanes()
         async with self.client.pipeline(transaction=True) as pipe:
-            for lane in self.all_lanes:
+            for lane in lanes:
                 pipe.zcard(lane)
                 if state is State.QUEUED:
                     if lane == as_text(fields[2]):

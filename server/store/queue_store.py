@@ -11,7 +11,9 @@ from typing import Any
 import msgpack
 import redis.asyncio as aioredis
 
+from server.accounts.model import Qualification
 from server.domain.records import HistoryEntry, Image, RequestRecord, Submission
+from server.domain.routing import ClaimFilter, band_of
 from server.domain.states import Outcome, State
 from server.errors import (
     AlreadyExists,
@@ -49,22 +51,25 @@ class QueueStore(QueueReads):
         self.keys = keys
         self.config = config
         self.scripts = Scripts.register(client)
-        self.all_lanes = keys.all_lanes()
 
     # -- teller side ---------------------------------------------------------------
 
     def submit_call(
-        self, submission: Submission, onsite_review: bool = False
+        self, submission: Submission, onsite_review: bool = False, local_minor: int | None = None
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the submit script for one submission (bench/ pipelines
-        these to fill a deep queue with exactly the records a Submit writes)."""
+        these to fill a deep queue with exactly the records a Submit writes).
+        ``local_minor`` is the amount in the local currency (server/domain/routing.py);
+        None: the amount as given, which must then be in the local currency."""
         rid = submission.request_id
         head_start_us = 1000 * submission.priority.head_start_ms(
             self.config.importance_step_ms, self.config.urgency_step_ms
         )
+        if local_minor is None:
+            local_minor = submission.amount_minor
         keys = [
             self.keys.request(rid),
-            self.keys.lane(submission.priority),
+            self.keys.lane(submission.priority, submission.business_type, band_of(local_minor)),
             self.keys.events,
             self.keys.waiting_by_branch,
             self.keys.counts,
@@ -81,16 +86,17 @@ class QueueStore(QueueReads):
             submission.teller_id,
             self.config.events_maxlen,
             "1" if onsite_review else "0",
+            local_minor,
         ]
         return keys, args
 
     async def submit(
-        self, submission: Submission, onsite_review: bool = False
+        self, submission: Submission, onsite_review: bool = False, local_minor: int | None = None
     ) -> tuple[RequestRecord, bool]:
         """Stores a new request, or returns the stored one for a retry (True). With
         ``onsite_review`` it waits for the branch's on-site reviewer first (R2)."""
         rid = submission.request_id
-        keys, args = self.submit_call(submission, onsite_review)
+        keys, args = self.submit_call(submission, onsite_review, local_minor)
         result = await self.scripts.submit(keys=keys, args=args)
         status = as_text(result[0])
         if status == "FALLBACK":
@@ -198,7 +204,12 @@ class QueueStore(QueueReads):
 
     # -- authorizer side -----------------------------------------------------------
 
-    async def claim(self, authorizer_id: str, lanes: Sequence[str] | None = None) -> Claim | None:
+    async def claim(
+        self, authorizer_id: str, qualification: Qualification | None = None
+    ) -> Claim | None:
+        """The best waiting item the authorizer may decide (its qualification: issue 3
+        §4; None: anything), or None."""
+        only = ClaimFilter.of(qualification)
         result = await self.scripts.claim(
             keys=[
                 self.keys.leases,
@@ -207,7 +218,7 @@ class QueueStore(QueueReads):
                 self.keys.waiting_by_branch,
                 self.keys.counts,
                 self.keys.away,
-                *(lanes if lanes is not None else self.all_lanes),
+                self.keys.lanes,
             ],
             args=[
                 authorizer_id,
@@ -215,6 +226,9 @@ class QueueStore(QueueReads):
                 self.config.events_maxlen,
                 self.keys.request_prefix,
                 self.keys.history_prefix,
+                only.business_types,
+                only.full_bands,
+                only.ceiling_minor,
             ],
         )
         status = as_text(result[0])
