@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/authq/v1/*.proto)
 
-.PHONY: venv run test lint proto proto-check bench bench-quick clean
+.PHONY: venv run demo test lint proto proto-check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,11 @@ proto-check: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/authq-server --listen 127.0.0.1:50051 --data-dir ./var --demo
+
+## A live center: server (./var/demo, fresh each time), simulated branches, console windows
+## (text view without a display). Closing the windows or Ctrl-C stops it all. DEMO_ARGS=--help
+demo: $(STAMP)
+	$(BIN)/python -m authorizer_console.demo --data-dir ./var/demo --fresh $(DEMO_ARGS)
 
 ## Everything CI checks: generated code fresh, lint and types clean, the whole suite.
 test: $(STAMP)

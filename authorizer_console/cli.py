@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import grpc
+from authq.hours_cli import add_hours_commands, hours_command
 from authq.login import (
     LoginNeeded,
     add_connection_arguments,
@@ -27,14 +28,9 @@ from authq.v1 import supervisor_pb2 as spb
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from authorizer_console import fallback_view
 from authorizer_console.client import AuthorizerClient
 
-EXTENSIONS = {
-    "image/jpeg": ".jpg",
-    "image/png": ".png",
-    "image/tiff": ".tif",
-    "image/webp": ".webp",
-}
 REASONS = [
     "ID_MISMATCH",
     "ID_INVALID",
@@ -98,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_connection_arguments(parser, default_user="authorizer-1", who="authorizer or supervisor")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_hours_commands(commands, branch_side=False)
     commands.add_parser("login", help="log in once; later commands reuse the login")
     commands.add_parser("logout", help="end the saved login")
 
@@ -116,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--token", type=int, help="fencing token (default: from `next`)")
         command.add_argument("--note", default="")
         return command
+
+    image = commands.add_parser(
+        "image", help="save one image of a held item (supervisors: of any request); audited"
+    )
+    image.add_argument("request_id")
+    image.add_argument("sha256", help="as `next` lists it")
+    image.add_argument(
+        "--rendition",
+        default="preview",
+        choices=["original", "preview", "thumbnail"],
+        help="preview and thumbnail carry your id and the time (default preview)",
+    )
+    image.add_argument("--out", type=Path, required=True, help="file to write")
+    image.add_argument(
+        "--supervisor",
+        action="store_true",
+        help="as a supervisor or director: any request, not only held ones",
+    )
 
     with_token("approve", "approve a held item")
     reject = with_token("reject", "reject a held item with a reason")
@@ -142,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     end.add_argument("emergency_id")
     end.add_argument("--note", default="")
     emergency_commands.add_parser("list", help="emergencies in force")
+    back = emergency_commands.add_parser(
+        "handback", help="hand waiting requests back to their branches to authorize on site"
+    )
+    back.add_argument("request_id", nargs="*", help="the requests (or use --branch)")
+    back.add_argument("--branch", default="", help="every waiting request of this branch")
+    back.add_argument("--reason", required=True, help="what the tellers are told")
     commands.add_parser("overview", help="supervisor: the queue at a glance")
     position = commands.add_parser("position", help="supervisor: where a request waits")
     position.add_argument("request_id")
@@ -155,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     confirm.add_argument("request_id")
     commands.add_parser("moves", help="supervisor: moves awaiting confirmation")
+    fallback_view.add_command(commands)
     return parser
 
 
@@ -222,9 +244,9 @@ async def take_next(
     if request.images:
         folder.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(request.images):
-        data = await client.image(request.request_id, image.sha256)
-        suffix = EXTENSIONS.get(image.content_type, ".bin")
-        path = folder / f"{index + 1:02d}-{kind_name(image.kind).lower()}{suffix}"
+        # The watermarked preview (a JPEG whatever the capture was, R14).
+        data = await client.image(request.request_id, image.sha256, "preview")
+        path = folder / f"{index + 1:02d}-{kind_name(image.kind).lower()}-preview.jpg"
         path.write_bytes(data)
         saved.append(str(path))
     text = describe_request(request, history=True)
@@ -246,8 +268,18 @@ async def run(args: argparse.Namespace) -> int:
     async with client:
         if (code := await session_command(client, args)) is not None:
             return code
+        if (code := await hours_command(client, args)) is not None:
+            return code
         if args.command == "next":
             await take_next(client, args, book)
+            return 0
+        if args.command == "image":
+            fetch = client.supervisor_image if args.supervisor else client.image
+            data = await fetch(args.request_id, args.sha256, args.rendition)
+            args.out.write_bytes(data)
+            print(
+                f"{args.rendition} of {args.sha256[:12]} written to {args.out} ({len(data)} bytes)"
+            )
             return 0
         if args.command in ("away", "back"):
             away = await client.set_away(args.command == "away")
@@ -258,6 +290,12 @@ async def run(args: argparse.Namespace) -> int:
                 item = await client.declare_emergency(args.reason, args.branch)
             elif args.emergency_command == "end":
                 item = await client.end_emergency(args.emergency_id, args.note)
+            elif args.emergency_command == "handback":
+                result = await client.hand_back(args.reason, args.request_id, args.branch)
+                lines = [f"handed back {u.request_id}" for u in result.handed_back]
+                lines += [f"not handed back {r.request_id}: {r.reason}" for r in result.refused]
+                show(result, "\n".join(lines) or "nothing was waiting", args.json)
+                return 0 if not result.refused else 1
             else:
                 for active in await client.emergencies():
                     show(active, describe_emergency(active), args.json)
@@ -290,6 +328,8 @@ async def run(args: argparse.Namespace) -> int:
             lines = [describe_move(m) for m in pending.moves] or ["no moves await confirmation"]
             show(pending, "\n".join(lines), args.json)
             return 0
+        if args.command == "fallbacks":
+            return await fallback_view.show_fallbacks(client, args)
         token = book.token(args.request_id, args.token)
         if args.command == "renew":
             lease = await client.renew(args.request_id, token)

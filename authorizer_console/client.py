@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -13,6 +13,7 @@ from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import authorizer_pb2_grpc, supervisor_pb2_grpc
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import supervisor_pb2 as spb
+from authq.v1 import teller_pb2 as tpb
 
 OUTCOMES = {
     "approve": apb.OUTCOME_APPROVE,
@@ -29,6 +30,15 @@ def kind_values(kinds: Sequence[str]) -> list[cpb.ImageKind.ValueType]:
         except ValueError:
             raise ValueError(f"unknown image kind {kind!r}") from None
     return values
+
+
+def rendition_value(rendition: str) -> cpb.Rendition.ValueType:
+    try:
+        return cpb.Rendition.Value("RENDITION_" + rendition.strip().upper())
+    except ValueError:
+        raise ValueError(
+            f"unknown rendition {rendition!r}: original, preview or thumbnail"
+        ) from None
 
 
 class AuthorizerClient(AuthenticatedClient):
@@ -119,14 +129,27 @@ class AuthorizerClient(AuthenticatedClient):
         )
         return reply.away
 
-    async def image(self, request_id: str, sha256: str) -> bytes:
-        parts = []
+    async def image(self, request_id: str, sha256: str, rendition: str = "preview") -> bytes:
+        """One image of a held item, watermarked: "preview" or "thumbnail" (R14)."""
         call = self.stub.GetImage(
-            apb.GetImageRequest(request_id=request_id, sha256=sha256), metadata=self.metadata
+            apb.GetImageRequest(
+                request_id=request_id, sha256=sha256, rendition=rendition_value(rendition)
+            ),
+            metadata=self.metadata,
         )
-        async for chunk in call:
-            parts.append(chunk.data)
-        return b"".join(parts)
+        return b"".join([chunk.data async for chunk in call])
+
+    async def supervisor_image(
+        self, request_id: str, sha256: str, rendition: str = "preview"
+    ) -> bytes:
+        """For a supervisor or director: one image of any request (audited)."""
+        call = self.supervisor.GetImage(
+            cpb.RequestImageRequest(
+                request_id=request_id, sha256=sha256, rendition=rendition_value(rendition)
+            ),
+            metadata=self.metadata,
+        )
+        return b"".join([chunk.data async for chunk in call])
 
     async def overview(self) -> spb.QueueOverview:
         reply: spb.QueueOverview = await self.supervisor.Overview(
@@ -162,10 +185,31 @@ class AuthorizerClient(AuthenticatedClient):
         )
         return reply
 
+    async def fallbacks(
+        self, branch_id: str = "", from_ms: int = 0, to_ms: int = 0, limit: int = 0
+    ) -> list[tpb.FallbackRecord]:
+        """The local fallbacks tellers reported (R8), the most recent first."""
+        reply: spb.ListFallbacksReply = await self.supervisor.ListFallbacks(
+            spb.ListFallbacksRequest(branch_id=branch_id, from_ms=from_ms, to_ms=to_ms,
+                                     limit=limit),
+            metadata=self.metadata,
+        )  # fmt: skip
+        return list(reply.records)
+
     async def declare_emergency(self, reason: str, branch_ids: Sequence[str] = ()) -> spb.Emergency:
         """Puts the center (no branches) or the given branches on on-site authorization."""
         reply: spb.Emergency = await self.supervisor.DeclareEmergency(
             spb.DeclareEmergencyRequest(reason=reason, branch_ids=branch_ids),
+            metadata=self.metadata,
+        )
+        return reply
+
+    async def hand_back(
+        self, reason: str, request_ids: Sequence[str] = (), branch_id: str = ""
+    ) -> spb.HandBackReply:
+        """Hands waiting requests (or all of a branch's) back to their branches (R8)."""
+        reply: spb.HandBackReply = await self.supervisor.HandBack(
+            spb.HandBackRequest(request_ids=request_ids, branch_id=branch_id, reason=reason),
             metadata=self.metadata,
         )
         return reply
@@ -181,6 +225,22 @@ class AuthorizerClient(AuthenticatedClient):
             spb.ListEmergenciesRequest(), metadata=self.metadata
         )
         return list(reply.active)
+
+    async def watch_queue(self) -> AsyncGenerator[spb.QueueSnapshot, None]:
+        """The live queue: a snapshot at once, then one per change (server-pushed)."""
+        call = self.supervisor.WatchQueue(spb.WatchQueueRequest(), metadata=self.metadata)
+        async for snapshot in call:
+            yield snapshot
+
+    async def set_account_enabled(
+        self, user_id: str, enabled: bool, reason: str = ""
+    ) -> spb.AccountStatusReply:
+        """Disables an authorizer for leave, or enables it again (R12)."""
+        reply: spb.AccountStatusReply = await self.supervisor.SetAccountEnabled(
+            spb.SetAccountEnabledRequest(user_id=user_id, enabled=enabled, reason=reason),
+            metadata=self.metadata,
+        )
+        return reply
 
     def session(self) -> AuthorizerSessionClient:
         return AuthorizerSessionClient(self)
@@ -212,6 +272,12 @@ class AuthorizerSessionClient(SessionStream[apb.AuthorizerSessionIn]):
 
     def credit(self, count: int = 1) -> None:
         self.send(self.next_ref(), credit=count)
+
+    async def closed(self) -> None:
+        """Returns once the stream has ended (the server closed it or went away)."""
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await asyncio.shield(self._reader)
 
     async def decide(
         self,

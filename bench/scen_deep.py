@@ -17,6 +17,7 @@ from bench.procs import AuthqServer
 from bench.rig import CycleRig
 from bench.stats import Recorder, cpu_per_1000, now
 from server.domain.records import Submission
+from server.domain.routing import band_of
 from server.store.keys import Keys
 from server.store.queue_store import QueueConfig, QueueStore
 
@@ -103,7 +104,9 @@ async def run_deep(
         out["settle_s"] = await settle(server)
         out["at_depth"] = await timed_claims(server.target, claims, duration_s)
         out["_claim_deep"] = out["at_depth"].pop("_claim")
-        waiting = await client.zcard(Keys().lane(_submission(0).priority))
+        sample = _submission(0)
+        lane = Keys().lane(sample.priority, sample.business_type, band_of(sample.amount_minor))
+        waiting = await client.zcard(lane)
         out["waiting_after_claims"] = int(waiting)
         cpu0 = server.cpu()
         async with CycleRig(server.target, tellers=1) as rig:

@@ -16,6 +16,7 @@ from authq import wire
 from authq.v1 import (
     auth_pb2_grpc,
     authorizer_pb2_grpc,
+    branch_pb2_grpc,
     review_pb2_grpc,
     supervisor_pb2_grpc,
     teller_pb2_grpc,
@@ -27,22 +28,35 @@ from redis.backoff import ExponentialBackoff
 from server.accounts.store import AccountStore
 from server.api.auth import AuthServicer
 from server.api.authorizer import AuthorizerServicer
+from server.api.branch import BranchServicer
 from server.api.identity import Authenticator
 from server.api.review import OnsiteReviewServicer
 from server.api.supervisor import SupervisorServicer
 from server.api.teller import TellerServicer
+from server.api.token_cache import TokenCache
+from server.archive.archiver import Archiver, ArchiverConfig
+from server.archive.blob_gc import BlobCollector
+from server.archive.index import ArchiveIndex
+from server.archive.writer import ArchiveWriter
+from server.backlog import BacklogMonitor, BacklogThresholds
 from server.blobs import LocalBlobStore
 from server.center import Center, Identity
 from server.demo import DEMO_PASSWORD, seed_demo
 from server.dispatch import WorkDispatcher
 from server.embedded_redis import EmbeddedRedis
 from server.events import EventHub
+from server.images.checker import ImageChecker
+from server.images.gate import ImageGate
 from server.images.probe import ImageLimits
 from server.leases import LeaseReaper
+from server.metrics import MetricsService
+from server.policy.always_open import always_open_copy
 from server.policy.loader import DEFAULT_POLICY
 from server.policy.reloadable import PolicyHolder
+from server.queue_watch import QueueWatch
 from server.settings import Settings
 from server.store.audit import AuditLog
+from server.store.emergencies import EmergencyStore
 from server.store.keys import Keys
 from server.store.moves import MoveStore
 from server.store.queue_store import QueueConfig, QueueStore
@@ -81,6 +95,17 @@ class Runtime:
     # The hash-chained audit trail (R15), and the pending two-person moves (R6).
     audit: AuditLog
     moves: MoveStore
+    # Snapshots of the queue pushed to supervisors (SupervisorService.WatchQueue).
+    watch: QueueWatch | None = None
+    # The Prometheus endpoint (settings.metrics_listen); None when it is off.
+    metrics: MetricsService | None = None
+    # Verified login tokens, invalidated by Redis keyspace notifications.
+    tokens: TokenCache | None = None
+    # The permanent archive (R15): what is archived where, and the component writing it.
+    archive_index: ArchiveIndex | None = None
+    archiver: Archiver | None = None
+    # Declares and ends the automatic backlog emergency (R8).
+    backlog: BacklogMonitor | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -109,6 +134,15 @@ class Runtime:
             reaper = LeaseReaper(store)
             hub.add_listener(dispatcher.on_event)
             hub.add_listener(reaper.on_event)
+            metrics = None
+            if settings.metrics_listen is not None:
+                metrics = MetricsService(
+                    settings.metrics_listen,
+                    store,
+                    EmergencyStore(client, keys),
+                    settings.metrics_interval_s,
+                )
+                metrics.attach(hub)
             await hub.start()
             dispatcher.start()
             reaper.start()
@@ -116,16 +150,63 @@ class Runtime:
             blobs = LocalBlobStore(settings.data_dir / "blobs")
             center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
             center.audit = audit
-            center.policy = PolicyHolder.from_file(settings.policy_file or DEFAULT_POLICY)
+            archive_index = ArchiveIndex(client, keys)
+            archiver = Archiver(
+                store,
+                blobs,
+                archive_index,
+                ArchiveWriter(settings.archive_dir or settings.data_dir / "archive"),
+                BlobCollector(client, keys, blobs, archive_index, settings.blob_gc_grace_s),
+                ArchiverConfig(
+                    keep_hot_s=settings.archive_keep_hot_s,
+                    sweep_s=settings.archive_sweep_s,
+                    gc_interval_s=settings.blob_gc_interval_s,
+                ),
+            )
+            # Ends seen before this listener are found by the archiver's start sweep.
+            hub.add_listener(archiver.on_event)
+            archiver.start()
+            # Full image checks off the request path; nothing is offered half-checked.
+            center.images = ImageChecker(client, keys, blobs, limits, settings.image_check_workers)
+            center.images.start()
+            dispatcher.gate = ImageGate(center.images, store, center).admit
+            watch = QueueWatch(store, dispatcher, moves, center.emergencies)
+            hub.add_listener(watch.on_event)
+            dispatcher.on_waiters_changed = watch.poke
+            watch.start()
+            policy_file = settings.policy_file or DEFAULT_POLICY
+            if settings.demo and settings.policy_file is None:
+                # A demo works at any hour: the shipped policy with the center and the
+                # default branch open around the clock.
+                policy_file = always_open_copy(
+                    DEFAULT_POLICY, settings.data_dir / "demo-policy.toml"
+                )
+                print(f"demo policy (open around the clock): {policy_file}", flush=True)
+            center.policy = PolicyHolder.from_file(policy_file)
+            backlog = BacklogMonitor(store, center.emergencies, center, keys, BacklogThresholds(
+                declare_oldest_s=settings.backlog_declare_oldest_s,
+                clear_oldest_s=settings.backlog_clear_oldest_s,
+                declare_estimated_s=settings.backlog_declare_estimated_s,
+                clear_estimated_s=settings.backlog_clear_estimated_s,
+                clear_hold_s=settings.backlog_clear_hold_s,
+                check_every_s=settings.backlog_check_s,
+            ))  # fmt: skip
+            hub.add_listener(backlog.on_event)
+            backlog.start()
             accounts = AccountStore(
                 client,
                 keys,
                 token_ttl_s=settings.token_ttl_s,
                 password_max_age_days=settings.password_max_age_days,
             )
+            tokens = TokenCache(client, keys.token(""))
+            await tokens.start()
+            await tokens.wait_live()
             if settings.demo:
                 lines = await seed_demo(accounts)
                 print(f"demo accounts (password {DEMO_PASSWORD}):", *lines, sep="\n", flush=True)
+            if metrics is not None:
+                metrics.start()
         except BaseException:
             if embedded is not None:
                 await embedded.stop()
@@ -143,13 +224,31 @@ class Runtime:
             embedded=embedded,
             audit=audit,
             moves=moves,
+            watch=watch,
+            metrics=metrics,
+            tokens=tokens,
+            archive_index=archive_index,
+            archiver=archiver,
+            backlog=backlog,
         )
 
     async def stop(self) -> None:
+        if self.backlog is not None:
+            await self.backlog.stop()
         await self.center.flush_audit()
+        if self.metrics is not None:
+            await self.metrics.stop()
+        if self.watch is not None:
+            await self.watch.stop()
+        if self.archiver is not None:
+            await self.archiver.stop()
         await self.reaper.stop()
         await self.dispatcher.stop()
+        if self.center.images is not None:
+            await self.center.images.stop()
         await self.hub.stop()
+        if self.tokens is not None:
+            await self.tokens.stop()
         await self.client.aclose(close_connection_pool=True)
         if self.embedded is not None:
             await self.embedded.stop()
@@ -157,21 +256,25 @@ class Runtime:
 
 def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
     """A gRPC server with the three services, bound (port 0 picks a free port)."""
-    server = grpc.aio.server(options=wire.CHANNEL_OPTIONS)
+    interceptors = [runtime.metrics.interceptor] if runtime.metrics is not None else []
+    server = grpc.aio.server(options=wire.CHANNEL_OPTIONS, interceptors=interceptors)
     center = runtime.center
 
     async def audit_refusal(identity: Identity, method: str, message: str) -> None:
         await center.record_soon(identity, method, "-", message, {})
 
-    auth = Authenticator(runtime.accounts, on_refusal=audit_refusal)
+    auth = Authenticator(runtime.accounts, on_refusal=audit_refusal, tokens=runtime.tokens)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(runtime.accounts, runtime.center), server
     )
     review_pb2_grpc.add_OnsiteReviewServiceServicer_to_server(
         OnsiteReviewServicer(runtime.center, auth), server
     )
+    branch_pb2_grpc.add_BranchServiceServicer_to_server(
+        BranchServicer(runtime.center, auth), server
+    )
     teller_pb2_grpc.add_TellerServiceServicer_to_server(
-        TellerServicer(runtime.center, auth), server
+        TellerServicer(runtime.center, auth, runtime.archive_index), server
     )
     authorizer_pb2_grpc.add_AuthorizerServiceServicer_to_server(
         AuthorizerServicer(runtime.center, runtime.settings.lease_ms, auth), server
@@ -184,6 +287,8 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
             runtime.audit,
             runtime.center,
             runtime.center.emergencies,
+            watch=runtime.watch,
+            accounts=runtime.accounts,
         ),
         server,
     )

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from server.accounts.model import Qualification, Role
 from server.blobs import BlobStore
@@ -27,20 +28,28 @@ from server.errors import (
     PermissionDenied,
 )
 from server.events import EventHub, Resync
+from server.images.access import check_image_access
+from server.images.checker import ImageChecker
 from server.images.probe import ImageLimits
+from server.images.views import Rendition, image_view
 from server.intake import Upload, begin_upload
+from server.policy.enrollment import check_enrollment
+from server.policy.hours import may_submit
 from server.policy.loader import DEFAULT_POLICY
 from server.policy.model import (
     Mode,
     PolicyError,
     PolicyView,
+    UnknownRegionError,
     decide_mode,
     missing_images,
     missing_images_message,
 )
 from server.policy.reloadable import PolicyHolder
 from server.store.audit import AuditEntry, AuditLog
+from server.store.branches import BranchDirectory
 from server.store.emergencies import Emergency, EmergencyStore
+from server.store.fallbacks import Fallback, FallbackStore, ReportResult, ReportStatus
 from server.store.queue_store import Claim, QueueStore
 
 log = logging.getLogger(__name__)
@@ -93,8 +102,16 @@ class Center:
         self.max_images = max_images
         # Every action and refusal goes to the hash-chained audit trail (R15).
         self.audit: AuditLog | None = None
+        # The full image check and renditions (server/images/checker.py).
+        self.images: ImageChecker | None = None
         self.policy = PolicyHolder.from_file(DEFAULT_POLICY)
         self.emergencies = EmergencyStore(store.client, store.keys)
+        # Local fallbacks tellers reported (R8).
+        self.fallbacks = FallbackStore(store.client, store.keys)
+        # Region, enrollment (R10) and extended-hours windows (R9) of each branch.
+        self.branches = BranchDirectory(store.client, store.keys)
+        # Operating hours are judged at this time (tests set a fixed one).
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._pending_audits: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
@@ -168,10 +185,16 @@ class Center:
         return begin_upload(kind, sha256, size, self.limits)
 
     async def finish_upload(self, upload: Upload) -> Image:
-        image, _ = await upload.finish(self.blobs)
+        image, data = await upload.finish(self.blobs)
         # Recorded only after the bytes are fsynced: a submit that finds the record
         # finds the bytes.
         await self.store.record_blob(image)
+        if not await self.blobs.exists(image.sha256):
+            # The blob GC removed identical bytes between our write (skipped: the file
+            # was there) and the record; the record is fresh now, so write them again.
+            await self.blobs.put(image.sha256, data)
+        if self.images is not None:
+            self.images.schedule(image.sha256, data)  # after the ack, never before it
         return image
 
     async def _resolve(
@@ -185,13 +208,24 @@ class Center:
                 f"{already + len(images)} images exceeds the limit of {self.max_images} "
                 "per request",
             )
-        metas = await self.store.blob_meta([image.sha256 for image in images])
+        hashes = [image.sha256 for image in images]
+        if self.images is not None:
+            facts = await self.images.facts(hashes)
+            metas = [(f.size_bytes, f.content_type, f.fault) if f else None for f in facts]
+        else:
+            metas = [(*m, "") if m else None for m in await self.store.blob_meta(hashes)]
         resolved = []
         for index, (image, meta) in enumerate(zip(images, metas, strict=True)):
             if meta is None:
                 raise FailedPrecondition(
                     f"{field}[{index}]: image {image.sha256} was not uploaded: "
                     "upload it with UploadImage first"
+                )
+            if meta[2]:
+                raise InvalidArgument(
+                    f"{field}[{index}]",
+                    f"image {image.kind} {image.sha256} failed the full check: {meta[2]}; "
+                    "capture it again",
                 )
             resolved.append(replace(image, size_bytes=meta[0], content_type=meta[1]))
         return tuple(resolved)
@@ -202,10 +236,20 @@ class Center:
         self, submission: Submission, identity: Identity | None = None
     ) -> tuple[RequestRecord, bool]:
         who = identity or Identity(submission.teller_id, submission.branch_id)
+        # branch and preparation_s feed the quality reports (server/reports/).
         async with self.audited(who, "SUBMIT", submission.request_id,
                                 business_type=submission.business_type,
-                                amount_minor=submission.amount_minor):  # fmt: skip
-            onsite_review, local_minor = self.route(submission)
+                                amount_minor=submission.amount_minor,
+                                branch=submission.branch_id,
+                                preparation_s=submission.preparation_seconds):  # fmt: skip
+            try:
+                onsite_review, local_minor = await self.admit(submission)
+            except FailedPrecondition:
+                # A retry of a request stored before the branch closed (or before the
+                # policy changed) gets its original answer: submits are idempotent.
+                if not await self.store.exists(submission.request_id):
+                    raise
+                onsite_review, local_minor = False, 0
             images = await self._resolve(submission.images, "images")
             return await self.store.submit(
                 replace(submission, images=images), onsite_review, local_minor
@@ -230,12 +274,42 @@ class Center:
         are not wired yet)."""
         return self.policy.loaded.policy.for_region(None)
 
-    def route(self, submission: Submission) -> tuple[bool, int]:
-        """Applies the policy in force (R2, R3): refuses on-site-only business and
-        missing images. Returns whether an on-site reviewer must check it first, and
-        the amount in local minor units that routes it to qualified authorizers (an
-        amount with no indicative rate goes to those without a ceiling)."""
-        view = self.catalog()
+    async def admit(self, submission: Submission) -> tuple[bool, int]:
+        """Whether the center takes this submission now: the branch is enrolled for
+        its business type (R10) and within its hours or an approved extended-hours
+        window (R9); then the policy of the branch's region decides its route."""
+        facts = await self.branches.facts(submission.branch_id)
+        refusal = check_enrollment(facts.enrollment, submission.business_type)
+        if refusal:
+            raise FailedPrecondition(refusal)
+        policy = self.policy.loaded.policy
+        verdict = may_submit(
+            policy.hours.center,
+            policy.hours.for_branch(submission.branch_id),
+            self.clock(),
+            facts.windows,
+        )
+        if not verdict.open:
+            raise FailedPrecondition(
+                f"outside operating hours (R9): {verdict.reason}. Authorize on site, or "
+                "ask the center for an extended-hours window"
+            )
+        try:
+            view = policy.for_region(facts.policy_region)
+        except UnknownRegionError as exc:
+            raise FailedPrecondition(
+                f"branch {submission.branch_id} is in region {facts.region}, which the "
+                "policy in force does not define: ask an administrator to fix the branch "
+                "or the policy"
+            ) from exc
+        return self.route(submission, view)
+
+    def route(self, submission: Submission, view: PolicyView | None = None) -> tuple[bool, int]:
+        """Applies the policy (R2, R3): refuses on-site-only business and missing
+        images. Returns whether an on-site reviewer must check it first, and the amount
+        in local minor units that routes it to qualified authorizers (an amount with
+        no indicative rate goes to those without a ceiling)."""
+        view = view or self.catalog()
         decision = decide_mode(
             view, submission.business_type, submission.amount_minor, submission.currency
         )
@@ -254,6 +328,48 @@ class Center:
     async def fallback(self, exc: OnsiteFallbackRequired) -> Emergency:
         """The emergency behind a fallback answer (R8)."""
         return await self.emergencies.get(exc.emergency_id)
+
+    async def report_fallbacks(
+        self, identity: Identity, fallbacks: Sequence[Fallback]
+    ) -> list[ReportResult]:
+        """Stores the local fallbacks a teller reports (R8), each once: a new one is
+        audited as LOCAL_FALLBACK, an on-site outcome that arrives later as
+        LOCAL_FALLBACK_OUTCOME, a retried upload not at all. Teller and branch are the
+        caller's: a record naming others refuses the whole call (R11, R13)."""
+        own = []
+        for index, fallback in enumerate(fallbacks):
+            where = f"records[{index}]"
+            problem: AuthqError | None = None
+            if fallback.teller_id not in ("", identity.user_id):
+                problem = PermissionDenied(
+                    f"{where}.teller_id: {identity.user_id} cannot report the fallbacks of "
+                    f"{fallback.teller_id}: everyone acts under their own account (R11)"
+                )
+            elif not identity.branch_id or fallback.branch_id not in ("", identity.branch_id):
+                problem = PermissionDenied(
+                    f"{where}.branch_id: {identity.user_id} is not a teller of branch "
+                    f"{fallback.branch_id}: a teller reports for its own branch only (R13)"
+                )
+            elif fallback.onsite_authorizer == identity.user_id:
+                problem = InvalidArgument(
+                    f"{where}.onsite_authorizer",
+                    "the teller who keyed a transaction cannot authorize it on site (R11)",
+                )
+            if problem is not None:
+                await self.record_soon(identity, "LOCAL_FALLBACK", fallback.request_id,
+                                       str(problem), {})  # fmt: skip
+                raise problem
+            own.append(replace(fallback, teller_id=identity.user_id, branch_id=identity.branch_id))
+        results = []
+        for fallback in own:
+            result = await self.fallbacks.report(fallback, identity.user_id)
+            if result.status in (ReportStatus.STORED, ReportStatus.OUTCOME_ADDED):
+                action = "LOCAL_FALLBACK" if result.status is ReportStatus.STORED else (
+                    "LOCAL_FALLBACK_OUTCOME")  # fmt: skip
+                await self.record_soon(identity, action, fallback.request_id, "OK",
+                                       fallback.audit_details(result.also_submitted))  # fmt: skip
+            results.append(result)
+        return results
 
     async def get_for_branch(self, identity: Identity, request_id: str) -> RequestRecord:
         record = await self.store.get(request_id)
@@ -424,15 +540,17 @@ class Center:
     async def renew(self, authorizer_id: str, request_id: str, token: int) -> int:
         return await self.store.renew(request_id, token, authorizer_id)
 
-    async def image_for_holder(self, identity: Identity, request_id: str, sha256: str) -> bytes:
-        # Every look at a customer's images is recorded (R14, R15).
-        async with self.audited(identity, "IMAGE_VIEW", request_id, sha256=sha256):
+    async def view_image(
+        self, identity: Identity, request_id: str, sha256: str, rendition: Rendition
+    ) -> bytes:
+        """One image of a request for the holder, a supervisor or the branch; preview
+        and thumbnail come watermarked with the viewer and the time (R14)."""
+        # Every look at a customer's images is recorded, refusals too (R14, R15).
+        async with self.audited(identity, "IMAGE_VIEW", request_id, sha256=sha256,
+                                rendition=rendition.value):  # fmt: skip
             record = await self.store.get(request_id)
-            if record.state is not State.CLAIMED or record.holder != identity.user_id:
-                raise PermissionDenied(
-                    f"request {request_id} is not held by {identity.user_id}: an authorizer "
-                    "sees only the items it holds (R13, R14)"
-                )
+            check_image_access(identity.user_id, identity.roles, identity.branch_id, record,
+                               original=rendition is Rendition.ORIGINAL)  # fmt: skip
             if sha256 not in {image.sha256 for image in record.images}:
                 raise InvalidArgument("sha256", f"request {request_id} has no image {sha256}")
-            return await self.blobs.get(sha256)
+            return await image_view(self.blobs, self.images, sha256, rendition, identity.user_id)

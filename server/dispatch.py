@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from server.accounts.model import Qualification
@@ -42,6 +42,12 @@ class WorkDispatcher:
         self._waiters: deque[Waiter] = deque()
         self.loop = BackgroundLoop("work-dispatcher")
         self._wake = self.loop.wake
+        # Asked about every claim before it is delivered; False: the item was dealt
+        # with otherwise (sent back for its images, server/images/gate.py), so the
+        # waiter gets the next one.
+        self.gate: Callable[[Claim], Awaitable[bool]] | None = None
+        # Told when an authorizer starts or stops waiting (the supervisors' live view).
+        self.on_waiters_changed: Callable[[], None] | None = None
 
     def on_event(self, entry: HistoryEntry) -> None:
         if entry.state is State.QUEUED and self._waiters:
@@ -50,6 +56,8 @@ class WorkDispatcher:
     def add(self, waiter: Waiter) -> None:
         self._waiters.append(waiter)
         self._wake.set()
+        if self.on_waiters_changed is not None:
+            self.on_waiters_changed()
 
     def wake(self) -> None:
         """Something changed for the waiters (an authorizer is back): look again."""
@@ -59,6 +67,8 @@ class WorkDispatcher:
         waiter.cancelled = True
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
+        if self.on_waiters_changed is not None:
+            self.on_waiters_changed()
 
     async def next_item(
         self, authorizer_id: str, qualification: Qualification | None = None
@@ -122,6 +132,15 @@ class WorkDispatcher:
                     if ClaimFilter.of(waiter.qualification).unrestricted:
                         break  # the queue holds nothing anyone (not involved) may take
                     continue
+                if self.gate is not None:
+                    try:
+                        admitted = await self.gate(claim)
+                    except BaseException:
+                        blocked.append(waiter)
+                        raise
+                    if not admitted:
+                        self._waiters.appendleft(waiter)
+                        continue
                 if waiter.cancelled or not waiter.deliver(claim):
                     # The authorizer left while we claimed: put the item straight back.
                     await self.store.release(

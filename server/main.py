@@ -12,6 +12,7 @@ import uvloop
 
 from server.app import serve
 from server.embedded_redis import EmbeddedRedisError
+from server.metrics import check_metrics_listen
 from server.settings import Settings, SettingsError
 from server.tls import check_listen, server_credentials
 
@@ -22,8 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="The authq centralized authorization queue server (gRPC + Redis).",
         epilog="Environment: AUTHQ_LISTEN, AUTHQ_REDIS_URL, AUTHQ_DATA_DIR, AUTHQ_LEASE_MS, "
         "AUTHQ_LOG_LEVEL, AUTHQ_TLS_SERVER_CERT, AUTHQ_TLS_SERVER_KEY, AUTHQ_TLS_CLIENT_CA, "
-        "AUTHQ_TLS_REQUIRE_CLIENT_CERT. Flags win over the environment, which wins over "
-        "--config. Without TLS the server listens only on loopback unless --allow-plaintext.",
+        "AUTHQ_TLS_REQUIRE_CLIENT_CERT, AUTHQ_METRICS_LISTEN. Flags win over the environment, "
+        "which wins over --config. Without TLS the server listens only on loopback unless "
+        "--allow-plaintext.",
     )
     parser.add_argument("--listen", help="host:port to serve gRPC on (default 127.0.0.1:50051)")
     parser.add_argument(
@@ -38,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--policy", type=Path, help="business policy TOML (default: the built-in one)"
     )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 (default: off)",
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -86,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                 "tls_client_ca": args.tls_client_ca,
                 "require_client_cert": args.require_client_cert,
                 "allow_plaintext": args.allow_plaintext,
+                "metrics_listen": args.metrics_listen,
             },
         )
         # Before anything starts (Redis included): plaintext off loopback, bad certificates.
         check_listen(settings)
         server_credentials(settings)
+        check_metrics_listen(settings)
     except SettingsError as exc:
         print(f"authq-server: {exc}", file=sys.stderr)
         return 2

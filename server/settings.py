@@ -33,6 +33,9 @@ class Settings:
     move_confirm_window_ms: int = 600_000
     max_image_bytes: int = 8 * 1024 * 1024
     max_images: int = 12
+    # Processes that fully decode uploads and make their renditions, off the request
+    # path (server/images/checker.py): about 10-25 ms of CPU per typical capture.
+    image_check_workers: int = 2
     # The event stream that fans changes out to every server process is capped here.
     events_maxlen: int = 50_000
     redis_pool_size: int = 64
@@ -52,6 +55,31 @@ class Settings:
     require_client_cert: bool = False
     # Without certificates the server listens only on loopback unless this is set.
     allow_plaintext: bool = False
+    # The Prometheus endpoint (server/metrics/) as HOST:PORT, e.g. 127.0.0.1:9464;
+    # None: off. Plain HTTP, so off loopback only with allow_plaintext.
+    metrics_listen: str | None = None
+    # How often the queue gauges of the endpoint are refreshed from Redis.
+    metrics_interval_s: float = 5.0
+    # The automatic backlog emergency (R8, server/backlog.py): declared when the oldest
+    # waiting item or the estimated wait of a new one reaches its declare threshold;
+    # ended once both stay under their clear thresholds for backlog_clear_hold_s.
+    # A declare threshold of 0 turns that measure off.
+    backlog_declare_oldest_s: float = 1800.0
+    backlog_clear_oldest_s: float = 600.0
+    backlog_declare_estimated_s: float = 2400.0
+    backlog_clear_estimated_s: float = 900.0
+    backlog_clear_hold_s: float = 120.0
+    backlog_check_s: float = 5.0
+    # The permanent archive (server/archive/): None: <data_dir>/archive. Hot Redis keys
+    # of an archived request are removed archive_keep_hot_s after it was archived.
+    archive_dir: Path | None = None
+    archive_keep_hot_s: float = 7 * 86400.0
+    # How often each process retries unarchived requests and removes due hot keys.
+    archive_sweep_s: float = 60.0
+    # Blob GC: an image no live request references, untouched for blob_gc_grace_s
+    # (uploaded but never submitted, or its request archived), leaves the hot store.
+    blob_gc_grace_s: float = 86400.0
+    blob_gc_interval_s: float = 3600.0
 
     @classmethod
     def load(
@@ -90,10 +118,24 @@ class Settings:
             "move_confirm_window_ms",
             "max_image_bytes",
             "max_images",
+            "image_check_workers",
             "events_maxlen",
+            "metrics_interval_s",
+            "archive_sweep_s",
+            "blob_gc_grace_s",
+            "blob_gc_interval_s",
+            "backlog_check_s",
         ):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be positive, got {getattr(self, key)}")
+        if self.archive_keep_hot_s < 0:
+            raise SettingsError(
+                f"archive_keep_hot_s: must be 0 or more, got {self.archive_keep_hot_s}"
+            )
+        for measure in ("oldest", "estimated"):
+            declare, clear = f"backlog_declare_{measure}_s", f"backlog_clear_{measure}_s"
+            if getattr(self, declare) > 0 and getattr(self, clear) >= getattr(self, declare):
+                raise SettingsError(f"{clear}: must be below {declare} (hysteresis)")
         if self.importance_step_ms <= 2 * self.urgency_step_ms:
             # Importance must outrank urgency within the aging window (R7 order).
             raise SettingsError(
@@ -116,7 +158,7 @@ class Settings:
 
 
 def _convert(raw: Any, default: Any, key: str) -> Any:
-    if key == "redis_url":
+    if key in ("redis_url", "metrics_listen"):
         return str(raw) if raw else None
     if key in PATH_OR_NONE:
         return Path(raw) if raw else None
@@ -131,7 +173,7 @@ def _convert(raw: Any, default: Any, key: str) -> Any:
     return str(raw)
 
 
-PATH_OR_NONE = frozenset({"tls_cert", "tls_key", "tls_client_ca", "policy_file"})
+PATH_OR_NONE = frozenset({"tls_cert", "tls_key", "tls_client_ca", "policy_file", "archive_dir"})
 
 # No AUTHQ_TLS_CERT/KEY here: the command line clients read those for their own
 # client certificate; a server started in the same shell must not pick them up.
@@ -146,6 +188,7 @@ ENV_KEYS = {
     "AUTHQ_TLS_SERVER_KEY": "tls_key",
     "AUTHQ_TLS_CLIENT_CA": "tls_client_ca",
     "AUTHQ_TLS_REQUIRE_CLIENT_CERT": "require_client_cert",
+    "AUTHQ_METRICS_LISTEN": "metrics_listen",
 }
 
 

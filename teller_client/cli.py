@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from authq.hours_cli import add_hours_commands, hours_command
 from authq.login import (
     LoginNeeded,
     add_connection_arguments,
@@ -20,10 +21,11 @@ from authq.login import (
 )
 from authq.render import describe_request, describe_update, parse_amount
 from authq.v1 import common_pb2 as cpb
+from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from teller_client import synthetic
+from teller_client import fallback_cli, synthetic
 from teller_client.client import ImageInput, TellerClient, new_request
 
 FINAL = {cpb.REQUEST_STATE_APPROVED, cpb.REQUEST_STATE_REJECTED, cpb.REQUEST_STATE_CANCELLED}
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_connection_arguments(parser, default_user="teller-1", who="teller")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_hours_commands(commands, branch_side=True)
 
     submit = commands.add_parser("submit", help="submit a transaction for authorization")
     submit.add_argument(
@@ -70,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="captured image, e.g. ID_FRONT=id.jpg (repeat)",
     )
     submit.add_argument("--request-id", help="reuse to retry safely (default: a new UUID)")
+    submit.add_argument(
+        "--prepared-seconds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seconds spent keying in and capturing, for the quality reports (R18)",
+    )
     submit.add_argument("--wait", action="store_true", help="wait for the decision")
 
     for name, text in (
@@ -109,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     review.add_argument("--note", default="")
 
+    image = commands.add_parser(
+        "image", help="save one image of a request of your branch (audited)"
+    )
+    image.add_argument("request_id")
+    image.add_argument("sha256", help="as `show` lists it")
+    image.add_argument(
+        "--rendition",
+        default="preview",
+        choices=["original", "preview", "thumbnail"],
+        help="preview and thumbnail carry your id and the time (default preview)",
+    )
+    image.add_argument("--out", type=Path, required=True, help="file to write")
+
+    fallback_cli.add_fallback_commands(parser, commands)
     demo = commands.add_parser("demo-images", help="write synthetic sample captures")
     demo.add_argument("directory", type=Path)
     return parser
@@ -165,6 +189,24 @@ async def follow(client: TellerClient, request_id: str, out: Output) -> int:
     return 0 if state == cpb.REQUEST_STATE_APPROVED else 3
 
 
+def submit_request(args: argparse.Namespace) -> tpb.SubmitRequest:
+    """Built before logging in: a center that cannot be reached still gets the
+    transaction, with its request id, into the fallback journal (R8)."""
+    amount = parse_amount(args.amount, args.currency) if args.amount else None
+    return new_request(
+        args.business_type,
+        amount,
+        args.currency,
+        args.account,
+        args.customer,
+        memo=args.memo,
+        fields=parse_fields(args.field),
+        urgent=args.urgent,
+        request_id=args.request_id,
+        preparation_seconds=args.prepared_seconds,
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
     out = Output(args.json)
     if args.command == "demo-images":
@@ -174,31 +216,38 @@ async def run(args: argparse.Namespace) -> int:
             path.write_bytes(synthetic.image_for_kind(kind))
             print(path)
         return 0
-    client = await logged_in(
-        TellerClient, args.server, args.user, args.password, args.state_dir, tls_options(args)
-    )
+    if (code := fallback_cli.offline_command(args)) is not None:
+        return code
+    request = submit_request(args) if args.command == "submit" else None
+    try:
+        client = await logged_in(
+            TellerClient, args.server, args.user, args.password, args.state_dir, tls_options(args)
+        )
+    except grpc.aio.AioRpcError as exc:
+        if request is None or not fallback_cli.unreachable(exc):
+            raise
+        return fallback_cli.center_unreachable(args, request, exc)
     async with client:
+        if args.command == "fallback":
+            return await fallback_cli.sync_command(client, args)
+        await fallback_cli.sync_quietly(client, args)
         if (code := await session_command(client, args)) is not None:
             return code
-        if args.command == "submit":
-            amount = parse_amount(args.amount, args.currency) if args.amount else None
-            request = new_request(
-                args.business_type,
-                amount,
-                args.currency,
-                args.account,
-                args.customer,
-                memo=args.memo,
-                fields=parse_fields(args.field),
-                urgent=args.urgent,
-                request_id=args.request_id,
-            )
-            reply = await client.submit(request, read_images(args.image), out.progress)
+        if (code := await hours_command(client, args)) is not None:
+            return code
+        if args.command == "submit" and request is not None:
+            try:
+                reply = await client.submit(request, read_images(args.image), out.progress)
+            except grpc.aio.AioRpcError as exc:
+                if not fallback_cli.unreachable(exc):
+                    raise
+                return fallback_cli.center_unreachable(args, request, exc)
             if reply.HasField("fallback"):
                 fallback = reply.fallback
                 out.message(reply, f"CENTER IN EMERGENCY FALLBACK ({fallback.emergency_id}): "
                             f"{fallback.reason}\nAuthorize this transaction ON SITE and record "
                             "the fallback (R8). Nothing was sent to the center.")  # fmt: skip
+                fallback_cli.record_emergency(args, client, request, fallback)
                 return 4
             text = describe_request(reply.request)
             if reply.duplicate:
@@ -227,6 +276,13 @@ async def run(args: argparse.Namespace) -> int:
         if args.command == "cancel":
             update = await client.cancel(args.request_id, args.note)
             out.message(update, describe_update(update))
+            return 0
+        if args.command == "image":
+            data = await client.image(args.request_id, args.sha256, args.rendition)
+            args.out.write_bytes(data)
+            print(
+                f"{args.rendition} of {args.sha256[:12]} written to {args.out} ({len(data)} bytes)"
+            )
             return 0
         if args.command == "supply":
             update = await client.supply(

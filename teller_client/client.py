@@ -17,6 +17,11 @@ from authq.v1 import review_pb2_grpc, teller_pb2_grpc
 from authq.v1 import teller_pb2 as tpb
 
 ImageInput = tuple[str, bytes]  # (kind name such as "ID_FRONT", bytes)
+# A submit that finds the center unavailable is retried after these pauses (it is
+# idempotent by request id) before the teller is sent to the on-site fallback (R8);
+# one that gets no answer within the deadline is not retried: the teller is waiting.
+SUBMIT_RETRY_PAUSES_S = (0.3, 1.0)
+SUBMIT_DEADLINE_S = 30.0
 Progress = Callable[[str, int, int], None]  # (kind, bytes sent, total)
 
 
@@ -115,12 +120,31 @@ class TellerClient(AuthenticatedClient):
         progress: Progress | None = None,
     ) -> tpb.SubmitReply:
         """Uploads the images, adds them to the ones the request already references,
-        then submits; safe to call again with the same request after a lost reply."""
-        if images:
-            uploaded = await self.upload_images(images, progress)
-            have = {(ref.kind, ref.sha256) for ref in request.images}
-            request.images.extend(r for r in uploaded if (r.kind, r.sha256) not in have)
-        reply: tpb.SubmitReply = await self.stub.Submit(request, metadata=self.metadata)
+        then submits; safe to call again with the same request after a lost reply.
+        Retried while the center is UNAVAILABLE (SUBMIT_RETRY_PAUSES_S)."""
+        for pause in (*SUBMIT_RETRY_PAUSES_S, None):
+            try:
+                if images:
+                    uploaded = await self.upload_images(images, progress)
+                    have = {(ref.kind, ref.sha256) for ref in request.images}
+                    request.images.extend(r for r in uploaded if (r.kind, r.sha256) not in have)
+                reply: tpb.SubmitReply = await self.stub.Submit(
+                    request, metadata=self.metadata, timeout=SUBMIT_DEADLINE_S
+                )
+                return reply
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def report_fallbacks(
+        self, records: Sequence[tpb.FallbackRecord]
+    ) -> tpb.ReportFallbacksReply:
+        """Uploads local fallback records (R8); safe to repeat."""
+        reply: tpb.ReportFallbacksReply = await self.stub.ReportFallbacks(
+            tpb.ReportFallbacksRequest(records=records), metadata=self.metadata
+        )
         return reply
 
     async def get(self, request_id: str) -> cpb.RequestView:
@@ -153,6 +177,19 @@ class TellerClient(AuthenticatedClient):
             metadata=self.metadata,
         )
         return update
+
+    async def image(self, request_id: str, sha256: str, rendition: str = "preview") -> bytes:
+        """One image of a request of this branch: "original", or a watermarked
+        "preview" or "thumbnail" (audited)."""
+        try:
+            value = cpb.Rendition.Value("RENDITION_" + rendition.strip().upper())
+        except ValueError:
+            raise ValueError(f"unknown rendition {rendition!r}") from None
+        call = self.stub.GetImage(
+            cpb.RequestImageRequest(request_id=request_id, sha256=sha256, rendition=value),
+            metadata=self.metadata,
+        )
+        return b"".join([chunk.data async for chunk in call])
 
     async def pending_review(self) -> list[cpb.RequestView]:
         """For an on-site reviewer: the branch's requests awaiting review."""

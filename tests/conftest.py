@@ -17,6 +17,8 @@ from server.accounts.model import Role
 from server.app import Runtime, create_server
 from server.embedded_redis import EmbeddedRedis
 from server.errors import AlreadyExists
+from server.policy.always_open import always_open_copy
+from server.policy.loader import DEFAULT_POLICY
 from server.settings import Settings
 from teller_client.client import TellerClient
 from tests.helpers import standard_images
@@ -80,16 +82,28 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
+@pytest.fixture(scope="session")
+def open_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped policy, open around the clock: a suite run at night must pass.
+    The hours themselves are tested with explicit clocks (tests/test_hours_rules.py)."""
+    return always_open_copy(DEFAULT_POLICY, tmp_path_factory.mktemp("policy") / "policy.toml")
+
+
 @pytest.fixture
 async def start_server(
-    redis_client: aioredis.Redis, redis_url: str, tmp_path: Path
+    redis_client: aioredis.Redis, redis_url: str, tmp_path: Path, open_policy: Path
 ) -> AsyncIterator[StartServer]:
     """Starts a server on the shared Redis with the given setting overrides."""
     started: list[tuple[Runtime, object]] = []
 
     async def start(**overrides: object) -> RunningServer:
         settings = Settings.load(
-            overrides={"redis_url": redis_url, "data_dir": tmp_path / "data", **overrides}
+            overrides={
+                "redis_url": redis_url,
+                "data_dir": tmp_path / "data",
+                "policy_file": open_policy,
+                **overrides,
+            }
         )
         runtime = await Runtime.start(settings)
         for kind, data in standard_images():

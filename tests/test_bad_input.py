@@ -189,10 +189,11 @@ async def test_a_call_without_identity_is_unauthenticated(server: RunningServer)
 
 
 def _stored_blobs(server: RunningServer) -> list[Path]:
-    """Blobs beyond the standard captures every test server starts with."""
+    """Blobs beyond the standard captures every test server starts with (and their
+    renditions, named <sha256>.<rendition>.jpg)."""
     root = server.runtime.settings.data_dir / "blobs"
     standard = {wire.sha256_hex(data) for _, data in standard_images()}
-    return [p for p in root.rglob("*") if p.is_file() and p.name not in standard]
+    return [p for p in root.rglob("*") if p.is_file() and p.name.split(".")[0] not in standard]
 
 
 async def _upload(server: RunningServer, chunks: list[cpb.ImageChunk]) -> cpb.ImageRef:

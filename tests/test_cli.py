@@ -92,9 +92,9 @@ async def test_a_first_session_with_both_command_lines(
     assert "12,000.50 CNY" in out
     assert "6222********1234" in out
     assert sorted(p.name for p in (images_dir / rid).iterdir()) == [
-        "01-id_front.jpg",
-        "02-id_back.jpg",
-        "03-voucher.jpg",
+        "01-id_front-preview.jpg",
+        "02-id_back-preview.jpg",
+        "03-voucher-preview.jpg",
     ]
 
     code, out, err = await run_cli(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 from authq import wire
 from authq.v1 import common_pb2 as cpb
+from PIL import Image
 
 from tests.conftest import RunningServer
 from tests.helpers import STANDARD_KINDS, images, request
@@ -36,7 +38,11 @@ async def test_submit_review_supplement_and_decision_reach_the_teller(
         assert offer.request.request_id == rid
         assert offer.request.transaction.amount.minor_units == 1_200_050
         for image, (_, data) in zip(offer.request.images, captured, strict=True):
-            assert await authorizer.image(rid, image.sha256) == data
+            # The authorizer sees the watermarked preview; the branch keeps the capture.
+            preview = Image.open(io.BytesIO(await authorizer.image(rid, image.sha256)))
+            assert preview.format == "JPEG"
+            assert preview.size == Image.open(io.BytesIO(data)).size
+            assert await teller.image(rid, image.sha256, "original") == data
         await authorizer.decide(
             rid, offer.lease.fencing_token, "ask", kinds=["CUSTOMER_PHOTO"], note="the customer"
         )

@@ -11,7 +11,6 @@ from pathlib import Path
 from authq.v1 import common_pb2 as cpb
 
 from server.center import Identity
-from server.policy.loader import DEFAULT_POLICY
 from teller_client.client import TellerClient
 from tests.conftest import RunningServer, StartServer
 from tests.helpers import request, standard_images
@@ -33,10 +32,10 @@ async def _state_of_big_withdrawal(server: RunningServer) -> int:
 
 
 async def test_a_reloaded_policy_applies_and_a_bad_one_is_refused(
-    start_server: StartServer, tmp_path: Path
+    start_server: StartServer, tmp_path: Path, open_policy: Path
 ) -> None:
     policy = tmp_path / "policy.toml"
-    original = DEFAULT_POLICY.read_text(encoding="utf-8")
+    original = open_policy.read_text(encoding="utf-8")
     policy.write_text(original, encoding="utf-8")
     server = await start_server(policy_file=policy)
     center = server.runtime.center
@@ -61,9 +60,11 @@ async def test_a_reloaded_policy_applies_and_a_bad_one_is_refused(
     assert [entry.outcome == "OK" for entry in reloads] == [True, False]
 
 
-async def test_sighup_reloads_the_policy_of_a_running_server(tmp_path: Path) -> None:
+async def test_sighup_reloads_the_policy_of_a_running_server(
+    tmp_path: Path, open_policy: Path
+) -> None:
     policy = tmp_path / "policy.toml"
-    original = DEFAULT_POLICY.read_text(encoding="utf-8")
+    original = open_policy.read_text(encoding="utf-8")
     policy.write_text(original, encoding="utf-8")
     port = free_port()
     process = start_server_process(tmp_path / "data", port, extra_args=("--policy", str(policy)))

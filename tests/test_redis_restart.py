@@ -21,10 +21,12 @@ from tests.conftest import PASSWORD
 from tests.helpers import request, standard_images
 
 
-async def test_a_redis_crash_and_restart_loses_nothing(tmp_path: Path) -> None:
+async def test_a_redis_crash_and_restart_loses_nothing(tmp_path: Path, open_policy: Path) -> None:
     redis = EmbeddedRedis(tmp_path / "redis")
     url = await redis.start()
-    settings = Settings.load(overrides={"redis_url": url, "data_dir": tmp_path / "data"})
+    settings = Settings.load(
+        overrides={"redis_url": url, "data_dir": tmp_path / "data", "policy_file": open_policy}
+    )
     runtime = await Runtime.start(settings)
     server, port = create_server(runtime, "127.0.0.1:0")
     await server.start()

@@ -94,6 +94,7 @@ async def test_priority_order_holds_across_lanes(server: RunningServer) -> None:
 async def test_overview_sums_the_lanes_of_a_class(server: RunningServer) -> None:
     store = server.runtime.store
     await store.submit(_submission("ov-0000001", "REMITTANCE", 100))
+    await asyncio.sleep(0.005)  # a millisecond apart at least: the oldest is unambiguous
     await store.submit(_submission("ov-0000002", "CASH_DEPOSIT", 2_000_000))
     await store.submit(_submission("ov-0000003", "CASH_DEPOSIT", 100))
     overview = await store.overview()

@@ -15,7 +15,9 @@ from typing import TextIO, TypeAlias
 from server.accounts.model import Account, Qualification, Role, Status
 from server.accounts.store import AccountStore
 from server.domain.money import parse_amount
+from server.policy.enrollment import Enrollment, EnrollmentStatus
 from server.store.audit import AuditEntry, AuditLog
+from server.store.branches import BranchDirectory
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,46 @@ async def _branch_create(ctx: AdminContext, args: argparse.Namespace, out: TextI
     return 0
 
 
+def _branches(ctx: AdminContext) -> BranchDirectory:
+    return BranchDirectory(ctx.accounts.client, ctx.accounts.keys, cache_ms=0)
+
+
+def _enrollment_command(status: EnrollmentStatus) -> AdminRunner:
+    async def run(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+        types = getattr(args, "types", None)
+        suspended = frozenset(t.strip() for t in (types or "").split(",") if t.strip())
+        try:
+            enrollment = Enrollment(status, suspended, args.reason or "")
+        except ValueError as exc:
+            print(f"authq-admin: {exc}", file=sys.stderr)
+            return 1
+        await _branches(ctx).set_enrollment(args.branch_id, enrollment)
+        await ctx.record("BRANCH_ENROLLMENT", args.branch_id, status=status.value,
+                         types=",".join(sorted(suspended)), reason=args.reason or "")  # fmt: skip
+        scope = f" for {', '.join(sorted(suspended))}" if suspended else ""
+        print(f"branch {args.branch_id}: {status.value}{scope}", file=out)
+        return 0
+
+    return run
+
+
+async def _branch_show(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+    facts = await _branches(ctx).facts(args.branch_id)
+    enrollment = facts.enrollment
+    scope = (
+        f" for {', '.join(sorted(enrollment.suspended_types))}"
+        if enrollment.suspended_types
+        else ""
+    )
+    reason = f" ({enrollment.reason})" if enrollment.reason else ""
+    status = enrollment.status.value
+    print(f"branch {args.branch_id}: region {facts.region}, {status}{scope}{reason}", file=out)
+    for window in facts.windows:
+        print(f"  extended hours {window.start:%Y-%m-%d %H:%M}-{window.end:%Y-%m-%d %H:%M} UTC "
+              f"approved by {window.approved_by}: {window.reason}", file=out)  # fmt: skip
+    return 0
+
+
 async def _user_create(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
     account = await ctx.accounts.create_user(
         args.user_id, args.name, [Role(r) for r in args.role], _password(args.password),
@@ -123,13 +165,28 @@ async def _user_reset(ctx: AdminContext, args: argparse.Namespace, out: TextIO) 
 
 
 def add_account_commands(subparsers: Subparsers) -> None:
-    branch = subparsers.add_parser("branch", help="create branches")
+    branch = subparsers.add_parser("branch", help="create branches, enroll or suspend them")
     branch_commands = branch.add_subparsers(dest="branch_command", required=True)
     create = branch_commands.add_parser("create", help="create a branch")
     create.add_argument("branch_id")
     create.add_argument("--name", required=True)
     create.add_argument("--region", default="default")
     create.set_defaults(run_admin=_branch_create)
+    show = branch_commands.add_parser("show", help="region, enrollment, extended hours")
+    show.add_argument("branch_id")
+    show.set_defaults(run_admin=_branch_show)
+    for name, enrolment, text in (
+        ("enroll", EnrollmentStatus.ENROLLED, "take part in central authorization (R10)"),
+        ("suspend", EnrollmentStatus.SUSPENDED, "suspend wholly, or --types only (R10)"),
+        ("withdraw", EnrollmentStatus.WITHDRAWN, "withdraw from central authorization"),
+    ):
+        command = branch_commands.add_parser(name, help=text)
+        command.add_argument("branch_id")
+        command.add_argument("--reason", required=enrolment is not EnrollmentStatus.ENROLLED,
+                             help="why (recorded, and told to the branch's tellers)")  # fmt: skip
+        if enrolment is EnrollmentStatus.SUSPENDED:
+            command.add_argument("--types", help="business types, comma-separated (default: all)")
+        command.set_defaults(run_admin=_enrollment_command(enrolment))
 
     user = subparsers.add_parser("user", help="manage accounts (R11, R12)")
     commands = user.add_subparsers(dest="user_command", required=True)

@@ -14,7 +14,9 @@ import redis.asyncio as aioredis
 
 from server.accounts.store import AccountStore
 from server.admin.accounts_cli import AdminContext, add_account_commands
+from server.admin.archive_cli import add_archive_commands
 from server.admin.audit_cli import add_audit_commands
+from server.admin.report_cli import add_report_command
 from server.errors import AuthqError
 from server.store.audit import DEFAULT_PREFIX, AuditLog
 from server.store.keys import Keys
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_account_commands(commands)
     add_audit_commands(commands)
+    add_archive_commands(commands)
+    add_report_command(commands)
     return parser
 
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
-from authq import wire
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import authorizer_pb2_grpc
 from authq.v1 import common_pb2 as cpb
@@ -16,7 +15,7 @@ from server.api.authorizer_session import AuthorizerSession, offer_to_pb, outcom
 from server.api.identity import Authenticator, bearer_token
 from server.api.status import translate_errors
 from server.center import Center, Identity
-from server.intake import check_sha256
+from server.images.api import serve_image
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -85,16 +84,10 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     async def GetImage(
         self, request: apb.GetImageRequest, context: Context
     ) -> AsyncIterator[cpb.ImageChunk]:
-        convert.check_request_id(request.request_id)
-        check_sha256(request.sha256, "sha256")
-        data = await self.center.image_for_holder(
-            await self._user(context, "GetImage"), request.request_id, request.sha256
-        )
-        for index, piece in enumerate(wire.chunks(data)):
-            header = (
-                cpb.ImageRef(sha256=request.sha256, size_bytes=len(data)) if index == 0 else None
-            )
-            yield cpb.ImageChunk(header=header, data=piece)
+        async for chunk in serve_image(
+            self.center, lambda: self._user(context, "GetImage"), request
+        ):
+            yield chunk
 
     @translate_errors
     async def Session(

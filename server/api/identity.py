@@ -8,9 +8,10 @@ from typing import Any
 
 import grpc
 
-from server.accounts.model import Role
-from server.accounts.store import AccountStore
+from server.accounts.model import Account, Role
+from server.accounts.store import AccountStore, token_digest
 from server.api.rights import RIGHTS
+from server.api.token_cache import TokenCache
 from server.center import Identity
 from server.errors import PermissionDenied, Unauthenticated
 
@@ -30,14 +31,21 @@ Refusal = Callable[[Identity, str, str], Awaitable[None]]
 
 
 class Authenticator:
-    def __init__(self, accounts: AccountStore, on_refusal: Refusal | None = None) -> None:
+    def __init__(
+        self,
+        accounts: AccountStore,
+        on_refusal: Refusal | None = None,
+        tokens: TokenCache | None = None,
+    ) -> None:
         self.accounts = accounts
+        # Verified tokens, dropped the moment Redis reports a revocation (token_cache.py).
+        self.tokens = tokens
         # Each refusal is audited (issue: "Each refusal is PERMISSION_DENIED naming the
         # rule, and is audited").
         self.on_refusal = on_refusal
 
     async def identify(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> Identity:
-        account = await self.accounts.authenticate(bearer_token(context))
+        account = await self.account(bearer_token(context))
         if account is None:
             raise Unauthenticated("the token is unknown, expired or revoked: log in again")
         identity = Identity(
@@ -59,7 +67,23 @@ class Authenticator:
             raise refusal
         return identity
 
+    async def account(self, token: str) -> Account | None:
+        """The active account holding the token, from the cache while it is live."""
+        cache = self.tokens
+        if cache is None:
+            return await self.accounts.authenticate(token)
+        digest = token_digest(token)
+        account = cache.get(digest)
+        if account is None:
+            generation = cache.generation
+            account = await self.accounts.authenticate(token)
+            if account is not None:
+                cache.put(digest, account, generation)
+        return account
+
     async def still_valid(self, token: str) -> bool:
+        # Uncached on purpose: the session guard is the backstop that closes a
+        # stream within a second whatever happens to the notifications.
         return await self.accounts.authenticate(token) is not None
 
 

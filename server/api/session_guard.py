@@ -16,7 +16,9 @@ async def watch_token(still_valid: TokenCheck, on_revoked: Callable[[], None]) -
     while True:
         await asyncio.sleep(REVALIDATE_S)
         try:
-            valid = await still_valid()
+            # Shielded: the stream ending cancels this guard, and a redis-py call
+            # cancelled mid-reply drops its connection unclosed; let it finish.
+            valid = await asyncio.shield(still_valid())
         except Exception:
             continue  # the store is away: that is not a revocation
         if not valid:

@@ -25,14 +25,19 @@ from authq.v1 import common_pb2 as cpb
 from authq.v1 import supervisor_pb2 as spb
 from authq.v1 import supervisor_pb2_grpc
 
-from server.api import convert
+from server.accounts.model import Role, Status
+from server.accounts.store import AccountStore
+from server.api import convert, fallback_convert
 from server.api.identity import Authenticator
 from server.api.status import translate_errors
 from server.center import Center, Identity
 from server.domain.reasons import NOTE_MAX_CHARS
-from server.errors import AuthqError, InvalidArgument
+from server.errors import AuthqError, FailedPrecondition, InvalidArgument
+from server.images.api import serve_image
+from server.queue_watch import QueueWatch, overview_to_pb
 from server.store.audit import AuditAction, AuditEntry, AuditLog
 from server.store.emergencies import Emergency, EmergencyStore
+from server.store.fallbacks import MAX_LIST
 from server.store.moves import MoveLapsed, MoveStore, PendingMove
 from server.store.queue_store import QueueStore
 
@@ -52,6 +57,9 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         audit: AuditLog,
         center: Center,
         emergencies: EmergencyStore,
+        *,
+        watch: QueueWatch | None = None,
+        accounts: AccountStore | None = None,
     ) -> None:
         self.store = store
         self.auth = auth
@@ -59,6 +67,53 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         self.audit = audit
         self.center = center
         self.emergencies = emergencies
+        self.watch = watch
+        self.accounts = accounts
+
+    def _changed(self) -> None:
+        """Moves and emergencies are not queue events: tell the live view."""
+        if self.watch is not None:
+            self.watch.poke()
+
+    @translate_errors
+    async def WatchQueue(
+        self, request: spb.WatchQueueRequest, context: Context
+    ) -> AsyncIterator[spb.QueueSnapshot]:
+        await self.auth.identify(context, "SupervisorService.WatchQueue")
+        if self.watch is None:
+            raise FailedPrecondition("the live queue view is not running on this server")
+        async with self.watch.subscribe() as snapshots:
+            while True:
+                yield await snapshots.get()
+
+    @translate_errors
+    async def SetAccountEnabled(
+        self, request: spb.SetAccountEnabledRequest, context: Context
+    ) -> spb.AccountStatusReply:
+        identity = await self.auth.identify(context, "SupervisorService.SetAccountEnabled")
+        if self.accounts is None:
+            raise FailedPrecondition("account management is not available on this server")
+        user_id = request.user_id.strip()
+        reason = request.reason.strip()
+        action = "ACCOUNT_ENABLE" if request.enabled else "ACCOUNT_DISABLE"
+        async with self.center.audited(identity, action, user_id[:128] or "-",
+                                       reason=reason[:NOTE_MAX_CHARS]):  # fmt: skip
+            if not user_id:
+                raise InvalidArgument("user_id", "required: the authorizer's account id")
+            if not request.enabled and not reason:
+                raise InvalidArgument("reason", "required to disable an account (R12)")
+            if len(reason) > NOTE_MAX_CHARS:
+                raise InvalidArgument("reason", f"at most {NOTE_MAX_CHARS} characters")
+            account = await self.accounts.get(user_id)  # NotFound names it
+            if Role.AUTHORIZER not in account.roles:
+                raise FailedPrecondition(
+                    f"{user_id} is not an AUTHORIZER account: supervisors enable and "
+                    "disable authorizers only; other accounts through authq-admin (R12, R13)"
+                )
+            status = Status.ACTIVE if request.enabled else Status.DISABLED
+            account = await self.accounts.set_status(user_id, status)
+        self._changed()
+        return spb.AccountStatusReply(user_id=user_id, status=account.status.value)
 
     @translate_errors
     async def DeclareEmergency(
@@ -72,6 +127,7 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         async with self.center.audited(identity, "EMERGENCY_DECLARE", ",".join(branches) or "*",
                                        reason=reason):  # fmt: skip
             emergency = await self.emergencies.declare(reason, branches, identity.user_id)
+        self._changed()
         return emergency_to_pb(emergency)
 
     @translate_errors
@@ -84,7 +140,33 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
             emergency = await self.emergencies.end(
                 request.emergency_id, identity.user_id, request.note[:500]
             )
+        self._changed()
         return emergency_to_pb(emergency)
+
+    @translate_errors
+    async def HandBack(self, request: spb.HandBackRequest, context: Context) -> spb.HandBackReply:
+        identity = await self.auth.identify(context, "SupervisorService.HandBack")
+        if not request.reason.strip():
+            raise InvalidArgument("reason", "handing work back needs a reason for the tellers (R8)")
+        if len(request.reason) > NOTE_MAX_CHARS:
+            raise InvalidArgument("reason", f"at most {NOTE_MAX_CHARS} characters")
+        if bool(request.request_ids) == bool(request.branch_id):
+            raise InvalidArgument("request_ids", "name the requests, or a branch_id, not both")
+        for index, rid in enumerate(request.request_ids):
+            convert.check_request_id(rid, f"request_ids[{index}]")
+        ids = list(request.request_ids) or await self.store.waiting_of_branch(request.branch_id)
+        reply = spb.HandBackReply()
+        for rid in ids:
+            try:
+                async with self.center.audited(identity, "HAND_BACK", rid,
+                                               reason=request.reason[:200]):  # fmt: skip
+                    entry = await self.store.hand_back(rid, identity.user_id, request.reason)
+            except AuthqError as exc:
+                reply.refused.append(spb.HandBackRefusal(request_id=rid, reason=str(exc)))
+                continue
+            reply.handed_back.append(convert.entry_to_pb(entry))
+        self._changed()
+        return reply
 
     @translate_errors
     async def ListEmergencies(
@@ -95,35 +177,39 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         return spb.ListEmergenciesReply(active=[emergency_to_pb(e) for e in active])
 
     @translate_errors
+    async def ListFallbacks(
+        self, request: spb.ListFallbacksRequest, context: Context
+    ) -> spb.ListFallbacksReply:
+        await self.auth.identify(context, "SupervisorService.ListFallbacks")
+        if len(request.branch_id) > 64:
+            raise InvalidArgument("branch_id", "at most 64 characters")
+        for name in ("from_ms", "to_ms"):
+            if getattr(request, name) < 0:
+                raise InvalidArgument(name, "cannot be negative (0: unbounded)")
+        if request.from_ms and request.to_ms and request.to_ms <= request.from_ms:
+            raise InvalidArgument("to_ms", "must come after from_ms")
+        if not 0 <= request.limit <= MAX_LIST:
+            raise InvalidArgument("limit", f"between 0 (100) and {MAX_LIST}")
+        fallbacks = await self.center.fallbacks.list(
+            request.branch_id or None, request.from_ms, request.to_ms, request.limit or 100
+        )
+        return spb.ListFallbacksReply(
+            records=[fallback_convert.fallback_to_pb(fallback) for fallback in fallbacks]
+        )
+
+    @translate_errors
+    async def GetImage(
+        self, request: cpb.RequestImageRequest, context: Context
+    ) -> AsyncIterator[cpb.ImageChunk]:
+        async for chunk in serve_image(
+            self.center, lambda: self.auth.identify(context, "SupervisorService.GetImage"), request
+        ):
+            yield chunk
+
+    @translate_errors
     async def Overview(self, request: spb.OverviewRequest, context: Context) -> spb.QueueOverview:
         await self.auth.identify(context, "SupervisorService.Overview")
-        overview = await self.store.overview()
-        reply = spb.QueueOverview(
-            waiting=overview.waiting,
-            claimed=overview.counts.get("CLAIMED", 0),
-            needs_supplement=overview.counts.get("NEEDS_SUPPLEMENT", 0),
-            at_ms=overview.at_ms,
-        )
-        oldest: tuple[int, str] | None = None
-        for lane in overview.lanes:
-            wait = overview.at_ms - lane.oldest_submitted_ms if lane.oldest_submitted_ms else 0
-            reply.by_class.append(
-                spb.ClassDepth(
-                    importance=lane.priority.importance,
-                    urgency=cpb.URGENCY_URGENT
-                    if lane.priority.urgency == 2
-                    else cpb.URGENCY_NORMAL,
-                    waiting=lane.waiting,
-                    oldest_wait_ms=max(0, wait),
-                )
-            )
-            if lane.oldest_request_id and (oldest is None or wait > oldest[0]):
-                oldest = (wait, lane.oldest_request_id)
-        if oldest is not None:
-            reply.oldest_wait_ms, reply.oldest_request_id = max(0, oldest[0]), oldest[1]
-        for branch, waiting in sorted(overview.waiting_by_branch.items()):
-            reply.by_branch.append(spb.BranchCount(branch_id=branch, waiting=waiting))
-        return reply
+        return overview_to_pb(await self.store.overview())
 
     @translate_errors
     async def Position(self, request: spb.PositionRequest, context: Context) -> spb.PositionReply:
@@ -156,6 +242,7 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
             if replaced is not None:
                 await self._audit_lapse(replaced)
             details["expires_at_ms"] = move.expires_ms
+        self._changed()
         return await self._reply(move)
 
     @translate_errors
@@ -177,6 +264,7 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
                 old_score_us=confirmed.old_score_us,
                 new_score_us=confirmed.new_score_us,
             )
+        self._changed()
         reply = await self._reply(confirmed.move)
         reply.state = spb.MOVE_STATE_CONFIRMED
         reply.confirmer = confirmed.confirmer

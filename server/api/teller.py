@@ -10,19 +10,26 @@ from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from authq.v1 import teller_pb2_grpc
 
-from server.api import convert
+from server.api import convert, fallback_convert
 from server.api.identity import Authenticator, bearer_token
 from server.api.status import translate_errors
 from server.api.teller_session import TellerSession, begin_from_header, submit_reply
+from server.archive.index import ArchiveIndex
+from server.archive.notice import not_found_or_archived
 from server.center import Center
-from server.errors import InvalidArgument
+from server.errors import InvalidArgument, NotFound
+from server.images.api import serve_image
 from server.intake import Upload
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
-    def __init__(self, center: Center, auth: Authenticator) -> None:
+    def __init__(
+        self, center: Center, auth: Authenticator, archive: ArchiveIndex | None = None
+    ) -> None:
+        # Says "archived" instead of "no such request" once hot keys are removed.
+        self.archive = archive
         self.center = center
         self.auth = auth
 
@@ -52,14 +59,24 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     ) -> AsyncIterator[cpb.RequestUpdate]:
         identity = await self.auth.identify(context, "TellerService.Watch")
         convert.check_request_id(request.request_id)
-        async for entry in self.center.watch(identity, request.request_id):
-            yield convert.entry_to_pb(entry)
+        try:
+            async for entry in self.center.watch(identity, request.request_id):
+                yield convert.entry_to_pb(entry)
+        except NotFound:
+            raise await not_found_or_archived(
+                self.archive, request.request_id, identity.branch_id
+            ) from None
 
     @translate_errors
     async def Get(self, request: tpb.GetRequest, context: Context) -> cpb.RequestView:
         convert.check_request_id(request.request_id)
         identity = await self.auth.identify(context, "TellerService.Get")
-        record = await self.center.get_for_branch(identity, request.request_id)
+        try:
+            record = await self.center.get_for_branch(identity, request.request_id)
+        except NotFound:
+            raise await not_found_or_archived(
+                self.archive, request.request_id, identity.branch_id
+            ) from None
         return convert.record_to_pb(record)
 
     @translate_errors
@@ -78,6 +95,15 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
         return convert.entry_to_pb(entry)
 
     @translate_errors
+    async def GetImage(
+        self, request: cpb.RequestImageRequest, context: Context
+    ) -> AsyncIterator[cpb.ImageChunk]:
+        async for chunk in serve_image(
+            self.center, lambda: self.auth.identify(context, "TellerService.GetImage"), request
+        ):
+            yield chunk
+
+    @translate_errors
     async def Session(
         self, request_iterator: AsyncIterator[tpb.TellerSessionIn], context: Context
     ) -> AsyncIterator[tpb.TellerSessionOut]:
@@ -86,3 +112,14 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
         session = TellerSession(self.center, identity)
         async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
             yield message
+
+    @translate_errors
+    async def ReportFallbacks(
+        self, request: tpb.ReportFallbacksRequest, context: Context
+    ) -> tpb.ReportFallbacksReply:
+        identity = await self.auth.identify(context, "TellerService.ReportFallbacks")
+        fallbacks = fallback_convert.fallbacks_from_pb(request.records)
+        results = await self.center.report_fallbacks(identity, fallbacks)
+        return tpb.ReportFallbacksReply(
+            results=[fallback_convert.result_to_pb(result) for result in results]
+        )

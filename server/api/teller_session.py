@@ -2,8 +2,11 @@
 
 Messages in are handled concurrently (up to MAX_IN_FLIGHT at once), so one stream
 carries a workstation's whole traffic at stream-message cost rather than a unary
-call's. Every request submitted or watched on the session is followed: its changes
-are pushed until it reaches a final state."""
+call's; the submits of a burst, with those of every other stream and unary call of
+the process, go to Redis together, one pipeline per round trip
+(server/store/script_batch.py), each still answered on its own. Every request
+submitted or watched on the session is followed: its changes are pushed until it
+reaches a final state."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 -- KEYS[4] waiting-per-branch hash   KEYS[5] per-state counts hash
 -- KEYS[6] the branch's set of requests awaiting on-site review
 -- KEYS[7] center-wide emergencies   KEYS[8] the branch's emergencies (R8)
+-- KEYS[9] the request's archive marker: an id archived and gone from Redis stays used
 -- (No history list yet: the SUBMITTED entry is rebuilt from the record.)
 -- ARGV[1] request id   ARGV[2] fingerprint   ARGV[3] packed submission   ARGV[4] branch
 -- ARGV[5] head start (us, from importance and urgency)   ARGV[6] teller id
@@ -13,12 +14,16 @@
 --       | {'DUP', state, version}          same id, same content: the earlier request
 --       | {'CONFLICT', state}              same id, other content
 --       | {'FALLBACK', emergency id}       an emergency is in force: nothing stored
+--       | {'ARCHIVED'}                     the id belongs to an archived request
 local current = redis.call('HMGET', KEYS[1], 'fp', 'st', 'v')
 if current[1] then
   if current[1] == ARGV[2] then
     return {'DUP', current[2], tonumber(current[3])}
   end
   return {'CONFLICT', current[2]}
+end
+if redis.call('EXISTS', KEYS[9]) == 1 then
+  return {'ARCHIVED'}
 end
 local emergency = redis.call('SRANDMEMBER', KEYS[7]) or redis.call('SRANDMEMBER', KEYS[8])
 if emergency then

@@ -1,8 +1,9 @@
 """The append-only, hash-chained audit trail (R15).
 
 Every record is ``sha256(domain | seq | prev | body)`` where ``prev`` is the hash of the
-record before it (``GENESIS`` for seq 1) and ``body`` the canonical msgpack of the entry.
-The hash is computed here, not in Lua (Redis Lua only has sha1), and the script
+record before it (``GENESIS`` for seq 1) and ``body`` the canonical msgpack of the entry
+(audit_records.py; the verifier's single pass is audit_chain.py). The hash is computed
+here, not in Lua (Redis Lua only has sha1), and the script
 server/lua/audit_append.lua stores a batch only if the chain head is still the one the
 batch was chained from (compare-and-set); otherwise it returns the new head and we chain
 again. Records live in one Redis stream under the id ``<seq>-0`` and are never trimmed.
@@ -16,193 +17,59 @@ Writers in other processes race for the head; one that loses twice takes the tur
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import msgpack
 import redis.asyncio as aioredis
 
+from server.store.audit_chain import ChainChecker, VerifyReport, id_key
+from server.store.audit_records import (
+    GENESIS,
+    MAX_BODY_BYTES,
+    OUTCOME_OK,
+    AuditAction,
+    AuditConflict,
+    AuditEntry,
+    AuditError,
+    AuditFormatError,
+    AuditRecord,
+    DetailValue,
+    Fields,
+    chain_hash,
+    parse_record,
+    stream_id_for,
+    text,
+)
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "GENESIS",
+    "MAX_BODY_BYTES",
+    "OUTCOME_OK",
+    "AuditAction",
+    "AuditConflict",
+    "AuditEntry",
+    "AuditError",
+    "AuditFormatError",
+    "AuditLog",
+    "AuditRecord",
+    "DetailValue",
+    "Fields",
+    "VerifyReport",
+    "chain_hash",
+    "parse_record",
+    "stream_id_for",
+]
+
 DEFAULT_PREFIX = "{authq}"
-GENESIS = "0" * 64
-# Names the hash scheme, so a later scheme can never produce a colliding hash input.
-_DOMAIN = b"authq-audit-v1\n"
-# A record is kept forever: the details are a small map, not a place for documents.
-MAX_BODY_BYTES = 16 * 1024
-OUTCOME_OK = "OK"
 # How long a writer that lost the race twice may hold back the others (audit_append.lua);
 # only reached if it dies holding the turn, as it normally lets go after one round trip.
 _TURN_MS = 500
-
-DetailValue = str | int | float | bool | None
-# A stream entry's fields as redis-py returns them (bytes keys and values).
-Fields = Mapping[Any, Any]
-
-
-class AuditAction(StrEnum):
-    """The actions known so far; AuditEntry.action takes any non-empty string."""
-
-    SUBMIT = "SUBMIT"
-    ONSITE_REVIEW = "ONSITE_REVIEW"
-    CANCEL = "CANCEL"
-    CLAIM = "CLAIM"
-    REQUEUE = "REQUEUE"
-    DECIDE = "DECIDE"
-    SUPPLY = "SUPPLY"
-    REPRIORITIZE_REQUEST = "REPRIORITIZE_REQUEST"
-    REPRIORITIZE_CONFIRM = "REPRIORITIZE_CONFIRM"
-    ACCOUNT_CREATE = "ACCOUNT_CREATE"
-    ACCOUNT_DISABLE = "ACCOUNT_DISABLE"
-    ACCOUNT_REMOVE = "ACCOUNT_REMOVE"
-    POLICY_RELOAD = "POLICY_RELOAD"
-    EMERGENCY_DECLARE = "EMERGENCY_DECLARE"
-    EMERGENCY_END = "EMERGENCY_END"
-    RECORD_ACCESS = "RECORD_ACCESS"
-
-
-class AuditError(Exception):
-    pass
-
-
-class AuditFormatError(AuditError):
-    """A stored record that cannot be read back (run ``authq-admin audit verify``)."""
-
-
-class AuditConflict(AuditError):
-    """The chain head kept moving under us (other writers) until we gave up."""
-
-
-_TEXT_FIELDS = ("actor", "role", "origin", "action", "target", "outcome")
-_DETAIL_TYPES = frozenset({str, int, float, bool})
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """What happened: who (actor, role, origin), what (action, target), when and how it
-    ended (outcome: ``OK`` or the refusal message / rule)."""
-
-    actor: str
-    role: str
-    origin: str
-    action: str
-    target: str
-    outcome: str = OUTCOME_OK
-    details: Mapping[str, DetailValue] = field(default_factory=dict)
-    at_ms: int = field(default_factory=_now_ms)
-
-    def __post_init__(self) -> None:
-        # Built for every action (and every record verify reads): exact types take the
-        # quick path; subclasses such as enum members become their plain value, so that
-        # a body unpacks to fields equal to the ones packed.
-        for name in _TEXT_FIELDS:
-            value = getattr(self, name)
-            if type(value) is not str:
-                if not isinstance(value, str):
-                    raise TypeError(f"AuditEntry.{name} must be a str, got {type(value).__name__}")
-                object.__setattr__(self, name, str(value))
-        if not self.action:
-            raise ValueError("AuditEntry.action must not be empty")
-        if type(self.at_ms) is not int or self.at_ms < 0:
-            raise TypeError(f"AuditEntry.at_ms must be a non-negative int, got {self.at_ms!r}")
-        # A private copy: the caller's dict changing later must not change the entry.
-        details = dict(self.details)
-        for key, value in details.items():
-            if type(key) is not str:
-                raise TypeError(f"AuditEntry.details keys must be str, got {key!r}")
-            if value is None or type(value) in _DETAIL_TYPES:
-                continue
-            if isinstance(value, str):
-                details[key] = str(value)
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                details[key] = float(value) if isinstance(value, float) else int(value)
-            else:
-                raise TypeError(
-                    f"AuditEntry.details[{key!r}] must be str, int, float, bool or None, "
-                    f"got {type(value).__name__}"
-                )
-        object.__setattr__(self, "details", details)
-
-    def pack(self) -> bytes:
-        """The canonical body: msgpack, map keys sorted at every level, so that anyone
-        can re-encode a decoded entry to the very bytes that were hashed."""
-        body = {
-            "action": self.action,
-            "actor": self.actor,
-            "at_ms": self.at_ms,
-            "details": dict(sorted(self.details.items())),
-            "origin": self.origin,
-            "outcome": self.outcome,
-            "role": self.role,
-            "target": self.target,
-        }
-        packed: bytes = msgpack.packb(body, use_bin_type=True)
-        return packed
-
-    @classmethod
-    def unpack(cls, body: bytes) -> AuditEntry:
-        try:
-            raw = msgpack.unpackb(body, raw=False)
-            return cls(
-                actor=raw["actor"],
-                role=raw["role"],
-                origin=raw["origin"],
-                action=raw["action"],
-                target=raw["target"],
-                outcome=raw["outcome"],
-                details=raw["details"],
-                at_ms=raw["at_ms"],
-            )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise AuditFormatError(f"not an audit entry body: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    entry: AuditEntry
-    seq: int
-    prev: str
-    hash: str
-    stream_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    ok: bool
-    checked: int
-    problems: list[str]
-
-
-def chain_hash(seq: int, prev: str, body: bytes) -> str:
-    """Hex sha256 over the scheme name, seq, previous hash and body bytes. Neither seq
-    nor prev can contain the newline separator, and the body comes last, so distinct
-    records never share a hash input."""
-    digest = hashlib.sha256(_DOMAIN)
-    digest.update(b"%d\n%s\n" % (seq, prev.encode("ascii")))
-    digest.update(body)
-    return digest.hexdigest()
-
-
-def stream_id_for(seq: int) -> str:
-    return f"{seq}-0"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, sub = stream_id.partition("-")
-    return int(ms), int(sub or 0)
 
 
 def _script_source() -> str:
@@ -213,19 +80,6 @@ def _script_source() -> str:
         + "\n"
         + lua.joinpath("audit_append.lua").read_text("utf-8")
     )
-
-
-def parse_record(stream_id: Any, fields: Fields) -> AuditRecord:
-    """One stream entry as stored by audit_append.lua; AuditFormatError if it is not."""
-    sid = _text(stream_id)
-    try:
-        seq = int(fields[b"seq"])
-        prev = _text(fields[b"prev"])
-        stored_hash = _text(fields[b"hash"])
-        body = bytes(fields[b"body"])
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise AuditFormatError(f"stream entry {sid}: malformed record ({exc!r})") from None
-    return AuditRecord(AuditEntry.unpack(body), seq, prev, stored_hash, sid)
 
 
 @dataclass(slots=True)
@@ -341,13 +195,13 @@ class AuditLog:
             for record, item in zip(records, batch, strict=True):
                 args += [record.seq, record.prev, record.hash, item.body]
             reply = await self._script(keys=keys, args=args)
-            status = _text(reply[0])
+            status = text(reply[0])
             if status in ("OK", "DONE"):
                 self._head = (records[-1].seq, records[-1].hash)
                 return records
             if status not in ("MOVED", "WAIT"):
-                raise AuditError(f"audit_append refused the batch: {_text(reply[1])}")
-            self._head = (int(reply[1]), _text(reply[2]))
+                raise AuditError(f"audit_append refused the batch: {text(reply[1])}")
+            self._head = (int(reply[1]), text(reply[2]))
             if time.monotonic() > deadline:
                 raise AuditConflict(f"the audit chain head kept moving for {self.give_up_after_s}s")
             if status == "WAIT":
@@ -367,7 +221,7 @@ class AuditLog:
         seq, head_hash = await self.client.hmget(self.head_key, ["seq", "hash"])
         if seq is None:
             return 0, GENESIS
-        return int(seq), _text(head_hash)
+        return int(seq), text(head_hash)
 
     async def read(
         self, from_seq: int = 0, count: int | None = None, *, page_size: int = 500
@@ -389,7 +243,7 @@ class AuditLog:
 
     async def _xrange(self, start: str, end: str, count: int) -> list[tuple[str, Fields]]:
         page: Any = await self.client.xrange(self.stream_key, min=start, max=end, count=count)
-        return [(_text(stream_id), fields or {}) for stream_id, fields in page or ()]
+        return [(text(stream_id), fields or {}) for stream_id, fields in page or ()]
 
     async def _raw(
         self, start: str = "-", end: str = "+", *, page_size: int = 1000
@@ -407,7 +261,7 @@ class AuditLog:
         that seqs run 1, 2, 3... under ids ``<seq>-0``, that each record names its
         predecessor's hash, and that the head names the last record. Appends made while
         it runs are fine: the head is compared with the stream's top read atomically."""
-        checker = _ChainChecker(max_problems)
+        checker = ChainChecker(max_problems)
         async for stream_id, fields in self._raw():
             checker.check(stream_id, fields)
         async with self.client.pipeline(transaction=True) as pipe:
@@ -415,8 +269,8 @@ class AuditLog:
             pipe.xrevrange(self.stream_key, "+", "-", count=1)
             head, top = await pipe.execute()
         if top:
-            top_id = _text(top[0][0])
-            if checker.last_id is None or _id_key(top_id) > _id_key(checker.last_id):
+            top_id = text(top[0][0])
+            if checker.last_id is None or id_key(top_id) > id_key(checker.last_id):
                 start = "-" if checker.last_id is None else "(" + checker.last_id
                 async for stream_id, fields in self._raw(start, top_id):
                     checker.check(stream_id, fields)
@@ -433,92 +287,3 @@ def _chain(head_seq: int, head_hash: str, batch: list[_Pending]) -> list[AuditRe
         records.append(AuditRecord(item.entry, seq, prev, digest, stream_id_for(seq)))
         prev = digest
     return records
-
-
-class _ChainChecker:
-    """The state of verify()'s single pass over the stream."""
-
-    def __init__(self, max_problems: int) -> None:
-        self.max_problems = max_problems
-        self.problems: list[str] = []
-        self.dropped = 0
-        self.checked = 0
-        # The next seq in order, and the stored hash of the record before it; None
-        # after a record too broken to read, whose successor then restarts the count.
-        self.expected: int | None = 1
-        self.prev_hash: str | None = GENESIS
-        self.last_id: str | None = None
-        self.last_seq: int | None = None
-        self.last_hash: str | None = None
-
-    def problem(self, text: str) -> None:
-        if len(self.problems) < self.max_problems:
-            self.problems.append(text)
-        else:
-            self.dropped += 1
-
-    def check(self, stream_id: str, fields: Fields) -> None:
-        self.checked += 1
-        self.last_id = stream_id
-        try:
-            seq = int(fields[b"seq"])
-            prev = _text(fields[b"prev"])
-            stored = _text(fields[b"hash"])
-            body = bytes(fields[b"body"])
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-            self.problem(f"stream entry {stream_id}: malformed record ({exc!r})")
-            self.expected = self.prev_hash = self.last_seq = self.last_hash = None
-            return
-        self.last_seq, self.last_hash = seq, stored
-        if chain_hash(seq, prev, body) != stored:
-            self.problem(f"seq {seq}: stored hash does not match its content (record changed)")
-        try:
-            AuditEntry.unpack(body)
-        except AuditFormatError as exc:
-            self.problem(f"seq {seq}: {exc}")
-        if stream_id != stream_id_for(seq):
-            self.problem(
-                f"seq {seq}: stored under stream id {stream_id}, not {stream_id_for(seq)} "
-                "(record moved or re-added)"
-            )
-        if self.expected is None or seq == self.expected:
-            if self.prev_hash is not None and prev != self.prev_hash:
-                self.problem(
-                    f"seq {seq}: prev does not match the hash of seq {seq - 1} "
-                    "(a record before it was changed or replaced)"
-                )
-        elif seq > self.expected:
-            missing = (
-                f"seq {self.expected}"
-                if seq == self.expected + 1
-                else f"seqs {self.expected}..{seq - 1}"
-            )
-            self.problem(f"{missing} missing before seq {seq} (records removed or moved)")
-        else:
-            self.problem(
-                f"seq {seq} found after seq {self.expected - 1} (records reordered or duplicated)"
-            )
-            return  # out of place: the chain continues from the record before it
-        self.expected = seq + 1
-        self.prev_hash = stored
-
-    def check_head(self, raw_seq: bytes | None, raw_hash: bytes | None) -> None:
-        if raw_seq is None:
-            if self.checked:
-                self.problem("the chain head is missing but the log has records")
-            return
-        head_seq, head_hash = _text(raw_seq), _text(raw_hash or b"")
-        if not self.checked:
-            self.problem(f"the chain head points at seq {head_seq} but the log is empty")
-        elif head_seq != str(self.last_seq) or head_hash != self.last_hash:
-            self.problem(
-                f"the chain head points at seq {head_seq} ({head_hash[:16]}) but the last "
-                f"record is seq {self.last_seq} ({(self.last_hash or '?')[:16]}) "
-                "(records removed at the end, or the head moved)"
-            )
-
-    def report(self) -> VerifyReport:
-        problems = list(self.problems)
-        if self.dropped:
-            problems.append(f"... and {self.dropped} more problems")
-        return VerifyReport(ok=not problems, checked=self.checked, problems=problems)

@@ -87,6 +87,25 @@ class Keys:
     def blob(self, sha256: str) -> str:
         return f"{self.prefix}:blob:{sha256}"
 
+    def archive_marker(self, request_id: str) -> str:
+        """A request's archiving state (server/archive/index.py), kept for good."""
+        return f"{self.prefix}:arch:{request_id}"
+
+    @property
+    def archive_ended(self) -> str:
+        """Ended requests not archived yet, by the time they were seen ended."""
+        return f"{self.prefix}:arch-ended"
+
+    @property
+    def archive_hot(self) -> str:
+        """Archived requests whose hot keys are still in Redis, by archiving time."""
+        return f"{self.prefix}:arch-hot"
+
+    @property
+    def archive_heads(self) -> str:
+        """Per archive day: the line count and chain hash of its manifest."""
+        return f"{self.prefix}:arch-heads"
+
     @property
     def away(self) -> str:
         """Authorizers who set themselves away: no new items for them."""
@@ -117,3 +136,29 @@ class Keys:
         ``move("")`` is the index of pending moves (a sorted set by deadline): request
         ids are never empty, so it cannot collide with a pending move."""
         return f"{self.prefix}:move:{request_id}"
+
+    @property
+    def window_counter(self) -> str:
+        return f"{self.prefix}:ext-seq"
+
+    def window(self, window_id: str) -> str:
+        """An extended-hours window (R9): requested by a branch, decided by a supervisor."""
+        return f"{self.prefix}:ext:{window_id}"
+
+    @property
+    def windows_pending(self) -> str:
+        """Windows awaiting a supervisor's decision, by start time."""
+        return f"{self.prefix}:ext-pending"
+
+    def windows_of(self, branch_id: str) -> str:
+        """Every window a branch asked for, by end time (approved or not)."""
+        return f"{self.prefix}:ext-branch:{branch_id}"
+
+    def fallback_record(self, request_id: str) -> str:
+        """A local fallback a teller reported (R8), see server/store/fallbacks.py. Not
+        ``fallback:``: that family holds the emergencies covering a branch."""
+        return f"{self.prefix}:fallback-record:{request_id}"
+
+    def fallback_index(self, branch_id: str | None) -> str:
+        """Reported fallbacks by the time they occurred: one branch's, or (None) all."""
+        return f"{self.prefix}:fallback-index:{branch_id or '*'}"

@@ -55,6 +55,9 @@ class QueueReads:
             raise NotFound(f"no request with request_id {request_id}")
         return RequestRecord.from_redis(fields, history)
 
+    async def exists(self, request_id: str) -> bool:
+        return bool(await self.client.exists(self.keys.request(request_id)))
+
     async def lanes(self) -> list[str]:
         """The lanes that hold anything (server/domain/routing.py)."""
         return sorted(as_text(lane) for lane in await self.client.smembers(self.keys.lanes))
@@ -135,6 +138,32 @@ class QueueReads:
         if state is not State.QUEUED:
             return state, -1, waiting
         return state, sum(int(replies[i] or 0) for i in range(1, len(replies), 2)), waiting
+
+    async def waiting_of_branch(self, branch_id: str, limit: int = 1000) -> list[str]:
+        """A branch's waiting requests: awaiting on-site review, then queued. Reads the
+        lanes through, so it costs time with the queue's depth: for an emergency hand-back
+        (R8), never for the request path."""
+        found = [
+            as_text(rid)
+            for rid in await self.client.zrange(self.keys.onsite(branch_id), 0, limit - 1)
+        ]
+        for lane in await self.lanes():
+            start = 0
+            while len(found) < limit:
+                ids = await self.client.zrange(lane, start, start + 999)
+                if not ids:
+                    break
+                start += len(ids)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for rid in ids:
+                        pipe.hget(self.keys.request(as_text(rid)), "br")
+                    branches = await pipe.execute()
+                found.extend(
+                    as_text(rid)
+                    for rid, branch in zip(ids, branches, strict=True)
+                    if branch is not None and as_text(branch) == branch_id
+                )
+        return found[:limit]
 
     async def pending_review(self, branch_id: str, limit: int = 200) -> list[RequestRecord]:
         ids = await self.client.zrange(self.keys.onsite(branch_id), 0, limit - 1)

@@ -27,7 +27,8 @@ from server.errors import (
 )
 from server.store.keys import Keys
 from server.store.queue_reads import QueueReads, as_text
-from server.store.scripts import Scripts
+from server.store.script_batch import ScriptBatcher
+from server.store.scripts import Scripts, load_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,11 @@ class QueueStore(QueueReads):
         self.keys = keys
         self.config = config
         self.scripts = Scripts.register(client)
+        self._hand_back = load_script(client, "hand_back")
+        # Concurrent submits and decisions (unary calls, session streams) share one
+        # pipeline per round trip: server/store/script_batch.py.
+        self.submit_batch = ScriptBatcher(client, self.scripts.submit)
+        self.decide_batch = ScriptBatcher(client, self.scripts.decide)
 
     # -- teller side ---------------------------------------------------------------
 
@@ -76,6 +82,7 @@ class QueueStore(QueueReads):
             self.keys.onsite(submission.branch_id),
             self.keys.fallback(None),
             self.keys.fallback(submission.branch_id),
+            self.keys.archive_marker(rid),
         ]
         args: list[Any] = [
             rid,
@@ -97,10 +104,15 @@ class QueueStore(QueueReads):
         ``onsite_review`` it waits for the branch's on-site reviewer first (R2)."""
         rid = submission.request_id
         keys, args = self.submit_call(submission, onsite_review, local_minor)
-        result = await self.scripts.submit(keys=keys, args=args)
+        result = await self.submit_batch(keys=keys, args=args)
         status = as_text(result[0])
         if status == "FALLBACK":
             raise OnsiteFallbackRequired(as_text(result[1]))
+        if status == "ARCHIVED":
+            raise AlreadyExists(
+                f"request_id {rid} belongs to a request that has ended and been archived: "
+                "choose a new request_id for a new request"
+            )
         if status == "CONFLICT":
             raise AlreadyExists(
                 f"request_id {rid} was already used for a request with other content "
@@ -202,6 +214,27 @@ class QueueStore(QueueReads):
         event = "ONSITE_CONFIRMED" if confirm else "SENT_BACK"
         return self._entry(request_id, result, "review", event, reviewer_id, note=note)
 
+    async def hand_back(self, request_id: str, supervisor_id: str, note: str) -> HistoryEntry:
+        """Ends a waiting request SENT_BACK to its branch, which authorizes it on site
+        (R8: during an emergency, work already queued goes back to the branches)."""
+        branch = await self.client.hget(self.keys.request(request_id), "br")
+        if branch is None:
+            raise NotFound(f"no request with request_id {request_id}")
+        result = await self._hand_back(
+            keys=[
+                self.keys.request(request_id),
+                self.keys.history(request_id),
+                self.keys.events,
+                self.keys.counts,
+                self.keys.waiting_by_branch,
+                self.keys.onsite(as_text(branch)),
+            ],
+            args=[request_id, supervisor_id, note, self.config.events_maxlen, as_text(branch)],
+        )
+        return self._entry(
+            request_id, result, "hand back to its branch", "HANDED_BACK", supervisor_id, note=note
+        )
+
     # -- authorizer side -----------------------------------------------------------
 
     async def claim(
@@ -251,7 +284,7 @@ class QueueStore(QueueReads):
         note: str = "",
         kinds: Sequence[str] = (),
     ) -> HistoryEntry:
-        result = await self.scripts.decide(
+        result = await self.decide_batch(
             keys=[
                 self.keys.request(request_id),
                 self.keys.history(request_id),

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from authq.v1 import common_pb2 as authq_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthq/v1/authorizer.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\"\r\n\x0bNextRequest\"I\n\x05Lease\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"O\n\x05Offer\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.authq.v1.RequestView\x12\x1e\n\x05lease\x18\x02 \x01(\x0b\x32\x0f.authq.v1.Lease\"9\n\x0cRenewRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\"\xaf\x01\n\rDecideRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12\"\n\x07outcome\x18\x03 \x01(\x0e\x32\x11.authq.v1.Outcome\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\x12,\n\x0frequested_kinds\x18\x06 \x03(\x0e\x32\x13.authq.v1.ImageKind\"I\n\x0eReleaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12\x0c\n\x04note\x18\x03 \x01(\t\"\x1e\n\x0eSetAwayRequest\x12\x0c\n\x04\x61way\x18\x01 \x01(\x08\"\x19\n\tAwayReply\x12\x0c\n\x04\x61way\x18\x01 \x01(\x08\"5\n\x0fGetImageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"\x94\x01\n\x13\x41uthorizerSessionIn\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x10\n\x06\x63redit\x18\x02 \x01(\x05H\x00\x12)\n\x06\x64\x65\x63ide\x18\x03 \x01(\x0b\x32\x17.authq.v1.DecideRequestH\x00\x12+\n\x07release\x18\x04 \x01(\x0b\x32\x18.authq.v1.ReleaseRequestH\x00\x42\x06\n\x04\x62ody\"\xc9\x01\n\x14\x41uthorizerSessionOut\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12 \n\x05offer\x18\x02 \x01(\x0b\x32\x0f.authq.v1.OfferH\x00\x12*\n\x07\x64\x65\x63ided\x18\x03 \x01(\x0b\x32\x17.authq.v1.RequestUpdateH\x00\x12%\n\nlease_lost\x18\x04 \x01(\x0b\x32\x0f.authq.v1.LeaseH\x00\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.authq.v1.SessionErrorH\x00\x42\x06\n\x04\x62ody*g\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_APPROVE\x10\x01\x12\x12\n\x0eOUTCOME_REJECT\x10\x02\x12\x1a\n\x16OUTCOME_ASK_SUPPLEMENT\x10\x03\x32\xb6\x03\n\x11\x41uthorizerService\x12.\n\x04Next\x12\x15.authq.v1.NextRequest\x1a\x0f.authq.v1.Offer\x12\x30\n\x05Renew\x12\x16.authq.v1.RenewRequest\x1a\x0f.authq.v1.Lease\x12:\n\x06\x44\x65\x63ide\x12\x17.authq.v1.DecideRequest\x1a\x17.authq.v1.RequestUpdate\x12<\n\x07Release\x12\x18.authq.v1.ReleaseRequest\x1a\x17.authq.v1.RequestUpdate\x12\x38\n\x07SetAway\x12\x18.authq.v1.SetAwayRequest\x1a\x13.authq.v1.AwayReply\x12=\n\x08GetImage\x12\x19.authq.v1.GetImageRequest\x1a\x14.authq.v1.ImageChunk0\x01\x12L\n\x07Session\x12\x1d.authq.v1.AuthorizerSessionIn\x1a\x1e.authq.v1.AuthorizerSessionOut(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthq/v1/authorizer.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\"\r\n\x0bNextRequest\"I\n\x05Lease\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"O\n\x05Offer\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.authq.v1.RequestView\x12\x1e\n\x05lease\x18\x02 \x01(\x0b\x32\x0f.authq.v1.Lease\"9\n\x0cRenewRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\"\xaf\x01\n\rDecideRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12\"\n\x07outcome\x18\x03 \x01(\x0e\x32\x11.authq.v1.Outcome\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\x12,\n\x0frequested_kinds\x18\x06 \x03(\x0e\x32\x13.authq.v1.ImageKind\"I\n\x0eReleaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12\x0c\n\x04note\x18\x03 \x01(\t\"\x1e\n\x0eSetAwayRequest\x12\x0c\n\x04\x61way\x18\x01 \x01(\x08\"\x19\n\tAwayReply\x12\x0c\n\x04\x61way\x18\x01 \x01(\x08\"]\n\x0fGetImageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12&\n\trendition\x18\x03 \x01(\x0e\x32\x13.authq.v1.Rendition\"\x94\x01\n\x13\x41uthorizerSessionIn\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x10\n\x06\x63redit\x18\x02 \x01(\x05H\x00\x12)\n\x06\x64\x65\x63ide\x18\x03 \x01(\x0b\x32\x17.authq.v1.DecideRequestH\x00\x12+\n\x07release\x18\x04 \x01(\x0b\x32\x18.authq.v1.ReleaseRequestH\x00\x42\x06\n\x04\x62ody\"\xc9\x01\n\x14\x41uthorizerSessionOut\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12 \n\x05offer\x18\x02 \x01(\x0b\x32\x0f.authq.v1.OfferH\x00\x12*\n\x07\x64\x65\x63ided\x18\x03 \x01(\x0b\x32\x17.authq.v1.RequestUpdateH\x00\x12%\n\nlease_lost\x18\x04 \x01(\x0b\x32\x0f.authq.v1.LeaseH\x00\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.authq.v1.SessionErrorH\x00\x42\x06\n\x04\x62ody*g\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_APPROVE\x10\x01\x12\x12\n\x0eOUTCOME_REJECT\x10\x02\x12\x1a\n\x16OUTCOME_ASK_SUPPLEMENT\x10\x03\x32\xb6\x03\n\x11\x41uthorizerService\x12.\n\x04Next\x12\x15.authq.v1.NextRequest\x1a\x0f.authq.v1.Offer\x12\x30\n\x05Renew\x12\x16.authq.v1.RenewRequest\x1a\x0f.authq.v1.Lease\x12:\n\x06\x44\x65\x63ide\x12\x17.authq.v1.DecideRequest\x1a\x17.authq.v1.RequestUpdate\x12<\n\x07Release\x12\x18.authq.v1.ReleaseRequest\x1a\x17.authq.v1.RequestUpdate\x12\x38\n\x07SetAway\x12\x18.authq.v1.SetAwayRequest\x1a\x13.authq.v1.AwayReply\x12=\n\x08GetImage\x12\x19.authq.v1.GetImageRequest\x1a\x14.authq.v1.ImageChunk0\x01\x12L\n\x07Session\x12\x1d.authq.v1.AuthorizerSessionIn\x1a\x1e.authq.v1.AuthorizerSessionOut(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authq.v1.authorizer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=1014
-  _globals['_OUTCOME']._serialized_end=1117
+  _globals['_OUTCOME']._serialized_start=1054
+  _globals['_OUTCOME']._serialized_end=1157
   _globals['_NEXTREQUEST']._serialized_start=62
   _globals['_NEXTREQUEST']._serialized_end=75
   _globals['_LEASE']._serialized_start=77
@@ -51,11 +51,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AWAYREPLY']._serialized_start=577
   _globals['_AWAYREPLY']._serialized_end=602
   _globals['_GETIMAGEREQUEST']._serialized_start=604
-  _globals['_GETIMAGEREQUEST']._serialized_end=657
-  _globals['_AUTHORIZERSESSIONIN']._serialized_start=660
-  _globals['_AUTHORIZERSESSIONIN']._serialized_end=808
-  _globals['_AUTHORIZERSESSIONOUT']._serialized_start=811
-  _globals['_AUTHORIZERSESSIONOUT']._serialized_end=1012
-  _globals['_AUTHORIZERSERVICE']._serialized_start=1120
-  _globals['_AUTHORIZERSERVICE']._serialized_end=1558
+  _globals['_GETIMAGEREQUEST']._serialized_end=697
+  _globals['_AUTHORIZERSESSIONIN']._serialized_start=700
+  _globals['_AUTHORIZERSESSIONIN']._serialized_end=848
+  _globals['_AUTHORIZERSESSIONOUT']._serialized_start=851
+  _globals['_AUTHORIZERSESSIONOUT']._serialized_end=1052
+  _globals['_AUTHORIZERSERVICE']._serialized_start=1160
+  _globals['_AUTHORIZERSERVICE']._serialized_end=1598
 # @@protoc_insertion_point(module_scope)

@@ -235,17 +235,20 @@ class GetImageRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    RENDITION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     sha256: _builtins.str
+    rendition: _common_pb2.Rendition.ValueType
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         sha256: _builtins.str = ...,
+        rendition: _common_pb2.Rendition.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rendition", b"rendition", "request_id", b"request_id", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -113,7 +113,7 @@ class AuthorizerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetImage(self, request, context):
-        """Streams the bytes of one image of an item the caller holds.
+        """Streams one image of an item the caller holds, in the rendition asked for.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,7 +47,7 @@ class AuthorizerServiceStub:
     SetAway: _grpc.UnaryUnaryMultiCallable[_authorizer_pb2.SetAwayRequest, _authorizer_pb2.AwayReply]
     """Away (no new items are offered; items held stay held) or back."""
     GetImage: _grpc.UnaryStreamMultiCallable[_authorizer_pb2.GetImageRequest, _common_pb2.ImageChunk]
-    """Streams the bytes of one image of an item the caller holds."""
+    """Streams one image of an item the caller holds, in the rendition asked for."""
     Session: _grpc.StreamStreamMultiCallable[_authorizer_pb2.AuthorizerSessionIn, _authorizer_pb2.AuthorizerSessionOut]
     """The long-lived stream of a console: the server offers items whenever the
     authorizer has room (credits), renews the leases of what it holds while the
@@ -72,7 +72,7 @@ class AuthorizerServiceAsyncStub(AuthorizerServiceStub):
     SetAway: _aio.UnaryUnaryMultiCallable[_authorizer_pb2.SetAwayRequest, _authorizer_pb2.AwayReply]  # type: ignore[assignment]
     """Away (no new items are offered; items held stay held) or back."""
     GetImage: _aio.UnaryStreamMultiCallable[_authorizer_pb2.GetImageRequest, _common_pb2.ImageChunk]  # type: ignore[assignment]
-    """Streams the bytes of one image of an item the caller holds."""
+    """Streams one image of an item the caller holds, in the rendition asked for."""
     Session: _aio.StreamStreamMultiCallable[_authorizer_pb2.AuthorizerSessionIn, _authorizer_pb2.AuthorizerSessionOut]  # type: ignore[assignment]
     """The long-lived stream of a console: the server offers items whenever the
     authorizer has room (credits), renews the leases of what it holds while the
@@ -130,7 +130,7 @@ class AuthorizerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _authorizer_pb2.GetImageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_common_pb2.ImageChunk], _abc.AsyncIterator[_common_pb2.ImageChunk]]:
-        """Streams the bytes of one image of an item the caller holds."""
+        """Streams one image of an item the caller holds, in the rendition asked for."""
 
     @_abc_1.abstractmethod
     def Session(

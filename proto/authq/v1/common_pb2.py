@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61uthq/v1/common.proto\x12\x08\x61uthq.v1\".\n\x05Money\x12\x13\n\x0bminor_units\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"g\n\x08ImageRef\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.authq.v1.ImageKind\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"Q\n\nImageChunk\x12\"\n\x06header\x18\x01 \x01(\x0b\x32\x12.authq.v1.ImageRef\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tupload_id\x18\x03 \x01(\t\"\xdd\x01\n\x0bTransaction\x12\x15\n\rbusiness_type\x18\x01 \x01(\t\x12\x1f\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x0f.authq.v1.Money\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\x15\n\rcustomer_name\x18\x04 \x01(\t\x12\x0c\n\x04memo\x18\x05 \x01(\t\x12\x31\n\x06\x66ields\x18\x06 \x03(\x0b\x32!.authq.v1.Transaction.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x01\n\rRequestUpdate\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\x12\r\n\x05\x65vent\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x13\n\x0breason_code\x18\x07 \x01(\t\x12\x0c\n\x04note\x18\x08 \x01(\t\x12,\n\x0frequested_kinds\x18\t \x03(\x0e\x32\x13.authq.v1.ImageKind\"\xe1\x02\n\x0bRequestView\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x11\n\tbranch_id\x18\x04 \x01(\t\x12\x11\n\tteller_id\x18\x05 \x01(\t\x12*\n\x0btransaction\x18\x06 \x01(\x0b\x32\x15.authq.v1.Transaction\x12\"\n\x07urgency\x18\x07 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\x12\n\nimportance\x18\x08 \x01(\x05\x12\"\n\x06images\x18\t \x03(\x0b\x32\x12.authq.v1.ImageRef\x12\x17\n\x0fsubmitted_at_ms\x18\n \x01(\x03\x12\x15\n\rauthorizer_id\x18\x0b \x01(\t\x12(\n\x07history\x18\x0c \x03(\x0b\x32\x17.authq.v1.RequestUpdate\"-\n\x0cSessionError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*\xc6\x01\n\tImageKind\x12\x1a\n\x16IMAGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13IMAGE_KIND_ID_FRONT\x10\x01\x12\x16\n\x12IMAGE_KIND_ID_BACK\x10\x02\x12\x16\n\x12IMAGE_KIND_VOUCHER\x10\x03\x12\x1f\n\x1bIMAGE_KIND_APPLICATION_FORM\x10\x04\x12\x1d\n\x19IMAGE_KIND_CUSTOMER_PHOTO\x10\x05\x12\x14\n\x10IMAGE_KIND_OTHER\x10\x06*\xa1\x02\n\x0cRequestState\x12\x1d\n\x19REQUEST_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14REQUEST_STATE_QUEUED\x10\x01\x12\x19\n\x15REQUEST_STATE_CLAIMED\x10\x02\x12\"\n\x1eREQUEST_STATE_NEEDS_SUPPLEMENT\x10\x03\x12\x1a\n\x16REQUEST_STATE_APPROVED\x10\x04\x12\x1a\n\x16REQUEST_STATE_REJECTED\x10\x05\x12\x1b\n\x17REQUEST_STATE_CANCELLED\x10\x06\x12\'\n#REQUEST_STATE_PENDING_ONSITE_REVIEW\x10\x07\x12\x1b\n\x17REQUEST_STATE_SENT_BACK\x10\x08*J\n\x07Urgency\x12\x17\n\x13URGENCY_UNSPECIFIED\x10\x00\x12\x12\n\x0eURGENCY_NORMAL\x10\x01\x12\x12\n\x0eURGENCY_URGENT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61uthq/v1/common.proto\x12\x08\x61uthq.v1\".\n\x05Money\x12\x13\n\x0bminor_units\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"g\n\x08ImageRef\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.authq.v1.ImageKind\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"a\n\x13RequestImageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12&\n\trendition\x18\x03 \x01(\x0e\x32\x13.authq.v1.Rendition\"Q\n\nImageChunk\x12\"\n\x06header\x18\x01 \x01(\x0b\x32\x12.authq.v1.ImageRef\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tupload_id\x18\x03 \x01(\t\"\xdd\x01\n\x0bTransaction\x12\x15\n\rbusiness_type\x18\x01 \x01(\t\x12\x1f\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x0f.authq.v1.Money\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\x15\n\rcustomer_name\x18\x04 \x01(\t\x12\x0c\n\x04memo\x18\x05 \x01(\t\x12\x31\n\x06\x66ields\x18\x06 \x03(\x0b\x32!.authq.v1.Transaction.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x01\n\rRequestUpdate\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\x12\r\n\x05\x65vent\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x13\n\x0breason_code\x18\x07 \x01(\t\x12\x0c\n\x04note\x18\x08 \x01(\t\x12,\n\x0frequested_kinds\x18\t \x03(\x0e\x32\x13.authq.v1.ImageKind\"\xe1\x02\n\x0bRequestView\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x11\n\tbranch_id\x18\x04 \x01(\t\x12\x11\n\tteller_id\x18\x05 \x01(\t\x12*\n\x0btransaction\x18\x06 \x01(\x0b\x32\x15.authq.v1.Transaction\x12\"\n\x07urgency\x18\x07 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\x12\n\nimportance\x18\x08 \x01(\x05\x12\"\n\x06images\x18\t \x03(\x0b\x32\x12.authq.v1.ImageRef\x12\x17\n\x0fsubmitted_at_ms\x18\n \x01(\x03\x12\x15\n\rauthorizer_id\x18\x0b \x01(\t\x12(\n\x07history\x18\x0c \x03(\x0b\x32\x17.authq.v1.RequestUpdate\"-\n\x0cSessionError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*\xc6\x01\n\tImageKind\x12\x1a\n\x16IMAGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13IMAGE_KIND_ID_FRONT\x10\x01\x12\x16\n\x12IMAGE_KIND_ID_BACK\x10\x02\x12\x16\n\x12IMAGE_KIND_VOUCHER\x10\x03\x12\x1f\n\x1bIMAGE_KIND_APPLICATION_FORM\x10\x04\x12\x1d\n\x19IMAGE_KIND_CUSTOMER_PHOTO\x10\x05\x12\x14\n\x10IMAGE_KIND_OTHER\x10\x06*n\n\tRendition\x12\x19\n\x15RENDITION_UNSPECIFIED\x10\x00\x12\x16\n\x12RENDITION_ORIGINAL\x10\x01\x12\x15\n\x11RENDITION_PREVIEW\x10\x02\x12\x17\n\x13RENDITION_THUMBNAIL\x10\x03*\xa1\x02\n\x0cRequestState\x12\x1d\n\x19REQUEST_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14REQUEST_STATE_QUEUED\x10\x01\x12\x19\n\x15REQUEST_STATE_CLAIMED\x10\x02\x12\"\n\x1eREQUEST_STATE_NEEDS_SUPPLEMENT\x10\x03\x12\x1a\n\x16REQUEST_STATE_APPROVED\x10\x04\x12\x1a\n\x16REQUEST_STATE_REJECTED\x10\x05\x12\x1b\n\x17REQUEST_STATE_CANCELLED\x10\x06\x12\'\n#REQUEST_STATE_PENDING_ONSITE_REVIEW\x10\x07\x12\x1b\n\x17REQUEST_STATE_SENT_BACK\x10\x08*J\n\x07Urgency\x12\x17\n\x13URGENCY_UNSPECIFIED\x10\x00\x12\x12\n\x0eURGENCY_NORMAL\x10\x01\x12\x12\n\x0eURGENCY_URGENT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +33,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRANSACTION_FIELDSENTRY']._loaded_options = None
   _globals['_TRANSACTION_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGEKIND']._serialized_start=1119
-  _globals['_IMAGEKIND']._serialized_end=1317
-  _globals['_REQUESTSTATE']._serialized_start=1320
-  _globals['_REQUESTSTATE']._serialized_end=1609
-  _globals['_URGENCY']._serialized_start=1611
-  _globals['_URGENCY']._serialized_end=1685
+  _globals['_IMAGEKIND']._serialized_start=1218
+  _globals['_IMAGEKIND']._serialized_end=1416
+  _globals['_RENDITION']._serialized_start=1418
+  _globals['_RENDITION']._serialized_end=1528
+  _globals['_REQUESTSTATE']._serialized_start=1531
+  _globals['_REQUESTSTATE']._serialized_end=1820
+  _globals['_URGENCY']._serialized_start=1822
+  _globals['_URGENCY']._serialized_end=1896
   _globals['_MONEY']._serialized_start=35
   _globals['_MONEY']._serialized_end=81
   _globals['_IMAGEREF']._serialized_start=83
   _globals['_IMAGEREF']._serialized_end=186
-  _globals['_IMAGECHUNK']._serialized_start=188
-  _globals['_IMAGECHUNK']._serialized_end=269
-  _globals['_TRANSACTION']._serialized_start=272
-  _globals['_TRANSACTION']._serialized_end=493
-  _globals['_TRANSACTION_FIELDSENTRY']._serialized_start=448
-  _globals['_TRANSACTION_FIELDSENTRY']._serialized_end=493
-  _globals['_REQUESTUPDATE']._serialized_start=496
-  _globals['_REQUESTUPDATE']._serialized_end=713
-  _globals['_REQUESTVIEW']._serialized_start=716
-  _globals['_REQUESTVIEW']._serialized_end=1069
-  _globals['_SESSIONERROR']._serialized_start=1071
-  _globals['_SESSIONERROR']._serialized_end=1116
+  _globals['_REQUESTIMAGEREQUEST']._serialized_start=188
+  _globals['_REQUESTIMAGEREQUEST']._serialized_end=285
+  _globals['_IMAGECHUNK']._serialized_start=287
+  _globals['_IMAGECHUNK']._serialized_end=368
+  _globals['_TRANSACTION']._serialized_start=371
+  _globals['_TRANSACTION']._serialized_end=592
+  _globals['_TRANSACTION_FIELDSENTRY']._serialized_start=547
+  _globals['_TRANSACTION_FIELDSENTRY']._serialized_end=592
+  _globals['_REQUESTUPDATE']._serialized_start=595
+  _globals['_REQUESTUPDATE']._serialized_end=812
+  _globals['_REQUESTVIEW']._serialized_start=815
+  _globals['_REQUESTVIEW']._serialized_end=1168
+  _globals['_SESSIONERROR']._serialized_start=1170
+  _globals['_SESSIONERROR']._serialized_end=1215
 # @@protoc_insertion_point(module_scope)

@@ -48,6 +48,31 @@ IMAGE_KIND_CUSTOMER_PHOTO: ImageKind.ValueType  # 5
 IMAGE_KIND_OTHER: ImageKind.ValueType  # 6
 Global___ImageKind: _TypeAlias = ImageKind  # noqa: Y015
 
+class _Rendition:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RenditionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rendition.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RENDITION_UNSPECIFIED: _Rendition.ValueType  # 0
+    """treated as ORIGINAL"""
+    RENDITION_ORIGINAL: _Rendition.ValueType  # 1
+    RENDITION_PREVIEW: _Rendition.ValueType  # 2
+    RENDITION_THUMBNAIL: _Rendition.ValueType  # 3
+
+class Rendition(_Rendition, metaclass=_RenditionEnumTypeWrapper):
+    """Which form of an image to send. Preview (long side at most 1600 px) and thumbnail
+    (320 px) are upright, carry no metadata and are watermarked with the viewer's id and
+    the time of the fetch (R14); the original is the uploaded bytes, unchanged.
+    """
+
+RENDITION_UNSPECIFIED: Rendition.ValueType  # 0
+"""treated as ORIGINAL"""
+RENDITION_ORIGINAL: Rendition.ValueType  # 1
+RENDITION_PREVIEW: Rendition.ValueType  # 2
+RENDITION_THUMBNAIL: Rendition.ValueType  # 3
+Global___Rendition: _TypeAlias = Rendition  # noqa: Y015
+
 class _RequestState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -163,6 +188,33 @@ class ImageRef(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImageRef: _TypeAlias = ImageRef  # noqa: Y015
+
+@_typing.final
+class RequestImageRequest(_message.Message):
+    """One image of a request, for the branch (TellerService) or a supervisor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    RENDITION_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    sha256: _builtins.str
+    rendition: Global___Rendition.ValueType
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        rendition: Global___Rendition.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rendition", b"rendition", "request_id", b"request_id", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestImageRequest: _TypeAlias = RequestImageRequest  # noqa: Y015
 
 @_typing.final
 class ImageChunk(_message.Message):

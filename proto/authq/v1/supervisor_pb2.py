@@ -23,49 +23,74 @@ _sym_db = _symbol_database.Default()
 
 
 from authq.v1 import common_pb2 as authq_dot_v1_dot_common__pb2
+from authq.v1 import teller_pb2 as authq_dot_v1_dot_teller__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthq/v1/supervisor.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\"=\n\x17\x44\x65\x63lareEmergencyRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x12\n\nbranch_ids\x18\x02 \x03(\t\"9\n\x13\x45ndEmergencyRequest\x12\x14\n\x0c\x65mergency_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"\x18\n\x16ListEmergenciesRequest\"\xab\x01\n\tEmergency\x12\x14\n\x0c\x65mergency_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nbranch_ids\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65\x63lared_by\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65\x63lared_at_ms\x18\x05 \x01(\x03\x12\x10\n\x08\x65nded_by\x18\x06 \x01(\t\x12\x13\n\x0b\x65nded_at_ms\x18\x07 \x01(\x03\x12\x10\n\x08\x65nd_note\x18\x08 \x01(\t\";\n\x14ListEmergenciesReply\x12#\n\x06\x61\x63tive\x18\x01 \x03(\x0b\x32\x13.authq.v1.Emergency\"\x11\n\x0fOverviewRequest\"m\n\nClassDepth\x12\x12\n\nimportance\x18\x01 \x01(\x05\x12\"\n\x07urgency\x18\x02 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\x0f\n\x07waiting\x18\x03 \x01(\x03\x12\x16\n\x0eoldest_wait_ms\x18\x04 \x01(\x03\"1\n\x0b\x42ranchCount\x12\x11\n\tbranch_id\x18\x01 \x01(\t\x12\x0f\n\x07waiting\x18\x02 \x01(\x03\"\xdf\x01\n\rQueueOverview\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07\x63laimed\x18\x02 \x01(\x03\x12\x18\n\x10needs_supplement\x18\x03 \x01(\x03\x12&\n\x08\x62y_class\x18\x04 \x03(\x0b\x32\x14.authq.v1.ClassDepth\x12(\n\tby_branch\x18\x05 \x03(\x0b\x32\x15.authq.v1.BranchCount\x12\x16\n\x0eoldest_wait_ms\x18\x06 \x01(\x03\x12\x19\n\x11oldest_request_id\x18\x07 \x01(\t\x12\r\n\x05\x61t_ms\x18\x08 \x01(\x03\"%\n\x0fPositionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"m\n\rPositionReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x0f\n\x07waiting\x18\x04 \x01(\x03\"8\n\x12RequestMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x12\x43onfirmMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x12\n\x10ListMovesRequest\"\x94\x02\n\tMoveReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x11\n\tconfirmer\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\"\n\x05state\x18\x05 \x01(\x0e\x32\x13.authq.v1.MoveState\x12\x17\n\x0frequested_at_ms\x18\x06 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x07 \x01(\x03\x12\x17\n\x0f\x63onfirmed_at_ms\x18\x08 \x01(\x03\x12-\n\rrequest_state\x18\t \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\n \x01(\x03\x12\x0f\n\x07waiting\x18\x0b \x01(\x03\"C\n\x0eListMovesReply\x12\"\n\x05moves\x18\x01 \x03(\x0b\x32\x13.authq.v1.MoveReply\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x03*Y\n\tMoveState\x12\x1a\n\x16MOVE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MOVE_STATE_PENDING\x10\x01\x12\x18\n\x14MOVE_STATE_CONFIRMED\x10\x02\x32\xbf\x04\n\x11SupervisorService\x12>\n\x08Overview\x12\x19.authq.v1.OverviewRequest\x1a\x17.authq.v1.QueueOverview\x12>\n\x08Position\x12\x19.authq.v1.PositionRequest\x1a\x17.authq.v1.PositionReply\x12@\n\x0bRequestMove\x12\x1c.authq.v1.RequestMoveRequest\x1a\x13.authq.v1.MoveReply\x12@\n\x0b\x43onfirmMove\x12\x1c.authq.v1.ConfirmMoveRequest\x1a\x13.authq.v1.MoveReply\x12\x41\n\tListMoves\x12\x1a.authq.v1.ListMovesRequest\x1a\x18.authq.v1.ListMovesReply\x12J\n\x10\x44\x65\x63lareEmergency\x12!.authq.v1.DeclareEmergencyRequest\x1a\x13.authq.v1.Emergency\x12\x42\n\x0c\x45ndEmergency\x12\x1d.authq.v1.EndEmergencyRequest\x1a\x13.authq.v1.Emergency\x12S\n\x0fListEmergencies\x12 .authq.v1.ListEmergenciesRequest\x1a\x1e.authq.v1.ListEmergenciesReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthq/v1/supervisor.proto\x12\x08\x61uthq.v1\x1a\x15\x61uthq/v1/common.proto\x1a\x15\x61uthq/v1/teller.proto\"\x13\n\x11WatchQueueRequest\"\xc7\x01\n\x0bWaitingItem\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x11\n\tbranch_id\x18\x03 \x01(\t\x12\x15\n\rbusiness_type\x18\x04 \x01(\t\x12\x12\n\nimportance\x18\x05 \x01(\x05\x12\"\n\x07urgency\x18\x06 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\x1f\n\x06\x61mount\x18\x07 \x01(\x0b\x32\x0f.authq.v1.Money\x12\x0f\n\x07wait_ms\x18\x08 \x01(\x03\"[\n\x12\x41uthorizerActivity\x12\x15\n\rauthorizer_id\x18\x01 \x01(\t\x12\x0f\n\x07waiting\x18\x02 \x01(\x08\x12\x0f\n\x07holding\x18\x03 \x01(\x05\x12\x0c\n\x04\x61way\x18\x04 \x01(\x08\"s\n\x0bMinuteStats\x12\x17\n\x0fminute_start_ms\x18\x01 \x01(\x03\x12\x11\n\tdecisions\x18\x02 \x01(\x03\x12\x0e\n\x06\x63laims\x18\x03 \x01(\x03\x12\x13\n\x0bwait_p50_ms\x18\x04 \x01(\x03\x12\x13\n\x0bwait_max_ms\x18\x05 \x01(\x03\"\xe6\x03\n\rQueueSnapshot\x12)\n\x08overview\x18\x01 \x01(\x0b\x32\x17.authq.v1.QueueOverview\x12+\n\x0cwaiting_list\x18\x02 \x03(\x0b\x32\x15.authq.v1.WaitingItem\x12\x31\n\x0b\x61uthorizers\x18\x03 \x03(\x0b\x32\x1c.authq.v1.AuthorizerActivity\x12\x1a\n\x12\x61\x63tive_authorizers\x18\x04 \x01(\x05\x12\x18\n\x10\x61way_authorizers\x18\x05 \x01(\x05\x12\x1d\n\x15\x64\x65\x63isions_last_minute\x18\x06 \x01(\x03\x12\x13\n\x0bwait_p50_ms\x18\x07 \x01(\x03\x12\x13\n\x0bwait_p90_ms\x18\x08 \x01(\x03\x12\x13\n\x0bwait_p99_ms\x18\t \x01(\x03\x12\x15\n\rwait_window_s\x18\n \x01(\x05\x12\x14\n\x0cwait_samples\x18\x0b \x01(\x03\x12&\n\x07minutes\x18\x0c \x03(\x0b\x32\x15.authq.v1.MinuteStats\x12*\n\rpending_moves\x18\r \x03(\x0b\x32\x13.authq.v1.MoveReply\x12(\n\x0b\x65mergencies\x18\x0e \x03(\x0b\x32\x13.authq.v1.Emergency\x12\x0b\n\x03seq\x18\x0f \x01(\x03\"L\n\x18SetAccountEnabledRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"5\n\x12\x41\x63\x63ountStatusReply\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"=\n\x17\x44\x65\x63lareEmergencyRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x12\n\nbranch_ids\x18\x02 \x03(\t\"9\n\x13\x45ndEmergencyRequest\x12\x14\n\x0c\x65mergency_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"\x18\n\x16ListEmergenciesRequest\"\xab\x01\n\tEmergency\x12\x14\n\x0c\x65mergency_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nbranch_ids\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65\x63lared_by\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65\x63lared_at_ms\x18\x05 \x01(\x03\x12\x10\n\x08\x65nded_by\x18\x06 \x01(\t\x12\x13\n\x0b\x65nded_at_ms\x18\x07 \x01(\x03\x12\x10\n\x08\x65nd_note\x18\x08 \x01(\t\";\n\x14ListEmergenciesReply\x12#\n\x06\x61\x63tive\x18\x01 \x03(\x0b\x32\x13.authq.v1.Emergency\"\x11\n\x0fOverviewRequest\"m\n\nClassDepth\x12\x12\n\nimportance\x18\x01 \x01(\x05\x12\"\n\x07urgency\x18\x02 \x01(\x0e\x32\x11.authq.v1.Urgency\x12\x0f\n\x07waiting\x18\x03 \x01(\x03\x12\x16\n\x0eoldest_wait_ms\x18\x04 \x01(\x03\"1\n\x0b\x42ranchCount\x12\x11\n\tbranch_id\x18\x01 \x01(\t\x12\x0f\n\x07waiting\x18\x02 \x01(\x03\"\xdf\x01\n\rQueueOverview\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07\x63laimed\x18\x02 \x01(\x03\x12\x18\n\x10needs_supplement\x18\x03 \x01(\x03\x12&\n\x08\x62y_class\x18\x04 \x03(\x0b\x32\x14.authq.v1.ClassDepth\x12(\n\tby_branch\x18\x05 \x03(\x0b\x32\x15.authq.v1.BranchCount\x12\x16\n\x0eoldest_wait_ms\x18\x06 \x01(\x03\x12\x19\n\x11oldest_request_id\x18\x07 \x01(\t\x12\r\n\x05\x61t_ms\x18\x08 \x01(\x03\"%\n\x0fPositionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"m\n\rPositionReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x0f\n\x07waiting\x18\x04 \x01(\x03\"8\n\x12RequestMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x12\x43onfirmMoveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x12\n\x10ListMovesRequest\"\x94\x02\n\tMoveReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x11\n\tconfirmer\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\"\n\x05state\x18\x05 \x01(\x0e\x32\x13.authq.v1.MoveState\x12\x17\n\x0frequested_at_ms\x18\x06 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x07 \x01(\x03\x12\x17\n\x0f\x63onfirmed_at_ms\x18\x08 \x01(\x03\x12-\n\rrequest_state\x18\t \x01(\x0e\x32\x16.authq.v1.RequestState\x12\x10\n\x08position\x18\n \x01(\x03\x12\x0f\n\x07waiting\x18\x0b \x01(\x03\"C\n\x0eListMovesReply\x12\"\n\x05moves\x18\x01 \x03(\x0b\x32\x13.authq.v1.MoveReply\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x03\"X\n\x14ListFallbacksRequest\x12\x11\n\tbranch_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66rom_ms\x18\x02 \x01(\x03\x12\r\n\x05to_ms\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x05\"?\n\x12ListFallbacksReply\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.authq.v1.FallbackRecord\"I\n\x0fHandBackRequest\x12\x13\n\x0brequest_ids\x18\x01 \x03(\t\x12\x11\n\tbranch_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"5\n\x0fHandBackRefusal\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"i\n\rHandBackReply\x12,\n\x0bhanded_back\x18\x01 \x03(\x0b\x32\x17.authq.v1.RequestUpdate\x12*\n\x07refused\x18\x02 \x03(\x0b\x32\x19.authq.v1.HandBackRefusal*Y\n\tMoveState\x12\x1a\n\x16MOVE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MOVE_STATE_PENDING\x10\x01\x12\x18\n\x14MOVE_STATE_CONFIRMED\x10\x02\x32\xae\x07\n\x11SupervisorService\x12>\n\x08Overview\x12\x19.authq.v1.OverviewRequest\x1a\x17.authq.v1.QueueOverview\x12>\n\x08Position\x12\x19.authq.v1.PositionRequest\x1a\x17.authq.v1.PositionReply\x12@\n\x0bRequestMove\x12\x1c.authq.v1.RequestMoveRequest\x1a\x13.authq.v1.MoveReply\x12@\n\x0b\x43onfirmMove\x12\x1c.authq.v1.ConfirmMoveRequest\x1a\x13.authq.v1.MoveReply\x12\x41\n\tListMoves\x12\x1a.authq.v1.ListMovesRequest\x1a\x18.authq.v1.ListMovesReply\x12J\n\x10\x44\x65\x63lareEmergency\x12!.authq.v1.DeclareEmergencyRequest\x1a\x13.authq.v1.Emergency\x12\x42\n\x0c\x45ndEmergency\x12\x1d.authq.v1.EndEmergencyRequest\x1a\x13.authq.v1.Emergency\x12S\n\x0fListEmergencies\x12 .authq.v1.ListEmergenciesRequest\x1a\x1e.authq.v1.ListEmergenciesReply\x12>\n\x08HandBack\x12\x19.authq.v1.HandBackRequest\x1a\x17.authq.v1.HandBackReply\x12\x41\n\x08GetImage\x12\x1d.authq.v1.RequestImageRequest\x1a\x14.authq.v1.ImageChunk0\x01\x12\x44\n\nWatchQueue\x12\x1b.authq.v1.WatchQueueRequest\x1a\x17.authq.v1.QueueSnapshot0\x01\x12U\n\x11SetAccountEnabled\x12\".authq.v1.SetAccountEnabledRequest\x1a\x1c.authq.v1.AccountStatusReply\x12M\n\rListFallbacks\x12\x1e.authq.v1.ListFallbacksRequest\x1a\x1c.authq.v1.ListFallbacksReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authq.v1.supervisor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MOVESTATE']._serialized_start=1470
-  _globals['_MOVESTATE']._serialized_end=1559
-  _globals['_DECLAREEMERGENCYREQUEST']._serialized_start=62
-  _globals['_DECLAREEMERGENCYREQUEST']._serialized_end=123
-  _globals['_ENDEMERGENCYREQUEST']._serialized_start=125
-  _globals['_ENDEMERGENCYREQUEST']._serialized_end=182
-  _globals['_LISTEMERGENCIESREQUEST']._serialized_start=184
-  _globals['_LISTEMERGENCIESREQUEST']._serialized_end=208
-  _globals['_EMERGENCY']._serialized_start=211
-  _globals['_EMERGENCY']._serialized_end=382
-  _globals['_LISTEMERGENCIESREPLY']._serialized_start=384
-  _globals['_LISTEMERGENCIESREPLY']._serialized_end=443
-  _globals['_OVERVIEWREQUEST']._serialized_start=445
-  _globals['_OVERVIEWREQUEST']._serialized_end=462
-  _globals['_CLASSDEPTH']._serialized_start=464
-  _globals['_CLASSDEPTH']._serialized_end=573
-  _globals['_BRANCHCOUNT']._serialized_start=575
-  _globals['_BRANCHCOUNT']._serialized_end=624
-  _globals['_QUEUEOVERVIEW']._serialized_start=627
-  _globals['_QUEUEOVERVIEW']._serialized_end=850
-  _globals['_POSITIONREQUEST']._serialized_start=852
-  _globals['_POSITIONREQUEST']._serialized_end=889
-  _globals['_POSITIONREPLY']._serialized_start=891
-  _globals['_POSITIONREPLY']._serialized_end=1000
-  _globals['_REQUESTMOVEREQUEST']._serialized_start=1002
-  _globals['_REQUESTMOVEREQUEST']._serialized_end=1058
-  _globals['_CONFIRMMOVEREQUEST']._serialized_start=1060
-  _globals['_CONFIRMMOVEREQUEST']._serialized_end=1100
-  _globals['_LISTMOVESREQUEST']._serialized_start=1102
-  _globals['_LISTMOVESREQUEST']._serialized_end=1120
-  _globals['_MOVEREPLY']._serialized_start=1123
-  _globals['_MOVEREPLY']._serialized_end=1399
-  _globals['_LISTMOVESREPLY']._serialized_start=1401
-  _globals['_LISTMOVESREPLY']._serialized_end=1468
-  _globals['_SUPERVISORSERVICE']._serialized_start=1562
-  _globals['_SUPERVISORSERVICE']._serialized_end=2137
+  _globals['_MOVESTATE']._serialized_start=2940
+  _globals['_MOVESTATE']._serialized_end=3029
+  _globals['_WATCHQUEUEREQUEST']._serialized_start=85
+  _globals['_WATCHQUEUEREQUEST']._serialized_end=104
+  _globals['_WAITINGITEM']._serialized_start=107
+  _globals['_WAITINGITEM']._serialized_end=306
+  _globals['_AUTHORIZERACTIVITY']._serialized_start=308
+  _globals['_AUTHORIZERACTIVITY']._serialized_end=399
+  _globals['_MINUTESTATS']._serialized_start=401
+  _globals['_MINUTESTATS']._serialized_end=516
+  _globals['_QUEUESNAPSHOT']._serialized_start=519
+  _globals['_QUEUESNAPSHOT']._serialized_end=1005
+  _globals['_SETACCOUNTENABLEDREQUEST']._serialized_start=1007
+  _globals['_SETACCOUNTENABLEDREQUEST']._serialized_end=1083
+  _globals['_ACCOUNTSTATUSREPLY']._serialized_start=1085
+  _globals['_ACCOUNTSTATUSREPLY']._serialized_end=1138
+  _globals['_DECLAREEMERGENCYREQUEST']._serialized_start=1140
+  _globals['_DECLAREEMERGENCYREQUEST']._serialized_end=1201
+  _globals['_ENDEMERGENCYREQUEST']._serialized_start=1203
+  _globals['_ENDEMERGENCYREQUEST']._serialized_end=1260
+  _globals['_LISTEMERGENCIESREQUEST']._serialized_start=1262
+  _globals['_LISTEMERGENCIESREQUEST']._serialized_end=1286
+  _globals['_EMERGENCY']._serialized_start=1289
+  _globals['_EMERGENCY']._serialized_end=1460
+  _globals['_LISTEMERGENCIESREPLY']._serialized_start=1462
+  _globals['_LISTEMERGENCIESREPLY']._serialized_end=1521
+  _globals['_OVERVIEWREQUEST']._serialized_start=1523
+  _globals['_OVERVIEWREQUEST']._serialized_end=1540
+  _globals['_CLASSDEPTH']._serialized_start=1542
+  _globals['_CLASSDEPTH']._serialized_end=1651
+  _globals['_BRANCHCOUNT']._serialized_start=1653
+  _globals['_BRANCHCOUNT']._serialized_end=1702
+  _globals['_QUEUEOVERVIEW']._serialized_start=1705
+  _globals['_QUEUEOVERVIEW']._serialized_end=1928
+  _globals['_POSITIONREQUEST']._serialized_start=1930
+  _globals['_POSITIONREQUEST']._serialized_end=1967
+  _globals['_POSITIONREPLY']._serialized_start=1969
+  _globals['_POSITIONREPLY']._serialized_end=2078
+  _globals['_REQUESTMOVEREQUEST']._serialized_start=2080
+  _globals['_REQUESTMOVEREQUEST']._serialized_end=2136
+  _globals['_CONFIRMMOVEREQUEST']._serialized_start=2138
+  _globals['_CONFIRMMOVEREQUEST']._serialized_end=2178
+  _globals['_LISTMOVESREQUEST']._serialized_start=2180
+  _globals['_LISTMOVESREQUEST']._serialized_end=2198
+  _globals['_MOVEREPLY']._serialized_start=2201
+  _globals['_MOVEREPLY']._serialized_end=2477
+  _globals['_LISTMOVESREPLY']._serialized_start=2479
+  _globals['_LISTMOVESREPLY']._serialized_end=2546
+  _globals['_LISTFALLBACKSREQUEST']._serialized_start=2548
+  _globals['_LISTFALLBACKSREQUEST']._serialized_end=2636
+  _globals['_LISTFALLBACKSREPLY']._serialized_start=2638
+  _globals['_LISTFALLBACKSREPLY']._serialized_end=2701
+  _globals['_HANDBACKREQUEST']._serialized_start=2703
+  _globals['_HANDBACKREQUEST']._serialized_end=2776
+  _globals['_HANDBACKREFUSAL']._serialized_start=2778
+  _globals['_HANDBACKREFUSAL']._serialized_end=2831
+  _globals['_HANDBACKREPLY']._serialized_start=2833
+  _globals['_HANDBACKREPLY']._serialized_end=2938
+  _globals['_SUPERVISORSERVICE']._serialized_start=3032
+  _globals['_SUPERVISORSERVICE']._serialized_end=3974
 # @@protoc_insertion_point(module_scope)

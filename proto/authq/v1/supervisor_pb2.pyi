@@ -4,6 +4,7 @@ isort:skip_file
 The supervisor's API: watch the queue, and move a request up it (two-person, R6)."""
 
 from authq.v1 import common_pb2 as _common_pb2
+from authq.v1 import teller_pb2 as _teller_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -40,6 +41,256 @@ MOVE_STATE_PENDING: MoveState.ValueType  # 1
 MOVE_STATE_CONFIRMED: MoveState.ValueType  # 2
 """Confirmed: the request now waits at the front."""
 Global___MoveState: _TypeAlias = MoveState  # noqa: Y015
+
+@_typing.final
+class WatchQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchQueueRequest: _TypeAlias = WatchQueueRequest  # noqa: Y015
+
+@_typing.final
+class WaitingItem(_message.Message):
+    """One waiting request, in the order the queue will offer it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_TYPE_FIELD_NUMBER: _builtins.int
+    IMPORTANCE_FIELD_NUMBER: _builtins.int
+    URGENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    position: _builtins.int
+    """0 is the next to be offered."""
+    branch_id: _builtins.str
+    business_type: _builtins.str
+    importance: _builtins.int
+    urgency: _common_pb2.Urgency.ValueType
+    wait_ms: _builtins.int
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        position: _builtins.int = ...,
+        branch_id: _builtins.str = ...,
+        business_type: _builtins.str = ...,
+        importance: _builtins.int = ...,
+        urgency: _common_pb2.Urgency.ValueType = ...,
+        amount: _common_pb2.Money | None = ...,
+        wait_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "branch_id", b"branch_id", "business_type", b"business_type", "importance", b"importance", "position", b"position", "request_id", b"request_id", "urgency", b"urgency", "wait_ms", b"wait_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitingItem: _TypeAlias = WaitingItem  # noqa: Y015
+
+@_typing.final
+class AuthorizerActivity(_message.Message):
+    """An authorizer this server knows to be at work: waiting for an offer on this
+    server process, holding items (leases), or away.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZER_ID_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    HOLDING_FIELD_NUMBER: _builtins.int
+    AWAY_FIELD_NUMBER: _builtins.int
+    authorizer_id: _builtins.str
+    waiting: _builtins.bool
+    holding: _builtins.int
+    away: _builtins.bool
+    def __init__(
+        self,
+        *,
+        authorizer_id: _builtins.str = ...,
+        waiting: _builtins.bool = ...,
+        holding: _builtins.int = ...,
+        away: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorizer_id", b"authorizer_id", "away", b"away", "holding", b"holding", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizerActivity: _TypeAlias = AuthorizerActivity  # noqa: Y015
+
+@_typing.final
+class MinuteStats(_message.Message):
+    """One minute of the recent past, as this server process saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINUTE_START_MS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    WAIT_P50_MS_FIELD_NUMBER: _builtins.int
+    WAIT_MAX_MS_FIELD_NUMBER: _builtins.int
+    minute_start_ms: _builtins.int
+    decisions: _builtins.int
+    """Approvals, rejections and supplement requests."""
+    claims: _builtins.int
+    wait_p50_ms: _builtins.int
+    """Queue wait of the items claimed in that minute (entering the queue to the offer)."""
+    wait_max_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        minute_start_ms: _builtins.int = ...,
+        decisions: _builtins.int = ...,
+        claims: _builtins.int = ...,
+        wait_p50_ms: _builtins.int = ...,
+        wait_max_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "decisions", b"decisions", "minute_start_ms", b"minute_start_ms", "wait_max_ms", b"wait_max_ms", "wait_p50_ms", b"wait_p50_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MinuteStats: _TypeAlias = MinuteStats  # noqa: Y015
+
+@_typing.final
+class QueueSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERVIEW_FIELD_NUMBER: _builtins.int
+    WAITING_LIST_FIELD_NUMBER: _builtins.int
+    AUTHORIZERS_FIELD_NUMBER: _builtins.int
+    ACTIVE_AUTHORIZERS_FIELD_NUMBER: _builtins.int
+    AWAY_AUTHORIZERS_FIELD_NUMBER: _builtins.int
+    DECISIONS_LAST_MINUTE_FIELD_NUMBER: _builtins.int
+    WAIT_P50_MS_FIELD_NUMBER: _builtins.int
+    WAIT_P90_MS_FIELD_NUMBER: _builtins.int
+    WAIT_P99_MS_FIELD_NUMBER: _builtins.int
+    WAIT_WINDOW_S_FIELD_NUMBER: _builtins.int
+    WAIT_SAMPLES_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    PENDING_MOVES_FIELD_NUMBER: _builtins.int
+    EMERGENCIES_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    active_authorizers: _builtins.int
+    """Waiting for work or holding items, and not away."""
+    away_authorizers: _builtins.int
+    decisions_last_minute: _builtins.int
+    """Decisions in the last 60 seconds."""
+    wait_p50_ms: _builtins.int
+    """Queue wait of the items claimed in the last wait_window_s seconds."""
+    wait_p90_ms: _builtins.int
+    wait_p99_ms: _builtins.int
+    wait_window_s: _builtins.int
+    wait_samples: _builtins.int
+    seq: _builtins.int
+    """Grows by one with every snapshot of this server process."""
+    @_builtins.property
+    def overview(self) -> Global___QueueOverview: ...
+    @_builtins.property
+    def waiting_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitingItem]:
+        """The head of the queue (at most 50 items)."""
+
+    @_builtins.property
+    def authorizers(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuthorizerActivity]: ...
+    @_builtins.property
+    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MinuteStats]:
+        """The last 30 minutes, oldest first."""
+
+    @_builtins.property
+    def pending_moves(self) -> _containers.RepeatedCompositeFieldContainer[Global___MoveReply]: ...
+    @_builtins.property
+    def emergencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Emergency]: ...
+    def __init__(
+        self,
+        *,
+        overview: Global___QueueOverview | None = ...,
+        waiting_list: _abc.Iterable[Global___WaitingItem] | None = ...,
+        authorizers: _abc.Iterable[Global___AuthorizerActivity] | None = ...,
+        active_authorizers: _builtins.int = ...,
+        away_authorizers: _builtins.int = ...,
+        decisions_last_minute: _builtins.int = ...,
+        wait_p50_ms: _builtins.int = ...,
+        wait_p90_ms: _builtins.int = ...,
+        wait_p99_ms: _builtins.int = ...,
+        wait_window_s: _builtins.int = ...,
+        wait_samples: _builtins.int = ...,
+        minutes: _abc.Iterable[Global___MinuteStats] | None = ...,
+        pending_moves: _abc.Iterable[Global___MoveReply] | None = ...,
+        emergencies: _abc.Iterable[Global___Emergency] | None = ...,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["overview", b"overview"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_authorizers", b"active_authorizers", "authorizers", b"authorizers", "away_authorizers", b"away_authorizers", "decisions_last_minute", b"decisions_last_minute", "emergencies", b"emergencies", "minutes", b"minutes", "overview", b"overview", "pending_moves", b"pending_moves", "seq", b"seq", "wait_p50_ms", b"wait_p50_ms", "wait_p90_ms", b"wait_p90_ms", "wait_p99_ms", b"wait_p99_ms", "wait_samples", b"wait_samples", "wait_window_s", b"wait_window_s", "waiting_list", b"waiting_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueSnapshot: _TypeAlias = QueueSnapshot  # noqa: Y015
+
+@_typing.final
+class SetAccountEnabledRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    enabled: _builtins.bool
+    reason: _builtins.str
+    """Why (required to disable; at most 500 characters). Audited."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "reason", b"reason", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAccountEnabledRequest: _TypeAlias = SetAccountEnabledRequest  # noqa: Y015
+
+@_typing.final
+class AccountStatusReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    status: _builtins.str
+    """ACTIVE, DISABLED or DEREGISTERED."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountStatusReply: _TypeAlias = AccountStatusReply  # noqa: Y015
 
 @_typing.final
 class DeclareEmergencyRequest(_message.Message):
@@ -456,3 +707,128 @@ class ListMovesReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMovesReply: _TypeAlias = ListMovesReply  # noqa: Y015
+
+@_typing.final
+class ListFallbacksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    FROM_MS_FIELD_NUMBER: _builtins.int
+    TO_MS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """Empty: every branch."""
+    from_ms: _builtins.int
+    """Fallbacks that occurred at or after from_ms and before to_ms; 0: unbounded."""
+    to_ms: _builtins.int
+    limit: _builtins.int
+    """0: 100; at most 1000."""
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        from_ms: _builtins.int = ...,
+        to_ms: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "from_ms", b"from_ms", "limit", b"limit", "to_ms", b"to_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFallbacksRequest: _TypeAlias = ListFallbacksRequest  # noqa: Y015
+
+@_typing.final
+class ListFallbacksReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_teller_pb2.FallbackRecord]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[_teller_pb2.FallbackRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFallbacksReply: _TypeAlias = ListFallbacksReply  # noqa: Y015
+
+@_typing.final
+class HandBackRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_IDS_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """Instead of request_ids: every waiting request of this branch (up to 1,000 a call)."""
+    reason: _builtins.str
+    """required: the teller sees it"""
+    @_builtins.property
+    def request_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        request_ids: _abc.Iterable[_builtins.str] | None = ...,
+        branch_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "reason", b"reason", "request_ids", b"request_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandBackRequest: _TypeAlias = HandBackRequest  # noqa: Y015
+
+@_typing.final
+class HandBackRefusal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandBackRefusal: _TypeAlias = HandBackRefusal  # noqa: Y015
+
+@_typing.final
+class HandBackReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDED_BACK_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def handed_back(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.RequestUpdate]: ...
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedCompositeFieldContainer[Global___HandBackRefusal]: ...
+    def __init__(
+        self,
+        *,
+        handed_back: _abc.Iterable[_common_pb2.RequestUpdate] | None = ...,
+        refused: _abc.Iterable[Global___HandBackRefusal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handed_back", b"handed_back", "refused", b"refused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandBackReply: _TypeAlias = HandBackReply  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from authq.v1 import common_pb2 as authq_dot_v1_dot_common__pb2
 from authq.v1 import supervisor_pb2 as authq_dot_v1_dot_supervisor__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -74,6 +75,31 @@ class SupervisorServiceStub:
                 request_serializer=authq_dot_v1_dot_supervisor__pb2.ListEmergenciesRequest.SerializeToString,
                 response_deserializer=authq_dot_v1_dot_supervisor__pb2.ListEmergenciesReply.FromString,
                 _registered_method=True)
+        self.HandBack = channel.unary_unary(
+                '/authq.v1.SupervisorService/HandBack',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.HandBackRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.HandBackReply.FromString,
+                _registered_method=True)
+        self.GetImage = channel.unary_stream(
+                '/authq.v1.SupervisorService/GetImage',
+                request_serializer=authq_dot_v1_dot_common__pb2.RequestImageRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_common__pb2.ImageChunk.FromString,
+                _registered_method=True)
+        self.WatchQueue = channel.unary_stream(
+                '/authq.v1.SupervisorService/WatchQueue',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.WatchQueueRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.QueueSnapshot.FromString,
+                _registered_method=True)
+        self.SetAccountEnabled = channel.unary_unary(
+                '/authq.v1.SupervisorService/SetAccountEnabled',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.SetAccountEnabledRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.AccountStatusReply.FromString,
+                _registered_method=True)
+        self.ListFallbacks = channel.unary_unary(
+                '/authq.v1.SupervisorService/ListFallbacks',
+                request_serializer=authq_dot_v1_dot_supervisor__pb2.ListFallbacksRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_supervisor__pb2.ListFallbacksReply.FromString,
+                _registered_method=True)
 
 
 class SupervisorServiceServicer:
@@ -136,6 +162,46 @@ class SupervisorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HandBack(self, request, context):
+        """Hands waiting requests back to their branches, which authorize them on site (R8):
+        each ends SENT_BACK with the reason. Requests an authorizer holds are not touched.
+        Name the requests, or a branch to hand back all its waiting requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImage(self, request, context):
+        """Streams one image of any request; every fetch is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchQueue(self, request, context):
+        """The live queue, pushed: a snapshot at once, then a new one whenever the queue
+        changes (coalesced to at most a few per second) and a heartbeat when it is quiet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAccountEnabled(self, request, context):
+        """Disables an AUTHORIZER account for leave (its tokens are revoked at once, open
+        sessions close) or enables it again (R12). Audited; other roles are refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFallbacks(self, request, context):
+        """The local fallbacks tellers reported (R8), the most recent first: who, what,
+        when, why, and the on-site outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +244,31 @@ def add_SupervisorServiceServicer_to_server(servicer, server):
                     servicer.ListEmergencies,
                     request_deserializer=authq_dot_v1_dot_supervisor__pb2.ListEmergenciesRequest.FromString,
                     response_serializer=authq_dot_v1_dot_supervisor__pb2.ListEmergenciesReply.SerializeToString,
+            ),
+            'HandBack': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandBack,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.HandBackRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.HandBackReply.SerializeToString,
+            ),
+            'GetImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetImage,
+                    request_deserializer=authq_dot_v1_dot_common__pb2.RequestImageRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_common__pb2.ImageChunk.SerializeToString,
+            ),
+            'WatchQueue': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchQueue,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.WatchQueueRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.QueueSnapshot.SerializeToString,
+            ),
+            'SetAccountEnabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAccountEnabled,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.SetAccountEnabledRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.AccountStatusReply.SerializeToString,
+            ),
+            'ListFallbacks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFallbacks,
+                    request_deserializer=authq_dot_v1_dot_supervisor__pb2.ListFallbacksRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_supervisor__pb2.ListFallbacksReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +487,141 @@ class SupervisorService:
             '/authq.v1.SupervisorService/ListEmergencies',
             authq_dot_v1_dot_supervisor__pb2.ListEmergenciesRequest.SerializeToString,
             authq_dot_v1_dot_supervisor__pb2.ListEmergenciesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandBack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.SupervisorService/HandBack',
+            authq_dot_v1_dot_supervisor__pb2.HandBackRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.HandBackReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authq.v1.SupervisorService/GetImage',
+            authq_dot_v1_dot_common__pb2.RequestImageRequest.SerializeToString,
+            authq_dot_v1_dot_common__pb2.ImageChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authq.v1.SupervisorService/WatchQueue',
+            authq_dot_v1_dot_supervisor__pb2.WatchQueueRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.QueueSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAccountEnabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.SupervisorService/SetAccountEnabled',
+            authq_dot_v1_dot_supervisor__pb2.SetAccountEnabledRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.AccountStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFallbacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.SupervisorService/ListFallbacks',
+            authq_dot_v1_dot_supervisor__pb2.ListFallbacksRequest.SerializeToString,
+            authq_dot_v1_dot_supervisor__pb2.ListFallbacksReply.FromString,
             options,
             channel_credentials,
             insecure,

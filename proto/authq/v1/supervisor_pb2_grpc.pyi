@@ -3,6 +3,7 @@
 isort:skip_file
 The supervisor's API: watch the queue, and move a request up it (two-person, R6)."""
 
+from authq.v1 import common_pb2 as _common_pb2
 from authq.v1 import supervisor_pb2 as _supervisor_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -50,6 +51,25 @@ class SupervisorServiceStub:
     """
     EndEmergency: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.EndEmergencyRequest, _supervisor_pb2.Emergency]
     ListEmergencies: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ListEmergenciesRequest, _supervisor_pb2.ListEmergenciesReply]
+    HandBack: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.HandBackRequest, _supervisor_pb2.HandBackReply]
+    """Hands waiting requests back to their branches, which authorize them on site (R8):
+    each ends SENT_BACK with the reason. Requests an authorizer holds are not touched.
+    Name the requests, or a branch to hand back all its waiting requests.
+    """
+    GetImage: _grpc.UnaryStreamMultiCallable[_common_pb2.RequestImageRequest, _common_pb2.ImageChunk]
+    """Streams one image of any request; every fetch is audited."""
+    WatchQueue: _grpc.UnaryStreamMultiCallable[_supervisor_pb2.WatchQueueRequest, _supervisor_pb2.QueueSnapshot]
+    """The live queue, pushed: a snapshot at once, then a new one whenever the queue
+    changes (coalesced to at most a few per second) and a heartbeat when it is quiet.
+    """
+    SetAccountEnabled: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.SetAccountEnabledRequest, _supervisor_pb2.AccountStatusReply]
+    """Disables an AUTHORIZER account for leave (its tokens are revoked at once, open
+    sessions close) or enables it again (R12). Audited; other roles are refused.
+    """
+    ListFallbacks: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ListFallbacksRequest, _supervisor_pb2.ListFallbacksReply]
+    """The local fallbacks tellers reported (R8), the most recent first: who, what,
+    when, why, and the on-site outcome.
+    """
 
 @_typing.type_check_only
 class SupervisorServiceAsyncStub(SupervisorServiceStub):
@@ -73,6 +93,25 @@ class SupervisorServiceAsyncStub(SupervisorServiceStub):
     """
     EndEmergency: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.EndEmergencyRequest, _supervisor_pb2.Emergency]  # type: ignore[assignment]
     ListEmergencies: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ListEmergenciesRequest, _supervisor_pb2.ListEmergenciesReply]  # type: ignore[assignment]
+    HandBack: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.HandBackRequest, _supervisor_pb2.HandBackReply]  # type: ignore[assignment]
+    """Hands waiting requests back to their branches, which authorize them on site (R8):
+    each ends SENT_BACK with the reason. Requests an authorizer holds are not touched.
+    Name the requests, or a branch to hand back all its waiting requests.
+    """
+    GetImage: _aio.UnaryStreamMultiCallable[_common_pb2.RequestImageRequest, _common_pb2.ImageChunk]  # type: ignore[assignment]
+    """Streams one image of any request; every fetch is audited."""
+    WatchQueue: _aio.UnaryStreamMultiCallable[_supervisor_pb2.WatchQueueRequest, _supervisor_pb2.QueueSnapshot]  # type: ignore[assignment]
+    """The live queue, pushed: a snapshot at once, then a new one whenever the queue
+    changes (coalesced to at most a few per second) and a heartbeat when it is quiet.
+    """
+    SetAccountEnabled: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.SetAccountEnabledRequest, _supervisor_pb2.AccountStatusReply]  # type: ignore[assignment]
+    """Disables an AUTHORIZER account for leave (its tokens are revoked at once, open
+    sessions close) or enables it again (R12). Audited; other roles are refused.
+    """
+    ListFallbacks: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ListFallbacksRequest, _supervisor_pb2.ListFallbacksReply]  # type: ignore[assignment]
+    """The local fallbacks tellers reported (R8), the most recent first: who, what,
+    when, why, and the on-site outcome.
+    """
 
 class SupervisorServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -141,5 +180,54 @@ class SupervisorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _supervisor_pb2.ListEmergenciesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_supervisor_pb2.ListEmergenciesReply, _abc.Awaitable[_supervisor_pb2.ListEmergenciesReply]]: ...
+
+    @_abc_1.abstractmethod
+    def HandBack(
+        self,
+        request: _supervisor_pb2.HandBackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.HandBackReply, _abc.Awaitable[_supervisor_pb2.HandBackReply]]:
+        """Hands waiting requests back to their branches, which authorize them on site (R8):
+        each ends SENT_BACK with the reason. Requests an authorizer holds are not touched.
+        Name the requests, or a branch to hand back all its waiting requests.
+        """
+
+    @_abc_1.abstractmethod
+    def GetImage(
+        self,
+        request: _common_pb2.RequestImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_common_pb2.ImageChunk], _abc.AsyncIterator[_common_pb2.ImageChunk]]:
+        """Streams one image of any request; every fetch is audited."""
+
+    @_abc_1.abstractmethod
+    def WatchQueue(
+        self,
+        request: _supervisor_pb2.WatchQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_supervisor_pb2.QueueSnapshot], _abc.AsyncIterator[_supervisor_pb2.QueueSnapshot]]:
+        """The live queue, pushed: a snapshot at once, then a new one whenever the queue
+        changes (coalesced to at most a few per second) and a heartbeat when it is quiet.
+        """
+
+    @_abc_1.abstractmethod
+    def SetAccountEnabled(
+        self,
+        request: _supervisor_pb2.SetAccountEnabledRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.AccountStatusReply, _abc.Awaitable[_supervisor_pb2.AccountStatusReply]]:
+        """Disables an AUTHORIZER account for leave (its tokens are revoked at once, open
+        sessions close) or enables it again (R12). Audited; other roles are refused.
+        """
+
+    @_abc_1.abstractmethod
+    def ListFallbacks(
+        self,
+        request: _supervisor_pb2.ListFallbacksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.ListFallbacksReply, _abc.Awaitable[_supervisor_pb2.ListFallbacksReply]]:
+        """The local fallbacks tellers reported (R8), the most recent first: who, what,
+        when, why, and the on-site outcome.
+        """
 
 def add_SupervisorServiceServicer_to_server(servicer: SupervisorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

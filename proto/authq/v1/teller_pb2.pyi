@@ -8,6 +8,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,76 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FallbackCause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FallbackCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FallbackCause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FALLBACK_CAUSE_UNSPECIFIED: _FallbackCause.ValueType  # 0
+    FALLBACK_CAUSE_CENTER_UNREACHABLE: _FallbackCause.ValueType  # 1
+    """The center could not be reached (connection refused, UNAVAILABLE, deadline)."""
+    FALLBACK_CAUSE_EMERGENCY: _FallbackCause.ValueType  # 2
+    """The center answered with an OnsiteFallback: an emergency was in force."""
+
+class FallbackCause(_FallbackCause, metaclass=_FallbackCauseEnumTypeWrapper):
+    """Why a branch fell back to on-site authorization (R8)."""
+
+FALLBACK_CAUSE_UNSPECIFIED: FallbackCause.ValueType  # 0
+FALLBACK_CAUSE_CENTER_UNREACHABLE: FallbackCause.ValueType  # 1
+"""The center could not be reached (connection refused, UNAVAILABLE, deadline)."""
+FALLBACK_CAUSE_EMERGENCY: FallbackCause.ValueType  # 2
+"""The center answered with an OnsiteFallback: an emergency was in force."""
+Global___FallbackCause: _TypeAlias = FallbackCause  # noqa: Y015
+
+class _OnsiteOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OnsiteOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OnsiteOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ONSITE_OUTCOME_UNSPECIFIED: _OnsiteOutcome.ValueType  # 0
+    """Not recorded yet."""
+    ONSITE_OUTCOME_APPROVED: _OnsiteOutcome.ValueType  # 1
+    ONSITE_OUTCOME_REJECTED: _OnsiteOutcome.ValueType  # 2
+
+class OnsiteOutcome(_OnsiteOutcome, metaclass=_OnsiteOutcomeEnumTypeWrapper): ...
+
+ONSITE_OUTCOME_UNSPECIFIED: OnsiteOutcome.ValueType  # 0
+"""Not recorded yet."""
+ONSITE_OUTCOME_APPROVED: OnsiteOutcome.ValueType  # 1
+ONSITE_OUTCOME_REJECTED: OnsiteOutcome.ValueType  # 2
+Global___OnsiteOutcome: _TypeAlias = OnsiteOutcome  # noqa: Y015
+
+class _FallbackReportStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FallbackReportStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FallbackReportStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FALLBACK_REPORT_STATUS_UNSPECIFIED: _FallbackReportStatus.ValueType  # 0
+    FALLBACK_REPORT_STATUS_STORED: _FallbackReportStatus.ValueType  # 1
+    """New: stored and audited (LOCAL_FALLBACK)."""
+    FALLBACK_REPORT_STATUS_DUPLICATE: _FallbackReportStatus.ValueType  # 2
+    """Already held as sent: nothing changed."""
+    FALLBACK_REPORT_STATUS_OUTCOME_ADDED: _FallbackReportStatus.ValueType  # 3
+    """Already held; its on-site outcome is now added (audited, LOCAL_FALLBACK_OUTCOME)."""
+    FALLBACK_REPORT_STATUS_CONFLICT: _FallbackReportStatus.ValueType  # 4
+    """Held with other content (or another on-site outcome): nothing changed."""
+
+class FallbackReportStatus(_FallbackReportStatus, metaclass=_FallbackReportStatusEnumTypeWrapper): ...
+
+FALLBACK_REPORT_STATUS_UNSPECIFIED: FallbackReportStatus.ValueType  # 0
+FALLBACK_REPORT_STATUS_STORED: FallbackReportStatus.ValueType  # 1
+"""New: stored and audited (LOCAL_FALLBACK)."""
+FALLBACK_REPORT_STATUS_DUPLICATE: FallbackReportStatus.ValueType  # 2
+"""Already held as sent: nothing changed."""
+FALLBACK_REPORT_STATUS_OUTCOME_ADDED: FallbackReportStatus.ValueType  # 3
+"""Already held; its on-site outcome is now added (audited, LOCAL_FALLBACK_OUTCOME)."""
+FALLBACK_REPORT_STATUS_CONFLICT: FallbackReportStatus.ValueType  # 4
+"""Held with other content (or another on-site outcome): nothing changed."""
+Global___FallbackReportStatus: _TypeAlias = FallbackReportStatus  # noqa: Y015
 
 @_typing.final
 class SubmitRequest(_message.Message):
@@ -284,3 +355,161 @@ class TellerSessionOut(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___TellerSessionOut: _TypeAlias = TellerSessionOut  # noqa: Y015
+
+@_typing.final
+class FallbackRecord(_message.Message):
+    """One local fallback: who, what, when, why, and how the branch decided it on site."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    URGENCY_FIELD_NUMBER: _builtins.int
+    TELLER_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_MS_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    STATUS_MESSAGE_FIELD_NUMBER: _builtins.int
+    EMERGENCY_ID_FIELD_NUMBER: _builtins.int
+    ONSITE_AUTHORIZER_FIELD_NUMBER: _builtins.int
+    ONSITE_OUTCOME_FIELD_NUMBER: _builtins.int
+    ONSITE_NOTE_FIELD_NUMBER: _builtins.int
+    ONSITE_AT_MS_FIELD_NUMBER: _builtins.int
+    REPORTED_BY_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_MS_FIELD_NUMBER: _builtins.int
+    ALSO_SUBMITTED_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The id the workstation gave the submission that fell back (8 to 64 of
+    [A-Za-z0-9._:-]).
+    """
+    urgency: _common_pb2.Urgency.ValueType
+    teller_id: _builtins.str
+    """Empty: the caller (a teller reports only its own fallbacks)."""
+    branch_id: _builtins.str
+    """Empty: the caller's branch (a teller reports only for its own branch)."""
+    occurred_at_ms: _builtins.int
+    """When the workstation fell back (its clock)."""
+    cause: Global___FallbackCause.ValueType
+    status_code: _builtins.str
+    """CENTER_UNREACHABLE: the gRPC status the workstation got, e.g. "UNAVAILABLE", and
+    its message.
+    """
+    status_message: _builtins.str
+    emergency_id: _builtins.str
+    """EMERGENCY: the emergency the center named."""
+    onsite_authorizer: _builtins.str
+    """Who authorized it on site, and how; empty and UNSPECIFIED until recorded."""
+    onsite_outcome: Global___OnsiteOutcome.ValueType
+    onsite_note: _builtins.str
+    onsite_at_ms: _builtins.int
+    reported_by: _builtins.str
+    """Set by the server when listing: who uploaded it, when it arrived, and whether the
+    center also holds a request with this id (a submit that reached the center though
+    its answer was lost: it must not be authorized twice).
+    """
+    received_at_ms: _builtins.int
+    also_submitted: _builtins.bool
+    @_builtins.property
+    def transaction(self) -> _common_pb2.Transaction:
+        """The transaction as keyed."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        transaction: _common_pb2.Transaction | None = ...,
+        urgency: _common_pb2.Urgency.ValueType = ...,
+        teller_id: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+        occurred_at_ms: _builtins.int = ...,
+        cause: Global___FallbackCause.ValueType = ...,
+        status_code: _builtins.str = ...,
+        status_message: _builtins.str = ...,
+        emergency_id: _builtins.str = ...,
+        onsite_authorizer: _builtins.str = ...,
+        onsite_outcome: Global___OnsiteOutcome.ValueType = ...,
+        onsite_note: _builtins.str = ...,
+        onsite_at_ms: _builtins.int = ...,
+        reported_by: _builtins.str = ...,
+        received_at_ms: _builtins.int = ...,
+        also_submitted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["also_submitted", b"also_submitted", "branch_id", b"branch_id", "cause", b"cause", "emergency_id", b"emergency_id", "occurred_at_ms", b"occurred_at_ms", "onsite_at_ms", b"onsite_at_ms", "onsite_authorizer", b"onsite_authorizer", "onsite_note", b"onsite_note", "onsite_outcome", b"onsite_outcome", "received_at_ms", b"received_at_ms", "reported_by", b"reported_by", "request_id", b"request_id", "status_code", b"status_code", "status_message", b"status_message", "teller_id", b"teller_id", "transaction", b"transaction", "urgency", b"urgency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FallbackRecord: _TypeAlias = FallbackRecord  # noqa: Y015
+
+@_typing.final
+class ReportFallbacksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___FallbackRecord]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___FallbackRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportFallbacksRequest: _TypeAlias = ReportFallbacksRequest  # noqa: Y015
+
+@_typing.final
+class FallbackReportResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ALSO_SUBMITTED_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    status: Global___FallbackReportStatus.ValueType
+    message: _builtins.str
+    """Why, for a CONFLICT."""
+    also_submitted: _builtins.bool
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        status: Global___FallbackReportStatus.ValueType = ...,
+        message: _builtins.str = ...,
+        also_submitted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["also_submitted", b"also_submitted", "message", b"message", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FallbackReportResult: _TypeAlias = FallbackReportResult  # noqa: Y015
+
+@_typing.final
+class ReportFallbacksReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___FallbackReportResult]:
+        """One per record, in the order sent."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___FallbackReportResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportFallbacksReply: _TypeAlias = ReportFallbacksReply  # noqa: Y015

@@ -70,6 +70,16 @@ class TellerServiceStub:
                 request_serializer=authq_dot_v1_dot_teller__pb2.TellerSessionIn.SerializeToString,
                 response_deserializer=authq_dot_v1_dot_teller__pb2.TellerSessionOut.FromString,
                 _registered_method=True)
+        self.GetImage = channel.unary_stream(
+                '/authq.v1.TellerService/GetImage',
+                request_serializer=authq_dot_v1_dot_common__pb2.RequestImageRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_common__pb2.ImageChunk.FromString,
+                _registered_method=True)
+        self.ReportFallbacks = channel.unary_unary(
+                '/authq.v1.TellerService/ReportFallbacks',
+                request_serializer=authq_dot_v1_dot_teller__pb2.ReportFallbacksRequest.SerializeToString,
+                response_deserializer=authq_dot_v1_dot_teller__pb2.ReportFallbacksReply.FromString,
+                _registered_method=True)
 
 
 class TellerServiceServicer:
@@ -128,6 +138,26 @@ class TellerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetImage(self, request, context):
+        """Streams one image of a request of the caller's branch (teller or on-site
+        reviewer); every fetch is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportFallbacks(self, request, context):
+        """Uploads the records of local fallbacks (R8): transactions the branch authorized on
+        site because the center could not be reached, or because it answered with an
+        OnsiteFallback. At most 100 records per call. Idempotent by request_id: a retried
+        upload stores nothing twice; the on-site outcome may follow in a later upload.
+        Teller and branch are the caller's (from the login): a record naming another
+        teller or branch is PERMISSION_DENIED; a malformed one INVALID_ARGUMENT naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TellerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +195,16 @@ def add_TellerServiceServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=authq_dot_v1_dot_teller__pb2.TellerSessionIn.FromString,
                     response_serializer=authq_dot_v1_dot_teller__pb2.TellerSessionOut.SerializeToString,
+            ),
+            'GetImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetImage,
+                    request_deserializer=authq_dot_v1_dot_common__pb2.RequestImageRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_common__pb2.ImageChunk.SerializeToString,
+            ),
+            'ReportFallbacks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportFallbacks,
+                    request_deserializer=authq_dot_v1_dot_teller__pb2.ReportFallbacksRequest.FromString,
+                    response_serializer=authq_dot_v1_dot_teller__pb2.ReportFallbacksReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +396,60 @@ class TellerService:
             '/authq.v1.TellerService/Session',
             authq_dot_v1_dot_teller__pb2.TellerSessionIn.SerializeToString,
             authq_dot_v1_dot_teller__pb2.TellerSessionOut.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authq.v1.TellerService/GetImage',
+            authq_dot_v1_dot_common__pb2.RequestImageRequest.SerializeToString,
+            authq_dot_v1_dot_common__pb2.ImageChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportFallbacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authq.v1.TellerService/ReportFallbacks',
+            authq_dot_v1_dot_teller__pb2.ReportFallbacksRequest.SerializeToString,
+            authq_dot_v1_dot_teller__pb2.ReportFallbacksReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,18 @@ class TellerServiceStub:
     """The long-lived stream of a workstation: submissions, uploads, cancels and supplies
     in; acknowledgements and the updates of every request it submitted or watches out.
     """
+    GetImage: _grpc.UnaryStreamMultiCallable[_common_pb2.RequestImageRequest, _common_pb2.ImageChunk]
+    """Streams one image of a request of the caller's branch (teller or on-site
+    reviewer); every fetch is audited.
+    """
+    ReportFallbacks: _grpc.UnaryUnaryMultiCallable[_teller_pb2.ReportFallbacksRequest, _teller_pb2.ReportFallbacksReply]
+    """Uploads the records of local fallbacks (R8): transactions the branch authorized on
+    site because the center could not be reached, or because it answered with an
+    OnsiteFallback. At most 100 records per call. Idempotent by request_id: a retried
+    upload stores nothing twice; the on-site outcome may follow in a later upload.
+    Teller and branch are the caller's (from the login): a record naming another
+    teller or branch is PERMISSION_DENIED; a malformed one INVALID_ARGUMENT naming it.
+    """
 
 @_typing.type_check_only
 class TellerServiceAsyncStub(TellerServiceStub):
@@ -79,6 +91,18 @@ class TellerServiceAsyncStub(TellerServiceStub):
     Session: _aio.StreamStreamMultiCallable[_teller_pb2.TellerSessionIn, _teller_pb2.TellerSessionOut]  # type: ignore[assignment]
     """The long-lived stream of a workstation: submissions, uploads, cancels and supplies
     in; acknowledgements and the updates of every request it submitted or watches out.
+    """
+    GetImage: _aio.UnaryStreamMultiCallable[_common_pb2.RequestImageRequest, _common_pb2.ImageChunk]  # type: ignore[assignment]
+    """Streams one image of a request of the caller's branch (teller or on-site
+    reviewer); every fetch is audited.
+    """
+    ReportFallbacks: _aio.UnaryUnaryMultiCallable[_teller_pb2.ReportFallbacksRequest, _teller_pb2.ReportFallbacksReply]  # type: ignore[assignment]
+    """Uploads the records of local fallbacks (R8): transactions the branch authorized on
+    site because the center could not be reached, or because it answered with an
+    OnsiteFallback. At most 100 records per call. Idempotent by request_id: a retried
+    upload stores nothing twice; the on-site outcome may follow in a later upload.
+    Teller and branch are the caller's (from the login): a record naming another
+    teller or branch is PERMISSION_DENIED; a malformed one INVALID_ARGUMENT naming it.
     """
 
 class TellerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -144,6 +168,30 @@ class TellerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_teller_pb2.TellerSessionOut], _abc.AsyncIterator[_teller_pb2.TellerSessionOut]]:
         """The long-lived stream of a workstation: submissions, uploads, cancels and supplies
         in; acknowledgements and the updates of every request it submitted or watches out.
+        """
+
+    @_abc_1.abstractmethod
+    def GetImage(
+        self,
+        request: _common_pb2.RequestImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_common_pb2.ImageChunk], _abc.AsyncIterator[_common_pb2.ImageChunk]]:
+        """Streams one image of a request of the caller's branch (teller or on-site
+        reviewer); every fetch is audited.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportFallbacks(
+        self,
+        request: _teller_pb2.ReportFallbacksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_teller_pb2.ReportFallbacksReply, _abc.Awaitable[_teller_pb2.ReportFallbacksReply]]:
+        """Uploads the records of local fallbacks (R8): transactions the branch authorized on
+        site because the center could not be reached, or because it answered with an
+        OnsiteFallback. At most 100 records per call. Idempotent by request_id: a retried
+        upload stores nothing twice; the on-site outcome may follow in a later upload.
+        Teller and branch are the caller's (from the login): a record naming another
+        teller or branch is PERMISSION_DENIED; a malformed one INVALID_ARGUMENT naming it.
         """
 
 def add_TellerServiceServicer_to_server(servicer: TellerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,363 @@
+"""The console's network side: an asyncio loop in a thread of its own, so the Tk
+thread never waits on the network. Commands come in through ``send`` (thread-safe);
+events go out through the ``post`` callback (the Tk side puts them on a queue it
+polls with ``after``).
+
+It logs in, then keeps one connection alive: an authorizer's session stream (offers
+pushed, leases renewed by the server) or a supervisor's WatchQueue stream. When the
+connection drops it says so and tries again with backoff (0.5 s doubling to 10 s).
+A refused login (wrong password, disabled account) ends the retrying."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+
+import grpc
+from authq.channel import ClientTLS, SessionCallError
+from authq.render import state_name
+from authq.v1 import auth_pb2 as upb
+
+from authorizer_console.client import AuthorizerClient, AuthorizerSessionClient
+from authorizer_console.images import fetch_image, prepare
+from authorizer_console.messages import (
+    ActionDone,
+    ActionRefused,
+    AwayChanged,
+    Command,
+    ConfirmMove,
+    Connected,
+    Connecting,
+    Credit,
+    Decide,
+    DeclareEmergency,
+    EndEmergency,
+    Event,
+    ImageFailed,
+    ImageReady,
+    LeaseLost,
+    LoginFailed,
+    OfferArrived,
+    Release,
+    RequestMove,
+    SetAccountEnabled,
+    SetAway,
+    SnapshotArrived,
+)
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_S = 0.5
+MAX_RETRY_S = 10.0
+ORPHAN_RENEW_S = 5.0
+# Login refusals that retrying cannot fix.
+_FINAL = {
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.INVALID_ARGUMENT,
+}
+_ACTION_NAMES = {
+    Decide: "decide",
+    Release: "release",
+    SetAway: "away",
+    RequestMove: "move",
+    ConfirmMove: "confirm",
+    DeclareEmergency: "declare",
+    EndEmergency: "end",
+    SetAccountEnabled: "account",
+}
+
+
+def role_names(reply: upb.LoginReply) -> tuple[str, ...]:
+    return tuple(upb.Role.Name(r).removeprefix("ROLE_") for r in reply.roles)
+
+
+def _target_of(command: Command) -> str:
+    for attribute in ("request_id", "emergency_id", "user_id"):
+        value = getattr(command, attribute, None)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+class Worker:
+    def __init__(
+        self,
+        target: str,
+        user_id: str,
+        password: str,
+        post: Callable[[Event], None],
+        tls: ClientTLS | None = None,
+    ) -> None:
+        self.target = target
+        self.user_id = user_id
+        self.password = password
+        self.post = post
+        self.tls = tls
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._handler: Callable[[Command], Awaitable[None]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Items offered and not yet decided, across reconnects: request id -> token.
+        self._held: dict[str, int] = {}
+        self._ready = threading.Event()
+
+    # -- thread side -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._thread_main, name="authq-net", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    def send(self, command: Command) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._spawn_command, command)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    # -- loop side ---------------------------------------------------------------
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self._ready.set()
+        runner = asyncio.create_task(self._connect_forever())
+        stopper = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        # An open session ends itself on stop (a clean half-close lets the server
+        # wind it down); give it a moment before cutting what is left.
+        await asyncio.wait({runner}, timeout=1.5)
+        for task in (runner, stopper, *self._tasks):
+            task.cancel()
+        await asyncio.gather(runner, stopper, *self._tasks, return_exceptions=True)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _spawn_command(self, command: Command) -> None:
+        handler = self._handler
+        if handler is None:
+            if not isinstance(command, Credit):
+                self.post(
+                    ActionRefused(
+                        _ACTION_NAMES.get(type(command), "action"),
+                        _target_of(command),
+                        "UNAVAILABLE",
+                        "not connected: reconnecting, try again in a moment",
+                    )
+                )
+            return
+        self._spawn(handler(command))
+
+    async def _connect_forever(self) -> None:
+        attempt, delay = 0, FIRST_RETRY_S
+        while True:
+            attempt += 1
+            self.post(Connecting(attempt, 0))
+            client = AuthorizerClient(self.target, self.user_id, self.password, tls=self.tls)
+            reason = "the server closed the connection"
+            try:
+                try:
+                    reply = await client.login()
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() in _FINAL:
+                        self.post(LoginFailed(exc.details() or exc.code().name))
+                        return
+                    raise
+                roles = role_names(reply)
+                attempt, delay = 0, FIRST_RETRY_S
+                if "AUTHORIZER" in roles:
+                    self.post(Connected(self.user_id, roles))
+                    await self._authorizer(client)
+                    if self._stop is not None and self._stop.is_set():
+                        return
+                elif "SUPERVISOR" in roles or "DIRECTOR" in roles:
+                    self.post(Connected(self.user_id, roles))
+                    await self._supervisor(client)
+                else:
+                    self.post(LoginFailed(f"{self.user_id} holds no center role: {roles}"))
+                    return
+            except grpc.aio.AioRpcError as exc:
+                reason = exc.details() or exc.code().name
+            except (SessionCallError, OSError) as exc:
+                reason = str(exc)
+            finally:
+                self._handler = None
+                await client.close()
+            self.post(Connecting(attempt, delay, reason))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
+
+    # -- authorizer --------------------------------------------------------------
+
+    async def _authorizer(self, client: AuthorizerClient) -> None:
+        async with client.session() as session:
+            orphans = dict(self._held)  # held from an earlier stream: renew them here
+            pumps = [
+                asyncio.create_task(self._offers(client, session)),
+                asyncio.create_task(self._lost(session)),
+                asyncio.create_task(self._renew_orphans(client, orphans)),
+            ]
+
+            async def handle(command: Command) -> None:
+                await self._authorizer_command(client, session, command, orphans)
+
+            self._handler = handle
+            assert self._stop is not None
+            ended = asyncio.create_task(session.closed())
+            stopping = asyncio.create_task(self._stop.wait())
+            try:
+                await asyncio.wait({ended, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+                stopping.cancel()
+                self._handler = None
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
+            if self._stop.is_set():
+                return
+            if session.failure is not None:
+                raise session.failure
+
+    async def _offers(self, client: AuthorizerClient, session: AuthorizerSessionClient) -> None:
+        while True:
+            offer = await session.offers.get()
+            self._held[offer.lease.request_id] = offer.lease.fencing_token
+            self.post(OfferArrived(offer))
+            self._spawn(self._images(client, offer.request.request_id,
+                                     [ref.sha256 for ref in offer.request.images]))  # fmt: skip
+
+    async def _images(self, client: AuthorizerClient, request_id: str, hashes: list[str]) -> None:
+        for index, sha256 in enumerate(hashes):
+            try:
+                data = await fetch_image(client, request_id, sha256)
+                image, thumb = await asyncio.to_thread(prepare, data)
+            except grpc.aio.AioRpcError as exc:
+                self.post(ImageFailed(request_id, index, exc.details() or exc.code().name))
+            except (OSError, ValueError) as exc:  # Pillow cannot read it
+                self.post(ImageFailed(request_id, index, f"cannot show this image: {exc}"))
+            else:
+                self.post(ImageReady(request_id, index, image, thumb))
+
+    async def _lost(self, session: AuthorizerSessionClient) -> None:
+        while True:
+            lease = await session.lost.get()
+            self._held.pop(lease.request_id, None)
+            self.post(LeaseLost(lease.request_id))
+
+    async def _renew_orphans(self, client: AuthorizerClient, orphans: dict[str, int]) -> None:
+        while orphans:
+            for request_id, token in list(orphans.items()):
+                try:
+                    await client.renew(request_id, token)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND):
+                        orphans.pop(request_id, None)
+                        self._held.pop(request_id, None)
+                        self.post(LeaseLost(request_id))
+            await asyncio.sleep(ORPHAN_RENEW_S)
+
+    async def _authorizer_command(
+        self,
+        client: AuthorizerClient,
+        session: AuthorizerSessionClient,
+        command: Command,
+        orphans: dict[str, int],
+    ) -> None:
+        name = _ACTION_NAMES.get(type(command), "action")
+        target = _target_of(command)
+        try:
+            if isinstance(command, Credit):
+                session.credit(1)
+            elif isinstance(command, Decide):
+                update = await session.decide(
+                    command.request_id, command.token, command.outcome,
+                    reason_code=command.reason_code, note=command.note, kinds=command.kinds,
+                )  # fmt: skip
+                self._forget(command.request_id, orphans)
+                self.post(ActionDone(name, target, state_name(update.state), update))
+            elif isinstance(command, Release):
+                update = await session.release(command.request_id, command.token, command.note)
+                self._forget(command.request_id, orphans)
+                self.post(ActionDone(name, target, "handed back", update))
+            elif isinstance(command, SetAway):
+                away = await client.set_away(command.away)
+                self.post(AwayChanged(away))
+            else:
+                self.post(ActionRefused(name, target, "INVALID_ARGUMENT",
+                                        "not an authorizer's action"))  # fmt: skip
+        except SessionCallError as exc:
+            self.post(ActionRefused(name, target, exc.code.name, exc.message))
+        except grpc.aio.AioRpcError as exc:
+            self.post(ActionRefused(name, target, exc.code().name, exc.details() or ""))
+
+    def _forget(self, request_id: str, orphans: dict[str, int]) -> None:
+        self._held.pop(request_id, None)
+        orphans.pop(request_id, None)
+
+    # -- supervisor --------------------------------------------------------------
+
+    async def _supervisor(self, client: AuthorizerClient) -> None:
+        async def handle(command: Command) -> None:
+            await self._supervisor_command(client, command)
+
+        self._handler = handle
+        async for snapshot in client.watch_queue():
+            self.post(SnapshotArrived(snapshot))
+
+    async def _supervisor_command(self, client: AuthorizerClient, command: Command) -> None:
+        name = _ACTION_NAMES.get(type(command), "action")
+        target = _target_of(command)
+        try:
+            if isinstance(command, RequestMove):
+                move = await client.request_move(command.request_id, command.reason)
+                text = (
+                    f"move of {move.request_id} requested: a second supervisor confirms it "
+                    f"within {(move.expires_at_ms - move.requested_at_ms) // 60000} min (R6)"
+                )
+            elif isinstance(command, ConfirmMove):
+                move = await client.confirm_move(command.request_id)
+                text = f"move of {move.request_id} confirmed: now at position {move.position + 1}"
+            elif isinstance(command, DeclareEmergency):
+                emergency = await client.declare_emergency(command.reason, command.branch_ids)
+                scope = ",".join(emergency.branch_ids) or "center-wide"
+                text = f"emergency {emergency.emergency_id} declared ({scope}): on-site fallback"
+            elif isinstance(command, EndEmergency):
+                emergency = await client.end_emergency(command.emergency_id, command.note)
+                text = f"emergency {emergency.emergency_id} ended"
+            elif isinstance(command, SetAccountEnabled):
+                reply = await client.set_account_enabled(
+                    command.user_id, command.enabled, command.reason
+                )
+                text = f"account {reply.user_id} is now {reply.status}"
+            else:
+                return  # authorizer commands mean nothing here
+        except grpc.aio.AioRpcError as exc:
+            self.post(ActionRefused(name, target, exc.code().name, exc.details() or ""))
+            return
+        self.post(ActionDone(name, target, text))

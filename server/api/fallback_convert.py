@@ -1,0 +1,222 @@
+"""Local fallback records (R8) between protobuf and server/store/fallbacks.py.
+
+Parsing refuses anything malformed with InvalidArgument naming the field
+(``records[2].transaction.account``). A fallback is a record of what happened at a
+branch, not a submission: the business type need not be in the catalog in force and
+no images travel, but every field must be well formed and bounded, since it is kept
+for good (R15)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+
+import grpc
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import teller_pb2 as tpb
+from google.protobuf.json_format import MessageToDict, ParseDict
+
+from server.api import convert
+from server.domain import money
+from server.domain.reasons import NOTE_MAX_CHARS
+from server.errors import InvalidArgument
+from server.store.fallbacks import Cause, Fallback, OnsiteOutcome, ReportResult, ReportStatus
+
+# Records in one ReportFallbacks call.
+MAX_BATCH = 100
+# How far ahead of the server's clock a workstation's may run.
+MAX_CLOCK_AHEAD_MS = 5 * 60_000
+_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
+_BUSINESS_RE = re.compile(r"^[A-Z0-9_]{1,40}$")
+_STATUS_NAMES = frozenset(code.name for code in grpc.StatusCode)
+
+_CAUSES = {
+    tpb.FALLBACK_CAUSE_CENTER_UNREACHABLE: Cause.CENTER_UNREACHABLE,
+    tpb.FALLBACK_CAUSE_EMERGENCY: Cause.EMERGENCY,
+}
+_OUTCOMES = {
+    tpb.ONSITE_OUTCOME_APPROVED: OnsiteOutcome.APPROVED,
+    tpb.ONSITE_OUTCOME_REJECTED: OnsiteOutcome.REJECTED,
+}
+_STATUSES = {
+    ReportStatus.STORED: tpb.FALLBACK_REPORT_STATUS_STORED,
+    ReportStatus.DUPLICATE: tpb.FALLBACK_REPORT_STATUS_DUPLICATE,
+    ReportStatus.OUTCOME_ADDED: tpb.FALLBACK_REPORT_STATUS_OUTCOME_ADDED,
+    ReportStatus.CONFLICT: tpb.FALLBACK_REPORT_STATUS_CONFLICT,
+}
+
+
+def fallbacks_from_pb(
+    records: Sequence[tpb.FallbackRecord], now_ms: int | None = None
+) -> list[Fallback]:
+    if not records:
+        raise InvalidArgument("records", "at least one fallback record is required")
+    if len(records) > MAX_BATCH:
+        raise InvalidArgument("records", f"at most {MAX_BATCH} per call (got {len(records)})")
+    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    seen: set[str] = set()
+    fallbacks = []
+    for index, record in enumerate(records):
+        fallback = fallback_from_pb(record, f"records[{index}]", now)
+        if fallback.request_id in seen:
+            raise InvalidArgument(f"records[{index}].request_id", "listed twice in this call")
+        seen.add(fallback.request_id)
+        fallbacks.append(fallback)
+    return fallbacks
+
+
+def _bounded(value: str, field: str, limit: int, *, required: bool = False) -> str:
+    value = value.strip()
+    if required and not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > limit:
+        raise InvalidArgument(field, f"at most {limit} characters")
+    return value
+
+
+def _instant(value: int, field: str, now_ms: int) -> int:
+    if value <= 0:
+        raise InvalidArgument(field, "is required: milliseconds since the epoch")
+    if value > now_ms + MAX_CLOCK_AHEAD_MS:
+        raise InvalidArgument(field, "is in the future: check the workstation's clock")
+    return value
+
+
+def _transaction(record: tpb.FallbackRecord, where: str) -> tuple[str, str, int, str]:
+    """The transaction as canonical JSON, with its business type, amount and currency."""
+    if not record.HasField("transaction"):
+        raise InvalidArgument(f"{where}.transaction", "is required: the transaction as keyed")
+    tx = record.transaction
+    field = f"{where}.transaction"
+    if not _BUSINESS_RE.match(tx.business_type):
+        raise InvalidArgument(f"{field}.business_type", "is required: 1-40 of A-Z 0-9 _")
+    if not convert.ACCOUNT_RE.match(tx.account):
+        raise InvalidArgument(f"{field}.account", "is required: 4 to 34 letters, digits or '-'")
+    _bounded(tx.customer_name, f"{field}.customer_name", 100, required=True)
+    _bounded(tx.memo, f"{field}.memo", 500)
+    if len(tx.fields) > convert.MAX_FIELDS:
+        raise InvalidArgument(f"{field}.fields", f"at most {convert.MAX_FIELDS} entries")
+    for key, value in tx.fields.items():
+        if not key or len(key) > 64 or len(value) > 500:
+            raise InvalidArgument(
+                f"{field}.fields[{key[:64]!r}]", "keys 1-64 and values up to 500 characters"
+            )
+    minor, currency = 0, ""
+    if tx.HasField("amount"):
+        currency, minor = tx.amount.currency, tx.amount.minor_units
+        if not money.is_known_currency(currency):
+            raise InvalidArgument(
+                f"{field}.amount.currency", f"unknown ISO 4217 currency {currency[:8]!r}"
+            )
+        if not 0 <= minor <= money.max_minor_units(currency):
+            raise InvalidArgument(
+                f"{field}.amount.minor_units",
+                f"must be between 0 and {money.max_minor_units(currency)}",
+            )
+    canonical = json.dumps(
+        MessageToDict(tx), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return canonical, tx.business_type, minor, currency
+
+
+def fallback_from_pb(record: tpb.FallbackRecord, where: str, now_ms: int) -> Fallback:
+    request_id = convert.check_request_id(record.request_id, f"{where}.request_id")
+    transaction, business_type, minor, currency = _transaction(record, where)
+    if record.urgency not in (cpb.URGENCY_UNSPECIFIED, cpb.URGENCY_NORMAL, cpb.URGENCY_URGENT):
+        raise InvalidArgument(f"{where}.urgency", f"unknown urgency {record.urgency}")
+    for name in ("teller_id", "branch_id"):
+        value = getattr(record, name)
+        if value and not _ID_RE.match(value):
+            raise InvalidArgument(f"{where}.{name}", "1-64 of A-Z a-z 0-9 . _ : @ -, or empty")
+    occurred = _instant(record.occurred_at_ms, f"{where}.occurred_at_ms", now_ms)
+    cause = _CAUSES.get(record.cause)
+    if cause is None:
+        raise InvalidArgument(
+            f"{where}.cause", "is required: CENTER_UNREACHABLE or EMERGENCY (R8: say why)"
+        )
+    status_code = record.status_code.strip()
+    if cause is Cause.CENTER_UNREACHABLE:
+        if status_code not in _STATUS_NAMES:
+            raise InvalidArgument(
+                f"{where}.status_code", "is required: the gRPC status got, e.g. UNAVAILABLE"
+            )
+        if record.emergency_id:
+            raise InvalidArgument(f"{where}.emergency_id", "only an EMERGENCY fallback names one")
+    else:
+        _bounded(record.emergency_id, f"{where}.emergency_id", 32, required=True)
+        if status_code:
+            raise InvalidArgument(f"{where}.status_code", "only an unreachable center has one")
+    outcome = _OUTCOMES.get(record.onsite_outcome)
+    if outcome is None:
+        if record.onsite_outcome != tpb.ONSITE_OUTCOME_UNSPECIFIED:
+            raise InvalidArgument(
+                f"{where}.onsite_outcome", f"unknown outcome {record.onsite_outcome}"
+            )
+        if record.onsite_authorizer or record.onsite_note or record.onsite_at_ms:
+            raise InvalidArgument(
+                f"{where}.onsite_outcome", "is required with the on-site authorizer, note or time"
+            )
+    else:
+        if not _ID_RE.match(record.onsite_authorizer):
+            raise InvalidArgument(
+                f"{where}.onsite_authorizer",
+                "is required with an on-site outcome: who authorized it at the branch",
+            )
+        _instant(record.onsite_at_ms, f"{where}.onsite_at_ms", now_ms)
+    return Fallback(
+        request_id=request_id,
+        teller_id=record.teller_id,
+        branch_id=record.branch_id,
+        occurred_at_ms=occurred,
+        cause=cause,
+        transaction_json=transaction,
+        business_type=business_type,
+        amount_minor=minor,
+        currency=currency,
+        urgent=record.urgency == cpb.URGENCY_URGENT,
+        status_code=status_code,
+        status_message=_bounded(record.status_message, f"{where}.status_message", 500),
+        emergency_id=record.emergency_id.strip(),
+        onsite_outcome=outcome,
+        onsite_authorizer=record.onsite_authorizer,
+        onsite_note=_bounded(record.onsite_note, f"{where}.onsite_note", NOTE_MAX_CHARS),
+        onsite_at_ms=record.onsite_at_ms if outcome else 0,
+    )
+
+
+def fallback_to_pb(fallback: Fallback) -> tpb.FallbackRecord:
+    record = tpb.FallbackRecord(
+        request_id=fallback.request_id,
+        urgency=cpb.URGENCY_URGENT if fallback.urgent else cpb.URGENCY_NORMAL,
+        teller_id=fallback.teller_id,
+        branch_id=fallback.branch_id,
+        occurred_at_ms=fallback.occurred_at_ms,
+        cause=tpb.FallbackCause.Value("FALLBACK_CAUSE_" + fallback.cause.value),
+        status_code=fallback.status_code,
+        status_message=fallback.status_message,
+        emergency_id=fallback.emergency_id,
+        onsite_authorizer=fallback.onsite_authorizer,
+        onsite_note=fallback.onsite_note,
+        onsite_at_ms=fallback.onsite_at_ms,
+        reported_by=fallback.reported_by,
+        received_at_ms=fallback.received_at_ms,
+        also_submitted=fallback.also_submitted,
+    )
+    if fallback.onsite_outcome is not None:
+        record.onsite_outcome = tpb.OnsiteOutcome.Value(
+            "ONSITE_OUTCOME_" + fallback.onsite_outcome.value
+        )
+    if fallback.transaction_json:
+        ParseDict(json.loads(fallback.transaction_json), record.transaction)
+    return record
+
+
+def result_to_pb(result: ReportResult) -> tpb.FallbackReportResult:
+    return tpb.FallbackReportResult(
+        request_id=result.request_id,
+        status=_STATUSES[result.status],
+        message=result.detail,
+        also_submitted=result.also_submitted,
+    )

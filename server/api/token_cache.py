@@ -1,0 +1,164 @@
+"""Verified login tokens kept in memory for a moment, so that a unary call does not pay
+a Redis round trip to learn who is calling.
+
+Revocation stays immediate (R12): every change to a token key in Redis (the DEL when an
+account is disabled or deregistered, the GETDEL of a logout, an expiry or eviction) is
+pushed to every server process as a keyspace notification, and the entry goes at once,
+whichever process or tool (``authq-admin``) made the change. What the notifications do
+not cover is bounded by TTL_S: a change to the account hash itself (roles,
+qualification), left unfollowed because following hash writes would make Redis notify
+on every queue write. While the subscription is not confirmed (starting, lost, or a
+Redis that refuses CONFIG SET) nothing is served from the cache at all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from server.accounts.model import Account
+from server.background import BackgroundLoop
+
+log = logging.getLogger(__name__)
+
+TTL_S = 2.0
+MAX_ENTRIES = 50_000
+# K: keyspace channels; g: generic commands (DEL, GETDEL, RENAME...); x: expiries;
+# e: evictions. Merged with whatever flags the Redis already has.
+KEYSPACE_FLAGS = "Kgxe"
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+Clock = Callable[[], float]
+
+
+class TokenCache:
+    """token digest -> the account it authenticated, for at most ``ttl_s``."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        token_prefix: str,
+        *,
+        ttl_s: float = TTL_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.token_prefix = token_prefix
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.pattern = "__keyspace@*__:" + _GLOB_SPECIAL.sub(r"\\\1", token_prefix) + "*"
+        self._entries: dict[str, tuple[Account, float]] = {}
+        # Bumped by every revocation: a lookup that started before one may have read
+        # the token before it was deleted, so its answer is not kept (see put).
+        self.generation = 0
+        self.live = False
+        self.loop = BackgroundLoop("token-revocations")
+        self._subscribed = asyncio.Event()
+
+    # -- the cache -------------------------------------------------------------------
+
+    def get(self, digest: str) -> Account | None:
+        if not self.live:
+            return None
+        hit = self._entries.get(digest)
+        if hit is None:
+            return None
+        account, deadline = hit
+        if self.clock() >= deadline:
+            del self._entries[digest]
+            return None
+        return account
+
+    def put(self, digest: str, account: Account, generation: int) -> None:
+        """Keeps what a lookup begun at ``generation`` found, unless a revocation
+        arrived meanwhile."""
+        if not self.live or generation != self.generation:
+            return
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()  # a flood of distinct tokens: start afresh
+        self._entries[digest] = (account, self.clock() + self.ttl_s)
+
+    def revoke(self, digest: str) -> None:
+        self.generation += 1
+        self._entries.pop(digest, None)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- the pushed revocations ------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop.start(self._follow)
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+        self.live = False
+        self.clear()
+
+    async def wait_live(self, timeout_s: float = 5.0) -> bool:
+        """True once the subscription is confirmed (for start-up and tests)."""
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return self.live
+
+    async def _enable_notifications(self) -> None:
+        current = await self.client.config_get("notify-keyspace-events")
+        raw = next(iter(current.values()), "") if current else ""
+        flags = raw.decode() if isinstance(raw, bytes) else str(raw)
+        missing = "".join(flag for flag in KEYSPACE_FLAGS if flag not in flags)
+        # "A" stands for every event class ("g$lshzxet"), so with it only K can be missing.
+        if "A" in flags:
+            missing = "".join(flag for flag in missing if flag == "K")
+        if missing:
+            await self.client.config_set("notify-keyspace-events", flags + missing)
+
+    async def _follow(self) -> None:
+        backoff = 0.05
+        while not self.loop.stopping:
+            pubsub = self.client.pubsub()
+            try:
+                await self._enable_notifications()
+                await pubsub.psubscribe(self.pattern)
+                while not self.live and not self.loop.stopping:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "psubscribe":
+                        # Revocations from now on reach us; anything older is gone
+                        # from Redis, and the cache was empty while not live.
+                        self.clear()
+                        self.live = True
+                        self._subscribed.set()
+                backoff = 0.05
+                while not self.loop.stopping:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        self._on_message(message["channel"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("token revocation feed lost (%s): retrying in %.2fs", exc, backoff)
+            finally:
+                self.live = False
+                self.clear()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if not self.loop.stopping:
+                self._subscribed.set()  # wait_live answers (False) rather than hangs
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _on_message(self, channel: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        key = name.partition("__:")[2]
+        if key.startswith(self.token_prefix):
+            self.revoke(key[len(self.token_prefix) :])
+        else:
+            self.clear()  # not a key we expected: be safe

@@ -1,0 +1,156 @@
+"""A day's append-only manifest: one line per archived file,
+
+    <seq> <name> <sha256 of the file> <size> <chain>
+
+where ``chain = sha256(domain | day | seq | previous chain | name | sha256 | size)``
+(``GENESIS`` before the first line). Editing a file changes its sha256; editing,
+removing or reordering a line breaks the chain from there on; removing lines at the end
+is caught against the head (line count and chain) the archive keeps in Redis, and a
+file no line names is reported too.
+
+Appends from several server processes sharing the directory are serialized with an
+exclusive ``flock`` on the manifest; under it each appender first reads the lines
+written since it last looked, so a file is listed once however many processes (or
+retries after a crash) archive it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import BinaryIO
+
+from server.archive.layout import MANIFEST_NAME, day_dir
+
+GENESIS = "0" * 64
+# Names the scheme: a later one can never produce a colliding hash input.
+_DOMAIN = "authq-archive-manifest-v1"
+
+
+class ManifestConflict(Exception):
+    """A file name already listed with other content: the archive is never rewritten."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestLine:
+    seq: int
+    entry: FileEntry
+    chain: str
+
+    def text(self) -> str:
+        e = self.entry
+        return f"{self.seq} {e.name} {e.sha256} {e.size} {self.chain}\n"
+
+
+def chain_hash(day: date, seq: int, prev: str, entry: FileEntry) -> str:
+    material = (
+        f"{_DOMAIN}\n{day.isoformat()}\n{seq}\n{prev}\n{entry.name}\n{entry.sha256}\n{entry.size}"
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def parse_line(text: str) -> ManifestLine:
+    """ValueError when the line does not have the five fields."""
+    parts = text.rstrip("\n").split(" ")
+    if len(parts) != 5:
+        raise ValueError(f"expected 5 fields, found {len(parts)}")
+    seq, name, sha256, size, chain = parts
+    return ManifestLine(int(seq), FileEntry(name, sha256, int(size)), chain)
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What this process has read of one manifest so far."""
+
+    offset: int = 0
+    seq: int = 0
+    chain: str = GENESIS
+    names: dict[str, str] = field(default_factory=dict)
+
+
+class ManifestWriter:
+    """Appends to the manifests under one archive root. Blocking: call from a thread."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._seen: dict[Path, _Seen] = {}
+
+    def append(self, day: date, entries: Sequence[FileEntry]) -> tuple[int, str]:
+        """Lists the entries not yet listed, fsynced; returns the head (seq, chain)."""
+        path = day_dir(self.root, day) / MANIFEST_NAME
+        created = not path.exists()
+        with _locked(path) as handle:
+            seen = self._catch_up(path, handle)
+            lines = []
+            for entry in entries:
+                listed = seen.names.get(entry.name)
+                if listed == entry.sha256:
+                    continue
+                if listed is not None:
+                    raise ManifestConflict(
+                        f"{path}: {entry.name} is already listed with sha256 {listed}, "
+                        f"not {entry.sha256}"
+                    )
+                seq = seen.seq + 1
+                line = ManifestLine(seq, entry, chain_hash(day, seq, seen.chain, entry))
+                lines.append(line.text())
+                seen.seq, seen.chain = seq, line.chain
+                seen.names[entry.name] = entry.sha256
+            if lines:
+                data = "".join(lines).encode()
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                seen.offset += len(data)
+        if created:
+            fsync_dir(path.parent)
+        return seen.seq, seen.chain
+
+    def _catch_up(self, path: Path, handle: BinaryIO) -> _Seen:
+        seen = self._seen.get(path)
+        size = os.fstat(handle.fileno()).st_size
+        if seen is None or size < seen.offset:
+            seen = self._seen[path] = _Seen()
+        handle.seek(seen.offset)
+        tail = handle.read()
+        complete = tail[: tail.rfind(b"\n") + 1]
+        if len(complete) < len(tail):
+            # A writer died mid-line (never acknowledged): drop the torn piece.
+            handle.truncate(seen.offset + len(complete))
+        for raw in complete.decode().splitlines():
+            line = parse_line(raw)
+            seen.seq, seen.chain = line.seq, line.chain
+            seen.names[line.entry.name] = line.entry.sha256
+        seen.offset += len(complete)
+        return seen
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[BinaryIO]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

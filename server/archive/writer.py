@@ -1,0 +1,102 @@
+"""Writes one ended request into the archive: its images, then its record, then the
+manifest lines naming them, each file fsynced and its directory too, so that once
+write() returns the request is durably archived and may be marked so in Redis.
+
+Files are created under a hidden temporary name and hard-linked into place, which
+fails if the name exists: an existing file is kept when its bytes are the same (a
+retry, or another process archiving the same request) and is a conflict otherwise;
+the archive never rewrites a file."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from server.archive.layout import day_dir, day_of, image_name, record_name
+from server.archive.manifest import FileEntry, ManifestConflict, ManifestWriter, fsync_dir
+from server.archive.record import canonical_bytes, record_document
+from server.domain.records import RequestRecord
+
+
+class ArchiveDataError(Exception):
+    """An image's bytes do not match its hash: nothing of the request is listed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    day: date
+    head: tuple[int, str]
+
+
+class ArchiveWriter:
+    """Blocking file work: call from a thread."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.manifests = ManifestWriter(root)
+
+    def write(self, record: RequestRecord, images: Mapping[str, bytes]) -> Written:
+        document = record_document(record)
+        data = canonical_bytes(document)
+        day = day_of(int(document["ended_ms"]))
+        directory = day_dir(self.root, day)
+        _make_dirs(directory)
+        entries: list[FileEntry] = []
+        for image in {image.sha256: image for image in record.images}.values():
+            blob = images[image.sha256]
+            if hashlib.sha256(blob).hexdigest() != image.sha256:
+                raise ArchiveDataError(
+                    f"request {record.request_id}: the stored bytes of image {image.sha256} "
+                    "do not match its hash"
+                )
+            name = image_name(image.sha256, image.content_type)
+            _write_once(directory / name, blob)
+            entries.append(FileEntry(name, image.sha256, len(blob)))
+        name = record_name(record.request_id)
+        _write_once(directory / name, data)
+        entries.append(FileEntry(name, hashlib.sha256(data).hexdigest(), len(data)))
+        fsync_dir(directory)
+        return Written(day, self.manifests.append(day, entries))
+
+
+def _make_dirs(directory: Path) -> None:
+    """Creates the missing directories, each made durable in its parent."""
+    missing = []
+    probe = directory
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir()
+        fsync_dir(path.parent)
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    if path.exists():
+        _same_or_conflict(path, data)
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            _same_or_conflict(path, data)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _same_or_conflict(path: Path, data: bytes) -> None:
+    if path.read_bytes() != data:
+        raise ManifestConflict(f"{path} exists with other content: the archive is never rewritten")

@@ -1,0 +1,184 @@
+"""Runs the full image check (server/images/renditions.py) in a small process pool,
+off the request path, and records each verdict once per image.
+
+An upload is acknowledged after the cheap probe; its check starts right after (the
+bytes are still in hand) and usually ends long before an authorizer could be offered
+the request. The verdict goes into the blob's Redis hash (field ``ck``: "OK" or the
+fault in plain words), after the renditions are stored, so "OK" always means the
+renditions exist. Images are content-addressed, so a verdict never changes: it is
+also kept in a bounded in-process cache, and an image uploaded twice is checked once.
+
+``verdict()`` is what the dispatch gate (server/images/gate.py) awaits: a check
+already running, a stored verdict, or (after a restart, or for an upload another
+process took) a check run now from the stored bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from server.blobs import BlobStore
+from server.images.probe import ImageLimits
+from server.images.renditions import CheckResult, check_and_render
+from server.store.keys import Keys
+from server.store.queue_reads import as_text
+
+log = logging.getLogger(__name__)
+
+OK: Final = "OK"
+_CACHE_ENTRIES: Final = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class BlobFacts:
+    """What Redis knows of an uploaded image; ``check`` is None until checked."""
+
+    size_bytes: int
+    content_type: str
+    check: str | None
+
+    @property
+    def fault(self) -> str:
+        return "" if self.check in (None, OK) else str(self.check)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # Never fork the server itself (gRPC and event loop threads); a forkserver that has
+    # imported Pillow already starts each worker in milliseconds.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["server.images.renditions"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+class ImageChecker:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        blobs: BlobStore,
+        limits: ImageLimits,
+        workers: int,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.blobs = blobs
+        self.limits = limits
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._running: dict[str, asyncio.Task[str]] = {}
+        self._known: OrderedDict[str, str] = OrderedDict()
+
+    def start(self) -> None:
+        # Workers start on the first check, not here.
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context())
+
+    async def stop(self) -> None:
+        """Abandons checks in flight: each is run again when it is next needed."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    # -- starting checks -------------------------------------------------------------
+
+    def schedule(self, sha256: str, data: bytes) -> None:
+        """Starts the check of a fresh upload unless its verdict is known or coming."""
+        if sha256 in self._known or sha256 in self._running:
+            return
+        self._launch(sha256, data)
+
+    async def verdict(self, sha256: str) -> str:
+        """ "OK" or the fault; waits for a running check or runs one now."""
+        if (known := self._known.get(sha256)) is not None:
+            return known
+        if (task := self._running.get(sha256)) is None:
+            task = self._launch(sha256, None)
+        # Shielded: a caller giving up must not abandon the check for everyone else.
+        return await asyncio.shield(task)
+
+    def _launch(self, sha256: str, data: bytes | None) -> asyncio.Task[str]:
+        task = asyncio.create_task(self._check(sha256, data), name=f"image-check-{sha256[:12]}")
+        self._running[sha256] = task
+        task.add_done_callback(lambda _: self._running.pop(sha256, None))
+        return task
+
+    async def _check(self, sha256: str, data: bytes | None) -> str:
+        stored = await self.client.hget(self.keys.blob(sha256), "ck")
+        if stored is not None:
+            return self._remember(sha256, as_text(stored))
+        if data is None:
+            try:
+                data = await self.blobs.get(sha256)
+            except FileNotFoundError:
+                # Not the image's fault and perhaps passing (a shared directory not yet
+                # mounted): say so, but record nothing.
+                return f"the image's bytes are missing from the blob store ({sha256})"
+        result = await self._run(data)
+        if result.ok:
+            await self.blobs.put_rendition(sha256, "preview", result.preview)
+            await self.blobs.put_rendition(sha256, "thumbnail", result.thumbnail)
+        verdict = OK if result.ok else result.fault[:500]
+        await self.client.hset(self.keys.blob(sha256), "ck", verdict)
+        if not result.ok:
+            log.info("image %s failed the full check: %s", sha256, verdict)
+        return self._remember(sha256, verdict)
+
+    async def _run(self, data: bytes) -> CheckResult:
+        loop = asyncio.get_running_loop()
+        for attempt in range(2):
+            pool = self._pool
+            if pool is None:
+                raise RuntimeError("the image checker is stopped")
+            try:
+                return await loop.run_in_executor(pool, check_and_render, data, self.limits)
+            except BrokenProcessPool:
+                # A worker died (a decoder crash, or killed): a fresh pool, one more try.
+                if self._pool is pool:
+                    self._pool = ProcessPoolExecutor(
+                        max_workers=self.workers, mp_context=_pool_context()
+                    )
+                    with contextlib.suppress(Exception):
+                        pool.shutdown(wait=False, cancel_futures=True)
+                if attempt == 1:
+                    break
+        return CheckResult(fault="damaged image: the decoder crashed on it")
+
+    def _remember(self, sha256: str, verdict: str) -> str:
+        self._known[sha256] = verdict
+        self._known.move_to_end(sha256)
+        while len(self._known) > _CACHE_ENTRIES:
+            self._known.popitem(last=False)
+        return verdict
+
+    # -- reading what is known -------------------------------------------------------
+
+    async def facts(self, hashes: Sequence[str]) -> list[BlobFacts | None]:
+        """Size, content type and check verdict of each image (None: not uploaded),
+        in one round trip."""
+        if not hashes:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for sha256 in hashes:
+                pipe.hmget(self.keys.blob(sha256), ["sz", "ct", "ck"])
+            replies = await pipe.execute()
+        return [
+            BlobFacts(int(size), ct.decode(), ck.decode() if ck is not None else None)
+            if size is not None
+            else None
+            for size, ct, ck in replies
+        ]

@@ -1,0 +1,163 @@
+"""The full check of an uploaded image and the renditions an authorizer looks at.
+
+Runs in worker processes (server/images/checker.py), never on the event loop: a full
+decode costs milliseconds per image, a hundred times the structural probe made before
+the teller's acknowledgement (server/images/probe.py).
+
+The check decodes every pixel. Pillow does not report libjpeg's recoverable errors
+(corrupt or missing scan data after a valid header is silently filled with grey), so
+JPEG scan data is decoded by libjpeg-turbo through simplejpeg with ``strict=True``,
+which turns those warnings into errors; its DCT scaling decodes every coefficient
+while producing only the pixels the preview needs (what Pillow calls draft mode).
+The other formats are loaded by Pillow, whose decoders raise on damage.
+
+Renditions are re-encoded from pixels only: no EXIF, XMP, GPS, maker notes, ICC
+profile or comment survives, and the EXIF orientation is applied first, so what an
+authorizer sees is upright and says nothing about the device or the place."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Final
+
+import simplejpeg
+from PIL import Image
+
+from server.images.probe import DEFAULT_LIMITS, ImageLimits
+
+__all__ = [
+    "PREVIEW_SIDE",
+    "THUMBNAIL_SIDE",
+    "CheckResult",
+    "check_and_render",
+]
+
+PREVIEW_SIDE: Final = 1600
+THUMBNAIL_SIDE: Final = 320
+_PREVIEW_QUALITY: Final = 85
+_THUMBNAIL_QUALITY: Final = 80
+
+_EXIF_ORIENTATION: Final = 0x0112
+# EXIF orientation -> what makes the picture upright (as ImageOps.exif_transpose does).
+_UPRIGHT: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """``fault`` is empty when the image passed; then both renditions are set."""
+
+    fault: str
+    preview: bytes = b""
+    thumbnail: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return not self.fault
+
+
+class _Damaged(Exception):
+    pass
+
+
+def check_and_render(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> CheckResult:
+    """Fully decodes ``data``; returns the fault in plain words, or the renditions."""
+    try:
+        upright = _decode_upright(data, limits)
+        preview = _fit(upright, PREVIEW_SIDE)
+        thumbnail = _fit(preview, THUMBNAIL_SIDE)
+        return CheckResult(
+            fault="",
+            preview=_jpeg(preview, _PREVIEW_QUALITY),
+            thumbnail=_jpeg(thumbnail, _THUMBNAIL_QUALITY),
+        )
+    except _Damaged as exc:
+        return CheckResult(fault=str(exc))
+
+
+def _decode_upright(data: bytes, limits: ImageLimits) -> Image.Image:
+    # Pillow's bomb guard follows our limit; its warning band (half the hard limit)
+    # becomes an error too, so nothing between the two slips through.
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                fmt = header.format or "?"
+                orientation = _orientation(header)
+                if fmt in ("JPEG", "MPO") and header.mode in ("RGB", "L"):
+                    pixels = _jpeg_pixels(data, header.size, header.mode)
+                else:
+                    header.load()
+                    pixels = _rgb(header)
+    except _Damaged:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _Damaged(f"decompression bomb: {exc}") from None
+    except Exception as exc:
+        # Pillow's decoders raise a zoo of types (OSError, SyntaxError, ValueError, ...).
+        raise _Damaged(f"damaged image, full decode failed: {exc or type(exc).__name__}") from None
+    transpose = _UPRIGHT.get(orientation)
+    return pixels.transpose(transpose) if transpose is not None else pixels
+
+
+def _orientation(header: Image.Image) -> int:
+    try:
+        return int(header.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1  # unreadable EXIF is no reason to refuse the picture itself
+
+
+def _jpeg_pixels(data: bytes, size: tuple[int, int], mode: str) -> Image.Image:
+    width, height = size
+    # The smallest DCT scale whose result still covers the preview's long side.
+    wanted_w, wanted_h = (
+        (min(width, PREVIEW_SIDE), 0) if width >= height else (0, min(height, PREVIEW_SIDE))
+    )
+    colorspace = "GRAY" if mode == "L" else "RGB"
+    try:
+        array = simplejpeg.decode_jpeg(
+            data, colorspace=colorspace, min_width=wanted_w, min_height=wanted_h, strict=True
+        )
+    except ValueError as exc:
+        raise _Damaged(f"damaged JPEG: {exc}") from None
+    if mode == "L":
+        array = array[:, :, 0]
+    return Image.fromarray(array).convert("RGB")
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image.copy()
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent areas of a scan are paper: show them white, not black.
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
+
+
+def _fit(image: Image.Image, side: int) -> Image.Image:
+    if max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
+def _jpeg(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    # A fresh image from the pixels alone: nothing of the original's metadata is kept.
+    bare = Image.frombytes("RGB", image.size, image.tobytes())
+    bare.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()

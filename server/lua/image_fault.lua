@@ -1,0 +1,34 @@
+-- image_fault: an image of a claimed item failed the full check (server/images/gate.py),
+-- so before anyone is shown the item the system asks the teller for it again: the
+-- claim made for the offer ends in NEEDS_SUPPLEMENT, recorded as done by 'system'
+-- (decide.lua would record the authorizer, who never saw the item).
+-- KEYS[1] req hash   KEYS[2] history list   KEYS[3] leases zset   KEYS[4] event stream
+-- KEYS[5] per-state counts hash
+-- ARGV[1] request id   ARGV[2] fencing token of the claim   ARGV[3] note (the faults)
+-- ARGV[4] image kinds to supply again, comma-separated   ARGV[5] event stream max length
+-- Returns {'OK', 'NEEDS_SUPPLEMENT', version, at_ms} | {'NOTFOUND'} | {'STATE', state}
+--       | {'LEASE', reason}            the claim is not the current one any more
+local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'br')
+if not cur[1] then
+  return {'NOTFOUND'}
+end
+if cur[1] ~= 'CLAIMED' then
+  return {'STATE', cur[1]}
+end
+if cur[2] ~= ARGV[2] then
+  return {'LEASE', 'stale fencing token ' .. ARGV[2] .. ' (current ' .. cur[2] .. ')'}
+end
+local now_ms = math.floor(now_us() / 1000)
+local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'st', 'NEEDS_SUPPLEMENT', 'h', 'system')
+redis.call('HDEL', KEYS[1], 'lu')
+redis.call('ZREM', KEYS[3], ARGV[1])
+count_move(KEYS[5], 'CLAIMED', 'NEEDS_SUPPLEMENT')
+local kinds = {}
+for kind in string.gmatch(ARGV[4], '[^,]+') do
+  kinds[#kinds + 1] = kind
+end
+record(KEYS[2], KEYS[4], ARGV[5],
+  {ARGV[1], version, now_ms, 'SUPPLEMENT_REQUESTED', 'system', 'NEEDS_SUPPLEMENT', '', ARGV[3],
+   kinds, cur[3]})
+return {'OK', 'NEEDS_SUPPLEMENT', version, now_ms}

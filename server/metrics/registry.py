@@ -1,0 +1,118 @@
+"""The metric objects of one server process, on a private CollectorRegistry (so tests
+and several runtimes in one process never share or collide on the global one).
+
+Names follow the Prometheus conventions: seconds, ``_total`` on counters (added by the
+client library). The ``authq_center_*`` counters are center-wide, not per process:
+see server/metrics/event_counter.py."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Unary calls: a submit acknowledges in a few ms; an image upload (fsync) takes longer.
+RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Streams live from a one-shot Watch (seconds) to a workstation's shift-long session.
+STREAM_BUCKETS = (0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 4 * 3600.0, 12 * 3600.0)
+# A round trip to Redis on the same host is well under a millisecond when healthy.
+REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0)
+
+PRIORITY_LABELS = ("importance", "urgency")
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.rpc_seconds = Histogram(
+            "authq_rpc_duration_seconds",
+            "Unary and client-streaming gRPC calls: time from the call reaching the "
+            "servicer to its answer, by method and status code.",
+            ["method", "code"],
+            buckets=RPC_BUCKETS,
+            registry=r,
+        )
+        self.stream_seconds = Histogram(
+            "authq_rpc_stream_duration_seconds",
+            "Server-streaming gRPC calls (Watch, sessions): how long each stream lasted, "
+            "by method and the status code it ended with (the count is streams ended).",
+            ["method", "code"],
+            buckets=STREAM_BUCKETS,
+            registry=r,
+        )
+        self.redis_seconds = Histogram(
+            "authq_redis_roundtrip_seconds",
+            "Round trip of a PING to the queue's Redis, timed by the metrics sampler.",
+            buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        self.queue_waiting = Gauge(
+            "authq_queue_waiting",
+            "Requests waiting in the queue, per priority lane.",
+            PRIORITY_LABELS,
+            registry=r,
+        )
+        self.queue_head_wait = Gauge(
+            "authq_queue_head_wait_seconds",
+            "How long the request at the head of each lane has waited since it was "
+            "submitted (0 for an empty lane).",
+            PRIORITY_LABELS,
+            registry=r,
+        )
+        self.queue_oldest_wait = Gauge(
+            "authq_queue_oldest_wait_seconds",
+            "The longest wait among the lane heads: the oldest waiting request.",
+            registry=r,
+        )
+        self.requests_by_state = Gauge(
+            "authq_requests",
+            "Requests per state, as the queue counts them.",
+            ["state"],
+            registry=r,
+        )
+        self.emergencies_active = Gauge(
+            "authq_emergencies_active",
+            "Emergency fallback periods in force (R8).",
+            registry=r,
+        )
+        self.emergency_center_wide = Gauge(
+            "authq_emergency_center_wide",
+            "1 while a center-wide emergency is in force: every branch falls back.",
+            registry=r,
+        )
+        self.emergency_branches = Gauge(
+            "authq_emergency_branches",
+            "Branches named by the branch-scoped emergencies in force.",
+            registry=r,
+        )
+        self.claims = Counter(
+            "authq_center_claims",
+            "Claims of the whole center (every server process counts every one).",
+            registry=r,
+        )
+        self.decisions = Counter(
+            "authq_center_decisions",
+            "Decisions of the whole center, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.lease_expiries = Counter(
+            "authq_center_lease_expiries",
+            "Claims whose lease ran out, returning the item to the queue (center-wide).",
+            registry=r,
+        )
+        self.events = Counter(
+            "authq_center_events",
+            "Every queue transition of the whole center, by event.",
+            ["event"],
+            registry=r,
+        )
+        self.sample_errors = Counter(
+            "authq_metrics_sample_errors",
+            "Samples of the queue state that failed (Redis unreachable, say).",
+            registry=r,
+        )
+        self.last_sample = Gauge(
+            "authq_metrics_last_sample_timestamp_seconds",
+            "When the queue gauges were last refreshed (Redis time).",
+            registry=r,
+        )

@@ -1,0 +1,226 @@
+"""Turns the audit trail into the facts a quality report counts.
+
+Only records that succeeded (outcome ``OK``) count. The audit trail is read from its
+first record whatever the period, because a decision in the period needs the SUBMIT
+that tells its branch and teller, which may be older; the facts keep their own times,
+so the period is applied afterwards (server/reports/figures.py).
+
+What each fact is made of:
+- SUBMIT (details ``branch``, ``preparation_s``): the request's branch and teller, and
+  the teller's preparation time when the workstation reported one (0 = not reported).
+  A retried submit of the same request id is recorded again; only the first counts.
+- ONSITE_REVIEW (details ``outcome`` CONFIRM or SEND_BACK): a review; a confirmation
+  puts the request in the queue.
+- CLAIM, DECIDE, RELEASE (details ``token``): a claim and the decision or hand-back
+  with the same fencing token give the authorizer's handling time. A claim whose lease
+  ran out has no end in the trail and counts for no handling time. A retried decision
+  (same token) is recorded again; only the first counts.
+- Queue wait: from the moment the request (re)entered the queue (SUBMIT, an on-site
+  confirmation, SUPPLY, RELEASE) to the next CLAIM. Going back to the queue after a
+  lapsed lease is not in the trail: the claim after it has no wait."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from server.store.audit import OUTCOME_OK, AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    request_id: str
+    branch: str
+    teller: str
+    submitted_ms: int
+    # Seconds the teller reported, None when the workstation did not measure it.
+    preparation_s: int | None
+    # The on-site reviewer who confirmed it (R2), "" when none did.
+    reviewer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    request_id: str
+    reviewer: str
+    at_ms: int
+    confirmed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    request_id: str
+    authorizer: str
+    at_ms: int
+    # APPROVE, REJECT or ASK_SUPPLEMENT (server/domain/states.py Outcome).
+    outcome: str
+    reason_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Handling:
+    """An authorizer's time on an item: its claim to the decision or hand-back."""
+
+    request_id: str
+    authorizer: str
+    claimed_ms: int
+    ended_ms: int
+
+    @property
+    def ms(self) -> int:
+        return max(0, self.ended_ms - self.claimed_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Time in the queue: from entering it to the claim."""
+
+    request_id: str
+    authorizer: str
+    queued_ms: int
+    claimed_ms: int
+
+    @property
+    def ms(self) -> int:
+        return max(0, self.claimed_ms - self.queued_ms)
+
+
+@dataclass(slots=True)
+class History:
+    requests: dict[str, RequestInfo] = field(default_factory=dict)
+    reviews: list[Review] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    handlings: list[Handling] = field(default_factory=list)
+    waits: list[Wait] = field(default_factory=list)
+    # Regions of the branches created through authq-admin (BRANCH_CREATE records).
+    branch_regions: dict[str, str] = field(default_factory=dict)
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+class HistoryCollector:
+    """Takes audit entries one at a time, in the trail's order (a long trail need not
+    be held in memory)."""
+
+    def __init__(self) -> None:
+        self.history = History()
+        # request id -> when it last entered the queue and has not been claimed since.
+        self.queued_since: dict[str, int] = {}
+        # (request id, token) -> (authorizer, claimed at)
+        self.open_claims: dict[tuple[str, int], tuple[str, int]] = {}
+        self.ended: set[tuple[str, int]] = set()
+        self._handlers: dict[str, Callable[[AuditEntry], None]] = {
+            "BRANCH_CREATE": self._on_branch_create,
+            "SUBMIT": self._on_submit,
+            "ONSITE_REVIEW": self._on_onsite_review,
+            "CANCEL": self._on_cancel,
+            "SUPPLY": self._on_supply,
+            "CLAIM": self._on_claim,
+            "DECIDE": self._on_decide,
+            "RELEASE": self._on_release,
+        }
+
+    def add(self, entry: AuditEntry) -> None:
+        if entry.outcome != OUTCOME_OK:
+            return
+        handler = self._handlers.get(entry.action)
+        if handler is not None:
+            handler(entry)
+
+    def _on_branch_create(self, entry: AuditEntry) -> None:
+        region = entry.details.get("region")
+        if isinstance(region, str) and region:
+            self.history.branch_regions[entry.target] = region
+
+    def _on_submit(self, entry: AuditEntry) -> None:
+        rid = entry.target
+        if rid in self.history.requests:
+            return
+        branch = entry.details.get("branch")
+        preparation = _int(entry.details.get("preparation_s"))
+        self.history.requests[rid] = RequestInfo(
+            request_id=rid,
+            branch=branch if isinstance(branch, str) and branch else "?",
+            teller=entry.actor,
+            submitted_ms=entry.at_ms,
+            preparation_s=preparation if preparation else None,
+        )
+        self.queued_since[rid] = entry.at_ms
+
+    def _on_onsite_review(self, entry: AuditEntry) -> None:
+        rid = entry.target
+        confirmed = entry.details.get("outcome") == "CONFIRM"
+        self.history.reviews.append(Review(rid, entry.actor, entry.at_ms, confirmed))
+        info = self.history.requests.get(rid)
+        if confirmed:
+            if info is not None:
+                self.history.requests[rid] = RequestInfo(
+                    info.request_id,
+                    info.branch,
+                    info.teller,
+                    info.submitted_ms,
+                    info.preparation_s,
+                    reviewer=entry.actor,
+                )
+            self.queued_since[rid] = entry.at_ms
+        else:
+            self.queued_since.pop(rid, None)
+
+    def _on_cancel(self, entry: AuditEntry) -> None:
+        self.queued_since.pop(entry.target, None)
+
+    def _on_supply(self, entry: AuditEntry) -> None:
+        self.queued_since[entry.target] = entry.at_ms
+
+    def _on_claim(self, entry: AuditEntry) -> None:
+        rid = entry.target
+        token = _int(entry.details.get("token"))
+        if token is not None:
+            self.open_claims[(rid, token)] = (entry.actor, entry.at_ms)
+        queued = self.queued_since.pop(rid, None)
+        if queued is not None:
+            self.history.waits.append(Wait(rid, entry.actor, queued, entry.at_ms))
+
+    def _end_claim(self, entry: AuditEntry) -> bool:
+        """Closes the claim the record's token names; False for a retry of an end
+        already counted."""
+        token = _int(entry.details.get("token"))
+        if token is None:
+            return True
+        key = (entry.target, token)
+        if key in self.ended:
+            return False
+        self.ended.add(key)
+        claim = self.open_claims.pop(key, None)
+        if claim is not None:
+            self.history.handlings.append(Handling(entry.target, claim[0], claim[1], entry.at_ms))
+        return True
+
+    def _on_decide(self, entry: AuditEntry) -> None:
+        if not self._end_claim(entry):
+            return
+        outcome = str(entry.details.get("outcome") or "")
+        reason = str(entry.details.get("reason_code") or "")
+        self.history.decisions.append(
+            Decision(entry.target, entry.actor, entry.at_ms, outcome, reason)
+        )
+
+    def _on_release(self, entry: AuditEntry) -> None:
+        if self._end_claim(entry):
+            self.queued_since[entry.target] = entry.at_ms
+
+
+def collect(entries: Iterable[AuditEntry]) -> History:
+    """The facts of a stream of audit entries, taken in the trail's order."""
+    collector = HistoryCollector()
+    for entry in entries:
+        collector.add(entry)
+    return collector.history

@@ -1,0 +1,118 @@
+"""Checks a whole audit trail in one pass (``AuditLog.verify``, ``authq-admin audit
+verify``): every hash recomputed, seqs consecutive under ids ``<seq>-0``, each record
+naming its predecessor's hash, and the chain head naming the last record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.store.audit_records import (
+    GENESIS,
+    AuditEntry,
+    AuditFormatError,
+    Fields,
+    chain_hash,
+    stream_id_for,
+    text,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    ok: bool
+    checked: int
+    problems: list[str]
+
+
+def id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, sub = stream_id.partition("-")
+    return int(ms), int(sub or 0)
+
+
+class ChainChecker:
+    """The state of verify()'s single pass over the stream."""
+
+    def __init__(self, max_problems: int) -> None:
+        self.max_problems = max_problems
+        self.problems: list[str] = []
+        self.dropped = 0
+        self.checked = 0
+        # The next seq in order, and the stored hash of the record before it; None
+        # after a record too broken to read, whose successor then restarts the count.
+        self.expected: int | None = 1
+        self.prev_hash: str | None = GENESIS
+        self.last_id: str | None = None
+        self.last_seq: int | None = None
+        self.last_hash: str | None = None
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < self.max_problems:
+            self.problems.append(text)
+        else:
+            self.dropped += 1
+
+    def check(self, stream_id: str, fields: Fields) -> None:
+        self.checked += 1
+        self.last_id = stream_id
+        try:
+            seq = int(fields[b"seq"])
+            prev = text(fields[b"prev"])
+            stored = text(fields[b"hash"])
+            body = bytes(fields[b"body"])
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            self.problem(f"stream entry {stream_id}: malformed record ({exc!r})")
+            self.expected = self.prev_hash = self.last_seq = self.last_hash = None
+            return
+        self.last_seq, self.last_hash = seq, stored
+        if chain_hash(seq, prev, body) != stored:
+            self.problem(f"seq {seq}: stored hash does not match its content (record changed)")
+        try:
+            AuditEntry.unpack(body)
+        except AuditFormatError as exc:
+            self.problem(f"seq {seq}: {exc}")
+        if stream_id != stream_id_for(seq):
+            self.problem(
+                f"seq {seq}: stored under stream id {stream_id}, not {stream_id_for(seq)} "
+                "(record moved or re-added)"
+            )
+        if self.expected is None or seq == self.expected:
+            if self.prev_hash is not None and prev != self.prev_hash:
+                self.problem(
+                    f"seq {seq}: prev does not match the hash of seq {seq - 1} "
+                    "(a record before it was changed or replaced)"
+                )
+        elif seq > self.expected:
+            missing = (
+                f"seq {self.expected}"
+                if seq == self.expected + 1
+                else f"seqs {self.expected}..{seq - 1}"
+            )
+            self.problem(f"{missing} missing before seq {seq} (records removed or moved)")
+        else:
+            self.problem(
+                f"seq {seq} found after seq {self.expected - 1} (records reordered or duplicated)"
+            )
+            return  # out of place: the chain continues from the record before it
+        self.expected = seq + 1
+        self.prev_hash = stored
+
+    def check_head(self, raw_seq: bytes | None, raw_hash: bytes | None) -> None:
+        if raw_seq is None:
+            if self.checked:
+                self.problem("the chain head is missing but the log has records")
+            return
+        head_seq, head_hash = text(raw_seq), text(raw_hash or b"")
+        if not self.checked:
+            self.problem(f"the chain head points at seq {head_seq} but the log is empty")
+        elif head_seq != str(self.last_seq) or head_hash != self.last_hash:
+            self.problem(
+                f"the chain head points at seq {head_seq} ({head_hash[:16]}) but the last "
+                f"record is seq {self.last_seq} ({(self.last_hash or '?')[:16]}) "
+                "(records removed at the end, or the head moved)"
+            )
+
+    def report(self) -> VerifyReport:
+        problems = list(self.problems)
+        if self.dropped:
+            problems.append(f"... and {self.dropped} more problems")
+        return VerifyReport(ok=not problems, checked=self.checked, problems=problems)

@@ -1,0 +1,335 @@
+"""authq-teller's local fallback (R8): what the teller is told when the center cannot
+be reached or answers with an emergency fallback, the journal entry it leaves
+(teller_client/journal.py), and the upload of pending entries once the center is
+back: at the start of every command that reaches it, or ``fallback sync``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+from authq.render import format_money
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import teller_pb2 as tpb
+from google.protobuf.json_format import MessageToDict, ParseDict
+
+from teller_client.client import TellerClient
+from teller_client.journal import (
+    OUTCOMES,
+    FallbackEvent,
+    Journal,
+    JournalEntry,
+    OnsiteDecision,
+    default_path,
+    now_ms,
+)
+
+# The exit code of a submit that fell back because the center could not be reached
+# (4 is the emergency answer).
+EXIT_UNREACHABLE = 5
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+UNREACHABLE_TEXT = (
+    "the authorization center cannot be reached: authorize on site under the branch's "
+    "fallback procedure (R8); this is recorded and will be reported when the center is back"
+)
+# Records per ReportFallbacks call (the server takes at most 100).
+BATCH = 50
+
+
+def add_fallback_commands(
+    parser: argparse.ArgumentParser, commands: argparse._SubParsersAction[argparse.ArgumentParser]
+) -> None:
+    parser.add_argument(
+        "--journal",
+        type=Path,
+        default=os.environ.get("AUTHQ_JOURNAL"),
+        help="the local fallback journal (env AUTHQ_JOURNAL; default "
+        "STATE_DIR/fallback-journal.jsonl)",
+    )
+    fallback = commands.add_parser(
+        "fallback", help="local fallbacks (R8): list, record the on-site decision, upload"
+    )
+    actions = fallback.add_subparsers(dest="fallback_command", required=True)
+    listing = actions.add_parser("list", help="journaled fallbacks: pending or uploaded")
+    listing.add_argument("--pending", action="store_true", help="only those not uploaded yet")
+    record = actions.add_parser(
+        "record", help="who authorized a fallback on site, and the outcome (once)"
+    )
+    record.add_argument("request_id")
+    record.add_argument("--onsite-authorizer", required=True, metavar="ID")
+    record.add_argument("--outcome", required=True, choices=OUTCOMES)
+    record.add_argument("--note", default="")
+    actions.add_parser("sync", help="upload the pending fallbacks to the center now")
+
+
+def journal_of(args: argparse.Namespace) -> Journal:
+    path: Path | None = args.journal
+    return Journal(Path(path).expanduser() if path else default_path(args.state_dir))
+
+
+def unreachable(exc: grpc.aio.AioRpcError) -> bool:
+    return exc.code() in UNREACHABLE
+
+
+def _say(text: str, as_json: bool) -> None:
+    # In JSON mode stdout carries only JSON: words for the teller go to stderr.
+    print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
+
+
+def _event(
+    request: tpb.SubmitRequest, teller_id: str, branch_id: str, cause: str, **why: str
+) -> FallbackEvent:
+    return FallbackEvent(
+        request_id=request.request_id,
+        teller_id=teller_id,
+        branch_id=branch_id,
+        occurred_at_ms=now_ms(),
+        cause=cause,
+        transaction=MessageToDict(request.transaction),
+        urgent=request.urgency == cpb.URGENCY_URGENT,
+        **why,
+    )
+
+
+def _record_hint(request_id: str) -> str:
+    return (
+        f"once decided on site: authq-teller fallback record {request_id} "
+        "--onsite-authorizer ID --outcome APPROVED|REJECTED [--note TEXT]"
+    )
+
+
+def center_unreachable(
+    args: argparse.Namespace, request: tpb.SubmitRequest, exc: grpc.aio.AioRpcError
+) -> int:
+    """Journals the fallback and tells the teller to authorize on site."""
+    journal = journal_of(args)
+    entry = journal.record_fallback(
+        _event(request, args.user, "", "CENTER_UNREACHABLE",
+               status_code=exc.code().name, status_message=(exc.details() or "")[:500])
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps({"unreachable": True, "journal": str(journal.path),
+                          "fallback": asdict(entry.event)}, ensure_ascii=False))  # fmt: skip
+    lines = [
+        UNREACHABLE_TEXT + ".",
+        f"  ({exc.code().name}: {exc.details()})",
+        f"  recorded as {request.request_id} in {journal.path}",
+        "  " + _record_hint(request.request_id),
+    ]
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        lines.append(
+            "  the center may have received it before the line failed: when it is back, "
+            f"`authq-teller show {request.request_id}` tells; it must not be authorized twice"
+        )
+    _say("\n".join(lines), args.json)
+    return EXIT_UNREACHABLE
+
+
+def record_emergency(
+    args: argparse.Namespace,
+    client: TellerClient,
+    request: tpb.SubmitRequest,
+    fallback: tpb.OnsiteFallback,
+) -> None:
+    """Journals an emergency answer (the center took nothing) and says so."""
+    branch = client.login_reply.branch_id if client.login_reply is not None else ""
+    journal = journal_of(args)
+    journal.record_fallback(
+        _event(request, args.user, branch, "EMERGENCY", emergency_id=fallback.emergency_id)
+    )
+    _say(
+        f"recorded as {request.request_id} in {journal.path}; it will be reported to the "
+        f"center\n{_record_hint(request.request_id)}",
+        args.json,
+    )
+
+
+# -- upload ------------------------------------------------------------------------
+
+
+def to_pb(entry: JournalEntry) -> tpb.FallbackRecord:
+    event = entry.event
+    record = tpb.FallbackRecord(
+        request_id=event.request_id,
+        urgency=cpb.URGENCY_URGENT if event.urgent else cpb.URGENCY_NORMAL,
+        teller_id=event.teller_id,
+        branch_id=event.branch_id,
+        occurred_at_ms=event.occurred_at_ms,
+        cause=tpb.FallbackCause.Value("FALLBACK_CAUSE_" + event.cause),
+        status_code=event.status_code,
+        status_message=event.status_message,
+        emergency_id=event.emergency_id,
+    )
+    ParseDict(event.transaction, record.transaction)
+    if entry.onsite is not None:
+        record.onsite_outcome = tpb.OnsiteOutcome.Value("ONSITE_OUTCOME_" + entry.onsite.outcome)
+        record.onsite_authorizer = entry.onsite.authorizer
+        record.onsite_note = entry.onsite.note
+        record.onsite_at_ms = entry.onsite.at_ms
+    return record
+
+
+@dataclass
+class SyncReport:
+    uploaded: int = 0
+    refused: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+async def _send(
+    client: TellerClient, journal: Journal, batch: Sequence[JournalEntry], report: SyncReport
+) -> None:
+    try:
+        reply = await client.report_fallbacks([to_pb(entry) for entry in batch])
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        if len(batch) > 1:
+            # One malformed record refuses the call: find it, send the others.
+            for entry in batch:
+                await _send(client, journal, [entry], report)
+            return
+        journal.mark_refused(batch[0], exc.details() or "")
+        report.refused.append(f"{batch[0].event.request_id}: {exc.details()}")
+        return
+    for entry, result in zip(batch, reply.results, strict=True):
+        status = tpb.FallbackReportStatus.Name(result.status).removeprefix(
+            "FALLBACK_REPORT_STATUS_"
+        )
+        journal.mark_uploaded(entry, status, result.message, result.also_submitted)
+        report.uploaded += 1
+        rid = entry.event.request_id
+        if result.status == tpb.FALLBACK_REPORT_STATUS_CONFLICT:
+            report.warnings.append(f"{rid}: the center holds it otherwise: {result.message}")
+        if result.also_submitted:
+            report.warnings.append(
+                f"{rid}: the center also received this request: it must not be authorized "
+                f"twice (see `authq-teller show {rid}`)"
+            )
+
+
+async def sync(
+    client: TellerClient,
+    journal: Journal,
+    teller_id: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyncReport:
+    """Uploads this teller's pending fallbacks and marks them in the journal."""
+    pending = journal.pending(teller_id)
+    report = SyncReport()
+    for start in range(0, len(pending), BATCH):
+        await _send(client, journal, pending[start : start + BATCH], report)
+        if progress is not None:
+            progress(min(start + BATCH, len(pending)), len(pending))
+    return report
+
+
+def _tell(report: SyncReport) -> None:
+    for line in (*report.refused, *report.warnings):
+        print(f"authq-teller: fallback {line}", file=sys.stderr, flush=True)
+
+
+async def sync_quietly(client: TellerClient, args: argparse.Namespace) -> None:
+    """At the start of a command that reached the center: uploads what is pending.
+    A failure here never stops the command; the next one tries again."""
+    journal = journal_of(args)
+    if not journal.pending(args.user):
+        return
+    try:
+        report = await sync(client, journal, args.user)
+    except grpc.aio.AioRpcError as exc:
+        print(f"authq-teller: fallbacks not uploaded yet ({exc.code().name}: {exc.details()})",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return
+    if report.uploaded:
+        print(f"authq-teller: {report.uploaded} local fallback record(s) reported to the center",
+              file=sys.stderr, flush=True)  # fmt: skip
+    _tell(report)
+
+
+async def sync_command(client: TellerClient, args: argparse.Namespace) -> int:
+    journal = journal_of(args)
+    total = len(journal.pending(args.user))
+    _say(f"{total} fallback record(s) of {args.user} to upload", args.json)
+
+    def progress(done: int, of: int) -> None:
+        _say(f"  {done}/{of} uploaded", args.json)
+
+    report = await sync(client, journal, args.user, progress)
+    _tell(report)
+    if args.json:
+        print(json.dumps(asdict(report), ensure_ascii=False))
+    return 1 if report.refused else 0
+
+
+# -- offline commands ----------------------------------------------------------------
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def describe(entry: JournalEntry) -> str:
+    event = entry.event
+    tx = cpb.Transaction()
+    ParseDict(event.transaction, tx)
+    amount = format_money(tx.amount) if tx.HasField("amount") else "-"
+    why = (
+        f"emergency {event.emergency_id}"
+        if event.cause == "EMERGENCY"
+        else f"center unreachable ({event.status_code})"
+    )
+    text = (
+        f"{entry.state:<8} {event.request_id}  {_when(event.occurred_at_ms)}  "
+        f"{tx.business_type} {amount}  teller {event.teller_id}  {why}"
+    )
+    if entry.onsite is not None:
+        text += f"\n         on site: {entry.onsite.outcome} by {entry.onsite.authorizer}"
+        if entry.onsite.note:
+            text += f" ({entry.onsite.note})"
+    else:
+        text += "\n         on site: not recorded yet"
+    if entry.refused:
+        text += f"\n         refused by the center: {entry.refused}"
+    elif entry.server_status == "CONFLICT":
+        text += f"\n         the center holds it otherwise: {entry.server_message}"
+    if entry.also_submitted:
+        text += "\n         the center also received this request: never authorize it twice"
+    return text
+
+
+def offline_command(args: argparse.Namespace) -> int | None:
+    """``fallback list`` and ``fallback record``: they work with the center down.
+    None for any other command."""
+    if args.command != "fallback" or args.fallback_command == "sync":
+        return None
+    journal = journal_of(args)
+    if args.fallback_command == "record":
+        decision = OnsiteDecision(
+            args.onsite_authorizer.strip(), args.outcome, args.note.strip(), now_ms()
+        )
+        entry = journal.record_onsite(args.request_id, decision)
+        if args.json:
+            print(json.dumps(asdict(entry.onsite) if entry.onsite else {}, ensure_ascii=False))
+        else:
+            print(describe(entry))
+        return 0
+    entries = [e for e in journal.entries().values() if e.pending or not args.pending]
+    for entry in entries:
+        if args.json:
+            print(json.dumps({"state": entry.state, **asdict(entry)}, ensure_ascii=False))
+        else:
+            print(describe(entry))
+    if not entries and not args.json:
+        print(f"no {'pending ' if args.pending else ''}fallbacks in {journal.path}")
+    if journal.torn_lines():
+        print(f"authq-teller: {journal.torn_lines()} unreadable line(s) in {journal.path} "
+              "skipped", file=sys.stderr)  # fmt: skip
+    return 0

@@ -1,0 +1,262 @@
+"""The workstation's journal of local fallbacks (R8): durable, append-only JSON lines.
+
+When the center cannot be reached, or answers with an emergency fallback, the branch
+authorizes on site and the workstation records it here; once the center is back the
+records are uploaded (TellerService.ReportFallbacks). Nothing is ever rewritten: a
+fallback, its on-site decision and each upload are separate lines, and a record's
+state is the fold of its lines. Every line is fsynced before the command goes on, so
+a fallback the teller was told is recorded survives a crash or a power cut; a line
+torn by one is skipped when reading and never glued to the next.
+
+Lines (``type``):
+    fallback   what happened: request id, teller, branch, time, why, the transaction
+    onsite     who authorized it on site, the outcome, a note, when
+    uploaded   the center holds it (``outcome``: the on-site outcome it held then)
+    refused    the center refused it (``reason``); not retried until something changes
+
+The journal holds customers' data (R14): it is created readable by its owner only."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+JOURNAL_NAME = "fallback-journal.jsonl"
+CAUSES = ("CENTER_UNREACHABLE", "EMERGENCY")
+OUTCOMES = ("APPROVED", "REJECTED")
+
+
+class JournalError(ValueError):
+    """A journal operation that cannot be done, with the reason."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackEvent:
+    """Why and when a transaction went to on-site authorization."""
+
+    request_id: str
+    teller_id: str
+    # Empty when the workstation did not know it (the center takes the teller's own).
+    branch_id: str
+    occurred_at_ms: int
+    cause: str
+    # The transaction as keyed (protobuf JSON form of authq.v1.Transaction).
+    transaction: dict[str, Any]
+    urgent: bool = False
+    status_code: str = ""
+    status_message: str = ""
+    emergency_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OnsiteDecision:
+    authorizer: str
+    outcome: str
+    note: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One fallback as its lines add up."""
+
+    event: FallbackEvent
+    onsite: OnsiteDecision | None = None
+    # The last upload or refusal: the on-site outcome it carried ("" none), when, what
+    # the center said.
+    sent_outcome: str | None = None
+    sent_at_ms: int = 0
+    refused: str = ""
+    server_status: str = ""
+    server_message: str = ""
+    also_submitted: bool = False
+
+    @property
+    def outcome(self) -> str:
+        return self.onsite.outcome if self.onsite else ""
+
+    @property
+    def pending(self) -> bool:
+        """Not uploaded yet, or its on-site outcome is newer than the last upload."""
+        return self.sent_outcome != self.outcome
+
+    @property
+    def state(self) -> str:
+        if self.pending:
+            return "PENDING"
+        return "REFUSED" if self.refused else "UPLOADED"
+
+
+@dataclass
+class _Fold:
+    entries: dict[str, JournalEntry] = field(default_factory=dict)
+    torn: int = 0
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    # -- writing -------------------------------------------------------------------
+
+    def record_fallback(self, event: FallbackEvent) -> JournalEntry:
+        """Records a fallback; one already journaled under this request id (a retried
+        submit) is kept as it was."""
+        if event.cause not in CAUSES:
+            raise JournalError(f"unknown fallback cause {event.cause!r}")
+        held = self.entries().get(event.request_id)
+        if held is not None:
+            return held
+        self._append({"type": "fallback", **asdict(event)})
+        return JournalEntry(event)
+
+    def record_onsite(self, request_id: str, decision: OnsiteDecision) -> JournalEntry:
+        """Records who authorized a journaled fallback on site, and how (once)."""
+        entry = self.entries().get(request_id)
+        if entry is None:
+            raise JournalError(f"no fallback {request_id} in the journal {self.path}")
+        if entry.onsite is not None:
+            raise JournalError(
+                f"{request_id} was already recorded as {entry.onsite.outcome} on site by "
+                f"{entry.onsite.authorizer}: an on-site decision is recorded once"
+            )
+        if decision.outcome not in OUTCOMES:
+            raise JournalError(f"--outcome: one of {', '.join(OUTCOMES)}")
+        if not decision.authorizer.strip():
+            raise JournalError("--onsite-authorizer: who authorized it on site is required")
+        if decision.authorizer == entry.event.teller_id:
+            raise JournalError(
+                "--onsite-authorizer: the teller who keyed a transaction cannot authorize "
+                "it on site (R11)"
+            )
+        self._append({"type": "onsite", "request_id": request_id, **asdict(decision)})
+        return replace(entry, onsite=decision)
+
+    def mark_uploaded(
+        self,
+        entry: JournalEntry,
+        status: str,
+        message: str = "",
+        also_submitted: bool = False,
+    ) -> None:
+        self._append({"type": "uploaded", "request_id": entry.event.request_id,
+                      "outcome": entry.outcome, "at_ms": now_ms(), "status": status,
+                      "message": message, "also_submitted": also_submitted})  # fmt: skip
+
+    def mark_refused(self, entry: JournalEntry, reason: str) -> None:
+        self._append({"type": "refused", "request_id": entry.event.request_id,
+                      "outcome": entry.outcome, "at_ms": now_ms(), "reason": reason})  # fmt: skip
+
+    def _append(self, line: dict[str, Any]) -> None:
+        data = (json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            # Two commands of one workstation may append at once.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # end a line torn by a crash; never extend it
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            # The new file's directory entry must be durable too.
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    # -- reading -------------------------------------------------------------------
+
+    def entries(self) -> dict[str, JournalEntry]:
+        """Every journaled fallback by request id, in the order they happened."""
+        return self._fold().entries
+
+    def torn_lines(self) -> int:
+        """Lines that cannot be read (torn by a crash mid-write): skipped."""
+        return self._fold().torn
+
+    def pending(self, teller_id: str) -> list[JournalEntry]:
+        """What this teller still has to upload (each teller uploads its own)."""
+        return [
+            entry
+            for entry in self.entries().values()
+            if entry.pending and entry.event.teller_id == teller_id
+        ]
+
+    def _lines(self) -> Iterator[dict[str, Any] | None]:
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            for raw in handle:
+                if not raw.strip():
+                    continue
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    yield None
+                    continue
+                yield line if isinstance(line, dict) else None
+
+    def _fold(self) -> _Fold:
+        fold = _Fold()
+        for line in self._lines():
+            try:
+                known = line is not None and _apply(fold.entries, line)
+            except (KeyError, TypeError, ValueError):
+                known = False
+            if not known:
+                fold.torn += 1
+        return fold
+
+
+def _apply(entries: dict[str, JournalEntry], line: dict[str, Any]) -> bool:
+    """Adds one line to the fold; False for a line it cannot place."""
+    kind = line["type"]
+    if kind == "fallback":
+        event = FallbackEvent(**{k: v for k, v in line.items() if k != "type"})
+        entries.setdefault(event.request_id, JournalEntry(event))
+        return True
+    entry = entries.get(line["request_id"])
+    if entry is None:
+        return False
+    if kind == "onsite":
+        decision = OnsiteDecision(
+            line["authorizer"], line["outcome"], line["note"], int(line["at_ms"])
+        )
+        entries[entry.event.request_id] = replace(entry, onsite=decision)
+        return True
+    if kind in ("uploaded", "refused"):
+        entries[entry.event.request_id] = replace(
+            entry,
+            sent_outcome=str(line["outcome"]),
+            sent_at_ms=int(line["at_ms"]),
+            refused=str(line.get("reason", "")),
+            server_status=str(line.get("status", "")),
+            server_message=str(line.get("message", "")),
+            also_submitted=bool(line.get("also_submitted", entry.also_submitted)),
+        )
+        return True
+    return False
+
+
+def default_path(state_dir: Path) -> Path:
+    return state_dir / JOURNAL_NAME

@@ -1,0 +1,178 @@
+"""The full image check off the request path: renditions upright and without device
+or location metadata; a file that passes the probe but not the full decode never
+reaches an authorizer and goes back to its teller with the reason."""
+
+from __future__ import annotations
+
+import io
+
+import grpc
+import pytest
+from authq import wire
+from authq.v1 import common_pb2 as cpb
+from PIL import Image
+
+from server.domain.records import Image as ImageRecord
+from server.images.checker import OK
+from server.images.probe import probe_image
+from server.images.renditions import PREVIEW_SIDE, THUMBNAIL_SIDE, check_and_render
+from teller_client.client import kind_value
+from tests.conftest import RunningServer
+from tests.helpers import request, standard_images
+
+_GPS_IFD = 0x8825
+_MAKE, _MODEL, _ORIENTATION = 0x010F, 0x0110, 0x0112
+
+
+def phone_capture(size: tuple[int, int] = (2400, 1800)) -> bytes:
+    """A JPEG as a phone stores it: sideways with EXIF orientation 6, GPS position
+    and device tags. Stored left half red, right half blue."""
+    img = Image.new("RGB", size, (220, 30, 30))
+    img.paste((30, 30, 220), (size[0] // 2, 0, size[0], size[1]))
+    exif = Image.Exif()
+    exif[_ORIENTATION] = 6
+    exif[_MAKE] = "PhoneMaker"
+    exif[_MODEL] = "Model X-1 serial 0042"
+    exif[_GPS_IFD] = {1: "N", 2: (39.0, 54.0, 27.0), 3: "E", 4: (116.0, 23.0, 5.0)}
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=90, exif=exif)
+    return out.getvalue()
+
+
+def corrupt_scan(data: bytes) -> bytes:
+    """Half of the scan data lost in the middle; header and end-of-image kept, so the
+    structural probe cannot tell."""
+    sos = data.find(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    return data[: start + (len(data) - start) // 2] + b"\xff\xd9"
+
+
+def test_renditions_are_upright_small_and_bare() -> None:
+    result = check_and_render(phone_capture())
+    assert result.ok, result.fault
+    preview = Image.open(io.BytesIO(result.preview))
+    thumbnail = Image.open(io.BytesIO(result.thumbnail))
+    # Orientation 6 means "turn clockwise to view": 2400x1800 stored is 1800x2400 upright.
+    assert preview.size == (1200, PREVIEW_SIDE)
+    assert thumbnail.size == (240, THUMBNAIL_SIDE)
+    red, blue = preview.getpixel((600, 400)), preview.getpixel((600, 1200))
+    assert isinstance(red, tuple)
+    assert isinstance(blue, tuple)
+    # The stored left half (red) is now on top, the right half (blue) below.
+    assert red[0] > 150, red
+    assert red[2] < 100, red
+    assert blue[2] > 150, blue
+    assert blue[0] < 100, blue
+    for rendition in (preview, thumbnail):
+        assert not rendition.getexif(), dict(rendition.getexif())
+        assert "exif" not in rendition.info
+        assert "xmp" not in rendition.info
+    for raw in (result.preview, result.thumbnail):
+        assert b"PhoneMaker" not in raw
+        assert b"Exif" not in raw
+
+
+def test_corrupt_scan_data_passes_the_probe_but_not_the_full_check() -> None:
+    bad = corrupt_scan(standard_images()[0][1])
+    probe_image(bad)  # the cheap check before the ack sees nothing wrong
+    result = check_and_render(bad)
+    assert not result.ok
+    assert "damaged JPEG" in result.fault
+    assert "Corrupt JPEG data" in result.fault
+    assert not result.preview
+    assert not result.thumbnail
+
+
+async def test_upload_is_checked_after_the_ack_and_renditions_stored(
+    server: RunningServer,
+) -> None:
+    data = phone_capture()
+    async with server.teller() as teller:
+        ref = await teller.upload_image("CUSTOMER_PHOTO", data)
+    center = server.runtime.center
+    assert center.images is not None
+    assert await center.images.verdict(ref.sha256) == OK
+    preview = await center.blobs.get_rendition(ref.sha256, "preview")
+    assert Image.open(io.BytesIO(preview)).size == (1200, PREVIEW_SIDE)
+    stored = await server.runtime.client.hget(server.runtime.store.keys.blob(ref.sha256), "ck")
+    assert stored == b"OK"
+    # The original stays exactly as uploaded: it is the evidence (R15).
+    assert await center.blobs.get(ref.sha256) == data
+
+
+async def test_submit_refuses_an_image_whose_check_failed(server: RunningServer) -> None:
+    bad = corrupt_scan(standard_images()[0][1])
+    async with server.teller() as teller:
+        ref = await teller.upload_image("ID_FRONT", bad)  # acknowledged: the probe passes
+        center = server.runtime.center
+        assert center.images is not None
+        assert (await center.images.verdict(ref.sha256)).startswith("damaged JPEG")
+        message = request()
+        del message.images[0]  # the good ID_FRONT
+        message.images.append(cpb.ImageRef(kind=kind_value("ID_FRONT"), sha256=ref.sha256))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await teller.submit(message)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = refused.value.details() or ""
+    assert "images[2]" in details
+    assert ref.sha256 in details
+    assert "Corrupt JPEG data" in details
+
+
+async def _store_unchecked(server: RunningServer, kind: str, data: bytes) -> str:
+    """An upload whose check never ran (taken by a process that then stopped)."""
+    sha = wire.sha256_hex(data)
+    await server.runtime.center.blobs.put(sha, data)
+    await server.runtime.store.record_blob(ImageRecord(kind, sha, len(data), "image/jpeg"))
+    return sha
+
+
+def _with_bad_front(sha: str) -> cpb.ImageRef:
+    return cpb.ImageRef(kind=kind_value("ID_FRONT"), sha256=sha)
+
+
+@pytest.mark.parametrize("via_session", [False, True])
+async def test_a_bad_image_goes_back_to_the_teller_and_is_never_offered(
+    server: RunningServer, via_session: bool
+) -> None:
+    bad_sha = await _store_unchecked(server, "ID_FRONT", corrupt_scan(standard_images()[0][1]))
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        bad = request()
+        del bad.images[0]
+        bad.images.append(_with_bad_front(bad_sha))
+        bad_id = (await teller.submit(bad)).request.request_id
+        good_id = (await teller.submit(request())).request.request_id
+        # The bad one waits first; the authorizer is offered the good one.
+        if via_session:
+            async with authorizer.session() as session:
+                session.credit(1)
+                offer = await session.offers.get()
+                assert session.offers.empty()
+        else:
+            offer = await authorizer.next(timeout=10)
+        assert offer.request.request_id == good_id
+        view = await teller.get(bad_id)
+    assert view.state == cpb.REQUEST_STATE_NEEDS_SUPPLEMENT
+    last = view.history[-1]
+    assert last.event == "SUPPLEMENT_REQUESTED"
+    assert last.actor == "system"
+    assert list(last.requested_kinds) == [kind_value("ID_FRONT")]
+    assert "ID_FRONT" in last.note
+    assert "Corrupt JPEG data" in last.note
+    await server.runtime.center.flush_audit()
+    actions = [(r.entry.action, r.entry.actor) async for r in server.runtime.audit.read()]
+    assert ("IMAGE_CHECK_SEND_BACK", "system") in actions
+
+
+async def test_a_supplied_image_replaces_the_bad_one(server: RunningServer) -> None:
+    bad_sha = await _store_unchecked(server, "ID_FRONT", corrupt_scan(standard_images()[0][1]))
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        bad = request()
+        del bad.images[0]
+        bad.images.append(_with_bad_front(bad_sha))
+        rid = (await teller.submit(bad)).request.request_id
+        good_id = (await teller.submit(request())).request.request_id
+        assert (await authorizer.next(timeout=10)).request.request_id == good_id
+        await teller.supply(rid, [("ID_FRONT", phone_capture((1600, 1200)))])
+        offer = await authorizer.next(timeout=10)
+    assert offer.request.request_id == rid

@@ -1,0 +1,244 @@
+"""The fast paths keep the guarantees: the verified-token cache gives way to a revocation
+at once, and submits that share one pipeline (store/script_batch.py) each get their own
+answer, idempotency and error."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from authq.channel import SessionCallError
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import teller_pb2 as tpb
+
+from server.accounts.model import Account, Qualification, Role, Status
+from server.accounts.store import token_digest
+from server.api.token_cache import TokenCache
+from server.domain.records import Submission
+from server.errors import AlreadyExists
+from server.store.script_batch import ScriptBatcher
+from tests.conftest import RunningServer
+from tests.helpers import request
+
+
+def _cache(server: RunningServer) -> TokenCache:
+    tokens = server.runtime.tokens
+    assert tokens is not None
+    assert tokens.live
+    return tokens
+
+
+async def test_a_disabled_account_is_refused_at_once_though_its_token_is_cached(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller:
+        first = request()
+        await teller.submit(first)
+        digest = token_digest(teller.token)
+        tokens = _cache(server)
+        assert tokens.get(digest) is not None  # the next call would not ask Redis
+        assert (await teller.get(first.request_id)).request_id == first.request_id
+        await server.runtime.accounts.set_status("teller-1", Status.DISABLED)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await teller.get(first.request_id)
+        assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert tokens.get(digest) is None
+
+
+async def test_a_logout_elsewhere_ends_the_cached_token(server: RunningServer) -> None:
+    async with server.teller() as teller:
+        await teller.submit(request())
+        assert _cache(server).get(token_digest(teller.token)) is not None
+        # Another server process, or the admin tool, deletes the token in Redis.
+        assert await server.runtime.accounts.logout(teller.token) == "teller-1"
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await teller.submit(request())
+        assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_expired_token_key_is_dropped_from_the_cache(server: RunningServer) -> None:
+    async with server.teller() as teller:
+        await teller.submit(request())
+        tokens = _cache(server)
+        digest = token_digest(teller.token)
+        key = server.runtime.store.keys.token(digest)
+        await server.runtime.client.pexpire(key, 1)
+        # The expiry reaches us as a pushed notification, not by asking Redis.
+        for _ in range(200):
+            if tokens.get(digest) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert tokens.get(digest) is None
+
+
+def _account() -> Account:
+    return Account(
+        user_id="teller-9",
+        name="teller-9",
+        branch_id="branch-1",
+        roles=frozenset({Role.TELLER}),
+        status=Status.ACTIVE,
+        password_set_ms=0,
+        must_change_password=False,
+        qualification=Qualification(),
+    )
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_cache_keeps_an_entry_only_for_its_ttl(server: RunningServer) -> None:
+    clock = FakeClock()
+    cache = TokenCache(server.runtime.client, "{authq}:token:", ttl_s=2.0, clock=clock)
+    cache.live = True
+    cache.put("d1", _account(), cache.generation)
+    clock.now += 1.9
+    assert cache.get("d1") == _account()
+    clock.now += 0.2
+    assert cache.get("d1") is None
+
+
+async def test_a_lookup_overtaken_by_a_revocation_is_not_kept(server: RunningServer) -> None:
+    cache = TokenCache(server.runtime.client, "{authq}:token:")
+    cache.live = True
+    started = cache.generation  # a lookup reads Redis now...
+    cache.revoke("d1")  # ...a revocation is pushed before its answer is in
+    cache.put("d1", _account(), started)
+    assert cache.get("d1") is None
+    assert len(cache) == 0
+
+
+async def test_nothing_is_served_while_the_feed_is_not_live(server: RunningServer) -> None:
+    cache = TokenCache(server.runtime.client, "{authq}:token:")
+    cache.put("d1", _account(), cache.generation)
+    assert cache.get("d1") is None
+    cache.live = True
+    cache.put("d1", _account(), cache.generation)
+    assert cache.get("d1") is not None
+    await cache.stop()  # never started: stopping still empties it
+    assert not cache.live
+    assert len(cache) == 0
+
+
+async def test_the_feed_goes_live_and_follows_token_deletes(server: RunningServer) -> None:
+    cache = TokenCache(server.runtime.client, server.runtime.store.keys.token(""))
+    await cache.start()
+    try:
+        assert await cache.wait_live()
+        cache.put("abc", _account(), cache.generation)
+        await server.runtime.client.set(server.runtime.store.keys.token("abc"), "teller-9")
+        assert cache.get("abc") is not None  # a SET is no revocation
+        await server.runtime.client.delete(server.runtime.store.keys.token("abc"))
+        for _ in range(200):
+            if cache.get("abc") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert cache.get("abc") is None
+    finally:
+        await cache.stop()
+
+
+# -- submits sharing one pipeline -----------------------------------------------------
+
+
+def _submission(rid: str, memo: str = "") -> Submission:
+    return Submission(
+        request_id=rid,
+        branch_id="branch-1",
+        teller_id="teller-1",
+        business_type="CASH_WITHDRAWAL",
+        amount_minor=1_200_050,
+        currency="CNY",
+        account="6222020200001234",
+        customer_name="Zhang San",
+        memo=memo,
+        fields={},
+        urgency=1,
+        importance=3,
+        images=(),
+        preparation_seconds=0,
+    )
+
+
+async def test_concurrent_submits_share_a_pipeline_and_keep_their_own_answers(
+    server: RunningServer,
+) -> None:
+    store = server.runtime.store
+    await store.submit(_submission("batch-dup-1"))
+    await store.submit(_submission("batch-conflict-1"))
+    batcher = ScriptBatcher(store.client, store.scripts.submit)
+    store.submit_batch = batcher
+    fresh = [_submission(f"batch-new-{i}") for i in range(30)]
+    calls = [
+        *fresh,
+        _submission("batch-dup-1"),  # a retry: the stored request, duplicate
+        _submission("batch-conflict-1", memo="other content"),  # refused alone
+    ]
+    results = await asyncio.gather(
+        *(store.submit(submission) for submission in calls), return_exceptions=True
+    )
+    # All were handed over before the first went out: one round trip for 32 submits.
+    assert (batcher.batches, batcher.calls) == (1, 32)
+    for submission, result in zip(fresh, results[:30], strict=True):
+        assert not isinstance(result, BaseException)
+        record, duplicate = result
+        assert record.submission.request_id == submission.request_id
+        assert not duplicate
+        assert (await store.get(submission.request_id)).version == 1
+    dup = results[30]
+    assert not isinstance(dup, BaseException)
+    assert dup[1] is True
+    assert dup[0].submission.request_id == "batch-dup-1"
+    assert isinstance(results[31], AlreadyExists)
+    assert "batch-conflict-1" in str(results[31])
+
+
+async def test_a_batch_survives_a_redis_that_lost_its_scripts(server: RunningServer) -> None:
+    store = server.runtime.store
+    batcher = ScriptBatcher(store.client, store.scripts.submit)
+    store.submit_batch = batcher
+    await store.client.script_flush()
+    results = await asyncio.gather(*(store.submit(_submission(f"noscript-{i}")) for i in range(5)))
+    assert [record.submission.request_id for record, _ in results] == [
+        f"noscript-{i}" for i in range(5)
+    ]
+    assert batcher.batches == 1
+
+
+async def test_a_session_burst_answers_each_submit_on_its_own(server: RunningServer) -> None:
+    async with server.teller() as teller:
+        stored = request()
+        await teller.submit(stored)
+        conflicting = tpb.SubmitRequest()
+        conflicting.CopyFrom(stored)
+        conflicting.transaction.memo = "different content"
+        fresh = [request() for _ in range(20)]
+        bad_type = request()
+        bad_type.transaction.business_type = "NO_SUCH_TYPE"
+        async with teller.session() as session:
+            outcomes = await asyncio.gather(
+                *(session.submit(message) for message in (*fresh, stored, conflicting, bad_type)),
+                return_exceptions=True,
+            )
+    for message, outcome in zip(fresh, outcomes[:20], strict=True):
+        assert isinstance(outcome, tpb.SubmitReply), outcome
+        assert outcome.request.request_id == message.request_id
+        assert not outcome.duplicate
+        assert outcome.request.state == cpb.REQUEST_STATE_QUEUED
+    retry = outcomes[20]
+    assert isinstance(retry, tpb.SubmitReply)
+    assert retry.duplicate
+    assert retry.request.request_id == stored.request_id
+    for outcome, code, words in (
+        (outcomes[21], grpc.StatusCode.ALREADY_EXISTS, stored.request_id),
+        (outcomes[22], grpc.StatusCode.INVALID_ARGUMENT, "transaction.business_type"),
+    ):
+        assert isinstance(outcome, SessionCallError), outcome
+        assert outcome.code == code
+        assert words in outcome.message
