@@ -25,6 +25,9 @@ from server.store.queue_store import Claim, QueueStore
 
 log = logging.getLogger(__name__)
 
+# Waiters served per round: their claims share one pipeline to Redis.
+ROUND = 32
+
 
 @dataclass(eq=False)
 class Waiter:
@@ -110,44 +113,75 @@ class WorkDispatcher:
                 self._wake.set()
 
     async def _serve_waiters(self) -> None:
+        """Claims for the waiters at the head of the line in rounds: a round's claim
+        scripts go to Redis together in one pipeline, in line order, so the first
+        waiter still gets the best item (server/store/script_batch.py). A round is one
+        claim at first and doubles (to ROUND) while every claim finds an item, so a
+        trickle of work costs one claim per item and a backlog is served in bulk."""
         blocked: list[Waiter] = []
+        size = 1
         try:
-            while self._waiters:
+            drained = False
+            while self._waiters and not drained:
                 # Off the line before the await: a waiter that leaves meanwhile is
                 # marked cancelled, and no other waiter is disturbed.
-                waiter = self._waiters.popleft()
-                if waiter.cancelled:
-                    continue
-                try:
-                    claim = await self.store.claim(waiter.authorizer_id, waiter.qualification)
-                except AuthorizerAway:
-                    blocked.append(waiter)  # waits until it is back (wake)
-                    continue
-                except BaseException:
-                    blocked.append(waiter)
-                    raise
-                if claim is None:
-                    # Nothing this waiter may take; others may hold other qualifications.
-                    blocked.append(waiter)
-                    if ClaimFilter.of(waiter.qualification).unrestricted:
-                        break  # the queue holds nothing anyone (not involved) may take
-                    continue
-                if self.gate is not None:
-                    try:
-                        admitted = await self.gate(claim)
-                    except BaseException:
+                round_: list[Waiter] = []
+                while self._waiters and len(round_) < size:
+                    waiter = self._waiters.popleft()
+                    if not waiter.cancelled:
+                        round_.append(waiter)
+                results = await asyncio.gather(
+                    *(self.store.claim(w.authorizer_id, w.qualification) for w in round_),
+                    return_exceptions=True,
+                )
+                failure: BaseException | None = None
+                offered: list[tuple[Waiter, Claim]] = []
+                for waiter, result in zip(round_, results, strict=True):
+                    if isinstance(result, AuthorizerAway):
+                        blocked.append(waiter)  # waits until it is back (wake)
+                    elif isinstance(result, BaseException):
                         blocked.append(waiter)
-                        raise
-                    if not admitted:
-                        self._waiters.appendleft(waiter)
-                        continue
-                if waiter.cancelled or not waiter.deliver(claim):
-                    # The authorizer left while we claimed: put the item straight back.
-                    await self.store.release(
-                        claim.record.request_id,
-                        claim.token,
-                        waiter.authorizer_id,
-                        "authorizer left before the offer arrived",
-                    )
+                        failure = failure or result
+                    elif result is None:
+                        # Nothing this waiter may take; others may hold other
+                        # qualifications. For an unrestricted one the queue holds
+                        # nothing anyone (not involved) may take.
+                        blocked.append(waiter)
+                        drained = drained or ClaimFilter.of(waiter.qualification).unrestricted
+                    else:
+                        offered.append((waiter, result))
+                size = min(2 * size, ROUND) if len(offered) == len(round_) else 1
+                await self._offer(offered, blocked)
+                if failure is not None:
+                    raise failure
         finally:
             self._waiters.extendleft(reversed([w for w in blocked if not w.cancelled]))
+
+    async def _offer(self, offered: list[tuple[Waiter, Claim]], blocked: list[Waiter]) -> None:
+        """Delivers each claim that passes the gate; a waiter whose claim the gate
+        refused goes back to the front of the line for the next item."""
+        admitted: list[bool | BaseException] = [True] * len(offered)
+        if self.gate is not None:
+            admitted = await asyncio.gather(
+                *(self.gate(claim) for _, claim in offered), return_exceptions=True
+            )
+        failure: BaseException | None = None
+        for (waiter, _claim), verdict in reversed(list(zip(offered, admitted, strict=True))):
+            if isinstance(verdict, BaseException):
+                blocked.append(waiter)
+                failure = failure or verdict
+            elif not verdict:
+                self._waiters.appendleft(waiter)
+        for (waiter, claim), verdict in zip(offered, admitted, strict=True):
+            if verdict is not True:
+                continue
+            if waiter.cancelled or not waiter.deliver(claim):
+                # The authorizer left while we claimed: put the item straight back.
+                await self.store.release(
+                    claim.record.request_id,
+                    claim.token,
+                    waiter.authorizer_id,
+                    "authorizer left before the offer arrived",
+                )
+        if failure is not None:
+            raise failure

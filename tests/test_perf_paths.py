@@ -242,3 +242,27 @@ async def test_a_session_burst_answers_each_submit_on_its_own(server: RunningSer
         assert isinstance(outcome, SessionCallError), outcome
         assert outcome.code == code
         assert words in outcome.message
+
+
+async def test_waiting_authorizers_are_served_together_each_with_its_own_item(
+    server: RunningServer,
+) -> None:
+    store = server.runtime.store
+    dispatcher = server.runtime.dispatcher
+    for i in range(10):
+        await store.submit(
+            Submission(
+                request_id=f"round-{i:04d}", branch_id="branch-1", teller_id="teller-1",
+                business_type="CASH_DEPOSIT", amount_minor=100, currency="CNY", account="6222",
+                customer_name="Li", memo="", fields={}, urgency=1, importance=2, images=(),
+            )
+        )  # fmt: skip
+        await asyncio.sleep(0.002)  # distinct submission times: a definite queue order
+    batches, calls = store.claim_batch.batches, store.claim_batch.calls
+    # Ten authorizers start waiting at once: rounds of 1, 2, 4 and 3 claims, each one
+    # pipeline, in line order.
+    claims = await asyncio.gather(*(dispatcher.next_item(f"auth-{i}") for i in range(10)))
+    assert [c.record.request_id for c in claims] == [f"round-{i:04d}" for i in range(10)]
+    assert len({c.token for c in claims}) == 10
+    assert store.claim_batch.calls - calls == 10
+    assert store.claim_batch.batches - batches == 4

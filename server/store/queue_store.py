@@ -57,6 +57,7 @@ class QueueStore(QueueReads):
         # pipeline per round trip: server/store/script_batch.py.
         self.submit_batch = ScriptBatcher(client, self.scripts.submit)
         self.decide_batch = ScriptBatcher(client, self.scripts.decide)
+        self.claim_batch = ScriptBatcher(client, self.scripts.claim)
 
     # -- teller side ---------------------------------------------------------------
 
@@ -243,7 +244,7 @@ class QueueStore(QueueReads):
         """The best waiting item the authorizer may decide (its qualification: issue 3
         §4; None: anything), or None."""
         only = ClaimFilter.of(qualification)
-        result = await self.scripts.claim(
+        result = await self.claim_batch(
             keys=[
                 self.keys.leases,
                 self.keys.events,
