@@ -313,3 +313,26 @@ async def test_archive_show_needs_a_reason_is_audited_and_renders_a_sheet(
     assert [entry.outcome for entry in shows] == ["refused: no reason given", "OK"]
     assert shows[-1].details["reason"] == "court order 17"
     assert shows[-1].details["render"] == "png,pdf"
+
+
+async def test_a_batch_archives_the_good_requests_and_leaves_a_bad_one_to_retry(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(**FAST)
+    archiver = server.runtime.archiver
+    assert archiver is not None
+    await archiver.stop()  # this test drives the archiving itself
+    good = [await decided(server), await decided(server, "reject")]
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        own = images("ID_FRONT", "ID_BACK", "VOUCHER", seed=11)
+        bad = (await teller.submit(request(with_images=False), own)).request.request_id
+        offer = await authorizer.next(timeout=10)
+        await authorizer.decide(bad, offer.lease.fencing_token, "approve")
+    # The bad request's voucher has gone from the hot store (a damaged disk, say).
+    await server.runtime.center.blobs.delete(wire.sha256_hex(own[2][1]))
+    assert await archiver.archive_batch([good[0], bad, good[1]]) == 2
+    for rid in good:
+        assert (await archived(server.runtime, rid)).state in ("APPROVED", "REJECTED")
+    assert await server.runtime.archive_index.marker(bad) is None  # type: ignore[union-attr]
+    code, out = await admin(server, "archive", "verify")
+    assert code == 0, out

@@ -72,13 +72,16 @@ async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) ->
     for worker in workers:
         with contextlib.suppress(asyncio.CancelledError, *LOST):
             await worker
-    assert len(acked) > 150
+    # A request can be decided before its submit's reply reaches the teller: the kill
+    # may then take only the acknowledgement. Such a request must survive too.
+    assert len(acked) > 100
+    known = acked | set(decided)
 
     process = start_server_process(data, port, env)
     try:
         async with TellerClient(target, "teller-1", DEMO_PASSWORD) as teller:
             states = {}
-            for rid in sorted(acked):
+            for rid in sorted(known):
                 view = await teller.get(rid)  # NOT_FOUND here would be a lost request
                 states[rid] = view.state
             for rid in decided:
@@ -99,7 +102,7 @@ async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) ->
                 overview = await supervisor.overview()
                 assert overview.waiting == overview.claimed == 0
 
-            for rid in sorted(acked):
+            for rid in sorted(known):
                 view = await teller.get(rid)
                 events = [entry.event for entry in view.history]
                 assert view.state == cpb.REQUEST_STATE_APPROVED, rid

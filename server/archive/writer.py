@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -42,27 +42,78 @@ class ArchiveWriter:
         self.manifests = ManifestWriter(root)
 
     def write(self, record: RequestRecord, images: Mapping[str, bytes]) -> Written:
+        result = self.write_many([record], images.__getitem__)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def write_many(
+        self, records: Sequence[RequestRecord], read_image: Callable[[str], bytes]
+    ) -> list[Written | Exception]:
+        """Archives a batch: every file of every request written and fsynced, one
+        directory fsync and one manifest append per day for the whole batch (each a
+        disk flush that Redis's own fsyncs queue behind). ``read_image`` gives an
+        image's bytes by sha256; it is not called for an image the day already holds
+        (images are named by their hash, and verify checks their bytes). A request
+        whose images cannot be read or do not match their hashes gets its exception
+        in the result and none of its files is written; the others go on."""
+        by_day: dict[date, list[FileEntry]] = {}
+        results: list[tuple[date, list[FileEntry]] | Exception] = []
+        for record in records:
+            try:
+                day, entries = self._files(record, read_image)
+            except (OSError, ArchiveDataError, ManifestConflict) as exc:
+                results.append(exc)
+                continue
+            results.append((day, entries))
+            by_day.setdefault(day, []).extend(entries)
+        heads = {}
+        for day, entries in by_day.items():
+            fsync_dir(day_dir(self.root, day))
+            heads[day] = self.manifests.append(day, entries)
+        return [
+            result if isinstance(result, Exception) else Written(result[0], heads[result[0]])
+            for result in results
+        ]
+
+    def _files(
+        self, record: RequestRecord, read_image: Callable[[str], bytes]
+    ) -> tuple[date, list[FileEntry]]:
+        """Writes one request's files (images first, all read and checked before any
+        is written) and returns its day and manifest entries."""
         document = record_document(record)
         data = canonical_bytes(document)
         day = day_of(int(document["ended_ms"]))
         directory = day_dir(self.root, day)
         _make_dirs(directory)
-        entries: list[FileEntry] = []
-        for image in {image.sha256: image for image in record.images}.values():
-            blob = images[image.sha256]
-            if hashlib.sha256(blob).hexdigest() != image.sha256:
-                raise ArchiveDataError(
-                    f"request {record.request_id}: the stored bytes of image {image.sha256} "
-                    "do not match its hash"
-                )
-            name = image_name(image.sha256, image.content_type)
+        images = {image.sha256: image for image in record.images}.values()
+        new: dict[str, bytes] = {}
+        entries = []
+        for image in images:
+            path = directory / image_name(image.sha256, image.content_type)
+            if path.exists():
+                if path.stat().st_size != image.size_bytes:
+                    raise ManifestConflict(
+                        f"{path} exists with another size: the archive is never rewritten"
+                    )
+            else:
+                blob = read_image(image.sha256)
+                if (
+                    len(blob) != image.size_bytes
+                    or hashlib.sha256(blob).hexdigest() != image.sha256
+                ):
+                    raise ArchiveDataError(
+                        f"request {record.request_id}: the stored bytes of image "
+                        f"{image.sha256} do not match its hash"
+                    )
+                new[path.name] = blob
+            entries.append(FileEntry(path.name, image.sha256, image.size_bytes))
+        for name, blob in new.items():
             _write_once(directory / name, blob)
-            entries.append(FileEntry(name, image.sha256, len(blob)))
         name = record_name(record.request_id)
         _write_once(directory / name, data)
         entries.append(FileEntry(name, hashlib.sha256(data).hexdigest(), len(data)))
-        fsync_dir(directory)
-        return Written(day, self.manifests.append(day, entries))
+        return day, entries
 
 
 def _make_dirs(directory: Path) -> None:
