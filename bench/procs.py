@@ -3,6 +3,7 @@ the bare echo server, and their CPU and memory as /proc reports them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -18,8 +19,11 @@ from typing import IO
 import redis.asyncio as aioredis
 
 from bench.stats import CpuSample, now
+from server.settings import Settings
+from server.store.keys import Keys
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+KEY_PREFIX = Settings().key_prefix
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -37,6 +41,34 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = raw.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS  # fields 14 and 15 of stat
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(raw.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    return children
+
+
+def tree_cpu_seconds(pid: int, exclude: frozenset[int] = frozenset()) -> float:
+    """CPU seconds of a process and its live descendants (the server's archiver and
+    image-check workers), leaving out ``exclude`` and theirs (its embedded Redis)."""
+    children = _children()
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        if current in exclude:
+            continue
+        total += cpu_seconds(current)
+        todo.extend(children.get(current, ()))
+    return total
 
 
 def rss_bytes(pid: int) -> int:
@@ -128,7 +160,28 @@ class AuthqServer:
         return aioredis.Redis.from_url(self.redis_url)
 
     def cpu(self) -> CpuSample:
-        return CpuSample(cpu_seconds(self.pid), cpu_seconds(self.redis_pid), now())
+        """The server's CPU counts its child processes (archiver, image checks)."""
+        redis_pid = self.redis_pid
+        return CpuSample(
+            tree_cpu_seconds(self.pid, exclude=frozenset({redis_pid})),
+            cpu_seconds(redis_pid),
+            now(),
+        )
+
+    async def archive_backlog(self) -> int:
+        """Ended requests the archiver has not archived yet."""
+        client = self.redis()
+        try:
+            return int(await client.zcard(Keys(KEY_PREFIX).archive_ended))
+        finally:
+            await client.aclose()
+
+    async def archive_settled(self, within_s: float = 120.0) -> float:
+        """Waits until the archive has caught up; returns the seconds it took."""
+        start = now()
+        while await self.archive_backlog() and now() - start < within_s:  # noqa: ASYNC110
+            await asyncio.sleep(0.25)
+        return round(now() - start, 2)
 
     def rss(self) -> dict[str, int]:
         return {

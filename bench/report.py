@@ -30,7 +30,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# authq benchmark ({r['mode']})", "",
         f"Run {r['started']}, {r['elapsed_s']:.0f} s. Machine: {r['machine']}.", "",
-        "Server: `authq-server` subprocess, embedded redis-server, AOF appendfsync always. "
+        "Server: `authq-server` subprocess, embedded redis-server, AOF appendfsync always; "
+        "its CPU figures include its child processes (archiver, image checks). "
         f"Client: this harness (grpc.aio + uvloop), {r['client_note']}", "",
         "## Throughput and latency", "", head, sep,
     ]  # fmt: skip
@@ -50,9 +51,16 @@ def markdown(r: dict[str, Any]) -> str:
                       f"offered {half['offered_rate_per_s']:.0f}/s"))  # fmt: skip
     for phase in ("max", "half"):
         c = cyc[phase]
+        archive = (
+            f"; archive {c['archive_backlog_after']} behind at the end, caught up in "
+            f"{c['archive_caught_up_s']:.1f} s"
+            if "archive_caught_up_s" in c
+            else ""
+        )
         lines += [
             _row(f"full cycle ({phase}): submit -> teller sees decision", c["cycles"], None,
-                 f"CPU s/1000 srv/redis {_cpu(c)}; RSS {c['server_rss_bytes'] >> 20} MiB"),
+                 f"CPU s/1000 srv/redis {_cpu(c)}; RSS {c['server_rss_bytes'] >> 20} MiB"
+                 f"{archive}"),
             _row(f"full cycle ({phase}): submit ack", c["submit_ack"]),
             _row(f"full cycle ({phase}): decision (decide call)", c["decision"]),
             _row(f"full cycle ({phase}): decision-to-teller notification", c["notification"]),

@@ -21,9 +21,6 @@ from authq.v1 import (
     supervisor_pb2_grpc,
     teller_pb2_grpc,
 )
-from redis.asyncio.connection import BlockingConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from server.accounts.store import AccountStore
 from server.api.auth import AuthServicer
@@ -34,10 +31,9 @@ from server.api.review import OnsiteReviewServicer
 from server.api.supervisor import SupervisorServicer
 from server.api.teller import TellerServicer
 from server.api.token_cache import TokenCache
-from server.archive.archiver import Archiver, ArchiverConfig
-from server.archive.blob_gc import BlobCollector
+from server.archive.archiver import Archiver
 from server.archive.index import ArchiveIndex
-from server.archive.writer import ArchiveWriter
+from server.archive.worker import ArchiverProcess, ArchiveSettings, build_archiver
 from server.backlog import BacklogMonitor, BacklogThresholds
 from server.blobs import LocalBlobStore
 from server.center import Center, Identity
@@ -45,7 +41,7 @@ from server.demo import DEMO_PASSWORD, seed_demo
 from server.dispatch import WorkDispatcher
 from server.embedded_redis import EmbeddedRedis
 from server.events import EventHub
-from server.images.checker import ImageChecker
+from server.images.checker import FACTS_TTL_S, ImageChecker
 from server.images.gate import ImageGate
 from server.images.probe import ImageLimits
 from server.leases import LeaseReaper
@@ -56,6 +52,7 @@ from server.policy.reloadable import PolicyHolder
 from server.queue_watch import QueueWatch
 from server.settings import Settings
 from server.store.audit import AuditLog
+from server.store.connect import redis_client
 from server.store.emergencies import EmergencyStore
 from server.store.keys import Keys
 from server.store.moves import MoveStore
@@ -64,20 +61,8 @@ from server.tls import check_listen, server_credentials, tls_enabled
 
 log = logging.getLogger(__name__)
 
-
-def redis_client(url: str, pool_size: int) -> aioredis.Redis:
-    # Ride out a short Redis restart (about 7 s of backoff) instead of failing the
-    # call: every script is safe to retry (submit and decide recognise their own
-    # retries). With an explicit pool these settings must live on the pool's
-    # connections: given to Redis() they would be silently ignored.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=pool_size,
-        timeout=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=10),
-        retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
-    )
-    return aioredis.Redis(connection_pool=pool)
+# The server's audit writer waits this long for company before writing (AuditLog).
+AUDIT_LINGER_S = 0.005
 
 
 @dataclass
@@ -104,6 +89,8 @@ class Runtime:
     # The permanent archive (R15): what is archived where, and the component writing it.
     archive_index: ArchiveIndex | None = None
     archiver: Archiver | None = None
+    # The archiver's own process (settings.archive_worker); None: it runs in this one.
+    archiver_process: ArchiverProcess | None = None
     # Declares and ends the automatic backlog emergency (R8).
     backlog: BacklogMonitor | None = None
 
@@ -125,7 +112,7 @@ class Runtime:
                 events_maxlen=settings.events_maxlen,
             )
             store = QueueStore(client, keys, queue_config)
-            audit = AuditLog(client, prefix=settings.key_prefix)
+            audit = AuditLog(client, prefix=settings.key_prefix, linger_s=AUDIT_LINGER_S)
             moves = MoveStore(client, keys, settings.move_confirm_window_ms, queue_config)
             # A connection of its own: XREAD BLOCK holds it. No socket timeout, or a quiet
             # stream would read as a lost connection.
@@ -134,6 +121,8 @@ class Runtime:
             reaper = LeaseReaper(store)
             hub.add_listener(dispatcher.on_event)
             hub.add_listener(reaper.on_event)
+            hub.add_resync_listener(dispatcher.wake)
+            hub.add_resync_listener(reaper.wake)
             metrics = None
             if settings.metrics_listen is not None:
                 metrics = MetricsService(
@@ -151,23 +140,32 @@ class Runtime:
             center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
             center.audit = audit
             archive_index = ArchiveIndex(client, keys)
-            archiver = Archiver(
-                store,
-                blobs,
-                archive_index,
-                ArchiveWriter(settings.archive_dir or settings.data_dir / "archive"),
-                BlobCollector(client, keys, blobs, archive_index, settings.blob_gc_grace_s),
-                ArchiverConfig(
-                    keep_hot_s=settings.archive_keep_hot_s,
-                    sweep_s=settings.archive_sweep_s,
-                    gc_interval_s=settings.blob_gc_interval_s,
-                ),
+            archive_settings = ArchiveSettings(
+                redis_url=url,
+                key_prefix=settings.key_prefix,
+                archive_dir=str(settings.archive_dir or settings.data_dir / "archive"),
+                blob_dir=str(settings.data_dir / "blobs"),
+                keep_hot_s=settings.archive_keep_hot_s,
+                sweep_s=settings.archive_sweep_s,
+                gc_interval_s=settings.blob_gc_interval_s,
+                gc_grace_s=settings.blob_gc_grace_s,
+                log_level=settings.log_level,
             )
-            # Ends seen before this listener are found by the archiver's start sweep.
-            hub.add_listener(archiver.on_event)
-            archiver.start()
+            # Also for archiving on demand (admin, tests) when the loop runs elsewhere.
+            archiver = build_archiver(client, archive_settings)
+            archiver_process = None
+            if settings.archive_worker:
+                archiver_process = ArchiverProcess(archive_settings)
+                archiver_process.start()
+            else:
+                # Ends seen before this listener are found by the archiver's start sweep.
+                hub.add_listener(archiver.on_event)
+                archiver.start()
             # Full image checks off the request path; nothing is offered half-checked.
-            center.images = ImageChecker(client, keys, blobs, limits, settings.image_check_workers)
+            center.images = ImageChecker(
+                client, keys, blobs, limits, settings.image_check_workers,
+                facts_ttl_s=min(FACTS_TTL_S, settings.blob_gc_grace_s / 10),
+            )  # fmt: skip
             center.images.start()
             dispatcher.gate = ImageGate(center.images, store, center).admit
             watch = QueueWatch(store, dispatcher, moves, center.emergencies)
@@ -229,6 +227,7 @@ class Runtime:
             tokens=tokens,
             archive_index=archive_index,
             archiver=archiver,
+            archiver_process=archiver_process,
             backlog=backlog,
         )
 
@@ -240,6 +239,8 @@ class Runtime:
             await self.metrics.stop()
         if self.watch is not None:
             await self.watch.stop()
+        if self.archiver_process is not None:
+            await self.archiver_process.stop()
         if self.archiver is not None:
             await self.archiver.stop()
         await self.reaper.stop()

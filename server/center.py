@@ -46,7 +46,7 @@ from server.policy.model import (
     missing_images_message,
 )
 from server.policy.reloadable import PolicyHolder
-from server.store.audit import AuditEntry, AuditLog
+from server.store.audit import AuditEntry, AuditLog, AuditRecord
 from server.store.branches import BranchDirectory
 from server.store.emergencies import Emergency, EmergencyStore
 from server.store.fallbacks import Fallback, FallbackStore, ReportResult, ReportStatus
@@ -66,6 +66,14 @@ REVIEW_CHECKS = (
     "ADJUSTMENT_REASON_CHECKED",
     "DOCUMENTS_CHECKED",
 )
+
+
+def _entry(
+    identity: Identity, action: str, target: str, outcome: str, details: dict[str, str | int]
+) -> AuditEntry:
+    return AuditEntry(actor=identity.user_id, role=identity.role, origin=identity.origin,
+                      action=action, target=target, outcome=outcome[:500],
+                      details=dict(details))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +120,7 @@ class Center:
         self.branches = BranchDirectory(store.client, store.keys)
         # Operating hours are judged at this time (tests set a fixed one).
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self._pending_audits: set[asyncio.Task[None]] = set()
+        self._pending_audits: set[asyncio.Future[AuditRecord]] = set()
 
     @contextlib.asynccontextmanager
     async def audited(
@@ -153,14 +161,19 @@ class Center:
     ) -> None:  # fmt: skip
         if self.audit is None:
             return
-        task = asyncio.create_task(self.record(identity, action, target, outcome, details))
-        self._pending_audits.add(task)
-        task.add_done_callback(self._audit_done)
+        # Queued straight into the audit log's group commit: no task per record.
+        try:
+            future = self.audit.append_soon(_entry(identity, action, target, outcome, details))
+        except ValueError as exc:  # details too large: the action stands, say so
+            log.error("audit record lost: %s", exc)
+            return
+        self._pending_audits.add(future)
+        future.add_done_callback(self._audit_done)
 
-    def _audit_done(self, task: asyncio.Task[None]) -> None:
-        self._pending_audits.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("audit record lost: %s", task.exception())
+    def _audit_done(self, future: asyncio.Future[AuditRecord]) -> None:
+        self._pending_audits.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("audit record lost: %s", future.exception())
 
     async def flush_audit(self) -> None:
         """Waits until every record handed over so far is written."""
@@ -173,11 +186,7 @@ class Center:
     ) -> None:  # fmt: skip
         if self.audit is None:
             return
-        await self.audit.append(
-            AuditEntry(actor=identity.user_id, role=identity.role, origin=identity.origin,
-                       action=action, target=target, outcome=outcome[:500],
-                       details=dict(details))
-        )  # fmt: skip
+        await self.audit.append(_entry(identity, action, target, outcome, details))
 
     # -- images --------------------------------------------------------------------
 

@@ -51,19 +51,31 @@ class WorkDispatcher:
         self.gate: Callable[[Claim], Awaitable[bool]] | None = None
         # Told when an authorizer starts or stops waiting (the supervisors' live view).
         self.on_waiters_changed: Callable[[], None] | None = None
+        # False once a claim left every lane empty and no item entered the queue
+        # since (QUEUED events counted by _queued_seen); True at start.
+        self._maybe_work = True
+        self._queued_seen = 0
 
     def on_event(self, entry: HistoryEntry) -> None:
-        if entry.state is State.QUEUED and self._waiters:
-            self._wake.set()
+        if entry.state is State.QUEUED:
+            self._queued_seen += 1
+            self._maybe_work = True
+            if self._waiters:
+                self._wake.set()
 
     def add(self, waiter: Waiter) -> None:
         self._waiters.append(waiter)
-        self._wake.set()
+        # A claim for an authorizer back for more costs a script in Redis; when the
+        # last round found the queue empty and nothing entered it since, it would
+        # find nothing. The next QUEUED event wakes the dispatcher for it.
+        if self._maybe_work:
+            self._wake.set()
         if self.on_waiters_changed is not None:
             self.on_waiters_changed()
 
     def wake(self) -> None:
         """Something changed for the waiters (an authorizer is back): look again."""
+        self._maybe_work = True
         self._wake.set()
 
     def remove(self, waiter: Waiter) -> None:
@@ -120,6 +132,8 @@ class WorkDispatcher:
         trickle of work costs one claim per item and a backlog is served in bulk."""
         blocked: list[Waiter] = []
         size = 1
+        queued_seen = self._queued_seen
+        nothing_left = False  # a claim saw every lane empty after it
         try:
             drained = False
             while self._waiters and not drained:
@@ -151,9 +165,15 @@ class WorkDispatcher:
                     else:
                         offered.append((waiter, result))
                 size = min(2 * size, ROUND) if len(offered) == len(round_) else 1
+                # The claims report whether anything was left after them: when
+                # nothing was, another round would only find the queue empty.
+                if offered and not any(claim.more_waiting for _, claim in offered):
+                    drained = nothing_left = True
                 await self._offer(offered, blocked)
                 if failure is not None:
                     raise failure
+            if nothing_left and self._queued_seen == queued_seen:
+                self._maybe_work = False
         finally:
             self._waiters.extendleft(reversed([w for w in blocked if not w.cancelled]))
 

@@ -39,10 +39,15 @@ class EventHub:
         self.stream_key = stream_key
         self._watchers: dict[str, set[asyncio.Queue[WatchItem]]] = defaultdict(set)
         self._listeners: list[Listener] = []
+        # Told when events may have been missed (the stream was lost for a while).
+        self._resync_listeners: list[Callable[[], None]] = []
         self.loop = BackgroundLoop("event-hub")
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def add_resync_listener(self, listener: Callable[[], None]) -> None:
+        self._resync_listeners.append(listener)
 
     def add_watch(self, request_id: str, queue: asyncio.Queue[WatchItem]) -> None:
         """Subscribe before reading the request, so no change falls in between."""
@@ -118,3 +123,8 @@ class EventHub:
         for queues in self._watchers.values():
             for queue in queues:
                 queue.put_nowait(RESYNC)
+        for listener in self._resync_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("resync listener failed")

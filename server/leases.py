@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
@@ -26,10 +27,22 @@ class LeaseReaper:
         self.store = store
         self.loop = BackgroundLoop("lease-reaper")
         self.expired_total = 0
+        # When the sleeping reaper wakes by itself (monotonic s); None: no deadline.
+        self._sleeping_until: float | None = None
 
     def on_event(self, entry: HistoryEntry) -> None:
-        if entry.event == "CLAIMED":
+        # A new lease ends lease_ms from now: it needs the reaper awake sooner only if
+        # the reaper sleeps with no deadline or a later one. Otherwise waking it would
+        # cost three Redis calls per claim for nothing.
+        if entry.event != "CLAIMED":
+            return
+        due = self._sleeping_until
+        if due is None or time.monotonic() + self.store.config.lease_ms / 1000 < due:
             self.loop.wake.set()
+
+    def wake(self) -> None:
+        """Events may have been missed (the hub lost the stream): look again."""
+        self.loop.wake.set()
 
     def start(self) -> None:
         self.loop.start(self._run)
@@ -39,6 +52,9 @@ class LeaseReaper:
 
     async def _run(self) -> None:
         while not self.loop.stopping:
+            # Cleared before reading Redis: a claim made meanwhile wakes the next wait.
+            self.loop.wake.clear()
+            self._sleeping_until = None
             try:
                 timeout = await self._reap_due()
             except Exception:
@@ -46,7 +62,8 @@ class LeaseReaper:
                 timeout = 1.0
             if self.loop.stopping:
                 return
-            self.loop.wake.clear()
+            if timeout is not None:
+                self._sleeping_until = time.monotonic() + timeout
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
             # cancellation that races with the event being set, and stop() hangs.
             with contextlib.suppress(TimeoutError):

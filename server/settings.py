@@ -73,6 +73,9 @@ class Settings:
     # The permanent archive (server/archive/): None: <data_dir>/archive. Hot Redis keys
     # of an archived request are removed archive_keep_hot_s after it was archived.
     archive_dir: Path | None = None
+    # Archive in a child process at a lower CPU priority (server/archive/worker.py);
+    # False: on the server's own event loop (tests that drive the archiver).
+    archive_worker: bool = True
     archive_keep_hot_s: float = 7 * 86400.0
     # How often each process retries unarchived requests and removes due hot keys.
     archive_sweep_s: float = 60.0

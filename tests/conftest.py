@@ -102,6 +102,9 @@ async def start_server(
                 "redis_url": redis_url,
                 "data_dir": tmp_path / "data",
                 "policy_file": open_policy,
+                # The archiver runs on the server's loop, where a test can drive it;
+                # tests/test_archive_worker.py covers its own process.
+                "archive_worker": False,
                 **overrides,
             }
         )

@@ -5,9 +5,11 @@ answer, idempotency and error."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
+from authq import wire
 from authq.channel import SessionCallError
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
@@ -19,7 +21,7 @@ from server.domain.records import Submission
 from server.errors import AlreadyExists
 from server.store.script_batch import ScriptBatcher
 from tests.conftest import RunningServer
-from tests.helpers import request
+from tests.helpers import request, standard_images
 
 
 def _cache(server: RunningServer) -> TokenCache:
@@ -266,3 +268,87 @@ async def test_waiting_authorizers_are_served_together_each_with_its_own_item(
     assert len({c.token for c in claims}) == 10
     assert store.claim_batch.calls - calls == 10
     assert store.claim_batch.batches - batches == 4
+
+
+async def test_a_claim_says_whether_anything_is_left_behind(server: RunningServer) -> None:
+    store = server.runtime.store
+    await server.runtime.dispatcher.stop()  # this test claims by hand
+    await store.submit(_submission("left-0001"))
+    await store.submit(_submission("left-0002"))
+    first = await store.claim("auth-1")
+    second = await store.claim("auth-2")
+    assert first is not None
+    assert second is not None
+    assert first.more_waiting
+    assert not second.more_waiting
+    assert await store.claim("auth-3") is None
+
+
+async def test_an_authorizer_back_on_an_empty_queue_costs_no_claim_until_work_comes(
+    server: RunningServer,
+) -> None:
+    store = server.runtime.store
+    dispatcher = server.runtime.dispatcher
+    await store.submit(_submission("empty-0001"))
+    first = await dispatcher.next_item("auth-1")
+    assert first.record.request_id == "empty-0001"
+    assert not first.more_waiting
+    calls = store.claim_batch.calls
+    waiting = asyncio.create_task(dispatcher.next_item("auth-2"))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    assert store.claim_batch.calls == calls  # the queue was seen empty, nothing came
+    await store.submit(_submission("empty-0002"))
+    second = await asyncio.wait_for(waiting, 10)
+    assert second.record.request_id == "empty-0002"
+    assert store.claim_batch.calls == calls + 1
+
+
+async def test_claims_do_not_wake_a_reaper_already_due_sooner(server: RunningServer) -> None:
+    store = server.runtime.store
+    reaper = server.runtime.reaper
+    await server.runtime.dispatcher.stop()
+    for i in range(4):
+        await store.submit(_submission(f"reap-{i:04d}"))
+    assert await store.claim("auth-0") is not None  # the reaper now sleeps until its lease
+    await asyncio.sleep(0.3)
+    rounds = 0
+    reap_due = reaper._reap_due
+
+    async def counted() -> float | None:
+        nonlocal rounds
+        rounds += 1
+        return await reap_due()
+
+    reaper._reap_due = counted  # type: ignore[method-assign]
+    for i in range(1, 4):
+        assert await store.claim(f"auth-{i}") is not None  # each lease ends later
+    await asyncio.sleep(0.5)
+    assert rounds == 0
+    # A lease ending sooner than the reaper's wake-up does wake it.
+    reaper._sleeping_until = time.monotonic() + 3600
+    await store.submit(_submission("reap-late"))
+    assert await store.claim("auth-9") is not None
+    await asyncio.sleep(0.5)
+    assert rounds == 1
+
+
+async def test_image_facts_are_cached_for_their_ttl_only(server: RunningServer) -> None:
+    checker = server.runtime.center.images
+    assert checker is not None
+    checker.facts_ttl_s = 0.5
+    (_kind, data), *_ = standard_images()
+    sha = wire.sha256_hex(data)
+    await checker.verdict(sha)
+    (facts,) = await checker.facts([sha])
+    assert facts is not None
+    assert facts.check == "OK"
+    # Redis forgets the blob (as the blob GC does): a submit within the TTL still
+    # sees what was read, and one after it asks Redis again.
+    key = server.runtime.store.keys.blob(sha)
+    saved = await server.runtime.client.hgetall(key)
+    await server.runtime.client.delete(key)
+    assert await checker.facts([sha]) == [facts]
+    await asyncio.sleep(0.6)
+    assert await checker.facts([sha]) == [None]
+    await server.runtime.client.hset(key, mapping=dict(saved.items()))

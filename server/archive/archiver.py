@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.archive.blob_gc import BlobCollector
-from server.archive.index import ArchiveIndex, ClaimStatus
+from server.archive.index import ArchiveIndex, ClaimStatus, DoneMark
 from server.archive.writer import ArchiveWriter
 from server.background import BackgroundLoop
 from server.blobs import BlobStore
 from server.domain.records import HistoryEntry, RequestRecord
-from server.errors import NotFound
 from server.store.queue_store import QueueStore
 
 log = logging.getLogger(__name__)
@@ -34,8 +33,17 @@ log = logging.getLogger(__name__)
 # Writing one request takes milliseconds; a claim older than this belongs to a process
 # that died or hung, and another may take the job over.
 CLAIM_MS = 60_000
-# Requests written together: one manifest append and one directory fsync for all.
-BATCH = 64
+# Requests written together: one manifest append and one directory fsync for all,
+# and one pipeline per step. Small enough that a batch's work in this event loop (its
+# replies parsed, its records built) is a short slice between requests, not a stall.
+BATCH = 32
+# Ended requests taken from the index per round.
+ROUND_LIMIT = 1024
+# After a round that archived something the next waits this long, so that under load
+# a round finds a batch rather than a request or two: per request, a round of its own
+# cost more than the request's whole trip through the queue (bench: half-load p99
+# submit ack 50 ms against 15 ms without archiving). Nothing waits on the archive.
+PACE_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,7 @@ class ArchiverConfig:
     keep_hot_s: float
     sweep_s: float
     gc_interval_s: float
+    pace_s: float = PACE_S
 
 
 class Archiver:
@@ -86,12 +95,15 @@ class Archiver:
                     await self.sweep()
                     await self.collector.collect()
                     next_gc = time.monotonic() + self.config.gc_interval_s
-                await self.archive_pending()
+                archived = await self.archive_pending()
                 await self.remove_hot()
             except Exception:
+                archived = 0
                 log.exception("archiving round failed")
             if self.loop.stopping:
                 return
+            if archived:
+                await asyncio.sleep(self.config.pace_s)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.sweep_s):
                     await self.loop.wake.wait()
@@ -106,11 +118,18 @@ class Archiver:
         seen, self._seen_ended = self._seen_ended, set()
         await self.index.note_ended(sorted(seen), int(time.time() * 1000))
         archived = 0
-        ended = await self.index.ended()
-        for start in range(0, len(ended), BATCH):
-            if self.loop.stopping:
+        while not self.loop.stopping:
+            ended = await self.index.ended(limit=ROUND_LIMIT)
+            this_round = 0
+            for start in range(0, len(ended), BATCH):
+                if self.loop.stopping:
+                    break
+                this_round += await self.archive_batch(ended[start : start + BATCH])
+            archived += this_round
+            # A full round may have left more behind; one that archived nothing only
+            # found requests that cannot be archived now (logged).
+            if len(ended) < ROUND_LIMIT or not this_round:
                 break
-            archived += await self.archive_batch(ended[start : start + BATCH])
         return archived
 
     async def archive(self, request_id: str) -> bool:
@@ -120,9 +139,9 @@ class Archiver:
     async def archive_batch(self, request_ids: Sequence[str]) -> int:
         """Archives those of the requests that are ended and not archived or being
         archived elsewhere: claimed, written together (one manifest append and
-        directory fsync per day), then marked done. Returns how many it archived."""
-        claimed = await asyncio.gather(*(self._claimed(rid) for rid in request_ids))
-        records = [record for record in claimed if record is not None]
+        directory fsync per day), then marked done, each step one pipeline for the
+        whole batch. Returns how many it archived."""
+        records = await self._claimed(request_ids)
         if not records:
             return 0
         loop = asyncio.get_running_loop()
@@ -140,30 +159,35 @@ class Archiver:
                 log.error("cannot archive %s: %s", record.request_id, result)
                 continue
             done.append(
-                self.index.done(record.request_id, result.day.isoformat(), record.state,
-                                record.submission.branch_id, result.head)
+                DoneMark(record.request_id, result.day.isoformat(), record.state,
+                         record.submission.branch_id, result.head)
             )  # fmt: skip
-        await asyncio.gather(*done)
+        await self.index.done_many(done)
         self.archived_total += len(done)
         return len(done)
 
-    async def _claimed(self, request_id: str) -> RequestRecord | None:
-        """The request's record if this process now holds the job of archiving it."""
-        status = await self.index.claim(request_id, self.claimant, CLAIM_MS)
-        if status in (ClaimStatus.DONE, ClaimStatus.GONE):
-            await self.index.forget_ended(request_id)
-            return None
-        if status is ClaimStatus.BUSY:
-            return None
-        try:
-            record = await self.store.get(request_id)
-        except NotFound:
-            await self.index.forget_ended(request_id)
-            return None
-        if not record.state.is_final:
-            await self.index.forget_ended(request_id)
-            return None
-        return record
+    async def _claimed(self, request_ids: Sequence[str]) -> list[RequestRecord]:
+        """The records of the requests this process now holds the job of archiving;
+        those already archived, gone or not ended leave the index."""
+        statuses = await self.index.claim_many(request_ids, self.claimant, CLAIM_MS)
+        forget = [
+            rid
+            for rid, status in zip(request_ids, statuses, strict=True)
+            if status in (ClaimStatus.DONE, ClaimStatus.GONE)
+        ]
+        mine = [
+            rid
+            for rid, status in zip(request_ids, statuses, strict=True)
+            if status is ClaimStatus.CLAIMED
+        ]
+        records = []
+        for rid, record in zip(mine, await self.store.get_many(mine), strict=True):
+            if record is None or not record.state.is_final:
+                forget.append(rid)
+            else:
+                records.append(record)
+        await self.index.forget_ended(forget)
+        return records
 
     async def remove_hot(self) -> int:
         keep_ms = int(self.config.keep_hot_s * 1000)

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from server.domain.states import State
 from server.store.keys import Keys
 from server.store.queue_reads import as_text
+from server.store.script_batch import run_pipelined
 from server.store.scripts import load_script
 
 _SCAN_BATCH = 500
@@ -29,6 +30,18 @@ class ClaimStatus(StrEnum):
     DONE = "DONE"
     BUSY = "BUSY"
     GONE = "GONE"
+
+
+@dataclass(frozen=True, slots=True)
+class DoneMark:
+    """A request whose files are durable, where they are, and the day's manifest head
+    after them."""
+
+    request_id: str
+    day: str
+    state: State
+    branch_id: str
+    head: tuple[int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +73,9 @@ class ArchiveIndex:
             as_text(rid) for rid in await self.client.zrange(self.keys.archive_ended, 0, limit - 1)
         ]
 
-    async def forget_ended(self, request_id: str) -> None:
-        await self.client.zrem(self.keys.archive_ended, request_id)
+    async def forget_ended(self, request_ids: Sequence[str]) -> None:
+        if request_ids:
+            await self.client.zrem(self.keys.archive_ended, *request_ids)
 
     async def scan_requests(self, fields: Sequence[str]) -> AsyncIterator[tuple[str, list[Any]]]:
         """Every hot request with the given fields of its hash, in batches."""
@@ -103,32 +117,34 @@ class ArchiveIndex:
             marks = await pipe.execute()
         return [rid for rid, mark in zip(found, marks, strict=True) if mark != b"done"]
 
-    # -- archiving one request -------------------------------------------------------
+    # -- archiving a batch of requests -----------------------------------------------
 
-    async def claim(self, request_id: str, claimant: str, claim_ms: int) -> ClaimStatus:
-        result = await self._claim(
-            keys=[self.keys.archive_marker(request_id), self.keys.request(request_id)],
-            args=[claimant, claim_ms],
-        )
-        return ClaimStatus(as_text(result[0]))
-
-    async def done(
-        self,
-        request_id: str,
-        day: str,
-        state: State,
-        branch_id: str,
-        head: tuple[int, str],
-    ) -> None:
-        await self._done(
-            keys=[
-                self.keys.archive_marker(request_id),
-                self.keys.archive_ended,
-                self.keys.archive_hot,
-                self.keys.archive_heads,
+    async def claim_many(
+        self, request_ids: Sequence[str], claimant: str, claim_ms: int
+    ) -> list[ClaimStatus]:
+        """Claims each request for this claimant, in one pipeline (one script each)."""
+        replies = await run_pipelined(
+            self.client,
+            self._claim,
+            [
+                ([self.keys.archive_marker(rid), self.keys.request(rid)], [claimant, claim_ms])
+                for rid in request_ids
             ],
-            args=[request_id, day, state.value, branch_id, head[0], head[1]],
         )
+        return [ClaimStatus(as_text(_raise_error(reply)[0])) for reply in replies]
+
+    async def done_many(self, marks: Sequence[DoneMark]) -> None:
+        """Marks each request archived, in one pipeline (one script each)."""
+        keys = [self.keys.archive_ended, self.keys.archive_hot, self.keys.archive_heads]
+        calls = [
+            (
+                [self.keys.archive_marker(m.request_id), *keys],
+                [m.request_id, m.day, m.state.value, m.branch_id, m.head[0], m.head[1]],
+            )
+            for m in marks
+        ]
+        for reply in await run_pipelined(self.client, self._done, calls):
+            _raise_error(reply)
 
     # -- hot keys --------------------------------------------------------------------
 
@@ -169,6 +185,12 @@ class ArchiveIndex:
             count, chain = as_text(value).split(" ", 1)
             heads[as_text(day)] = (int(count), chain)
         return heads
+
+
+def _raise_error(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 def _glob_escape(text: str) -> str:

@@ -18,7 +18,8 @@
 -- over; only then are a few more of that lane looked at, so the usual cost stays
 -- one ZRANGE and one HMGET per lane.
 -- Exact score ties go to the more important, then the more urgent class.
--- Returns {'OK', id, token, lease_deadline_ms, version, HGETALL of req, history list}
+-- Returns {'OK', id, token, lease_deadline_ms, version, HGETALL of req, history list,
+--         1 if any lane still holds an item else 0}
 --       | {'EMPTY'} | {'AWAY'}
 if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
   return {'AWAY'}
@@ -84,4 +85,4 @@ count_move(KEYS[5], 'QUEUED', 'CLAIMED')
 record(hist, KEYS[2], ARGV[3],
   {best, version, now_ms, 'CLAIMED', ARGV[1], 'CLAIMED', '', '', {}, branch})
 return {'OK', best, token, deadline, version, redis.call('HGETALL', req),
-  redis.call('LRANGE', hist, 0, -1)}
+  redis.call('LRANGE', hist, 0, -1), redis.call('SCARD', KEYS[7]) > 0 and 1 or 0}

@@ -5,6 +5,7 @@ Plain reads (pipelined), no scripts: QueueStore inherits them."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,21 @@ class QueueReads:
         if not fields:
             raise NotFound(f"no request with request_id {request_id}")
         return RequestRecord.from_redis(fields, history)
+
+    async def get_many(self, request_ids: Sequence[str]) -> list[RequestRecord | None]:
+        """The records of the requests (None for one that does not exist), read in one
+        transaction."""
+        if not request_ids:
+            return []
+        async with self.client.pipeline(transaction=True) as pipe:
+            for request_id in request_ids:
+                pipe.hgetall(self.keys.request(request_id))
+                pipe.lrange(self.keys.history(request_id), 0, -1)
+            replies = await pipe.execute()
+        return [
+            RequestRecord.from_redis(fields, history) if fields else None
+            for fields, history in zip(replies[::2], replies[1::2], strict=True)
+        ]
 
     async def exists(self, request_id: str) -> bool:
         return bool(await self.client.exists(self.keys.request(request_id)))

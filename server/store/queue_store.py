@@ -44,6 +44,9 @@ class Claim:
     record: RequestRecord
     token: int
     lease_until_ms: int
+    # Whether anything (for anyone) was still waiting after this claim: the dispatcher
+    # claims again only then.
+    more_waiting: bool = True
 
 
 class QueueStore(QueueReads):
@@ -273,7 +276,8 @@ class QueueStore(QueueReads):
         flat = result[5]
         fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
         record = RequestRecord.from_redis(fields, result[6])
-        return Claim(record=record, token=int(result[2]), lease_until_ms=int(result[3]))
+        return Claim(record=record, token=int(result[2]), lease_until_ms=int(result[3]),
+                     more_waiting=bool(int(result[7])))  # fmt: skip
 
     async def decide(
         self,

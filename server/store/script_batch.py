@@ -81,19 +81,36 @@ class ScriptBatcher:
             (call,) = batch
             _settle(call, await self.script(keys=call.keys, args=call.args))
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for call in batch:
-                pipe.evalsha(self.script.sha, len(call.keys), *call.keys, *call.args)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await run_pipelined(
+            self.client, self.script, [(call.keys, call.args) for call in batch]
+        )
         for call, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, NoScriptError):
-                # A Redis restarted without its scripts did not run this call: the
-                # script object loads it and runs the call again.
-                try:
-                    reply = await self.script(keys=call.keys, args=call.args)
-                except Exception as exc:
-                    reply = exc
             _settle(call, reply)
+
+
+async def run_pipelined(
+    client: aioredis.Redis,
+    script: AsyncScript,
+    calls: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+) -> list[Any]:
+    """Runs the script once per (keys, args) in one pipeline; each reply is the
+    script's result or the exception of that call alone."""
+    if not calls:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = await pipe.execute(raise_on_error=False)
+    for index, reply in enumerate(replies):
+        if isinstance(reply, NoScriptError):
+            # A Redis restarted without its scripts did not run this call: the
+            # script object loads it and runs the call again.
+            keys, args = calls[index]
+            try:
+                replies[index] = await script(keys=keys, args=args)
+            except Exception as exc:
+                replies[index] = exc
+    return list(replies)
 
 
 def _settle(call: _Call, reply: Any) -> None:

@@ -1,0 +1,193 @@
+"""The archiver in a process of its own, at a lower CPU priority.
+
+Archiving is work nobody waits for, yet per request it costs about as much CPU as
+the request's trip through the queue (its record read back, a file created and
+fsynced, three scripts). Run on the server's event loop it stalled the loop for
+milliseconds at a time (bench: half-load p99 submit acknowledgement 22 ms with it,
+8 ms without). In a child process at a higher niceness the kernel runs the server
+first, and the archive catches up in the time the server leaves; under a sustained
+peak it falls behind and catches up afterwards (hot keys stay for days).
+
+``ArchiverProcess`` is the server's side: it starts ``python -m server.archive.worker``
+with its settings, restarts it if it dies, and stops it with the server. The child
+follows the event stream like any server process and runs the same Archiver."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import redis.asyncio as aioredis
+import uvloop
+
+from server.archive.archiver import Archiver, ArchiverConfig
+from server.archive.blob_gc import BlobCollector
+from server.archive.index import ArchiveIndex
+from server.archive.writer import ArchiveWriter
+from server.blobs import LocalBlobStore
+from server.events import EventHub
+from server.store.connect import redis_client
+from server.store.keys import Keys
+from server.store.queue_store import QueueConfig, QueueStore
+
+log = logging.getLogger(__name__)
+
+NICENESS = 10
+# A child that dies is started again after this long (doubling to a minute).
+RESTART_BACKOFF_S = 1.0
+POOL_SIZE = 8
+ORPHAN_CHECK_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveSettings:
+    """What the archiver needs of the server's settings (passed to the child as JSON)."""
+
+    redis_url: str
+    key_prefix: str
+    archive_dir: str
+    blob_dir: str
+    keep_hot_s: float
+    sweep_s: float
+    gc_interval_s: float
+    gc_grace_s: float
+    log_level: str = "INFO"
+    # The server process; the archiver stops when it is gone. 0: the parent at start.
+    parent_pid: int = 0
+
+
+def build_archiver(client: aioredis.Redis, settings: ArchiveSettings) -> Archiver:
+    keys = Keys(settings.key_prefix)
+    blobs = LocalBlobStore(Path(settings.blob_dir))
+    index = ArchiveIndex(client, keys)
+    return Archiver(
+        QueueStore(client, keys, QueueConfig()),
+        blobs,
+        index,
+        ArchiveWriter(Path(settings.archive_dir)),
+        BlobCollector(client, keys, blobs, index, settings.gc_grace_s),
+        ArchiverConfig(
+            keep_hot_s=settings.keep_hot_s,
+            sweep_s=settings.sweep_s,
+            gc_interval_s=settings.gc_interval_s,
+        ),
+    )
+
+
+class ArchiverProcess:
+    def __init__(self, settings: ArchiveSettings) -> None:
+        self.settings = settings
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(), name="archiver-process")
+
+    def _spawn(self) -> None:
+        self.starts += 1
+        settings = json.dumps(asdict(replace(self.settings, parent_pid=os.getpid())))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "server.archive.worker", settings], stdin=subprocess.DEVNULL
+        )
+
+    async def _supervise(self) -> None:
+        backoff = RESTART_BACKOFF_S
+        while not self._stopping:
+            proc = self._proc
+            assert proc is not None
+            code = await asyncio.to_thread(proc.wait)
+            if self._stopping:
+                return
+            log.error("the archiver process exited with %s: starting it again in %.0fs",
+                      code, backoff)  # fmt: skip
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
+            if not self._stopping:
+                self._spawn()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(proc.wait, timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("the archiver process did not stop in %.0fs: killed", timeout_s)
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        if self._supervisor is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._supervisor, 5.0)
+
+
+async def run(settings: ArchiveSettings) -> None:
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
+    client = redis_client(settings.redis_url, POOL_SIZE)
+    archiver = build_archiver(client, settings)
+    # No socket timeout: XREAD BLOCK on a quiet stream is not a lost connection.
+    hub = EventHub(
+        aioredis.Redis.from_url(settings.redis_url, socket_timeout=None),
+        Keys(settings.key_prefix).events,
+    )
+    hub.add_listener(archiver.on_event)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await hub.start()
+    archiver.start()  # its first round sweeps for what ended before the hub followed
+    orphan_watch = asyncio.create_task(
+        _stop_when_orphaned(stop, settings.parent_pid or os.getppid())
+    )
+    try:
+        await stop.wait()
+    finally:
+        orphan_watch.cancel()
+        await archiver.stop()
+        await hub.stop()
+        await client.aclose(close_connection_pool=True)
+
+
+async def _stop_when_orphaned(stop: asyncio.Event, parent: int) -> None:
+    """A server killed outright (SIGKILL) cannot stop its archiver: it stops itself."""
+    while os.getppid() == parent:  # noqa: ASYNC110 (no event says a parent is gone)
+        await asyncio.sleep(ORPHAN_CHECK_S)
+    log.warning("the server process is gone: the archiver stops")
+    stop.set()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m server.archive.worker",
+        description="The archiver of one authq server process (started by the server).",
+    )
+    parser.add_argument("settings", help="ArchiveSettings as JSON")
+    args = parser.parse_args()
+    settings = ArchiveSettings(**json.loads(args.settings))
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s archiver %(name)s: %(message)s",
+    )
+    uvloop.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()
