@@ -34,9 +34,12 @@ WatchItem = HistoryEntry | Resync
 
 
 class EventHub:
-    def __init__(self, client: aioredis.Redis, stream_key: str) -> None:
+    def __init__(self, client: aioredis.Redis, stream_key: str, linger_s: float = 0.0) -> None:
         self.client = client
         self.stream_key = stream_key
+        # A follower that need not hear of each change at once (the archiver) waits this
+        # long between reads, and reads what gathered meanwhile in one round trip.
+        self.linger_s = linger_s
         self._watchers: dict[str, set[asyncio.Queue[WatchItem]]] = defaultdict(set)
         self._listeners: list[Listener] = []
         # Told when events may have been missed (the stream was lost for a while).
@@ -104,6 +107,8 @@ class EventHub:
                 for entry_id, fields in entries:
                     last = entry_id
                     self._dispatch(fields[b"m"])
+            if self.linger_s > 0:
+                await asyncio.sleep(self.linger_s)
 
     def _dispatch(self, packed: bytes) -> None:
         try:

@@ -46,6 +46,8 @@ NICENESS = 10
 RESTART_BACKOFF_S = 1.0
 POOL_SIZE = 8
 ORPHAN_CHECK_S = 1.0
+# The archiver reads the event stream at most this often (it paces its rounds anyway).
+EVENTS_LINGER_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ async def run(settings: ArchiveSettings) -> None:
     hub = EventHub(
         aioredis.Redis.from_url(settings.redis_url, socket_timeout=None),
         Keys(settings.key_prefix).events,
+        linger_s=EVENTS_LINGER_S,
     )
     hub.add_listener(archiver.on_event)
     stop = asyncio.Event()

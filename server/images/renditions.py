@@ -157,7 +157,10 @@ def _fit(image: Image.Image, side: int) -> Image.Image:
 
 def _jpeg(image: Image.Image, quality: int) -> bytes:
     out = io.BytesIO()
-    # A fresh image from the pixels alone: nothing of the original's metadata is kept.
-    bare = Image.frombytes("RGB", image.size, image.tobytes())
-    bare.save(out, "JPEG", quality=quality, optimize=True)
+    # Nothing of the original's metadata is kept: the images here are this module's
+    # own (decoded, turned, scaled), their info is dropped and none is passed to the
+    # encoder. No Huffman optimization: a few per cent smaller is not worth a second
+    # pass over every preview.
+    image.info.clear()
+    image.save(out, "JPEG", quality=quality, exif=b"")
     return out.getvalue()
