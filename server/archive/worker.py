@@ -153,8 +153,11 @@ async def run(settings: ArchiveSettings) -> None:
     hub.add_listener(archiver.on_event)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # A Ctrl-C at the terminal reaches the whole process group: the server stops this
+    # process itself (SIGTERM) once it has stopped taking work, or it stops when
+    # orphaned. Ending on SIGINT would only look like a crash to the supervisor.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     await hub.start()
     archiver.start()  # its first round sweeps for what ended before the hub followed
     orphan_watch = asyncio.create_task(
