@@ -176,6 +176,26 @@ class AuthqServer:
         finally:
             await client.aclose()
 
+    async def checks_pending(self) -> int:
+        """Uploaded images whose full check (niced worker processes) has not ended."""
+        client = self.redis()
+        try:
+            keys = [key async for key in client.scan_iter(match=Keys(KEY_PREFIX).blob("*"))]
+            async with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hexists(key, "ck")
+                checked = await pipe.execute()
+            return sum(1 for done in checked if not done)
+        finally:
+            await client.aclose()
+
+    async def checks_settled(self, within_s: float = 180.0) -> float:
+        """Waits until every uploaded image is checked; returns the seconds it took."""
+        start = now()
+        while await self.checks_pending() and now() - start < within_s:  # noqa: ASYNC110
+            await asyncio.sleep(0.5)
+        return round(now() - start, 2)
+
     async def archive_settled(self, within_s: float = 120.0) -> float:
         """Waits until the archive has caught up; returns the seconds it took."""
         start = now()

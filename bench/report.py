@@ -45,7 +45,13 @@ def markdown(r: dict[str, Any]) -> str:
     ):  # fmt: skip
         if key in sub:
             s = sub[key]
-            lines.append(_row(label, s, ceiling, f"CPU s/1000 srv/redis {_cpu(s)}"))
+            checks = (
+                f"; image checks {s['checks_pending_after']} behind at the end, done "
+                f"{s['checks_caught_up_s']:.1f} s later"
+                if "checks_caught_up_s" in s
+                else ""
+            )
+            lines.append(_row(label, s, ceiling, f"CPU s/1000 srv/redis {_cpu(s)}{checks}"))
     half = sub["unary_0_half"]
     lines.append(_row("submit unary, 0 img, at half load (open loop)", half, None,
                       f"offered {half['offered_rate_per_s']:.0f}/s"))  # fmt: skip

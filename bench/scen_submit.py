@@ -114,6 +114,11 @@ async def run_submit(
     cpu1 = server.cpu()
     result = recorder.summary()
     result.update(cpu_per_1000(cpu0, cpu1, recorder.count))
+    if load.images:
+        # The checks run niced behind the uploads: say how far behind they were, and
+        # start the next scenario once they are done.
+        result["checks_pending_after"] = await server.checks_pending()
+        result["checks_caught_up_s"] = await server.checks_settled()
     result.update(server.rss())
     result.update(form=load.form, images=load.images, concurrency=load.concurrency,
                   client_processes=processes)  # fmt: skip

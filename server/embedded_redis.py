@@ -22,6 +22,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from server.subprocesses import terminate
+
 log = logging.getLogger(__name__)
 
 # sun_path holds 108 bytes on Linux; a longer socket path falls back to TCP.
@@ -157,13 +159,7 @@ class EmbeddedRedis:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)  # Redis flushes the AOF and exits
-        try:
-            await asyncio.to_thread(process.wait, timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("redis-server did not stop in %.0fs: killing it", timeout_s)
-            process.kill()
-            await asyncio.to_thread(process.wait)
+        await terminate(process, "redis-server", timeout_s)  # it flushes the AOF and exits
         if process.stderr:
             process.stderr.close()
 

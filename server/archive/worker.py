@@ -38,6 +38,7 @@ from server.events import EventHub
 from server.store.connect import redis_client
 from server.store.keys import Keys
 from server.store.queue_store import QueueConfig, QueueStore
+from server.subprocesses import terminate
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +126,8 @@ class ArchiverProcess:
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping = True
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.wait, timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("the archiver process did not stop in %.0fs: killed", timeout_s)
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
+        if self._proc is not None:
+            await terminate(self._proc, "the archiver process", timeout_s)
         if self._supervisor is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._supervisor, 5.0)
