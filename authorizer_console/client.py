@@ -288,8 +288,12 @@ class AuthorizerSessionClient(SessionStream[apb.AuthorizerSessionIn]):
         reason_code: str = "",
         note: str = "",
         kinds: Sequence[str] = (),
+        then_credit: int = 0,
     ) -> cpb.RequestUpdate:
+        """Decides a held item; ``then_credit`` asks for that many more offers once it
+        is decided (or refused), in the same message."""
         update: cpb.RequestUpdate = await self.request(
+            then_credit=then_credit,
             decide=apb.DecideRequest(
                 request_id=request_id,
                 fencing_token=token,
@@ -297,7 +301,7 @@ class AuthorizerSessionClient(SessionStream[apb.AuthorizerSessionIn]):
                 reason_code=reason_code,
                 note=note,
                 requested_kinds=kind_values(kinds),
-            )
+            ),
         )
         return update
 

@@ -111,12 +111,11 @@ class CycleRig:
         rid = offer.request.request_id
         t0 = now()
         try:
-            await session.decide(rid, offer.lease.fencing_token, "approve")
+            # The next offer is asked for in the decision's own message.
+            await session.decide(rid, offer.lease.fencing_token, "approve", then_credit=1)
         except Exception:
             self.decision.errors += 1
             return
-        finally:
-            session.credit(1)
         t1 = now()
         self.decision.add(t0, t1)
         self.decisions.add(t0, t1)

@@ -352,3 +352,31 @@ async def test_image_facts_are_cached_for_their_ttl_only(server: RunningServer) 
     await asyncio.sleep(0.6)
     assert await checker.facts([sha]) == [None]
     await server.runtime.client.hset(key, mapping=dict(saved.items()))
+
+
+async def test_a_decision_can_ask_for_the_next_offer_in_the_same_message(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        rids = [(await teller.submit(request())).request.request_id for _ in range(3)]
+        async with authorizer.session() as console:
+            console.credit(1)
+            offer = await asyncio.wait_for(console.offers.get(), 5)
+            assert offer.request.request_id == rids[0]
+            update = await console.decide(
+                rids[0], offer.lease.fencing_token, "approve", then_credit=1
+            )
+            assert update.state == cpb.REQUEST_STATE_APPROVED
+            offer = await asyncio.wait_for(console.offers.get(), 5)
+            assert offer.request.request_id == rids[1]
+            # A refused decision (a stale token) frees the seat all the same.
+            with pytest.raises(SessionCallError) as refused:
+                await console.decide(rids[1], offer.lease.fencing_token + 99, "approve",
+                                     then_credit=1)  # fmt: skip
+            assert refused.value.code == grpc.StatusCode.ABORTED
+            assert (await asyncio.wait_for(console.offers.get(), 5)).request.request_id == rids[2]
+            # Only with a decision or release: alone it is refused, naming the field.
+            with pytest.raises(SessionCallError) as alone:
+                await console.request(credit=1, then_credit=1)
+            assert alone.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "then_credit" in alone.value.message

@@ -8,7 +8,7 @@ drops, renewals stop and the leases run out, returning the items to the queue.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from authq.v1 import authorizer_pb2 as apb
@@ -88,12 +88,18 @@ class AuthorizerSession:
     async def _read(self, incoming: AsyncIterator[apb.AuthorizerSessionIn]) -> None:
         async for message in incoming:
             body = message.WhichOneof("body")
-            if body == "credit":
+            then = message.then_credit
+            if then and body not in ("decide", "release"):
+                refusal = "only with a decide or release message; send credit alone"
+                self._error(message.ref, InvalidArgument("then_credit", refusal))
+            elif body == "credit":
                 self._credit(message.ref, message.credit)
             elif body == "decide":
-                self._spawn(self._decide(message.ref, message.decide))
+                self._spawn(self._then_credit(
+                    message.ref, then, self._decide(message.ref, message.decide)))  # fmt: skip
             elif body == "release":
-                self._spawn(self._release(message.ref, message.release))
+                self._spawn(self._then_credit(
+                    message.ref, then, self._release(message.ref, message.release)))  # fmt: skip
             else:
                 self._error(message.ref, InvalidArgument("body", "empty session message"))
         while self.tasks:
@@ -104,6 +110,15 @@ class AuthorizerSession:
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _then_credit(self, ref: str, count: int, work: Awaitable[None]) -> None:
+        """Runs the decision or release, then grants the credit that came with it (its
+        outcome does not matter: either way the authorizer's seat is free)."""
+        try:
+            await work
+        finally:
+            if count and not self.closed:
+                self._credit(ref, count)
 
     def _error(self, ref: str, exc: BaseException) -> None:
         code, message = status_of(exc)

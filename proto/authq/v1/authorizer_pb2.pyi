@@ -262,9 +262,14 @@ class AuthorizerSessionIn(_message.Message):
     CREDIT_FIELD_NUMBER: _builtins.int
     DECIDE_FIELD_NUMBER: _builtins.int
     RELEASE_FIELD_NUMBER: _builtins.int
+    THEN_CREDIT_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     credit: _builtins.int
     """Room for this many more offers (usually 1: "I am free")."""
+    then_credit: _builtins.int
+    """With decide or release: room for this many more offers once it is handled,
+    whatever its outcome ("this one is done, send the next"), saving a credit message.
+    """
     @_builtins.property
     def decide(self) -> Global___DecideRequest: ...
     @_builtins.property
@@ -276,10 +281,11 @@ class AuthorizerSessionIn(_message.Message):
         credit: _builtins.int = ...,
         decide: Global___DecideRequest | None = ...,
         release: Global___ReleaseRequest | None = ...,
+        then_credit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "credit", b"credit", "decide", b"decide", "release", b"release"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "credit", b"credit", "decide", b"decide", "ref", b"ref", "release", b"release"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "credit", b"credit", "decide", b"decide", "ref", b"ref", "release", b"release", "then_credit", b"then_credit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["credit", "decide", "release"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
