@@ -167,7 +167,7 @@ class Runtime:
                 facts_ttl_s=min(FACTS_TTL_S, settings.blob_gc_grace_s / 10),
             )  # fmt: skip
             center.images.start()
-            dispatcher.gate = ImageGate(center.images, store, center).admit
+            dispatcher.gate = ImageGate(center.images, store, center)
             watch = QueueWatch(store, dispatcher, moves, center.emergencies)
             hub.add_listener(watch.on_event)
             dispatcher.on_waiters_changed = watch.poke

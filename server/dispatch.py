@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from server.accounts.model import Qualification
 from server.background import BackgroundLoop
@@ -27,6 +28,13 @@ log = logging.getLogger(__name__)
 
 # Waiters served per round: their claims share one pipeline to Redis.
 ROUND = 32
+
+
+class Gate(Protocol):
+    def ready(self, claim: Claim) -> bool:
+        """True when admit() would say True without waiting for anything."""
+
+    async def admit(self, claim: Claim) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -48,7 +56,8 @@ class WorkDispatcher:
         # Asked about every claim before it is delivered; False: the item was dealt
         # with otherwise (sent back for its images, server/images/gate.py), so the
         # waiter gets the next one.
-        self.gate: Callable[[Claim], Awaitable[bool]] | None = None
+        self.gate: Gate | None = None
+        self._gating: set[asyncio.Task[None]] = set()
         # Told when an authorizer starts or stops waiting (the supervisors' live view).
         self.on_waiters_changed: Callable[[], None] | None = None
         # False once a claim left every lane empty and no item entered the queue
@@ -109,6 +118,8 @@ class WorkDispatcher:
 
     async def stop(self) -> None:
         await self.loop.stop()
+        for task in list(self._gating):
+            task.cancel()
 
     async def _run(self) -> None:
         while not self.loop.stopping:
@@ -169,7 +180,7 @@ class WorkDispatcher:
                 # nothing was, another round would only find the queue empty.
                 if offered and not any(claim.more_waiting for _, claim in offered):
                     drained = nothing_left = True
-                await self._offer(offered, blocked)
+                await self._offer(offered)
                 if failure is not None:
                     raise failure
             if nothing_left and self._queued_seen == queued_seen:
@@ -177,31 +188,41 @@ class WorkDispatcher:
         finally:
             self._waiters.extendleft(reversed([w for w in blocked if not w.cancelled]))
 
-    async def _offer(self, offered: list[tuple[Waiter, Claim]], blocked: list[Waiter]) -> None:
-        """Delivers each claim that passes the gate; a waiter whose claim the gate
-        refused goes back to the front of the line for the next item."""
-        admitted: list[bool | BaseException] = [True] * len(offered)
-        if self.gate is not None:
-            admitted = await asyncio.gather(
-                *(self.gate(claim) for _, claim in offered), return_exceptions=True
+    async def _offer(self, offered: list[tuple[Waiter, Claim]]) -> None:
+        """Delivers each claim the gate admits at once; a claim the gate must wait for
+        (an image check still running) is gated and delivered by a task of its own, so
+        that one slow check never holds up dispatch for everyone else."""
+        for waiter, claim in offered:
+            if self.gate is None or self.gate.ready(claim):
+                await self._deliver(waiter, claim)
+            else:
+                task = asyncio.create_task(self._gate_then_deliver(waiter, claim))
+                self._gating.add(task)
+                task.add_done_callback(self._gating.discard)
+
+    async def _gate_then_deliver(self, waiter: Waiter, claim: Claim) -> None:
+        assert self.gate is not None
+        try:
+            admitted = await self.gate.admit(claim)
+        except Exception:
+            # Redis away: this waiter waits for the next round (the claim's lease
+            # returns the item if nobody resolves it).
+            log.exception("image gate failed for %s", claim.record.request_id)
+            await asyncio.sleep(0.2)
+            admitted = False
+        if admitted:
+            await self._deliver(waiter, claim)
+        elif not waiter.cancelled:
+            # The item went back to its teller: this waiter gets the next one.
+            self._waiters.appendleft(waiter)
+            self._wake.set()
+
+    async def _deliver(self, waiter: Waiter, claim: Claim) -> None:
+        if waiter.cancelled or not waiter.deliver(claim):
+            # The authorizer left while we claimed: put the item straight back.
+            await self.store.release(
+                claim.record.request_id,
+                claim.token,
+                waiter.authorizer_id,
+                "authorizer left before the offer arrived",
             )
-        failure: BaseException | None = None
-        for (waiter, _claim), verdict in reversed(list(zip(offered, admitted, strict=True))):
-            if isinstance(verdict, BaseException):
-                blocked.append(waiter)
-                failure = failure or verdict
-            elif not verdict:
-                self._waiters.appendleft(waiter)
-        for (waiter, claim), verdict in zip(offered, admitted, strict=True):
-            if verdict is not True:
-                continue
-            if waiter.cancelled or not waiter.deliver(claim):
-                # The authorizer left while we claimed: put the item straight back.
-                await self.store.release(
-                    claim.record.request_id,
-                    claim.token,
-                    waiter.authorizer_id,
-                    "authorizer left before the offer arrived",
-                )
-        if failure is not None:
-            raise failure

@@ -4,6 +4,7 @@ reaches an authorizer and goes back to its teller with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import grpc
@@ -18,7 +19,7 @@ from server.images.probe import probe_image
 from server.images.renditions import PREVIEW_SIDE, THUMBNAIL_SIDE, check_and_render
 from teller_client.client import kind_value
 from tests.conftest import RunningServer
-from tests.helpers import request, standard_images
+from tests.helpers import images, request, standard_images
 
 _GPS_IFD = 0x8825
 _MAKE, _MODEL, _ORIENTATION = 0x010F, 0x0110, 0x0112
@@ -176,3 +177,33 @@ async def test_a_supplied_image_replaces_the_bad_one(server: RunningServer) -> N
         await teller.supply(rid, [("ID_FRONT", phone_capture((1600, 1200)))])
         offer = await authorizer.next(timeout=10)
     assert offer.request.request_id == rid
+
+
+async def test_a_check_still_running_holds_up_only_its_own_offer(server: RunningServer) -> None:
+    checker = server.runtime.center.images
+    assert checker is not None
+    ((_kind, data),) = images("ID_FRONT", seed=5)
+    slow_sha = await _store_unchecked(server, "ID_FRONT", data)
+    release = asyncio.Event()
+    verdict = checker.verdict
+
+    async def slow_verdict(sha256: str) -> str:
+        if sha256 == slow_sha:
+            await release.wait()  # a check stuck behind a busy machine
+        return await verdict(sha256)
+
+    checker.verdict = slow_verdict  # type: ignore[method-assign]
+    async with server.teller() as teller:
+        slow = request()
+        del slow.images[0]
+        slow.images.append(_with_bad_front(slow_sha))
+        slow_id = (await teller.submit(slow)).request.request_id
+        quick_id = (await teller.submit(request())).request.request_id
+    dispatcher = server.runtime.dispatcher
+    first = asyncio.create_task(dispatcher.next_item("authorizer-1"))
+    await asyncio.sleep(0.2)  # it holds the slow item, waiting for its check
+    second = await asyncio.wait_for(dispatcher.next_item("authorizer-2"), 5)
+    assert second.record.request_id == quick_id
+    assert not first.done()
+    release.set()
+    assert (await asyncio.wait_for(first, 10)).record.request_id == slow_id

@@ -180,6 +180,10 @@ class ImageChecker:
                     break
         return CheckResult(fault="damaged image: the decoder crashed on it")
 
+    def known(self, sha256: str) -> str | None:
+        """The verdict this process already holds, or None (not checked here yet)."""
+        return self._known.get(sha256)
+
     def _remember(self, sha256: str, verdict: str) -> str:
         self._known[sha256] = verdict
         self._known.move_to_end(sha256)
