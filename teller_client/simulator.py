@@ -258,8 +258,8 @@ class Simulation:
             while not self.stop.is_set():
                 offer = await session.offers.get()
                 await asyncio.sleep(self.think(self.options.review_s))
+                # Each decision asks for the next offer in its own message.
                 await self._decide(session, offer.request, offer.lease.fencing_token)
-                session.credit(1)
 
     async def _decide(
         self, session: AuthorizerSessionClient, view: cpb.RequestView, token: int
@@ -270,14 +270,16 @@ class Simulation:
             if roll < 0.08 and not asked_before:
                 kind = self.rng.choice(("CUSTOMER_PHOTO", "VOUCHER", "ID_FRONT"))
                 await session.decide(view.request_id, token, "ask", kinds=[kind],
-                                     note=f"please recapture: {kind.lower()} unclear")  # fmt: skip
+                                     note=f"please recapture: {kind.lower()} unclear",
+                                     then_credit=1)  # fmt: skip
                 outcome = "ask"
             elif roll < 0.2:
                 await session.decide(view.request_id, token, "reject",
-                                     reason_code=self.rng.choice(REJECT_REASONS))  # fmt: skip
+                                     reason_code=self.rng.choice(REJECT_REASONS),
+                                     then_credit=1)  # fmt: skip
                 outcome = "reject"
             else:
-                await session.decide(view.request_id, token, "approve")
+                await session.decide(view.request_id, token, "approve", then_credit=1)
                 outcome = "approve"
         except SessionCallError as exc:
             self.stats.errors[f"decide {exc.code.name}"] += 1

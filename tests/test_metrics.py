@@ -95,9 +95,13 @@ async def test_the_endpoint_follows_a_real_workload(start_server: StartServer) -
         assert updates[-1].event == "APPROVED"
         samples = await scrape_until(
             server,
+            # A scrape runs on its own thread and may read one sample's gauges half
+            # set: wait for every gauge asserted below.
             lambda s: (
                 value(s, "authq_center_decisions_total", outcome="REJECT") == 1
                 and total(s, "authq_queue_waiting") == 1
+                and value(s, "authq_requests", state="QUEUED") == 1
+                and value(s, "authq_requests", state="APPROVED") == 1
             ),
         )
     assert value(samples, "authq_center_claims_total") == 2
