@@ -37,7 +37,7 @@ def tk_freed_on_this_thread() -> Iterator[None]:
     """Frees each test's Tk objects here, on the main thread. Left to the cyclic GC,
     a Tk interpreter may be freed on whatever thread happens to trigger a collection
     (a thread-pool worker writing a blob, say), and Tcl then aborts the whole process
-    ("Fatal Python error: Aborted" while garbage-collecting, seen twice in 11 runs)."""
+    ("Fatal Python error: Aborted" while garbage-collecting: twice in a dozen runs)."""
     yield
     gc.collect()
 
