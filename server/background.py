@@ -23,6 +23,14 @@ class BackgroundLoop:
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    async def nap(self, timeout_s: float | None) -> None:
+        """Returns when woken, or after ``timeout_s`` (None: only when woken)."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+        # that races with the event being set, and stop() hangs.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.wake.wait()
+
     def start(self, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._task = asyncio.create_task(body(), name=self.name)
 

@@ -16,8 +16,6 @@ until the backlog has once cleared."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -144,9 +142,7 @@ class BacklogMonitor:
             except Exception:
                 log.exception("backlog check failed")
             self.loop.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.limits.check_every_s):
-                    await self.loop.wake.wait()
+            await self.loop.nap(self.limits.check_every_s)
 
     async def _lead(self) -> bool:
         """Holds (or takes) the monitor lease for three check periods."""

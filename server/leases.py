@@ -7,8 +7,6 @@ several server processes may reap side by side."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
@@ -64,11 +62,7 @@ class LeaseReaper:
                 return
             if timeout is not None:
                 self._sleeping_until = time.monotonic() + timeout
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-            # cancellation that races with the event being set, and stop() hangs.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.loop.wake.wait()
+            await self.loop.nap(timeout)
 
     async def _reap_due(self) -> float | None:
         """Expires what is due; returns seconds until the next deadline (None: none)."""

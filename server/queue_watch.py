@@ -214,9 +214,7 @@ class QueueWatch:
 
     async def _run(self) -> None:
         while not self.loop.stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(HEARTBEAT_S):
-                    await self.loop.wake.wait()
+            await self.loop.nap(HEARTBEAT_S)
             self.loop.wake.clear()
             if self.loop.stopping:
                 return

@@ -13,7 +13,6 @@ bytes again, which the writer and the manifest recognise."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -104,9 +103,7 @@ class Archiver:
                 return
             if archived:
                 await asyncio.sleep(self.config.pace_s)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.sweep_s):
-                    await self.loop.wake.wait()
+            await self.loop.nap(self.config.sweep_s)
 
     async def sweep(self) -> int:
         """Adds the hot ended requests not archived yet to the index (start, GC rounds)."""

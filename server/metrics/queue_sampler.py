@@ -9,8 +9,6 @@ turn into a Redis load storm either. Gauges are therefore up to one interval old
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
@@ -54,9 +52,7 @@ class QueueSampler:
                 if not self._failing:
                     log.warning("metrics: sampling the queue failed: %s", exc)
                 self._failing = True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval_s):
-                    await self.loop.wake.wait()
+            await self.loop.nap(self.interval_s)
 
     async def sample(self) -> None:
         m = self.metrics
