@@ -152,7 +152,7 @@ class Runtime:
                 log_level=settings.log_level,
             )
             # Also for archiving on demand (admin, tests) when the loop runs elsewhere.
-            archiver = build_archiver(client, archive_settings)
+            archiver = build_archiver(store, blobs, archive_index, archive_settings)
             archiver_process = None
             if settings.archive_worker:
                 archiver_process = ArchiverProcess(archive_settings)

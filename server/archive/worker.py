@@ -33,7 +33,7 @@ from server.archive.archiver import Archiver, ArchiverConfig
 from server.archive.blob_gc import BlobCollector
 from server.archive.index import ArchiveIndex
 from server.archive.writer import ArchiveWriter
-from server.blobs import LocalBlobStore
+from server.blobs import BlobStore, LocalBlobStore
 from server.events import EventHub
 from server.store.connect import redis_client
 from server.store.keys import Keys
@@ -68,16 +68,15 @@ class ArchiveSettings:
     parent_pid: int = 0
 
 
-def build_archiver(client: aioredis.Redis, settings: ArchiveSettings) -> Archiver:
-    keys = Keys(settings.key_prefix)
-    blobs = LocalBlobStore(Path(settings.blob_dir))
-    index = ArchiveIndex(client, keys)
+def build_archiver(
+    store: QueueStore, blobs: BlobStore, index: ArchiveIndex, settings: ArchiveSettings
+) -> Archiver:
     return Archiver(
-        QueueStore(client, keys, QueueConfig()),
+        store,
         blobs,
         index,
         ArchiveWriter(Path(settings.archive_dir)),
-        BlobCollector(client, keys, blobs, index, settings.gc_grace_s),
+        BlobCollector(store.client, store.keys, blobs, index, settings.gc_grace_s),
         ArchiverConfig(
             keep_hot_s=settings.keep_hot_s,
             sweep_s=settings.sweep_s,
@@ -137,11 +136,17 @@ async def run(settings: ArchiveSettings) -> None:
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     client = redis_client(settings.redis_url, POOL_SIZE)
-    archiver = build_archiver(client, settings)
+    keys = Keys(settings.key_prefix)
+    archiver = build_archiver(
+        QueueStore(client, keys, QueueConfig()),
+        LocalBlobStore(Path(settings.blob_dir)),
+        ArchiveIndex(client, keys),
+        settings,
+    )
     # No socket timeout: XREAD BLOCK on a quiet stream is not a lost connection.
     hub = EventHub(
         aioredis.Redis.from_url(settings.redis_url, socket_timeout=None),
-        Keys(settings.key_prefix).events,
+        keys.events,
         linger_s=EVENTS_LINGER_S,
     )
     hub.add_listener(archiver.on_event)
