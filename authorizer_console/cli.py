@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 from authq.hours_cli import add_hours_commands, hours_command
+from authq.image_cli import add_image_command, save_image
 from authq.login import (
     LoginNeeded,
     add_connection_arguments,
@@ -114,18 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--note", default="")
         return command
 
-    image = commands.add_parser(
-        "image", help="save one image of a held item (supervisors: of any request); audited"
+    image = add_image_command(
+        commands,
+        "save one image of a held item (supervisors: of any request); audited",
+        listed_by="next",
     )
-    image.add_argument("request_id")
-    image.add_argument("sha256", help="as `next` lists it")
-    image.add_argument(
-        "--rendition",
-        default="preview",
-        choices=["original", "preview", "thumbnail"],
-        help="preview and thumbnail carry your id and the time (default preview)",
-    )
-    image.add_argument("--out", type=Path, required=True, help="file to write")
     image.add_argument(
         "--supervisor",
         action="store_true",
@@ -274,13 +268,9 @@ async def run(args: argparse.Namespace) -> int:
             await take_next(client, args, book)
             return 0
         if args.command == "image":
-            fetch = client.supervisor_image if args.supervisor else client.image
-            data = await fetch(args.request_id, args.sha256, args.rendition)
-            args.out.write_bytes(data)
-            print(
-                f"{args.rendition} of {args.sha256[:12]} written to {args.out} ({len(data)} bytes)"
+            return await save_image(
+                client.supervisor_image if args.supervisor else client.image, args
             )
-            return 0
         if args.command in ("away", "back"):
             away = await client.set_away(args.command == "away")
             print(f"{args.user} is {'away: no new items' if away else 'back: taking items'}")

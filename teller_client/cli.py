@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 from authq.hours_cli import add_hours_commands, hours_command
+from authq.image_cli import add_image_command, save_image
 from authq.login import (
     LoginNeeded,
     add_connection_arguments,
@@ -119,18 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     review.add_argument("--note", default="")
 
-    image = commands.add_parser(
-        "image", help="save one image of a request of your branch (audited)"
+    add_image_command(
+        commands, "save one image of a request of your branch (audited)", listed_by="show"
     )
-    image.add_argument("request_id")
-    image.add_argument("sha256", help="as `show` lists it")
-    image.add_argument(
-        "--rendition",
-        default="preview",
-        choices=["original", "preview", "thumbnail"],
-        help="preview and thumbnail carry your id and the time (default preview)",
-    )
-    image.add_argument("--out", type=Path, required=True, help="file to write")
 
     fallback_cli.add_fallback_commands(parser, commands)
     demo = commands.add_parser("demo-images", help="write synthetic sample captures")
@@ -278,12 +270,7 @@ async def run(args: argparse.Namespace) -> int:
             out.message(update, describe_update(update))
             return 0
         if args.command == "image":
-            data = await client.image(args.request_id, args.sha256, args.rendition)
-            args.out.write_bytes(data)
-            print(
-                f"{args.rendition} of {args.sha256[:12]} written to {args.out} ({len(data)} bytes)"
-            )
-            return 0
+            return await save_image(client.image, args)
         if args.command == "supply":
             update = await client.supply(
                 args.request_id, read_images(args.image), args.note, out.progress
