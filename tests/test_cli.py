@@ -97,6 +97,23 @@ async def test_a_first_session_with_both_command_lines(
         "03-voucher-preview.jpg",
     ]
 
+    # The shared image command: the holder saves a preview, the branch the original.
+    front = submitted["request"]["images"][0]["sha256"]
+    code, out, err = await run_cli(
+        *authorizer, "image", rid, front, "--out", str(tmp_path / "front.jpg"), env=env
+    )
+    assert code == 0, err
+    assert f"preview of {front[:12]} written to" in out
+    assert (tmp_path / "front.jpg").read_bytes()[:2] == b"\xff\xd8"
+    code, out, err = await run_cli(
+        *teller, "image", rid, front, "--rendition", "original",
+        "--out", str(tmp_path / "original.jpg"), env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "original.jpg").read_bytes() == (
+        tmp_path / "imgs" / "id_front.jpg"
+    ).read_bytes()
+
     code, out, err = await run_cli(
         *authorizer, "reject", rid, "--reason", "ID_MISMATCH", "--note", "photo differs", env=env
     )
