@@ -22,7 +22,7 @@ from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.policy.enrollment import ENROLLED, Enrollment
 from server.policy.hours import ExtendedWindow
 from server.store.keys import Keys
-from server.store.queue_reads import as_text
+from server.store.queue_reads import as_text, field_reader
 from server.store.scripts import load_script
 
 DEFAULT_REGION = "default"
@@ -228,9 +228,7 @@ def _fields(record: WindowRecord) -> dict[Any, Any]:
 
 
 def _record(window_id: str, fields: dict[Any, Any]) -> WindowRecord:
-    def get(name: str) -> str:
-        value = fields.get(name.encode())
-        return as_text(value) if value is not None else ""
+    get = field_reader(fields)
 
     return WindowRecord(
         window_id=window_id,

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from server.errors import FailedPrecondition, NotFound
 from server.store.keys import Keys
-from server.store.queue_reads import as_text
+from server.store.queue_reads import as_text, field_reader
 from server.store.scripts import load_script
 
 
@@ -72,9 +72,7 @@ class EmergencyStore:
 
 
 def _emergency(emergency_id: str, fields: dict[Any, Any]) -> Emergency:
-    def get(name: str) -> str:
-        value = fields.get(name.encode())
-        return as_text(value) if value is not None else ""
+    get = field_reader(fields)
 
     return Emergency(
         emergency_id=emergency_id,

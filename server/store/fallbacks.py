@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from server.store.keys import Keys
-from server.store.queue_reads import as_text
+from server.store.queue_reads import as_text, field_reader
 from server.store.scripts import load_script
 
 # What one listing returns at most.
@@ -181,9 +181,7 @@ class FallbackStore:
 
 
 def _fallback(fields: dict[Any, Any]) -> Fallback:
-    def get(name: str) -> str:
-        value = fields.get(name.encode(), fields.get(name))
-        return as_text(value) if value is not None else ""
+    get = field_reader(fields)
 
     outcome = get("onsite_outcome")
     return Fallback(

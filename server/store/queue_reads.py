@@ -5,7 +5,7 @@ Plain reads (pipelined), no scripts: QueueStore inherits them."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,16 @@ class Overview:
 
 def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def field_reader(fields: Mapping[Any, Any]) -> Callable[[str], str]:
+    """Reads a field of a Redis hash (bytes or str keys) as text, "" when absent."""
+
+    def get(name: str) -> str:
+        value = fields.get(name.encode(), fields.get(name))
+        return as_text(value) if value is not None else ""
+
+    return get
 
 
 class QueueReads:
