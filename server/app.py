@@ -156,7 +156,7 @@ class Runtime:
             archiver_process = None
             if settings.archive_worker:
                 archiver_process = ArchiverProcess(archive_settings)
-                archiver_process.start()
+                await archiver_process.start()
             else:
                 # Ends seen before this listener are found by the archiver's start sweep.
                 hub.add_listener(archiver.on_event)

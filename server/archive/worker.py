@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -88,7 +87,7 @@ def build_archiver(
 class ArchiverProcess:
     def __init__(self, settings: ArchiveSettings) -> None:
         self.settings = settings
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.starts = 0
@@ -97,23 +96,25 @@ class ArchiverProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def start(self) -> None:
-        self._spawn()
+    async def start(self) -> None:
+        await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="archiver-process")
 
-    def _spawn(self) -> None:
+    async def _spawn(self) -> None:
         self.starts += 1
         settings = json.dumps(asdict(replace(self.settings, parent_pid=os.getpid())))
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "server.archive.worker", settings], stdin=subprocess.DEVNULL
-        )
+        # An asyncio child: waiting for it takes no thread of the default executor.
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.archive.worker", settings,
+            stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
 
     async def _supervise(self) -> None:
         backoff = RESTART_BACKOFF_S
         while not self._stopping:
             proc = self._proc
             assert proc is not None
-            code = await asyncio.to_thread(proc.wait)
+            code = await proc.wait()
             if self._stopping:
                 return
             log.error("the archiver process exited with %s: starting it again in %.0fs",
@@ -121,7 +122,7 @@ class ArchiverProcess:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 60.0)
             if not self._stopping:
-                self._spawn()
+                await self._spawn()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping = True
