@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -102,6 +103,23 @@ def _stop(proc: subprocess.Popen[str], timeout_s: float = 20.0) -> None:
         proc.stdout.close()
 
 
+# Counts work a server's child processes still owe (0: caught up).
+_Pending = Callable[[aioredis.Redis], Awaitable[int]]
+
+
+async def _archive_backlog(client: aioredis.Redis) -> int:
+    return int(await client.zcard(Keys(KEY_PREFIX).archive_ended))
+
+
+async def _checks_pending(client: aioredis.Redis) -> int:
+    keys = [key async for key in client.scan_iter(match=Keys(KEY_PREFIX).blob("*"))]
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hexists(key, "ck")
+        checked = await pipe.execute()
+    return sum(1 for done in checked if not done)
+
+
 class AuthqServer:
     """``authq-server`` on a free loopback port with a fresh data directory: the
     embedded redis-server, AOF with appendfsync always."""
@@ -170,37 +188,35 @@ class AuthqServer:
 
     async def archive_backlog(self) -> int:
         """Ended requests the archiver has not archived yet."""
-        client = self.redis()
-        try:
-            return int(await client.zcard(Keys(KEY_PREFIX).archive_ended))
-        finally:
-            await client.aclose()
+        return await self._count(_archive_backlog)
 
     async def checks_pending(self) -> int:
         """Uploaded images whose full check (niced worker processes) has not ended."""
-        client = self.redis()
-        try:
-            keys = [key async for key in client.scan_iter(match=Keys(KEY_PREFIX).blob("*"))]
-            async with client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hexists(key, "ck")
-                checked = await pipe.execute()
-            return sum(1 for done in checked if not done)
-        finally:
-            await client.aclose()
-
-    async def checks_settled(self, within_s: float = 180.0) -> float:
-        """Waits until every uploaded image is checked; returns the seconds it took."""
-        start = now()
-        while await self.checks_pending() and now() - start < within_s:  # noqa: ASYNC110
-            await asyncio.sleep(0.5)
-        return round(now() - start, 2)
+        return await self._count(_checks_pending)
 
     async def archive_settled(self, within_s: float = 120.0) -> float:
         """Waits until the archive has caught up; returns the seconds it took."""
+        return await self._settled(_archive_backlog, within_s)
+
+    async def checks_settled(self, within_s: float = 180.0) -> float:
+        """Waits until every uploaded image is checked; returns the seconds it took."""
+        return await self._settled(_checks_pending, within_s)
+
+    async def _count(self, pending: _Pending) -> int:
+        client = self.redis()
+        try:
+            return await pending(client)
+        finally:
+            await client.aclose()
+
+    async def _settled(self, pending: _Pending, within_s: float) -> float:
+        client = self.redis()
         start = now()
-        while await self.archive_backlog() and now() - start < within_s:  # noqa: ASYNC110
-            await asyncio.sleep(0.25)
+        try:
+            while await pending(client) and now() - start < within_s:  # noqa: ASYNC110
+                await asyncio.sleep(0.25)
+        finally:
+            await client.aclose()
         return round(now() - start, 2)
 
     def rss(self) -> dict[str, int]:
