@@ -52,7 +52,7 @@ from server.policy.reloadable import PolicyHolder
 from server.queue_watch import QueueWatch
 from server.settings import Settings
 from server.store.audit import AuditLog
-from server.store.connect import redis_client
+from server.store.connect import event_client, redis_client
 from server.store.emergencies import EmergencyStore
 from server.store.keys import Keys
 from server.store.moves import MoveStore
@@ -114,9 +114,8 @@ class Runtime:
             store = QueueStore(client, keys, queue_config)
             audit = AuditLog(client, prefix=settings.key_prefix, linger_s=AUDIT_LINGER_S)
             moves = MoveStore(client, keys, settings.move_confirm_window_ms, queue_config)
-            # A connection of its own: XREAD BLOCK holds it. No socket timeout, or a quiet
-            # stream would read as a lost connection.
-            hub = EventHub(aioredis.Redis.from_url(url, socket_timeout=None), keys.events)
+            # A connection of its own: XREAD BLOCK holds it.
+            hub = EventHub(event_client(url), keys.events)
             dispatcher = WorkDispatcher(store)
             reaper = LeaseReaper(store)
             hub.add_listener(dispatcher.on_event)

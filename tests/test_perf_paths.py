@@ -1,6 +1,7 @@
 """The fast paths keep the guarantees: the verified-token cache gives way to a revocation
-at once, and submits that share one pipeline (store/script_batch.py) each get their own
-answer, idempotency and error."""
+at once, submits that share one pipeline (store/script_batch.py) each get their own
+answer, idempotency and error, and commands packed by hiredis are the bytes redis-py
+would send."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ from authq import wire
 from authq.channel import SessionCallError
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
+from redis.asyncio.connection import UnixDomainSocketConnection
+from redis.exceptions import DataError
+from redis.typing import EncodableT
 
 from server.accounts.model import Account, Qualification, Role, Status
 from server.accounts.store import token_digest
 from server.api.token_cache import TokenCache
 from server.domain.records import Submission
 from server.errors import AlreadyExists
+from server.store.connect import event_client, hiredis_packing, redis_client
 from server.store.script_batch import ScriptBatcher
 from tests.conftest import RunningServer
 from tests.helpers import request, standard_images
@@ -380,3 +385,47 @@ async def test_a_decision_can_ask_for_the_next_offer_in_the_same_message(
                 await console.request(credit=1, then_credit=1)
             assert alone.value.code == grpc.StatusCode.INVALID_ARGUMENT
             assert "then_credit" in alone.value.message
+
+
+# Arguments of the kinds our scripts send: text (non-ASCII too), bytes (msgpack),
+# integers, negative and float scores, and a command name of two words.
+PACKED_ARGS: list[tuple[EncodableT, ...]] = [
+    ("EVALSHA", "a" * 40, 2, "{authq}:req:1", "{authq}:lane", b"\x00\xff\x93", 12345, -7),
+    ("SET", "k", "ĉu é ü 授权", 1.5, 0.1, 1e20, -2.25),
+    ("SCRIPT LOAD", "return 1"),
+    ("XADD", b"stream", b"*", b"m", bytearray(b"ba"), memoryview(b"mv")),
+]
+
+
+@pytest.mark.parametrize("args", PACKED_ARGS)
+def test_hiredis_packing_sends_the_bytes_redis_py_would(args: tuple[EncodableT, ...]) -> None:
+    pytest.importorskip("hiredis")
+    base = UnixDomainSocketConnection(path="/nonexistent")
+    packing = hiredis_packing(UnixDomainSocketConnection)(path="/nonexistent")
+    assert type(packing).pack_command is not UnixDomainSocketConnection.pack_command
+    assert b"".join(packing.pack_command(*args)) == b"".join(base.pack_command(*args))
+    assert b"".join(packing.pack_commands([args, args])) == b"".join(
+        base.pack_commands([args, args])
+    )
+
+
+def test_a_value_redis_cannot_hold_is_refused_by_the_hiredis_packing_too() -> None:
+    pytest.importorskip("hiredis")
+    packing = hiredis_packing(UnixDomainSocketConnection)(path="/nonexistent")
+    with pytest.raises(DataError):
+        packing.pack_command("SET", "k", None)  # type: ignore[arg-type]
+
+
+async def test_the_server_clients_pack_with_hiredis_and_work(redis_url: str) -> None:
+    pytest.importorskip("hiredis")
+    client = redis_client(redis_url, pool_size=2)
+    events = event_client(redis_url)
+    try:
+        for each in (client, events):
+            assert each.connection_pool.connection_class.__name__.startswith("Hiredis")
+        await client.set("{authq-test}:packing", "授权 ü")
+        assert await events.get("{authq-test}:packing") == "授权 ü".encode()
+    finally:
+        await client.delete("{authq-test}:packing")
+        await client.aclose(close_connection_pool=True)
+        await events.aclose()

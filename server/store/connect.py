@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import redis.asyncio as aioredis
-from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
+
+C = TypeVar("C", bound=AbstractConnection)
 
 
 def redis_client(url: str, pool_size: int) -> aioredis.Redis:
@@ -20,4 +26,32 @@ def redis_client(url: str, pool_size: int) -> aioredis.Redis:
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=10),
         retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
     )
+    pool.connection_class = hiredis_packing(pool.connection_class)
     return aioredis.Redis(connection_pool=pool)
+
+
+def event_client(url: str) -> aioredis.Redis:
+    """For the event stream's blocking XREAD: no socket timeout, since a quiet stream
+    is not a lost connection."""
+    client = aioredis.Redis.from_url(url, socket_timeout=None)
+    pool = client.connection_pool
+    pool.connection_class = hiredis_packing(pool.connection_class)
+    return client
+
+
+def hiredis_packing(base: type[C]) -> type[C]:
+    """``base`` packing commands with hiredis's C encoder when hiredis is installed.
+
+    redis-py's synchronous connections already do, its asyncio ones pack in Python:
+    for a submit script's 19 arguments 12.5 us against 4.7 us, several times per
+    request on the event loop's one core. The encoding is the same (hiredis formats
+    str as UTF-8 and numbers as repr does)."""
+    if not HIREDIS_AVAILABLE:
+        return base
+    serializer = HiredisRespSerializer()
+
+    def pack_command(self: Any, *args: Any) -> list[bytes]:
+        packed: list[bytes] = serializer.pack(*args)
+        return packed
+
+    return type(f"Hiredis{base.__name__}", (base,), {"pack_command": pack_command})
