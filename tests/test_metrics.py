@@ -136,6 +136,23 @@ async def test_the_endpoint_follows_a_real_workload(start_server: StartServer) -
     assert value(samples, "authq_emergencies_active") == 0
 
 
+async def test_the_archive_backlog_shows_until_it_is_archived(start_server: StartServer) -> None:
+    server = await start_server(metrics_listen="127.0.0.1:0", metrics_interval_s=0.05)
+    archiver = server.runtime.archiver
+    assert archiver is not None
+    await archiver.stop()  # as if the archiver had no CPU time left during a peak
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        rid = (await teller.submit(request())).request.request_id
+        offer = await authorizer.next(timeout=5)
+        await authorizer.decide(rid, offer.lease.fencing_token, "approve")
+    store = server.runtime.store
+    # What the archiver notes of every ended request it hears of.
+    await store.client.zadd(store.keys.archive_ended, {rid: 1})
+    await scrape_until(server, lambda s: value(s, "authq_archive_backlog") == 1)
+    assert await archiver.archive(rid)
+    await scrape_until(server, lambda s: value(s, "authq_archive_backlog") == 0)
+
+
 async def test_lease_expiries_and_emergencies_show(start_server: StartServer) -> None:
     server = await start_server(metrics_listen="127.0.0.1:0", metrics_interval_s=0.05, lease_ms=300)
     async with (

@@ -1,6 +1,7 @@
 """Refreshes the queue gauges from Redis at a fixed interval: depth and head wait per
 priority lane (store/queue_reads.py overview), requests per state, the emergencies in
-force (store/emergencies.py), and a timed PING for the Redis round-trip histogram.
+force (store/emergencies.py), the archive backlog, and a timed PING for the Redis
+round-trip histogram.
 
 A periodic sampler rather than a custom Collector: a scrape runs in the exporter's
 HTTP thread, which cannot await the asyncio Redis client, and a scrape storm must not
@@ -76,4 +77,5 @@ class QueueSampler:
         m.emergencies_active.set(len(active))
         m.emergency_center_wide.set(1 if any(not e.branch_ids for e in active) else 0)
         m.emergency_branches.set(len({b for e in active for b in e.branch_ids}))
+        m.archive_backlog.set(await self.store.client.zcard(self.store.keys.archive_ended))
         m.last_sample.set(overview.at_ms / 1000)

@@ -84,6 +84,12 @@ class ServerMetrics:
             "Branches named by the branch-scoped emergencies in force.",
             registry=r,
         )
+        self.archive_backlog = Gauge(
+            "authq_archive_backlog",
+            "Ended requests not archived yet. The archiver runs on CPU time the server "
+            "leaves: it grows during a peak and should fall back to 0 after it.",
+            registry=r,
+        )
         self.claims = Counter(
             "authq_center_claims",
             "Claims of the whole center (every server process counts every one).",
