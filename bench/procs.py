@@ -20,6 +20,7 @@ from typing import IO
 import redis.asyncio as aioredis
 
 from bench.stats import CpuSample, now
+from server.archive.index import ArchiveIndex
 from server.settings import Settings
 from server.store.keys import Keys
 
@@ -108,7 +109,7 @@ _Pending = Callable[[aioredis.Redis], Awaitable[int]]
 
 
 async def _archive_backlog(client: aioredis.Redis) -> int:
-    return int(await client.zcard(Keys(KEY_PREFIX).archive_ended))
+    return await ArchiveIndex(client, Keys(KEY_PREFIX)).backlog()
 
 
 async def _checks_pending(client: aioredis.Redis) -> int:

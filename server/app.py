@@ -122,12 +122,14 @@ class Runtime:
             hub.add_listener(reaper.on_event)
             hub.add_resync_listener(dispatcher.wake)
             hub.add_resync_listener(reaper.wake)
+            archive_index = ArchiveIndex(client, keys)
             metrics = None
             if settings.metrics_listen is not None:
                 metrics = MetricsService(
                     settings.metrics_listen,
                     store,
                     EmergencyStore(client, keys),
+                    archive_index,
                     settings.metrics_interval_s,
                 )
                 metrics.attach(hub)
@@ -138,7 +140,6 @@ class Runtime:
             blobs = LocalBlobStore(settings.data_dir / "blobs")
             center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
             center.audit = audit
-            archive_index = ArchiveIndex(client, keys)
             archive_settings = ArchiveSettings(
                 redis_url=url,
                 key_prefix=settings.key_prefix,

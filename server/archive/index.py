@@ -73,6 +73,10 @@ class ArchiveIndex:
             as_text(rid) for rid in await self.client.zrange(self.keys.archive_ended, 0, limit - 1)
         ]
 
+    async def backlog(self) -> int:
+        """Ended requests not archived yet."""
+        return int(await self.client.zcard(self.keys.archive_ended))
+
     async def forget_ended(self, request_ids: Sequence[str]) -> None:
         if request_ids:
             await self.client.zrem(self.keys.archive_ended, *request_ids)

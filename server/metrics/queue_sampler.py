@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
+from server.archive.index import ArchiveIndex
 from server.background import BackgroundLoop
 from server.metrics.registry import ServerMetrics
 from server.store.emergencies import EmergencyStore
@@ -27,11 +28,13 @@ class QueueSampler:
         metrics: ServerMetrics,
         store: QueueStore,
         emergencies: EmergencyStore,
+        archive: ArchiveIndex,
         interval_s: float,
     ) -> None:
         self.metrics = metrics
         self.store = store
         self.emergencies = emergencies
+        self.archive = archive
         self.interval_s = interval_s
         self.loop = BackgroundLoop("metrics-sampler")
         self._failing = False
@@ -77,5 +80,5 @@ class QueueSampler:
         m.emergencies_active.set(len(active))
         m.emergency_center_wide.set(1 if any(not e.branch_ids for e in active) else 0)
         m.emergency_branches.set(len({b for e in active for b in e.branch_ids}))
-        m.archive_backlog.set(await self.store.client.zcard(self.store.keys.archive_ended))
+        m.archive_backlog.set(await self.archive.backlog())
         m.last_sample.set(overview.at_ms / 1000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from server.archive.index import ArchiveIndex
 from server.events import EventHub
 from server.metrics.endpoint import MetricsEndpoint
 from server.metrics.event_counter import EventCounter
@@ -24,13 +25,14 @@ class MetricsService:
         listen: str,
         store: QueueStore,
         emergencies: EmergencyStore,
+        archive: ArchiveIndex,
         interval_s: float,
     ) -> None:
         self.listen = listen
         self.metrics = ServerMetrics()
         self.counter = EventCounter(self.metrics)
         self.interceptor = RpcMetricsInterceptor(self.metrics)
-        self.sampler = QueueSampler(self.metrics, store, emergencies, interval_s)
+        self.sampler = QueueSampler(self.metrics, store, emergencies, archive, interval_s)
         self.endpoint: MetricsEndpoint | None = None
 
     @property
