@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+from authq.batching import BATCHES_METADATA
 from authq.channel import AuthenticatedClient, ClientTLS, SessionStream
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import authorizer_pb2_grpc, supervisor_pb2_grpc
@@ -253,8 +254,11 @@ class AuthorizerSessionClient(SessionStream[apb.AuthorizerSessionIn]):
 
     def __init__(self, client: AuthorizerClient) -> None:
         super().__init__(
-            lambda out: client.stub.Session(out, metadata=client.metadata),
+            lambda out: client.stub.Session(out, metadata=client.metadata + BATCHES_METADATA),
             apb.AuthorizerSessionIn,
+            batch=lambda messages: apb.AuthorizerSessionIn(
+                batch=apb.AuthorizerSessionInBatch(messages=messages)
+            ),
         )
         self.client = client
         self.offers: asyncio.Queue[apb.Offer] = asyncio.Queue()

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 from authq import wire
+from authq.batching import BATCHES_METADATA
 from authq.channel import AuthenticatedClient, ClientTLS, SessionStream
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import review_pb2 as rpb
@@ -217,7 +218,12 @@ class TellerSessionClient(SessionStream[tpb.TellerSessionIn]):
 
     def __init__(self, client: TellerClient) -> None:
         super().__init__(
-            lambda out: client.stub.Session(out, metadata=client.metadata), tpb.TellerSessionIn
+            lambda out: client.stub.Session(out, metadata=client.metadata + BATCHES_METADATA),
+            tpb.TellerSessionIn,
+            batch=lambda messages: tpb.TellerSessionIn(
+                batch=tpb.TellerSessionInBatch(messages=messages)
+            ),
+            alone=lambda message: message.WhichOneof("body") == "chunk",
         )
         self.client = client
         self.updates: asyncio.Queue[cpb.RequestUpdate] = asyncio.Queue()

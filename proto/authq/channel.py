@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
@@ -13,6 +13,7 @@ from typing import Any, Generic, Self, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from authq.batching import batched
 from authq.v1 import auth_pb2 as upb
 from authq.v1 import auth_pb2_grpc
 from authq.wire import CHANNEL_OPTIONS
@@ -149,10 +150,18 @@ class SessionStream(Generic[In]):
     (``unsolicited``)."""
 
     def __init__(
-        self, start: Callable[[AsyncIterator[In]], Any], message_type: Callable[..., In]
+        self,
+        start: Callable[[AsyncIterator[In]], Any],
+        message_type: Callable[..., In],
+        batch: Callable[[Sequence[In]], In],
+        alone: Callable[[In], bool] = lambda message: False,
     ) -> None:
+        """``start`` opens the call (with BATCHES_METADATA); ``batch`` wraps several
+        messages into one; ``alone`` tells a message never to batch (image chunks)."""
         self._start = start
         self._message_type = message_type
+        self._batch = batch
+        self._alone = alone
         self._outbox: asyncio.Queue[In | None] = asyncio.Queue()
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._refs = itertools.count(1)
@@ -168,11 +177,7 @@ class SessionStream(Generic[In]):
         await self.close()
 
     async def open(self) -> None:
-        async def outgoing() -> AsyncIterator[In]:
-            while (message := await self._outbox.get()) is not None:
-                yield message
-
-        self._call = self._start(outgoing())
+        self._call = self._start(batched(self._outbox, self._batch, alone=self._alone))
         self._reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:
@@ -212,21 +217,27 @@ class SessionStream(Generic[In]):
         """Takes what the server sent unasked; True when nothing waits for it."""
         return False
 
+    def _take(self, message: Any) -> None:
+        if self.unsolicited(message):
+            return
+        body = message.WhichOneof("body")
+        future = self._pending.pop(message.ref, None)
+        if future is None or future.done():
+            return
+        if body == "error":
+            error = message.error
+            future.set_exception(SessionCallError.from_wire(error.code, error.message))
+        else:
+            future.set_result(getattr(message, body))
+
     async def _read(self) -> None:
         try:
-            async for message in self._call:
-                if self.unsolicited(message):
-                    continue
-                body = message.WhichOneof("body")
-                future = self._pending.pop(message.ref, None)
-                if future is None or future.done():
-                    continue
-                if body == "error":
-                    future.set_exception(
-                        SessionCallError.from_wire(message.error.code, message.error.message)
-                    )
+            async for received in self._call:
+                if received.WhichOneof("body") == "batch":
+                    for message in received.batch.messages:
+                        self._take(message)
                 else:
-                    future.set_result(getattr(message, body))
+                    self._take(received)
         except grpc.aio.AioRpcError as exc:
             self.failure = SessionCallError(exc.code(), exc.details() or "session ended")
             for future in self._pending.values():

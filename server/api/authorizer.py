@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
+from authq.batching import wants_batches
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import authorizer_pb2_grpc
 from authq.v1 import common_pb2 as cpb
@@ -95,6 +96,8 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     ) -> AsyncIterator[apb.AuthorizerSessionOut]:
         identity = await self._user(context, "Session")
         token = bearer_token(context)
-        session = AuthorizerSession(self.center, identity, self.lease_ms)
+        session = AuthorizerSession(
+            self.center, identity, self.lease_ms, wants_batches(context.invocation_metadata())
+        )
         async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
             yield message

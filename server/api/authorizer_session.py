@@ -8,9 +8,10 @@ drops, renewals stop and the leases run out, returning the items to the queue.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from authq.batching import batched
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
 
@@ -50,10 +51,17 @@ def offer_to_pb(claim: Claim) -> apb.Offer:
     )
 
 
+def _out_batch(messages: Sequence[apb.AuthorizerSessionOut]) -> apb.AuthorizerSessionOut:
+    return apb.AuthorizerSessionOut(batch=apb.AuthorizerSessionOutBatch(messages=messages))
+
+
 class AuthorizerSession:
-    def __init__(self, center: Center, identity: Identity, lease_ms: int) -> None:
+    def __init__(
+        self, center: Center, identity: Identity, lease_ms: int, batches: bool = False
+    ) -> None:
         self.center = center
         self.identity = identity
+        self.batches = batches  # the client reads batches (authq.batching)
         self.authorizer_id = identity.user_id
         self.lease_ms = lease_ms
         self.out: asyncio.Queue[apb.AuthorizerSessionOut | None] = asyncio.Queue()
@@ -70,7 +78,7 @@ class AuthorizerSession:
         renewer = asyncio.create_task(self._renew_forever())
         guard = asyncio.create_task(watch_token(still_valid, self._revoke))
         try:
-            while (message := await self.out.get()) is not None:
+            async for message in batched(self.out, _out_batch, enabled=self.batches):
                 yield message
         finally:
             self.closed = True
@@ -86,25 +94,34 @@ class AuthorizerSession:
         self.out.put_nowait(None)
 
     async def _read(self, incoming: AsyncIterator[apb.AuthorizerSessionIn]) -> None:
-        async for message in incoming:
-            body = message.WhichOneof("body")
-            then = message.then_credit
-            if then and body not in ("decide", "release"):
-                refusal = "only with a decide or release message; send credit alone"
-                self._error(message.ref, InvalidArgument("then_credit", refusal))
-            elif body == "credit":
-                self._credit(message.ref, message.credit)
-            elif body == "decide":
-                self._spawn(self._then_credit(
-                    message.ref, then, self._decide(message.ref, message.decide)))  # fmt: skip
-            elif body == "release":
-                self._spawn(self._then_credit(
-                    message.ref, then, self._release(message.ref, message.release)))  # fmt: skip
+        async for received in incoming:
+            if received.WhichOneof("body") == "batch" and not received.then_credit:
+                for message in received.batch.messages:
+                    self._handle(message)
             else:
-                self._error(message.ref, InvalidArgument("body", "empty session message"))
+                self._handle(received)
         while self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.out.put_nowait(None)
+
+    def _handle(self, message: apb.AuthorizerSessionIn) -> None:
+        body = message.WhichOneof("body")
+        then = message.then_credit
+        if then and body not in ("decide", "release"):
+            refusal = "only with a decide or release message; send credit alone"
+            self._error(message.ref, InvalidArgument("then_credit", refusal))
+        elif body == "credit":
+            self._credit(message.ref, message.credit)
+        elif body == "decide":
+            self._spawn(self._then_credit(
+                message.ref, then, self._decide(message.ref, message.decide)))  # fmt: skip
+        elif body == "release":
+            self._spawn(self._then_credit(
+                message.ref, then, self._release(message.ref, message.release)))  # fmt: skip
+        elif body == "batch":  # only reached inside a batch
+            self._error(message.ref, InvalidArgument("batch", "a batch cannot hold batches"))
+        else:
+            self._error(message.ref, InvalidArgument("body", "empty session message"))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

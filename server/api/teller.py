@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
+from authq.batching import wants_batches
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from authq.v1 import teller_pb2_grpc
@@ -109,7 +110,9 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     ) -> AsyncIterator[tpb.TellerSessionOut]:
         identity = await self.auth.identify(context, "TellerService.Session")
         token = bearer_token(context)
-        session = TellerSession(self.center, identity)
+        session = TellerSession(
+            self.center, identity, batches=wants_batches(context.invocation_metadata())
+        )
         async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
             yield message
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
+from authq.batching import batched
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 
@@ -33,9 +34,10 @@ MAX_OPEN_UPLOADS = 16
 
 
 class TellerSession:
-    def __init__(self, center: Center, identity: Identity) -> None:
+    def __init__(self, center: Center, identity: Identity, batches: bool = False) -> None:
         self.center = center
         self.identity = identity
+        self.batches = batches  # the client reads batches (authq.batching)
         self.out: asyncio.Queue[tpb.TellerSessionOut | None] = asyncio.Queue()
         self.events: asyncio.Queue[WatchItem] = asyncio.Queue()
         self.seen: dict[str, int] = {}  # followed request -> last version sent
@@ -51,7 +53,7 @@ class TellerSession:
         pump = asyncio.create_task(self._pump())
         guard = asyncio.create_task(watch_token(still_valid, self._revoke))
         try:
-            while (message := await self.out.get()) is not None:
+            async for message in batched(self.out, _out_batch, enabled=self.batches):
                 yield message
         finally:
             for task in (reader, pump, guard, *self.tasks):
@@ -66,24 +68,33 @@ class TellerSession:
         self.out.put_nowait(None)
 
     async def _read(self, incoming: AsyncIterator[tpb.TellerSessionIn]) -> None:
-        async for message in incoming:
-            body = message.WhichOneof("body")
-            if body == "chunk":
-                self._chunk(message.ref, message.chunk)
-            elif body == "submit":
-                await self._spawn(message.ref, self._submit(message.ref, message.submit))
-            elif body == "cancel":
-                await self._spawn(message.ref, self._cancel(message.ref, message.cancel))
-            elif body == "supply":
-                await self._spawn(message.ref, self._supply(message.ref, message.supply))
-            elif body == "watch":
-                await self._spawn(message.ref, self._watch(message.ref, message.watch))
+        async for received in incoming:
+            if received.WhichOneof("body") == "batch":
+                for message in received.batch.messages:
+                    await self._handle(message)
             else:
-                self._error(message.ref, InvalidArgument("body", "empty session message"))
+                await self._handle(received)
         # The client closed its side: finish what is in flight, then end the stream.
         while self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.out.put_nowait(None)
+
+    async def _handle(self, message: tpb.TellerSessionIn) -> None:
+        body = message.WhichOneof("body")
+        if body == "chunk":
+            self._chunk(message.ref, message.chunk)
+        elif body == "submit":
+            await self._spawn(message.ref, self._submit(message.ref, message.submit))
+        elif body == "cancel":
+            await self._spawn(message.ref, self._cancel(message.ref, message.cancel))
+        elif body == "supply":
+            await self._spawn(message.ref, self._supply(message.ref, message.supply))
+        elif body == "watch":
+            await self._spawn(message.ref, self._watch(message.ref, message.watch))
+        elif body == "batch":  # only reached inside a batch
+            self._error(message.ref, InvalidArgument("batch", "a batch cannot hold batches"))
+        else:
+            self._error(message.ref, InvalidArgument("body", "empty session message"))
 
     async def _spawn(self, ref: str, work: Awaitable[None]) -> None:
         await self.slots.acquire()
@@ -217,6 +228,10 @@ class TellerSession:
             else:
                 with contextlib.suppress(Exception):
                     await self._catch_up(item.request_id)
+
+
+def _out_batch(messages: Sequence[tpb.TellerSessionOut]) -> tpb.TellerSessionOut:
+    return tpb.TellerSessionOut(batch=tpb.TellerSessionOutBatch(messages=messages))
 
 
 def begin_from_header(center: Center, chunk: cpb.ImageChunk) -> Upload:

@@ -262,6 +262,7 @@ class AuthorizerSessionIn(_message.Message):
     CREDIT_FIELD_NUMBER: _builtins.int
     DECIDE_FIELD_NUMBER: _builtins.int
     RELEASE_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     THEN_CREDIT_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     credit: _builtins.int
@@ -274,6 +275,12 @@ class AuthorizerSessionIn(_message.Message):
     def decide(self) -> Global___DecideRequest: ...
     @_builtins.property
     def release(self) -> Global___ReleaseRequest: ...
+    @_builtins.property
+    def batch(self) -> Global___AuthorizerSessionInBatch:
+        """Messages handled as if each had come alone, in this order; `ref` and
+        `then_credit` of the envelope are unused. A batch does not hold batches.
+        """
+
     def __init__(
         self,
         *,
@@ -281,13 +288,14 @@ class AuthorizerSessionIn(_message.Message):
         credit: _builtins.int = ...,
         decide: Global___DecideRequest | None = ...,
         release: Global___ReleaseRequest | None = ...,
+        batch: Global___AuthorizerSessionInBatch | None = ...,
         then_credit: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "credit", b"credit", "decide", b"decide", "release", b"release"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "credit", b"credit", "decide", b"decide", "release", b"release"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "credit", b"credit", "decide", b"decide", "ref", b"ref", "release", b"release", "then_credit", b"then_credit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "credit", b"credit", "decide", b"decide", "ref", b"ref", "release", b"release", "then_credit", b"then_credit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["credit", "decide", "release"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["credit", "decide", "release", "batch"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -302,6 +310,7 @@ class AuthorizerSessionOut(_message.Message):
     DECIDED_FIELD_NUMBER: _builtins.int
     LEASE_LOST_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     @_builtins.property
     def offer(self) -> Global___Offer: ...
@@ -313,6 +322,12 @@ class AuthorizerSessionOut(_message.Message):
 
     @_builtins.property
     def error(self) -> _common_pb2.SessionError: ...
+    @_builtins.property
+    def batch(self) -> Global___AuthorizerSessionOutBatch:
+        """Messages to read as if each had come alone, in this order (only to a client
+        that asked for batches).
+        """
+
     def __init__(
         self,
         *,
@@ -321,13 +336,54 @@ class AuthorizerSessionOut(_message.Message):
         decided: _common_pb2.RequestUpdate | None = ...,
         lease_lost: Global___Lease | None = ...,
         error: _common_pb2.SessionError | None = ...,
+        batch: Global___AuthorizerSessionOutBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "decided", b"decided", "error", b"error", "lease_lost", b"lease_lost", "offer", b"offer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "decided", b"decided", "error", b"error", "lease_lost", b"lease_lost", "offer", b"offer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "decided", b"decided", "error", b"error", "lease_lost", b"lease_lost", "offer", b"offer", "ref", b"ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "decided", b"decided", "error", b"error", "lease_lost", b"lease_lost", "offer", b"offer", "ref", b"ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["offer", "decided", "lease_lost", "error"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["offer", "decided", "lease_lost", "error", "batch"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___AuthorizerSessionOut: _TypeAlias = AuthorizerSessionOut  # noqa: Y015
+
+@_typing.final
+class AuthorizerSessionInBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuthorizerSessionIn]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___AuthorizerSessionIn] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizerSessionInBatch: _TypeAlias = AuthorizerSessionInBatch  # noqa: Y015
+
+@_typing.final
+class AuthorizerSessionOutBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuthorizerSessionOut]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___AuthorizerSessionOut] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizerSessionOutBatch: _TypeAlias = AuthorizerSessionOutBatch  # noqa: Y015

@@ -122,7 +122,8 @@ class AuthorizerServiceServicer:
     def Session(self, request_iterator, context):
         """The long-lived stream of a console: the server offers items whenever the
         authorizer has room (credits), renews the leases of what it holds while the
-        stream is open, and takes decisions in.
+        stream is open, and takes decisions in. Messages may travel in batches, as on
+        TellerService.Session (the same metadata asks the server for them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

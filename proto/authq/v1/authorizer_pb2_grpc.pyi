@@ -51,7 +51,8 @@ class AuthorizerServiceStub:
     Session: _grpc.StreamStreamMultiCallable[_authorizer_pb2.AuthorizerSessionIn, _authorizer_pb2.AuthorizerSessionOut]
     """The long-lived stream of a console: the server offers items whenever the
     authorizer has room (credits), renews the leases of what it holds while the
-    stream is open, and takes decisions in.
+    stream is open, and takes decisions in. Messages may travel in batches, as on
+    TellerService.Session (the same metadata asks the server for them).
     """
 
 @_typing.type_check_only
@@ -76,7 +77,8 @@ class AuthorizerServiceAsyncStub(AuthorizerServiceStub):
     Session: _aio.StreamStreamMultiCallable[_authorizer_pb2.AuthorizerSessionIn, _authorizer_pb2.AuthorizerSessionOut]  # type: ignore[assignment]
     """The long-lived stream of a console: the server offers items whenever the
     authorizer has room (credits), renews the leases of what it holds while the
-    stream is open, and takes decisions in.
+    stream is open, and takes decisions in. Messages may travel in batches, as on
+    TellerService.Session (the same metadata asks the server for them).
     """
 
 class AuthorizerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -140,7 +142,8 @@ class AuthorizerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_authorizer_pb2.AuthorizerSessionOut], _abc.AsyncIterator[_authorizer_pb2.AuthorizerSessionOut]]:
         """The long-lived stream of a console: the server offers items whenever the
         authorizer has room (credits), renews the leases of what it holds while the
-        stream is open, and takes decisions in.
+        stream is open, and takes decisions in. Messages may travel in batches, as on
+        TellerService.Session (the same metadata asks the server for them).
         """
 
 def add_AuthorizerServiceServicer_to_server(servicer: AuthorizerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

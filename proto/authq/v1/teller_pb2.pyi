@@ -286,6 +286,7 @@ class TellerSessionIn(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     SUPPLY_FIELD_NUMBER: _builtins.int
     WATCH_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     @_builtins.property
     def submit(self) -> Global___SubmitRequest: ...
@@ -297,6 +298,12 @@ class TellerSessionIn(_message.Message):
     def supply(self) -> Global___SupplyRequest: ...
     @_builtins.property
     def watch(self) -> Global___WatchRequest: ...
+    @_builtins.property
+    def batch(self) -> Global___TellerSessionInBatch:
+        """Messages handled as if each had come alone, in this order; `ref` of the
+        envelope is unused. A batch does not hold batches.
+        """
+
     def __init__(
         self,
         *,
@@ -306,16 +313,37 @@ class TellerSessionIn(_message.Message):
         cancel: Global___CancelRequest | None = ...,
         supply: Global___SupplyRequest | None = ...,
         watch: Global___WatchRequest | None = ...,
+        batch: Global___TellerSessionInBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "chunk", b"chunk", "submit", b"submit", "supply", b"supply", "watch", b"watch"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "cancel", b"cancel", "chunk", b"chunk", "submit", b"submit", "supply", b"supply", "watch", b"watch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "chunk", b"chunk", "ref", b"ref", "submit", b"submit", "supply", b"supply", "watch", b"watch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "cancel", b"cancel", "chunk", b"chunk", "ref", b"ref", "submit", b"submit", "supply", b"supply", "watch", b"watch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["submit", "chunk", "cancel", "supply", "watch"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["submit", "chunk", "cancel", "supply", "watch", "batch"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___TellerSessionIn: _TypeAlias = TellerSessionIn  # noqa: Y015
+
+@_typing.final
+class TellerSessionInBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___TellerSessionIn]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___TellerSessionIn] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TellerSessionInBatch: _TypeAlias = TellerSessionInBatch  # noqa: Y015
 
 @_typing.final
 class TellerSessionOut(_message.Message):
@@ -326,6 +354,7 @@ class TellerSessionOut(_message.Message):
     UPLOADED_FIELD_NUMBER: _builtins.int
     UPDATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     @_builtins.property
     def submitted(self) -> Global___SubmitReply: ...
@@ -337,6 +366,12 @@ class TellerSessionOut(_message.Message):
     def update(self) -> _common_pb2.RequestUpdate: ...
     @_builtins.property
     def error(self) -> _common_pb2.SessionError: ...
+    @_builtins.property
+    def batch(self) -> Global___TellerSessionOutBatch:
+        """Messages to read as if each had come alone, in this order (only to a client
+        that asked for batches); `ref` of the envelope is empty.
+        """
+
     def __init__(
         self,
         *,
@@ -345,16 +380,37 @@ class TellerSessionOut(_message.Message):
         uploaded: _common_pb2.ImageRef | None = ...,
         update: _common_pb2.RequestUpdate | None = ...,
         error: _common_pb2.SessionError | None = ...,
+        batch: Global___TellerSessionOutBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "error", b"error", "submitted", b"submitted", "update", b"update", "uploaded", b"uploaded"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "error", b"error", "submitted", b"submitted", "update", b"update", "uploaded", b"uploaded"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "error", b"error", "ref", b"ref", "submitted", b"submitted", "update", b"update", "uploaded", b"uploaded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "error", b"error", "ref", b"ref", "submitted", b"submitted", "update", b"update", "uploaded", b"uploaded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["submitted", "uploaded", "update", "error"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["submitted", "uploaded", "update", "error", "batch"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___TellerSessionOut: _TypeAlias = TellerSessionOut  # noqa: Y015
+
+@_typing.final
+class TellerSessionOutBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___TellerSessionOut]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___TellerSessionOut] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TellerSessionOutBatch: _TypeAlias = TellerSessionOutBatch  # noqa: Y015
 
 @_typing.final
 class FallbackRecord(_message.Message):

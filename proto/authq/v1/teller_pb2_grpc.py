@@ -133,6 +133,9 @@ class TellerServiceServicer:
     def Session(self, request_iterator, context):
         """The long-lived stream of a workstation: submissions, uploads, cancels and supplies
         in; acknowledgements and the updates of every request it submitted or watches out.
+        Either side may pack several messages into one (`batch`): what is already waiting
+        to be sent travels together, at one stream message's cost. The server batches only
+        for a client that asked, with the call metadata `authq-session-batches: 1`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

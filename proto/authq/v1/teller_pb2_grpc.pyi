@@ -53,6 +53,9 @@ class TellerServiceStub:
     Session: _grpc.StreamStreamMultiCallable[_teller_pb2.TellerSessionIn, _teller_pb2.TellerSessionOut]
     """The long-lived stream of a workstation: submissions, uploads, cancels and supplies
     in; acknowledgements and the updates of every request it submitted or watches out.
+    Either side may pack several messages into one (`batch`): what is already waiting
+    to be sent travels together, at one stream message's cost. The server batches only
+    for a client that asked, with the call metadata `authq-session-batches: 1`.
     """
     GetImage: _grpc.UnaryStreamMultiCallable[_common_pb2.RequestImageRequest, _common_pb2.ImageChunk]
     """Streams one image of a request of the caller's branch (teller or on-site
@@ -91,6 +94,9 @@ class TellerServiceAsyncStub(TellerServiceStub):
     Session: _aio.StreamStreamMultiCallable[_teller_pb2.TellerSessionIn, _teller_pb2.TellerSessionOut]  # type: ignore[assignment]
     """The long-lived stream of a workstation: submissions, uploads, cancels and supplies
     in; acknowledgements and the updates of every request it submitted or watches out.
+    Either side may pack several messages into one (`batch`): what is already waiting
+    to be sent travels together, at one stream message's cost. The server batches only
+    for a client that asked, with the call metadata `authq-session-batches: 1`.
     """
     GetImage: _aio.UnaryStreamMultiCallable[_common_pb2.RequestImageRequest, _common_pb2.ImageChunk]  # type: ignore[assignment]
     """Streams one image of a request of the caller's branch (teller or on-site
@@ -168,6 +174,9 @@ class TellerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_teller_pb2.TellerSessionOut], _abc.AsyncIterator[_teller_pb2.TellerSessionOut]]:
         """The long-lived stream of a workstation: submissions, uploads, cancels and supplies
         in; acknowledgements and the updates of every request it submitted or watches out.
+        Either side may pack several messages into one (`batch`): what is already waiting
+        to be sent travels together, at one stream message's cost. The server batches only
+        for a client that asked, with the call metadata `authq-session-batches: 1`.
         """
 
     @_abc_1.abstractmethod
