@@ -22,7 +22,7 @@ from server.domain.records import HistoryEntry
 from server.domain.routing import ClaimFilter
 from server.domain.states import State
 from server.errors import AuthorizerAway
-from server.store.queue_store import Claim, QueueStore
+from server.store.queue_store import Claim, NothingToClaim, QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,10 @@ class WorkDispatcher:
                     if not waiter.cancelled:
                         round_.append(waiter)
                 results = await asyncio.gather(
-                    *(self.store.claim(w.authorizer_id, w.qualification) for w in round_),
+                    *(
+                        self.store.claim_or_nothing(w.authorizer_id, w.qualification)
+                        for w in round_
+                    ),
                     return_exceptions=True,
                 )
                 failure: BaseException | None = None
@@ -167,12 +170,16 @@ class WorkDispatcher:
                     elif isinstance(result, BaseException):
                         blocked.append(waiter)
                         failure = failure or result
-                    elif result is None:
+                    elif isinstance(result, NothingToClaim):
                         # Nothing this waiter may take; others may hold other
                         # qualifications. For an unrestricted one the queue holds
                         # nothing anyone (not involved) may take.
                         blocked.append(waiter)
                         drained = drained or ClaimFilter.of(waiter.qualification).unrestricted
+                        if not result.more_waiting:
+                            # The queue is empty: until an item enters it, a claim for
+                            # an authorizer back for more would find nothing either.
+                            drained = nothing_left = True
                     else:
                         offered.append((waiter, result))
                 size = min(2 * size, ROUND) if len(offered) == len(round_) else 1

@@ -9,6 +9,7 @@ import pytest
 from server.domain.records import Submission
 from server.domain.states import Outcome
 from server.errors import PermissionDenied
+from server.store.queue_store import NothingToClaim
 from tests.conftest import RunningServer
 
 
@@ -28,6 +29,9 @@ async def test_the_submitter_is_never_offered_its_own_request(server: RunningSer
     assert claim is not None
     assert claim.record.request_id == "other-0001"  # passed over its own, older one
     assert await store.claim("dual-1") is None  # only its own is left
+    # Nothing it may take, though the queue is not empty: the dispatcher keeps trying
+    # for the others.
+    assert await store.claim_or_nothing("dual-1") == NothingToClaim(more_waiting=True)
     other = await store.claim("auth-2")
     assert other is not None
     assert other.record.request_id == "own-000001"

@@ -24,6 +24,7 @@ from server.api.token_cache import TokenCache
 from server.domain.records import Submission
 from server.errors import AlreadyExists
 from server.store.connect import event_client, hiredis_packing, redis_client
+from server.store.queue_store import NothingToClaim
 from server.store.script_batch import ScriptBatcher
 from tests.conftest import RunningServer
 from tests.helpers import request, standard_images
@@ -307,6 +308,32 @@ async def test_an_authorizer_back_on_an_empty_queue_costs_no_claim_until_work_co
     second = await asyncio.wait_for(waiting, 10)
     assert second.record.request_id == "empty-0002"
     assert store.claim_batch.calls == calls + 1
+
+
+async def test_a_claim_that_finds_the_queue_empty_stops_claims_until_work_comes(
+    server: RunningServer,
+) -> None:
+    store = server.runtime.store
+    dispatcher = server.runtime.dispatcher
+    # The item is queued (its event says there may be work) but taken elsewhere
+    # before any authorizer waits here.
+    await store.submit(_submission("gone-0001"))
+    assert await store.claim("auth-9") is not None
+    assert await store.claim_or_nothing("auth-9") == NothingToClaim(more_waiting=False)
+    await asyncio.sleep(0.3)  # the QUEUED event has reached the dispatcher
+    calls = store.claim_batch.calls
+    first = asyncio.create_task(dispatcher.next_item("auth-1"))
+    await asyncio.sleep(0.3)
+    assert store.claim_batch.calls == calls + 1  # it looked once and found nothing
+    second = asyncio.create_task(dispatcher.next_item("auth-2"))
+    await asyncio.sleep(0.3)
+    assert store.claim_batch.calls == calls + 1  # no second look at an empty queue
+    await store.submit(_submission("gone-0002"))
+    claim = await asyncio.wait_for(first, 10)
+    assert claim.record.request_id == "gone-0002"
+    assert not second.done()
+    assert store.claim_batch.calls == calls + 2
+    second.cancel()
 
 
 async def test_claims_do_not_wake_a_reaper_already_due_sooner(server: RunningServer) -> None:

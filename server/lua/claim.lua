@@ -20,7 +20,8 @@
 -- Exact score ties go to the more important, then the more urgent class.
 -- Returns {'OK', id, token, lease_deadline_ms, version, HGETALL of req, history list,
 --         1 if any lane still holds an item else 0}
---       | {'EMPTY'} | {'AWAY'}
+--       | {'EMPTY', 1 if any lane holds an item (one this authorizer may not take)
+--          else 0} | {'AWAY'}
 if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
   return {'AWAY'}
 end
@@ -67,7 +68,7 @@ for _, lane in ipairs(redis.call('SMEMBERS', KEYS[7])) do
   end
 end
 if not best then
-  return {'EMPTY'}
+  return {'EMPTY', redis.call('SCARD', KEYS[7]) > 0 and 1 or 0}
 end
 local req = ARGV[4] .. best
 local hist = ARGV[5] .. best

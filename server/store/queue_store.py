@@ -49,6 +49,14 @@ class Claim:
     more_waiting: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class NothingToClaim:
+    """A claim found nothing the authorizer may take. ``more_waiting``: items it may
+    not take (others may) are still queued; False: the queue is empty."""
+
+    more_waiting: bool
+
+
 class QueueStore(QueueReads):
     def __init__(self, client: aioredis.Redis, keys: Keys, config: QueueConfig) -> None:
         self.client = client
@@ -246,6 +254,13 @@ class QueueStore(QueueReads):
     ) -> Claim | None:
         """The best waiting item the authorizer may decide (its qualification: issue 3
         §4; None: anything), or None."""
+        result = await self.claim_or_nothing(authorizer_id, qualification)
+        return None if isinstance(result, NothingToClaim) else result
+
+    async def claim_or_nothing(
+        self, authorizer_id: str, qualification: Qualification | None = None
+    ) -> Claim | NothingToClaim:
+        """As claim(), saying when it finds nothing whether the queue is empty."""
         only = ClaimFilter.of(qualification)
         result = await self.claim_batch(
             keys=[
@@ -272,7 +287,7 @@ class QueueStore(QueueReads):
         if status == "AWAY":
             raise AuthorizerAway(f"{authorizer_id} is away: set back to take items")
         if status == "EMPTY":
-            return None
+            return NothingToClaim(more_waiting=bool(int(result[1])))
         flat = result[5]
         fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
         record = RequestRecord.from_redis(fields, result[6])
