@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 # Call metadata by which a client asks the server to batch what it sends.
 BATCHES_KEY: Final = "authq-session-batches"
@@ -69,6 +69,15 @@ async def batched(
             batch.append(more)
             size += more_size
         yield wrap(batch) if len(batch) > 1 else batch[0]
+
+
+def unpacked(message: B) -> Sequence[B]:
+    """The messages a received message stands for: a batch's, in order, or itself."""
+    received: Any = message
+    if received.WhichOneof("body") == "batch":
+        inner: Sequence[B] = received.batch.messages
+        return inner
+    return (message,)
 
 
 def wants_batches(metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:

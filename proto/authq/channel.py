@@ -13,7 +13,7 @@ from typing import Any, Generic, Self, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from authq.batching import batched
+from authq.batching import batched, unpacked
 from authq.v1 import auth_pb2 as upb
 from authq.v1 import auth_pb2_grpc
 from authq.wire import CHANNEL_OPTIONS
@@ -233,11 +233,8 @@ class SessionStream(Generic[In]):
     async def _read(self) -> None:
         try:
             async for received in self._call:
-                if received.WhichOneof("body") == "batch":
-                    for message in received.batch.messages:
-                        self._take(message)
-                else:
-                    self._take(received)
+                for message in unpacked(received):
+                    self._take(message)
         except grpc.aio.AioRpcError as exc:
             self.failure = SessionCallError(exc.code(), exc.details() or "session ended")
             for future in self._pending.values():

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from authq.batching import batched
+from authq.batching import batched, unpacked
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
 
@@ -95,11 +95,10 @@ class AuthorizerSession:
 
     async def _read(self, incoming: AsyncIterator[apb.AuthorizerSessionIn]) -> None:
         async for received in incoming:
-            if received.WhichOneof("body") == "batch" and not received.then_credit:
-                for message in received.batch.messages:
-                    self._handle(message)
-            else:
-                self._handle(received)
+            # then_credit belongs to a decide or release: _handle refuses an envelope
+            # that carries it.
+            for message in (received,) if received.then_credit else unpacked(received):
+                self._handle(message)
         while self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.out.put_nowait(None)

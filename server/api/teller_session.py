@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Sequence
 
-from authq.batching import batched
+from authq.batching import batched, unpacked
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 
@@ -69,11 +69,8 @@ class TellerSession:
 
     async def _read(self, incoming: AsyncIterator[tpb.TellerSessionIn]) -> None:
         async for received in incoming:
-            if received.WhichOneof("body") == "batch":
-                for message in received.batch.messages:
-                    await self._handle(message)
-            else:
-                await self._handle(received)
+            for message in unpacked(received):
+                await self._handle(message)
         # The client closed its side: finish what is in flight, then end the stream.
         while self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)

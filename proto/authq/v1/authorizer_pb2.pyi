@@ -277,8 +277,9 @@ class AuthorizerSessionIn(_message.Message):
     def release(self) -> Global___ReleaseRequest: ...
     @_builtins.property
     def batch(self) -> Global___AuthorizerSessionInBatch:
-        """Messages handled as if each had come alone, in this order; `ref` and
-        `then_credit` of the envelope are unused. A batch does not hold batches.
+        """Messages handled as if each had come alone, in this order; `ref` of the
+        envelope is unused, and an envelope with `then_credit` is refused. A batch
+        does not hold batches.
         """
 
     def __init__(
