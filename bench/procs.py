@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from bench.stats import CpuSample, now
 from server.archive.index import ArchiveIndex
 from server.settings import Settings
+from server.store.connect import redis_client
 from server.store.keys import Keys
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -176,7 +177,8 @@ class AuthqServer:
         return f"unix://{self.redis_dir / 'redis.sock'}"
 
     def redis(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.redis_url)
+        """A client like the server's: its Lua scripts run pipelined."""
+        return redis_client(self.redis_url, 8)
 
     def cpu(self) -> CpuSample:
         """The server's CPU counts its child processes (archiver, image checks)."""

@@ -137,8 +137,8 @@ class WorkDispatcher:
 
     async def _serve_waiters(self) -> None:
         """Claims for the waiters at the head of the line in rounds: a round's claim
-        scripts go to Redis together in one pipeline, in line order, so the first
-        waiter still gets the best item (server/store/script_batch.py). A round is one
+        scripts go to Redis together in one write, in line order, so the first
+        waiter still gets the best item (server/store/redis_pipe.py). A round is one
         claim at first and doubles (to ROUND) while every claim finds an item, so a
         trickle of work costs one claim per item and a backlog is served in bulk."""
         blocked: list[Waiter] = []

@@ -1,7 +1,8 @@
 """Fans the queue's changes out inside one server process.
 
 Every transition script appends an entry to one Redis stream. Each server process
-follows it with a blocking XREAD on a connection of its own and hands each entry to
+follows it with a blocking XREAD on a connection of its own (a RedisPipe: replies
+parsed by hiredis, without redis-py's per-command machinery) and hands each entry to
 the watchers of that request and to the listeners (the work dispatcher, the lease
 reaper). A process that loses Redis resumes from the last entry it saw; if entries
 were trimmed meanwhile, watchers are told to re-read the request (RESYNC)."""
@@ -15,10 +16,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError, TimeoutError
 
 from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
+from server.store.redis_pipe import RedisPipe
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,9 @@ WatchItem = HistoryEntry | Resync
 
 
 class EventHub:
-    def __init__(self, client: aioredis.Redis, stream_key: str, linger_s: float = 0.0) -> None:
-        self.client = client
+    def __init__(self, pipe: RedisPipe, stream_key: str, linger_s: float = 0.0) -> None:
+        # Only this hub's XREAD BLOCK is sent on it: it holds the connection.
+        self.pipe = pipe
         self.stream_key = stream_key
         # A follower that need not hear of each change at once (the archiver) waits this
         # long between reads, and reads what gathered meanwhile in one round trip.
@@ -78,39 +81,44 @@ class EventHub:
 
     async def stop(self) -> None:
         await self.loop.stop()
-        await self.client.aclose()
+        await self.pipe.aclose()
 
     async def _last_id(self) -> bytes:
-        newest: Any = await self.client.xrevrange(self.stream_key, count=1)
+        newest: Any = await self.pipe.execute("XREVRANGE", self.stream_key, "+", "-", "COUNT", 1)
         return bytes(newest[0][0]) if newest else b"0-0"
 
     async def _follow(self, last: bytes) -> None:
         backoff = 0.05
         lost = False
+        connects = self.pipe.connects
         while not self.loop.stopping:
             try:
-                replies: Any = await self.client.xread(
-                    {self.stream_key: last}, block=2000, count=500
+                reply: Any = await self.pipe.execute(
+                    "XREAD", "COUNT", 500, "BLOCK", 2000, "STREAMS", self.stream_key, last
                 )
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            except (ConnectionError, TimeoutError, OSError) as exc:
                 log.warning("event stream lost (%s): retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 lost = True
                 continue
-            if lost:
-                # Entries may have been trimmed, or Redis restarted from its AOF
-                # with the stream shorter than we saw: watchers re-read.
-                lost, backoff = False, 0.05
+            if lost or self.pipe.connects != connects:
+                # The connection was lost (perhaps only for a moment, ridden out by
+                # the pipe). Entries may have been trimmed, or Redis restarted from its
+                # AOF with the stream shorter than we saw: watchers re-read.
+                lost, backoff, connects = False, 0.05, self.pipe.connects
                 self._resync_all()
-            for _stream, entries in replies or ():
+            for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     last = entry_id
-                    self._dispatch(fields[b"m"])
+                    self._dispatch(_field(fields, b"m"))
             if self.linger_s > 0:
                 await asyncio.sleep(self.linger_s)
 
-    def _dispatch(self, packed: bytes) -> None:
+    def _dispatch(self, packed: bytes | None) -> None:
+        if packed is None:
+            log.error("event without its m field in %s", self.stream_key)
+            return
         try:
             entry = HistoryEntry.unpack(packed)
         except Exception:  # a malformed entry must not stop the fan-out
@@ -133,3 +141,11 @@ class EventHub:
                 listener()
             except Exception:
                 log.exception("resync listener failed")
+
+
+def _field(fields: list[bytes], name: bytes) -> bytes | None:
+    """The value of ``name`` in a stream entry's flat [field, value, ...] list."""
+    for index in range(0, len(fields) - 1, 2):
+        if fields[index] == name:
+            return fields[index + 1]
+    return None

@@ -20,6 +20,7 @@ from server.errors import AlreadyExists
 from server.policy.always_open import always_open_copy
 from server.policy.loader import DEFAULT_POLICY
 from server.settings import Settings
+from server.store import connect
 from teller_client.client import TellerClient
 from tests.helpers import standard_images
 
@@ -73,10 +74,11 @@ async def redis_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[s
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    # The server's own client: Lua scripts run on its pipe (server/store/redis_pipe.py).
+    client = connect.redis_client(redis_url, 8)
     await client.flushall()
     yield client
-    await client.aclose()
+    await client.aclose(close_connection_pool=True)
 
 
 StartServer = Callable[..., Awaitable[RunningServer]]

@@ -1,5 +1,5 @@
 """The fast paths keep the guarantees: the verified-token cache gives way to a revocation
-at once, submits that share one pipeline (store/script_batch.py) each get their own
+at once, submits that share one write (store/redis_pipe.py) each get their own
 answer, idempotency and error, and commands packed by hiredis are the bytes redis-py
 would send."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -24,8 +25,8 @@ from server.api.token_cache import TokenCache
 from server.domain.records import Submission
 from server.errors import AlreadyExists
 from server.store.connect import event_client, hiredis_packing, redis_client
-from server.store.queue_store import NothingToClaim
-from server.store.script_batch import ScriptBatcher
+from server.store.queue_store import NothingToClaim, QueueStore
+from server.store.redis_pipe import PipedScript, RedisPipe
 from tests.conftest import RunningServer
 from tests.helpers import request, standard_images
 
@@ -35,6 +36,17 @@ def _cache(server: RunningServer) -> TokenCache:
     assert tokens is not None
     assert tokens.live
     return tokens
+
+
+def _pipe(store: QueueStore) -> RedisPipe:
+    pipe: RedisPipe = getattr(store.client, "pipe")  # noqa: B009 - the server's PipedRedis
+    return pipe
+
+
+def _script(store: QueueStore, name: str) -> PipedScript:
+    script = getattr(store.scripts, name)
+    assert isinstance(script, PipedScript)
+    return script
 
 
 async def test_a_disabled_account_is_refused_at_once_though_its_token_is_cached(
@@ -180,8 +192,7 @@ async def test_concurrent_submits_share_a_pipeline_and_keep_their_own_answers(
     store = server.runtime.store
     await store.submit(_submission("batch-dup-1"))
     await store.submit(_submission("batch-conflict-1"))
-    batcher = ScriptBatcher(store.client, store.scripts.submit)
-    store.submit_batch = batcher
+    writes, calls_before = _pipe(store).writes, _script(store, "submit").calls
     fresh = [_submission(f"batch-new-{i}") for i in range(30)]
     calls = [
         *fresh,
@@ -191,8 +202,9 @@ async def test_concurrent_submits_share_a_pipeline_and_keep_their_own_answers(
     results = await asyncio.gather(
         *(store.submit(submission) for submission in calls), return_exceptions=True
     )
-    # All were handed over before the first went out: one round trip for 32 submits.
-    assert (batcher.batches, batcher.calls) == (1, 32)
+    # All were handed over before the first went out: one write for 32 submits.
+    assert _script(store, "submit").calls - calls_before == 32
+    assert _pipe(store).writes - writes == 1
     for submission, result in zip(fresh, results[:30], strict=True):
         assert not isinstance(result, BaseException)
         record, duplicate = result
@@ -209,14 +221,14 @@ async def test_concurrent_submits_share_a_pipeline_and_keep_their_own_answers(
 
 async def test_a_batch_survives_a_redis_that_lost_its_scripts(server: RunningServer) -> None:
     store = server.runtime.store
-    batcher = ScriptBatcher(store.client, store.scripts.submit)
-    store.submit_batch = batcher
     await store.client.script_flush()
+    writes = _pipe(store).writes
     results = await asyncio.gather(*(store.submit(_submission(f"noscript-{i}")) for i in range(5)))
     assert [record.submission.request_id for record, _ in results] == [
         f"noscript-{i}" for i in range(5)
     ]
-    assert batcher.batches == 1
+    # Refused by SHA together, then sent with the source together.
+    assert _pipe(store).writes - writes == 2
 
 
 async def test_a_session_burst_answers_each_submit_on_its_own(server: RunningServer) -> None:
@@ -253,7 +265,7 @@ async def test_a_session_burst_answers_each_submit_on_its_own(server: RunningSer
 
 
 async def test_waiting_authorizers_are_served_together_each_with_its_own_item(
-    server: RunningServer,
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = server.runtime.store
     dispatcher = server.runtime.dispatcher
@@ -266,14 +278,26 @@ async def test_waiting_authorizers_are_served_together_each_with_its_own_item(
             )
         )  # fmt: skip
         await asyncio.sleep(0.002)  # distinct submission times: a definite queue order
-    batches, calls = store.claim_batch.batches, store.claim_batch.calls
+    claim = _script(store, "claim")
+    calls = claim.calls
+    # The write each claim leaves in (those sent in one loop turn share it).
+    write_of_claim: list[int] = []
+    sent = PipedScript.__call__
+
+    async def recording(script: PipedScript, keys: Any = (), args: Any = ()) -> Any:
+        if script is claim:
+            write_of_claim.append(_pipe(store).writes)
+        return await sent(script, keys, args)
+
+    monkeypatch.setattr(PipedScript, "__call__", recording)
     # Ten authorizers start waiting at once: rounds of 1, 2, 4 and 3 claims, each one
-    # pipeline, in line order.
+    # write, in line order.
     claims = await asyncio.gather(*(dispatcher.next_item(f"auth-{i}") for i in range(10)))
     assert [c.record.request_id for c in claims] == [f"round-{i:04d}" for i in range(10)]
     assert len({c.token for c in claims}) == 10
-    assert store.claim_batch.calls - calls == 10
-    assert store.claim_batch.batches - batches == 4
+    assert claim.calls - calls == 10
+    rounds = [write_of_claim.count(write) for write in sorted(set(write_of_claim))]
+    assert rounds == [1, 2, 4, 3]
 
 
 async def test_a_claim_says_whether_anything_is_left_behind(server: RunningServer) -> None:
@@ -299,15 +323,15 @@ async def test_an_authorizer_back_on_an_empty_queue_costs_no_claim_until_work_co
     first = await dispatcher.next_item("auth-1")
     assert first.record.request_id == "empty-0001"
     assert not first.more_waiting
-    calls = store.claim_batch.calls
+    calls = _script(store, "claim").calls
     waiting = asyncio.create_task(dispatcher.next_item("auth-2"))
     await asyncio.sleep(0.3)
     assert not waiting.done()
-    assert store.claim_batch.calls == calls  # the queue was seen empty, nothing came
+    assert _script(store, "claim").calls == calls  # the queue was seen empty, nothing came
     await store.submit(_submission("empty-0002"))
     second = await asyncio.wait_for(waiting, 10)
     assert second.record.request_id == "empty-0002"
-    assert store.claim_batch.calls == calls + 1
+    assert _script(store, "claim").calls == calls + 1
 
 
 async def test_a_claim_that_finds_the_queue_empty_stops_claims_until_work_comes(
@@ -321,18 +345,18 @@ async def test_a_claim_that_finds_the_queue_empty_stops_claims_until_work_comes(
     assert await store.claim("auth-9") is not None
     assert await store.claim_or_nothing("auth-9") == NothingToClaim(more_waiting=False)
     await asyncio.sleep(0.3)  # the QUEUED event has reached the dispatcher
-    calls = store.claim_batch.calls
+    calls = _script(store, "claim").calls
     first = asyncio.create_task(dispatcher.next_item("auth-1"))
     await asyncio.sleep(0.3)
-    assert store.claim_batch.calls == calls + 1  # it looked once and found nothing
+    assert _script(store, "claim").calls == calls + 1  # it looked once and found nothing
     second = asyncio.create_task(dispatcher.next_item("auth-2"))
     await asyncio.sleep(0.3)
-    assert store.claim_batch.calls == calls + 1  # no second look at an empty queue
+    assert _script(store, "claim").calls == calls + 1  # no second look at an empty queue
     await store.submit(_submission("gone-0002"))
     claim = await asyncio.wait_for(first, 10)
     assert claim.record.request_id == "gone-0002"
     assert not second.done()
-    assert store.claim_batch.calls == calls + 2
+    assert _script(store, "claim").calls == calls + 2
     second.cancel()
 
 
@@ -448,10 +472,12 @@ async def test_the_server_clients_pack_with_hiredis_and_work(redis_url: str) -> 
     client = redis_client(redis_url, pool_size=2)
     events = event_client(redis_url)
     try:
-        for each in (client, events):
-            assert each.connection_pool.connection_class.__name__.startswith("Hiredis")
+        assert client.connection_pool.connection_class.__name__.startswith("Hiredis")
         await client.set("{authq-test}:packing", "授权 ü")
-        assert await events.get("{authq-test}:packing") == "授权 ü".encode()
+        assert await events.execute("GET", "{authq-test}:packing") == "授权 ü".encode()
+        # The pipe (hiredis.pack_command) encodes as redis-py does.
+        await client.pipe.execute("SET", "{authq-test}:packing", "授权 ü")
+        assert await client.get("{authq-test}:packing") == "授权 ü".encode()
     finally:
         await client.delete("{authq-test}:packing")
         await client.aclose(close_connection_pool=True)

@@ -3,8 +3,8 @@
 Messages in are handled concurrently (up to MAX_IN_FLIGHT at once), so one stream
 carries a workstation's whole traffic at stream-message cost rather than a unary
 call's; the submits of a burst, with those of every other stream and unary call of
-the process, go to Redis together, one pipeline per round trip
-(server/store/script_batch.py), each still answered on its own. Every request
+the process, go to Redis together: whatever is sent in one event-loop turn leaves
+in one write (server/store/redis_pipe.py), each still answered on its own. Every request
 submitted or watched on the session is followed: its changes are pushed until it
 reaches a final state."""
 

@@ -19,8 +19,7 @@ import redis.asyncio as aioredis
 from server.domain.states import State
 from server.store.keys import Keys
 from server.store.queue_reads import as_text
-from server.store.script_batch import run_pipelined
-from server.store.scripts import load_script
+from server.store.scripts import load_script, run_all
 
 _SCAN_BATCH = 500
 
@@ -127,8 +126,7 @@ class ArchiveIndex:
         self, request_ids: Sequence[str], claimant: str, claim_ms: int
     ) -> list[ClaimStatus]:
         """Claims each request for this claimant, in one pipeline (one script each)."""
-        replies = await run_pipelined(
-            self.client,
+        replies = await run_all(
             self._claim,
             [
                 ([self.keys.archive_marker(rid), self.keys.request(rid)], [claimant, claim_ms])
@@ -147,7 +145,7 @@ class ArchiveIndex:
             )
             for m in marks
         ]
-        for reply in await run_pipelined(self.client, self._done, calls):
+        for reply in await run_all(self._done, calls):
             _raise_error(reply)
 
     # -- hot keys --------------------------------------------------------------------

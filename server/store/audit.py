@@ -45,6 +45,7 @@ from server.store.audit_records import (
     stream_id_for,
     text,
 )
+from server.store.scripts import script_call
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -123,7 +124,7 @@ class AuditLog:
         self.linger_s = linger_s
         # Names this writer in the turn key (see audit_append.lua).
         self.writer_id = uuid.uuid4().hex
-        self._script = client.register_script(_script_source())
+        self._script = script_call(client, _script_source())
         self._queue: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
         # (seq, hash) of the last record as far as we know; None: read it first.

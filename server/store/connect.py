@@ -11,10 +11,23 @@ from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
+from server.store.redis_pipe import RedisPipe
+
 C = TypeVar("C", bound=AbstractConnection)
 
 
-def redis_client(url: str, pool_size: int) -> aioredis.Redis:
+class PipedRedis(aioredis.Redis):
+    """redis-py's client with a RedisPipe to the same Redis, closed along with it.
+    The Lua scripts of server/lua/ run on the pipe (server/store/scripts.py)."""
+
+    pipe: RedisPipe
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await self.pipe.aclose()
+        await super().aclose(close_connection_pool)
+
+
+def redis_client(url: str, pool_size: int) -> PipedRedis:
     # Ride out a short Redis restart (about 7 s of backoff) instead of failing the
     # call: every script is safe to retry (submit and decide recognise their own
     # retries). With an explicit pool these settings must live on the pool's
@@ -27,16 +40,15 @@ def redis_client(url: str, pool_size: int) -> aioredis.Redis:
         retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
     )
     pool.connection_class = hiredis_packing(pool.connection_class)
-    return aioredis.Redis(connection_pool=pool)
-
-
-def event_client(url: str) -> aioredis.Redis:
-    """For the event stream's blocking XREAD: no socket timeout, since a quiet stream
-    is not a lost connection."""
-    client = aioredis.Redis.from_url(url, socket_timeout=None)
-    pool = client.connection_pool
-    pool.connection_class = hiredis_packing(pool.connection_class)
+    client = PipedRedis(connection_pool=pool)
+    client.pipe = RedisPipe(url)
     return client
+
+
+def event_client(url: str) -> RedisPipe:
+    """For the event stream's blocking XREAD: a connection of its own, which no
+    socket timeout cuts, since a quiet stream is not a lost connection."""
+    return RedisPipe(url)
 
 
 def hiredis_packing(base: type[C]) -> type[C]:

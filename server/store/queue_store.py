@@ -27,7 +27,6 @@ from server.errors import (
 )
 from server.store.keys import Keys
 from server.store.queue_reads import QueueReads, as_text
-from server.store.script_batch import ScriptBatcher
 from server.store.scripts import Scripts, load_script
 
 
@@ -64,11 +63,6 @@ class QueueStore(QueueReads):
         self.config = config
         self.scripts = Scripts.register(client)
         self._hand_back = load_script(client, "hand_back")
-        # Concurrent submits and decisions (unary calls, session streams) share one
-        # pipeline per round trip: server/store/script_batch.py.
-        self.submit_batch = ScriptBatcher(client, self.scripts.submit)
-        self.decide_batch = ScriptBatcher(client, self.scripts.decide)
-        self.claim_batch = ScriptBatcher(client, self.scripts.claim)
 
     # -- teller side ---------------------------------------------------------------
 
@@ -116,7 +110,7 @@ class QueueStore(QueueReads):
         ``onsite_review`` it waits for the branch's on-site reviewer first (R2)."""
         rid = submission.request_id
         keys, args = self.submit_call(submission, onsite_review, local_minor)
-        result = await self.submit_batch(keys=keys, args=args)
+        result = await self.scripts.submit(keys=keys, args=args)
         status = as_text(result[0])
         if status == "FALLBACK":
             raise OnsiteFallbackRequired(as_text(result[1]))
@@ -262,7 +256,7 @@ class QueueStore(QueueReads):
     ) -> Claim | NothingToClaim:
         """As claim(), saying when it finds nothing whether the queue is empty."""
         only = ClaimFilter.of(qualification)
-        result = await self.claim_batch(
+        result = await self.scripts.claim(
             keys=[
                 self.keys.leases,
                 self.keys.events,
@@ -304,7 +298,7 @@ class QueueStore(QueueReads):
         note: str = "",
         kinds: Sequence[str] = (),
     ) -> HistoryEntry:
-        result = await self.decide_batch(
+        result = await self.scripts.decide(
             keys=[
                 self.keys.request(request_id),
                 self.keys.history(request_id),

@@ -1,16 +1,26 @@
 """Loads the Lua scripts of server/lua/, one per atomic operation.
 
-Each script is registered with the shared prelude ``_lib.lua`` prepended; redis-py's
-Script object runs it by SHA and reloads it after NOSCRIPT (a restarted Redis)."""
+Each script is registered with the shared prelude ``_lib.lua`` prepended. On the
+server's client it runs on the pipelined connection (server/store/redis_pipe.py),
+otherwise by redis-py's Script object; either runs it by SHA and sends the source
+again after NOSCRIPT (a restarted Redis)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+
+from server.store.connect import PipedRedis
+from server.store.redis_pipe import PipedScript
+
+# How every script is called: ``await script(keys=..., args=...)``.
+ScriptCall = PipedScript | AsyncScript
 
 _NAMES = ("submit", "claim", "decide", "requeue", "renew", "cancel", "supply", "review")
 
@@ -19,21 +29,42 @@ def _source(name: str) -> str:
     return resources.files("server").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
-def load_script(client: aioredis.Redis, name: str) -> AsyncScript:
+def load_script(client: aioredis.Redis, name: str) -> ScriptCall:
     """One script of server/lua/ with the shared prelude, ready to call."""
-    return client.register_script(_source("_lib") + "\n" + _source(name))
+    return script_call(client, _source("_lib") + "\n" + _source(name))
+
+
+def script_call(client: aioredis.Redis, source: str) -> ScriptCall:
+    """The script run on the client's pipe when it has one (server/store/connect.py),
+    else by redis-py."""
+    if isinstance(client, PipedRedis):
+        return PipedScript(client.pipe, source)
+    return client.register_script(source)
+
+
+async def run_all(
+    script: ScriptCall, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+) -> list[Any]:
+    """Runs the script once per (keys, args), all sent at once (on a pipe: one write,
+    in this order); each reply is the script's result or the exception of that call
+    alone."""
+    return list(
+        await asyncio.gather(
+            *(script(keys=keys, args=args) for keys, args in calls), return_exceptions=True
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Scripts:
-    submit: AsyncScript
-    claim: AsyncScript
-    decide: AsyncScript
-    requeue: AsyncScript
-    renew: AsyncScript
-    cancel: AsyncScript
-    supply: AsyncScript
-    review: AsyncScript
+    submit: ScriptCall
+    claim: ScriptCall
+    decide: ScriptCall
+    requeue: ScriptCall
+    renew: ScriptCall
+    cancel: ScriptCall
+    supply: ScriptCall
+    review: ScriptCall
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

@@ -1,0 +1,253 @@
+"""One Redis connection that pipelines every command sent on it.
+
+Each command a coroutine sends is appended to the connection's output buffer and its
+reply is awaited on a future. Whatever is sent during one turn of the event loop
+leaves in a single write; replies come back in order and settle their futures as
+``data_received`` parses them with hiredis. So concurrent submits, claims and
+decisions share round trips without waiting for each other (there is no batch in
+flight to wait behind), and Redis, with ``appendfsync always``, fsyncs once for all
+the writes it read together.
+
+Why not redis-py for these calls: each of its commands takes a pooled connection,
+wraps itself in retries, a timeout and a lock, and makes its own write and read. On
+the event loop's one core that machinery cost more than the Lua script it carried.
+redis-py stays for everything else (reads, admin, pub/sub, blocking XREAD).
+
+Only commands that are safe to send twice belong here: after a lost connection every
+call still waiting for its reply is sent again on the next connection. All of
+server/lua/ is written for that (submit and decide recognise their own retries).
+Blocking commands must not be sent: they would hold up every reply behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, cast
+
+import hiredis
+from redis._parsers.base import BaseParser
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+
+log = logging.getLogger(__name__)
+
+# Ride out a Redis restart as the pooled client does (server/store/connect.py): about
+# 7 s of exponential backoff before a call fails.
+RETRIES = 10
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 1.0
+
+
+class _Connection(asyncio.Protocol):
+    """One socket: an output buffer flushed once per loop turn, and the futures of
+    the replies still to come, oldest first."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.lost: BaseException | None = None
+        self._reader = hiredis.Reader(replyError=ResponseError)
+        self._out: list[bytes] = []
+        self._flush_due = False
+        # Writes made and commands sent, for tests and profiling.
+        self.writes = 0
+        self.commands = 0
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and self.lost is None
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.commands += 1
+        self._out.append(packed)
+        self.waiting.append(future)
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        out, self._out = self._out, []
+        if self.transport is not None and self.lost is None and out:
+            self.writes += 1
+            self.transport.write(b"".join(out))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        waiting = self.waiting
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                return
+            if not waiting:  # a reply nobody asked for: the stream is out of step
+                self._fail(ConnectionError("Redis sent a reply nobody was waiting for"))
+                return
+            future = waiting.popleft()
+            if future.done():  # its caller gave up
+                continue
+            if isinstance(reply, ResponseError):
+                future.set_exception(_error(reply))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionError("Redis closed the connection"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.lost is None:
+            self.lost = exc if isinstance(exc, ConnectionError) else ConnectionError(str(exc))
+        if self.transport is not None:
+            self.transport.close()
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(self.lost)
+
+
+class RedisPipe:
+    """Sends commands on one pipelined connection, opened on first use and opened
+    again after a loss. Bound to the event loop that first uses it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._settings: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        if "connection_class" in self._settings and "path" not in self._settings:
+            raise ValueError(f"{url}: TLS connections are not supported by RedisPipe")
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
+        self._closed = False
+        # Connections opened, for tests and logs.
+        self.connects = 0
+        # Writes and commands of the connections before the current one.
+        self._past_writes = 0
+        self._past_commands = 0
+
+    @property
+    def writes(self) -> int:
+        """Writes made so far: commands sent in one event-loop turn share one."""
+        current = self._connection.writes if self._connection is not None else 0
+        return self._past_writes + current
+
+    @property
+    def commands(self) -> int:
+        current = self._connection.commands if self._connection is not None else 0
+        return self._past_commands + current
+
+    async def execute(self, *args: Any) -> Any:
+        """Sends one command and returns its reply; a Redis error reply is raised as
+        redis-py raises it. Sent again on a new connection if the connection is lost
+        before the reply comes."""
+        packed = hiredis.pack_command(args)
+        for attempt in range(RETRIES + 1):
+            connection = self._connection
+            if connection is None or not connection.usable:
+                try:
+                    connection = await self._connect()
+                except (OSError, ConnectionError) as exc:
+                    if attempt == RETRIES or self._closed:
+                        raise ConnectionError(f"Redis at {self.url}: {exc}") from exc
+                    await asyncio.sleep(_backoff(attempt))
+                    continue
+            try:
+                return await connection.send(packed)
+            except ConnectionError:
+                if attempt == RETRIES or self._closed:
+                    raise
+                await asyncio.sleep(_backoff(attempt))
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _connect(self) -> _Connection:
+        if self._closed:
+            raise ConnectionError("the Redis pipe is closed")
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.create_task(self._open(), name="redis-pipe-connect")
+        # Every caller that finds the connection gone waits on the same attempt.
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+        if "path" in settings:
+            _, connection = await loop.create_unix_connection(_Connection, settings["path"])
+        else:
+            _, connection = await loop.create_connection(
+                _Connection, settings.get("host", "localhost"), settings.get("port", 6379)
+            )
+        try:
+            if settings.get("password"):
+                user = [settings["username"]] if settings.get("username") else []
+                auth: tuple[Any, ...] = ("AUTH", *user, settings["password"])
+                await connection.send(hiredis.pack_command(auth))
+            if settings.get("db"):
+                select: tuple[Any, ...] = ("SELECT", settings["db"])
+                await connection.send(hiredis.pack_command(select))
+        except BaseException:
+            connection.close()
+            raise
+        self.connects += 1
+        if self._connection is not None:
+            log.info("Redis pipe to %s connected again", self.url)
+            self._past_writes += self._connection.writes
+            self._past_commands += self._connection.commands
+        self._connection = connection
+        return connection
+
+
+class PipedScript:
+    """A Lua script run by SHA on a RedisPipe, called like redis-py's AsyncScript:
+    ``await script(keys=..., args=...)``. A Redis that lost its script cache (a
+    restart) gets the source once, with that call."""
+
+    def __init__(self, pipe: RedisPipe, source: str) -> None:
+        self.pipe = pipe
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+        # Calls made, for tests and profiling.
+        self.calls = 0
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        self.calls += 1
+        try:
+            return await self.pipe.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # EVAL also caches the script, so the calls after this go by SHA again.
+            return await self.pipe.execute("EVAL", self.source, len(keys), *keys, *args)
+
+
+def _error(reply: ResponseError) -> ResponseError:
+    """The exception redis-py raises for this error reply (NoScriptError for NOSCRIPT,
+    and so on)."""
+    error: ResponseError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    return error
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))

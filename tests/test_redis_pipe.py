@@ -1,0 +1,166 @@
+"""The pipelined Redis connection (server/store/redis_pipe.py): what is sent in one
+event-loop turn leaves in one write and each caller gets its own reply, in order;
+error replies raise what redis-py raises; a lost connection or a Redis that lost its
+scripts costs no call; the event hub, which follows the stream on a pipe of its own,
+tells its watchers to re-read after a lost connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError, ResponseError
+
+from server.domain.records import Submission
+from server.events import EventHub
+from server.store import connect
+from server.store.keys import Keys
+from server.store.queue_store import QueueConfig, QueueStore
+from server.store.redis_pipe import PipedScript, RedisPipe
+from server.store.scripts import load_script, run_all
+
+
+@pytest.fixture
+async def pipe(redis_url: str, redis_client: aioredis.Redis) -> AsyncIterator[RedisPipe]:
+    pipe = RedisPipe(redis_url)
+    yield pipe
+    await pipe.aclose()
+
+
+async def test_calls_of_one_loop_turn_share_one_write_and_keep_their_order(
+    pipe: RedisPipe,
+) -> None:
+    await pipe.execute("PING")
+    writes, commands = pipe.writes, pipe.commands
+    replies = await asyncio.gather(*(pipe.execute("INCR", "counter") for _ in range(50)))
+    assert replies == list(range(1, 51))
+    assert pipe.commands - commands == 50
+    assert pipe.writes - writes == 1
+
+
+async def test_an_error_reply_fails_its_own_call_only(
+    pipe: RedisPipe, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.set("text", "not a number")
+    replies: list[object] = await asyncio.gather(
+        pipe.execute("SET", "a", "1"),
+        pipe.execute("INCR", "text"),
+        pipe.execute("GET", "a"),
+        return_exceptions=True,
+    )
+    before, failed, after = replies
+    assert before == b"OK"
+    assert isinstance(failed, ResponseError)
+    assert "not an integer" in str(failed)
+    assert after == b"1"
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_their_replies(
+    pipe: RedisPipe,
+) -> None:
+    await pipe.execute("PING")
+    slow = asyncio.ensure_future(pipe.execute("ECHO", "first"))
+    second = asyncio.ensure_future(pipe.execute("ECHO", "second"))
+    await asyncio.sleep(0)  # both are sent
+    slow.cancel()
+    assert await second == b"second"
+    assert await pipe.execute("ECHO", "third") == b"third"
+
+
+async def test_calls_waiting_on_a_killed_connection_are_sent_again(
+    pipe: RedisPipe, redis_client: aioredis.Redis
+) -> None:
+    own_id = await pipe.execute("CLIENT", "ID")
+    # A short blocking pop holds the connection, so the calls behind it are sent but
+    # not yet run when it dies.
+    blocked = asyncio.ensure_future(pipe.execute("BLPOP", "never", "0.3"))
+    behind = [asyncio.ensure_future(pipe.execute("INCR", "sent-again")) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    assert await redis_client.get("sent-again") is None
+    await redis_client.client_kill_filter(_id=own_id)
+    # All went out again on a new connection, and each ran once.
+    assert sorted(await asyncio.gather(*behind)) == [1, 2, 3]
+    assert await blocked is None
+    assert await redis_client.get("sent-again") == b"3"
+    assert pipe.connects == 2
+
+
+async def test_a_closed_pipe_refuses_calls(pipe: RedisPipe) -> None:
+    await pipe.execute("PING")
+    await pipe.aclose()
+    with pytest.raises(ConnectionError):
+        await pipe.execute("PING")
+
+
+async def test_a_redis_that_lost_its_scripts_gets_them_again(
+    pipe: RedisPipe, redis_client: aioredis.Redis
+) -> None:
+    script = PipedScript(pipe, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    assert await script(keys=["n"], args=[2]) == 2
+    await redis_client.script_flush()
+    writes = pipe.writes
+    assert await asyncio.gather(*(script(keys=["n"], args=[1]) for _ in range(4))) == [3, 4, 5, 6]
+    # Four refused by SHA in one write, sent again with the source in the next.
+    assert pipe.writes - writes == 2
+    assert script.calls == 5
+
+
+async def test_the_server_client_runs_the_lua_scripts_on_its_pipe(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    piped = connect.redis_client(redis_url, 4)
+    try:
+        script = load_script(piped, "blob_gc")
+        assert isinstance(script, PipedScript)
+        assert script.pipe is piped.pipe
+        replies = await run_all(
+            PipedScript(piped.pipe, "return ARGV[1] + 0"), [([], ["1"]), ([], ["x"]), ([], ["3"])]
+        )
+        assert replies[0] == 1
+        assert isinstance(replies[1], ResponseError)
+        assert replies[2] == 3
+    finally:
+        await piped.aclose()
+    with pytest.raises(ConnectionError):  # closed with its client
+        await piped.pipe.execute("PING")
+
+
+async def test_the_event_hub_follows_on_a_pipe_and_resyncs_after_a_lost_connection(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    keys = Keys("{hubtest}")
+    hub = EventHub(connect.event_client(redis_url), keys.events)
+    seen: list[str] = []
+    resyncs: list[bool] = []
+    hub.add_listener(lambda entry: seen.append(entry.request_id))
+    hub.add_resync_listener(lambda: resyncs.append(True))
+    store = QueueStore(redis_client, keys, QueueConfig())
+    await hub.start()
+    try:
+        await store.submit(_submission("hub-before-1"))
+        await _until(lambda: seen == ["hub-before-1"])
+        assert resyncs == []
+        own_id = next(c["id"] for c in await redis_client.client_list() if c["cmd"] == "xread")
+        await redis_client.client_kill_filter(_id=own_id)
+        await store.submit(_submission("hub-after-1"))
+        await _until(lambda: seen == ["hub-before-1", "hub-after-1"])
+        assert resyncs == [True]  # watchers were told to re-read
+        assert hub.pipe.connects == 2
+    finally:
+        await hub.stop()
+
+
+async def _until(condition: Callable[[], bool], limit_s: float = 10.0) -> None:
+    async with asyncio.timeout(limit_s):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def _submission(request_id: str) -> Submission:
+    return Submission(
+        request_id=request_id, branch_id="branch-1", teller_id="teller-1",
+        business_type="CASH_DEPOSIT", amount_minor=100, currency="CNY", account="6222",
+        customer_name="Li", memo="", fields={}, urgency=1, importance=2, images=(),
+    )  # fmt: skip
