@@ -24,20 +24,33 @@ _STATE_PREFIX = "REQUEST_STATE_"
 MAX_FIELDS = 32
 
 
+# Looked up on every message: built once (the enum wrapper's lookups build lists).
+_KIND_BY_VALUE: dict[int, str] = {
+    value: name.removeprefix(_KIND_PREFIX)
+    for name, value in cpb.ImageKind.items()
+    if name.removeprefix(_KIND_PREFIX) in IMAGE_KINDS
+}
+_VALUE_BY_KIND: dict[str, cpb.ImageKind.ValueType] = {
+    kind: cpb.ImageKind.Value(_KIND_PREFIX + kind) for kind in _KIND_BY_VALUE.values()
+}
+_VALUE_BY_STATE: dict[State, cpb.RequestState.ValueType] = {
+    state: cpb.RequestState.Value(_STATE_PREFIX + state.value) for state in State
+}
+
+
 def kind_name(value: int, field: str) -> str:
-    name = cpb.ImageKind.Name(value) if value in cpb.ImageKind.values() else ""  # type: ignore[arg-type]
-    kind = name.removeprefix(_KIND_PREFIX)
-    if kind not in IMAGE_KINDS:
+    kind = _KIND_BY_VALUE.get(value)
+    if kind is None:
         raise InvalidArgument(field, f"must be one of {', '.join(IMAGE_KINDS)} (got {value})")
     return kind
 
 
 def kind_value(kind: str) -> cpb.ImageKind.ValueType:
-    return cpb.ImageKind.Value(_KIND_PREFIX + kind)
+    return _VALUE_BY_KIND[kind]
 
 
 def state_value(state: State) -> cpb.RequestState.ValueType:
-    return cpb.RequestState.Value(_STATE_PREFIX + state.value)
+    return _VALUE_BY_STATE[state]
 
 
 def check_request_id(value: str, field: str = "request_id") -> str:

@@ -152,7 +152,6 @@ def _regular(schedule: Schedule, when: datetime) -> Verdict:
         raise ValueError("is_open needs a time-zone-aware datetime")
     local = when.astimezone(schedule.zone)
     zone = schedule.timezone_name
-    now = f"it is {local:%H:%M} on {local:%A %Y-%m-%d} {zone}"
     who = schedule.subject
     if local.date() in schedule.holidays:
         return Verdict(False, f"{who} is closed on {local.date()} (holiday)")
@@ -162,12 +161,14 @@ def _regular(schedule: Schedule, when: datetime) -> Verdict:
     intervals = schedule.weekly[weekday]
     days = _DAY_NAMES[weekday] + "s"
     if not intervals:
-        return Verdict(False, f"{who} is closed on {days} ({now})")
+        return Verdict(False, f"{who} is closed on {days} ({_it_is(local, zone)})")
     second = local.hour * 3600 + local.minute * 60 + local.second
     hours = ", ".join(str(i) for i in intervals)
     for interval in intervals:
         if interval.start * 60 <= second < interval.end * 60:
             return Verdict(True, f"{who} is open ({days} {hours} {zone})")
+    # Formatted only for a refusal: the open path runs twice for every submit.
+    now = _it_is(local, zone)
     if second < intervals[0].start * 60:
         return Verdict(
             False, f"{who} opens at {_hhmm(intervals[0].start)} {zone} on {days} ({now})"
@@ -177,6 +178,10 @@ def _regular(schedule: Schedule, when: datetime) -> Verdict:
             False, f"{who} closes at {_hhmm(intervals[-1].end)} {zone} on {days} ({now})"
         )
     return Verdict(False, f"{who} is closed between its {days} hours {hours} {zone} ({now})")
+
+
+def _it_is(local: datetime, zone: str) -> str:
+    return f"it is {local:%H:%M} on {local:%A %Y-%m-%d} {zone}"
 
 
 def _span(window: ExtendedWindow, zone: tzinfo) -> str:
