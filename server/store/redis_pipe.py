@@ -14,8 +14,10 @@ the event loop's one core that machinery cost more than the Lua script it carrie
 redis-py stays for everything else (reads, admin, pub/sub, blocking XREAD).
 
 Only commands that are safe to send twice belong here: after a lost connection every
-call still waiting for its reply is sent again on the next connection. All of
-server/lua/ is written for that (submit and decide recognise their own retries).
+call still waiting for its reply is sent again on the next connection, as redis-py's
+retries did. server/lua/ is written for that: submit, decide and audit_append
+recognise their own repeat, and a claim whose reply was lost goes back to the queue
+when its lease ends.
 Blocking commands must not be sent: they would hold up every reply behind them.
 """
 
