@@ -120,8 +120,8 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
         while self.waiting:
             future = self.waiting.popleft()
-            if not future.done():
-                future.set_exception(self.lost)
+            if not future.done():  # one exception each: each caller's traceback its own
+                future.set_exception(ConnectionError(str(self.lost)))
 
 
 class RedisPipe:
