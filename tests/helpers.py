@@ -9,6 +9,7 @@ from authq import wire
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 
+from server.domain.records import Submission
 from teller_client import synthetic
 from teller_client.client import kind_value, new_request
 
@@ -49,3 +50,22 @@ def request(
     if with_images:
         message.images.extend(standard_refs())
     return message
+
+
+def store_submission(request_id: str, memo: str = "") -> Submission:
+    """A store-level submission (no gRPC), for tests that drive the store directly."""
+    return Submission(
+        request_id=request_id,
+        branch_id="branch-1",
+        teller_id="teller-1",
+        business_type="CASH_WITHDRAWAL",
+        amount_minor=1_200_050,
+        currency="CNY",
+        account="6222020200001234",
+        customer_name="Zhang San",
+        memo=memo,
+        fields={},
+        urgency=1,
+        importance=3,
+        images=(),
+    )

@@ -24,11 +24,11 @@ from server.accounts.store import token_digest
 from server.api.token_cache import TokenCache
 from server.domain.records import Submission
 from server.errors import AlreadyExists
-from server.store.connect import event_client, hiredis_packing, redis_client
+from server.store.connect import PipedRedis, event_client, hiredis_packing, redis_client
 from server.store.queue_store import NothingToClaim, QueueStore
 from server.store.redis_pipe import PipedScript, RedisPipe
 from tests.conftest import RunningServer
-from tests.helpers import request, standard_images
+from tests.helpers import request, standard_images, store_submission
 
 
 def _cache(server: RunningServer) -> TokenCache:
@@ -39,8 +39,8 @@ def _cache(server: RunningServer) -> TokenCache:
 
 
 def _pipe(store: QueueStore) -> RedisPipe:
-    pipe: RedisPipe = getattr(store.client, "pipe")  # noqa: B009 - the server's PipedRedis
-    return pipe
+    assert isinstance(store.client, PipedRedis)  # the server's client
+    return store.client.pipe
 
 
 def _script(store: QueueStore, name: str) -> PipedScript:
@@ -167,37 +167,18 @@ async def test_the_feed_goes_live_and_follows_token_deletes(server: RunningServe
 # -- submits sharing one pipeline -----------------------------------------------------
 
 
-def _submission(rid: str, memo: str = "") -> Submission:
-    return Submission(
-        request_id=rid,
-        branch_id="branch-1",
-        teller_id="teller-1",
-        business_type="CASH_WITHDRAWAL",
-        amount_minor=1_200_050,
-        currency="CNY",
-        account="6222020200001234",
-        customer_name="Zhang San",
-        memo=memo,
-        fields={},
-        urgency=1,
-        importance=3,
-        images=(),
-        preparation_seconds=0,
-    )
-
-
 async def test_concurrent_submits_share_a_pipeline_and_keep_their_own_answers(
     server: RunningServer,
 ) -> None:
     store = server.runtime.store
-    await store.submit(_submission("batch-dup-1"))
-    await store.submit(_submission("batch-conflict-1"))
+    await store.submit(store_submission("batch-dup-1"))
+    await store.submit(store_submission("batch-conflict-1"))
     writes, calls_before = _pipe(store).writes, _script(store, "submit").calls
-    fresh = [_submission(f"batch-new-{i}") for i in range(30)]
+    fresh = [store_submission(f"batch-new-{i}") for i in range(30)]
     calls = [
         *fresh,
-        _submission("batch-dup-1"),  # a retry: the stored request, duplicate
-        _submission("batch-conflict-1", memo="other content"),  # refused alone
+        store_submission("batch-dup-1"),  # a retry: the stored request, duplicate
+        store_submission("batch-conflict-1", memo="other content"),  # refused alone
     ]
     results = await asyncio.gather(
         *(store.submit(submission) for submission in calls), return_exceptions=True
@@ -223,7 +204,9 @@ async def test_a_batch_survives_a_redis_that_lost_its_scripts(server: RunningSer
     store = server.runtime.store
     await store.client.script_flush()
     writes = _pipe(store).writes
-    results = await asyncio.gather(*(store.submit(_submission(f"noscript-{i}")) for i in range(5)))
+    results = await asyncio.gather(
+        *(store.submit(store_submission(f"noscript-{i}")) for i in range(5))
+    )
     assert [record.submission.request_id for record, _ in results] == [
         f"noscript-{i}" for i in range(5)
     ]
@@ -303,8 +286,8 @@ async def test_waiting_authorizers_are_served_together_each_with_its_own_item(
 async def test_a_claim_says_whether_anything_is_left_behind(server: RunningServer) -> None:
     store = server.runtime.store
     await server.runtime.dispatcher.stop()  # this test claims by hand
-    await store.submit(_submission("left-0001"))
-    await store.submit(_submission("left-0002"))
+    await store.submit(store_submission("left-0001"))
+    await store.submit(store_submission("left-0002"))
     first = await store.claim("auth-1")
     second = await store.claim("auth-2")
     assert first is not None
@@ -319,7 +302,7 @@ async def test_an_authorizer_back_on_an_empty_queue_costs_no_claim_until_work_co
 ) -> None:
     store = server.runtime.store
     dispatcher = server.runtime.dispatcher
-    await store.submit(_submission("empty-0001"))
+    await store.submit(store_submission("empty-0001"))
     first = await dispatcher.next_item("auth-1")
     assert first.record.request_id == "empty-0001"
     assert not first.more_waiting
@@ -328,7 +311,7 @@ async def test_an_authorizer_back_on_an_empty_queue_costs_no_claim_until_work_co
     await asyncio.sleep(0.3)
     assert not waiting.done()
     assert _script(store, "claim").calls == calls  # the queue was seen empty, nothing came
-    await store.submit(_submission("empty-0002"))
+    await store.submit(store_submission("empty-0002"))
     second = await asyncio.wait_for(waiting, 10)
     assert second.record.request_id == "empty-0002"
     assert _script(store, "claim").calls == calls + 1
@@ -341,7 +324,7 @@ async def test_a_claim_that_finds_the_queue_empty_stops_claims_until_work_comes(
     dispatcher = server.runtime.dispatcher
     # The item is queued (its event says there may be work) but taken elsewhere
     # before any authorizer waits here.
-    await store.submit(_submission("gone-0001"))
+    await store.submit(store_submission("gone-0001"))
     assert await store.claim("auth-9") is not None
     assert await store.claim_or_nothing("auth-9") == NothingToClaim(more_waiting=False)
     await asyncio.sleep(0.3)  # the QUEUED event has reached the dispatcher
@@ -352,7 +335,7 @@ async def test_a_claim_that_finds_the_queue_empty_stops_claims_until_work_comes(
     second = asyncio.create_task(dispatcher.next_item("auth-2"))
     await asyncio.sleep(0.3)
     assert _script(store, "claim").calls == calls + 1  # no second look at an empty queue
-    await store.submit(_submission("gone-0002"))
+    await store.submit(store_submission("gone-0002"))
     claim = await asyncio.wait_for(first, 10)
     assert claim.record.request_id == "gone-0002"
     assert not second.done()
@@ -365,7 +348,7 @@ async def test_claims_do_not_wake_a_reaper_already_due_sooner(server: RunningSer
     reaper = server.runtime.reaper
     await server.runtime.dispatcher.stop()
     for i in range(4):
-        await store.submit(_submission(f"reap-{i:04d}"))
+        await store.submit(store_submission(f"reap-{i:04d}"))
     assert await store.claim("auth-0") is not None  # the reaper now sleeps until its lease
     await asyncio.sleep(0.3)
     rounds = 0
@@ -383,7 +366,7 @@ async def test_claims_do_not_wake_a_reaper_already_due_sooner(server: RunningSer
     assert rounds == 0
     # A lease ending sooner than the reaper's wake-up does wake it.
     reaper._sleeping_until = time.monotonic() + 3600
-    await store.submit(_submission("reap-late"))
+    await store.submit(store_submission("reap-late"))
     assert await store.claim("auth-9") is not None
     await asyncio.sleep(0.5)
     assert rounds == 1

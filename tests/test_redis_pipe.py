@@ -13,13 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, ResponseError
 
-from server.domain.records import Submission
 from server.events import EventHub
 from server.store import connect
 from server.store.keys import Keys
 from server.store.queue_store import QueueConfig, QueueStore
 from server.store.redis_pipe import PipedScript, RedisPipe
 from server.store.scripts import load_script, run_all
+from tests.helpers import store_submission
 
 
 @pytest.fixture
@@ -139,12 +139,12 @@ async def test_the_event_hub_follows_on_a_pipe_and_resyncs_after_a_lost_connecti
     store = QueueStore(redis_client, keys, QueueConfig())
     await hub.start()
     try:
-        await store.submit(_submission("hub-before-1"))
+        await store.submit(store_submission("hub-before-1"))
         await _until(lambda: seen == ["hub-before-1"])
         assert resyncs == []
         own_id = next(c["id"] for c in await redis_client.client_list() if c["cmd"] == "xread")
         await redis_client.client_kill_filter(_id=own_id)
-        await store.submit(_submission("hub-after-1"))
+        await store.submit(store_submission("hub-after-1"))
         await _until(lambda: seen == ["hub-before-1", "hub-after-1"])
         assert resyncs == [True]  # watchers were told to re-read
         assert hub.pipe.connects == 2
@@ -156,11 +156,3 @@ async def _until(condition: Callable[[], bool], limit_s: float = 10.0) -> None:
     async with asyncio.timeout(limit_s):
         while not condition():
             await asyncio.sleep(0.01)
-
-
-def _submission(request_id: str) -> Submission:
-    return Submission(
-        request_id=request_id, branch_id="branch-1", teller_id="teller-1",
-        business_type="CASH_DEPOSIT", amount_minor=100, currency="CNY", account="6222",
-        customer_name="Li", memo="", fields={}, urgency=1, importance=2, images=(),
-    )  # fmt: skip

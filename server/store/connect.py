@@ -7,11 +7,10 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
-from server.store.redis_pipe import RedisPipe
+from server.store.redis_pipe import BACKOFF, RETRIES, RedisPipe
 
 C = TypeVar("C", bound=AbstractConnection)
 
@@ -28,15 +27,15 @@ class PipedRedis(aioredis.Redis):
 
 
 def redis_client(url: str, pool_size: int) -> PipedRedis:
-    # Ride out a short Redis restart (about 7 s of backoff) instead of failing the
-    # call: every script is safe to retry (submit and decide recognise their own
-    # retries). With an explicit pool these settings must live on the pool's
-    # connections: given to Redis() they would be silently ignored.
+    # Ride out a short Redis restart with the pipe's backoff (about 7 s) instead of
+    # failing the call; the Lua scripts go on the pipe, plain reads on this pool. With
+    # an explicit pool these settings must live on the pool's connections: given to
+    # Redis() they would be silently ignored.
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=pool_size,
         timeout=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=10),
+        retry=Retry(BACKOFF, retries=RETRIES),
         retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
     )
     pool.connection_class = hiredis_packing(pool.connection_class)

@@ -11,14 +11,15 @@ the writes it read together.
 Why not redis-py for these calls: each of its commands takes a pooled connection,
 wraps itself in retries, a timeout and a lock, and makes its own write and read. On
 the event loop's one core that machinery cost more than the Lua script it carried.
-redis-py stays for everything else (reads, admin, pub/sub, blocking XREAD).
+redis-py stays for everything else (reads, admin, pub/sub).
 
 Only commands that are safe to send twice belong here: after a lost connection every
 call still waiting for its reply is sent again on the next connection, as redis-py's
 retries did. server/lua/ is written for that: submit, decide and audit_append
 recognise their own repeat, and a claim whose reply was lost goes back to the queue
 when its lease ends.
-Blocking commands must not be sent: they would hold up every reply behind them.
+A blocking command holds up every reply behind it, so it needs a pipe of its own
+(the event hub's XREAD BLOCK, server/events.py).
 """
 
 from __future__ import annotations
@@ -29,56 +30,65 @@ import hashlib
 import logging
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import hiredis
 from redis._parsers.base import BaseParser
+from redis.backoff import ExponentialBackoff
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
 log = logging.getLogger(__name__)
 
-# Ride out a Redis restart as the pooled client does (server/store/connect.py): about
-# 7 s of exponential backoff before a call fails.
+# Ride out a Redis restart, here and in the pooled client (server/store/connect.py):
+# about 7 s of exponential backoff before a call fails.
 RETRIES = 10
-BACKOFF_BASE_S = 0.05
-BACKOFF_CAP_S = 1.0
+BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
+
+
+@dataclass(slots=True)
+class Counts:
+    """Writes made and commands sent over a pipe's connections, for tests and
+    profiling: commands sent in one event-loop turn share a write."""
+
+    writes: int = 0
+    commands: int = 0
 
 
 class _Connection(asyncio.Protocol):
     """One socket: an output buffer flushed once per loop turn, and the futures of
     the replies still to come, oldest first."""
 
-    def __init__(self) -> None:
+    def __init__(self, counts: Counts) -> None:
+        self.counts = counts
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.lost: BaseException | None = None
         self._reader = hiredis.Reader(replyError=ResponseError)
         self._out: list[bytes] = []
         self._flush_due = False
-        # Writes made and commands sent, for tests and profiling.
-        self.writes = 0
-        self.commands = 0
 
     @property
     def usable(self) -> bool:
         return self.transport is not None and self.lost is None
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.commands += 1
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.counts.commands += 1
         self._out.append(packed)
         self.waiting.append(future)
         if not self._flush_due:
             self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         return future
 
     def _flush(self) -> None:
         self._flush_due = False
         out, self._out = self._out, []
         if self.transport is not None and self.lost is None and out:
-            self.writes += 1
+            self.counts.writes += 1
             self.transport.write(b"".join(out))
 
     def close(self) -> None:
@@ -138,20 +148,15 @@ class RedisPipe:
         self._closed = False
         # Connections opened, for tests and logs.
         self.connects = 0
-        # Writes and commands of the connections before the current one.
-        self._past_writes = 0
-        self._past_commands = 0
+        self.counts = Counts()
 
     @property
     def writes(self) -> int:
-        """Writes made so far: commands sent in one event-loop turn share one."""
-        current = self._connection.writes if self._connection is not None else 0
-        return self._past_writes + current
+        return self.counts.writes
 
     @property
     def commands(self) -> int:
-        current = self._connection.commands if self._connection is not None else 0
-        return self._past_commands + current
+        return self.counts.commands
 
     async def execute(self, *args: Any) -> Any:
         """Sends one command and returns its reply; a Redis error reply is raised as
@@ -159,21 +164,15 @@ class RedisPipe:
         before the reply comes."""
         packed = hiredis.pack_command(args)
         for attempt in range(RETRIES + 1):
-            connection = self._connection
-            if connection is None or not connection.usable:
-                try:
-                    connection = await self._connect()
-                except (OSError, ConnectionError) as exc:
-                    if attempt == RETRIES or self._closed:
-                        raise ConnectionError(f"Redis at {self.url}: {exc}") from exc
-                    await asyncio.sleep(_backoff(attempt))
-                    continue
             try:
+                connection = self._connection
+                if connection is None or not connection.usable:
+                    connection = await self._connect()
                 return await connection.send(packed)
-            except ConnectionError:
+            except (OSError, ConnectionError) as exc:
                 if attempt == RETRIES or self._closed:
-                    raise
-                await asyncio.sleep(_backoff(attempt))
+                    raise ConnectionError(f"Redis at {self.url}: {exc}") from exc
+                await asyncio.sleep(BACKOFF.compute(attempt))
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
@@ -197,11 +196,16 @@ class RedisPipe:
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
         settings = self._settings
+        counts = self.counts
         if "path" in settings:
-            _, connection = await loop.create_unix_connection(_Connection, settings["path"])
+            _, connection = await loop.create_unix_connection(
+                lambda: _Connection(counts), settings["path"]
+            )
         else:
             _, connection = await loop.create_connection(
-                _Connection, settings.get("host", "localhost"), settings.get("port", 6379)
+                lambda: _Connection(counts),
+                settings.get("host", "localhost"),
+                settings.get("port", 6379),
             )
         try:
             if settings.get("password"):
@@ -217,8 +221,6 @@ class RedisPipe:
         self.connects += 1
         if self._connection is not None:
             log.info("Redis pipe to %s connected again", self.url)
-            self._past_writes += self._connection.writes
-            self._past_commands += self._connection.commands
         self._connection = connection
         return connection
 
@@ -249,7 +251,3 @@ def _error(reply: ResponseError) -> ResponseError:
     and so on)."""
     error: ResponseError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
     return error
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
