@@ -47,7 +47,8 @@ def markdown(r: dict[str, Any]) -> str:
             s = sub[key]
             checks = (
                 f"; image checks {s['checks_pending_after']} behind at the end, done "
-                f"{s['checks_caught_up_s']:.1f} s later"
+                f"{s['checks_caught_up_s']:.1f} s later (all checked: "
+                f"{s.get('checked_rate_per_s', 0):.0f}/s)"
                 if "checks_caught_up_s" in s
                 else ""
             )

@@ -119,6 +119,11 @@ async def run_submit(
         # start the next scenario once they are done.
         result["checks_pending_after"] = await server.checks_pending()
         result["checks_caught_up_s"] = await server.checks_settled()
+        # What the machine sustains with every check done, not only acknowledged: the
+        # uploads over the time from the first one to the last check.
+        if recorder.done_at:
+            busy_s = max(recorder.done_at) - min(recorder.done_at) + result["checks_caught_up_s"]
+            result["checked_rate_per_s"] = round(recorder.count / max(busy_s, 1e-3), 1)
     result.update(server.rss())
     result.update(form=load.form, images=load.images, concurrency=load.concurrency,
                   client_processes=processes)  # fmt: skip
