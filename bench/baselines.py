@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,74 +29,81 @@ def split(data: bytes, size: int) -> list[bytes]:
 
 
 async def _measure(
-    echo: EchoServer, name: str, op: Any, duration_s: float, concurrency: int = IN_FLIGHT
-) -> dict[str, Any]:
+    echo: EchoServer, name: str, op: Any, duration_s: float, concurrency: int = IN_FLIGHT,
+    redis_pid: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
     recorder = Recorder(name)
     cpu0 = cpu_seconds(echo.pid)
+    redis0 = cpu_seconds(redis_pid) if redis_pid else 0.0
     await closed_loop(op, recorder, concurrency=concurrency, duration_s=duration_s,
                       max_count=1_000_000)  # fmt: skip
     result = recorder.summary()
-    result["server_cpu_us_per_call"] = round(
-        (cpu_seconds(echo.pid) - cpu0) * 1e6 / max(1, recorder.count), 1
-    )
+    calls = max(1, recorder.count)
+    result["server_cpu_us_per_call"] = round((cpu_seconds(echo.pid) - cpu0) * 1e6 / calls, 1)
+    if redis_pid:
+        result["redis_cpu_us_per_call"] = round((cpu_seconds(redis_pid) - redis0) * 1e6 / calls, 1)
     return result
+
+
+@contextlib.asynccontextmanager
+async def embedded_redis(prefix: str) -> AsyncIterator[tuple[str, Path]]:
+    """A private redis-server like the server's embedded one (AOF, fsync always)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    embedded = EmbeddedRedis(tmp)
+    try:
+        yield await embedded.start(), tmp
+    finally:
+        await embedded.stop()
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 
 async def echo_baselines(duration_s: float, image: bytes) -> dict[str, Any]:
     """Unary 256 B, unary 200 KB, the 200 KB image as a client stream of CHUNK_BYTES
-    chunks, and 1 MB at each of CHUNK_SIZES (the chunk-size choice)."""
+    chunks, and 1 MB at each of CHUNK_SIZES (the chunk-size choice); then the same
+    server's durable methods: 256 B stored by one Redis script, and the chunked 200 KB
+    appended to a file, fsynced and recorded by the same script."""
     small = b"x" * 256
     chunked = split(image, wire.CHUNK_BYTES)
     megabyte = (image * 6)[: 1024 * 1024]
     out: dict[str, Any] = {"payload_bytes": len(image), "chunk_bytes": wire.CHUNK_BYTES}
-    with EchoServer() as echo:
-        client = EchoClient(echo.target)
-        try:
-            await client.echo(small)  # connect
-            out["unary_256"] = await _measure(
-                echo, "echo unary 256 B", lambda: client.echo(small), duration_s
-            )
-            out["unary_200k"] = await _measure(
-                echo, "echo unary 200 KB", lambda: client.sink(image), duration_s
-            )
-            out["stream_200k"] = await _measure(
-                echo, "echo chunked 200 KB", lambda: client.send_chunks(chunked), duration_s
-            )
-            sizes: dict[str, Any] = {}
-            for size in CHUNK_SIZES:
-                pieces = split(megabyte, size)
-                sizes[str(size)] = await _measure(
-                    echo, f"1 MB as {size // 1024} KB chunks",
-                    lambda pieces=pieces: client.send_chunks(pieces), duration_s / 2, 16,
+    async with embedded_redis("aqe-") as (redis_url, directory):
+        redis_pid = int((directory / "redis.pid").read_text())
+        with EchoServer(durable=(redis_url, directory)) as echo:
+            client = EchoClient(echo.target)
+            try:
+                await client.echo(small)  # connect
+                out["unary_256"] = await _measure(
+                    echo, "echo unary 256 B", lambda: client.echo(small), duration_s
+                )
+                out["unary_200k"] = await _measure(
+                    echo, "echo unary 200 KB", lambda: client.sink(image), duration_s
+                )
+                out["stream_200k"] = await _measure(
+                    echo, "echo chunked 200 KB", lambda: client.send_chunks(chunked), duration_s
+                )
+                sizes: dict[str, Any] = {}
+                for size in CHUNK_SIZES:
+                    pieces = split(megabyte, size)
+                    sizes[str(size)] = await _measure(
+                        echo, f"1 MB as {size // 1024} KB chunks",
+                        lambda pieces=pieces: client.send_chunks(pieces), duration_s / 2, 16,
+                    )  # fmt: skip
+                out["chunk_sizes_1mb"] = sizes
+                out["store_256"] = await _measure(
+                    echo, "store unary 256 B", lambda: client.store(small), duration_s,
+                    redis_pid=redis_pid,
                 )  # fmt: skip
-            out["chunk_sizes_1mb"] = sizes
-        finally:
-            await client.close()
+                out["store_stream_200k"] = await _measure(
+                    echo, "store chunked 200 KB",
+                    lambda: client.send_chunks(chunked, durable=True), duration_s,
+                    redis_pid=redis_pid,
+                )  # fmt: skip
+            finally:
+                await client.close()
     return out
 
 
-# The shape of server/lua/claim.lua without authq's bookkeeping details: the best head
-# among six lanes, take it, a fencing token, the lease, a history entry, an event.
-CLAIM_LIKE = """
-local best, best_score, best_lane
-for i = 4, #KEYS do
-  local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-  if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
-    best, best_score, best_lane = head[1], tonumber(head[2]), KEYS[i]
-  end
-end
-if not best then return {'EMPTY'} end
-redis.call('ZREM', best_lane, best)
-local token = redis.call('INCR', KEYS[2])
-local req = 'bq:req:' .. best
-redis.call('HINCRBY', req, 'v', 1)
-redis.call('HSET', req, 'st', 'CLAIMED', 'h', ARGV[1], 'tok', token)
-redis.call('ZADD', KEYS[1], token, best)
-local entry = cmsgpack.pack({best, token, 'CLAIMED', ARGV[1]})
-redis.call('RPUSH', 'bq:hist:' .. best, entry)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', 50000, '*', 'm', entry)
-return {'OK', best, token, redis.call('HGETALL', req)}
-"""
+CLAIM_LIKE = (Path(__file__).parent / "lua" / "claim_like.lua").read_text()
 LANES = [f"bq:lane:{i}" for i in range(6)]
 
 
@@ -108,11 +117,8 @@ async def _fill(client: aioredis.Redis, count: int) -> None:
 
 
 async def redis_baselines(duration_s: float, items: int) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="aqr-", dir="/tmp"))
-    embedded = EmbeddedRedis(tmp)
-    url = await embedded.start()
     out: dict[str, Any] = {}
-    try:
+    async with embedded_redis("aqr-") as (url, tmp):
         client = aioredis.Redis.from_url(url, max_connections=64)
         await _fill(client, items)
         script = client.register_script(CLAIM_LIKE)
@@ -134,7 +140,4 @@ async def redis_baselines(duration_s: float, items: int) -> dict[str, Any]:
                 (cpu_seconds(redis_pid) - cpu0) * 1e6 / max(1, recorder.count), 1
             )
         await client.aclose()
-    finally:
-        await embedded.stop()
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
     return out

@@ -1,20 +1,34 @@
 """The ceiling of the gRPC layer: a bare grpc.aio echo server on uvloop, with no
-protobuf and no application work. Run as ``python -m bench.echo PORT``.
+protobuf and no application work. Run as ``python -m bench.echo PORT [REDIS_URL DIR]``.
 
 Methods (raw bytes in and out):
   /bench.Echo/Echo    unary, answers the request bytes
   /bench.Echo/Sink    unary, answers 32 bytes (a large request, a small reply)
   /bench.Echo/Upload  client stream of chunks, answers 32 bytes
+
+With a Redis URL and a directory, the least a durable server does, with no checks:
+  /bench.Echo/Store       unary: one script (lua/store_like.lua) on the server's kind
+                          of pipelined Redis connection, then 32 bytes
+  /bench.Echo/StoreUpload client stream: the bytes hashed, appended to one file and
+                          fsynced (group commit), then the same script, then 32 bytes
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import itertools
+import os
 import sys
+import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import uvloop
+
+from server.store.redis_pipe import PipedScript, RedisPipe
 
 # Large enough for the 1 MB single-chunk case of the chunk-size scenario.
 OPTIONS = [
@@ -42,13 +56,60 @@ async def _upload(requests: AsyncIterator[bytes], context: Any) -> bytes:
     return ACK
 
 
-async def serve(port: int) -> None:
+STORE_LIKE = (Path(__file__).parent / "lua" / "store_like.lua").read_text()
+
+
+class DurableSink:
+    """Store and StoreUpload: what any durable design pays at least per request."""
+
+    def __init__(self, redis_url: str, directory: Path) -> None:
+        self.pipe = RedisPipe(redis_url)
+        self.script = PipedScript(self.pipe, STORE_LIKE)
+        self.serial = itertools.count()
+        self.fd = os.open(directory / "uploads.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self.lock = threading.Lock()
+        self.sync_lock = threading.Lock()
+        self.written = self.synced = 0
+
+    async def _stored(self, request_id: str, body: bytes) -> bytes:
+        await self.script(keys=("be:lane", "be:events"), args=(request_id, body, 1))
+        return ACK
+
+    async def store(self, request: bytes, context: Any) -> bytes:
+        return await self._stored(f"r{next(self.serial)}", request)
+
+    async def store_upload(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        data = b"".join([chunk async for chunk in requests])
+        digest = hashlib.sha256(data).hexdigest()
+        await asyncio.to_thread(self._append, data)
+        return await self._stored(digest, digest.encode())
+
+    def _append(self, data: bytes) -> None:
+        # Group commit: one fsync covers every upload written before it began.
+        with self.lock:
+            os.write(self.fd, data)
+            self.written += 1
+            mine = self.written
+        with self.sync_lock:
+            if self.synced < mine:
+                covered = self.written
+                os.fsync(self.fd)
+                self.synced = covered
+
+
+async def serve(port: int, redis_url: str | None = None, directory: Path | None = None) -> None:
     server = grpc.aio.server(options=OPTIONS)
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(_echo, _raw, _raw),
         "Sink": grpc.unary_unary_rpc_method_handler(_sink, _raw, _raw),
         "Upload": grpc.stream_unary_rpc_method_handler(_upload, _raw, _raw),
     }
+    if redis_url is not None and directory is not None:
+        durable = DurableSink(redis_url, directory)
+        handlers["Store"] = grpc.unary_unary_rpc_method_handler(durable.store, _raw, _raw)
+        handlers["StoreUpload"] = grpc.stream_unary_rpc_method_handler(
+            durable.store_upload, _raw, _raw
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -62,13 +123,16 @@ class EchoClient:
         self.echo = self.channel.unary_unary("/bench.Echo/Echo", _raw, _raw)
         self.sink = self.channel.unary_unary("/bench.Echo/Sink", _raw, _raw)
         self.upload = self.channel.stream_unary("/bench.Echo/Upload", _raw, _raw)
+        self.store = self.channel.unary_unary("/bench.Echo/Store", _raw, _raw)
+        self.store_upload = self.channel.stream_unary("/bench.Echo/StoreUpload", _raw, _raw)
 
-    async def send_chunks(self, chunks: list[bytes]) -> bytes:
+    async def send_chunks(self, chunks: list[bytes], *, durable: bool = False) -> bytes:
         async def stream() -> AsyncIterator[bytes]:
             for chunk in chunks:
                 yield chunk
 
-        reply: bytes = await self.upload(stream())
+        call = self.store_upload if durable else self.upload
+        reply: bytes = await call(stream())
         return reply
 
     async def close(self) -> None:
@@ -76,4 +140,5 @@ class EchoClient:
 
 
 if __name__ == "__main__":
-    uvloop.run(serve(int(sys.argv[1])))
+    durable_args = (sys.argv[2], Path(sys.argv[3])) if len(sys.argv) > 3 else ()
+    uvloop.run(serve(int(sys.argv[1]), *durable_args))

@@ -248,14 +248,17 @@ class AuthqServer:
 class EchoServer:
     """The bare grpc.aio echo server of bench/echo.py in its own process."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: tuple[str, Path] | None = None) -> None:
+        """``durable``: a Redis URL and a directory for its Store methods."""
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.durable = durable
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> EchoServer:
+        extra = [self.durable[0], str(self.durable[1])] if self.durable else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.echo", str(self.port)],
+            [sys.executable, "-m", "bench.echo", str(self.port), *extra],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         _wait_for_line(self.proc, "echo listening", 30.0)

@@ -52,7 +52,12 @@ def markdown(r: dict[str, Any]) -> str:
                 if "checks_caught_up_s" in s
                 else ""
             )
-            lines.append(_row(label, s, ceiling, f"CPU s/1000 srv/redis {_cpu(s)}{checks}"))
+            # Against the durable echo too (per image: 3 images are 3 of its uploads).
+            floor = echo.get("store_stream_200k" if s["images"] else "store_256")
+            per_s = s["rate_per_s"] * max(1, s["images"])
+            durable = f"; x durable echo {per_s / floor['rate_per_s']:.2f}" if floor else ""
+            lines.append(_row(label, s, ceiling,
+                              f"CPU s/1000 srv/redis {_cpu(s)}{durable}{checks}"))  # fmt: skip
     half = sub["unary_0_half"]
     lines.append(_row("submit unary, 0 img, at half load (open loop)", half, None,
                       f"offered {half['offered_rate_per_s']:.0f}/s"))  # fmt: skip
@@ -102,6 +107,16 @@ def markdown(r: dict[str, Any]) -> str:
     ):
         s = echo[key]
         lines.append(_row(label, s, None, f"server CPU {s['server_cpu_us_per_call']} us/call"))
+    # The least any durable design pays, as a fraction of the echo it is built on.
+    for key, label, plain in (
+        ("store_256", "echo unary 256 B + one Redis script (AOF always)", u256),
+        ("store_stream_200k", "echo chunked 200 KB + appended and fsynced + one Redis "
+                              "script", s200),
+    ):  # fmt: skip
+        if key in echo:
+            s = echo[key]
+            lines.append(_row(label, s, plain, f"server CPU {s['server_cpu_us_per_call']} "
+                              f"us/call, redis {s['redis_cpu_us_per_call']} us/call"))  # fmt: skip
     for key, label in (
         ("claim_serial", "bare Redis claim script, 1 in flight"),
         ("claim_50", "bare Redis claim script, 50 in flight"),
