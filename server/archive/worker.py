@@ -10,11 +10,13 @@ peak it falls behind and catches up afterwards (hot keys stay for days).
 
 On Linux the child also takes the SCHED_IDLE policy: it runs only on CPU time nothing
 else wants. Niceness alone still let it take about 0.4 ms of CPU per request during a
-peak, most of it in the kernel creating files (about 0.7 ms per new inode on the
-bench VM), preempting the server's event loop; idle it leaves the loop alone (bench,
-450 cycles/s: p50 submit ack 8.7 -> 5.3 ms; full cycle 880-960 -> 1,020-1,040/s
-together with hiredis command packing). The backlog this defers is reported by the
-bench and the metrics, and is archived as soon as the peak passes.
+peak, most of it in the kernel creating files (on the bench VM's ext4 without a
+journal, 0.3-0.7 ms per new file in a directory near many recently deleted ones, such
+as /tmp after the test suite; 22 us elsewhere), preempting the server's event loop;
+idle it leaves the loop alone (bench, 450 cycles/s: p50 submit ack 8.7 -> 5.3 ms;
+full cycle 880-960 -> 1,020-1,040/s together with hiredis command packing). The
+backlog this defers is reported by the bench and the metrics, and is archived as soon
+as the peak passes.
 
 ``ArchiverProcess`` is the server's side: it starts ``python -m server.archive.worker``
 with its settings, restarts it if it dies, and stops it with the server. The child
