@@ -29,29 +29,31 @@ def split(data: bytes, size: int) -> list[bytes]:
 
 
 async def _measure(
-    echo: EchoServer, name: str, op: Any, duration_s: float, concurrency: int = IN_FLIGHT,
-    redis_pid: int | None = None,
+    name: str, op: Any, duration_s: float, pids: dict[str, int],
+    concurrency: int = IN_FLIGHT, max_count: int = 1_000_000,
 ) -> dict[str, Any]:  # fmt: skip
+    """A closed loop's figures, with ``<who>_cpu_us_per_call`` for each of ``pids``."""
     recorder = Recorder(name)
-    cpu0 = cpu_seconds(echo.pid)
-    redis0 = cpu_seconds(redis_pid) if redis_pid else 0.0
+    before = {who: cpu_seconds(pid) for who, pid in pids.items()}
     await closed_loop(op, recorder, concurrency=concurrency, duration_s=duration_s,
-                      max_count=1_000_000)  # fmt: skip
+                      max_count=max_count)  # fmt: skip
     result = recorder.summary()
     calls = max(1, recorder.count)
-    result["server_cpu_us_per_call"] = round((cpu_seconds(echo.pid) - cpu0) * 1e6 / calls, 1)
-    if redis_pid:
-        result["redis_cpu_us_per_call"] = round((cpu_seconds(redis_pid) - redis0) * 1e6 / calls, 1)
+    for who, pid in pids.items():
+        used = cpu_seconds(pid) - before[who]
+        result[f"{who}_cpu_us_per_call"] = round(used * 1e6 / calls, 1)
     return result
 
 
 @contextlib.asynccontextmanager
-async def embedded_redis(prefix: str) -> AsyncIterator[tuple[str, Path]]:
-    """A private redis-server like the server's embedded one (AOF, fsync always)."""
+async def embedded_redis(prefix: str) -> AsyncIterator[tuple[str, Path, int]]:
+    """A private redis-server like the server's embedded one (AOF, fsync always): its
+    URL, its directory and its pid."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     embedded = EmbeddedRedis(tmp)
     try:
-        yield await embedded.start(), tmp
+        url = await embedded.start()
+        yield url, tmp, int((tmp / "redis.pid").read_text())
     finally:
         await embedded.stop()
         await asyncio.to_thread(shutil.rmtree, tmp, True)
@@ -66,37 +68,37 @@ async def echo_baselines(duration_s: float, image: bytes) -> dict[str, Any]:
     chunked = split(image, wire.CHUNK_BYTES)
     megabyte = (image * 6)[: 1024 * 1024]
     out: dict[str, Any] = {"payload_bytes": len(image), "chunk_bytes": wire.CHUNK_BYTES}
-    async with embedded_redis("aqe-") as (redis_url, directory):
-        redis_pid = int((directory / "redis.pid").read_text())
+    async with embedded_redis("aqe-") as (redis_url, directory, redis_pid):
         with EchoServer(durable=(redis_url, directory)) as echo:
             client = EchoClient(echo.target)
+            server = {"server": echo.pid}
+            durable = {"server": echo.pid, "redis": redis_pid}
             try:
                 await client.echo(small)  # connect
                 out["unary_256"] = await _measure(
-                    echo, "echo unary 256 B", lambda: client.echo(small), duration_s
+                    "echo unary 256 B", lambda: client.echo(small), duration_s, server
                 )
                 out["unary_200k"] = await _measure(
-                    echo, "echo unary 200 KB", lambda: client.sink(image), duration_s
+                    "echo unary 200 KB", lambda: client.sink(image), duration_s, server
                 )
                 out["stream_200k"] = await _measure(
-                    echo, "echo chunked 200 KB", lambda: client.send_chunks(chunked), duration_s
+                    "echo chunked 200 KB", lambda: client.send_chunks(chunked), duration_s, server
                 )
                 sizes: dict[str, Any] = {}
                 for size in CHUNK_SIZES:
                     pieces = split(megabyte, size)
                     sizes[str(size)] = await _measure(
-                        echo, f"1 MB as {size // 1024} KB chunks",
-                        lambda pieces=pieces: client.send_chunks(pieces), duration_s / 2, 16,
+                        f"1 MB as {size // 1024} KB chunks",
+                        lambda pieces=pieces: client.send_chunks(pieces), duration_s / 2, server,
+                        concurrency=16,
                     )  # fmt: skip
                 out["chunk_sizes_1mb"] = sizes
                 out["store_256"] = await _measure(
-                    echo, "store unary 256 B", lambda: client.store(small), duration_s,
-                    redis_pid=redis_pid,
-                )  # fmt: skip
+                    "store unary 256 B", lambda: client.store(small), duration_s, durable
+                )
                 out["store_stream_200k"] = await _measure(
-                    echo, "store chunked 200 KB",
-                    lambda: client.send_chunks(chunked, durable=True), duration_s,
-                    redis_pid=redis_pid,
+                    "store chunked 200 KB",
+                    lambda: client.send_chunks(chunked, durable=True), duration_s, durable,
                 )  # fmt: skip
             finally:
                 await client.close()
@@ -118,7 +120,7 @@ async def _fill(client: aioredis.Redis, count: int) -> None:
 
 async def redis_baselines(duration_s: float, items: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    async with embedded_redis("aqr-") as (url, tmp):
+    async with embedded_redis("aqr-") as (url, _, redis_pid):
         client = aioredis.Redis.from_url(url, max_connections=64)
         await _fill(client, items)
         script = client.register_script(CLAIM_LIKE)
@@ -130,14 +132,9 @@ async def redis_baselines(duration_s: float, items: int) -> dict[str, Any]:
                 raise RuntimeError("bare redis baseline ran out of items")
 
         for name, concurrency in (("claim_serial", 1), ("claim_50", 50)):
-            recorder = Recorder(f"redis {name}")
-            redis_pid = int((tmp / "redis.pid").read_text())
-            cpu0 = cpu_seconds(redis_pid)
-            await closed_loop(claim, recorder, concurrency=concurrency, duration_s=duration_s,
-                              max_count=items // 2 - 100)  # fmt: skip
-            out[name] = recorder.summary()
-            out[name]["redis_cpu_us_per_call"] = round(
-                (cpu_seconds(redis_pid) - cpu0) * 1e6 / max(1, recorder.count), 1
-            )
+            out[name] = await _measure(
+                f"redis {name}", claim, duration_s, {"redis": redis_pid},
+                concurrency=concurrency, max_count=items // 2 - 100,
+            )  # fmt: skip
         await client.aclose()
     return out
