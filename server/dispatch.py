@@ -40,8 +40,11 @@ class Gate(Protocol):
 @dataclass(eq=False)
 class Waiter:
     authorizer_id: str
-    # Takes the claimed item; returns False if the authorizer has gone meanwhile.
-    deliver: Callable[[Claim], bool]
+    # Takes this waiter and the item claimed for it; returns False if the authorizer
+    # has gone meanwhile. Given the waiter rather than closing over it, so that a
+    # waiter and its callback are no reference cycle: one per offer would otherwise
+    # be left for the garbage collector's full passes, which stall the event loop.
+    deliver: Callable[[Waiter, Claim], bool]
     # What it may decide (issue 3 §4); None: anything.
     qualification: Qualification | None = None
     cancelled: bool = field(default=False)
@@ -100,7 +103,7 @@ class WorkDispatcher:
         """Waits for and claims the next item (for a unary Next call)."""
         future: asyncio.Future[Claim] = asyncio.get_running_loop().create_future()
 
-        def deliver(claim: Claim) -> bool:
+        def deliver(_waiter: Waiter, claim: Claim) -> bool:
             if future.done():
                 return False
             future.set_result(claim)
@@ -225,7 +228,7 @@ class WorkDispatcher:
             self._wake.set()
 
     async def _deliver(self, waiter: Waiter, claim: Claim) -> None:
-        if waiter.cancelled or not waiter.deliver(claim):
+        if waiter.cancelled or not waiter.deliver(waiter, claim):
             # The authorizer left while we claimed: put the item straight back.
             await self.store.release(
                 claim.record.request_id,

@@ -1,11 +1,12 @@
 """The fast paths keep the guarantees: the verified-token cache gives way to a revocation
 at once, submits that share one write (store/redis_pipe.py) each get their own
 answer, idempotency and error, and commands packed by hiredis are the bytes redis-py
-would send."""
+would send. What every offer creates leaves no garbage for the collector's pauses."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from redis.typing import EncodableT
 from server.accounts.model import Account, Qualification, Role, Status
 from server.accounts.store import token_digest
 from server.api.token_cache import TokenCache
+from server.dispatch import Waiter
 from server.domain.records import Submission
 from server.errors import AlreadyExists
 from server.store.connect import PipedRedis, event_client, hiredis_packing, redis_client
@@ -465,3 +467,23 @@ async def test_the_server_clients_pack_with_hiredis_and_work(redis_url: str) -> 
         await client.delete("{authq-test}:packing")
         await client.aclose(close_connection_pool=True)
         await events.aclose()
+
+
+async def test_an_offered_waiter_is_freed_without_the_garbage_collector(
+    server: RunningServer,
+) -> None:
+    """A waiter and its delivery callback form no reference cycle: one per offer
+    would be left for the collector's full passes, which stall the event loop."""
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        rids = {(await teller.submit(request())).request.request_id for _ in range(3)}
+        gc.collect()
+        gc.disable()
+        try:
+            async with authorizer.session() as console:
+                console.credit(3)
+                offers = [await asyncio.wait_for(console.offers.get(), 5) for _ in range(3)]
+                assert {offer.request.request_id for offer in offers} == rids
+                await asyncio.sleep(0.05)  # the dispatcher's round ends
+                assert [o for o in gc.get_objects() if isinstance(o, Waiter)] == []
+        finally:
+            gc.enable()

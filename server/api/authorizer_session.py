@@ -8,7 +8,7 @@ drops, renewals stop and the leases run out, returning the items to the queue.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from typing import Any
 
 from authq.batching import batched, unpacked
@@ -146,23 +146,19 @@ class AuthorizerSession:
             self._error(ref, InvalidArgument("credit", f"1 to {MAX_CREDITS} items at a time"))
             return
         for _ in range(count):
-            waiter = Waiter(self.authorizer_id, lambda claim: False, self.identity.qualification)
-            waiter.deliver = self._deliverer(waiter)
+            waiter = Waiter(self.authorizer_id, self._deliver, self.identity.qualification)
             self.waiters.add(waiter)
             self.center.dispatcher.add(waiter)
 
-    def _deliverer(self, waiter: Waiter) -> Callable[[Claim], bool]:
-        def deliver(claim: Claim) -> bool:
-            self.waiters.discard(waiter)
-            if self.closed:
-                return False
-            self.held[claim.record.request_id] = claim.token
-            self.out.put_nowait(apb.AuthorizerSessionOut(offer=offer_to_pb(claim)))
-            self.center.audit_later(self.identity, "CLAIM", claim.record.request_id,
-                                    token=claim.token)  # fmt: skip
-            return True
-
-        return deliver
+    def _deliver(self, waiter: Waiter, claim: Claim) -> bool:
+        self.waiters.discard(waiter)
+        if self.closed:
+            return False
+        self.held[claim.record.request_id] = claim.token
+        self.out.put_nowait(apb.AuthorizerSessionOut(offer=offer_to_pb(claim)))
+        self.center.audit_later(self.identity, "CLAIM", claim.record.request_id,
+                                token=claim.token)  # fmt: skip
+        return True
 
     async def _decide(self, ref: str, request: apb.DecideRequest) -> None:
         try:
