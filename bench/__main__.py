@@ -16,6 +16,7 @@ import grpc
 import uvloop
 
 from bench import baselines, plots, report, targets, workload
+from bench.load import quiet_collector
 from bench.procs import AuthqServer
 from bench.scen_cycle import run_cycle
 from bench.scen_deep import run_deep
@@ -137,6 +138,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="reduced set, under 3 minutes")
     args = parser.parse_args()
+    quiet_collector()
     result = uvloop.run(main(QUICK if args.quick else FULL))
     log(f"done in {result['elapsed_s']:.0f} s: {OUT / 'report.md'}")
     for t in result["targets"]:

@@ -14,7 +14,7 @@ from typing import Any
 import uvloop
 
 from bench import workload
-from bench.load import closed_loop, open_loop
+from bench.load import closed_loop, open_loop, quiet_collector
 from bench.procs import AuthqServer
 from bench.stats import CpuSample, Recorder, cpu_per_1000, now
 from teller_client.client import TellerClient
@@ -82,6 +82,7 @@ async def _cpu_at(server: AuthqServer, at: float) -> CpuSample:
 
 
 def _in_child(load: SubmitLoad) -> Recorder:
+    quiet_collector()
     return uvloop.run(submit_load(load))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +24,16 @@ def percentile(ordered: list[float], q: float) -> float:
 
 @dataclass
 class Recorder:
-    """Latencies in milliseconds and the completion times (monotonic seconds)."""
+    """Latencies in milliseconds and the completion times (monotonic seconds).
+
+    Kept in arrays of doubles rather than lists: a list of a million floats is one
+    more thing for the garbage collector to walk, element by element, on each of
+    the load generator's full collections, and those pauses would be counted as the
+    server's latency."""
 
     name: str
-    latencies_ms: list[float] = field(default_factory=list)
-    done_at: list[float] = field(default_factory=list)
+    latencies_ms: array[float] = field(default_factory=lambda: array("d"))
+    done_at: array[float] = field(default_factory=lambda: array("d"))
     errors: int = 0
 
     def add(self, started: float, finished: float | None = None) -> None:
