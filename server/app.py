@@ -150,6 +150,8 @@ class Runtime:
                 sweep_s=settings.archive_sweep_s,
                 gc_interval_s=settings.blob_gc_interval_s,
                 gc_grace_s=settings.blob_gc_grace_s,
+                defer_events_per_s=settings.archive_defer_events_per_s,
+                defer_max_s=settings.archive_defer_max_s,
                 log_level=settings.log_level,
             )
             # Also for archiving on demand (admin, tests) when the loop runs elsewhere.

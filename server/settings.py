@@ -79,6 +79,11 @@ class Settings:
     archive_keep_hot_s: float = 7 * 86400.0
     # How often each process retries unarchived requests and removes due hot keys.
     archive_sweep_s: float = 60.0
+    # While the event stream runs at archive_defer_events_per_s or more (about three
+    # events per request), archiving waits, for at most archive_defer_max_s; then it
+    # runs as before (server/archive/deferral.py). 0: archiving never waits.
+    archive_defer_events_per_s: float = 1000.0
+    archive_defer_max_s: float = 900.0
     # Blob GC: an image no live request references, untouched for blob_gc_grace_s
     # (uploaded but never submitted, or its request archived), leaves the hot store.
     blob_gc_grace_s: float = 86400.0
@@ -131,10 +136,9 @@ class Settings:
         ):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be positive, got {getattr(self, key)}")
-        if self.archive_keep_hot_s < 0:
-            raise SettingsError(
-                f"archive_keep_hot_s: must be 0 or more, got {self.archive_keep_hot_s}"
-            )
+        for key in ("archive_keep_hot_s", "archive_defer_events_per_s", "archive_defer_max_s"):
+            if getattr(self, key) < 0:
+                raise SettingsError(f"{key}: must be 0 or more, got {getattr(self, key)}")
         for measure in ("oldest", "estimated"):
             declare, clear = f"backlog_declare_{measure}_s", f"backlog_clear_{measure}_s"
             if getattr(self, declare) > 0 and getattr(self, clear) >= getattr(self, declare):

@@ -8,7 +8,8 @@ that are not archived, for whatever happened while no process was following the
 stream. Archiving one request is claimed in Redis first (archive_claim.lua), written
 and fsynced (writer.py), then marked done (archive_done.lua): a process that dies in
 between leaves the claim to lapse and another (or itself, restarted) writes the same
-bytes again, which the writer and the manifest recognise."""
+bytes again, which the writer and the manifest recognise. While the center is busy
+the rounds wait, for a bounded time (deferral.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.archive.blob_gc import BlobCollector
+from server.archive.deferral import Deferral
 from server.archive.index import ArchiveIndex, ClaimStatus, DoneMark
 from server.archive.writer import ArchiveWriter
 from server.background import BackgroundLoop
@@ -43,6 +45,9 @@ ROUND_LIMIT = 1024
 # cost more than the request's whole trip through the queue (bench: half-load p99
 # submit ack 50 ms against 15 ms without archiving). Nothing waits on the archive.
 PACE_S = 0.5
+# While rounds are held, the event rate is looked at again this often, and the ended
+# requests seen meanwhile are written to the index.
+HOLD_CHECK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,10 @@ class ArchiverConfig:
     sweep_s: float
     gc_interval_s: float
     pace_s: float = PACE_S
+    # Rounds are held while the event stream runs this fast, for at most
+    # defer_max_s (deferral.py). 0: never held.
+    defer_events_per_s: float = 0.0
+    defer_max_s: float = 0.0
 
 
 class Archiver:
@@ -71,10 +80,12 @@ class Archiver:
         self.config = config
         self.claimant = uuid.uuid4().hex
         self.loop = BackgroundLoop("archiver")
+        self.deferral = Deferral(config.defer_events_per_s, config.defer_max_s)
         self._seen_ended: set[str] = set()
         self.archived_total = 0
 
     def on_event(self, entry: HistoryEntry) -> None:
+        self.deferral.saw_event()
         if entry.state.is_final:
             self._seen_ended.add(entry.request_id)
             self.loop.wake.set()
@@ -87,8 +98,29 @@ class Archiver:
 
     async def _run(self) -> None:
         next_gc = time.monotonic()
+        held = False
         while not self.loop.stopping:
             self.loop.wake.clear()
+            if self.deferral.holds():
+                if not held:
+                    log.info(
+                        "the center is busy (%.0f events/s): archiving waits, for at most %.0f s",
+                        self.deferral.rate,
+                        self.config.defer_max_s,
+                    )
+                held = True
+                if self._seen_ended:
+                    # Into the index, not kept in memory through a long hold: the
+                    # backlog it shows (metrics, bench) stays whole.
+                    try:
+                        await self._note_seen()
+                    except Exception:
+                        log.exception("noting ended requests failed")
+                await asyncio.sleep(HOLD_CHECK_S)
+                continue
+            if held:
+                log.info("archiving resumes (%.0f events/s)", self.deferral.rate)
+                held = False
             try:
                 if time.monotonic() >= next_gc:
                     await self.sweep()
@@ -111,15 +143,24 @@ class Archiver:
         await self.index.note_ended(missed, int(time.time() * 1000))
         return len(missed)
 
-    async def archive_pending(self) -> int:
+    async def _note_seen(self) -> None:
         seen, self._seen_ended = self._seen_ended, set()
-        await self.index.note_ended(sorted(seen), int(time.time() * 1000))
+        try:
+            await self.index.note_ended(sorted(seen), int(time.time() * 1000))
+        except BaseException:
+            self._seen_ended |= seen
+            raise
+
+    async def archive_pending(self) -> int:
+        """Archives what the index holds, batch by batch, until it is empty, the loop
+        stops, or the center turns busy (a peak that starts during a long catch-up)."""
+        await self._note_seen()
         archived = 0
-        while not self.loop.stopping:
+        while not self._interrupted():
             ended = await self.index.ended(limit=ROUND_LIMIT)
             this_round = 0
             for start in range(0, len(ended), BATCH):
-                if self.loop.stopping:
+                if self._interrupted():
                     break
                 this_round += await self.archive_batch(ended[start : start + BATCH])
             archived += this_round
@@ -128,6 +169,9 @@ class Archiver:
             if len(ended) < ROUND_LIMIT or not this_round:
                 break
         return archived
+
+    def _interrupted(self) -> bool:
+        return self.loop.stopping or self.deferral.holds()
 
     async def archive(self, request_id: str) -> bool:
         """Archives one ended request unless already done or being done elsewhere."""

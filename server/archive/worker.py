@@ -71,6 +71,8 @@ class ArchiveSettings:
     sweep_s: float
     gc_interval_s: float
     gc_grace_s: float
+    defer_events_per_s: float = 0.0
+    defer_max_s: float = 0.0
     log_level: str = "INFO"
     # The server process; the archiver stops when it is gone. 0: the parent at start.
     parent_pid: int = 0
@@ -89,6 +91,8 @@ def build_archiver(
             keep_hot_s=settings.keep_hot_s,
             sweep_s=settings.sweep_s,
             gc_interval_s=settings.gc_interval_s,
+            defer_events_per_s=settings.defer_events_per_s,
+            defer_max_s=settings.defer_max_s,
         ),
     )
 
