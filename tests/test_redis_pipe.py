@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, ResponseError
 
+from server import events
 from server.events import EventHub
 from server.store import connect
 from server.store.keys import Keys
@@ -156,3 +157,26 @@ async def _until(condition: Callable[[], bool], limit_s: float = 10.0) -> None:
     async with asyncio.timeout(limit_s):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+async def test_a_lingering_hub_reads_on_at_once_after_a_full_read(
+    redis_url: str, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower that lingers between reads (the archiver) still keeps up with a
+    stream that fills faster than one read per linger: after a full read it reads on."""
+    monkeypatch.setattr(events, "READ_COUNT", 5)
+    keys = Keys("{hublinger}")
+    store = QueueStore(redis_client, keys, QueueConfig())
+    ids = [f"linger-{i:02d}" for i in range(12)]
+    for rid in ids:
+        await store.submit(store_submission(rid))
+    hub = EventHub(connect.event_client(redis_url), keys.events, linger_s=60.0)
+    seen: list[str] = []
+    hub.add_listener(lambda entry: seen.append(entry.request_id))
+    # From the stream's start: a backlog of 12, read 5, 5 and 2, lingering only after
+    # the short read.
+    hub.loop.start(lambda: hub._follow(b"0-0"))
+    try:
+        await _until(lambda: seen == ids)
+    finally:
+        await hub.stop()
