@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from authq import wire
@@ -69,3 +71,10 @@ def store_submission(request_id: str, memo: str = "") -> Submission:
         importance=3,
         images=(),
     )
+
+
+async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Returns once ``condition()`` holds; TimeoutError after ``within_s``."""
+    async with asyncio.timeout(within_s):
+        while not condition():
+            await asyncio.sleep(0.01)

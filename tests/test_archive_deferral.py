@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,6 +15,7 @@ from server.archive.deferral import MIN_WINDOW_S, Deferral
 from server.background import BackgroundLoop
 from server.settings import Settings, SettingsError
 from tests.conftest import StartServer
+from tests.helpers import until
 from tests.test_archive import FAST, archived, decided
 
 
@@ -114,12 +115,6 @@ async def busy(deferral: Deferral) -> AsyncIterator[None]:
             await task
 
 
-async def _until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    async with asyncio.timeout(within_s):
-        while not condition():
-            await asyncio.sleep(0.05)
-
-
 async def test_the_archiver_holds_its_rounds_while_busy_and_archives_once_quiet(
     start_server: StartServer,
 ) -> None:
@@ -130,7 +125,7 @@ async def test_the_archiver_holds_its_rounds_while_busy_and_archives_once_quiet(
     assert (archiver.deferral.busy_events_per_s, archiver.deferral.max_defer_s) == (1, 3600)
     deferral = archiver.deferral = Deferral(1, 3600, clock=Ticking())
     async with busy(deferral):
-        await _until(lambda: deferral.holding)
+        await until(lambda: deferral.holding)
         rid = await decided(server)
         await asyncio.sleep(2.0)  # two checks, each busy: nothing archived
         assert server.runtime.archive_index is not None
@@ -149,7 +144,7 @@ async def test_past_the_longest_hold_the_archiver_archives_while_still_busy(
     assert archiver is not None
     deferral = archiver.deferral = Deferral(1, 2, clock=Ticking())
     async with busy(deferral):
-        await _until(lambda: deferral.holding)
+        await until(lambda: deferral.holding)
         rid = await decided(server)
         marker = await archived(server.runtime, rid)
         assert marker.state == "APPROVED"

@@ -7,7 +7,7 @@ tells its watchers to re-read after a lost connection."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,7 +20,7 @@ from server.store.keys import Keys
 from server.store.queue_store import QueueConfig, QueueStore
 from server.store.redis_pipe import PipedScript, RedisPipe
 from server.store.scripts import load_script, run_all
-from tests.helpers import store_submission
+from tests.helpers import store_submission, until
 
 
 @pytest.fixture
@@ -141,22 +141,16 @@ async def test_the_event_hub_follows_on_a_pipe_and_resyncs_after_a_lost_connecti
     await hub.start()
     try:
         await store.submit(store_submission("hub-before-1"))
-        await _until(lambda: seen == ["hub-before-1"])
+        await until(lambda: seen == ["hub-before-1"])
         assert resyncs == []
         own_id = next(c["id"] for c in await redis_client.client_list() if c["cmd"] == "xread")
         await redis_client.client_kill_filter(_id=own_id)
         await store.submit(store_submission("hub-after-1"))
-        await _until(lambda: seen == ["hub-before-1", "hub-after-1"])
+        await until(lambda: seen == ["hub-before-1", "hub-after-1"])
         assert resyncs == [True]  # watchers were told to re-read
         assert hub.pipe.connects == 2
     finally:
         await hub.stop()
-
-
-async def _until(condition: Callable[[], bool], limit_s: float = 10.0) -> None:
-    async with asyncio.timeout(limit_s):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_a_lingering_hub_reads_on_at_once_after_a_full_read(
@@ -177,6 +171,6 @@ async def test_a_lingering_hub_reads_on_at_once_after_a_full_read(
     # the short read.
     hub.loop.start(lambda: hub._follow(b"0-0"))
     try:
-        await _until(lambda: seen == ids)
+        await until(lambda: seen == ids)
     finally:
         await hub.stop()

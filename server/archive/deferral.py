@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # The event rate is measured over at least this long, so that a burst between two
 # close checks does not decide alone.
@@ -34,7 +34,7 @@ class Deferral:
     _events: int = 0
     _window_from: float | None = None
     _busy_since: float | None = None
-    _holding: bool = field(default=False)
+    _holding: bool = False
 
     def saw_event(self) -> None:
         self._events += 1
