@@ -32,13 +32,15 @@ async def _measure(
     name: str, op: Any, duration_s: float, pids: dict[str, int],
     concurrency: int = IN_FLIGHT, max_count: int = 1_000_000,
 ) -> dict[str, Any]:  # fmt: skip
-    """A closed loop's figures, with ``<who>_cpu_us_per_call`` for each of ``pids``."""
+    """A closed loop's figures, with ``<who>_cpu_us_per_call`` for each of ``pids`` and
+    ``load_cpu_us_per_call`` for this process, the load generator."""
     recorder = Recorder(name)
     before = {who: cpu_seconds(pid) for who, pid in pids.items()}
     await closed_loop(op, recorder, concurrency=concurrency, duration_s=duration_s,
                       max_count=max_count)  # fmt: skip
     result = recorder.summary()
     calls = max(1, recorder.count)
+    result["load_cpu_us_per_call"] = round(recorder.load_cpu_s * 1e6 / calls, 1)
     for who, pid in pids.items():
         used = cpu_seconds(pid) - before[who]
         result[f"{who}_cpu_us_per_call"] = round(used * 1e6 / calls, 1)

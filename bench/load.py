@@ -7,7 +7,7 @@ import contextlib
 import gc
 from collections.abc import Awaitable, Callable
 
-from bench.stats import Recorder, now
+from bench.stats import Recorder, load_cpu_s, now
 
 Op = Callable[[], Awaitable[object]]
 MAX_ERRORS = 200
@@ -26,6 +26,7 @@ async def closed_loop(
     op: Op, recorder: Recorder, *, concurrency: int, duration_s: float, max_count: int
 ) -> None:
     """``concurrency`` workers, each starting its next call when the last returns."""
+    cpu0 = load_cpu_s()
     deadline = now() + duration_s
     started = 0
 
@@ -41,9 +42,12 @@ async def closed_loop(
                 continue
             recorder.add(t0)
 
-    await asyncio.wait_for(
-        asyncio.gather(*(worker() for _ in range(concurrency))), duration_s + 30.0
-    )
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(concurrency))), duration_s + 30.0
+        )
+    finally:
+        recorder.load_cpu_s += load_cpu_s() - cpu0
 
 
 async def open_loop(
@@ -53,6 +57,7 @@ async def open_loop(
     """Calls start on a fixed schedule whatever the answers do; latency is measured from
     the scheduled start, so a stalled server is not hidden (no coordinated omission).
     Beyond ``max_in_flight`` outstanding calls a slot is skipped and counted an error."""
+    cpu0 = load_cpu_s()
     t0 = now()
     count = min(max_count, int(rate * duration_s))
     tasks: set[asyncio.Task[None]] = set()
@@ -82,3 +87,4 @@ async def open_loop(
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+    recorder.load_cpu_s += load_cpu_s() - cpu0

@@ -21,7 +21,7 @@ def _figures(rig: CycleRig, server: AuthqServer, cpu0: Any, requests: int) -> di
         "queue_wait": _all_waits(rig).summary(),
         "decisions_per_s": round(rig.decisions.rate(), 1),
     }
-    result.update(cpu_per_1000(cpu0, server.cpu(), requests))
+    result.update(cpu_per_1000(cpu0, server.cpu(), requests, rig.cycle.load_cpu_s))
     result.update(server.rss())
     return result
 

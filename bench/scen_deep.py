@@ -24,6 +24,9 @@ from server.store.scripts import run_all
 
 BATCH = 2000
 EVENTS_MAXLEN = 50_000  # the server's default events_maxlen
+# One claim and its decision take 4-5 ms one at a time: the claims get longer than
+# one measurement step, so that their count, not the clock, ends them.
+CLAIM_TIME_FACTOR = 2.5
 
 
 def _submission(i: int) -> Submission:
@@ -55,21 +58,41 @@ async def used_memory(client: aioredis.Redis) -> int:
     return int(info["used_memory"])
 
 
-async def settle(server: AuthqServer, limit_s: float = 240.0) -> float:
+async def settle(server: AuthqServer, client: aioredis.Redis, limit_s: float = 240.0) -> float:
     """Waits until the server is idle again (its event hub has read the events of the
-    load): less than 10% of a core over half a second. Returns the seconds waited."""
+    load: less than 10% of a core over half a second) and Redis has no AOF rewrite
+    running or due. Returns the seconds waited.
+
+    Loading grows the AOF past its rewrite threshold again and again (each rewrite
+    forks Redis and writes the whole dataset, 6 s of a core at 1,000,000 items): one
+    still running would share the two cores with the claims timed next, which the
+    claims at 1,000 waiting never meet."""
     t0 = now()
     while now() - t0 < limit_s:
         before = server.cpu()
         await asyncio.sleep(0.5)
         after = server.cpu()
-        if after.server_s - before.server_s < 0.05:
+        if after.server_s - before.server_s < 0.05 and not await rewriting(client):
             break
     return round(now() - t0, 1)
 
 
-async def timed_claims(target: str, count: int, duration_s: float) -> dict[str, Any]:
+async def rewriting(client: aioredis.Redis) -> bool:
+    info = await client.info("persistence")
+    return bool(int(info["aof_rewrite_in_progress"]) or int(info["aof_rewrite_scheduled"]))
+
+
+async def forks(client: aioredis.Redis) -> int:
+    """How many times Redis has forked (with ``save ""``: its AOF rewrites)."""
+    return int((await client.info("stats"))["total_forks"])
+
+
+async def timed_claims(
+    target: str, redis: aioredis.Redis, count: int, duration_s: float
+) -> dict[str, Any]:
+    """``count`` claims and decisions one at a time, for at most ``duration_s``."""
     claim, decide = Recorder("claim"), Recorder("decision")
+    forks_before = await forks(redis)
     async with AuthorizerClient(target, *workload.authorizer_login(0)) as client:
         deadline = now() + duration_s
         for _ in range(count):
@@ -81,31 +104,36 @@ async def timed_claims(target: str, count: int, duration_s: float) -> dict[str, 
             claim.add(t0, t1)
             await client.decide(offer.request.request_id, offer.lease.fencing_token, "approve")
             decide.add(t1)
-    return {"claim": claim.summary(), "decision": decide.summary(), "_claim": claim}
+    # A rewrite that began meanwhile is in these figures: say so.
+    return {"claim": claim.summary(), "decision": decide.summary(), "_claim": claim,
+            "redis_forks": await forks(redis) - forks_before}  # fmt: skip
 
 
 async def run_deep(
     server: AuthqServer, depth: int, claims: int, duration_s: float
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"depth": depth, "claims_per_depth": claims}
+    claims_s = CLAIM_TIME_FACTOR * duration_s
     client = server.redis()
     try:
         base = await used_memory(client)
         out["load_1k_per_s"] = round(await load_items(client, 1000 + claims), 1)
         await asyncio.sleep(0.5)
-        out["at_1k"] = await timed_claims(server.target, claims, duration_s)
+        out["at_1k"] = await timed_claims(server.target, client, claims, claims_s)
         out["_claim_1k"] = out["at_1k"].pop("_claim")
         mem0 = await used_memory(client)
         rest = depth - 1000
         cpu0 = server.cpu()
+        forks0 = await forks(client)
         out["load_per_s"] = round(await load_items(client, rest + claims), 1)
+        out["load_redis_forks"] = await forks(client) - forks0
         out["load_cpu"] = cpu_per_1000(cpu0, server.cpu(), rest + claims)
         mem1 = await used_memory(client)
         out["redis_used_memory_base"] = base
         out["redis_used_memory_full"] = mem1
         out["redis_bytes_per_item"] = round((mem1 - mem0) / (rest + claims), 1)
-        out["settle_s"] = await settle(server)
-        out["at_depth"] = await timed_claims(server.target, claims, duration_s)
+        out["settle_s"] = await settle(server, client)
+        out["at_depth"] = await timed_claims(server.target, client, claims, claims_s)
         out["_claim_deep"] = out["at_depth"].pop("_claim")
         sample = _submission(0)
         lane = Keys().lane(sample.priority, sample.business_type, band_of(sample.amount_minor))
@@ -122,7 +150,9 @@ async def run_deep(
                               max_count=1_000_000)  # fmt: skip
             out["drain_decisions_per_s"] = round(rig.decisions.rate(), 1)
             out["drain_decision"] = rig.decision.summary()
-            out["drain_cpu"] = cpu_per_1000(cpu0, server.cpu(), 2 * rig.decisions.count)
+            out["drain_cpu"] = cpu_per_1000(
+                cpu0, server.cpu(), 2 * rig.decisions.count, recorder.load_cpu_s
+            )
             out["_drain"] = rig.decisions
         out.update(server.rss())
     finally:

@@ -114,7 +114,7 @@ async def run_submit(
             recorder.merge(part)
     cpu1 = server.cpu()
     result = recorder.summary()
-    result.update(cpu_per_1000(cpu0, cpu1, recorder.count))
+    result.update(cpu_per_1000(cpu0, cpu1, recorder.count, recorder.load_cpu_s))
     if load.images:
         # The checks run niced behind the uploads: say how far behind they were, and
         # start the next scenario once they are done.
@@ -145,6 +145,6 @@ async def run_submit_open(
 
         await open_loop(op, recorder, rate=rate, duration_s=duration_s, max_count=1_000_000)
     result = recorder.summary()
-    result.update(cpu_per_1000(cpu0, server.cpu(), recorder.count))
+    result.update(cpu_per_1000(cpu0, server.cpu(), recorder.count, recorder.load_cpu_s))
     result["offered_rate_per_s"] = round(rate, 1)
     return result, recorder

@@ -35,6 +35,8 @@ class Recorder:
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     done_at: array[float] = field(default_factory=lambda: array("d"))
     errors: int = 0
+    # What the load loops that filled it spent, in CPU seconds of their process.
+    load_cpu_s: float = 0.0
 
     def add(self, started: float, finished: float | None = None) -> None:
         end = now() if finished is None else finished
@@ -49,6 +51,7 @@ class Recorder:
         self.latencies_ms.extend(other.latencies_ms)
         self.done_at.extend(other.done_at)
         self.errors += other.errors
+        self.load_cpu_s += other.load_cpu_s
 
     @property
     def count(self) -> int:
@@ -92,12 +95,24 @@ class CpuSample:
     at: float
 
 
-def cpu_per_1000(before: CpuSample, after: CpuSample, requests: int) -> dict[str, float]:
+def load_cpu_s() -> float:
+    """CPU seconds of this process (every thread: grpc's too)."""
+    return time.process_time()
+
+
+def cpu_per_1000(
+    before: CpuSample, after: CpuSample, requests: int, load_s: float = math.nan
+) -> dict[str, float]:
+    """Server and Redis CPU over the window, and ``load_s``, what the load generator
+    spent in it (``Recorder.load_cpu_s``): it shares the machine's cores, so its share
+    per request bounds a ratio as much as the server's does."""
     if requests <= 0:
-        return {"server_cpu_s_per_1000": math.nan, "redis_cpu_s_per_1000": math.nan}
+        return {"server_cpu_s_per_1000": math.nan, "redis_cpu_s_per_1000": math.nan,
+                "load_cpu_s_per_1000": math.nan}  # fmt: skip
     return {
         "server_cpu_s_per_1000": round((after.server_s - before.server_s) * 1000 / requests, 4),
         "redis_cpu_s_per_1000": round((after.redis_s - before.redis_s) * 1000 / requests, 4),
+        "load_cpu_s_per_1000": round(load_s * 1000 / requests, 4),
         "server_cpu_util": round(
             (after.server_s - before.server_s) / max(1e-9, after.at - before.at), 3
         ),

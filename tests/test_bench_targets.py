@@ -1,0 +1,42 @@
+"""The report's "CPU allows" column: what the cores allow against a ceiling, from the
+CPU each side spent per call in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bench.load import closed_loop
+from bench.stats import Recorder
+from bench.targets import cpu_allows
+
+
+def _ours(server_s: float, redis_s: float, load_s: float) -> dict[str, Any]:
+    return {"server_cpu_s_per_1000": server_s, "redis_cpu_s_per_1000": redis_s,
+            "load_cpu_s_per_1000": load_s}  # fmt: skip
+
+
+def test_cpu_allows_counts_every_process_on_both_sides() -> None:
+    echo = {"server_cpu_us_per_call": 250.0, "load_cpu_us_per_call": 150.0}
+    # 0.4 ms per echo call against 0.6 + 0.2 + 0.2 = 1.0 ms per submit.
+    assert cpu_allows(echo, _ours(0.6, 0.2, 0.2)) == pytest.approx(0.4)
+    # Leaving out the load generator's share would overstate what the cores allow.
+    assert cpu_allows(echo, _ours(0.6, 0.2, 0.0)) == pytest.approx(0.5)
+
+
+async def test_a_load_loop_records_what_it_spent() -> None:
+    recorder = Recorder("busy")
+
+    async def busy() -> None:
+        sum(range(20_000))  # CPU in this process, the load generator's
+        await asyncio.sleep(0)
+
+    await closed_loop(busy, recorder, concurrency=2, duration_s=5.0, max_count=200)
+    assert recorder.count == 200
+    assert recorder.load_cpu_s > 0
+    merged = Recorder("both")
+    merged.merge(recorder)
+    merged.merge(recorder)
+    assert merged.load_cpu_s == pytest.approx(2 * recorder.load_cpu_s)
