@@ -51,7 +51,9 @@ async def run_mix(server: AuthqServer, duration_s: float, flood_rate: float = 40
             "decisions_per_s": round(rig.decisions.rate(), 1),
             "waiting_at_end": overview,
         }
-        out.update(cpu_per_1000(cpu0, cpu1, high.count + low.count + rig.decisions.count))
+        # The two loops ran over the same window, each counting the whole process.
+        requests = high.count + low.count + rig.decisions.count
+        out.update(cpu_per_1000(cpu0, cpu1, requests, high.load_cpu_s))
         return out, rig
 
 

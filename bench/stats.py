@@ -35,7 +35,8 @@ class Recorder:
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     done_at: array[float] = field(default_factory=lambda: array("d"))
     errors: int = 0
-    # What the load loops that filled it spent, in CPU seconds of their process.
+    # CPU seconds the load loops that filled it spent: their whole process's, so two
+    # loops running at once each count both.
     load_cpu_s: float = 0.0
 
     def add(self, started: float, finished: float | None = None) -> None:
