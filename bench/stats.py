@@ -86,7 +86,14 @@ class Recorder:
             key = int((t - start) / bin_s)
             bins[key] = bins.get(key, 0) + 1
         last = max(bins)
-        return [(k * bin_s, bins.get(k, 0) / bin_s) for k in range(0, last + 1)]
+        points = [(k * bin_s, bins.get(k, 0) / bin_s) for k in range(last)]
+        # The last bin ends at the last completion, mostly before its full width: its
+        # count over the full width would draw a collapse that never happened. It is
+        # a rate over the part it covers, or left out when that is under half a bin.
+        covered = max(self.done_at) - start - last * bin_s
+        if covered >= bin_s / 2:
+            points.append((last * bin_s, bins[last] / covered))
+        return points
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The report's "CPU allows" column: what the cores allow against a ceiling, from the
-CPU each side spent per call in the same run."""
+"""How the bench turns what it measured into the report's figures: the "CPU allows"
+column (what the cores allow against a ceiling, from the CPU each side spent per call
+in the same run), the load generator's CPU, and the throughput plots' bins."""
 
 from __future__ import annotations
 
@@ -40,3 +41,21 @@ async def test_a_load_loop_records_what_it_spent() -> None:
     merged.merge(recorder)
     merged.merge(recorder)
     assert merged.load_cpu_s == pytest.approx(2 * recorder.load_cpu_s)
+
+
+def _steady(rate_per_s: float, seconds: float) -> Recorder:
+    recorder = Recorder("steady")
+    for i in range(int(rate_per_s * seconds)):
+        recorder.add_ms(1.0, (i + 1) / rate_per_s)
+    return recorder
+
+
+@pytest.mark.parametrize("seconds", [1.2, 1.4, 2.0])
+def test_a_steady_rate_plots_flat_to_its_end(seconds: float) -> None:
+    """The last bin of a throughput plot ends with the load, mostly part way through
+    it: a steady 100/s must not appear to collapse there."""
+    recorder = _steady(100.0, seconds)
+    points = recorder.timeline(0.0, bin_s=0.5)
+    assert points
+    assert all(rate == pytest.approx(100.0, rel=0.1) for _, rate in points), points
+    assert points[-1][0] >= seconds - 0.5 - 0.5  # no more than one bin left out
