@@ -27,6 +27,7 @@ EVENTS_MAXLEN = 50_000  # the server's default events_maxlen
 # One claim and its decision take 4-5 ms one at a time: the claims get longer than
 # one measurement step, so that their count, not the clock, ends them.
 CLAIM_TIME_FACTOR = 2.5
+DRAIN_WARM_UP_S = 2.0
 
 
 def _submission(i: int) -> Submission:
@@ -139,8 +140,12 @@ async def run_deep(
         lane = Keys().lane(sample.priority, sample.business_type, band_of(sample.amount_minor))
         waiting = await client.zcard(lane)
         out["waiting_after_claims"] = int(waiting)
-        cpu0 = server.cpu()
         async with CycleRig(server.target, tellers=1) as rig:
+            # As in the full cycle, the figures start once the streams run: in their
+            # first second and a half the decisions ramped up from a quarter of the rate.
+            await asyncio.sleep(DRAIN_WARM_UP_S)
+            rig.reset()
+            cpu0 = server.cpu()
             recorder = Recorder("drain")
 
             async def sleep_tick() -> None:
