@@ -82,7 +82,7 @@ def markdown(r: dict[str, Any]) -> str:
         ]  # fmt: skip
     for key, label in (("at_1k", "~1,000"), ("at_depth", f"{deep['depth']:,}")):
         forked = deep[key].get("redis_forks", 0)
-        rewrite = f"an AOF rewrite (Redis fork) ran during {forked} of these" if forked else ""
+        rewrite = f"Redis forked {forked}x for AOF rewrites during these claims" if forked else ""
         lines += [
             _row(
                 f"claim (unary Next, one at a time), {label} waiting",
