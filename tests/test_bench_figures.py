@@ -11,7 +11,7 @@ import pytest
 
 from bench.load import closed_loop
 from bench.stats import Recorder
-from bench.targets import cpu_allows
+from bench.targets import cpu_allows, cpu_allows_free_server
 
 
 def _ours(server_s: float, redis_s: float, load_s: float) -> dict[str, Any]:
@@ -59,3 +59,12 @@ def test_a_steady_rate_plots_flat_to_its_end(seconds: float) -> None:
     assert points
     assert all(rate == pytest.approx(100.0, rel=0.1) for _, rate in points), points
     assert points[-1][0] >= seconds - 0.5 - 0.5  # no more than one bin left out
+
+
+def test_a_free_server_leaves_redis_and_the_load_generator() -> None:
+    echo = {"server_cpu_us_per_call": 250.0, "load_cpu_us_per_call": 150.0}
+    # Without the server's 0.6 ms, 0.2 + 0.2 ms per submit remain: 0.4 / 0.4.
+    assert cpu_allows_free_server(echo, _ours(0.6, 0.2, 0.2)) == pytest.approx(1.0)
+    assert cpu_allows_free_server(echo, _ours(0.0, 0.2, 0.2)) == cpu_allows(
+        echo, _ours(0.0, 0.2, 0.2)
+    )
