@@ -13,7 +13,10 @@ The other formats are loaded by Pillow, whose decoders raise on damage.
 
 Renditions are re-encoded from pixels only: no EXIF, XMP, GPS, maker notes, ICC
 profile or comment survives, and the EXIF orientation is applied first, so what an
-authorizer sees is upright and says nothing about the device or the place."""
+authorizer sees is upright and says nothing about the device or the place. One
+exception keeps that promise more cheaply: a JPEG already upright and no larger than
+a preview is its own preview, minus its metadata (server/images/jpeg_bare.py), and is
+decoded only at the thumbnail's scale (the check still reads every coefficient)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from typing import Final
 import simplejpeg
 from PIL import Image
 
+from server.images.jpeg_bare import without_metadata
 from server.images.probe import DEFAULT_LIMITS, ImageLimits
 
 __all__ = [
@@ -72,7 +76,13 @@ class _Damaged(Exception):
 def check_and_render(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> CheckResult:
     """Fully decodes ``data``; returns the fault in plain words, or the renditions."""
     try:
-        upright = _decode_upright(data, limits)
+        upright, as_taken = _decode_upright(data, limits)
+        if as_taken is not None:
+            return CheckResult(
+                fault="",
+                preview=as_taken,
+                thumbnail=_jpeg(_fit(upright, THUMBNAIL_SIDE), _THUMBNAIL_QUALITY),
+            )
         preview = _fit(upright, PREVIEW_SIDE)
         thumbnail = _fit(preview, THUMBNAIL_SIDE)
         return CheckResult(
@@ -84,10 +94,13 @@ def check_and_render(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Check
         return CheckResult(fault=str(exc))
 
 
-def _decode_upright(data: bytes, limits: ImageLimits) -> Image.Image:
+def _decode_upright(data: bytes, limits: ImageLimits) -> tuple[Image.Image, bytes | None]:
+    """The picture upright, and the original without its metadata when that can be
+    the preview as it is (then the picture is decoded at the thumbnail's scale)."""
     # Pillow's bomb guard follows our limit; its warning band (half the hard limit)
     # becomes an error too, so nothing between the two slips through.
     Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    as_taken = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -95,7 +108,10 @@ def _decode_upright(data: bytes, limits: ImageLimits) -> Image.Image:
                 fmt = header.format or "?"
                 orientation = _orientation(header)
                 if fmt in ("JPEG", "MPO") and header.mode in ("RGB", "L"):
-                    pixels = _jpeg_pixels(data, header.size, header.mode)
+                    if orientation == 1 and max(header.size) <= PREVIEW_SIDE:
+                        as_taken = _bare(data)
+                    side = PREVIEW_SIDE if as_taken is None else THUMBNAIL_SIDE
+                    pixels = _jpeg_pixels(data, header.size, header.mode, side)
                 else:
                     header.load()
                     pixels = _rgb(header)
@@ -107,7 +123,20 @@ def _decode_upright(data: bytes, limits: ImageLimits) -> Image.Image:
         # Pillow's decoders raise a zoo of types (OSError, SyntaxError, ValueError, ...).
         raise _Damaged(f"damaged image, full decode failed: {exc or type(exc).__name__}") from None
     transpose = _UPRIGHT.get(orientation)
-    return pixels.transpose(transpose) if transpose is not None else pixels
+    return (pixels.transpose(transpose) if transpose is not None else pixels), as_taken
+
+
+def _bare(data: bytes) -> bytes | None:
+    bare = without_metadata(data)
+    if bare is None:
+        return None
+    # The strict decode that follows vouches for the original's scan data; this
+    # vouches that the bare copy still describes the same picture.
+    try:
+        same = simplejpeg.decode_jpeg_header(bare) == simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    return bare if same else None
 
 
 def _orientation(header: Image.Image) -> int:
@@ -117,12 +146,10 @@ def _orientation(header: Image.Image) -> int:
         return 1  # unreadable EXIF is no reason to refuse the picture itself
 
 
-def _jpeg_pixels(data: bytes, size: tuple[int, int], mode: str) -> Image.Image:
+def _jpeg_pixels(data: bytes, size: tuple[int, int], mode: str, side: int) -> Image.Image:
     width, height = size
-    # The smallest DCT scale whose result still covers the preview's long side.
-    wanted_w, wanted_h = (
-        (min(width, PREVIEW_SIDE), 0) if width >= height else (0, min(height, PREVIEW_SIDE))
-    )
+    # The smallest DCT scale whose result still covers the long side wanted.
+    wanted_w, wanted_h = (min(width, side), 0) if width >= height else (0, min(height, side))
     colorspace = "GRAY" if mode == "L" else "RGB"
     try:
         array = simplejpeg.decode_jpeg(
