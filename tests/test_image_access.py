@@ -10,7 +10,9 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from server.accounts.model import Role
+from server.images.jpeg_bare import without_metadata
 from server.images.renditions import THUMBNAIL_SIDE
+from server.images.views import Rendition, plain_rendition
 from teller_client.client import TellerClient
 from tests.conftest import PASSWORD, RunningServer
 from tests.helpers import request, standard_images
@@ -37,9 +39,14 @@ async def test_holder_gets_watermarked_renditions_never_the_original(
         assert "not the original capture (R14)" in (refused.value.details() or "")
         preview = await authorizer.image(rid, sha, "preview")
         thumbnail = await authorizer.image(rid, sha, "thumbnail")
-    plain_preview = await server.runtime.center.blobs.get_rendition(sha, "preview")
-    plain_thumb = await server.runtime.center.blobs.get_rendition(sha, "thumbnail")
-    # The synthetic ID card is 1600x1010: the preview keeps it, the thumbnail shrinks it.
+    blobs = server.runtime.center.blobs
+    plain_preview = await plain_rendition(blobs, sha, Rendition.PREVIEW)
+    plain_thumb = await blobs.get_rendition(sha, "thumbnail")
+    # The synthetic ID card is 1600x1010 and upright: the original is its own preview
+    # (made when viewed, never stored), the thumbnail shrinks it.
+    assert plain_preview == without_metadata(await blobs.get(sha))
+    with pytest.raises(FileNotFoundError):
+        await blobs.get_rendition(sha, "preview")
     assert _decoded(preview).size == (1600, 1010)
     assert _decoded(thumbnail).size == (THUMBNAIL_SIDE, 202)
     assert preview != plain_preview

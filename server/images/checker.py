@@ -5,8 +5,9 @@ An upload is acknowledged after the cheap probe; its check starts right after (t
 bytes are still in hand) and usually ends long before an authorizer could be offered
 the request. The verdict goes into the blob's Redis hash (field ``ck``: "OK" or the
 fault in plain words), after the renditions are stored, so "OK" always means the
-renditions exist. Images are content-addressed, so a verdict never changes: it is
-also kept in a bounded in-process cache, and an image uploaded twice is checked once.
+renditions exist (server/images/views.py finds them). Images are content-addressed,
+so a verdict never changes: it is also kept in a bounded in-process cache, and an
+image uploaded twice is checked once.
 
 ``verdict()`` is what the dispatch gate (server/images/gate.py) awaits: a check
 already running, a stored verdict, or (after a restart, or for an upload another
@@ -154,7 +155,8 @@ class ImageChecker:
                 return f"the image's bytes are missing from the blob store ({sha256})"
         result = await self._run(data)
         if result.ok:
-            await self.blobs.put_rendition(sha256, "preview", result.preview)
+            if result.preview:  # else the original is its own preview (bare_preview)
+                await self.blobs.put_rendition(sha256, "preview", result.preview)
             await self.blobs.put_rendition(sha256, "thumbnail", result.thumbnail)
         verdict = OK if result.ok else result.fault[:500]
         await self.client.hset(self.keys.blob(sha256), "ck", verdict)

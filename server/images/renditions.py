@@ -15,8 +15,10 @@ Renditions are re-encoded from pixels only: no EXIF, XMP, GPS, maker notes, ICC
 profile or comment survives, and the EXIF orientation is applied first, so what an
 authorizer sees is upright and says nothing about the device or the place. One
 exception keeps that promise more cheaply: a JPEG already upright and no larger than
-a preview is its own preview, minus its metadata (server/images/jpeg_bare.py), and is
-decoded only at the thumbnail's scale (the check still reads every coefficient)."""
+a preview is its own preview, minus its metadata (``bare_preview``, made when it is
+viewed: stripping costs a tenth of a millisecond, storing a copy would cost a file
+and its fsync per upload and double the blob store), and is decoded only at the
+thumbnail's scale (the check still reads every coefficient)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ __all__ = [
     "PREVIEW_SIDE",
     "THUMBNAIL_SIDE",
     "CheckResult",
+    "bare_preview",
     "check_and_render",
 ]
 
@@ -58,7 +61,8 @@ _UPRIGHT: Final = {
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """``fault`` is empty when the image passed; then both renditions are set."""
+    """``fault`` is empty when the image passed; then the thumbnail is set, and the
+    preview too unless the original is its own preview (``bare_preview``)."""
 
     fault: str
     preview: bytes = b""
@@ -76,13 +80,10 @@ class _Damaged(Exception):
 def check_and_render(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> CheckResult:
     """Fully decodes ``data``; returns the fault in plain words, or the renditions."""
     try:
-        upright, as_taken = _decode_upright(data, limits)
-        if as_taken is not None:
-            return CheckResult(
-                fault="",
-                preview=as_taken,
-                thumbnail=_jpeg(_fit(upright, THUMBNAIL_SIDE), _THUMBNAIL_QUALITY),
-            )
+        upright, bare = _decode_upright(data, limits)
+        if bare:
+            thumbnail = _fit(upright, THUMBNAIL_SIDE)
+            return CheckResult(fault="", thumbnail=_jpeg(thumbnail, _THUMBNAIL_QUALITY))
         preview = _fit(upright, PREVIEW_SIDE)
         thumbnail = _fit(preview, THUMBNAIL_SIDE)
         return CheckResult(
@@ -94,13 +95,34 @@ def check_and_render(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Check
         return CheckResult(fault=str(exc))
 
 
-def _decode_upright(data: bytes, limits: ImageLimits) -> tuple[Image.Image, bytes | None]:
-    """The picture upright, and the original without its metadata when that can be
-    the preview as it is (then the picture is decoded at the thumbnail's scale)."""
+def bare_preview(data: bytes) -> bytes | None:
+    """The preview of an image that passed the check when it is the original itself
+    without its metadata (an upright JPEG no larger than a preview); None when the
+    preview is a rendition of its own."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            return _bare_if_fit(header, data)
+    except Exception:
+        return None
+
+
+def _bare_if_fit(header: Image.Image, data: bytes) -> bytes | None:
+    fits = (
+        header.format in ("JPEG", "MPO")
+        and header.mode in ("RGB", "L")
+        and max(header.size) <= PREVIEW_SIDE
+        and _orientation(header) == 1
+    )
+    return _bare(data) if fits else None
+
+
+def _decode_upright(data: bytes, limits: ImageLimits) -> tuple[Image.Image, bool]:
+    """The picture upright, and whether the original is its own preview (then the
+    picture is decoded at the thumbnail's scale only)."""
     # Pillow's bomb guard follows our limit; its warning band (half the hard limit)
     # becomes an error too, so nothing between the two slips through.
     Image.MAX_IMAGE_PIXELS = limits.max_pixels
-    as_taken = None
+    bare = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -108,9 +130,8 @@ def _decode_upright(data: bytes, limits: ImageLimits) -> tuple[Image.Image, byte
                 fmt = header.format or "?"
                 orientation = _orientation(header)
                 if fmt in ("JPEG", "MPO") and header.mode in ("RGB", "L"):
-                    if orientation == 1 and max(header.size) <= PREVIEW_SIDE:
-                        as_taken = _bare(data)
-                    side = PREVIEW_SIDE if as_taken is None else THUMBNAIL_SIDE
+                    bare = _bare_if_fit(header, data) is not None
+                    side = THUMBNAIL_SIDE if bare else PREVIEW_SIDE
                     pixels = _jpeg_pixels(data, header.size, header.mode, side)
                 else:
                     header.load()
@@ -123,7 +144,7 @@ def _decode_upright(data: bytes, limits: ImageLimits) -> tuple[Image.Image, byte
         # Pillow's decoders raise a zoo of types (OSError, SyntaxError, ValueError, ...).
         raise _Damaged(f"damaged image, full decode failed: {exc or type(exc).__name__}") from None
     transpose = _UPRIGHT.get(orientation)
-    return (pixels.transpose(transpose) if transpose is not None else pixels), as_taken
+    return (pixels.transpose(transpose) if transpose is not None else pixels), bare
 
 
 def _bare(data: bytes) -> bytes | None:

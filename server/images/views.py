@@ -10,6 +10,7 @@ from enum import StrEnum
 from server.blobs import BlobStore
 from server.errors import FailedPrecondition, NotFound
 from server.images.checker import OK, ImageChecker
+from server.images.renditions import bare_preview
 from server.images.watermark import watermark
 
 
@@ -42,8 +43,24 @@ async def image_view(
                 f"image {sha256} failed the full check ({verdict}): it has no "
                 f"{rendition.value.lower()}; ask for ORIGINAL"
             )
-        plain = await blobs.get_rendition(sha256, rendition.value.lower())
+        plain = await plain_rendition(blobs, sha256, rendition)
     except FileNotFoundError:
         raise NotFound(f"the bytes of image {sha256} are not in the blob store") from None
     # Decoding, drawing and encoding take milliseconds: not on the event loop.
     return await asyncio.to_thread(watermark, plain, stamp_text(viewer, time.time()))
+
+
+async def plain_rendition(blobs: BlobStore, sha256: str, rendition: Rendition) -> bytes:
+    """A rendition of a checked image as made, before any stamp. The preview of an
+    upright capture no larger than a preview is the original without its metadata,
+    made now rather than stored (server/images/renditions.py)."""
+    name = rendition.value.lower()
+    try:
+        return await blobs.get_rendition(sha256, name)
+    except FileNotFoundError:
+        if rendition is not Rendition.PREVIEW:
+            raise
+    bare = await asyncio.to_thread(bare_preview, await blobs.get(sha256))
+    if bare is None:
+        raise FileNotFoundError(f"no {name} of {sha256}")
+    return bare
