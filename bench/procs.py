@@ -15,10 +15,11 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import redis.asyncio as aioredis
 
+from bench import redis_stalls
 from bench.stats import CpuSample, now
 from server.archive.index import ArchiveIndex
 from server.settings import Settings
@@ -221,6 +222,21 @@ class AuthqServer:
         finally:
             await client.aclose()
         return round(now() - start, 2)
+
+    async def stalls_begin(self) -> int:
+        """Starts watching what Redis stalls on (bench/redis_stalls.py)."""
+        client = self.redis()
+        try:
+            return await redis_stalls.begin(client)
+        finally:
+            await client.aclose()
+
+    async def stalls_since(self, mark: int) -> dict[str, Any]:
+        client = self.redis()
+        try:
+            return await redis_stalls.since(client, mark)
+        finally:
+            await client.aclose()
 
     def rss(self) -> dict[str, int]:
         return {

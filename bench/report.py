@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import redis_stalls
+
 
 def _ms(s: dict[str, Any]) -> str:
     return f"{s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['max_ms']:.2f}"
@@ -61,8 +63,8 @@ def markdown(r: dict[str, Any]) -> str:
             notes = f"CPU s/1000 srv/redis/load {_cpu(s)}{durable}{checks}"
             lines.append(_row(label, s, ceiling, notes))
     half = sub["unary_0_half"]
-    lines.append(_row("submit unary, 0 img, at half load (open loop)", half, None,
-                      f"offered {half['offered_rate_per_s']:.0f}/s"))  # fmt: skip
+    offered = f"offered {half['offered_rate_per_s']:.0f}/s{redis_stalls.note(half)}"
+    lines.append(_row("submit unary, 0 img, at half load (open loop)", half, None, offered))
     for phase in ("max", "half"):
         c = cyc[phase]
         archive = (
@@ -74,7 +76,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [
             _row(f"full cycle ({phase}): submit -> teller sees decision", c["cycles"], None,
                  f"CPU s/1000 srv/redis/load {_cpu(c)}; RSS {c['server_rss_bytes'] >> 20} MiB"
-                 f"{archive}"),
+                 f"{archive}{redis_stalls.note(c)}"),
             _row(f"full cycle ({phase}): submit ack", c["submit_ack"]),
             _row(f"full cycle ({phase}): decision (decide call)", c["decision"]),
             _row(f"full cycle ({phase}): decision-to-teller notification", c["notification"]),

@@ -42,11 +42,12 @@ async def run_cycle(
         for _ in range(50):  # warm the streams
             await rig.one_cycle()
         rig.reset()
-        cpu0 = server.cpu()
+        cpu0, mark = server.cpu(), await server.stalls_begin()
         await closed_loop(rig.one_cycle, rig.cycle, concurrency=concurrency,
                           duration_s=duration_s, max_count=2_000_000)  # fmt: skip
         # A request is a submit and a decide; claims ride on the same events.
         out["max"] = _figures(rig, server, cpu0, 2 * rig.cycle.count)
+        out["max"].update(await server.stalls_since(mark))
         rigs["max"] = rig
     # The archiver runs at a lower priority and waits while the center is busy, so it
     # falls behind at the maximum; the half load is measured from a settled server,
@@ -59,10 +60,11 @@ async def run_cycle(
         for _ in range(50):
             await rig.one_cycle()
         rig.reset()
-        cpu0 = server.cpu()
+        cpu0, mark = server.cpu(), await server.stalls_begin()
         await open_loop(rig.one_cycle, rig.cycle, rate=half, duration_s=duration_s,
                         max_count=2_000_000)  # fmt: skip
         out["half"] = _figures(rig, server, cpu0, 2 * rig.cycle.count)
+        out["half"].update(await server.stalls_since(mark))
         out["half"]["offered_rate_per_s"] = round(half, 1)
         rigs["half"] = rig
     # Archiving waits while the center is busy (server/archive/deferral.py): what it

@@ -14,6 +14,7 @@ from authorizer_console.client import AuthorizerClient
 from bench import workload
 from bench.load import closed_loop
 from bench.procs import AuthqServer
+from bench.redis_stalls import forks
 from bench.rig import CycleRig
 from bench.stats import Recorder, cpu_per_1000, now
 from server.domain.records import Submission
@@ -81,11 +82,6 @@ async def settle(server: AuthqServer, client: aioredis.Redis, limit_s: float = 2
 async def rewriting(client: aioredis.Redis) -> bool:
     info = await client.info("persistence")
     return bool(int(info["aof_rewrite_in_progress"]) or int(info["aof_rewrite_scheduled"]))
-
-
-async def forks(client: aioredis.Redis) -> int:
-    """How many times Redis has forked (with ``save ""``: its AOF rewrites)."""
-    return int((await client.info("stats"))["total_forks"])
 
 
 async def timed_claims(

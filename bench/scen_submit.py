@@ -136,7 +136,7 @@ async def run_submit_open(
 ) -> tuple[dict[str, Any], Recorder]:
     """Unary submits without images on a fixed schedule (for latency at half load)."""
     recorder = Recorder("submit unary 0 img, half load")
-    cpu0 = server.cpu()
+    cpu0, mark = server.cpu(), await server.stalls_begin()
     async with TellerClient(server.target, *workload.teller_login(0)) as client:
         await workload.upload_standard(client)
 
@@ -146,5 +146,6 @@ async def run_submit_open(
         await open_loop(op, recorder, rate=rate, duration_s=duration_s, max_count=1_000_000)
     result = recorder.summary()
     result.update(cpu_per_1000(cpu0, server.cpu(), recorder.count, recorder.load_cpu_s))
+    result.update(await server.stalls_since(mark))
     result["offered_rate_per_s"] = round(rate, 1)
     return result, recorder

@@ -8,7 +8,9 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
+from bench import redis_stalls
 from bench.load import closed_loop
 from bench.stats import Recorder
 from bench.targets import cpu_allows, cpu_allows_free_server
@@ -68,3 +70,39 @@ def test_a_free_server_leaves_redis_and_the_load_generator() -> None:
     assert cpu_allows_free_server(echo, _ours(0.0, 0.2, 0.2)) == cpu_allows(
         echo, _ours(0.0, 0.2, 0.2)
     )
+
+
+async def _rewrite_aof(client: aioredis.Redis) -> None:
+    await client.bgrewriteaof()
+    for _ in range(200):
+        persistence = await client.info("persistence")
+        if not int(persistence["aof_rewrite_in_progress"]) and not int(
+            persistence["aof_rewrite_scheduled"]
+        ):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_redis_stalls_count_the_rewrites_of_the_watch(redis_client: aioredis.Redis) -> None:
+    await redis_client.set("bench:stalls", "x")
+    await _rewrite_aof(redis_client)  # before the watch: not counted
+    mark = await redis_stalls.begin(redis_client)
+    before = await redis_stalls.since(redis_client, mark)
+    assert before["redis_forks"] == 0
+    assert before["redis_fsync_worst_ms"] >= 0
+    await _rewrite_aof(redis_client)
+    assert (await redis_stalls.since(redis_client, mark))["redis_forks"] == 1
+    assert (await redis_client.config_get("latency-monitor-threshold")) == {
+        "latency-monitor-threshold": str(redis_stalls.THRESHOLD_MS)
+    }
+
+
+def test_the_stall_note_names_slow_fsyncs_and_rewrites_only() -> None:
+    quiet = {"redis_fsync_worst_ms": 4, "redis_fsync_slow_seconds": 0, "redis_forks": 0}
+    assert redis_stalls.note(quiet) == ""
+    assert redis_stalls.note({}) == ""
+    slow = {"redis_fsync_worst_ms": 22, "redis_fsync_slow_seconds": 3, "redis_forks": 1}
+    assert (
+        redis_stalls.note(slow) == "; Redis fsync up to 22 ms (slow in 3 s), 1 AOF rewrite(s) ran"
+    )
+    assert redis_stalls.note({**quiet, "redis_forks": 2}) == "; 2 AOF rewrite(s) ran"
