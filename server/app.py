@@ -9,7 +9,9 @@ import contextlib
 import gc
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
@@ -97,121 +99,134 @@ class Runtime:
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
+        """Starts every part in order. If one fails, those already started are stopped
+        again, newest first, the embedded Redis last, and the error is raised: a start
+        that fails leaves no task, child process or redis-server behind."""
+        # First: a policy file that does not validate is refused before anything runs.
+        policy = PolicyHolder.from_file(_policy_file(settings))
+        async with contextlib.AsyncExitStack() as undo:
+            runtime = await cls._start_parts(settings, policy, undo)
+            undo.pop_all()  # started: Runtime.stop undoes it from now on
+        return runtime
+
+    @classmethod
+    async def _start_parts(
+        cls, settings: Settings, policy: PolicyHolder, undo: contextlib.AsyncExitStack
+    ) -> Runtime:
         embedded = None
         url = settings.redis_url
         if url is None:
             embedded = EmbeddedRedis(settings.data_dir / "redis")
             url = await embedded.start()
-        try:
-            client = redis_client(url, settings.redis_pool_size)
-            await client.ping()
-            keys = Keys(settings.key_prefix)
-            queue_config = QueueConfig(
-                lease_ms=settings.lease_ms,
-                importance_step_ms=settings.importance_step_ms,
-                urgency_step_ms=settings.urgency_step_ms,
-                events_maxlen=settings.events_maxlen,
+            _undo(undo, embedded.stop)
+        client = redis_client(url, settings.redis_pool_size)
+        _undo(undo, lambda: client.aclose(close_connection_pool=True))
+        await client.ping()
+        keys = Keys(settings.key_prefix)
+        queue_config = QueueConfig(
+            lease_ms=settings.lease_ms,
+            importance_step_ms=settings.importance_step_ms,
+            urgency_step_ms=settings.urgency_step_ms,
+            events_maxlen=settings.events_maxlen,
+        )
+        store = QueueStore(client, keys, queue_config)
+        audit = AuditLog(client, prefix=settings.key_prefix, linger_s=AUDIT_LINGER_S)
+        moves = MoveStore(client, keys, settings.move_confirm_window_ms, queue_config)
+        # A connection of its own: XREAD BLOCK holds it.
+        hub = EventHub(event_client(url), keys.events)
+        dispatcher = WorkDispatcher(store)
+        reaper = LeaseReaper(store)
+        hub.add_listener(dispatcher.on_event)
+        hub.add_listener(reaper.on_event)
+        hub.add_resync_listener(dispatcher.wake)
+        hub.add_resync_listener(reaper.wake)
+        archive_index = ArchiveIndex(client, keys)
+        metrics = None
+        if settings.metrics_listen is not None:
+            metrics = MetricsService(
+                settings.metrics_listen,
+                store,
+                EmergencyStore(client, keys),
+                archive_index,
+                settings.metrics_interval_s,
             )
-            store = QueueStore(client, keys, queue_config)
-            audit = AuditLog(client, prefix=settings.key_prefix, linger_s=AUDIT_LINGER_S)
-            moves = MoveStore(client, keys, settings.move_confirm_window_ms, queue_config)
-            # A connection of its own: XREAD BLOCK holds it.
-            hub = EventHub(event_client(url), keys.events)
-            dispatcher = WorkDispatcher(store)
-            reaper = LeaseReaper(store)
-            hub.add_listener(dispatcher.on_event)
-            hub.add_listener(reaper.on_event)
-            hub.add_resync_listener(dispatcher.wake)
-            hub.add_resync_listener(reaper.wake)
-            archive_index = ArchiveIndex(client, keys)
-            metrics = None
-            if settings.metrics_listen is not None:
-                metrics = MetricsService(
-                    settings.metrics_listen,
-                    store,
-                    EmergencyStore(client, keys),
-                    archive_index,
-                    settings.metrics_interval_s,
-                )
-                metrics.attach(hub)
-            await hub.start()
-            dispatcher.start()
-            reaper.start()
-            limits = ImageLimits(max_bytes=settings.max_image_bytes)
-            blobs = LocalBlobStore(settings.data_dir / "blobs")
-            center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
-            center.audit = audit
-            archive_settings = ArchiveSettings(
-                redis_url=url,
-                key_prefix=settings.key_prefix,
-                archive_dir=str(settings.archive_dir or settings.data_dir / "archive"),
-                blob_dir=str(settings.data_dir / "blobs"),
-                keep_hot_s=settings.archive_keep_hot_s,
-                sweep_s=settings.archive_sweep_s,
-                gc_interval_s=settings.blob_gc_interval_s,
-                gc_grace_s=settings.blob_gc_grace_s,
-                defer_events_per_s=settings.archive_defer_events_per_s,
-                defer_max_s=settings.archive_defer_max_s,
-                log_level=settings.log_level,
-            )
-            # Also for archiving on demand (admin, tests) when the loop runs elsewhere.
-            archiver = build_archiver(store, blobs, archive_index, archive_settings)
-            archiver_process = None
-            if settings.archive_worker:
-                archiver_process = ArchiverProcess(archive_settings)
-                await archiver_process.start()
-            else:
-                # Ends seen before this listener are found by the archiver's start sweep.
-                hub.add_listener(archiver.on_event)
-                archiver.start()
-            # Full image checks off the request path; nothing is offered half-checked.
-            center.images = ImageChecker(
-                client, keys, blobs, limits, settings.image_check_workers,
-                facts_ttl_s=min(FACTS_TTL_S, settings.blob_gc_grace_s / 10),
-            )  # fmt: skip
-            center.images.start()
-            dispatcher.gate = ImageGate(center.images, store, center)
-            watch = QueueWatch(store, dispatcher, moves, center.emergencies)
-            hub.add_listener(watch.on_event)
-            dispatcher.on_waiters_changed = watch.poke
-            watch.start()
-            policy_file = settings.policy_file or DEFAULT_POLICY
-            if settings.demo and settings.policy_file is None:
-                # A demo works at any hour: the shipped policy with the center and the
-                # default branch open around the clock.
-                policy_file = always_open_copy(
-                    DEFAULT_POLICY, settings.data_dir / "demo-policy.toml"
-                )
-                print(f"demo policy (open around the clock): {policy_file}", flush=True)
-            center.policy = PolicyHolder.from_file(policy_file)
-            backlog = BacklogMonitor(store, center.emergencies, center, keys, BacklogThresholds(
-                declare_oldest_s=settings.backlog_declare_oldest_s,
-                clear_oldest_s=settings.backlog_clear_oldest_s,
-                declare_estimated_s=settings.backlog_declare_estimated_s,
-                clear_estimated_s=settings.backlog_clear_estimated_s,
-                clear_hold_s=settings.backlog_clear_hold_s,
-                check_every_s=settings.backlog_check_s,
-            ))  # fmt: skip
-            hub.add_listener(backlog.on_event)
-            backlog.start()
-            accounts = AccountStore(
-                client,
-                keys,
-                token_ttl_s=settings.token_ttl_s,
-                password_max_age_days=settings.password_max_age_days,
-            )
-            tokens = TokenCache(client, keys.token(""))
-            await tokens.start()
-            await tokens.wait_live()
-            if settings.demo:
-                lines = await seed_demo(accounts)
-                print(f"demo accounts (password {DEMO_PASSWORD}):", *lines, sep="\n", flush=True)
-            if metrics is not None:
-                metrics.start()
-        except BaseException:
-            if embedded is not None:
-                await embedded.stop()
-            raise
+            metrics.attach(hub)
+        await hub.start()
+        _undo(undo, hub.stop)
+        dispatcher.start()
+        _undo(undo, dispatcher.stop)
+        reaper.start()
+        _undo(undo, reaper.stop)
+        limits = ImageLimits(max_bytes=settings.max_image_bytes)
+        blobs = LocalBlobStore(settings.data_dir / "blobs")
+        center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
+        center.audit = audit
+        archive_settings = ArchiveSettings(
+            redis_url=url,
+            key_prefix=settings.key_prefix,
+            archive_dir=str(settings.archive_dir or settings.data_dir / "archive"),
+            blob_dir=str(settings.data_dir / "blobs"),
+            keep_hot_s=settings.archive_keep_hot_s,
+            sweep_s=settings.archive_sweep_s,
+            gc_interval_s=settings.blob_gc_interval_s,
+            gc_grace_s=settings.blob_gc_grace_s,
+            defer_events_per_s=settings.archive_defer_events_per_s,
+            defer_max_s=settings.archive_defer_max_s,
+            log_level=settings.log_level,
+        )
+        # Also for archiving on demand (admin, tests) when the loop runs elsewhere.
+        archiver = build_archiver(store, blobs, archive_index, archive_settings)
+        archiver_process = None
+        if settings.archive_worker:
+            archiver_process = ArchiverProcess(archive_settings)
+            await archiver_process.start()
+            _undo(undo, archiver_process.stop)
+        else:
+            # Ends seen before this listener are found by the archiver's start sweep.
+            hub.add_listener(archiver.on_event)
+            archiver.start()
+            _undo(undo, archiver.stop)
+        # Full image checks off the request path; nothing is offered half-checked.
+        center.images = ImageChecker(
+            client, keys, blobs, limits, settings.image_check_workers,
+            facts_ttl_s=min(FACTS_TTL_S, settings.blob_gc_grace_s / 10),
+        )  # fmt: skip
+        center.images.start()
+        _undo(undo, center.images.stop)
+        dispatcher.gate = ImageGate(center.images, store, center)
+        watch = QueueWatch(store, dispatcher, moves, center.emergencies)
+        hub.add_listener(watch.on_event)
+        dispatcher.on_waiters_changed = watch.poke
+        watch.start()
+        _undo(undo, watch.stop)
+        center.policy = policy
+        backlog = BacklogMonitor(store, center.emergencies, center, keys, BacklogThresholds(
+            declare_oldest_s=settings.backlog_declare_oldest_s,
+            clear_oldest_s=settings.backlog_clear_oldest_s,
+            declare_estimated_s=settings.backlog_declare_estimated_s,
+            clear_estimated_s=settings.backlog_clear_estimated_s,
+            clear_hold_s=settings.backlog_clear_hold_s,
+            check_every_s=settings.backlog_check_s,
+        ))  # fmt: skip
+        hub.add_listener(backlog.on_event)
+        backlog.start()
+        _undo(undo, backlog.stop)
+        accounts = AccountStore(
+            client,
+            keys,
+            token_ttl_s=settings.token_ttl_s,
+            password_max_age_days=settings.password_max_age_days,
+        )
+        tokens = TokenCache(client, keys.token(""))
+        await tokens.start()
+        _undo(undo, tokens.stop)
+        await tokens.wait_live()
+        if settings.demo:
+            lines = await seed_demo(accounts)
+            print(f"demo accounts (password {DEMO_PASSWORD}):", *lines, sep="\n", flush=True)
+        if metrics is not None:
+            metrics.start()
+            _undo(undo, metrics.stop)
         return cls(
             settings=settings,
             redis_url=url,
@@ -256,6 +271,32 @@ class Runtime:
         await self.client.aclose(close_connection_pool=True)
         if self.embedded is not None:
             await self.embedded.stop()
+
+
+def _undo(stack: contextlib.AsyncExitStack, stop: Callable[[], Awaitable[object]]) -> None:
+    """Registers how to stop a part if a later one fails to start. A part that fails
+    to stop then is logged, not raised: the error that failed the start is the one
+    to report."""
+
+    async def quietly() -> None:
+        try:
+            await stop()
+        except Exception as exc:
+            log.warning("undoing a failed start: %s: %s", type(exc).__name__, exc)
+
+    stack.push_async_callback(quietly)
+
+
+def _policy_file(settings: Settings) -> Path:
+    if settings.policy_file is not None:
+        return settings.policy_file
+    if not settings.demo:
+        return DEFAULT_POLICY
+    # A demo works at any hour: the shipped policy with the center and the default
+    # branch open around the clock.
+    copy = always_open_copy(DEFAULT_POLICY, settings.data_dir / "demo-policy.toml")
+    print(f"demo policy (open around the clock): {copy}", flush=True)
+    return copy
 
 
 def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:

@@ -24,7 +24,11 @@ class BackgroundLoop:
         self._task: asyncio.Task[None] | None = None
 
     async def nap(self, timeout_s: float | None) -> None:
-        """Returns when woken, or after ``timeout_s`` (None: only when woken)."""
+        """Returns when woken, or after ``timeout_s`` (None: only when woken); at once
+        when stopping (a body that cleared ``wake`` after stop() set it would sleep
+        out its timeout, and stop() with it)."""
+        if self.stopping:
+            return
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
         # that races with the event being set, and stop() hangs.
         with contextlib.suppress(TimeoutError):

@@ -13,6 +13,7 @@ import uvloop
 from server.app import serve
 from server.embedded_redis import EmbeddedRedisError
 from server.metrics import check_metrics_listen
+from server.policy.model import PolicyError
 from server.settings import Settings, SettingsError
 from server.tls import check_listen, server_credentials
 
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         uvloop.run(serve(settings))
+    except PolicyError as exc:
+        # Checked before anything starts (server/app.py): nothing to clean up.
+        print(f"authq-server: the business policy is refused: {exc}", file=sys.stderr)
+        return 2
     except EmbeddedRedisError as exc:
         print(f"authq-server: embedded Redis failed: {exc}", file=sys.stderr)
         return 1

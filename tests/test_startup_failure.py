@@ -1,0 +1,106 @@
+"""A start that fails leaves nothing behind, and says why in one line: a policy file
+that does not validate is refused before anything runs (exit 2); a part failing
+late in the start stops the parts already started, the embedded Redis last."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from server.api.token_cache import TokenCache
+from server.app import Runtime
+from server.embedded_redis import EmbeddedRedis
+from server.main import main
+from server.settings import Settings
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _cmd(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _interpreter_helper(pid: int) -> bool:
+    """multiprocessing's resource tracker and fork server serve the whole interpreter
+    and end with it: not a part of the runtime."""
+    return any(
+        f"multiprocessing.{helper}" in _cmd(pid) for helper in ("resource_tracker", "forkserver")
+    )
+
+
+def test_a_bad_policy_file_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "policy.toml"
+    bad.write_text("this is = not [valid\n")
+    data = tmp_path / "data"
+    code = main(["--listen", "127.0.0.1:0", "--data-dir", str(data), "--policy", str(bad)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("authq-server: the business policy is refused: ")
+    assert f"{bad}:1: not valid TOML" in err
+    assert "Traceback" not in err
+    assert not (data / "redis").exists()  # no redis-server was started
+
+
+async def test_a_part_failing_late_stops_those_started(
+    tmp_path: Path, open_policy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []  # redis-server pids
+    real_start = EmbeddedRedis.start
+
+    async def remember(self: EmbeddedRedis) -> str:
+        url = await real_start(self)
+        assert self.process is not None
+        started.append(self.process.pid)
+        return url
+
+    async def never_live(self: TokenCache) -> None:
+        raise RuntimeError("token cache could not go live")
+
+    monkeypatch.setattr(EmbeddedRedis, "start", remember)
+    # The last part to start before the runtime is handed over.
+    monkeypatch.setattr(TokenCache, "wait_live", never_live)
+    settings = Settings.load(overrides={"data_dir": tmp_path / "data", "policy_file": open_policy})
+    assert settings.archive_worker  # the archiver's child process is among the parts
+    tasks_before = asyncio.all_tasks()
+    children_before = _children()
+
+    with pytest.raises(RuntimeError, match="token cache could not go live"):
+        await Runtime.start(settings)
+
+    # The error raised is the one that failed the start, and nothing runs any more.
+    [redis_pid] = started
+    assert not _alive(redis_pid)
+    for pid in _children() - children_before:
+        if _alive(pid) and not _interpreter_helper(pid):
+            raise AssertionError(f"child process {pid} outlived the failed start: {_cmd(pid)}")
+    await asyncio.sleep(0)
+    left = {t for t in asyncio.all_tasks() - tasks_before if not t.done()}
+    assert not left, left
