@@ -207,3 +207,15 @@ async def test_a_check_still_running_holds_up_only_its_own_offer(server: Running
     assert not first.done()
     release.set()
     assert (await asyncio.wait_for(first, 10)).record.request_id == slow_id
+
+
+def test_a_cmyk_jpeg_is_checked_as_strictly_as_an_rgb_one() -> None:
+    out = io.BytesIO()
+    Image.new("CMYK", (400, 300), (10, 200, 30, 5)).save(out, "JPEG", quality=90)
+    good = out.getvalue()
+    assert check_and_render(good).ok
+    bad = corrupt_scan(good)
+    Image.open(io.BytesIO(bad)).load()  # Pillow alone fills the lost half with grey
+    result = check_and_render(bad)
+    assert not result.ok
+    assert "Corrupt JPEG data" in result.fault

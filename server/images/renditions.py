@@ -9,6 +9,7 @@ The check decodes every pixel. Pillow does not report libjpeg's recoverable erro
 JPEG scan data is decoded by libjpeg-turbo through simplejpeg with ``strict=True``,
 which turns those warnings into errors; its DCT scaling decodes every coefficient
 while producing only the pixels the preview needs (what Pillow calls draft mode).
+A CMYK JPEG's scan data is read the same strict way, then Pillow makes its pixels.
 The other formats are loaded by Pillow, whose decoders raise on damage.
 
 Renditions are re-encoded from pixels only: no EXIF, XMP, GPS, maker notes, ICC
@@ -134,6 +135,8 @@ def _decode_upright(data: bytes, limits: ImageLimits) -> tuple[Image.Image, bool
                     side = THUMBNAIL_SIDE if bare else PREVIEW_SIDE
                     pixels = _jpeg_pixels(data, header.size, header.mode, side)
                 else:
+                    if fmt in ("JPEG", "MPO") and header.mode == "CMYK":
+                        _strict_scan(data)
                     header.load()
                     pixels = _rgb(header)
     except _Damaged:
@@ -182,6 +185,16 @@ def _jpeg_pixels(data: bytes, size: tuple[int, int], mode: str, side: int) -> Im
         array = array[:, :, 0]
     image = Image.fromarray(array)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _strict_scan(data: bytes) -> None:
+    """Reads every coefficient of a CMYK JPEG strictly, at the smallest DCT scale, and
+    throws the pixels away: Pillow decodes these (libjpeg's colour conversion of Adobe
+    CMYK is its), but fills damaged scan data with grey without a word."""
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="CMYK", min_width=1, min_height=1, strict=True)
+    except ValueError as exc:
+        raise _Damaged(f"damaged JPEG: {exc}") from None
 
 
 def _rgb(image: Image.Image) -> Image.Image:
