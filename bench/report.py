@@ -112,14 +112,17 @@ def markdown(r: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|"]  # fmt: skip
     for t in r["targets"]:
         allows, free = t.get("cpu_allows", "-"), t.get("cpu_allows_free_server", "-")
-        lines.append(f"| {t['target']} | {t['value']} {t['unit']} | {t['bound']} | "
+        checked = f" (all checked: {t['all_checked']})" if "all_checked" in t else ""
+        lines.append(f"| {t['target']} | {t['value']} {t['unit']}{checked} | {t['bound']} | "
                      f"{'PASS' if t['pass'] else 'FAIL'} | {allows} | {free} |")  # fmt: skip
     lines += ["", "CPU allows: the ratio the two cores would give if the scenario and its "
               "ceiling both kept them busy: the ceiling's CPU per call (echo server and load "
               "generator) over the scenario's per request (server, Redis, load generator). "
               "Below the bound, the CPU spent per request must fall before the target can "
               "be met. With a free server: the same without the server's CPU, the most a "
-              "change to the server alone could give."]  # fmt: skip
+              "change to the server alone could give. All checked: the image targets' "
+              "ratio counting the uploads over the time until every one of their full "
+              "checks was done, not only acknowledged."]  # fmt: skip
     lines += ["", "## Ceilings (same run)", "", head, sep]
     for key, label in (
         ("unary_256", "echo unary 256 B"),

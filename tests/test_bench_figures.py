@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from bench import redis_stalls
 from bench.load import closed_loop
 from bench.stats import Recorder
-from bench.targets import cpu_allows, cpu_allows_free_server
+from bench.targets import check, cpu_allows, cpu_allows_free_server
 
 
 def _ours(server_s: float, redis_s: float, load_s: float) -> dict[str, Any]:
@@ -106,3 +106,33 @@ def test_the_stall_note_names_slow_fsyncs_and_rewrites_only() -> None:
         redis_stalls.note(slow) == "; Redis fsync up to 22 ms (slow in 3 s), 1 AOF rewrite(s) ran"
     )
     assert redis_stalls.note({**quiet, "redis_forks": 2}) == "; 2 AOF rewrite(s) ran"
+
+
+def _submit(rate: float, checked: float | None = None) -> dict[str, Any]:
+    figures: dict[str, Any] = {"rate_per_s": rate, "server_cpu_s_per_1000": 1.0,
+                               "redis_cpu_s_per_1000": 0.1, "load_cpu_s_per_1000": 0.2}  # fmt: skip
+    if checked is not None:
+        figures["checked_rate_per_s"] = checked
+    return figures
+
+
+def test_image_targets_give_the_rate_with_every_check_done_beside_their_own() -> None:
+    ceiling = {"server_cpu_us_per_call": 300.0, "load_cpu_us_per_call": 200.0}
+    run = {
+        "echo": {"unary_256": {"rate_per_s": 4000.0, **ceiling},
+                 "stream_200k": {"rate_per_s": 2000.0, **ceiling}},
+        "submit": {"unary_0": _submit(1600.0), "session_0": _submit(3200.0),
+                   "unary_1": _submit(180.0, checked=120.0),
+                   "session_1": _submit(260.0, checked=130.0)},
+        "cycle": {"max": {"cycles": {"rate_per_s": 1500.0}},
+                  "half": {"submit_ack": {"p99_ms": 8.0}, "notification": {"p99_ms": 9.0}}},
+        "deep": {"at_depth": {"claim": {"p99_ms": 6.0}}, "at_1k": {"claim": {"p99_ms": 5.0}},
+                 "redis_bytes_per_item": 540.0},
+    }  # fmt: skip
+    checked = check(run)
+    rows = {row["target"].split(":")[0]: row for row in checked}
+    unary_1 = rows["Submit, one 200 KB image (unary)"]
+    assert (unary_1["value"], unary_1["all_checked"]) == (0.09, 0.06)
+    assert rows["Submit, one 200 KB image (session)"]["all_checked"] == 0.065
+    assert "all_checked" not in rows["Submit, no images, unary"]
+    assert [row["pass"] for row in checked] == [False] * 4 + [True, True, False, True, True]
