@@ -110,6 +110,10 @@ async def main(plan: Plan) -> dict[str, Any]:
         r["mix"], mix_rig = await run_mix(server, plan.step_s * 2)
     r["server_errors"] += server.errors
 
+    log("ceilings again: bare grpc.aio echo server")
+    r["echo_end"] = await baselines.echo_again(plan.step_s, workload.base_jpeg(0))
+    r["echo_drift"] = baselines.drift(r["echo"], r["echo_end"])
+
     OUT.mkdir(parents=True, exist_ok=True)
     cyc_max, cyc_half = rigs["max"], rigs["half"]
     r["plots"] = [

@@ -107,6 +107,33 @@ async def echo_baselines(duration_s: float, image: bytes) -> dict[str, Any]:
     return out
 
 
+async def echo_again(duration_s: float, image: bytes) -> dict[str, Any]:
+    """The two ceilings the ratio targets divide by, measured once more at the end of
+    the run: how far the machine's pace moved meanwhile is the margin of every ratio."""
+    small, chunked = b"x" * 256, split(image, wire.CHUNK_BYTES)
+    with EchoServer() as echo:
+        client = EchoClient(echo.target)
+        server = {"server": echo.pid}
+        try:
+            await client.echo(small)  # connect
+            return {
+                "unary_256": await _measure(
+                    "echo unary 256 B, again", lambda: client.echo(small), duration_s, server
+                ),
+                "stream_200k": await _measure(
+                    "echo chunked 200 KB, again",
+                    lambda: client.send_chunks(chunked), duration_s, server,
+                ),
+            }  # fmt: skip
+        finally:
+            await client.close()
+
+
+def drift(start: dict[str, Any], end: dict[str, Any]) -> dict[str, float]:
+    """End over start, per ceiling: 1.0 is a machine as fast at the end as at the start."""
+    return {key: round(end[key]["rate_per_s"] / start[key]["rate_per_s"], 3) for key in end}
+
+
 CLAIM_LIKE = (Path(__file__).parent / "lua" / "claim_like.lua").read_text()
 LANES = [f"bq:lane:{i}" for i in range(6)]
 

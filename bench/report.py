@@ -123,6 +123,12 @@ def markdown(r: dict[str, Any]) -> str:
               "change to the server alone could give. All checked: the image targets' "
               "ratio counting the uploads over the time until every one of their full "
               "checks was done, not only acknowledged."]  # fmt: skip
+    if "echo_drift" in r:
+        moved = max(abs(x - 1.0) for x in r["echo_drift"].values())
+        lines += ["", f"The ratios divide by ceilings measured at the start of the run; "
+                  f"measured again at its end they had moved by up to {moved:.0%} (Ceilings, "
+                  "below): a ratio closer to its bound than that is not settled by this "
+                  "run."]  # fmt: skip
     lines += ["", "## Ceilings (same run)", "", head, sep]
     for key, label in (
         ("unary_256", "echo unary 256 B"),
@@ -143,6 +149,13 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(_row(label, s, plain, f"server CPU {s['server_cpu_us_per_call']} "
                               f"us/call, redis {s['redis_cpu_us_per_call']} us/call, load "
                               f"{s['load_cpu_us_per_call']} us/call"))  # fmt: skip
+    for key, label in (
+        ("unary_256", "echo unary 256 B, again at the end of the run"),
+        ("stream_200k", "echo client stream 200 KB, again at the end of the run"),
+    ):
+        if key in r.get("echo_end", {}):
+            s, moved = r["echo_end"][key], r["echo_drift"][key]
+            lines.append(_row(label, s, None, f"x the start's {moved:.2f}"))
     for key, label in (
         ("claim_serial", "bare Redis claim script, 1 in flight"),
         ("claim_50", "bare Redis claim script, 50 in flight"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bench.baselines import drift, echo_again
 from bench.echo import ACK, EchoClient
 from bench.procs import EchoServer
 
@@ -33,3 +34,15 @@ async def test_durable_echo_stores_each_request_and_upload(
     assert await redis_client.hget(f"be:req:{digest}", "d") == digest.encode()
     assert await redis_client.zcard("be:lane") == 4
     assert await redis_client.xlen("be:events") == 4
+
+
+async def test_the_ceilings_are_measured_again_at_the_end_and_their_drift_given() -> None:
+    again = await echo_again(0.3, b"\xff\xd8" + bytes(200_000))
+    assert set(again) == {"unary_256", "stream_200k"}
+    for figures in again.values():
+        assert figures["count"] > 0
+        assert figures["errors"] == 0
+    start = {"unary_256": {"rate_per_s": 4000.0}, "stream_200k": {"rate_per_s": 2000.0}}
+    end = {"unary_256": {"rate_per_s": 3600.0}, "stream_200k": {"rate_per_s": 2100.0}}
+    assert drift(start, end) == {"unary_256": 0.9, "stream_200k": 1.05}
+    assert drift(start, start) == {"unary_256": 1.0, "stream_200k": 1.0}
