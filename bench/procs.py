@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -106,6 +106,8 @@ def _stop(proc: subprocess.Popen[str], timeout_s: float = 20.0) -> None:
         proc.stdout.close()
 
 
+T = TypeVar("T")
+
 # Counts work a server's child processes still owe (0: caught up).
 _Pending = Callable[[aioredis.Redis], Awaitable[int]]
 
@@ -192,11 +194,11 @@ class AuthqServer:
 
     async def archive_backlog(self) -> int:
         """Ended requests the archiver has not archived yet."""
-        return await self._count(_archive_backlog)
+        return await self._once(_archive_backlog)
 
     async def checks_pending(self) -> int:
         """Uploaded images whose full check (niced worker processes) has not ended."""
-        return await self._count(_checks_pending)
+        return await self._once(_checks_pending)
 
     async def archive_settled(self, within_s: float = 120.0) -> float:
         """Waits until the archive has caught up; returns the seconds it took."""
@@ -206,10 +208,11 @@ class AuthqServer:
         """Waits until every uploaded image is checked; returns the seconds it took."""
         return await self._settled(_checks_pending, within_s)
 
-    async def _count(self, pending: _Pending) -> int:
+    async def _once(self, ask: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """``ask`` on a client of its own, closed after."""
         client = self.redis()
         try:
-            return await pending(client)
+            return await ask(client)
         finally:
             await client.aclose()
 
@@ -225,18 +228,10 @@ class AuthqServer:
 
     async def stalls_begin(self) -> int:
         """Starts watching what Redis stalls on (bench/redis_stalls.py)."""
-        client = self.redis()
-        try:
-            return await redis_stalls.begin(client)
-        finally:
-            await client.aclose()
+        return await self._once(redis_stalls.begin)
 
     async def stalls_since(self, mark: int) -> dict[str, Any]:
-        client = self.redis()
-        try:
-            return await redis_stalls.since(client, mark)
-        finally:
-            await client.aclose()
+        return await self._once(lambda client: redis_stalls.since(client, mark))
 
     def rss(self) -> dict[str, int]:
         return {

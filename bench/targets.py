@@ -34,6 +34,22 @@ def _allows(ceiling: dict[str, Any], ours: dict[str, Any], who: tuple[str, ...])
     return round(_ratio(theirs_us, ours_s * 1000.0), 3)
 
 
+def _ratio_row(
+    name: str, ours: dict[str, Any], ceiling: dict[str, Any], bound: float
+) -> dict[str, Any]:
+    value = _ratio(ours["rate_per_s"], ceiling["rate_per_s"])
+    row = {"target": name, "value": round(value, 3), "bound": bound, "unit": "ratio",
+           "cpu_allows": cpu_allows(ceiling, ours),
+           "cpu_allows_free_server": cpu_allows_free_server(ceiling, ours),
+           "pass": bool(value >= bound)}  # fmt: skip
+    if "checked_rate_per_s" in ours:
+        # The acknowledgements in the window leave image checks for after it (the
+        # further behind, the more CPU the uploads had): the rate with every check
+        # done, beside the target's own figure.
+        row["all_checked"] = round(_ratio(ours["checked_rate_per_s"], ceiling["rate_per_s"]), 3)
+    return row
+
+
 def check(r: dict[str, Any]) -> list[dict[str, Any]]:
     echo, sub, cyc, deep = r["echo"], r["submit"], r["cycle"], r["deep"]
     rows = [
@@ -46,19 +62,7 @@ def check(r: dict[str, Any]) -> list[dict[str, Any]]:
         ("Submit, one 200 KB image (session): >= 60% of bare chunked upload req/s",
          sub["session_1"], echo["stream_200k"], 0.6),
     ]  # fmt: skip
-    out = [
-        {"target": name, "value": round(_ratio(ours["rate_per_s"], ceiling["rate_per_s"]), 3),
-         "bound": bound, "unit": "ratio", "cpu_allows": cpu_allows(ceiling, ours),
-         "cpu_allows_free_server": cpu_allows_free_server(ceiling, ours),
-         "pass": bool(_ratio(ours["rate_per_s"], ceiling["rate_per_s"]) >= bound)}
-        for name, ours, ceiling, bound in rows
-    ]  # fmt: skip
-    for row, (_, ours, ceiling, _) in zip(out, rows, strict=True):
-        if "checked_rate_per_s" in ours:
-            # The acknowledgements in the window leave image checks for after it (the
-            # further behind, the more CPU the uploads had): the rate with every check
-            # done, beside the target's own figure.
-            row["all_checked"] = round(_ratio(ours["checked_rate_per_s"], ceiling["rate_per_s"]), 3)
+    out = [_ratio_row(*row) for row in rows]
     cycles = cyc["max"]["cycles"]["rate_per_s"]
     out.append({"target": "Full cycle, no images: >= 1,000 req/s submit to teller seeing "
                 "the decision", "value": round(cycles, 3), "bound": 1000.0, "unit": "req/s",
