@@ -1,4 +1,5 @@
-"""Starting authq-server as a real process, for tests that kill it."""
+"""Starting authq-server as a real process, for tests that kill it, and looking at
+processes from /proc."""
 
 from __future__ import annotations
 
@@ -60,3 +61,37 @@ def start_server_process(
 
 def redis_pid(data_dir: Path) -> int:
     return int((data_dir / "redis" / "redis.pid").read_text().strip())
+
+
+def alive(pid: int) -> bool:
+    """The process runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

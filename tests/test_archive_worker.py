@@ -14,26 +14,14 @@ from dataclasses import asdict
 
 from server.archive.worker import ArchiveSettings
 from tests.conftest import RunningServer, StartServer
+from tests.processes import alive
 from tests.test_archive import FAST, archived, decided
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def _gone(pid: int, within_s: float = 15) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             return True
         await asyncio.sleep(0.1)
     return False
@@ -103,7 +91,7 @@ async def test_an_orphaned_worker_stops_by_itself(server: RunningServer) -> None
     assert shell.stdout is not None
     pid = int((await shell.stdout.readline()).decode().strip())
     await asyncio.sleep(1)
-    assert _alive(pid)
+    assert alive(pid)
     shell.kill()
     await shell.wait()
     assert await _gone(pid, within_s=20), "the orphaned archiver kept running"

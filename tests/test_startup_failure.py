@@ -15,43 +15,14 @@ from server.app import Runtime
 from server.embedded_redis import EmbeddedRedis
 from server.main import main
 from server.settings import Settings
-
-
-def _children() -> set[int]:
-    me = str(os.getpid())
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if stat.rsplit(")", 1)[1].split()[1] == me:
-                found.add(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _cmd(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+from tests.processes import alive, children, command_line
 
 
 def _interpreter_helper(pid: int) -> bool:
     """multiprocessing's resource tracker and fork server serve the whole interpreter
     and end with it: not a part of the runtime."""
-    return any(
-        f"multiprocessing.{helper}" in _cmd(pid) for helper in ("resource_tracker", "forkserver")
-    )
+    helpers = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+    return any(helper in command_line(pid) for helper in helpers)
 
 
 def test_a_bad_policy_file_is_refused_before_anything_starts(
@@ -90,17 +61,19 @@ async def test_a_part_failing_late_stops_those_started(
     settings = Settings.load(overrides={"data_dir": tmp_path / "data", "policy_file": open_policy})
     assert settings.archive_worker  # the archiver's child process is among the parts
     tasks_before = asyncio.all_tasks()
-    children_before = _children()
+    children_before = children(os.getpid())
 
     with pytest.raises(RuntimeError, match="token cache could not go live"):
         await Runtime.start(settings)
 
     # The error raised is the one that failed the start, and nothing runs any more.
     [redis_pid] = started
-    assert not _alive(redis_pid)
-    for pid in _children() - children_before:
-        if _alive(pid) and not _interpreter_helper(pid):
-            raise AssertionError(f"child process {pid} outlived the failed start: {_cmd(pid)}")
+    assert not alive(redis_pid)
+    for pid in children(os.getpid()) - children_before:
+        if alive(pid) and not _interpreter_helper(pid):
+            raise AssertionError(
+                f"child process {pid} outlived the failed start: {command_line(pid)}"
+            )
     await asyncio.sleep(0)
     left = {t for t in asyncio.all_tasks() - tasks_before if not t.done()}
     assert not left, left
