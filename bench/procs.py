@@ -37,10 +37,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (its threads included), in seconds."""
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """utime + stime of one process (its threads included), or of its ``thread``
+    alone, in seconds."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = stat.read_text()
     except OSError:
         return 0.0
     fields = raw.rsplit(")", 1)[1].split()
@@ -184,12 +186,15 @@ class AuthqServer:
         return redis_client(self.redis_url, 8)
 
     def cpu(self) -> CpuSample:
-        """The server's CPU counts its child processes (archiver, image checks)."""
+        """The server's CPU counts its child processes (archiver, image checks); its
+        event loop's thread (the main thread, whose id is the pid) is also counted
+        alone, since one thread runs every handler."""
         redis_pid = self.redis_pid
         return CpuSample(
             tree_cpu_seconds(self.pid, exclude=frozenset({redis_pid})),
             cpu_seconds(redis_pid),
             now(),
+            cpu_seconds(self.pid, thread=self.pid),
         )
 
     async def archive_backlog(self) -> int:

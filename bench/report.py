@@ -24,6 +24,12 @@ def _cpu(s: dict[str, Any]) -> str:
             f"{s.get('load_cpu_s_per_1000', math.nan):.3f}")  # fmt: skip
 
 
+def _loop(s: dict[str, Any]) -> str:
+    """How busy the server's event-loop thread was: near 100%, that thread bounds it."""
+    busy = s.get("loop_cpu_util", math.nan)
+    return f"; event loop {busy:.0%} busy" if math.isfinite(busy) else ""
+
+
 def markdown(r: dict[str, Any]) -> str:
     echo, redis, sub, cyc, deep, mix = (r[k] for k in ("echo", "redis", "submit", "cycle",
                                                         "deep", "mix"))  # fmt: skip
@@ -60,7 +66,7 @@ def markdown(r: dict[str, Any]) -> str:
             floor = echo.get("store_stream_200k" if s["images"] else "store_256")
             per_s = s["rate_per_s"] * max(1, s["images"])
             durable = f"; x durable echo {per_s / floor['rate_per_s']:.2f}" if floor else ""
-            notes = f"CPU s/1000 srv/redis/load {_cpu(s)}{durable}{checks}"
+            notes = f"CPU s/1000 srv/redis/load {_cpu(s)}{_loop(s)}{durable}{checks}"
             lines.append(_row(label, s, ceiling, notes))
     half = sub["unary_0_half"]
     offered = f"offered {half['offered_rate_per_s']:.0f}/s{redis_stalls.note(half)}"
@@ -75,7 +81,8 @@ def markdown(r: dict[str, Any]) -> str:
         )
         lines += [
             _row(f"full cycle ({phase}): submit -> teller sees decision", c["cycles"], None,
-                 f"CPU s/1000 srv/redis/load {_cpu(c)}; RSS {c['server_rss_bytes'] >> 20} MiB"
+                 f"CPU s/1000 srv/redis/load {_cpu(c)}{_loop(c)}; "
+                 f"RSS {c['server_rss_bytes'] >> 20} MiB"
                  f"{archive}{redis_stalls.note(c)}"),
             _row(f"full cycle ({phase}): submit ack", c["submit_ack"]),
             _row(f"full cycle ({phase}): decision (decide call)", c["decision"]),
@@ -108,19 +115,25 @@ def markdown(r: dict[str, Any]) -> str:
               "CPU s/1000 srv/redis/load: CPU seconds per 1,000 requests of the server "
               "(its child processes included), of Redis and of the load generator.", "",
               "## Targets", "",
-              "| target | value | bound | result | CPU allows | ... with a free server |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+              "| target | value | bound | result | CPU allows | ... with a free server "
+              "| event loop allows |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for t in r["targets"]:
         allows, free = t.get("cpu_allows", "-"), t.get("cpu_allows_free_server", "-")
+        loop = t.get("loop_allows", "-")
         checked = f" (all checked: {t['all_checked']})" if "all_checked" in t else ""
+        verdict = "PASS" if t["pass"] else "FAIL"
         lines.append(f"| {t['target']} | {t['value']} {t['unit']}{checked} | {t['bound']} | "
-                     f"{'PASS' if t['pass'] else 'FAIL'} | {allows} | {free} |")  # fmt: skip
+                     f"{verdict} | {allows} | {free} | {loop} |")  # fmt: skip
     lines += ["", "CPU allows: the ratio the two cores would give if the scenario and its "
               "ceiling both kept them busy: the ceiling's CPU per call (echo server and load "
               "generator) over the scenario's per request (server, Redis, load generator). "
               "Below the bound, the CPU spent per request must fall before the target can "
               "be met. With a free server: the same without the server's CPU, the most a "
-              "change to the server alone could give. All checked: the image targets' "
+              "change to the server alone could give. Event loop allows: the ratio if the "
+              "server's event-loop thread, which runs every handler, did nothing but these "
+              "requests (its CPU per request over the ceiling's rate); a ratio near it is "
+              "bound by that one thread. All checked: the image targets' "
               "ratio counting the uploads over the time until every one of their full "
               "checks was done, not only acknowledged."]  # fmt: skip
     if "echo_drift" in r:

@@ -101,6 +101,7 @@ class CpuSample:
     server_s: float
     redis_s: float
     at: float
+    loop_s: float = math.nan  # the server's event-loop thread alone
 
 
 def load_cpu_s() -> float:
@@ -127,4 +128,6 @@ def cpu_per_1000(
         "redis_cpu_util": round(
             (after.redis_s - before.redis_s) / max(1e-9, after.at - before.at), 3
         ),
+        "loop_cpu_s_per_1000": round((after.loop_s - before.loop_s) * 1000 / requests, 4),
+        "loop_cpu_util": round((after.loop_s - before.loop_s) / max(1e-9, after.at - before.at), 3),
     }

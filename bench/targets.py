@@ -34,6 +34,18 @@ def _allows(ceiling: dict[str, Any], ours: dict[str, Any], who: tuple[str, ...])
     return round(_ratio(theirs_us, ours_s * 1000.0), 3)
 
 
+def loop_allows(ceiling: dict[str, Any], ours: dict[str, Any]) -> float:
+    """The ratio the server's event loop allows: the requests per second its one thread
+    would serve if it did nothing else, over the ceiling's rate. Every handler, the
+    gRPC machinery and the Redis replies run on that thread, and a second server
+    process costs more than it gains on two cores (README): where the ratio sits near
+    this figure, the target is bound by the CPU that one thread spends per request."""
+    per_request_s = ours.get("loop_cpu_s_per_1000", math.nan) / 1000.0
+    if not per_request_s > 0:
+        return math.nan
+    return round(_ratio(1.0 / per_request_s, ceiling["rate_per_s"]), 3)
+
+
 def _ratio_row(
     name: str, ours: dict[str, Any], ceiling: dict[str, Any], bound: float
 ) -> dict[str, Any]:
@@ -41,6 +53,7 @@ def _ratio_row(
     row = {"target": name, "value": round(value, 3), "bound": bound, "unit": "ratio",
            "cpu_allows": cpu_allows(ceiling, ours),
            "cpu_allows_free_server": cpu_allows_free_server(ceiling, ours),
+           "loop_allows": loop_allows(ceiling, ours),
            "pass": bool(value >= bound)}  # fmt: skip
     if "checked_rate_per_s" in ours:
         # The acknowledgements in the window leave image checks for after it (the

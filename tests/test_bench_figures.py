@@ -5,6 +5,10 @@ in the same run), the load generator's CPU, and the throughput plots' bins."""
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -12,8 +16,9 @@ import redis.asyncio as aioredis
 
 from bench import redis_stalls
 from bench.load import closed_loop
+from bench.procs import cpu_seconds
 from bench.stats import Recorder
-from bench.targets import check, cpu_allows, cpu_allows_free_server
+from bench.targets import check, cpu_allows, cpu_allows_free_server, loop_allows
 
 
 def _ours(server_s: float, redis_s: float, load_s: float) -> dict[str, Any]:
@@ -70,6 +75,34 @@ def test_a_free_server_leaves_redis_and_the_load_generator() -> None:
     assert cpu_allows_free_server(echo, _ours(0.0, 0.2, 0.2)) == cpu_allows(
         echo, _ours(0.0, 0.2, 0.2)
     )
+
+
+def test_the_event_loop_allows_what_its_one_thread_spends_per_request() -> None:
+    echo = {"rate_per_s": 4000.0}
+    # 0.5 ms of the loop's thread per submit: 2,000/s at most, half the echo's rate.
+    assert loop_allows(echo, {"loop_cpu_s_per_1000": 0.5}) == pytest.approx(0.5)
+    assert loop_allows(echo, {"loop_cpu_s_per_1000": 0.25}) == pytest.approx(1.0)
+    assert math.isnan(loop_allows(echo, {}))  # not measured: no figure, not infinity
+    assert math.isnan(loop_allows(echo, {"loop_cpu_s_per_1000": 0.0}))
+
+
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_a_threads_cpu_leaves_out_the_other_threads() -> None:
+    pid = os.getpid()
+    process0, main0 = cpu_seconds(pid), cpu_seconds(pid, thread=pid)
+    worker = threading.Thread(target=_spin, args=(0.3,))
+    worker.start()
+    worker.join()
+    process1, main1 = cpu_seconds(pid), cpu_seconds(pid, thread=pid)
+    assert process1 - process0 >= 0.25  # the worker's spin counts for the process
+    assert main1 - main0 < 0.15  # but not for the main thread, which waited
+    _spin(0.3)
+    assert cpu_seconds(pid, thread=pid) - main1 >= 0.25
 
 
 async def _rewrite_aof(client: aioredis.Redis) -> None:
