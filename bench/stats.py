@@ -118,16 +118,14 @@ def cpu_per_1000(
     if requests <= 0:
         return {"server_cpu_s_per_1000": math.nan, "redis_cpu_s_per_1000": math.nan,
                 "load_cpu_s_per_1000": math.nan}  # fmt: skip
-    return {
-        "server_cpu_s_per_1000": round((after.server_s - before.server_s) * 1000 / requests, 4),
-        "redis_cpu_s_per_1000": round((after.redis_s - before.redis_s) * 1000 / requests, 4),
-        "load_cpu_s_per_1000": round(load_s * 1000 / requests, 4),
-        "server_cpu_util": round(
-            (after.server_s - before.server_s) / max(1e-9, after.at - before.at), 3
-        ),
-        "redis_cpu_util": round(
-            (after.redis_s - before.redis_s) / max(1e-9, after.at - before.at), 3
-        ),
-        "loop_cpu_s_per_1000": round((after.loop_s - before.loop_s) * 1000 / requests, 4),
-        "loop_cpu_util": round((after.loop_s - before.loop_s) / max(1e-9, after.at - before.at), 3),
+    span = max(1e-9, after.at - before.at)
+    used = {
+        "server": after.server_s - before.server_s,
+        "redis": after.redis_s - before.redis_s,
+        "loop": after.loop_s - before.loop_s,  # the server's event-loop thread
     }
+    out = {"load_cpu_s_per_1000": round(load_s * 1000 / requests, 4)}
+    for who, seconds in used.items():
+        out[f"{who}_cpu_s_per_1000"] = round(seconds * 1000 / requests, 4)
+        out[f"{who}_cpu_util"] = round(seconds / span, 3)
+    return out

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from bench import redis_stalls
 from bench.load import closed_loop
 from bench.procs import cpu_seconds
-from bench.stats import Recorder
+from bench.stats import CpuSample, Recorder, cpu_per_1000
 from bench.targets import check, cpu_allows, cpu_allows_free_server, loop_allows
 
 
@@ -169,3 +169,15 @@ def test_image_targets_give_the_rate_with_every_check_done_beside_their_own() ->
     assert rows["Submit, one 200 KB image (session)"]["all_checked"] == 0.065
     assert "all_checked" not in rows["Submit, no images, unary"]
     assert [row["pass"] for row in checked] == [False] * 4 + [True, True, False, True, True]
+
+
+def test_cpu_figures_per_request_and_per_second_of_the_window() -> None:
+    before = CpuSample(server_s=1.0, redis_s=0.5, at=10.0, loop_s=2.0)
+    after = CpuSample(server_s=3.0, redis_s=1.0, at=12.0, loop_s=3.0)
+    figures = cpu_per_1000(before, after, requests=1000, load_s=0.4)
+    assert figures == pytest.approx({
+        "server_cpu_s_per_1000": 2.0, "server_cpu_util": 1.0,
+        "redis_cpu_s_per_1000": 0.5, "redis_cpu_util": 0.25,
+        "loop_cpu_s_per_1000": 1.0, "loop_cpu_util": 0.5,
+        "load_cpu_s_per_1000": 0.4,
+    })  # fmt: skip
