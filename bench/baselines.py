@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -14,8 +15,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from authq import wire
 
-from bench.echo import EchoClient
-from bench.load import closed_loop
+from bench.echo import DurableStream, EchoClient
+from bench.load import closed_loop, open_loop
 from bench.procs import EchoServer, cpu_seconds
 from bench.stats import Recorder
 from server.embedded_redis import EmbeddedRedis
@@ -127,6 +128,45 @@ async def echo_again(duration_s: float, image: bytes) -> dict[str, Any]:
             }  # fmt: skip
         finally:
             await client.close()
+
+
+async def durable_floor(
+    redis_url: str, directory: Path, *, rate: float, streams: int, duration_s: float,
+    redis_pid: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The latency floor under the half-load targets: the durable echo's StoreStream
+    (one Lua script per record, answered once Redis has it on disk; batched on
+    ``streams`` bidi streams, as the cycle's sessions are) driven open loop at ``rate``
+    records/s against ``redis_url``. Run on the cycle's own Redis just after its
+    half-load window, it has that window's AOF, rewrites and disk: a p99 at or above a
+    target here is one that no design storing each request on this machine meets.
+    Its CPU per request (``<who>_cpu_us_per_call``: the echo server, Redis when its
+    ``redis_pid`` is given, the load generator) is what such a design spends there."""
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    with EchoServer(durable=(redis_url, directory)) as echo:
+        client = EchoClient(echo.target)
+        opened = [DurableStream(client) for _ in range(streams)]
+        try:
+            for stream in opened:  # connect, load the script
+                await stream.store()
+            turn = itertools.count()
+            recorder = Recorder("durable echo stream, open loop")
+            pids = {"server": echo.pid} | ({"redis": redis_pid} if redis_pid else {})
+            before = {who: cpu_seconds(pid) for who, pid in pids.items()}
+            await open_loop(lambda: opened[next(turn) % streams].store(), recorder,
+                            rate=rate, duration_s=duration_s, max_count=2_000_000)  # fmt: skip
+            spent = {who: cpu_seconds(pid) - before[who] for who, pid in pids.items()}
+        finally:
+            for stream in opened:
+                await stream.close()
+            await client.close()
+    figures = recorder.summary()
+    figures["offered_rate_per_s"] = round(rate, 1)
+    calls = max(1, recorder.count)
+    spent["load"] = recorder.load_cpu_s
+    for who, seconds in spent.items():
+        figures[f"{who}_cpu_us_per_call"] = round(seconds * 1e6 / calls, 1)
+    return figures
 
 
 def drift(start: dict[str, Any], end: dict[str, Any]) -> dict[str, float]:

@@ -11,11 +11,16 @@ With a Redis URL and a directory, the least a durable server does, with no check
                           of pipelined Redis connection, then 32 bytes
   /bench.Echo/StoreUpload client stream: the bytes hashed, appended to one file and
                           fsynced (group commit), then the same script, then 32 bytes
+  /bench.Echo/StoreStream bidi stream, as authq's sessions: each RECORD-byte record
+                          of a message stored by the same script, its tag (its first
+                          8 bytes) sent back once stored; what is waiting to be sent
+                          on either side travels as one message
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import os
@@ -36,6 +41,8 @@ OPTIONS = [
     ("grpc.max_send_message_length", 8 * 1024 * 1024),
 ]
 ACK = b"\x00" * 32
+RECORD = 256  # bytes per record on StoreStream: an 8-byte tag, then filler
+TAG = 8
 
 
 def _raw(value: bytes) -> bytes:
@@ -78,6 +85,54 @@ class DurableSink:
     async def store(self, request: bytes, context: Any) -> bytes:
         return await self._stored(f"r{next(self.serial)}", request)
 
+    async def store_stream(
+        self, requests: AsyncIterator[bytes], context: Any
+    ) -> AsyncIterator[bytes]:
+        stored: list[bytes] = []
+        ready = asyncio.Event()
+        tasks: set[asyncio.Task[None]] = set()
+        outstanding = 0
+        failures: list[BaseException] = []
+
+        async def one(record: bytes) -> None:
+            nonlocal outstanding
+            try:
+                await self._stored(f"r{next(self.serial)}", record)
+                stored.append(record[:TAG])
+            except Exception as error:
+                failures.append(error)
+            finally:
+                outstanding -= 1
+                ready.set()
+
+        async def read() -> None:
+            nonlocal outstanding
+            try:
+                async for message in requests:
+                    for start in range(0, len(message), RECORD):
+                        outstanding += 1
+                        task = asyncio.create_task(one(message[start : start + RECORD]))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+            finally:
+                ready.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                if failures:
+                    raise failures[0]
+                if stored:
+                    tags = b"".join(stored)
+                    stored.clear()
+                    yield tags
+                if reader.done() and not outstanding:
+                    return
+        finally:
+            reader.cancel()
+
     async def store_upload(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
         data = b"".join([chunk async for chunk in requests])
         digest = hashlib.sha256(data).hexdigest()
@@ -110,6 +165,9 @@ async def serve(port: int, redis_url: str | None = None, directory: Path | None 
         handlers["StoreUpload"] = grpc.stream_unary_rpc_method_handler(
             durable.store_upload, _raw, _raw
         )
+        handlers["StoreStream"] = grpc.stream_stream_rpc_method_handler(
+            durable.store_stream, _raw, _raw
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -125,6 +183,7 @@ class EchoClient:
         self.upload = self.channel.stream_unary("/bench.Echo/Upload", _raw, _raw)
         self.store = self.channel.unary_unary("/bench.Echo/Store", _raw, _raw)
         self.store_upload = self.channel.stream_unary("/bench.Echo/StoreUpload", _raw, _raw)
+        self.store_stream = self.channel.stream_stream("/bench.Echo/StoreStream", _raw, _raw)
 
     async def send_chunks(self, chunks: list[bytes], *, durable: bool = False) -> bytes:
         async def stream() -> AsyncIterator[bytes]:
@@ -137,6 +196,57 @@ class EchoClient:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+class DurableStream:
+    """One StoreStream call: ``await stream.store()`` returns once the server has stored
+    the record. Records sent while a write is under way go out together in the next."""
+
+    def __init__(self, client: EchoClient) -> None:
+        self.call = client.store_stream()
+        self.tags = itertools.count()
+        self.waiting: dict[bytes, asyncio.Future[None]] = {}
+        self.outbox: list[bytes] = []
+        self.wake = asyncio.Event()
+        self.tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._receive())]
+
+    async def store(self) -> None:
+        tag = next(self.tags).to_bytes(TAG, "big")
+        stored = asyncio.get_running_loop().create_future()
+        self.waiting[tag] = stored
+        self.outbox.append(tag.ljust(RECORD, b"x"))
+        self.wake.set()
+        await stored
+
+    async def _send(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.outbox:
+                message = b"".join(self.outbox)
+                self.outbox.clear()
+                await self.call.write(message)
+
+    async def _receive(self) -> None:
+        failure: BaseException = ConnectionError("the StoreStream call ended")
+        try:
+            while (message := await self.call.read()) is not grpc.aio.EOF:
+                assert isinstance(message, bytes)
+                for start in range(0, len(message), TAG):
+                    self.waiting.pop(message[start : start + TAG]).set_result(None)
+        except grpc.aio.AioRpcError as error:
+            failure = error
+        for stored in self.waiting.values():
+            if not stored.done():
+                stored.set_exception(failure)
+        self.waiting.clear()
+
+    async def close(self) -> None:
+        self.tasks[0].cancel()
+        self.call.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(BaseException):
+                await task
 
 
 if __name__ == "__main__":

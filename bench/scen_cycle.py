@@ -1,11 +1,13 @@
 """The full cycle without images: tellers submit and watch, automated authorizers take
 and decide, the teller is notified. First at the most this machine carries (closed
-loop), then at half of that rate (open loop) for the latency targets."""
+loop), then at half of that rate (open loop) for the latency targets, then the
+latency floor under those targets on the same Redis (bench/baselines.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bench.baselines import durable_floor
 from bench.load import closed_loop, open_loop
 from bench.procs import AuthqServer
 from bench.rig import CycleRig
@@ -71,4 +73,13 @@ async def run_cycle(
     # left for later is reported, as at the maximum.
     out["half"]["archive_backlog_after"] = await server.archive_backlog()
     out["half"]["archive_caught_up_s"] = await server.archive_settled()
+    # A cycle is two requests answered after a durable write (the submit, the decide):
+    # the floor stores as many per second, on as many streams as the rig had.
+    mark = await server.stalls_begin()
+    out["half"]["floor"] = await durable_floor(
+        server.redis_url, server.tmp / "floor", rate=2 * half,
+        streams=rig.n_tellers + rig.n_authorizers, duration_s=duration_s,
+        redis_pid=server.redis_pid,
+    )  # fmt: skip
+    out["half"]["floor"].update(await server.stalls_since(mark))
     return out, rigs

@@ -181,3 +181,25 @@ def test_cpu_figures_per_request_and_per_second_of_the_window() -> None:
         "loop_cpu_s_per_1000": 1.0, "loop_cpu_util": 0.5,
         "load_cpu_s_per_1000": 0.4,
     })  # fmt: skip
+
+
+def test_the_half_load_targets_carry_the_floor_measured_beside_them() -> None:
+    ceiling = {"server_cpu_us_per_call": 300.0, "load_cpu_us_per_call": 200.0}
+    half = {"submit_ack": {"p99_ms": 22.0}, "notification": {"p99_ms": 26.0}}
+    run = {
+        "echo": {"unary_256": {"rate_per_s": 4000.0, **ceiling},
+                 "stream_200k": {"rate_per_s": 2000.0, **ceiling}},
+        "submit": {key: _submit(1000.0) for key in ("unary_0", "session_0", "unary_1",
+                                                     "session_1")},
+        "cycle": {"max": {"cycles": {"rate_per_s": 2000.0}}, "half": half},
+        "deep": {"at_depth": {"claim": {"p99_ms": 6.0}}, "at_1k": {"claim": {"p99_ms": 5.0}},
+                 "redis_bytes_per_item": 540.0},
+    }  # fmt: skip
+    assert not any("floor_p99_ms" in row for row in check(run))
+    half["floor"] = {"p99_ms": 2.6}
+    floors = {row["target"]: row.get("floor_p99_ms") for row in check(run)}
+    assert [name for name, floor in floors.items() if floor == 2.6] == [
+        "Half load (full cycle): p99 submit ack < 10 ms",
+        "Half load (full cycle): p99 decision-to-teller notification < 5 ms",
+    ]
+    assert sum(floor is not None for floor in floors.values()) == 2
