@@ -92,7 +92,7 @@ async def main(plan: Plan) -> dict[str, Any]:
 
     log("full cycle")
     with AuthqServer() as server:
-        r["cycle"], rigs = await run_cycle(server, plan.step_s)
+        r["cycle"], rigs, floor = await run_cycle(server, plan.step_s)
     r["server_errors"] += server.errors
 
     log(f"deep queue: {plan.depth:,} items")
@@ -121,7 +121,8 @@ async def main(plan: Plan) -> dict[str, Any]:
         plots.cdf(OUT / "cdf_cycle.png", "full cycle latencies", {
             "submit ack (half load)": cyc_half.ack, "decision (half load)": cyc_half.decision,
             "notification (half load)": cyc_half.notify, "submit ack (max)": cyc_max.ack,
-            "notification (max)": cyc_max.notify, "cycle (max)": cyc_max.cycle}),
+            "notification (max)": cyc_max.notify, "cycle (max)": cyc_max.cycle,
+            "floor: durable echo stream at the half load's rate": floor}),
         plots.cdf(OUT / "cdf_claim.png", "claim (unary Next) by queue depth", {
             "~1,000 waiting": claim_1k, f"{plan.depth:,} waiting": claim_deep}),
         plots.timeline(OUT / "throughput_submit.png", "submits per second", recs),

@@ -133,7 +133,7 @@ async def echo_again(duration_s: float, image: bytes) -> dict[str, Any]:
 async def durable_floor(
     redis_url: str, directory: Path, *, rate: float, streams: int, duration_s: float,
     redis_pid: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> tuple[dict[str, Any], Recorder]:  # fmt: skip
     """The latency floor under the half-load targets: the durable echo's StoreStream
     (one Lua script per record, answered once Redis has it on disk; batched on
     ``streams`` bidi streams, as the cycle's sessions are) driven open loop at ``rate``
@@ -141,7 +141,8 @@ async def durable_floor(
     half-load window, it has that window's AOF, rewrites and disk: a p99 at or above a
     target here is one that no design storing each request on this machine meets.
     Its CPU per request (``<who>_cpu_us_per_call``: the echo server, Redis when its
-    ``redis_pid`` is given, the load generator) is what such a design spends there."""
+    ``redis_pid`` is given, the load generator) is what such a design spends there.
+    Returns the figures and the latencies (for the plots)."""
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     with EchoServer(durable=(redis_url, directory)) as echo:
         client = EchoClient(echo.target)
@@ -166,7 +167,7 @@ async def durable_floor(
     spent["load"] = recorder.load_cpu_s
     for who, seconds in spent.items():
         figures[f"{who}_cpu_us_per_call"] = round(seconds * 1e6 / calls, 1)
-    return figures
+    return figures, recorder
 
 
 def drift(start: dict[str, Any], end: dict[str, Any]) -> dict[str, float]:

@@ -37,7 +37,8 @@ def _all_waits(rig: CycleRig) -> Recorder:
 
 async def run_cycle(
     server: AuthqServer, duration_s: float, concurrency: int = 256
-) -> tuple[dict[str, Any], dict[str, CycleRig]]:
+) -> tuple[dict[str, Any], dict[str, CycleRig], Recorder]:
+    """The figures, the rigs of the two phases and the floor's latencies."""
     out: dict[str, Any] = {"concurrency": concurrency}
     rigs: dict[str, CycleRig] = {}
     async with CycleRig(server.target) as rig:
@@ -76,10 +77,10 @@ async def run_cycle(
     # A cycle is two requests answered after a durable write (the submit, the decide):
     # the floor stores as many per second, on as many streams as the rig had.
     mark = await server.stalls_begin()
-    out["half"]["floor"] = await durable_floor(
+    out["half"]["floor"], floor = await durable_floor(
         server.redis_url, server.tmp / "floor", rate=2 * half,
         streams=rig.n_tellers + rig.n_authorizers, duration_s=duration_s,
         redis_pid=server.redis_pid,
     )  # fmt: skip
     out["half"]["floor"].update(await server.stalls_since(mark))
-    return out, rigs
+    return out, rigs, floor

@@ -89,12 +89,13 @@ async def test_a_durable_stream_whose_redis_is_gone_fails_its_callers(tmp_path: 
 async def test_the_latency_floor_stores_what_it_offers_on_the_redis_it_is_given(
     redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
-    floor = await durable_floor(redis_url, tmp_path / "floor", rate=200.0, streams=3,
-                                duration_s=0.5)  # fmt: skip
+    floor, latencies = await durable_floor(redis_url, tmp_path / "floor", rate=200.0,
+                                           streams=3, duration_s=0.5)  # fmt: skip
     assert (floor["count"], floor["errors"], floor["offered_rate_per_s"]) == (100, 0, 200.0)
     # One record per stream to connect, then the open loop's.
     assert await redis_client.zcard("be:lane") == 103
     assert floor["p50_ms"] <= floor["p99_ms"] <= floor["max_ms"]
+    assert latencies.count == 100
     # CPU per request of the echo server and this process; Redis's only when its
     # process is named (the clock ticks at 10 ms: a short run may show none).
     spent = {key for key in floor if key.endswith("_cpu_us_per_call")}
