@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import uvloop
 
 from bench import redis_stalls
-from bench.load import closed_loop
+from bench.load import closed_loop, open_loop
 from bench.procs import cpu_seconds
 from bench.stats import CpuSample, Recorder, cpu_per_1000
 from bench.targets import check, cpu_allows, cpu_allows_free_server, loop_allows
@@ -203,3 +204,19 @@ def test_the_half_load_targets_carry_the_floor_measured_beside_them() -> None:
         "Half load (full cycle): p99 decision-to-teller notification < 5 ms",
     ]
     assert sum(floor is not None for floor in floors.values()) == 2
+
+
+def test_an_open_loop_never_counts_time_before_a_call_started() -> None:
+    # uvloop cuts a sleep to whole milliseconds: at 4,000 calls/s every slot's sleep
+    # ends early, and a call measured from its slot alone would come out negative.
+    recorder = Recorder("instant")
+
+    async def instant() -> None:
+        return None
+
+    async def run() -> None:
+        await open_loop(instant, recorder, rate=4000.0, duration_s=0.25, max_count=1000)
+
+    uvloop.run(run())
+    assert recorder.count == 1000
+    assert min(recorder.latencies_ms) >= 0.0
