@@ -234,7 +234,7 @@ class DurableStream:
                 assert isinstance(message, bytes)
                 for start in range(0, len(message), TAG):
                     self.waiting.pop(message[start : start + TAG]).set_result(None)
-        except grpc.aio.AioRpcError as error:
+        except Exception as error:  # the call failed, or answered a tag never sent
             failure = error
         for stored in self.waiting.values():
             if not stored.done():
