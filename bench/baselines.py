@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,21 @@ async def _measure(
     name: str, op: Any, duration_s: float, pids: dict[str, int],
     concurrency: int = IN_FLIGHT, max_count: int = 1_000_000,
 ) -> dict[str, Any]:  # fmt: skip
-    """A closed loop's figures, with ``<who>_cpu_us_per_call`` for each of ``pids`` and
-    ``load_cpu_us_per_call`` for this process, the load generator."""
+    """A closed loop's figures (``_with_cpu``)."""
     recorder = Recorder(name)
+    loop = closed_loop(op, recorder, concurrency=concurrency, duration_s=duration_s,
+                       max_count=max_count)  # fmt: skip
+    return await _with_cpu(recorder, loop, pids)
+
+
+async def _with_cpu(
+    recorder: Recorder, load: Awaitable[None], pids: dict[str, int]
+) -> dict[str, Any]:
+    """Runs ``load`` (a loop filling ``recorder``); its figures, with
+    ``<who>_cpu_us_per_call`` for each of ``pids`` and ``load_cpu_us_per_call`` for
+    this process, the load generator."""
     before = {who: cpu_seconds(pid) for who, pid in pids.items()}
-    await closed_loop(op, recorder, concurrency=concurrency, duration_s=duration_s,
-                      max_count=max_count)  # fmt: skip
+    await load
     result = recorder.summary()
     calls = max(1, recorder.count)
     result["load_cpu_us_per_call"] = round(recorder.load_cpu_s * 1e6 / calls, 1)
@@ -153,20 +162,14 @@ async def durable_floor(
             turn = itertools.count()
             recorder = Recorder("durable echo stream, open loop")
             pids = {"server": echo.pid} | ({"redis": redis_pid} if redis_pid else {})
-            before = {who: cpu_seconds(pid) for who, pid in pids.items()}
-            await open_loop(lambda: opened[next(turn) % streams].store(), recorder,
-                            rate=rate, duration_s=duration_s, max_count=2_000_000)  # fmt: skip
-            spent = {who: cpu_seconds(pid) - before[who] for who, pid in pids.items()}
+            loop = open_loop(lambda: opened[next(turn) % streams].store(), recorder,
+                             rate=rate, duration_s=duration_s, max_count=2_000_000)  # fmt: skip
+            figures = await _with_cpu(recorder, loop, pids)
         finally:
             for stream in opened:
                 await stream.close()
             await client.close()
-    figures = recorder.summary()
     figures["offered_rate_per_s"] = round(rate, 1)
-    calls = max(1, recorder.count)
-    spent["load"] = recorder.load_cpu_s
-    for who, seconds in spent.items():
-        figures[f"{who}_cpu_us_per_call"] = round(seconds * 1e6 / calls, 1)
     return figures, recorder
 
 
