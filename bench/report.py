@@ -130,11 +130,11 @@ def markdown(r: dict[str, Any]) -> str:
     for t in r["targets"]:
         allows, free = t.get("cpu_allows", "-"), t.get("cpu_allows_free_server", "-")
         loop = t.get("loop_allows", "-")
-        checked = f" (all checked: {t['all_checked']})" if "all_checked" in t else ""
-        if "floor_p99_ms" in t:
-            checked = f" (floor: {t['floor_p99_ms']:.1f} ms)"
+        beside = (f" (all checked: {t['all_checked']})" if "all_checked" in t
+                  else f" (floor: {t['floor_p99_ms']:.1f} ms)" if "floor_p99_ms" in t
+                  else "")  # fmt: skip
         verdict = "PASS" if t["pass"] else "FAIL"
-        lines.append(f"| {t['target']} | {t['value']} {t['unit']}{checked} | {t['bound']} | "
+        lines.append(f"| {t['target']} | {t['value']} {t['unit']}{beside} | {t['bound']} | "
                      f"{verdict} | {allows} | {free} | {loop} |")  # fmt: skip
     lines += ["", "CPU allows: the ratio the two cores would give if the scenario and its "
               "ceiling both kept them busy: the ceiling's CPU per call (echo server and load "
