@@ -149,6 +149,7 @@ class Runtime:
                 EmergencyStore(client, keys),
                 archive_index,
                 settings.metrics_interval_s,
+                settings.metrics_loop_lag_tick_s,
             )
             metrics.attach(hub)
         await hub.start()

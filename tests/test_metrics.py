@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import socket
+import time
 import urllib.request
 from collections.abc import Callable
 from importlib import resources
@@ -283,3 +284,18 @@ async def test_session_streams_are_timed_when_they_end(start_server: StartServer
     ended = [dict(labels)["code"] for (name, labels), v in samples.items()
              if name == "authq_rpc_stream_duration_seconds_count" and v == 1]  # fmt: skip
     assert ended == ["OK"]  # the client closed its side: a clean end, not an error
+
+
+async def test_a_busy_event_loop_shows_as_lag(start_server: StartServer) -> None:
+    """The test shares the server's event loop: holding it shows as a tick that ran at
+    least that much late, less one tick and the millisecond uvloop may wake early."""
+    server = await start_server(metrics_listen="127.0.0.1:0", metrics_loop_lag_tick_s=0.005)
+    lag = "authq_event_loop_lag_seconds"
+    before = await scrape_until(server, lambda s: value(s, f"{lag}_count") > 0)
+    time.sleep(0.15)  # noqa: ASYNC251 (holding the loop is the point)
+    after = await scrape_until(
+        server, lambda s: value(s, f"{lag}_count") > value(before, f"{lag}_count")
+    )
+    late = [value(s, f"{lag}_count") - value(s, f"{lag}_bucket", le="0.1") for s in (before, after)]
+    assert late[1] - late[0] >= 1
+    assert value(after, f"{lag}_sum") - value(before, f"{lag}_sum") >= 0.15 - 0.005 - 0.001

@@ -16,6 +16,10 @@ STREAM_BUCKETS = (0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 4 * 3600.0, 12 * 
 # A round trip to Redis on the same host is well under a millisecond when healthy.
 REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0)
 
+# How late the event loop runs a ready timer: under a millisecond when it has time to
+# spare, tens of milliseconds when it is the bottleneck (server/metrics/loop_lag.py).
+LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
 PRIORITY_LABELS = ("importance", "urgency")
 
 
@@ -43,6 +47,14 @@ class ServerMetrics:
             "authq_redis_roundtrip_seconds",
             "Round trip of a PING to the queue's Redis, timed by the metrics sampler.",
             buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_seconds = Histogram(
+            "authq_event_loop_lag_seconds",
+            "How late this process's event loop ran a timer (metrics_loop_lag_tick_s): how long "
+            "a request arriving then waited for the one thread that runs every handler. "
+            "Lags under 1 ms are not resolved.",
+            buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
         self.queue_waiting = Gauge(

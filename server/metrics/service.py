@@ -1,6 +1,6 @@
 """Everything the live metrics need, started and stopped as one piece by the runtime:
 the registry, the event counter (an EventHub listener), the RPC interceptor, the
-queue sampler and the HTTP endpoint."""
+queue sampler, the event loop's lag probe and the HTTP endpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from server.events import EventHub
 from server.metrics.endpoint import MetricsEndpoint
 from server.metrics.event_counter import EventCounter
 from server.metrics.interceptor import RpcMetricsInterceptor
+from server.metrics.loop_lag import LoopLagProbe
 from server.metrics.queue_sampler import QueueSampler
 from server.metrics.registry import ServerMetrics
 from server.store.emergencies import EmergencyStore
@@ -27,12 +28,14 @@ class MetricsService:
         emergencies: EmergencyStore,
         archive: ArchiveIndex,
         interval_s: float,
+        loop_lag_tick_s: float,
     ) -> None:
         self.listen = listen
         self.metrics = ServerMetrics()
         self.counter = EventCounter(self.metrics)
         self.interceptor = RpcMetricsInterceptor(self.metrics)
         self.sampler = QueueSampler(self.metrics, store, emergencies, archive, interval_s)
+        self.loop_lag = LoopLagProbe(self.metrics.loop_lag_seconds, loop_lag_tick_s)
         self.endpoint: MetricsEndpoint | None = None
 
     @property
@@ -48,9 +51,11 @@ class MetricsService:
     def start(self) -> None:
         self.endpoint = MetricsEndpoint.start(self.listen, self.metrics.registry)
         self.sampler.start()
+        self.loop_lag.start()
         log.info("metrics on http://%s/metrics (port %d)", self.listen, self.endpoint.port)
 
     async def stop(self) -> None:
+        await self.loop_lag.stop()
         await self.sampler.stop()
         if self.endpoint is not None:
             await self.endpoint.stop()

@@ -1,0 +1,43 @@
+"""How late the server's event loop runs what is ready: a ticker that asks to wake
+every ``metrics_loop_lag_tick_s`` and records by how much it overslept.
+
+Every handler, the gRPC machinery and every Redis reply share the one event-loop
+thread, so when that thread is busy a request waits behind whatever else is queued.
+The wait shows in no RPC histogram by itself (the call is timed once its handler runs),
+yet it is most of the tail at high load (bench/FINDINGS.md, "The floor under the
+half-load targets"). A timer waits in the same queue as a socket that became readable,
+so how late the ticker runs is how long a request arriving then would wait to start.
+
+The lateness is timed by ``time.perf_counter`` from when the ticker went to sleep.
+uvloop drops any fraction of a millisecond from a timer's delay, so with a tick that
+is not a whole number of milliseconds a tick can come early; it counts as on time.
+The histogram's first bucket is a millisecond: lags below that do not matter here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from prometheus_client import Histogram
+
+from server.background import BackgroundLoop
+
+
+class LoopLagProbe:
+    def __init__(self, histogram: Histogram, tick_s: float) -> None:
+        self.histogram = histogram
+        self.tick_s = tick_s
+        self.loop = BackgroundLoop("loop-lag")
+
+    def start(self) -> None:
+        self.loop.start(self._run)
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+
+    async def _run(self) -> None:
+        observe, tick_s, clock = self.histogram.observe, self.tick_s, time.perf_counter
+        while not self.loop.stopping:
+            asleep = clock()
+            await asyncio.sleep(tick_s)
+            observe(max(0.0, clock() - asleep - tick_s))
