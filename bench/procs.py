@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ from typing import IO, Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from bench import redis_stalls
+from bench import loop_lag, redis_stalls
 from bench.stats import CpuSample, now
 from server.archive.index import ArchiveIndex
 from server.settings import Settings
@@ -129,13 +130,19 @@ async def _checks_pending(client: aioredis.Redis) -> int:
 
 class AuthqServer:
     """``authq-server`` on a free loopback port with a fresh data directory: the
-    embedded redis-server, AOF with appendfsync always."""
+    embedded redis-server, AOF with appendfsync always. With ``metrics``, its
+    Prometheus endpoint too, probing its event loop's lag every loop_lag.TICK_S."""
 
-    def __init__(self, config: dict[str, int] | None = None) -> None:
+    def __init__(self, config: dict[str, int] | None = None, *, metrics: bool = False) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="aqb-", dir="/tmp"))
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
-        self.config = config or {}
+        self.config: dict[str, int | float | str] = dict(config or {})
+        self.metrics_port: int | None = None
+        if metrics:
+            self.metrics_port = free_port()
+            self.config["metrics_listen"] = f"127.0.0.1:{self.metrics_port}"
+            self.config["metrics_loop_lag_tick_s"] = loop_lag.TICK_S
         self.proc: subprocess.Popen[str] | None = None
         self.log: IO[str] | None = None
         # Exception lines the server logged (a benchmark must not hide server errors).
@@ -154,7 +161,7 @@ class AuthqServer:
         config = {"backlog_declare_oldest_s": 0, "backlog_declare_estimated_s": 0, **self.config}
         if config:
             path = self.tmp / "authq.toml"
-            body = "".join(f"{k} = {v}\n" for k, v in config.items())
+            body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
             path.write_text("[server]\n" + body)
             args += ["--config", str(path)]
         self.log = (self.tmp / "server.log").open("w")
@@ -237,6 +244,12 @@ class AuthqServer:
 
     async def stalls_since(self, mark: int) -> dict[str, Any]:
         return await self._once(lambda client: redis_stalls.since(client, mark))
+
+    async def loop_lag(self) -> loop_lag.LagCounts | None:
+        """The event loop's lag so far (None without the metrics endpoint)."""
+        if self.metrics_port is None:
+            return None
+        return await loop_lag.scrape(self.metrics_port)
 
     def rss(self) -> dict[str, int]:
         return {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import loop_lag
 from bench.baselines import durable_floor
 from bench.load import closed_loop, open_loop
 from bench.procs import AuthqServer
@@ -28,6 +29,14 @@ def _figures(rig: CycleRig, server: AuthqServer, cpu0: Any, requests: int) -> di
     return result
 
 
+async def _lag_since(server: AuthqServer, before: loop_lag.LagCounts | None) -> dict[str, Any]:
+    """The server's event-loop lag in the window (nothing without its metrics)."""
+    after = await server.loop_lag()
+    if before is None or after is None:
+        return {}
+    return {"loop_lag": loop_lag.between(before, after)}
+
+
 def _all_waits(rig: CycleRig) -> Recorder:
     merged = Recorder("submit ack to offer")
     for recorder in rig.waits.values():
@@ -45,12 +54,13 @@ async def run_cycle(
         for _ in range(50):  # warm the streams
             await rig.one_cycle()
         rig.reset()
-        cpu0, mark = server.cpu(), await server.stalls_begin()
+        cpu0, mark, lag0 = server.cpu(), await server.stalls_begin(), await server.loop_lag()
         await closed_loop(rig.one_cycle, rig.cycle, concurrency=concurrency,
                           duration_s=duration_s, max_count=2_000_000)  # fmt: skip
         # A request is a submit and a decide; claims ride on the same events.
         out["max"] = _figures(rig, server, cpu0, 2 * rig.cycle.count)
         out["max"].update(await server.stalls_since(mark))
+        out["max"].update(await _lag_since(server, lag0))
         rigs["max"] = rig
     # The archiver runs at a lower priority and waits while the center is busy, so it
     # falls behind at the maximum; the half load is measured from a settled server,
@@ -63,11 +73,12 @@ async def run_cycle(
         for _ in range(50):
             await rig.one_cycle()
         rig.reset()
-        cpu0, mark = server.cpu(), await server.stalls_begin()
+        cpu0, mark, lag0 = server.cpu(), await server.stalls_begin(), await server.loop_lag()
         await open_loop(rig.one_cycle, rig.cycle, rate=half, duration_s=duration_s,
                         max_count=2_000_000)  # fmt: skip
         out["half"] = _figures(rig, server, cpu0, 2 * rig.cycle.count)
         out["half"].update(await server.stalls_since(mark))
+        out["half"].update(await _lag_since(server, lag0))
         out["half"]["offered_rate_per_s"] = round(half, 1)
         rigs["half"] = rig
     # Archiving waits while the center is busy (server/archive/deferral.py): what it

@@ -84,6 +84,10 @@ def check(r: dict[str, Any]) -> list[dict[str, Any]]:
     # bound is authq's to meet on this machine; where it does not, the machine's.
     floor = cyc["half"].get("floor")
     half = {"floor_p99_ms": floor["p99_ms"]} if floor is not None else {}
+    # How late the server's one event-loop thread ran meanwhile: the tail follows it.
+    lag = cyc["half"].get("loop_lag")
+    if lag and lag["ticks"]:
+        half["loop_lag_p99_ms"] = lag["p99_ms"]
     upper = [
         ("Half load (full cycle): p99 submit ack < 10 ms",
          cyc["half"]["submit_ack"]["p99_ms"], 10.0, "ms", half),
