@@ -10,7 +10,7 @@ import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -96,23 +96,31 @@ class Runtime:
     archiver_process: ArchiverProcess | None = None
     # Declares and ends the automatic backlog emergency (R8).
     backlog: BacklogMonitor | None = None
+    # How to stop every part started, newest first (filled by start()).
+    _stops: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
-        """Starts every part in order. If one fails, those already started are stopped
-        again, newest first, the embedded Redis last, and the error is raised: a start
-        that fails leaves no task, child process or redis-server behind."""
+        """Starts every part in order, each after what it needs. If one fails, those
+        already started are stopped again, newest first, the embedded Redis last, and
+        the error is raised: a start that fails leaves no task, child process or
+        redis-server behind. stop() goes the same way, so the order is written once."""
         # First: a policy file that does not validate is refused before anything runs.
         policy = PolicyHolder.from_file(_policy_file(settings))
         async with contextlib.AsyncExitStack() as undo:
             runtime = await cls._start_parts(settings, policy, undo)
-            undo.pop_all()  # started: Runtime.stop undoes it from now on
+            runtime._stops = undo.pop_all()  # started: stop() undoes it from now on
         return runtime
 
     @classmethod
     async def _start_parts(
         cls, settings: Settings, policy: PolicyHolder, undo: contextlib.AsyncExitStack
     ) -> Runtime:
+        """Each part starts after what it needs and registers its stop at once, so
+        stop() and a failed start both stop them in reverse: what acts on the queue
+        (the backlog monitor, then the audit's last records, the live views, the
+        archiver, the lease reaper, the dispatcher) before what they use (image
+        checks, the event stream, tokens), and Redis last."""
         embedded = None
         url = settings.redis_url
         if url is None:
@@ -123,6 +131,9 @@ class Runtime:
         _undo(undo, lambda: client.aclose(close_connection_pool=True))
         await client.ping()
         keys = Keys(settings.key_prefix)
+        tokens = TokenCache(client, keys.token(""))
+        await tokens.start()
+        _undo(undo, tokens.stop)
         queue_config = QueueConfig(
             lease_ms=settings.lease_ms,
             importance_step_ms=settings.importance_step_ms,
@@ -152,16 +163,11 @@ class Runtime:
                 settings.metrics_loop_lag_tick_s,
             )
             metrics.attach(hub)
-        await hub.start()
-        _undo(undo, hub.stop)
-        dispatcher.start()
-        _undo(undo, dispatcher.stop)
-        reaper.start()
-        _undo(undo, reaper.stop)
         limits = ImageLimits(max_bytes=settings.max_image_bytes)
         blobs = LocalBlobStore(settings.data_dir / "blobs")
         center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
         center.audit = audit
+        center.policy = policy
         archive_settings = ArchiveSettings(
             redis_url=url,
             key_prefix=settings.key_prefix,
@@ -177,6 +183,20 @@ class Runtime:
         )
         # Also for archiving on demand (admin, tests) when the loop runs elsewhere.
         archiver = build_archiver(store, blobs, archive_index, archive_settings)
+        await hub.start()
+        _undo(undo, hub.stop)
+        # Full image checks off the request path; nothing is offered half-checked.
+        center.images = ImageChecker(
+            client, keys, blobs, limits, settings.image_check_workers,
+            facts_ttl_s=min(FACTS_TTL_S, settings.blob_gc_grace_s / 10),
+        )  # fmt: skip
+        center.images.start()
+        _undo(undo, center.images.stop)
+        dispatcher.gate = ImageGate(center.images, store, center)
+        dispatcher.start()
+        _undo(undo, dispatcher.stop)
+        reaper.start()
+        _undo(undo, reaper.stop)
         archiver_process = None
         if settings.archive_worker:
             archiver_process = ArchiverProcess(archive_settings)
@@ -187,20 +207,27 @@ class Runtime:
             hub.add_listener(archiver.on_event)
             archiver.start()
             _undo(undo, archiver.stop)
-        # Full image checks off the request path; nothing is offered half-checked.
-        center.images = ImageChecker(
-            client, keys, blobs, limits, settings.image_check_workers,
-            facts_ttl_s=min(FACTS_TTL_S, settings.blob_gc_grace_s / 10),
-        )  # fmt: skip
-        center.images.start()
-        _undo(undo, center.images.stop)
-        dispatcher.gate = ImageGate(center.images, store, center)
         watch = QueueWatch(store, dispatcher, moves, center.emergencies)
         hub.add_listener(watch.on_event)
         dispatcher.on_waiters_changed = watch.poke
         watch.start()
         _undo(undo, watch.stop)
-        center.policy = policy
+        await tokens.wait_live()
+        accounts = AccountStore(
+            client,
+            keys,
+            token_ttl_s=settings.token_ttl_s,
+            password_max_age_days=settings.password_max_age_days,
+        )
+        if settings.demo:
+            lines = await seed_demo(accounts)
+            print(f"demo accounts (password {DEMO_PASSWORD}):", *lines, sep="\n", flush=True)
+        if metrics is not None:
+            metrics.start()
+            _undo(undo, metrics.stop)
+        # Stopping writes the audit records still waiting right after the backlog
+        # monitor, the last part that acts on its own, has stopped.
+        _undo(undo, center.flush_audit)
         backlog = BacklogMonitor(store, center.emergencies, center, keys, BacklogThresholds(
             declare_oldest_s=settings.backlog_declare_oldest_s,
             clear_oldest_s=settings.backlog_clear_oldest_s,
@@ -212,22 +239,6 @@ class Runtime:
         hub.add_listener(backlog.on_event)
         backlog.start()
         _undo(undo, backlog.stop)
-        accounts = AccountStore(
-            client,
-            keys,
-            token_ttl_s=settings.token_ttl_s,
-            password_max_age_days=settings.password_max_age_days,
-        )
-        tokens = TokenCache(client, keys.token(""))
-        await tokens.start()
-        _undo(undo, tokens.stop)
-        await tokens.wait_live()
-        if settings.demo:
-            lines = await seed_demo(accounts)
-            print(f"demo accounts (password {DEMO_PASSWORD}):", *lines, sep="\n", flush=True)
-        if metrics is not None:
-            metrics.start()
-            _undo(undo, metrics.stop)
         return cls(
             settings=settings,
             redis_url=url,
@@ -251,41 +262,29 @@ class Runtime:
         )
 
     async def stop(self) -> None:
-        if self.backlog is not None:
-            await self.backlog.stop()
-        await self.center.flush_audit()
-        if self.metrics is not None:
-            await self.metrics.stop()
-        if self.watch is not None:
-            await self.watch.stop()
-        if self.archiver_process is not None:
-            await self.archiver_process.stop()
-        if self.archiver is not None:
-            await self.archiver.stop()
-        await self.reaper.stop()
-        await self.dispatcher.stop()
-        if self.center.images is not None:
-            await self.center.images.stop()
-        await self.hub.stop()
-        if self.tokens is not None:
-            await self.tokens.stop()
-        await self.client.aclose(close_connection_pool=True)
-        if self.embedded is not None:
-            await self.embedded.stop()
+        """Stops every part, newest first: the backlog monitor before anything it
+        could act through, the audit flushed while Redis is there, the embedded Redis
+        last. A part that fails to stop is logged and the others still stop."""
+        await self._stops.aclose()
 
 
 def _undo(stack: contextlib.AsyncExitStack, stop: Callable[[], Awaitable[object]]) -> None:
-    """Registers how to stop a part if a later one fails to start. A part that fails
-    to stop then is logged, not raised: the error that failed the start is the one
-    to report."""
+    """Registers how to stop a part, at stop() or if a later one fails to start. A
+    part that fails to stop is logged, not raised: the others must still stop, and
+    after a failed start the error that failed it is the one to report."""
 
     async def quietly() -> None:
         try:
             await stop()
         except Exception as exc:
-            log.warning("undoing a failed start: %s: %s", type(exc).__name__, exc)
+            log.warning("stopping %s failed: %s: %s", _name(stop), type(exc).__name__, exc)
 
     stack.push_async_callback(quietly)
+
+
+def _name(stop: Callable[[], Awaitable[object]]) -> str:
+    """``ImageChecker.stop`` for a bound method; the function's name otherwise."""
+    return getattr(stop, "__qualname__", repr(stop))
 
 
 def _policy_file(settings: Settings) -> Path:

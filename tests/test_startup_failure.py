@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from server.api.token_cache import TokenCache
 from server.app import Runtime
+from server.backlog import BacklogMonitor
 from server.embedded_redis import EmbeddedRedis
 from server.main import main
 from server.settings import Settings
@@ -52,18 +52,18 @@ async def test_a_part_failing_late_stops_those_started(
         started.append(self.process.pid)
         return url
 
-    async def never_live(self: TokenCache) -> None:
-        raise RuntimeError("token cache could not go live")
+    def refuse(self: BacklogMonitor) -> None:
+        raise RuntimeError("the backlog monitor could not start")
 
     monkeypatch.setattr(EmbeddedRedis, "start", remember)
     # The last part to start before the runtime is handed over.
-    monkeypatch.setattr(TokenCache, "wait_live", never_live)
+    monkeypatch.setattr(BacklogMonitor, "start", refuse)
     settings = Settings.load(overrides={"data_dir": tmp_path / "data", "policy_file": open_policy})
     assert settings.archive_worker  # the archiver's child process is among the parts
     tasks_before = asyncio.all_tasks()
     children_before = children(os.getpid())
 
-    with pytest.raises(RuntimeError, match="token cache could not go live"):
+    with pytest.raises(RuntimeError, match="the backlog monitor could not start"):
         await Runtime.start(settings)
 
     # The error raised is the one that failed the start, and nothing runs any more.
