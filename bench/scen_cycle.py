@@ -5,6 +5,7 @@ latency floor under those targets on the same Redis (bench/baselines.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import loop_lag
@@ -29,12 +30,23 @@ def _figures(rig: CycleRig, server: AuthqServer, cpu0: Any, requests: int) -> di
     return result
 
 
-async def _lag_since(server: AuthqServer, before: loop_lag.LagCounts | None) -> dict[str, Any]:
-    """The server's event-loop lag in the window (nothing without its metrics)."""
-    after = await server.loop_lag()
-    if before is None or after is None:
-        return {}
-    return {"loop_lag": loop_lag.between(before, after)}
+async def _window(
+    server: AuthqServer, rig: CycleRig, load: Callable[[], Awaitable[object]]
+) -> dict[str, Any]:
+    """Warms the rig's streams, runs ``load`` and gives its window's figures: the
+    rig's latencies, CPU per request (a submit and a decide per cycle; claims ride
+    on the same events), what Redis stalled on, and the server loop's lag."""
+    for _ in range(50):
+        await rig.one_cycle()
+    rig.reset()
+    cpu0, mark, lag0 = server.cpu(), await server.stalls_begin(), await server.loop_lag()
+    await load()
+    figures = _figures(rig, server, cpu0, 2 * rig.cycle.count)
+    figures.update(await server.stalls_since(mark))
+    lag1 = await server.loop_lag()
+    if lag0 is not None and lag1 is not None:  # None: the server serves no metrics
+        figures["loop_lag"] = loop_lag.between(lag0, lag1)
+    return figures
 
 
 def _all_waits(rig: CycleRig) -> Recorder:
@@ -51,16 +63,9 @@ async def run_cycle(
     out: dict[str, Any] = {"concurrency": concurrency}
     rigs: dict[str, CycleRig] = {}
     async with CycleRig(server.target) as rig:
-        for _ in range(50):  # warm the streams
-            await rig.one_cycle()
-        rig.reset()
-        cpu0, mark, lag0 = server.cpu(), await server.stalls_begin(), await server.loop_lag()
-        await closed_loop(rig.one_cycle, rig.cycle, concurrency=concurrency,
-                          duration_s=duration_s, max_count=2_000_000)  # fmt: skip
-        # A request is a submit and a decide; claims ride on the same events.
-        out["max"] = _figures(rig, server, cpu0, 2 * rig.cycle.count)
-        out["max"].update(await server.stalls_since(mark))
-        out["max"].update(await _lag_since(server, lag0))
+        out["max"] = await _window(server, rig, lambda: closed_loop(
+            rig.one_cycle, rig.cycle, concurrency=concurrency, duration_s=duration_s,
+            max_count=2_000_000))  # fmt: skip
         rigs["max"] = rig
     # The archiver runs at a lower priority and waits while the center is busy, so it
     # falls behind at the maximum; the half load is measured from a settled server,
@@ -70,15 +75,9 @@ async def run_cycle(
     max_rate = out["max"]["cycles"]["rate_per_s"]
     half = max(10.0, max_rate / 2)
     async with CycleRig(server.target) as rig:
-        for _ in range(50):
-            await rig.one_cycle()
-        rig.reset()
-        cpu0, mark, lag0 = server.cpu(), await server.stalls_begin(), await server.loop_lag()
-        await open_loop(rig.one_cycle, rig.cycle, rate=half, duration_s=duration_s,
-                        max_count=2_000_000)  # fmt: skip
-        out["half"] = _figures(rig, server, cpu0, 2 * rig.cycle.count)
-        out["half"].update(await server.stalls_since(mark))
-        out["half"].update(await _lag_since(server, lag0))
+        out["half"] = await _window(server, rig, lambda: open_loop(
+            rig.one_cycle, rig.cycle, rate=half, duration_s=duration_s,
+            max_count=2_000_000))  # fmt: skip
         out["half"]["offered_rate_per_s"] = round(half, 1)
         rigs["half"] = rig
     # Archiving waits while the center is busy (server/archive/deferral.py): what it
