@@ -8,6 +8,7 @@ import json
 from datetime import datetime
 
 from authq.render import format_money, mask_account
+from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict
 
@@ -62,7 +63,18 @@ def describe(record: tpb.FallbackRecord) -> str:
         f"  on site: {onsite}"
     )
     if record.also_submitted:
-        text += "\n  the center also holds a request with this id: check it is not decided twice"
+        central = cpb.RequestState.Name(record.central_state).removeprefix("REQUEST_STATE_")
+        if record.central_state == cpb.REQUEST_STATE_SENT_BACK:
+            text += "\n  the center also received it: withdrawn there (SENT_BACK)"
+        elif record.central_state in (cpb.REQUEST_STATE_APPROVED, cpb.REQUEST_STATE_REJECTED):
+            text += (
+                f"\n  DECIDED TWICE: the center had decided it ({central}) before the "
+                "fallback was reported: reconcile with the branch"
+            )
+        else:
+            text += (
+                "\n  the center also holds a request with this id: check it is not decided twice"
+            )
     return text
 
 

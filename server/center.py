@@ -115,7 +115,7 @@ class Center:
         self.policy = PolicyHolder.from_file(DEFAULT_POLICY)
         self.emergencies = EmergencyStore(store.client, store.keys)
         # Local fallbacks tellers reported (R8).
-        self.fallbacks = FallbackStore(store.client, store.keys)
+        self.fallbacks = FallbackStore(store.client, store.keys, store.config.events_maxlen)
         # Region, enrollment (R10) and extended-hours windows (R9) of each branch.
         self.branches = BranchDirectory(store.client, store.keys)
         # Operating hours are judged at this time (tests set a fixed one).
@@ -343,8 +343,10 @@ class Center:
     ) -> list[ReportResult]:
         """Stores the local fallbacks a teller reports (R8), each once: a new one is
         audited as LOCAL_FALLBACK, an on-site outcome that arrives later as
-        LOCAL_FALLBACK_OUTCOME, a retried upload not at all. Teller and branch are the
-        caller's: a record naming others refuses the whole call (R11, R13)."""
+        LOCAL_FALLBACK_OUTCOME, a retried upload not at all. The center's request of
+        the same id, if undecided, is withdrawn in the same step (fallback_report.lua).
+        Teller and branch are the caller's: a record naming others refuses the whole
+        call (R11, R13)."""
         own = []
         for index, fallback in enumerate(fallbacks):
             where = f"records[{index}]"
@@ -372,11 +374,18 @@ class Center:
         results = []
         for fallback in own:
             result = await self.fallbacks.report(fallback, identity.user_id)
-            if result.status in (ReportStatus.STORED, ReportStatus.OUTCOME_ADDED):
-                action = "LOCAL_FALLBACK" if result.status is ReportStatus.STORED else (
-                    "LOCAL_FALLBACK_OUTCOME")  # fmt: skip
+            actions = []
+            if result.status is ReportStatus.STORED:
+                actions.append("LOCAL_FALLBACK")
+            elif result.status is ReportStatus.OUTCOME_ADDED:
+                actions.append("LOCAL_FALLBACK_OUTCOME")
+            if result.withdrew and result.status is not ReportStatus.STORED:
+                # Only a fallback held from before the center took its request (which
+                # submit.lua now refuses) withdraws it on a later upload.
+                actions.append("LOCAL_FALLBACK_WITHDRAWAL")
+            for action in actions:
                 await self.record_soon(identity, action, fallback.request_id, "OK",
-                                       fallback.audit_details(result.also_submitted))  # fmt: skip
+                                       fallback.audit_details(result))  # fmt: skip
             results.append(result)
         return results
 

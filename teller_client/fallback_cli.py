@@ -203,16 +203,19 @@ async def _send(
         status = tpb.FallbackReportStatus.Name(result.status).removeprefix(
             "FALLBACK_REPORT_STATUS_"
         )
-        journal.mark_uploaded(entry, status, result.message, result.also_submitted)
+        central = (
+            cpb.RequestState.Name(result.central_state).removeprefix("REQUEST_STATE_")
+            if result.central_state
+            else ""
+        )
+        journal.mark_uploaded(entry, status, result.message, result.also_submitted, central)
         report.uploaded += 1
         rid = entry.event.request_id
         if result.status == tpb.FALLBACK_REPORT_STATUS_CONFLICT:
             report.warnings.append(f"{rid}: the center holds it otherwise: {result.message}")
-        if result.also_submitted:
-            report.warnings.append(
-                f"{rid}: the center also received this request: it must not be authorized "
-                f"twice (see `authq-teller show {rid}`)"
-            )
+        said = central_note(result.also_submitted, central)
+        if said:
+            report.warnings.append(f"{rid}: {said} (see `authq-teller show {rid}`)")
 
 
 async def sync(
@@ -300,9 +303,29 @@ def describe(entry: JournalEntry) -> str:
         text += f"\n         refused by the center: {entry.refused}"
     elif entry.server_status == "CONFLICT":
         text += f"\n         the center holds it otherwise: {entry.server_message}"
-    if entry.also_submitted:
-        text += "\n         the center also received this request: never authorize it twice"
+    said = central_note(entry.also_submitted, entry.central_state)
+    if said:
+        text += f"\n         {said}"
     return text
+
+
+def central_note(also_submitted: bool, central_state: str) -> str:
+    """What the teller must know of the center's request of the same id ("" none)."""
+    if not also_submitted:
+        return ""
+    if central_state == "SENT_BACK":
+        return (
+            "the center had also received this request and has withdrawn it (SENT_BACK): "
+            "it is authorized on site only"
+        )
+    if central_state in ("APPROVED", "REJECTED"):
+        return (
+            f"the center had already decided this request ({central_state}) before the "
+            "fallback reached it: it was authorized twice, tell your supervisor"
+        )
+    if central_state == "CANCELLED":
+        return "the center also received this request; it was cancelled there"
+    return "the center also received this request: never authorize it twice"
 
 
 def offline_command(args: argparse.Namespace) -> int | None:

@@ -80,6 +80,9 @@ class JournalEntry:
     server_status: str = ""
     server_message: str = ""
     also_submitted: bool = False
+    # What the center's request of this id became once the fallback reached it ("" =
+    # none or not told): SENT_BACK, withdrawn; APPROVED or REJECTED, decided there too.
+    central_state: str = ""
 
     @property
     def outcome(self) -> str:
@@ -148,10 +151,12 @@ class Journal:
         status: str,
         message: str = "",
         also_submitted: bool = False,
+        central_state: str = "",
     ) -> None:
         self._append({"type": "uploaded", "request_id": entry.event.request_id,
                       "outcome": entry.outcome, "at_ms": now_ms(), "status": status,
-                      "message": message, "also_submitted": also_submitted})  # fmt: skip
+                      "message": message, "also_submitted": also_submitted,
+                      "central_state": central_state})  # fmt: skip
 
     def mark_refused(self, entry: JournalEntry, reason: str) -> None:
         self._append({"type": "refused", "request_id": entry.event.request_id,
@@ -253,6 +258,7 @@ def _apply(entries: dict[str, JournalEntry], line: dict[str, Any]) -> bool:
             server_status=str(line.get("status", "")),
             server_message=str(line.get("message", "")),
             also_submitted=bool(line.get("also_submitted", entry.also_submitted)),
+            central_state=str(line.get("central_state", entry.central_state)),
         )
         return True
     return False

@@ -21,6 +21,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from server.api import convert
 from server.domain import money
 from server.domain.reasons import NOTE_MAX_CHARS
+from server.domain.states import State
 from server.errors import InvalidArgument
 from server.store.fallbacks import Cause, Fallback, OnsiteOutcome, ReportResult, ReportStatus
 
@@ -203,6 +204,7 @@ def fallback_to_pb(fallback: Fallback) -> tpb.FallbackRecord:
         reported_by=fallback.reported_by,
         received_at_ms=fallback.received_at_ms,
         also_submitted=fallback.also_submitted,
+        central_state=_central_state(fallback.central_state),
     )
     if fallback.onsite_outcome is not None:
         record.onsite_outcome = tpb.OnsiteOutcome.Value(
@@ -219,4 +221,14 @@ def result_to_pb(result: ReportResult) -> tpb.FallbackReportResult:
         status=_STATUSES[result.status],
         message=result.detail,
         also_submitted=result.also_submitted,
+        central_state=_central_state(result.central_state),
     )
+
+
+def _central_state(state: str) -> cpb.RequestState.ValueType:
+    """The state the store names; UNSPECIFIED for none (and for a name this server
+    does not know, which only a newer server could have written)."""
+    try:
+        return convert.state_value(State(state)) if state else cpb.REQUEST_STATE_UNSPECIFIED
+    except ValueError:
+        return cpb.REQUEST_STATE_UNSPECIFIED

@@ -9,6 +9,9 @@
     PENDING_ONSITE_REVIEW ──confirm (on-site reviewer, R2)──▶ QUEUED
                           ──send back──▶ SENT_BACK;  ──cancel──▶ CANCELLED
 
+    Any state not final ──the branch reports it authorized on site (R8)──▶ SENT_BACK;
+    QUEUED or PENDING_ONSITE_REVIEW ──a supervisor hands it back (R8)──▶ SENT_BACK
+
 Each arrow is one Lua script in server/lua/; this module names the states."""
 
 from __future__ import annotations

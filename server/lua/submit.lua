@@ -4,6 +4,8 @@
 -- KEYS[6] the branch's set of requests awaiting on-site review
 -- KEYS[7] center-wide emergencies   KEYS[8] the branch's emergencies (R8)
 -- KEYS[9] the request's archive marker: an id archived and gone from Redis stays used
+-- KEYS[10] a local fallback reported under this id (R8): the branch authorized that
+-- transaction on site, so the center must never hold it too (fallback_report.lua)
 -- (No history list yet: the SUBMITTED entry is rebuilt from the record.)
 -- ARGV[1] request id   ARGV[2] fingerprint   ARGV[3] packed submission   ARGV[4] branch
 -- ARGV[5] head start (us, from importance and urgency)   ARGV[6] teller id
@@ -15,6 +17,7 @@
 --       | {'CONFLICT', state}              same id, other content
 --       | {'FALLBACK', emergency id}       an emergency is in force: nothing stored
 --       | {'ARCHIVED'}                     the id belongs to an archived request
+--       | {'ONSITE'}                       the id was reported as a local fallback
 local current = redis.call('HMGET', KEYS[1], 'fp', 'st', 'v')
 if current[1] then
   if current[1] == ARGV[2] then
@@ -24,6 +27,9 @@ if current[1] then
 end
 if redis.call('EXISTS', KEYS[9]) == 1 then
   return {'ARCHIVED'}
+end
+if redis.call('EXISTS', KEYS[10]) == 1 then
+  return {'ONSITE'}
 end
 local emergency = redis.call('SRANDMEMBER', KEYS[7]) or redis.call('SRANDMEMBER', KEYS[8])
 if emergency then

@@ -4,7 +4,11 @@ because the center could not be reached, or because an emergency was in force.
 Each is stored once, by the workstation's request id (server/lua/fallback_report.lua):
 a retried upload changes nothing, and the on-site outcome, often recorded after the
 first upload, is added once. A per-branch index and an index of all, by the time the
-fallback occurred, serve the supervisor's listing."""
+fallback occurred, serve the supervisor's listing.
+
+The same script withdraws the center's request of the same id, if a submit the
+workstation gave up on had reached it and no one has decided it yet: a transaction is
+authorized once, on site or centrally, never both."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from server.store.scripts import load_script
 
 # What one listing returns at most.
 MAX_LIST = 1000
+# The note on the history entry of a request a fallback withdrew.
+WITHDRAWAL_NOTE = "authorized on site as a local fallback (R8): withdrawn from the center"
 
 
 class Cause(StrEnum):
@@ -68,6 +74,9 @@ class Fallback:
     reported_by: str = ""
     received_at_ms: int = 0
     also_submitted: bool = False
+    # What became of the center's request of the same id ("" = none): SENT_BACK when
+    # the report withdrew it, or its final state if it had ended before.
+    central_state: str = ""
 
     def event_fields(self) -> dict[str, str]:
         """What happened, without the on-site outcome (which may come later) and
@@ -88,7 +97,7 @@ class Fallback:
             "emergency_id": self.emergency_id,
         }
 
-    def audit_details(self, also_submitted: bool) -> dict[str, str | int]:
+    def audit_details(self, result: ReportResult) -> dict[str, str | int]:
         """Who, what, when, why and the on-site outcome, for the audit trail (R8, R15);
         the customer's name and account stay in the record (R14)."""
         return {
@@ -105,7 +114,9 @@ class Fallback:
             "onsite_outcome": self.onsite_outcome.value if self.onsite_outcome else "",
             "onsite_authorizer": self.onsite_authorizer,
             "onsite_note": self.onsite_note[:200],
-            "also_submitted": int(also_submitted),
+            "also_submitted": int(result.also_submitted),
+            "central_state": result.central_state,
+            "withdrew": int(result.withdrew),
         }
 
     def digest(self) -> str:
@@ -119,16 +130,28 @@ class ReportResult:
     status: ReportStatus
     also_submitted: bool
     detail: str = ""
+    # As Fallback.central_state, after this report.
+    central_state: str = ""
+    # This report withdrew the center's request (ended it SENT_BACK).
+    withdrew: bool = False
+
+    @property
+    def decided_twice(self) -> bool:
+        """The center had decided the transaction before the fallback reached it."""
+        return self.central_state in ("APPROVED", "REJECTED")
 
 
 class FallbackStore:
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, events_maxlen: int) -> None:
         self.client = client
         self.keys = keys
+        self.events_maxlen = events_maxlen
         self._report = load_script(client, "fallback_report")
 
     async def report(self, fallback: Fallback, reported_by: str) -> ReportResult:
-        """Stores the fallback unless held; adds its on-site outcome if newly known."""
+        """Stores the fallback unless held; adds its on-site outcome if newly known;
+        withdraws the center's request of the same id if undecided (the fallback's
+        branch must be its branch)."""
         event = fallback.event_fields()
         del event["occurred_at"]  # the script stores it beside the digest
         pairs = [item for name_value in event.items() for item in name_value]
@@ -140,6 +163,12 @@ class FallbackStore:
                 self.keys.fallback_index(None),
                 self.keys.request(fallback.request_id),
                 self.keys.archive_marker(fallback.request_id),
+                self.keys.history(fallback.request_id),
+                self.keys.events,
+                self.keys.counts,
+                self.keys.waiting_by_branch,
+                self.keys.onsite(fallback.branch_id),
+                self.keys.leases,
             ],
             args=[
                 fallback.request_id,
@@ -149,6 +178,10 @@ class FallbackStore:
                 fallback.onsite_authorizer,
                 fallback.onsite_note,
                 fallback.onsite_at_ms,
+                fallback.branch_id,
+                reported_by,
+                WITHDRAWAL_NOTE,
+                self.events_maxlen,
                 *pairs,
                 "reported_by",
                 reported_by,
@@ -156,7 +189,7 @@ class FallbackStore:
         )
         return ReportResult(
             fallback.request_id, ReportStatus(as_text(result[0])), int(result[1]) == 1,
-            as_text(result[2]),
+            as_text(result[2]), as_text(result[3]), int(result[4]) == 1,
         )  # fmt: skip
 
     async def get(self, request_id: str) -> Fallback | None:
@@ -205,4 +238,5 @@ def _fallback(fields: dict[Any, Any]) -> Fallback:
         reported_by=get("reported_by"),
         received_at_ms=int(get("received_at") or 0),
         also_submitted=get("also_submitted") == "1",
+        central_state=get("central_state"),
     )

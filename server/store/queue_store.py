@@ -89,6 +89,7 @@ class QueueStore(QueueReads):
             self.keys.fallback(None),
             self.keys.fallback(submission.branch_id),
             self.keys.archive_marker(rid),
+            self.keys.fallback_record(rid),
         ]
         args: list[Any] = [
             rid,
@@ -118,6 +119,11 @@ class QueueStore(QueueReads):
             raise AlreadyExists(
                 f"request_id {rid} belongs to a request that has ended and been archived: "
                 "choose a new request_id for a new request"
+            )
+        if status == "ONSITE":
+            raise AlreadyExists(
+                f"request_id {rid} was reported as a local fallback, authorized on site (R8): "
+                "the center does not take the same transaction too"
             )
         if status == "CONFLICT":
             raise AlreadyExists(

@@ -435,6 +435,7 @@ class FallbackRecord(_message.Message):
     REPORTED_BY_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_MS_FIELD_NUMBER: _builtins.int
     ALSO_SUBMITTED_FIELD_NUMBER: _builtins.int
+    CENTRAL_STATE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The id the workstation gave the submission that fell back (8 to 64 of
     [A-Za-z0-9._:-]).
@@ -466,6 +467,12 @@ class FallbackRecord(_message.Message):
     """
     received_at_ms: _builtins.int
     also_submitted: _builtins.bool
+    central_state: _common_pb2.RequestState.ValueType
+    """What became of that request: SENT_BACK when the report withdrew it from the
+    center (event LOCAL_FALLBACK), or the state it had ended in before: APPROVED or
+    REJECTED means it was decided centrally as well, for people to reconcile.
+    UNSPECIFIED: the center holds no request with this id.
+    """
     @_builtins.property
     def transaction(self) -> _common_pb2.Transaction:
         """The transaction as keyed."""
@@ -490,10 +497,11 @@ class FallbackRecord(_message.Message):
         reported_by: _builtins.str = ...,
         received_at_ms: _builtins.int = ...,
         also_submitted: _builtins.bool = ...,
+        central_state: _common_pb2.RequestState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["also_submitted", b"also_submitted", "branch_id", b"branch_id", "cause", b"cause", "emergency_id", b"emergency_id", "occurred_at_ms", b"occurred_at_ms", "onsite_at_ms", b"onsite_at_ms", "onsite_authorizer", b"onsite_authorizer", "onsite_note", b"onsite_note", "onsite_outcome", b"onsite_outcome", "received_at_ms", b"received_at_ms", "reported_by", b"reported_by", "request_id", b"request_id", "status_code", b"status_code", "status_message", b"status_message", "teller_id", b"teller_id", "transaction", b"transaction", "urgency", b"urgency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["also_submitted", b"also_submitted", "branch_id", b"branch_id", "cause", b"cause", "central_state", b"central_state", "emergency_id", b"emergency_id", "occurred_at_ms", b"occurred_at_ms", "onsite_at_ms", b"onsite_at_ms", "onsite_authorizer", b"onsite_authorizer", "onsite_note", b"onsite_note", "onsite_outcome", b"onsite_outcome", "received_at_ms", b"received_at_ms", "reported_by", b"reported_by", "request_id", b"request_id", "status_code", b"status_code", "status_message", b"status_message", "teller_id", b"teller_id", "transaction", b"transaction", "urgency", b"urgency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -527,11 +535,14 @@ class FallbackReportResult(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     ALSO_SUBMITTED_FIELD_NUMBER: _builtins.int
+    CENTRAL_STATE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     status: Global___FallbackReportStatus.ValueType
     message: _builtins.str
     """Why, for a CONFLICT."""
     also_submitted: _builtins.bool
+    central_state: _common_pb2.RequestState.ValueType
+    """As FallbackRecord.central_state, after this report."""
     def __init__(
         self,
         *,
@@ -539,10 +550,11 @@ class FallbackReportResult(_message.Message):
         status: Global___FallbackReportStatus.ValueType = ...,
         message: _builtins.str = ...,
         also_submitted: _builtins.bool = ...,
+        central_state: _common_pb2.RequestState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["also_submitted", b"also_submitted", "message", b"message", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["also_submitted", b"also_submitted", "central_state", b"central_state", "message", b"message", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,214 @@
+"""A transaction is authorized once (R8): when a branch reports that it authorized a
+transaction on site, the center's request of the same id (a submit whose answer the
+workstation never saw) is withdrawn in the same step, wherever it stood; one already
+decided centrally is left as it is and reported as decided twice; and the center
+takes no submit under an id already reported as a local fallback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import teller_pb2 as tpb
+from google.protobuf.json_format import MessageToDict
+
+from server.accounts.model import Role
+from teller_client import fallback_cli
+from teller_client.client import TellerClient
+from teller_client.journal import FallbackEvent, Journal
+from tests.conftest import PASSWORD, RunningServer
+from tests.helpers import request
+
+DEADLINE = tpb.FALLBACK_CAUSE_CENTER_UNREACHABLE
+AT_REVIEW_THRESHOLD = 50_000_000  # 500,000.00 CNY in fen: on-site review first (R2)
+
+
+def fallback_of(submitted: tpb.SubmitRequest, **overrides: Any) -> tpb.FallbackRecord:
+    """The fallback the workstation journals when a submit's answer never came."""
+    fields: dict[str, Any] = {
+        "request_id": submitted.request_id,
+        "transaction": submitted.transaction,
+        "occurred_at_ms": time.time_ns() // 1_000_000 - 1_000,
+        "cause": DEADLINE,
+        "status_code": "DEADLINE_EXCEEDED",
+        "status_message": "Deadline Exceeded",
+    }
+    fields.update(overrides)
+    return tpb.FallbackRecord(**fields)
+
+
+async def audit_of(server: RunningServer, target: str) -> list[tuple[str, dict[str, Any]]]:
+    await server.runtime.center.flush_audit()
+    return [
+        (r.entry.action, dict(r.entry.details))
+        async for r in server.runtime.audit.read()
+        if r.entry.target == target
+    ]
+
+
+async def test_a_waiting_request_is_withdrawn_and_leaves_the_queue(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller:
+        submitted = request()
+        await teller.submit(submitted)
+        before = await server.runtime.store.overview()
+        assert before.waiting == 1
+        (result,) = (await teller.report_fallbacks([fallback_of(submitted)])).results
+        assert result.status == tpb.FALLBACK_REPORT_STATUS_STORED
+        assert result.also_submitted
+        assert result.central_state == cpb.REQUEST_STATE_SENT_BACK
+        view = await teller.get(submitted.request_id)
+    assert view.state == cpb.REQUEST_STATE_SENT_BACK
+    last = view.history[-1]
+    assert (last.event, last.actor) == ("LOCAL_FALLBACK", "teller-1")
+    assert "authorized on site" in last.note
+    after = await server.runtime.store.overview()
+    assert after.waiting == 0
+    assert after.counts.get("QUEUED", 0) == 0
+    assert after.counts.get("SENT_BACK") == 1
+    assert after.waiting_by_branch.get("branch-1", 0) == 0
+    assert await server.runtime.store.claim("authorizer-9") is None
+    audit = await audit_of(server, submitted.request_id)
+    (fallback,) = [details for action, details in audit if action == "LOCAL_FALLBACK"]
+    assert fallback["central_state"] == "SENT_BACK"
+    assert fallback["withdrew"] == 1
+
+
+async def test_an_item_in_an_authorizers_hands_is_withdrawn_and_its_decision_refused(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        submitted = request()
+        await teller.submit(submitted)
+        offer = await authorizer.next(timeout=10)
+        assert offer.request.request_id == submitted.request_id
+        (result,) = (await teller.report_fallbacks([fallback_of(submitted)])).results
+        assert result.central_state == cpb.REQUEST_STATE_SENT_BACK
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await authorizer.decide(submitted.request_id, offer.lease.fencing_token, "approve")
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "SENT_BACK" in (refused.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as no_renewal:
+            await authorizer.renew(submitted.request_id, offer.lease.fencing_token)
+        assert no_renewal.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert (await teller.get(submitted.request_id)).state == cpb.REQUEST_STATE_SENT_BACK
+    leases = server.runtime.store.keys.leases
+    assert await server.runtime.store.client.zscore(leases, submitted.request_id) is None
+    assert (await server.runtime.store.overview()).counts.get("CLAIMED", 0) == 0
+
+
+async def test_a_request_awaiting_on_site_review_is_withdrawn_from_the_reviewers_list(
+    server: RunningServer,
+) -> None:
+    await server.account("reviewer-1", [Role.ONSITE_REVIEWER], "branch-1")
+    async with server.teller() as teller:
+        submitted = request(amount_minor=AT_REVIEW_THRESHOLD)
+        reply = await teller.submit(submitted)
+        assert reply.request.state == cpb.REQUEST_STATE_PENDING_ONSITE_REVIEW
+        (result,) = (await teller.report_fallbacks([fallback_of(submitted)])).results
+        assert result.central_state == cpb.REQUEST_STATE_SENT_BACK
+    async with TellerClient(server.target, "reviewer-1", PASSWORD) as reviewer:
+        assert await reviewer.pending_review() == []
+
+
+async def test_a_request_decided_centrally_stays_and_is_reported_decided_twice(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        submitted = request()
+        await teller.submit(submitted)
+        offer = await authorizer.next(timeout=10)
+        await authorizer.decide(submitted.request_id, offer.lease.fencing_token, "approve")
+        (result,) = (await teller.report_fallbacks([fallback_of(submitted)])).results
+        assert result.status == tpb.FALLBACK_REPORT_STATUS_STORED
+        assert result.also_submitted
+        assert result.central_state == cpb.REQUEST_STATE_APPROVED
+        view = await teller.get(submitted.request_id)
+    assert view.state == cpb.REQUEST_STATE_APPROVED
+    assert [entry.event for entry in view.history][-1] != "LOCAL_FALLBACK"
+    async with server.supervisor() as supervisor:
+        (held,) = await supervisor.fallbacks()
+    assert held.central_state == cpb.REQUEST_STATE_APPROVED
+    said = fallback_cli.central_note(True, "APPROVED")
+    assert "authorized twice" in said
+    audit = await audit_of(server, submitted.request_id)
+    (fallback,) = [details for action, details in audit if action == "LOCAL_FALLBACK"]
+    assert fallback["central_state"] == "APPROVED"
+    assert fallback["withdrew"] == 0
+
+
+async def test_the_center_takes_no_submit_under_an_id_authorized_on_site(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller:
+        late = request()
+        (result,) = (await teller.report_fallbacks([fallback_of(late)])).results
+        assert result.status == tpb.FALLBACK_REPORT_STATUS_STORED
+        assert not result.also_submitted
+        assert result.central_state == cpb.REQUEST_STATE_UNSPECIFIED
+        # The submit the workstation gave up on arrives after the report.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await teller.submit(late)
+        assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "local fallback" in (refused.value.details() or "")
+        assert "R8" in (refused.value.details() or "")
+    assert not await server.runtime.store.exists(late.request_id)
+    assert (await server.runtime.store.overview()).waiting == 0
+
+
+async def test_another_branchs_request_is_neither_withdrawn_nor_revealed(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller, server.teller("teller-2", "branch-2") as other:
+        theirs = request()
+        await other.submit(theirs)
+        (result,) = (await teller.report_fallbacks([fallback_of(theirs)])).results
+        assert result.status == tpb.FALLBACK_REPORT_STATUS_CONFLICT
+        assert "another branch" in result.message
+        assert not result.also_submitted
+        assert (await other.get(theirs.request_id)).state == cpb.REQUEST_STATE_QUEUED
+    async with server.supervisor() as supervisor:
+        assert await supervisor.fallbacks() == []
+
+
+async def test_a_retried_report_withdraws_once(server: RunningServer) -> None:
+    async with server.teller() as teller:
+        submitted = request()
+        await teller.submit(submitted)
+        report = fallback_of(submitted)
+        first = (await teller.report_fallbacks([report])).results[0]
+        again = (await teller.report_fallbacks([report])).results[0]
+        assert first.status == tpb.FALLBACK_REPORT_STATUS_STORED
+        assert again.status == tpb.FALLBACK_REPORT_STATUS_DUPLICATE
+        assert again.central_state == cpb.REQUEST_STATE_SENT_BACK
+        view = await teller.get(submitted.request_id)
+    assert [entry.event for entry in view.history].count("LOCAL_FALLBACK") == 1
+    actions = [action for action, _ in await audit_of(server, submitted.request_id)]
+    assert actions.count("LOCAL_FALLBACK") == 1
+    assert "LOCAL_FALLBACK_WITHDRAWAL" not in actions
+
+
+async def test_the_workstation_is_told_and_its_journal_keeps_it(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    async with server.teller() as teller:
+        submitted = request()
+        await teller.submit(submitted)  # its answer "lost": the workstation fell back
+        journal.record_fallback(
+            FallbackEvent(submitted.request_id, "teller-1", "", time.time_ns() // 1_000_000,
+                          "CENTER_UNREACHABLE", MessageToDict(submitted.transaction),
+                          status_code="DEADLINE_EXCEEDED")
+        )  # fmt: skip
+        report = await fallback_cli.sync(teller, journal, "teller-1")
+    assert report.uploaded == 1
+    (warning,) = report.warnings
+    assert "withdrawn it (SENT_BACK)" in warning
+    (entry,) = journal.entries().values()
+    assert entry.central_state == "SENT_BACK"
+    assert "authorized on site only" in fallback_cli.describe(entry)
