@@ -161,8 +161,8 @@ def markdown(r: dict[str, Any]) -> str:
               "the half load's rate of durable requests, on the same Redis just after the "
               "half-load window: at or above the bound, no design that stores each "
               "request meets it on this machine; below it, the gap is authq's. Server loop "
-              "late: the p99 of how late the server's event loop ran a 5 ms timer in the "
-              "window (its authq_event_loop_lag_seconds metric): how long a request "
+              "late: the p99 of how late the server's event loop ran ticks due every 5 ms "
+              "in the window (its authq_event_loop_lag_seconds metric): how long a request "
               "arriving then waited for the one thread that runs every handler."]  # fmt: skip
     if "echo_drift" in r:
         moved = max(abs(x - 1.0) for x in r["echo_drift"].values())
