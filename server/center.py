@@ -50,7 +50,7 @@ from server.store.audit import AuditEntry, AuditLog, AuditRecord
 from server.store.branches import BranchDirectory
 from server.store.emergencies import Emergency, EmergencyStore
 from server.store.fallbacks import Fallback, FallbackStore, ReportResult, ReportStatus
-from server.store.queue_store import Claim, QueueStore
+from server.store.queue_store import Claim, LapsedLease, QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,10 @@ class Identity:
     @property
     def role(self) -> str:
         return ",".join(sorted(self.roles)) or "-"
+
+
+# Who the audit trail names for a lease that ran out: nobody acted, the server did.
+LEASE_REAPER = Identity(user_id="system", origin="lease-reaper")
 
 
 class Center:
@@ -139,6 +143,12 @@ class Center:
     ) -> None:
         """For callers that cannot wait at all (a delivery callback)."""
         self._schedule(identity, action, target, "OK", details)
+
+    def lease_expired(self, lapsed: LapsedLease) -> None:
+        """Audits a claim whose lease ran out (R15): the item went back to the queue
+        undecided, and the trail says whose claim it was (server/leases.py)."""
+        self.audit_later(LEASE_REAPER, "LEASE_EXPIRED", lapsed.request_id,
+                         holder=lapsed.holder, token=lapsed.token)  # fmt: skip
 
     async def record_soon(
         self, identity: Identity, action: str, target: str, outcome: str,

@@ -3,16 +3,18 @@
 The reaper sleeps until the earliest lease deadline (renewals only move deadlines
 later, so waking then is exact) or, with no lease out, until a claim is made. The
 expiry itself is a script that re-checks the deadline against Redis's clock, so
-several server processes may reap side by side."""
+several server processes may reap side by side; the one whose script expired it
+hands the lapsed lease to ``on_expired`` (the audit trail records it once)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
-from server.store.queue_store import QueueStore
+from server.store.queue_store import LapsedLease, QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +23,11 @@ _MIN_SLEEP_S = 0.02
 
 
 class LeaseReaper:
-    def __init__(self, store: QueueStore) -> None:
+    def __init__(
+        self, store: QueueStore, on_expired: Callable[[LapsedLease], None] | None = None
+    ) -> None:
         self.store = store
+        self.on_expired = on_expired
         self.loop = BackgroundLoop("lease-reaper")
         self.expired_total = 0
         # When the sleeping reaper wakes by itself (monotonic s); None: no deadline.
@@ -69,9 +74,14 @@ class LeaseReaper:
         seconds, micros = await self.store.client.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         for request_id in await self.store.expired_leases(now_ms):
-            if await self.store.expire(request_id):
-                self.expired_total += 1
-                log.info("lease of %s expired: back in the queue", request_id)
+            lapsed = await self.store.expire(request_id)
+            if lapsed is None:
+                continue
+            self.expired_total += 1
+            log.info("lease of %s held by %s expired: back in the queue", request_id,
+                     lapsed.holder)  # fmt: skip
+            if self.on_expired is not None:
+                self.on_expired(lapsed)
         deadline = await self.store.next_lease_deadline()
         if deadline is None:
             return None

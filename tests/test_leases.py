@@ -35,6 +35,31 @@ async def test_an_expired_lease_returns_the_item_to_its_original_place(
         assert "held by another authorizer" in (failure.value.details() or "")
 
 
+async def test_a_lapsed_lease_is_audited_once_whichever_process_reaps_it(
+    start_server: StartServer,
+) -> None:
+    """Two server processes' reapers race for the same expiry: the script lets one
+    win, and the trail records the lapse once, naming whose claim it was (R15)."""
+    one = await start_server(lease_ms=300)
+    two = await start_server(lease_ms=300)
+    async with one.teller() as teller, one.authorizer("a-1") as holder:
+        rid = (await teller.submit(request())).request.request_id
+        offer = await holder.next(timeout=5)
+        [u async for u in _until(teller, rid, "LEASE_EXPIRED")]
+    for server in (one, two):
+        await server.runtime.center.flush_audit()
+    lapses = [
+        record.entry
+        async for record in one.runtime.audit.read()
+        if record.entry.action == "LEASE_EXPIRED"
+    ]
+    assert len(lapses) == 1
+    (lapse,) = lapses
+    assert (lapse.target, lapse.actor, lapse.outcome) == (rid, "system", "OK")
+    assert lapse.details == {"holder": "a-1", "token": offer.lease.fencing_token}
+    assert one.runtime.reaper.expired_total + two.runtime.reaper.expired_total == 1
+
+
 async def _until(teller, rid: str, event: str):  # type: ignore[no-untyped-def]
     async for update in teller.watch(rid):
         yield update

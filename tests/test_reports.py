@@ -110,8 +110,9 @@ def hand_computed_trail() -> Trail:
     tr.claim("R6", "a1", 5, 8)  # wait 5
     tr.decide("R6", "a1", 15, 8, "APPROVE")  # handling 10
     tr.decide("R6", "a1", 16, 99, "REJECT", "OTHER", refused="stale fencing token 99")
-    tr.claim("R7", "a2", 10, 12)  # wait 10; the lease then lapses (no end recorded)
-    tr.claim("R7", "a1", 20, 9)  # no wait: the lapse is not in the trail
+    tr.claim("R7", "a2", 10, 12)  # wait 10; the lease then lapses: no handling
+    tr.add("system", "-", "LEASE_EXPIRED", "R7", 15, holder="a2", token=12)
+    tr.claim("R7", "a1", 20, 9)  # wait 5 (from the lapse)
     tr.decide("R7", "a1", 30, 9, "APPROVE")  # handling 10
     # b3, entirely on the day before: outside the period
     tr.submit("R8", "t3", "b3", -600, 30)
@@ -165,9 +166,9 @@ async def test_figures_match_the_hand_computed_history(redis_client: aioredis.Re
     # Handling: 30 60 20 20 (b1), 20 100 120 (b2), 10 10 (b3) = 390 s over 9.
     assert region.handling_avg_s == approx(390 / 9)
     assert region.handling_p90_s == 120  # nearest rank: the 9th of 9
-    # Waits: 10 50 20 30 (b1), 100 20 290 (b2), 5 10 (b3) = 535 s over 9.
-    assert region.wait_avg_s == approx(535 / 9)
-    assert region.wait_p90_s == 290
+    # Waits: 10 50 20 30 (b1), 100 20 290 (b2), 5 10 5 (b3) = 540 s over 10.
+    assert region.wait_avg_s == approx(540 / 10)
+    assert region.wait_p90_s == 100  # nearest rank: the 9th of 10
     # Preparation: 40 50 70 45 (b1), 90 (b2; R4 did not report), 30 30 (b3).
     assert region.preparation_avg_s == approx(355 / 7)
     assert region.preparation_p90_s == 90
@@ -189,7 +190,8 @@ async def test_figures_match_the_hand_computed_history(redis_client: aioredis.Re
     assert b2.vs_region.volume == approx(2 / (8 / 3))  # branches average 8/3 submissions
     b3 = row(report, Kind.BRANCH, "b3").figures
     assert (b3.volume, b3.approved, b3.rejected, b3.rejection_rate) == (2, 2, 0, 0)
-    assert (b3.handling_avg_s, b3.wait_avg_s, b3.preparation_avg_s) == (10, 7.5, 30)
+    assert (b3.handling_avg_s, b3.preparation_avg_s) == (10, 30)
+    assert b3.wait_avg_s == approx(20 / 3)
     assert [r.key for r in report.rows[Kind.BRANCH]] == ["b1", "b2", "b3"]  # no b9
 
     t1 = row(report, Kind.TELLER, "t1")
@@ -207,9 +209,9 @@ async def test_figures_match_the_hand_computed_history(redis_client: aioredis.Re
     # R1 approve, R2 reject, R6 approve, R7 approve (R10 is south, R8 outside).
     assert (a1.volume, a1.approved, a1.rejected, a1.supplements) == (4, 3, 1, 0)
     assert a1.reasons == (("ID_MISMATCH", 1),)
-    # Handling 30 60 20(release) 10 10; waits of its claims 10 50 100 5.
+    # Handling 30 60 20(release) 10 10; waits of its claims 10 50 100 5 5.
     assert (a1.handling_avg_s, a1.handling_p90_s) == (26, 60)
-    assert a1.wait_avg_s == 41.25
+    assert a1.wait_avg_s == 34
     a2 = row(report, Kind.AUTHORIZER, "a2").figures
     assert (a2.volume, a2.approved, a2.rejected, a2.supplements) == (4, 1, 2, 1)
     assert a2.rejection_rate == approx(2 / 3)

@@ -6,7 +6,8 @@
 -- ARGV[1] request id   ARGV[2] mode   ARGV[3] fencing token (release)
 -- ARGV[4] actor   ARGV[5] note   ARGV[6] event stream max length
 -- The lane key is read from the record (field ln); it shares the hash tag.
--- Returns {'OK', 'QUEUED', version, at_ms} | {'NOTFOUND'} | {'STATE', state}
+-- Returns {'OK', 'QUEUED', version, at_ms, holder, token} (the lease that ended: an
+--         expiry's audit record names whose it was) | {'NOTFOUND'} | {'STATE', state}
 --       | {'LEASE', reason} | {'SKIP'} (expire: the lease is still running)
 local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'lu', 'sc', 'ln', 'br')
 if not cur[1] then
@@ -36,4 +37,4 @@ redis.call('HINCRBY', KEYS[6], cur[7], 1)
 count_move(KEYS[5], 'CLAIMED', 'QUEUED')
 record(KEYS[2], KEYS[4], ARGV[6],
   {ARGV[1], version, now_ms, event, ARGV[4], 'QUEUED', '', ARGV[5], {}, cur[7]})
-return {'OK', 'QUEUED', version, now_ms}
+return {'OK', 'QUEUED', version, now_ms, cur[3], tonumber(cur[2])}

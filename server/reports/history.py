@@ -13,11 +13,11 @@ What each fact is made of:
   puts the request in the queue.
 - CLAIM, DECIDE, RELEASE (details ``token``): a claim and the decision or hand-back
   with the same fencing token give the authorizer's handling time. A claim whose lease
-  ran out has no end in the trail and counts for no handling time. A retried decision
-  (same token) is recorded again; only the first counts.
+  ran out ends with LEASE_EXPIRED (details ``holder``, ``token``) and counts for no
+  handling time: nobody finished it. A retried decision (same token) is recorded
+  again; only the first counts.
 - Queue wait: from the moment the request (re)entered the queue (SUBMIT, an on-site
-  confirmation, SUPPLY, RELEASE) to the next CLAIM. Going back to the queue after a
-  lapsed lease is not in the trail: the claim after it has no wait."""
+  confirmation, SUPPLY, RELEASE, LEASE_EXPIRED) to the next CLAIM."""
 
 from __future__ import annotations
 
@@ -126,6 +126,7 @@ class HistoryCollector:
             "CLAIM": self._on_claim,
             "DECIDE": self._on_decide,
             "RELEASE": self._on_release,
+            "LEASE_EXPIRED": self._on_lease_expired,
         }
 
     def add(self, entry: AuditEntry) -> None:
@@ -216,6 +217,13 @@ class HistoryCollector:
     def _on_release(self, entry: AuditEntry) -> None:
         if self._end_claim(entry):
             self.queued_since[entry.target] = entry.at_ms
+
+    def _on_lease_expired(self, entry: AuditEntry) -> None:
+        token = _int(entry.details.get("token"))
+        if token is not None:
+            self.ended.add((entry.target, token))
+            self.open_claims.pop((entry.target, token), None)
+        self.queued_since[entry.target] = entry.at_ms
 
 
 def collect(entries: Iterable[AuditEntry]) -> History:

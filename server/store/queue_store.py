@@ -39,6 +39,16 @@ class QueueConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LapsedLease:
+    """A claim whose lease ran out before its holder decided or released it."""
+
+    request_id: str
+    holder: str
+    token: int
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     record: RequestRecord
     token: int
@@ -335,10 +345,13 @@ class QueueStore(QueueReads):
         result = await self._requeue(request_id, "release", token, authorizer_id, note)
         return self._entry(request_id, result, "hand back", "RELEASED", authorizer_id, note=note)
 
-    async def expire(self, request_id: str) -> bool:
-        """Returns the item to the queue if its lease has run out; False otherwise."""
+    async def expire(self, request_id: str) -> LapsedLease | None:
+        """Returns the item to the queue if its lease has run out, and says whose lease
+        it was; None if it had not run out (or another process expired it first)."""
         result = await self._requeue(request_id, "expire", 0, "system", "lease expired")
-        return as_text(result[0]) == "OK"
+        if as_text(result[0]) != "OK":
+            return None
+        return LapsedLease(request_id, as_text(result[4]), int(result[5]), int(result[3]))
 
     async def _requeue(
         self, request_id: str, mode: str, token: int, actor: str, note: str
