@@ -16,6 +16,7 @@ from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict
 
+from authorizer_console import fallback_view
 from server.accounts.model import Role
 from teller_client import fallback_cli
 from teller_client.client import TellerClient
@@ -134,6 +135,7 @@ async def test_a_request_decided_centrally_stays_and_is_reported_decided_twice(
     async with server.supervisor() as supervisor:
         (held,) = await supervisor.fallbacks()
     assert held.central_state == cpb.REQUEST_STATE_APPROVED
+    assert "DECIDED TWICE" in fallback_view.describe(held)
     said = fallback_cli.central_note(True, "APPROVED")
     assert "authorized twice" in said
     audit = await audit_of(server, submitted.request_id)

@@ -135,11 +135,6 @@ class ReportResult:
     # This report withdrew the center's request (ended it SENT_BACK).
     withdrew: bool = False
 
-    @property
-    def decided_twice(self) -> bool:
-        """The center had decided the transaction before the fallback reached it."""
-        return self.central_state in ("APPROVED", "REJECTED")
-
 
 class FallbackStore:
     def __init__(self, client: aioredis.Redis, keys: Keys, events_maxlen: int) -> None:
