@@ -58,6 +58,18 @@ local function dequeue(lane, id)
   end
 end
 
+-- Takes a request out of where it waits for the center, as it ends without a decision:
+-- its lane and its branch's waiting count when QUEUED, the branch's set of requests
+-- awaiting on-site review when PENDING_ONSITE_REVIEW. Any other state waits nowhere.
+local function unwait(state, lane, id, branch, waiting_key, onsite_key)
+  if state == 'QUEUED' then
+    dequeue(lane, id)
+    redis.call('HINCRBY', waiting_key, branch, -1)
+  elseif state == 'PENDING_ONSITE_REVIEW' then
+    redis.call('ZREM', onsite_key, id)
+  end
+end
+
 -- Moves one request between per-state counters (for the supervisor overview).
 local function count_move(counts_key, from_state, to_state)
   if from_state then redis.call('HINCRBY', counts_key, from_state, -1) end

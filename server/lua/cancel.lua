@@ -19,12 +19,7 @@ end
 local now_ms = math.floor(now_us() / 1000)
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'st', 'CANCELLED')
-if pending then
-  redis.call('ZREM', KEYS[6], ARGV[1])
-else
-  dequeue(cur[3], ARGV[1])
-  redis.call('HINCRBY', KEYS[5], cur[4], -1)
-end
+unwait(cur[1], cur[3], ARGV[1], cur[4], KEYS[5], KEYS[6])
 count_move(KEYS[4], cur[1], 'CANCELLED')
 record(KEYS[2], KEYS[3], ARGV[4],
   {ARGV[1], version, now_ms, 'CANCELLED', ARGV[2], 'CANCELLED', '', ARGV[3], {}, cur[4]})

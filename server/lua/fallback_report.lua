@@ -59,12 +59,8 @@ local function withdraw()
   local now_ms = math.floor(now_us() / 1000)
   local version = redis.call('HINCRBY', KEYS[4], 'v', 1)
   redis.call('HSET', KEYS[4], 'st', 'SENT_BACK')
-  if central == 'QUEUED' then
-    dequeue(req[3], ARGV[1])
-    redis.call('HINCRBY', KEYS[9], branch, -1)
-  elseif central == 'PENDING_ONSITE_REVIEW' then
-    redis.call('ZREM', KEYS[10], ARGV[1])
-  elseif central == 'CLAIMED' then
+  unwait(central, req[3], ARGV[1], branch, KEYS[9], KEYS[10])
+  if central == 'CLAIMED' then
     redis.call('HDEL', KEYS[4], 'lu')
     redis.call('ZREM', KEYS[11], ARGV[1])
   end

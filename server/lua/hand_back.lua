@@ -22,12 +22,7 @@ end
 local now_ms = math.floor(now_us() / 1000)
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'st', 'SENT_BACK')
-if cur[1] == 'QUEUED' then
-  dequeue(cur[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[5], cur[3], -1)
-else
-  redis.call('ZREM', KEYS[6], ARGV[1])
-end
+unwait(cur[1], cur[2], ARGV[1], cur[3], KEYS[5], KEYS[6])
 count_move(KEYS[4], cur[1], 'SENT_BACK')
 record(KEYS[2], KEYS[3], ARGV[4],
   {ARGV[1], version, now_ms, 'HANDED_BACK', ARGV[2], 'SENT_BACK', '', ARGV[3], {}, cur[3]})

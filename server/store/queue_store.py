@@ -45,7 +45,6 @@ class LapsedLease:
     request_id: str
     holder: str
     token: int
-    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +350,7 @@ class QueueStore(QueueReads):
         result = await self._requeue(request_id, "expire", 0, "system", "lease expired")
         if as_text(result[0]) != "OK":
             return None
-        return LapsedLease(request_id, as_text(result[4]), int(result[5]), int(result[3]))
+        return LapsedLease(request_id, as_text(result[4]), int(result[5]))
 
     async def _requeue(
         self, request_id: str, mode: str, token: int, actor: str, note: str
