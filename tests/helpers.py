@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -78,3 +79,17 @@ async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
     async with asyncio.timeout(within_s):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+def fallback_record(**overrides: Any) -> tpb.FallbackRecord:
+    """A well-formed fallback record of teller-1, center unreachable."""
+    fields: dict[str, Any] = {
+        "request_id": "fb-record-0001",
+        "transaction": request().transaction,
+        "occurred_at_ms": time.time_ns() // 1_000_000 - 60_000,
+        "cause": tpb.FALLBACK_CAUSE_CENTER_UNREACHABLE,
+        "status_code": "UNAVAILABLE",
+        "status_message": "failed to connect to all addresses",
+    }
+    fields.update(overrides)
+    return tpb.FallbackRecord(**fields)

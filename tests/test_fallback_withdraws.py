@@ -22,24 +22,22 @@ from teller_client import fallback_cli
 from teller_client.client import TellerClient
 from teller_client.journal import FallbackEvent, Journal
 from tests.conftest import PASSWORD, RunningServer
-from tests.helpers import request
+from tests.helpers import fallback_record, request
 
-DEADLINE = tpb.FALLBACK_CAUSE_CENTER_UNREACHABLE
 AT_REVIEW_THRESHOLD = 50_000_000  # 500,000.00 CNY in fen: on-site review first (R2)
 
 
-def fallback_of(submitted: tpb.SubmitRequest, **overrides: Any) -> tpb.FallbackRecord:
+def deadline_fallback(submitted: tpb.SubmitRequest) -> tpb.FallbackRecord:
     """The fallback the workstation journals when a submit's answer never came."""
-    fields: dict[str, Any] = {
-        "request_id": submitted.request_id,
-        "transaction": submitted.transaction,
-        "occurred_at_ms": time.time_ns() // 1_000_000 - 1_000,
-        "cause": DEADLINE,
-        "status_code": "DEADLINE_EXCEEDED",
-        "status_message": "Deadline Exceeded",
-    }
-    fields.update(overrides)
-    return tpb.FallbackRecord(**fields)
+    return fallback_record(
+        request_id=submitted.request_id, transaction=submitted.transaction,
+        status_code="DEADLINE_EXCEEDED", status_message="Deadline Exceeded",
+    )  # fmt: skip
+
+
+async def report_one(teller: TellerClient, record: tpb.FallbackRecord) -> tpb.FallbackReportResult:
+    (result,) = (await teller.report_fallbacks([record])).results
+    return result
 
 
 async def audit_of(server: RunningServer, target: str) -> list[tuple[str, dict[str, Any]]]:
@@ -51,6 +49,12 @@ async def audit_of(server: RunningServer, target: str) -> list[tuple[str, dict[s
     ]
 
 
+async def fallback_audit(server: RunningServer, target: str) -> dict[str, Any]:
+    """The details of the one LOCAL_FALLBACK record the trail holds for the target."""
+    (details,) = [d for action, d in await audit_of(server, target) if action == "LOCAL_FALLBACK"]
+    return details
+
+
 async def test_a_waiting_request_is_withdrawn_and_leaves_the_queue(
     server: RunningServer,
 ) -> None:
@@ -59,7 +63,7 @@ async def test_a_waiting_request_is_withdrawn_and_leaves_the_queue(
         await teller.submit(submitted)
         before = await server.runtime.store.overview()
         assert before.waiting == 1
-        (result,) = (await teller.report_fallbacks([fallback_of(submitted)])).results
+        result = await report_one(teller, deadline_fallback(submitted))
         assert result.status == tpb.FALLBACK_REPORT_STATUS_STORED
         assert result.also_submitted
         assert result.central_state == cpb.REQUEST_STATE_SENT_BACK
@@ -74,8 +78,7 @@ async def test_a_waiting_request_is_withdrawn_and_leaves_the_queue(
     assert after.counts.get("SENT_BACK") == 1
     assert after.waiting_by_branch.get("branch-1", 0) == 0
     assert await server.runtime.store.claim("authorizer-9") is None
-    audit = await audit_of(server, submitted.request_id)
-    (fallback,) = [details for action, details in audit if action == "LOCAL_FALLBACK"]
+    fallback = await fallback_audit(server, submitted.request_id)
     assert fallback["central_state"] == "SENT_BACK"
     assert fallback["withdrew"] == 1
 
@@ -88,7 +91,7 @@ async def test_an_item_in_an_authorizers_hands_is_withdrawn_and_its_decision_ref
         await teller.submit(submitted)
         offer = await authorizer.next(timeout=10)
         assert offer.request.request_id == submitted.request_id
-        (result,) = (await teller.report_fallbacks([fallback_of(submitted)])).results
+        result = await report_one(teller, deadline_fallback(submitted))
         assert result.central_state == cpb.REQUEST_STATE_SENT_BACK
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await authorizer.decide(submitted.request_id, offer.lease.fencing_token, "approve")
@@ -111,7 +114,7 @@ async def test_a_request_awaiting_on_site_review_is_withdrawn_from_the_reviewers
         submitted = request(amount_minor=AT_REVIEW_THRESHOLD)
         reply = await teller.submit(submitted)
         assert reply.request.state == cpb.REQUEST_STATE_PENDING_ONSITE_REVIEW
-        (result,) = (await teller.report_fallbacks([fallback_of(submitted)])).results
+        result = await report_one(teller, deadline_fallback(submitted))
         assert result.central_state == cpb.REQUEST_STATE_SENT_BACK
     async with TellerClient(server.target, "reviewer-1", PASSWORD) as reviewer:
         assert await reviewer.pending_review() == []
@@ -125,7 +128,7 @@ async def test_a_request_decided_centrally_stays_and_is_reported_decided_twice(
         await teller.submit(submitted)
         offer = await authorizer.next(timeout=10)
         await authorizer.decide(submitted.request_id, offer.lease.fencing_token, "approve")
-        (result,) = (await teller.report_fallbacks([fallback_of(submitted)])).results
+        result = await report_one(teller, deadline_fallback(submitted))
         assert result.status == tpb.FALLBACK_REPORT_STATUS_STORED
         assert result.also_submitted
         assert result.central_state == cpb.REQUEST_STATE_APPROVED
@@ -138,8 +141,7 @@ async def test_a_request_decided_centrally_stays_and_is_reported_decided_twice(
     assert "DECIDED TWICE" in fallback_view.describe(held)
     said = fallback_cli.central_note(True, "APPROVED")
     assert "authorized twice" in said
-    audit = await audit_of(server, submitted.request_id)
-    (fallback,) = [details for action, details in audit if action == "LOCAL_FALLBACK"]
+    fallback = await fallback_audit(server, submitted.request_id)
     assert fallback["central_state"] == "APPROVED"
     assert fallback["withdrew"] == 0
 
@@ -149,7 +151,7 @@ async def test_the_center_takes_no_submit_under_an_id_authorized_on_site(
 ) -> None:
     async with server.teller() as teller:
         late = request()
-        (result,) = (await teller.report_fallbacks([fallback_of(late)])).results
+        result = await report_one(teller, deadline_fallback(late))
         assert result.status == tpb.FALLBACK_REPORT_STATUS_STORED
         assert not result.also_submitted
         assert result.central_state == cpb.REQUEST_STATE_UNSPECIFIED
@@ -169,7 +171,7 @@ async def test_another_branchs_request_is_neither_withdrawn_nor_revealed(
     async with server.teller() as teller, server.teller("teller-2", "branch-2") as other:
         theirs = request()
         await other.submit(theirs)
-        (result,) = (await teller.report_fallbacks([fallback_of(theirs)])).results
+        result = await report_one(teller, deadline_fallback(theirs))
         assert result.status == tpb.FALLBACK_REPORT_STATUS_CONFLICT
         assert "another branch" in result.message
         assert not result.also_submitted
@@ -182,9 +184,9 @@ async def test_a_retried_report_withdraws_once(server: RunningServer) -> None:
     async with server.teller() as teller:
         submitted = request()
         await teller.submit(submitted)
-        report = fallback_of(submitted)
-        first = (await teller.report_fallbacks([report])).results[0]
-        again = (await teller.report_fallbacks([report])).results[0]
+        report = deadline_fallback(submitted)
+        first = await report_one(teller, report)
+        again = await report_one(teller, report)
         assert first.status == tpb.FALLBACK_REPORT_STATUS_STORED
         assert again.status == tpb.FALLBACK_REPORT_STATUS_DUPLICATE
         assert again.central_state == cpb.REQUEST_STATE_SENT_BACK

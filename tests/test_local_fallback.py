@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -27,7 +26,7 @@ from server.accounts.model import Role
 from teller_client import fallback_cli
 from teller_client.journal import FallbackEvent, Journal, OnsiteDecision
 from tests.conftest import PASSWORD, RunningServer
-from tests.helpers import request, standard_images
+from tests.helpers import fallback_record, request, standard_images
 
 SUBMIT = (
     "submit", "--type", "CASH_WITHDRAWAL", "--amount", "12000.50", "--account",
@@ -56,20 +55,6 @@ def nothing_listening() -> str:
 
 def login_args(tmp_path: Path, user: str = "teller-1") -> tuple[str, ...]:
     return ("--user", user, "--password", PASSWORD, "--state-dir", str(tmp_path / "state"))
-
-
-def record(**overrides: Any) -> tpb.FallbackRecord:
-    """A well-formed fallback record of teller-1, center unreachable."""
-    fields: dict[str, Any] = {
-        "request_id": "fb-record-0001",
-        "transaction": request().transaction,
-        "occurred_at_ms": time.time_ns() // 1_000_000 - 60_000,
-        "cause": UNREACHABLE,
-        "status_code": "UNAVAILABLE",
-        "status_message": "failed to connect to all addresses",
-    }
-    fields.update(overrides)
-    return tpb.FallbackRecord(**fields)
 
 
 async def audit_actions(server: RunningServer) -> list[tuple[str, str, str]]:
@@ -204,13 +189,13 @@ async def test_emergency_answer_is_journaled_and_its_outcome_follows(
 
 async def test_a_teller_reports_only_its_own_for_its_own_branch(server: RunningServer) -> None:
     async with server.teller("teller-2", "branch-2") as other, server.teller() as teller:
-        for mine, field in ((record(branch_id="branch-1"), "branch_id"),
-                            (record(teller_id="teller-1"), "teller_id")):  # fmt: skip
+        for mine, field in ((fallback_record(branch_id="branch-1"), "branch_id"),
+                            (fallback_record(teller_id="teller-1"), "teller_id")):  # fmt: skip
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await other.report_fallbacks([mine])
             assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert f"records[0].{field}" in (refused.value.details() or "")
-        reply = await teller.report_fallbacks([record(branch_id="branch-1")])
+        reply = await teller.report_fallbacks([fallback_record(branch_id="branch-1")])
         assert reply.results[0].status == tpb.FALLBACK_REPORT_STATUS_STORED
     async with server.supervisor() as supervisor:
         assert [r.teller_id for r in await supervisor.fallbacks()] == ["teller-1"]
@@ -224,7 +209,8 @@ async def test_a_teller_reports_only_its_own_for_its_own_branch(server: RunningS
         teller_stub = teller_pb2_grpc.TellerServiceStub(authorizer.channel)
         with pytest.raises(grpc.aio.AioRpcError) as not_a_teller:
             await teller_stub.ReportFallbacks(
-                tpb.ReportFallbacksRequest(records=[record()]), metadata=authorizer.metadata
+                tpb.ReportFallbacksRequest(records=[fallback_record()]),
+                metadata=authorizer.metadata,
             )
         assert not_a_teller.value.code() == grpc.StatusCode.PERMISSION_DENIED
     refusals = [a for a in await audit_actions(server) if a[0] == "LOCAL_FALLBACK"]
@@ -265,7 +251,7 @@ def _authorized_by_its_teller(r: tpb.FallbackRecord) -> None:
 async def test_bad_fields_are_refused_naming_the_field(
     server: RunningServer, change: Callable[[tpb.FallbackRecord], object], field: str
 ) -> None:
-    bad = record()
+    bad = fallback_record()
     change(bad)
     async with server.teller() as teller:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -278,10 +264,10 @@ async def test_bad_fields_are_refused_naming_the_field(
 
 async def test_batches_are_bounded(server: RunningServer) -> None:
     async with server.teller() as teller:
+        many = [fallback_record(request_id=f"fb-many-{i:04d}") for i in range(101)]
         for records, problem in (([], "at least one"),
-                                 ([record()] * 2, "records[1].request_id: listed twice"),
-                                 ([record(request_id=f"fb-many-{i:04d}") for i in range(101)],
-                                  "at most 100")):  # fmt: skip
+                                 ([fallback_record()] * 2, "records[1].request_id: listed twice"),
+                                 (many, "at most 100")):  # fmt: skip
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await teller.report_fallbacks(records)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -291,12 +277,13 @@ async def test_batches_are_bounded(server: RunningServer) -> None:
 async def test_conflicts_change_nothing_and_a_submitted_twin_is_flagged(
     server: RunningServer,
 ) -> None:
-    approved = record(onsite_outcome=tpb.ONSITE_OUTCOME_APPROVED, onsite_authorizer="senior-7",
-                      onsite_at_ms=time.time_ns() // 1_000_000)  # fmt: skip
+    approved = fallback_record(onsite_outcome=tpb.ONSITE_OUTCOME_APPROVED,
+                               onsite_authorizer="senior-7",
+                               onsite_at_ms=time.time_ns() // 1_000_000)  # fmt: skip
     rejected = tpb.FallbackRecord()
     rejected.CopyFrom(approved)
     rejected.onsite_outcome = tpb.ONSITE_OUTCOME_REJECTED
-    other_content = record(status_message="something else")
+    other_content = fallback_record(status_message="something else")
     async with server.teller() as teller:
         statuses = [
             (await teller.report_fallbacks([r])).results[0].status
@@ -311,7 +298,7 @@ async def test_conflicts_change_nothing_and_a_submitted_twin_is_flagged(
         # The submit reached the center although the workstation saw a deadline.
         submitted = await teller.submit(request(request_id="fb-twin-0001"))
         assert submitted.request.state == cpb.REQUEST_STATE_QUEUED
-        twin = record(request_id="fb-twin-0001", status_code="DEADLINE_EXCEEDED")
+        twin = fallback_record(request_id="fb-twin-0001", status_code="DEADLINE_EXCEEDED")
         (result,) = (await teller.report_fallbacks([twin])).results
         assert result.also_submitted
     async with server.supervisor() as supervisor:
@@ -327,9 +314,9 @@ async def test_supervisors_list_by_branch_and_period(server: RunningServer) -> N
     async with server.teller() as teller, server.teller("teller-2", "branch-2") as other:
         for age in (3, 2, 1):
             await teller.report_fallbacks(
-                [record(request_id=f"fb-b1-{age}h-0001", occurred_at_ms=now - age * hour)]
+                [fallback_record(request_id=f"fb-b1-{age}h-0001", occurred_at_ms=now - age * hour)]
             )
-        await other.report_fallbacks([record(request_id="fb-b2-0001")])
+        await other.report_fallbacks([fallback_record(request_id="fb-b2-0001")])
     async with server.supervisor() as supervisor:
         branch1 = await supervisor.fallbacks("branch-1", from_ms=now - 150 * 60_000)
         assert [r.request_id for r in branch1] == ["fb-b1-1h-0001", "fb-b1-2h-0001"]
