@@ -262,7 +262,9 @@ class AuthorizerSessionClient(SessionStream[apb.AuthorizerSessionIn]):
         )
         self.client = client
         self.offers: asyncio.Queue[apb.Offer] = asyncio.Queue()
-        self.lost: asyncio.Queue[apb.Lease] = asyncio.Queue()
+        # lease_lost messages: the lease, and the change that took the item away when
+        # the server saw one (``cause``).
+        self.lost: asyncio.Queue[apb.AuthorizerSessionOut] = asyncio.Queue()
 
     def unsolicited(self, message: Any) -> bool:
         body = message.WhichOneof("body")
@@ -270,7 +272,7 @@ class AuthorizerSessionClient(SessionStream[apb.AuthorizerSessionIn]):
             self.offers.put_nowait(message.offer)
             return True
         if body == "lease_lost":
-            self.lost.put_nowait(message.lease_lost)
+            self.lost.put_nowait(message)
             return True
         return False
 

@@ -176,8 +176,9 @@ class ConsoleState:
             return []
         if isinstance(event, LeaseLost):
             if self.item is not None and event.request_id == self.item.request_id:
-                self._close(Notice(f"{event.request_id}: lease lost, back in the queue", "error"))
-                self._log(f"{event.request_id} lease lost")
+                text = lost_text(event)
+                self._close(Notice(text, "error"))
+                self._log(text)
                 return self._credit()
             return []
         if isinstance(event, AwayChanged):
@@ -398,3 +399,13 @@ class ConsoleState:
             return f"{where}: loading..."
         state = self.view.state
         return f"{where}  zoom {state.zoom * 100:.0f}%  rotated {state.rotation}°"
+
+
+def lost_text(event: LeaseLost) -> str:
+    """Why an item left the authorizer's hands, as the notice says it."""
+    cause = event.cause
+    if cause is None:
+        return f"{event.request_id}: lease lost, back in the queue"
+    text = f"{event.request_id}: no longer yours: {cause.event} by {cause.actor}"
+    text += f", now {state_name(cause.state)}"
+    return f"{text}: {cause.note}" if cause.note else text

@@ -116,6 +116,8 @@ class OfferArrived:
 @dataclass(frozen=True, slots=True)
 class LeaseLost:
     request_id: str
+    # The change that took the item away, when the server said (a withdrawal, R8).
+    cause: cpb.RequestUpdate | None = None
 
 
 @dataclass(frozen=True, slots=True)

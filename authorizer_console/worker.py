@@ -266,9 +266,10 @@ class Worker:
 
     async def _lost(self, session: AuthorizerSessionClient) -> None:
         while True:
-            lease = await session.lost.get()
-            self._held.pop(lease.request_id, None)
-            self.post(LeaseLost(lease.request_id))
+            message = await session.lost.get()
+            request_id = message.lease_lost.request_id
+            self._held.pop(request_id, None)
+            self.post(LeaseLost(request_id, message.cause if message.HasField("cause") else None))
 
     async def _renew_orphans(self, client: AuthorizerClient, orphans: dict[str, int]) -> None:
         while orphans:

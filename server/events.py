@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import ConnectionError, TimeoutError
 
@@ -37,6 +37,14 @@ RESYNC = Resync()
 WatchItem = HistoryEntry | Resync
 
 
+class Watcher(Protocol):
+    """What a request's changes are handed to: an asyncio.Queue read by its own task,
+    or an object that acts at once in the follower's turn (an authorizer session
+    hearing that an item it holds has left its hands)."""
+
+    def put_nowait(self, item: WatchItem) -> None: ...
+
+
 class EventHub:
     def __init__(self, pipe: RedisPipe, stream_key: str, linger_s: float = 0.0) -> None:
         # Only this hub's XREAD BLOCK is sent on it: it holds the connection.
@@ -45,7 +53,7 @@ class EventHub:
         # A follower that need not hear of each change at once (the archiver) waits this
         # long between reads, and reads what gathered meanwhile in one round trip.
         self.linger_s = linger_s
-        self._watchers: dict[str, set[asyncio.Queue[WatchItem]]] = defaultdict(set)
+        self._watchers: dict[str, set[Watcher]] = defaultdict(set)
         self._listeners: list[Listener] = []
         # Told when events may have been missed (the stream was lost for a while).
         self._resync_listeners: list[Callable[[], None]] = []
@@ -57,14 +65,14 @@ class EventHub:
     def add_resync_listener(self, listener: Callable[[], None]) -> None:
         self._resync_listeners.append(listener)
 
-    def add_watch(self, request_id: str, queue: asyncio.Queue[WatchItem]) -> None:
+    def add_watch(self, request_id: str, watcher: Watcher) -> None:
         """Subscribe before reading the request, so no change falls in between."""
-        self._watchers[request_id].add(queue)
+        self._watchers[request_id].add(watcher)
 
-    def remove_watch(self, request_id: str, queue: asyncio.Queue[WatchItem]) -> None:
+    def remove_watch(self, request_id: str, watcher: Watcher) -> None:
         watchers = self._watchers.get(request_id)
         if watchers is not None:
-            watchers.discard(queue)
+            watchers.discard(watcher)
             if not watchers:
                 del self._watchers[request_id]
 
@@ -131,8 +139,9 @@ class EventHub:
         except Exception:  # a malformed entry must not stop the fan-out
             log.exception("unreadable event %r", packed[:80])
             return
-        for queue in self._watchers.get(entry.request_id, ()):
-            queue.put_nowait(entry)
+        # A copy: a watcher may stop watching when it hears of the change.
+        for watcher in tuple(self._watchers.get(entry.request_id, ())):
+            watcher.put_nowait(entry)
         for listener in self._listeners:
             try:
                 listener(entry)
@@ -140,9 +149,9 @@ class EventHub:
                 log.exception("event listener failed on %s", entry.request_id)
 
     def _resync_all(self) -> None:
-        for queues in self._watchers.values():
-            for queue in queues:
-                queue.put_nowait(RESYNC)
+        for watchers in tuple(self._watchers.values()):
+            for watcher in tuple(watchers):
+                watcher.put_nowait(RESYNC)
         for listener in self._resync_listeners:
             try:
                 listener()

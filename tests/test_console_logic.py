@@ -224,6 +224,22 @@ def test_a_lost_lease_closes_the_item_and_asks_for_the_next() -> None:
     assert "lease lost" in console.notice.text
 
 
+def test_an_item_taken_away_says_by_whom_and_why() -> None:
+    console = with_item()
+    withdrawal = cpb.RequestUpdate(
+        request_id="req-00000001", state=cpb.REQUEST_STATE_SENT_BACK, event="LOCAL_FALLBACK",
+        actor="teller-7", note="authorized on site as a local fallback (R8)",
+    )  # fmt: skip
+    assert console.handle(LeaseLost("req-00000001", withdrawal)) == [Credit()]
+    assert console.item is None
+    assert console.notice.level == "error"
+    text = console.notice.text
+    assert "LOCAL_FALLBACK by teller-7" in text
+    assert "SENT_BACK" in text
+    assert "authorized on site" in text
+    assert "back in the queue" not in text
+
+
 def test_hand_back_and_away() -> None:
     console = with_item()
     assert console.key("h") == [Release("req-00000001", 7, "handed back")]

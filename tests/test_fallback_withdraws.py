@@ -6,12 +6,14 @@ takes no submit under an id already reported as a local fallback."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from authq.channel import SessionCallError
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict
@@ -21,7 +23,7 @@ from server.accounts.model import Role
 from teller_client import fallback_cli
 from teller_client.client import TellerClient
 from teller_client.journal import FallbackEvent, Journal
-from tests.conftest import PASSWORD, RunningServer
+from tests.conftest import PASSWORD, RunningServer, StartServer
 from tests.helpers import fallback_record, request
 
 AT_REVIEW_THRESHOLD = 50_000_000  # 500,000.00 CNY in fen: on-site review first (R2)
@@ -104,6 +106,51 @@ async def test_an_item_in_an_authorizers_hands_is_withdrawn_and_its_decision_ref
     leases = server.runtime.store.keys.leases
     assert await server.runtime.store.client.zscore(leases, submitted.request_id) is None
     assert (await server.runtime.store.overview()).counts.get("CLAIMED", 0) == 0
+
+
+async def test_the_holders_session_hears_of_the_withdrawal_at_once(
+    start_server: StartServer,
+) -> None:
+    # Renewals every 200 s: only the push can tell the console within the test.
+    server = await start_server(lease_ms=600_000)
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        submitted = request()
+        await teller.submit(submitted)
+        session = authorizer.session()
+        await session.open()
+        session.credit(1)
+        offer = await asyncio.wait_for(session.offers.get(), 10)
+        await report_one(teller, deadline_fallback(submitted))
+        lost = await asyncio.wait_for(session.lost.get(), 10)
+        await session.close()
+    assert lost.lease_lost.request_id == submitted.request_id
+    assert lost.lease_lost.fencing_token == offer.lease.fencing_token
+    assert lost.HasField("cause")
+    cause = lost.cause
+    assert (cause.event, cause.actor) == ("LOCAL_FALLBACK", "teller-1")
+    assert cause.state == cpb.REQUEST_STATE_SENT_BACK
+    assert "authorized on site" in cause.note
+
+
+async def test_the_holders_own_decision_is_not_taken_for_a_loss(server: RunningServer) -> None:
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        submitted = request()
+        await teller.submit(submitted)
+        session = authorizer.session()
+        await session.open()
+        session.credit(1)
+        offer = await asyncio.wait_for(session.offers.get(), 10)
+        changes = teller.watch(submitted.request_id)
+        await session.decide(submitted.request_id, offer.lease.fencing_token, "approve")
+        # The teller's watch hears APPROVED from the same fan-out as the session.
+        async for change in changes:
+            if change.state == cpb.REQUEST_STATE_APPROVED:
+                break
+        # A later reply on the stream: any lease_lost queued before it came first.
+        with pytest.raises(SessionCallError):
+            await session.decide("req-unknown-1", 1, "approve")
+        await session.close()
+    assert session.lost.empty()
 
 
 async def test_a_request_awaiting_on_site_review_is_withdrawn_from_the_reviewers_list(

@@ -3,7 +3,12 @@
 The console grants credits ("I can take one more item"); each credit waits in the
 dispatcher and becomes an offer the moment an item exists. While the stream is
 open the server renews the leases of every item the console holds; if the stream
-drops, renewals stop and the leases run out, returning the items to the queue."""
+drops, renewals stop and the leases run out, returning the items to the queue.
+
+The session also watches each item it holds: when someone else changes one (the
+branch withdraws it to authorize on site, R8; the reaper requeues a lapsed lease),
+the console hears ``lease_lost`` with the change at once, rather than at the next
+renewal or from a refused decision."""
 
 from __future__ import annotations
 
@@ -20,8 +25,10 @@ from server.api.session_guard import TokenCheck, watch_token
 from server.api.status import status_of
 from server.center import Center, Identity
 from server.dispatch import Waiter
-from server.domain.states import Outcome
+from server.domain.records import HistoryEntry
+from server.domain.states import Outcome, State
 from server.errors import AuthqError, InvalidArgument, Unauthenticated
+from server.events import WatchItem
 from server.store.queue_store import Claim
 
 MAX_CREDITS = 16
@@ -84,6 +91,8 @@ class AuthorizerSession:
             self.closed = True
             for waiter in self.waiters:
                 self.center.dispatcher.remove(waiter)
+            for request_id in self.held:
+                self.center.hub.remove_watch(request_id, self)
             for task in (reader, renewer, guard, *self.tasks):
                 task.cancel()
         if self.revoked:
@@ -155,6 +164,7 @@ class AuthorizerSession:
         if self.closed:
             return False
         self.held[claim.record.request_id] = claim.token
+        self.center.hub.add_watch(claim.record.request_id, self)
         self.out.put_nowait(apb.AuthorizerSessionOut(offer=offer_to_pb(claim)))
         self.center.audit_later(self.identity, "CLAIM", claim.record.request_id,
                                 token=claim.token)  # fmt: skip
@@ -179,7 +189,7 @@ class AuthorizerSession:
         except Exception as exc:
             self._error(ref, exc)
             return
-        self.held.pop(request.request_id, None)
+        self._let_go(request.request_id)
         self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, decided=convert.entry_to_pb(entry)))
 
     async def _release(self, ref: str, request: apb.ReleaseRequest) -> None:
@@ -191,8 +201,35 @@ class AuthorizerSession:
         except Exception as exc:
             self._error(ref, exc)
             return
-        self.held.pop(request.request_id, None)
+        self._let_go(request.request_id)
         self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, decided=convert.entry_to_pb(entry)))
+
+    def _let_go(self, request_id: str) -> int | None:
+        """Forgets a held item; returns its token, or None if it was not held."""
+        token = self.held.pop(request_id, None)
+        if token is not None:
+            self.center.hub.remove_watch(request_id, self)
+        return token
+
+    def _lost(self, request_id: str, cause: HistoryEntry | None = None) -> None:
+        token = self._let_go(request_id)
+        if token is None:
+            return
+        lost = apb.AuthorizerSessionOut(
+            lease_lost=apb.Lease(request_id=request_id, fencing_token=token)
+        )
+        if cause is not None:
+            lost.cause.CopyFrom(convert.entry_to_pb(cause))
+        self.out.put_nowait(lost)
+
+    def put_nowait(self, item: WatchItem) -> None:
+        """A change of a held item, from the event hub (server/events.py)."""
+        if not isinstance(item, HistoryEntry):
+            return  # changes may have been missed: the next renewal finds out
+        # This console's own decision or release also arrives here, perhaps before
+        # its reply: those are the holder's, and _decide or _release lets go.
+        if item.actor != self.authorizer_id and item.state is not State.CLAIMED:
+            self._lost(item.request_id, item)
 
     async def _renew_forever(self) -> None:
         # Renew well before expiry: a third of the lease leaves two tries of slack.
@@ -202,9 +239,7 @@ class AuthorizerSession:
                 try:
                     await self.center.renew(self.authorizer_id, request_id, token)
                 except AuthqError:
-                    if self.held.pop(request_id, None) is not None:
-                        lost = apb.Lease(request_id=request_id, fencing_token=token)
-                        self.out.put_nowait(apb.AuthorizerSessionOut(lease_lost=lost))
+                    self._lost(request_id)
                     continue
                 except Exception:
                     continue  # store away: try again next round

@@ -312,6 +312,7 @@ class AuthorizerSessionOut(_message.Message):
     LEASE_LOST_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     @_builtins.property
     def offer(self) -> Global___Offer: ...
@@ -319,7 +320,9 @@ class AuthorizerSessionOut(_message.Message):
     def decided(self) -> _common_pb2.RequestUpdate: ...
     @_builtins.property
     def lease_lost(self) -> Global___Lease:
-        """The lease of a held item was lost (expired while the stream was away)."""
+        """A held item is no longer this console's: its lease expired while the stream
+        was away, or someone else changed the item (see `cause`).
+        """
 
     @_builtins.property
     def error(self) -> _common_pb2.SessionError: ...
@@ -327,6 +330,14 @@ class AuthorizerSessionOut(_message.Message):
     def batch(self) -> Global___AuthorizerSessionOutBatch:
         """Messages to read as if each had come alone, in this order (only to a client
         that asked for batches).
+        """
+
+    @_builtins.property
+    def cause(self) -> _common_pb2.RequestUpdate:
+        """With lease_lost, when the server saw the change that took the item away, sent
+        the moment it did: the branch withdrew it to authorize on site (R8), or the
+        lease lapsed and it went back to the queue. Unset when a renewal found the
+        lease gone.
         """
 
     def __init__(
@@ -338,10 +349,11 @@ class AuthorizerSessionOut(_message.Message):
         lease_lost: Global___Lease | None = ...,
         error: _common_pb2.SessionError | None = ...,
         batch: Global___AuthorizerSessionOutBatch | None = ...,
+        cause: _common_pb2.RequestUpdate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "decided", b"decided", "error", b"error", "lease_lost", b"lease_lost", "offer", b"offer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "cause", b"cause", "decided", b"decided", "error", b"error", "lease_lost", b"lease_lost", "offer", b"offer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "decided", b"decided", "error", b"error", "lease_lost", b"lease_lost", "offer", b"offer", "ref", b"ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "cause", b"cause", "decided", b"decided", "error", b"error", "lease_lost", b"lease_lost", "offer", b"offer", "ref", b"ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["offer", "decided", "lease_lost", "error", "batch"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
