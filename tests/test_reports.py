@@ -112,10 +112,13 @@ def hand_computed_trail() -> Trail:
     tr.decide("R6", "a1", 16, 99, "REJECT", "OTHER", refused="stale fencing token 99")
     tr.claim("R7", "a2", 10, 12)  # wait 10; the lease then lapses: no handling
     tr.add("system", "-", "LEASE_EXPIRED", "R7", 15, holder="a2", token=12)
+    tr.add("system", "-", "LEASE_EXPIRED", "R7", 17, holder="a2", token=12)  # once only
     tr.claim("R7", "a1", 20, 9)  # wait 5 (from the lapse)
     tr.decide("R7", "a1", 30, 9, "APPROVE")  # handling 10
     # b3, entirely on the day before: outside the period
     tr.submit("R8", "t3", "b3", -600, 30)
+    tr.claim("R8", "a2", -596, 13)
+    tr.add("system", "-", "LEASE_EXPIRED", "R8", -594, holder="a2", token=13)
     tr.claim("R8", "a1", -590, 10)
     tr.decide("R8", "a1", -580, 10, "APPROVE")
     # b9, region south
@@ -163,6 +166,8 @@ async def test_figures_match_the_hand_computed_history(redis_client: aioredis.Re
     assert region.rejection_rate == approx(3 / 7)
     assert region.reasons == (("ID_MISMATCH", 1), ("OTHER", 1), ("SIGNATURE_MISMATCH", 1))
     assert region.sent_back == 1
+    # One lease lapsed in the period (R7, a2's; R8's lapse was the day before).
+    assert region.lapsed == 1
     # Handling: 30 60 20 20 (b1), 20 100 120 (b2), 10 10 (b3) = 390 s over 9.
     assert region.handling_avg_s == approx(390 / 9)
     assert region.handling_p90_s == 120  # nearest rank: the 9th of 9
@@ -191,6 +196,7 @@ async def test_figures_match_the_hand_computed_history(redis_client: aioredis.Re
     b3 = row(report, Kind.BRANCH, "b3").figures
     assert (b3.volume, b3.approved, b3.rejected, b3.rejection_rate) == (2, 2, 0, 0)
     assert (b3.handling_avg_s, b3.preparation_avg_s) == (10, 30)
+    assert b3.lapsed == 0  # the authorizer's, not the branch's
     assert b3.wait_avg_s == approx(20 / 3)
     assert [r.key for r in report.rows[Kind.BRANCH]] == ["b1", "b2", "b3"]  # no b9
 
@@ -212,10 +218,12 @@ async def test_figures_match_the_hand_computed_history(redis_client: aioredis.Re
     # Handling 30 60 20(release) 10 10; waits of its claims 10 50 100 5 5.
     assert (a1.handling_avg_s, a1.handling_p90_s) == (26, 60)
     assert a1.wait_avg_s == 34
+    assert a1.lapsed == 0
     a2 = row(report, Kind.AUTHORIZER, "a2").figures
     assert (a2.volume, a2.approved, a2.rejected, a2.supplements) == (4, 1, 2, 1)
     assert a2.rejection_rate == approx(2 / 3)
     assert (a2.handling_avg_s, a2.wait_avg_s) == (65, 74)
+    assert a2.lapsed == 1
     assert row(report, Kind.AUTHORIZER, "a2").vs_region.volume == 1
 
     # R17 with a 25% margin: b2 is worse on both, b3 better on both, b1 in between.
@@ -257,7 +265,7 @@ async def test_flagging_on_both_sides_of_the_margin(redis_client: aioredis.Redis
 
 def _figures(handling: float | None, approved: int, rejected: int) -> Figures:
     return Figures(volume=1, approved=approved, rejected=rejected, supplements=0, sent_back=0,
-                   reasons=(), handling_avg_s=handling, handling_p90_s=handling,
+                   lapsed=0, reasons=(), handling_avg_s=handling, handling_p90_s=handling,
                    wait_avg_s=None, wait_p90_s=None, preparation_avg_s=None,
                    preparation_p90_s=None)  # fmt: skip
 
@@ -346,6 +354,7 @@ async def test_csv_html_and_table_from_authq_admin(
     assert b2["r17"] == "SUSPENSION_REVIEW"
     assert lines[3]["r17"] == "COMMENDED"
     assert lines[0]["rejection_rate"] == "0.4286"
+    assert (lines[0]["lapsed"], lines[8]["lapsed"], lines[9]["lapsed"]) == ("1", "0", "1")
 
     page = html_file.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")

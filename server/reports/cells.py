@@ -52,6 +52,7 @@ COLUMNS = (
     Column("reasons", lambda r: reasons(_f(r))),
     Column("supplements", lambda r: str(_f(r).supplements)),
     Column("sent back", lambda r: str(_f(r).sent_back)),
+    Column("lapsed", lambda r: str(_f(r).lapsed)),
     Column(
         "handling avg s", lambda r: with_ratio(seconds(_f(r).handling_avg_s), r.vs_region.handling)
     ),

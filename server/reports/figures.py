@@ -9,6 +9,8 @@ What each figure counts, for a row of each kind:
   decisions). Rejection rate = rejected / (approved + rejected): asking for images is
   not a final decision. Reasons: the rejection reason codes, counted.
 - sent back: on-site reviews that sent the request back to the teller.
+- lapsed: claims whose lease ran out undecided, the item going back to the queue
+  (authorizer and region rows only: it is the authorizer's, R16).
 - handling time: claim to decision or hand-back, for claims ending in the period.
 - queue wait: entering the queue to the claim, for claims made in the period.
 - preparation time: what the teller's workstation reported at submit (R18).
@@ -45,6 +47,7 @@ class _Tally:
     rejected: int = 0
     supplements: int = 0
     sent_back: int = 0
+    lapsed: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     handling_ms: list[int] = field(default_factory=list)
     wait_ms: list[int] = field(default_factory=list)
@@ -58,6 +61,7 @@ class Figures:
     rejected: int
     supplements: int
     sent_back: int
+    lapsed: int
     # (reason code, count), most frequent first.
     reasons: tuple[tuple[str, int], ...]
     handling_avg_s: float | None
@@ -83,6 +87,7 @@ class Figures:
             rejected=tally.rejected,
             supplements=tally.supplements,
             sent_back=tally.sent_back,
+            lapsed=tally.lapsed,
             reasons=tuple(sorted(tally.reasons.items(), key=lambda item: (-item[1], item[0]))),
             handling_avg_s=mean(handling),
             handling_p90_s=p90(handling),
@@ -221,6 +226,11 @@ def build_report(
         handling_s.append(handling.ms / 1000)
         for tally in book.for_request(info, handling.authorizer):
             tally.handling_ms.append(handling.ms)
+    for lapse in history.lapses:
+        if wanted(lapse.request_id) is None or lapse.at_ms not in period:
+            continue
+        book.of(Kind.REGION, "").lapsed += 1
+        book.of(Kind.AUTHORIZER, lapse.authorizer).lapsed += 1
     for wait in history.waits:
         info = wanted(wait.request_id)
         if info is None or wait.claimed_ms not in period:

@@ -85,6 +85,15 @@ class Wait:
         return max(0, self.claimed_ms - self.queued_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class Lapse:
+    """A claim whose lease ran out undecided: the item went back to the queue."""
+
+    request_id: str
+    authorizer: str
+    at_ms: int
+
+
 @dataclass(slots=True)
 class History:
     requests: dict[str, RequestInfo] = field(default_factory=dict)
@@ -92,6 +101,7 @@ class History:
     decisions: list[Decision] = field(default_factory=list)
     handlings: list[Handling] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
+    lapses: list[Lapse] = field(default_factory=list)
     # Regions of the branches created through authq-admin (BRANCH_CREATE records).
     branch_regions: dict[str, str] = field(default_factory=dict)
 
@@ -221,8 +231,14 @@ class HistoryCollector:
     def _on_lease_expired(self, entry: AuditEntry) -> None:
         token = _int(entry.details.get("token"))
         if token is not None:
-            self.ended.add((entry.target, token))
-            self.open_claims.pop((entry.target, token), None)
+            key = (entry.target, token)
+            if key in self.ended:
+                return
+            self.ended.add(key)
+            self.open_claims.pop(key, None)
+            holder = entry.details.get("holder")
+            if isinstance(holder, str) and holder:
+                self.history.lapses.append(Lapse(entry.target, holder, entry.at_ms))
         self.queued_since[entry.target] = entry.at_ms
 
 

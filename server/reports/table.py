@@ -27,7 +27,7 @@ def render_table(report: Report) -> str:
         f"Region: {region.volume} submitted, {region.approved} approved, "
         f"{region.rejected} rejected (rate {percent(region.rejection_rate)}; "
         f"{reasons(region)}); supplement requests {region.supplements}; "
-        f"sent back on site {region.sent_back}",
+        f"sent back on site {region.sent_back}; leases lapsed undecided {region.lapsed}",
         f"  handling avg {seconds(region.handling_avg_s)} s, p90 "
         f"{seconds(region.handling_p90_s)} s; queue wait avg {seconds(region.wait_avg_s)} s, "
         f"p90 {seconds(region.wait_p90_s)} s; preparation avg "
