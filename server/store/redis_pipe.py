@@ -20,6 +20,11 @@ recognise their own repeat, and a claim whose reply was lost goes back to the qu
 when its lease ends.
 A blocking command holds up every reply behind it, so it needs a pipe of its own
 (the event hub's XREAD BLOCK, server/events.py).
+
+A ``rediss://`` URL connects over TLS, with the certificate settings of the URL's
+query read as redis-py reads them (``ssl_ca_certs``, ``ssl_certfile``,
+``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``...), so the pipe and the
+pooled client beside it (server/store/connect.py) trust the same server.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,8 +41,9 @@ from typing import Any, cast
 
 import hiredis
 from redis._parsers.base import BaseParser
+from redis.asyncio.connection import RedisSSLContext
 from redis.backoff import ExponentialBackoff
-from redis.connection import parse_url
+from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
 log = logging.getLogger(__name__)
@@ -141,8 +148,7 @@ class RedisPipe:
     def __init__(self, url: str) -> None:
         self.url = url
         self._settings: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
-        if "connection_class" in self._settings and "path" not in self._settings:
-            raise ValueError(f"{url}: TLS connections are not supported by RedisPipe")
+        self._tls = tls_context(self._settings)
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
@@ -169,6 +175,9 @@ class RedisPipe:
                 if connection is None or not connection.usable:
                     connection = await self._connect()
                 return await connection.send(packed)
+            except ssl.SSLCertVerificationError as exc:
+                # A certificate that does not verify will not in the next seconds.
+                raise ConnectionError(f"Redis at {self.url}: {exc}") from exc
             except (OSError, ConnectionError) as exc:
                 if attempt == RETRIES or self._closed:
                     raise ConnectionError(f"Redis at {self.url}: {exc}") from exc
@@ -206,6 +215,7 @@ class RedisPipe:
                 lambda: _Connection(counts),
                 settings.get("host", "localhost"),
                 settings.get("port", 6379),
+                ssl=self._tls,
             )
         try:
             if settings.get("password"):
@@ -223,6 +233,25 @@ class RedisPipe:
             log.info("Redis pipe to %s connected again", self.url)
         self._connection = connection
         return connection
+
+
+def tls_context(settings: dict[str, Any]) -> ssl.SSLContext | None:
+    """The TLS context redis-py would build for these URL settings (None: plaintext),
+    with its defaults: the server's certificate required and its name checked."""
+    if settings.get("connection_class") is not SSLConnection:
+        return None
+    return RedisSSLContext(
+        keyfile=settings.get("ssl_keyfile"),
+        certfile=settings.get("ssl_certfile"),
+        cert_reqs=settings.get("ssl_cert_reqs", "required"),
+        include_verify_flags=settings.get("ssl_include_verify_flags"),
+        exclude_verify_flags=settings.get("ssl_exclude_verify_flags"),
+        ca_certs=settings.get("ssl_ca_certs"),
+        ca_path=settings.get("ssl_ca_path"),
+        check_hostname=settings.get("ssl_check_hostname", True),
+        min_version=settings.get("ssl_min_version"),
+        ciphers=settings.get("ssl_ciphers"),
+    ).get()
 
 
 class PipedScript:

@@ -1,0 +1,148 @@
+"""authq on a Redis reached over TLS (a ``rediss://`` URL): the pipelined connections
+that carry the Lua scripts and the event stream, and the pooled client beside them.
+
+The bundled redis-server is built without TLS, so the suite's Redis is put behind a
+TLS front here, as stunnel or a managed Redis's TLS endpoint would be: every byte
+authq sends it crosses that TLS connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from authq.v1 import common_pb2 as cpb
+from redis.exceptions import ConnectionError
+
+from server.devtools.make_test_ca import CAFiles, make_test_ca
+from server.store.connect import PipedRedis
+from server.store.redis_pipe import RedisPipe
+from tests.conftest import StartServer
+from tests.helpers import request
+
+
+class TlsFront:
+    """Accepts TLS connections on a loopback port and relays each, decrypted, to the
+    plaintext Redis behind it."""
+
+    def __init__(self, redis_url: str, ca: CAFiles) -> None:
+        self.upstream = urlsplit(redis_url)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(ca.server_cert, ca.server_key)
+        self.handshakes = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._relays: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.context)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for relay in self._relays:
+            relay.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+
+    def url(self, ca_file: Path) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={ca_file}"
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.handshakes += 1  # called once the TLS handshake is done
+        relay = asyncio.current_task()
+        assert relay is not None
+        self._relays.add(relay)
+        try:
+            up_reader, up_writer = await self._open_upstream()
+            await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+        finally:
+            self._relays.discard(relay)
+            writer.close()
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.upstream.scheme == "unix":  # the embedded Redis's socket
+            return await asyncio.open_unix_connection(self.upstream.path)
+        return await asyncio.open_connection(self.upstream.hostname, self.upstream.port)
+
+
+async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except OSError:  # the other side went away
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            sink.close()
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CAFiles:
+    return make_test_ca(tmp_path / "tls")
+
+
+@pytest.fixture
+async def front(redis_url: str, ca: CAFiles) -> AsyncIterator[TlsFront]:
+    tls_front = TlsFront(redis_url, ca)
+    await tls_front.start()
+    yield tls_front
+    await tls_front.stop()
+
+
+async def test_the_whole_cycle_runs_on_a_redis_behind_tls(
+    start_server: StartServer, front: TlsFront, ca: CAFiles
+) -> None:
+    server = await start_server(redis_url=front.url(ca.ca))
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        submitted = request()
+        await teller.submit(submitted)
+        offer = await authorizer.next(timeout=10)
+        await authorizer.decide(submitted.request_id, offer.lease.fencing_token, "approve")
+        assert (await teller.get(submitted.request_id)).state == cpb.REQUEST_STATE_APPROVED
+    client = server.runtime.store.client
+    assert isinstance(client, PipedRedis)
+    assert client.pipe.connects >= 1  # the scripts' pipe
+    assert server.runtime.center.hub.pipe.connects >= 1  # the event stream's
+    # The pipe, the event stream's pipe and the pooled client each came through.
+    assert front.handshakes >= 3
+
+
+async def test_a_certificate_that_does_not_verify_fails_the_call_without_retrying(
+    front: TlsFront, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = 0
+    open_connection = RedisPipe._open
+
+    async def counted(pipe: RedisPipe) -> Any:
+        nonlocal attempts
+        attempts += 1
+        return await open_connection(pipe)
+
+    monkeypatch.setattr(RedisPipe, "_open", counted)
+    stranger = make_test_ca(tmp_path / "another-ca")
+    pipe = RedisPipe(front.url(stranger.ca))
+    try:
+        with pytest.raises(ConnectionError, match="certificate verify failed"):
+            await pipe.execute("PING")
+    finally:
+        await pipe.aclose()
+    # A lost connection is retried for about 7 s; a certificate that does not
+    # verify will not verify on the next try either.
+    assert attempts == 1
+    assert front.handshakes == 0
+
+
+async def test_the_pipe_talks_tls_where_the_url_says_so(front: TlsFront, ca: CAFiles) -> None:
+    pipe = RedisPipe(front.url(ca.ca))
+    try:
+        assert await pipe.execute("PING") == b"PONG"
+    finally:
+        await pipe.aclose()
+    assert front.handshakes == 1
