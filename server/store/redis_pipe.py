@@ -251,6 +251,7 @@ def tls_context(settings: dict[str, Any]) -> ssl.SSLContext | None:
         check_hostname=settings.get("ssl_check_hostname", True),
         min_version=settings.get("ssl_min_version"),
         ciphers=settings.get("ssl_ciphers"),
+        password=settings.get("ssl_password"),  # of an encrypted ssl_keyfile
     ).get()
 
 
