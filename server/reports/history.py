@@ -200,9 +200,10 @@ class HistoryCollector:
         if queued is not None:
             self.history.waits.append(Wait(rid, entry.actor, queued, entry.at_ms))
 
-    def _end_claim(self, entry: AuditEntry) -> bool:
-        """Closes the claim the record's token names; False for a retry of an end
-        already counted."""
+    def _end_claim(self, entry: AuditEntry, handled: bool = True) -> bool:
+        """Closes the claim the record's token names, counting its handling time
+        unless it was not handled (a lapse); False for a repeat of an end already
+        counted."""
         token = _int(entry.details.get("token"))
         if token is None:
             return True
@@ -211,7 +212,7 @@ class HistoryCollector:
             return False
         self.ended.add(key)
         claim = self.open_claims.pop(key, None)
-        if claim is not None:
+        if claim is not None and handled:
             self.history.handlings.append(Handling(entry.target, claim[0], claim[1], entry.at_ms))
         return True
 
@@ -229,16 +230,11 @@ class HistoryCollector:
             self.queued_since[entry.target] = entry.at_ms
 
     def _on_lease_expired(self, entry: AuditEntry) -> None:
-        token = _int(entry.details.get("token"))
-        if token is not None:
-            key = (entry.target, token)
-            if key in self.ended:
-                return
-            self.ended.add(key)
-            self.open_claims.pop(key, None)
-            holder = entry.details.get("holder")
-            if isinstance(holder, str) and holder:
-                self.history.lapses.append(Lapse(entry.target, holder, entry.at_ms))
+        if not self._end_claim(entry, handled=False):
+            return
+        holder = entry.details.get("holder")
+        if isinstance(holder, str) and holder:
+            self.history.lapses.append(Lapse(entry.target, holder, entry.at_ms))
         self.queued_since[entry.target] = entry.at_ms
 
 
