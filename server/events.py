@@ -149,8 +149,8 @@ class EventHub:
                 log.exception("event listener failed on %s", entry.request_id)
 
     def _resync_all(self) -> None:
-        for watchers in tuple(self._watchers.values()):
-            for watcher in tuple(watchers):
+        for watchers in self._watchers.values():
+            for watcher in watchers:
                 watcher.put_nowait(RESYNC)
         for listener in self._resync_listeners:
             try:

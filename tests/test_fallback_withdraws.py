@@ -14,11 +14,13 @@ from typing import Any
 import grpc
 import pytest
 from authq.channel import SessionCallError
+from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict
 
 from authorizer_console import fallback_view
+from authorizer_console.client import AuthorizerSessionClient
 from server.accounts.model import Role
 from teller_client import fallback_cli
 from teller_client.client import TellerClient
@@ -108,21 +110,29 @@ async def test_an_item_in_an_authorizers_hands_is_withdrawn_and_its_decision_ref
     assert (await server.runtime.store.overview()).counts.get("CLAIMED", 0) == 0
 
 
+async def offered(
+    teller: TellerClient, session: AuthorizerSessionClient
+) -> tuple[tpb.SubmitRequest, apb.Offer]:
+    """A request submitted and offered to the authorizer's session, which holds it."""
+    submitted = request()
+    await teller.submit(submitted)
+    session.credit(1)
+    return submitted, await asyncio.wait_for(session.offers.get(), 10)
+
+
 async def test_the_holders_session_hears_of_the_withdrawal_at_once(
     start_server: StartServer,
 ) -> None:
     # Renewals every 200 s: only the push can tell the console within the test.
     server = await start_server(lease_ms=600_000)
-    async with server.teller() as teller, server.authorizer() as authorizer:
-        submitted = request()
-        await teller.submit(submitted)
-        session = authorizer.session()
-        await session.open()
-        session.credit(1)
-        offer = await asyncio.wait_for(session.offers.get(), 10)
+    async with (
+        server.teller() as teller,
+        server.authorizer() as authorizer,
+        authorizer.session() as session,
+    ):
+        submitted, offer = await offered(teller, session)
         await report_one(teller, deadline_fallback(submitted))
         lost = await asyncio.wait_for(session.lost.get(), 10)
-        await session.close()
     assert lost.lease_lost.request_id == submitted.request_id
     assert lost.lease_lost.fencing_token == offer.lease.fencing_token
     assert lost.HasField("cause")
@@ -133,13 +143,12 @@ async def test_the_holders_session_hears_of_the_withdrawal_at_once(
 
 
 async def test_the_holders_own_decision_is_not_taken_for_a_loss(server: RunningServer) -> None:
-    async with server.teller() as teller, server.authorizer() as authorizer:
-        submitted = request()
-        await teller.submit(submitted)
-        session = authorizer.session()
-        await session.open()
-        session.credit(1)
-        offer = await asyncio.wait_for(session.offers.get(), 10)
+    async with (
+        server.teller() as teller,
+        server.authorizer() as authorizer,
+        authorizer.session() as session,
+    ):
+        submitted, offer = await offered(teller, session)
         changes = teller.watch(submitted.request_id)
         await session.decide(submitted.request_id, offer.lease.fencing_token, "approve")
         # The teller's watch hears APPROVED from the same fan-out as the session.
@@ -149,7 +158,6 @@ async def test_the_holders_own_decision_is_not_taken_for_a_loss(server: RunningS
         # A later reply on the stream: any lease_lost queued before it came first.
         with pytest.raises(SessionCallError):
             await session.decide("req-unknown-1", 1, "approve")
-        await session.close()
     assert session.lost.empty()
 
 
