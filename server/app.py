@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -37,6 +38,7 @@ from server.api.token_cache import TokenCache
 from server.archive.archiver import Archiver
 from server.archive.index import ArchiveIndex
 from server.archive.worker import ArchiverProcess, ArchiveSettings, build_archiver
+from server.background import BackgroundLoop
 from server.backlog import BacklogMonitor, BacklogThresholds
 from server.blobs import LocalBlobStore
 from server.center import Center, Identity
@@ -66,6 +68,17 @@ log = logging.getLogger(__name__)
 
 # The server's audit writer waits this long for company before writing (AuditLog).
 AUDIT_LINGER_S = 0.005
+# How often the server looks for audit records staged but not chained: left by a
+# server process that died, or by this server's own previous run (at once at start).
+AUDIT_SWEEP_S = 5.0
+
+
+async def _sweep_staged(audit: AuditLog, loop: BackgroundLoop) -> None:
+    # The writers chain what their own process stages as it goes; this is for the
+    # records of a process that is gone.
+    while not loop.stopping:
+        audit.kick()
+        await loop.nap(AUDIT_SWEEP_S)
 
 
 @dataclass
@@ -167,8 +180,12 @@ class Runtime:
         blobs = LocalBlobStore(settings.data_dir / "blobs")
         center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
         center.audit = audit
+        audit_sweep = BackgroundLoop("audit-sweep")
+        audit_sweep.start(functools.partial(_sweep_staged, audit, audit_sweep))
+        _undo(undo, audit_sweep.stop)
         center.policy = policy
         reaper.on_expired = center.lease_expired
+        reaper.stage_audit = center.lapse_audit
         archive_settings = ArchiveSettings(
             redis_url=url,
             key_prefix=settings.key_prefix,

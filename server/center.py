@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from redis.exceptions import RedisError
+
 from server.accounts.model import Qualification, Role
 from server.blobs import BlobStore
 from server.dispatch import WorkDispatcher
@@ -46,7 +48,15 @@ from server.policy.model import (
     missing_images_message,
 )
 from server.policy.reloadable import PolicyHolder
-from server.store.audit import AuditEntry, AuditLog, AuditRecord
+from server.store.audit import (
+    MAX_BODY_BYTES,
+    OUTCOME_OK,
+    AuditEntry,
+    AuditError,
+    AuditLog,
+    AuditRecord,
+)
+from server.store.audit_records import StagedAudit
 from server.store.branches import BranchDirectory
 from server.store.emergencies import Emergency, EmergencyStore
 from server.store.fallbacks import Fallback, FallbackStore, ReportResult, ReportStatus
@@ -56,6 +66,8 @@ log = logging.getLogger(__name__)
 
 # Audit records handed over but not yet written, past which callers wait.
 AUDIT_BACKLOG = 10_000
+# How long a stop waits for the audit writer to chain what is staged.
+AUDIT_DRAIN_S = 5.0
 
 # What an on-site reviewer may say it checked (R2: recount the cash, check identity,
 # check loss-report records or adjustment reasons).
@@ -129,26 +141,45 @@ class Center:
     @contextlib.asynccontextmanager
     async def audited(
         self, identity: Identity, action: str, target: str, **details: str | int
-    ) -> AsyncIterator[None]:
-        """Records the action in the audit trail once it is done, or its refusal."""
+    ) -> AsyncIterator[StagedAudit]:
+        """Audits the action, or its refusal. Hand what it yields to the store call
+        that does the action: a transition script stages the record in the same step
+        (R15). An action done otherwise is recorded before its reply goes out."""
+        audit = self.stage(identity, action, target, **details)
         try:
-            yield
+            yield audit
         except AuthqError as exc:
             await self.record_soon(identity, action, target, str(exc), details)
             raise
-        await self.record_soon(identity, action, target, "OK", details)
+        if audit.staged:
+            self.staged()
+        else:
+            await self.record_now(identity, action, target, details)
 
-    def audit_later(
+    def stage(
         self, identity: Identity, action: str, target: str, **details: str | int
-    ) -> None:
-        """For callers that cannot wait at all (a delivery callback)."""
-        self._schedule(identity, action, target, "OK", details)
+    ) -> StagedAudit:
+        """The action's record, for the script that does it to stage (see audited)."""
+        if self.audit is None:  # no audit trail (tests): nothing to stage
+            return StagedAudit(b"")
+        body = _entry(identity, action, target, OUTCOME_OK, details).pack()
+        # Too large to keep: not staged, and record_now says so in the log.
+        return StagedAudit(body if len(body) <= MAX_BODY_BYTES else b"")
 
-    def lease_expired(self, lapsed: LapsedLease) -> None:
-        """Audits a claim whose lease ran out (R15): the item went back to the queue
-        undecided, and the trail says whose claim it was (server/leases.py)."""
-        self.audit_later(LEASE_REAPER, "LEASE_EXPIRED", lapsed.request_id,
-                         holder=lapsed.holder, token=lapsed.token)  # fmt: skip
+    def staged(self) -> None:
+        """Records were staged: the audit writer chains them with its next batch."""
+        if self.audit is not None:
+            self.audit.kick()
+
+    def lapse_audit(self, request_id: str) -> StagedAudit:
+        """The LEASE_EXPIRED record of an item; the requeue script adds whose lease it
+        was (holder and token) and stages it."""
+        return self.stage(LEASE_REAPER, "LEASE_EXPIRED", request_id)
+
+    def lease_expired(self, _lapsed: LapsedLease) -> None:
+        """A claim's lease ran out (server/leases.py): the requeue script staged the
+        LEASE_EXPIRED record (R15), which says whose claim it was."""
+        self.staged()
 
     async def record_soon(
         self, identity: Identity, action: str, target: str, outcome: str,
@@ -162,7 +193,7 @@ class Center:
         they are handed over; past AUDIT_BACKLOG waiting ones the caller waits
         (back-pressure), and stop() writes what is left (flush_audit)."""
         if len(self._pending_audits) >= AUDIT_BACKLOG:
-            await self.flush_audit()
+            await self._written()
         self._schedule(identity, action, target, outcome, details)
 
     def _schedule(
@@ -180,15 +211,24 @@ class Center:
         self._pending_audits.add(future)
         future.add_done_callback(self._audit_done)
 
+    async def _written(self) -> None:
+        while self._pending_audits:
+            await asyncio.gather(*list(self._pending_audits), return_exceptions=True)
+
     def _audit_done(self, future: asyncio.Future[AuditRecord]) -> None:
         self._pending_audits.discard(future)
         if not future.cancelled() and future.exception() is not None:
             log.error("audit record lost: %s", future.exception())
 
     async def flush_audit(self) -> None:
-        """Waits until every record handed over so far is written."""
-        while self._pending_audits:
-            await asyncio.gather(*list(self._pending_audits), return_exceptions=True)
+        """Waits until every record handed over so far is written, and the staged ones
+        are chained."""
+        await self._written()
+        # Bounded: with Redis out of reach, staged records wait there for the next
+        # writer, and the stop goes on.
+        if self.audit is not None and not await self.audit.drain(AUDIT_DRAIN_S):
+            log.error("audit writer stopped after %.0fs: staged records wait for the next "
+                      "server", AUDIT_DRAIN_S)  # fmt: skip
 
     async def record(
         self, identity: Identity, action: str, target: str, outcome: str,
@@ -197,6 +237,16 @@ class Center:
         if self.audit is None:
             return
         await self.audit.append(_entry(identity, action, target, outcome, details))
+
+    async def record_now(
+        self, identity: Identity, action: str, target: str, details: dict[str, str | int]
+    ) -> None:
+        """Writes the record of an action done without a transition script before its
+        caller replies. The action stands either way: a failure is logged."""
+        try:
+            await self.record(identity, action, target, OUTCOME_OK, details)
+        except (AuditError, RedisError, OSError, ValueError) as exc:
+            log.error("audit record of %s %s lost: %s", action, target, exc)
 
     # -- images --------------------------------------------------------------------
 
@@ -260,7 +310,7 @@ class Center:
                                 business_type=submission.business_type,
                                 amount_minor=submission.amount_minor,
                                 branch=submission.branch_id,
-                                preparation_s=submission.preparation_seconds):  # fmt: skip
+                                preparation_s=submission.preparation_seconds) as audit:  # fmt: skip
             try:
                 onsite_review, local_minor = await self.admit(submission)
             except FailedPrecondition:
@@ -271,7 +321,7 @@ class Center:
                 onsite_review, local_minor = False, 0
             images = await self._resolve(submission.images, "images")
             return await self.store.submit(
-                replace(submission, images=images), onsite_review, local_minor
+                replace(submission, images=images), onsite_review, local_minor, audit
             )
 
     async def reload_policy(self, who: Identity) -> str:
@@ -394,8 +444,8 @@ class Center:
                 # submit.lua now refuses) withdraws it on a later upload.
                 actions.append("LOCAL_FALLBACK_WITHDRAWAL")
             for action in actions:
-                await self.record_soon(identity, action, fallback.request_id, "OK",
-                                       fallback.audit_details(result))  # fmt: skip
+                await self.record_now(identity, action, fallback.request_id,
+                                      fallback.audit_details(result))  # fmt: skip
             results.append(result)
         return results
 
@@ -409,20 +459,26 @@ class Center:
         return record
 
     async def cancel(self, identity: Identity, request_id: str, note: str) -> HistoryEntry:
-        async with self.audited(identity, "CANCEL", request_id):
+        async with self.audited(identity, "CANCEL", request_id) as audit:
             record = await self.get_for_branch(identity, request_id)
             return await self.store.cancel(
-                request_id, identity.user_id, note[:NOTE_MAX_CHARS], record.submission.branch_id
-            )
+                request_id, identity.user_id, note[:NOTE_MAX_CHARS], record.submission.branch_id,
+                audit,
+            )  # fmt: skip
 
     async def supply(
         self, identity: Identity, request_id: str, images: Sequence[Image], note: str
     ) -> HistoryEntry:
-        async with self.audited(identity, "SUPPLY", request_id, images=len(images)):
-            return await self._supply(identity, request_id, images, note)
+        async with self.audited(identity, "SUPPLY", request_id, images=len(images)) as audit:
+            return await self._supply(identity, request_id, images, note, audit)
 
     async def _supply(
-        self, identity: Identity, request_id: str, images: Sequence[Image], note: str
+        self,
+        identity: Identity,
+        request_id: str,
+        images: Sequence[Image],
+        note: str,
+        audit: StagedAudit,
     ) -> HistoryEntry:
         record = await self.get_for_branch(identity, request_id)
         if record.state is not State.NEEDS_SUPPLEMENT:
@@ -439,8 +495,9 @@ class Center:
         added = await self._resolve(images, "images", already=len(record.images))
         supplements = (*record.supplements, *added)
         return await self.store.supply(
-            request_id, record.version, supplements, identity.user_id, note[:NOTE_MAX_CHARS]
-        )
+            request_id, record.version, supplements, identity.user_id, note[:NOTE_MAX_CHARS],
+            audit,
+        )  # fmt: skip
 
     async def watch(self, identity: Identity, request_id: str) -> AsyncIterator[HistoryEntry]:
         """The request's latest change, then every further one until a final state."""
@@ -485,7 +542,7 @@ class Center:
     ) -> HistoryEntry:
         async with self.audited(identity, "ONSITE_REVIEW", request_id,
                                 outcome="CONFIRM" if confirm else "SEND_BACK",
-                                checks=",".join(checks)):  # fmt: skip
+                                checks=",".join(checks)) as audit:  # fmt: skip
             unknown = sorted(set(checks) - set(REVIEW_CHECKS))
             if unknown:
                 raise InvalidArgument(
@@ -498,15 +555,22 @@ class Center:
             if len(note) > NOTE_MAX_CHARS:
                 raise InvalidArgument("note", f"at most {NOTE_MAX_CHARS} characters")
             return await self.store.review(
-                request_id, identity.user_id, identity.branch_id, confirm, checks, note
+                request_id, identity.user_id, identity.branch_id, confirm, checks, note, audit
             )
 
     # -- authorizer ----------------------------------------------------------------
 
     async def next_item(self, identity: Identity) -> Claim:
-        claim = await self.dispatcher.next_item(identity.user_id, identity.qualification)
-        self.audit_later(identity, "CLAIM", claim.record.request_id, token=claim.token)
+        claim = await self.dispatcher.next_item(
+            identity.user_id, identity.qualification, self.claim_audit(identity)
+        )
+        self.staged()
         return claim
+
+    def claim_audit(self, identity: Identity) -> bytes:
+        """The authorizer's CLAIM record without its target: the claim script fills in
+        the item it takes, its fencing token and the time, and stages it (R15)."""
+        return self.stage(identity, "CLAIM", "").body
 
     async def decide(
         self,
@@ -519,9 +583,9 @@ class Center:
         kinds: Sequence[str],
     ) -> HistoryEntry:
         async with self.audited(identity, "DECIDE", request_id, outcome=outcome.value,
-                                reason_code=reason_code, token=token):  # fmt: skip
+                                reason_code=reason_code, token=token) as audit:  # fmt: skip
             return await self._decide(
-                identity.user_id, request_id, token, outcome, reason_code, note, kinds
+                identity.user_id, request_id, token, outcome, reason_code, note, kinds, audit
             )
 
     async def _decide(
@@ -533,6 +597,7 @@ class Center:
         reason_code: str,
         note: str,
         kinds: Sequence[str],
+        audit: StagedAudit | None = None,
     ) -> HistoryEntry:
         if len(note) > NOTE_MAX_CHARS:
             raise InvalidArgument("note", f"at most {NOTE_MAX_CHARS} characters")
@@ -548,15 +613,15 @@ class Center:
         elif reason_code:
             raise InvalidArgument("reason_code", "only a rejection carries a reason_code")
         return await self.store.decide(
-            request_id, token, authorizer_id, outcome, reason_code, note, kinds
+            request_id, token, authorizer_id, outcome, reason_code, note, kinds, audit
         )
 
     async def release(
         self, identity: Identity, request_id: str, token: int, note: str
     ) -> HistoryEntry:
-        async with self.audited(identity, "RELEASE", request_id, token=token):
+        async with self.audited(identity, "RELEASE", request_id, token=token) as audit:
             return await self.store.release(
-                request_id, token, identity.user_id, note[:NOTE_MAX_CHARS]
+                request_id, token, identity.user_id, note[:NOTE_MAX_CHARS], audit
             )
 
     async def set_away(self, identity: Identity, away: bool) -> None:

@@ -22,6 +22,7 @@ from server.domain.records import HistoryEntry
 from server.domain.routing import ClaimFilter
 from server.domain.states import State
 from server.errors import AuthorizerAway
+from server.store.audit_records import StagedAudit
 from server.store.queue_store import Claim, NothingToClaim, QueueStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class Waiter:
     deliver: Callable[[Waiter, Claim], bool]
     # What it may decide (issue 3 §4); None: anything.
     qualification: Qualification | None = None
+    # Its CLAIM audit record without the target, which the claim script fills in and
+    # stages (Center.claim_audit); empty: not audited (tests, tools).
+    audit: bytes = b""
     cancelled: bool = field(default=False)
 
 
@@ -98,7 +102,7 @@ class WorkDispatcher:
             self.on_waiters_changed()
 
     async def next_item(
-        self, authorizer_id: str, qualification: Qualification | None = None
+        self, authorizer_id: str, qualification: Qualification | None = None, audit: bytes = b""
     ) -> Claim:
         """Waits for and claims the next item (for a unary Next call)."""
         future: asyncio.Future[Claim] = asyncio.get_running_loop().create_future()
@@ -109,7 +113,7 @@ class WorkDispatcher:
             future.set_result(claim)
             return True
 
-        waiter = Waiter(authorizer_id, deliver, qualification)
+        waiter = Waiter(authorizer_id, deliver, qualification, audit)
         self.add(waiter)
         try:
             return await future
@@ -160,7 +164,11 @@ class WorkDispatcher:
                         round_.append(waiter)
                 results = await asyncio.gather(
                     *(
-                        self.store.claim_or_nothing(w.authorizer_id, w.qualification)
+                        self.store.claim_or_nothing(
+                            w.authorizer_id,
+                            w.qualification,
+                            StagedAudit(w.audit) if w.audit else None,
+                        )
                         for w in round_
                     ),
                     return_exceptions=True,

@@ -3,8 +3,9 @@
 The reaper sleeps until the earliest lease deadline (renewals only move deadlines
 later, so waking then is exact) or, with no lease out, until a claim is made. The
 expiry itself is a script that re-checks the deadline against Redis's clock, so
-several server processes may reap side by side; the one whose script expired it
-hands the lapsed lease to ``on_expired`` (the audit trail records it once)."""
+several server processes may reap side by side; only the one whose script expired it
+stages the LEASE_EXPIRED audit record (in the same step, ``stage_audit``) and hands the
+lapsed lease to ``on_expired``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
+from server.store.audit_records import StagedAudit
 from server.store.queue_store import LapsedLease, QueueStore
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ class LeaseReaper:
     ) -> None:
         self.store = store
         self.on_expired = on_expired
+        # The LEASE_EXPIRED record of an item (Center.lapse_audit); None: not audited.
+        self.stage_audit: Callable[[str], StagedAudit] | None = None
         self.loop = BackgroundLoop("lease-reaper")
         self.expired_total = 0
         # When the sleeping reaper wakes by itself (monotonic s); None: no deadline.
@@ -74,7 +78,8 @@ class LeaseReaper:
         seconds, micros = await self.store.client.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         for request_id in await self.store.expired_leases(now_ms):
-            lapsed = await self.store.expire(request_id)
+            audit = self.stage_audit(request_id) if self.stage_audit is not None else None
+            lapsed = await self.store.expire(request_id, audit)
             if lapsed is None:
                 continue
             self.expired_total += 1

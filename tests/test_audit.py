@@ -150,8 +150,12 @@ async def test_writers_in_two_processes_share_one_chain(redis_client: aioredis.R
 async def call_script(log: AuditLog, *records: Any, writer: str = "w", claim: str = "0") -> Any:
     """audit_append.lua called directly, with the head the log has now."""
     head_seq, head_hash = await log.head()
-    args: list[Any] = [head_seq, head_hash, GENESIS, writer, claim, 500, *records]
-    return await log._script(keys=[log.stream_key, log.head_key, log.turn_key], args=args)
+    args: list[Any] = [head_seq, head_hash, GENESIS, writer, claim, 500, "", *records]
+    return await log._script(keys=script_keys(log), args=args)
+
+
+def script_keys(log: AuditLog) -> list[str]:
+    return [log.stream_key, log.head_key, log.turn_key, log.staged_key]
 
 
 async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
@@ -165,8 +169,8 @@ async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
     # The same call again, as a client retrying after a dropped connection would (the
     # head has moved on to this very record, so only the DONE check can tell).
     head_seq, _ = await log.head()
-    args: list[Any] = [3, head_hash, GENESIS, "w", "0", 500, *record]
-    reply = await log._script(keys=[log.stream_key, log.head_key, log.turn_key], args=args)
+    args: list[Any] = [3, head_hash, GENESIS, "w", "0", 500, "", *record]
+    reply = await log._script(keys=script_keys(log), args=args)
     assert (head_seq, reply) == (4, [b"DONE"])
     assert await redis_client.xlen(log.stream_key) == 4
     assert (await log.verify()).ok
@@ -188,9 +192,8 @@ async def test_a_writer_holding_the_turn_goes_first(redis_client: aioredis.Redis
     body = entry(3).pack()
     record = [3, head_hash, chain_hash(3, head_hash, body), body]
     # A writer that lost twice and asks for the turn on its stale head...
-    stale: list[Any] = [1, GENESIS, GENESIS, "slow", "1", 500, *record]
-    keys = [log.stream_key, log.head_key, log.turn_key]
-    assert (await log._script(keys=keys, args=stale))[0] == b"MOVED"
+    stale: list[Any] = [1, GENESIS, GENESIS, "slow", "1", 500, "", *record]
+    assert (await log._script(keys=script_keys(log), args=stale))[0] == b"MOVED"
     assert await redis_client.get(log.turn_key) == b"slow"
     # ...holds back everyone else, even with the right head...
     assert (await call_script(log, *record, writer="fast"))[0] == b"WAIT"

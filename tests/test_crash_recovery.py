@@ -1,5 +1,7 @@
 """Nothing lost, nothing doubled: the server and its Redis killed with SIGKILL in the
-middle of a workload, then restarted on the same data directory."""
+middle of a workload, then restarted on the same data directory. That holds for the
+requests and for the audit trail (R15): every action they went through has exactly
+one record."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import signal
 from pathlib import Path
 
 import grpc
+import redis.asyncio as aioredis
 from authq.channel import SessionCallError
 from authq.v1 import common_pb2 as cpb
 
 from authorizer_console.client import AuthorizerClient
 from server.demo import DEMO_PASSWORD
+from server.store.audit import AuditLog
 from teller_client.client import TellerClient
 from tests.helpers import request, standard_images
 from tests.processes import free_port, redis_pid, start_server_process
@@ -102,12 +106,49 @@ async def test_sigkill_mid_workload_loses_and_doubles_nothing(tmp_path: Path) ->
                 overview = await supervisor.overview()
                 assert overview.waiting == overview.claimed == 0
 
+            histories = {}
             for rid in sorted(known):
                 view = await teller.get(rid)
                 events = [entry.event for entry in view.history]
                 assert view.state == cpb.REQUEST_STATE_APPROVED, rid
                 assert events.count("APPROVED") == 1, (rid, events)
                 assert events.count("SUBMITTED") == 1, (rid, events)
+                histories[rid] = events
+        await check_audit_trail(data, histories)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+async def check_audit_trail(data: Path, histories: dict[str, list[str]]) -> None:
+    """Each action in the requests' histories has exactly one OK record: the ones
+    done just before the kill included, whose records the killed server had not
+    chained yet (the restarted one does, from the staging stream)."""
+    client = aioredis.Redis(unix_socket_path=str(data / "redis" / "redis.sock"))
+    try:
+        log = AuditLog(client)
+        for _ in range(200):  # the restarted server chains what was staged at once
+            if await client.xlen(log.staged_key) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await client.xlen(log.staged_key) == 0
+        counts: dict[tuple[str, str], int] = {}
+        async for record in log.read():
+            if record.entry.outcome == "OK":
+                key = (record.entry.target, record.entry.action)
+                counts[key] = counts.get(key, 0) + 1
+        assert (await log.verify()).ok
+    finally:
+        await client.aclose()
+    for rid, events in histories.items():
+        found = {
+            action: counts.get((rid, action), 0)
+            for action in ("SUBMIT", "CLAIM", "LEASE_EXPIRED", "DECIDE")
+        }
+        expected = {
+            "SUBMIT": 1,
+            "CLAIM": events.count("CLAIMED"),
+            "LEASE_EXPIRED": events.count("LEASE_EXPIRED"),
+            "DECIDE": 1,
+        }
+        assert found == expected, (rid, events)

@@ -97,8 +97,9 @@ async def front(redis_url: str, ca: CAFiles) -> AsyncIterator[TlsFront]:
 
 
 async def test_the_whole_cycle_runs_on_a_redis_behind_tls(
-    start_server: StartServer, front: TlsFront, ca: CAFiles
+    front: TlsFront, ca: CAFiles, start_server: StartServer
 ) -> None:
+    # The front first: it is then torn down after the server has stopped.
     server = await start_server(redis_url=front.url(ca.ca))
     async with server.teller() as teller, server.authorizer() as authorizer:
         submitted = request()

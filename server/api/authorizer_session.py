@@ -70,6 +70,8 @@ class AuthorizerSession:
         self.identity = identity
         self.batches = batches  # the client reads batches (authq.batching)
         self.authorizer_id = identity.user_id
+        # Every claim for this session stages this record, completed (R15).
+        self.claim_audit = center.claim_audit(identity)
         self.lease_ms = lease_ms
         self.out: asyncio.Queue[apb.AuthorizerSessionOut | None] = asyncio.Queue()
         self.held: dict[str, int] = {}  # request id -> fencing token
@@ -155,7 +157,8 @@ class AuthorizerSession:
             self._error(ref, InvalidArgument("credit", f"1 to {MAX_CREDITS} items at a time"))
             return
         for _ in range(count):
-            waiter = Waiter(self.authorizer_id, self._deliver, self.identity.qualification)
+            waiter = Waiter(self.authorizer_id, self._deliver, self.identity.qualification,
+                            self.claim_audit)  # fmt: skip
             self.waiters.add(waiter)
             self.center.dispatcher.add(waiter)
 
@@ -166,8 +169,7 @@ class AuthorizerSession:
         self.held[claim.record.request_id] = claim.token
         self.center.hub.add_watch(claim.record.request_id, self)
         self.out.put_nowait(apb.AuthorizerSessionOut(offer=offer_to_pb(claim)))
-        self.center.audit_later(self.identity, "CLAIM", claim.record.request_id,
-                                token=claim.token)  # fmt: skip
+        self.center.staged()  # the claim script staged its CLAIM record
         return True
 
     async def _decide(self, ref: str, request: apb.DecideRequest) -> None:

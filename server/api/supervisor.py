@@ -159,8 +159,8 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         for rid in ids:
             try:
                 async with self.center.audited(identity, "HAND_BACK", rid,
-                                               reason=request.reason[:200]):  # fmt: skip
-                    entry = await self.store.hand_back(rid, identity.user_id, request.reason)
+                                               reason=request.reason[:200]) as audit:  # fmt: skip
+                    entry = await self.store.hand_back(rid, identity.user_id, request.reason, audit)
             except AuthqError as exc:
                 reply.refused.append(spb.HandBackRefusal(request_id=rid, reason=str(exc)))
                 continue

@@ -69,7 +69,11 @@ class ImageGate:
             f"{image.kind} ({image.sha256[:12]}): {fault}" for image, fault in faults
         )
         keys = self.store.keys
-        result = await self._send_back_script(
+        audit = self.center.stage(SYSTEM, "IMAGE_CHECK_SEND_BACK", request_id,
+                                  kinds=",".join(kinds), note=note[:500])  # fmt: skip
+        result = await self.store.run_audited(
+            self._send_back_script,
+            audit,
             keys=[
                 keys.request(request_id),
                 keys.history(request_id),
@@ -91,5 +95,4 @@ class ImageGate:
             # item is someone else's to handle now, and is checked again when claimed.
             log.warning("could not send %s back for its images: %s", request_id, result)
             return
-        self.center.audit_later(SYSTEM, "IMAGE_CHECK_SEND_BACK", request_id,
-                                kinds=",".join(kinds), note=note[:500])  # fmt: skip
+        self.center.staged()

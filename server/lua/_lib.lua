@@ -75,3 +75,38 @@ local function count_move(counts_key, from_state, to_state)
   if from_state then redis.call('HINCRBY', counts_key, from_state, -1) end
   if to_state then redis.call('HINCRBY', counts_key, to_state, 1) end
 end
+
+-- The action's own audit record (R15), staged in the same atomic step as the action:
+-- an action done is an action audited even if the server dies the moment after. The
+-- audit writer chains staged records into the trail (server/store/audit.py), and the
+-- script that chains them removes them in the same step. A script that stages takes
+-- the staging stream's key and the packed record off the END of KEYS and ARGV before
+-- it reads its own, so that its own numbering stays as documented. An empty record:
+-- the caller audits the action itself.
+local function take_audit()
+  return {key = table.remove(KEYS), body = table.remove(ARGV)}
+end
+
+-- Stages the record. ``patch`` fills in what only the script knows (which item a claim
+-- took, whose lease lapsed), and the time it happened; the result is no longer in the
+-- canonical form, so it goes under the field 'p' and the writer re-encodes it.
+local function stage_audit(audit, patch)
+  if audit.body == '' then
+    return
+  end
+  if not patch then
+    redis.call('XADD', audit.key, '*', 'b', audit.body)
+    return
+  end
+  local entry = cmsgpack.unpack(audit.body)
+  for name, value in pairs(patch) do
+    if name == 'details' then
+      for key, detail in pairs(value) do
+        entry.details[key] = detail
+      end
+    else
+      entry[name] = value
+    end
+  end
+  redis.call('XADD', audit.key, '*', 'p', cmsgpack.pack(entry))
+end

@@ -10,16 +10,24 @@
 -- the turn: while it holds the turn (a key with a short expiry, in case it dies) every
 -- other writer is told to WAIT, so its next try succeeds.
 --
+-- Staged records: the scripts that do audited actions stage each action's record in the
+-- same step (stage_audit, _lib.lua). A batch starts with the oldest staged records the
+-- writer read, and this script removes them from the staging stream as it chains them:
+-- a record is staged or chained, never both and never neither. That the head did not
+-- move since the writer read them also means nobody chained them meanwhile.
+--
 -- KEYS[1] audit stream   KEYS[2] chain head hash {seq, hash}   KEYS[3] turn (string)
+-- KEYS[4] staging stream
 -- ARGV[1] expected head seq ('0': empty log)   ARGV[2] expected head hash
 -- ARGV[3] genesis hash (the prev of seq 1)   ARGV[4] writer id
 -- ARGV[5] '1': take the turn if the head moved   ARGV[6] turn expiry (ms)
--- ARGV[7..] four per record: seq, prev, hash, packed body
+-- ARGV[7] id of the last staged record the batch starts with ('': none)
+-- ARGV[8..] four per record: seq, prev, hash, packed body
 -- Returns {'OK'} | {'DONE'} (this batch is already in the log: a retried call whose
 --         reply was lost) | {'MOVED', head seq, head hash} (chain from there, retry)
 --       | {'WAIT', head seq, head hash} (another writer has the turn: retry shortly)
 --       | {'BAD', message} (the batch does not link: a caller bug, nothing written)
-local FIRST = 7
+local FIRST = 8
 local n = #ARGV - FIRST + 1
 if n <= 0 or n % 4 ~= 0 then
   return {'BAD', 'expected 4 values per record, got ' .. n}
@@ -29,14 +37,16 @@ local head_seq = head[1] or '0'
 local head_hash = head[2] or ARGV[3]
 local turn = redis.call('GET', KEYS[3])
 if head_seq ~= ARGV[1] or head_hash ~= ARGV[2] then
-  -- The record at the batch's first seq carries our hash only if this very batch was
-  -- written (the hash covers seq, prev and body), and a batch is written all or nothing.
-  local first_id = ARGV[FIRST] .. '-0'
-  local found = redis.call('XRANGE', KEYS[1], first_id, first_id)
+  -- The record at the batch's last seq carries our hash only if this very batch was
+  -- written: the hash covers seq, prev and body, and prev the records before it. (Not
+  -- the first record: two writers that read the same staged records chain the same
+  -- first records, and only what they add after those differs.)
+  local last_id = ARGV[#ARGV - 3] .. '-0'
+  local found = redis.call('XRANGE', KEYS[1], last_id, last_id)
   if found[1] then
     local fields = found[1][2]
     for i = 1, #fields, 2 do
-      if fields[i] == 'hash' and fields[i + 1] == ARGV[FIRST + 2] then
+      if fields[i] == 'hash' and fields[i + 1] == ARGV[#ARGV - 1] then
         return {'DONE'}
       end
     end
@@ -66,6 +76,11 @@ for i = FIRST, #ARGV, 4 do
     'seq', ARGV[i], 'prev', ARGV[i + 1], 'hash', ARGV[i + 2], 'body', ARGV[i + 3])
 end
 redis.call('HSET', KEYS[2], 'seq', ARGV[#ARGV - 3], 'hash', ARGV[#ARGV - 1])
+if ARGV[7] ~= '' then
+  -- MINID keeps ids from the one after the last staged record chained.
+  local ms, part = string.match(ARGV[7], '^(%d+)-(%d+)$')
+  redis.call('XTRIM', KEYS[4], 'MINID', ms .. '-' .. fmt(tonumber(part) + 1))
+end
 if turn then
   redis.call('DEL', KEYS[3])
 end

@@ -5,6 +5,9 @@
 -- ARGV[1] request id   ARGV[2] teller id   ARGV[3] note   ARGV[4] event stream max length
 -- Returns {'OK', 'CANCELLED', version, at_ms} | {'NOTFOUND'}
 --       | {'DUP', 'CANCELLED', version} | {'STATE', state, review_started}
+-- Audited (R15): the staging stream and the action's packed record come after
+-- the keys and arguments above (take_audit, _lib.lua).
+local audit = take_audit()
 local cur = redis.call('HMGET', KEYS[1], 'st', 'rv', 'ln', 'br', 'v')
 if not cur[1] then
   return {'NOTFOUND'}
@@ -23,4 +26,5 @@ unwait(cur[1], cur[3], ARGV[1], cur[4], KEYS[5], KEYS[6])
 count_move(KEYS[4], cur[1], 'CANCELLED')
 record(KEYS[2], KEYS[3], ARGV[4],
   {ARGV[1], version, now_ms, 'CANCELLED', ARGV[2], 'CANCELLED', '', ARGV[3], {}, cur[4]})
+stage_audit(audit)
 return {'OK', 'CANCELLED', version, now_ms}

@@ -22,6 +22,9 @@
 --         1 if any lane still holds an item else 0}
 --       | {'EMPTY', 1 if any lane holds an item (one this authorizer may not take)
 --          else 0} | {'AWAY'}
+-- Audited (R15): the staging stream and the action's packed record come after
+-- the keys and arguments above (take_audit, _lib.lua).
+local audit = take_audit()
 if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
   return {'AWAY'}
 end
@@ -85,5 +88,6 @@ redis.call('HINCRBY', KEYS[4], branch, -1)
 count_move(KEYS[5], 'QUEUED', 'CLAIMED')
 record(hist, KEYS[2], ARGV[3],
   {best, version, now_ms, 'CLAIMED', ARGV[1], 'CLAIMED', '', '', {}, branch})
+stage_audit(audit, {target = best, at_ms = now_ms, details = {token = token}})
 return {'OK', best, token, deadline, version, redis.call('HGETALL', req),
   redis.call('LRANGE', hist, 0, -1), redis.call('SCARD', KEYS[7]) > 0 and 1 or 0}

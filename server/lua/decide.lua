@@ -10,6 +10,9 @@
 --       | {'NOTFOUND'} | {'STATE', state}
 --       | {'LEASE', reason}                not the holder, stale token, lease over
 --       | {'DUTY', reason}                 the authorizer submitted or reviewed it (R11)
+-- Audited (R15): the staging stream and the action's packed record come after
+-- the keys and arguments above (take_audit, _lib.lua).
+local audit = take_audit()
 local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'v', 'lu', 'br', 'tl', 'rvw')
 if not cur[1] then
   return {'NOTFOUND'}
@@ -48,4 +51,5 @@ for kind in string.gmatch(ARGV[8], '[^,]+') do
 end
 record(KEYS[2], KEYS[4], ARGV[9],
   {ARGV[1], version, now_ms, ARGV[5], ARGV[3], ARGV[4], ARGV[6], ARGV[7], kinds, cur[6]})
+stage_audit(audit)
 return {'OK', ARGV[4], version, now_ms}

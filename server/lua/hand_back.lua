@@ -9,6 +9,9 @@
 -- ARGV[5] the branch the caller means (empty: any)
 -- Returns {'OK', 'SENT_BACK', version, at_ms, branch} | {'NOTFOUND'} | {'STATE', state}
 --       | {'BRANCH', branch}
+-- Audited (R15): the staging stream and the action's packed record come after
+-- the keys and arguments above (take_audit, _lib.lua).
+local audit = take_audit()
 local cur = redis.call('HMGET', KEYS[1], 'st', 'ln', 'br')
 if not cur[1] then
   return {'NOTFOUND'}
@@ -26,4 +29,5 @@ unwait(cur[1], cur[2], ARGV[1], cur[3], KEYS[5], KEYS[6])
 count_move(KEYS[4], cur[1], 'SENT_BACK')
 record(KEYS[2], KEYS[3], ARGV[4],
   {ARGV[1], version, now_ms, 'HANDED_BACK', ARGV[2], 'SENT_BACK', '', ARGV[3], {}, cur[3]})
+stage_audit(audit)
 return {'OK', 'SENT_BACK', version, now_ms, cur[3]}

@@ -8,6 +8,9 @@
 -- ARGV[4] image kinds to supply again, comma-separated   ARGV[5] event stream max length
 -- Returns {'OK', 'NEEDS_SUPPLEMENT', version, at_ms} | {'NOTFOUND'} | {'STATE', state}
 --       | {'LEASE', reason}            the claim is not the current one any more
+-- Audited (R15): the staging stream and the action's packed record come after
+-- the keys and arguments above (take_audit, _lib.lua).
+local audit = take_audit()
 local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'br')
 if not cur[1] then
   return {'NOTFOUND'}
@@ -31,4 +34,5 @@ end
 record(KEYS[2], KEYS[4], ARGV[5],
   {ARGV[1], version, now_ms, 'SUPPLEMENT_REQUESTED', 'system', 'NEEDS_SUPPLEMENT', '', ARGV[3],
    kinds, cur[3]})
+stage_audit(audit)
 return {'OK', 'NEEDS_SUPPLEMENT', version, now_ms}

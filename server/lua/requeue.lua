@@ -9,6 +9,9 @@
 -- Returns {'OK', 'QUEUED', version, at_ms, holder, token} (the lease that ended: an
 --         expiry's audit record names whose it was) | {'NOTFOUND'} | {'STATE', state}
 --       | {'LEASE', reason} | {'SKIP'} (expire: the lease is still running)
+-- Audited (R15): the staging stream and the action's packed record come after
+-- the keys and arguments above (take_audit, _lib.lua).
+local audit = take_audit()
 local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'lu', 'sc', 'ln', 'br')
 if not cur[1] then
   return {'NOTFOUND'}
@@ -37,4 +40,9 @@ redis.call('HINCRBY', KEYS[6], cur[7], 1)
 count_move(KEYS[5], 'CLAIMED', 'QUEUED')
 record(KEYS[2], KEYS[4], ARGV[6],
   {ARGV[1], version, now_ms, event, ARGV[4], 'QUEUED', '', ARGV[5], {}, cur[7]})
+if ARGV[2] == 'expire' then
+  stage_audit(audit, {at_ms = now_ms, details = {holder = cur[3], token = tonumber(cur[2])}})
+else
+  stage_audit(audit)
+end
 return {'OK', 'QUEUED', version, now_ms, cur[3], tonumber(cur[2])}

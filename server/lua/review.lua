@@ -9,6 +9,9 @@
 -- Returns {'OK', state, version, at_ms} | {'NOTFOUND'} | {'STATE', state}
 --       | {'BRANCH', branch}               another branch's request
 --       | {'DUTY', reason}                 the reviewer submitted it (R11)
+-- Audited (R15): the staging stream and the action's packed record come after
+-- the keys and arguments above (take_audit, _lib.lua).
+local audit = take_audit()
 local cur = redis.call('HMGET', KEYS[1], 'st', 'br', 'tl', 'sc', 'ln')
 if not cur[1] then
   return {'NOTFOUND'}
@@ -39,4 +42,5 @@ if ARGV[5] ~= '' then
 end
 record(KEYS[2], KEYS[3], ARGV[7],
   {ARGV[1], version, now_ms, event, ARGV[2], state, '', note, {}, cur[2]})
+stage_audit(audit)
 return {'OK', state, version, now_ms}

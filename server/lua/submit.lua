@@ -18,6 +18,9 @@
 --       | {'FALLBACK', emergency id}       an emergency is in force: nothing stored
 --       | {'ARCHIVED'}                     the id belongs to an archived request
 --       | {'ONSITE'}                       the id was reported as a local fallback
+-- Audited (R15): the staging stream and the action's packed record come after
+-- the keys and arguments above (take_audit, _lib.lua).
+local audit = take_audit()
 local current = redis.call('HMGET', KEYS[1], 'fp', 'st', 'v')
 if current[1] then
   if current[1] == ARGV[2] then
@@ -53,4 +56,5 @@ else
 end
 count_move(KEYS[5], nil, state)
 emit(KEYS[3], ARGV[7], {ARGV[1], 1, now_ms, 'SUBMITTED', ARGV[6], state, '', '', {}, ARGV[4]})
+stage_audit(audit)
 return {'OK', state, 1, now_ms}

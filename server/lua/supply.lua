@@ -7,6 +7,9 @@
 -- Returns {'OK', 'QUEUED', version, at_ms} | {'NOTFOUND'} | {'STATE', state}
 --       | {'VERSION', version}             changed since the caller read it
 --       | {'DUP', 'QUEUED', version}       this supply was already recorded
+-- Audited (R15): the staging stream and the action's packed record come after
+-- the keys and arguments above (take_audit, _lib.lua).
+local audit = take_audit()
 local cur = redis.call('HMGET', KEYS[1], 'st', 'v', 'sc', 'ln', 'br')
 if not cur[1] then
   return {'NOTFOUND'}
@@ -28,4 +31,5 @@ redis.call('HINCRBY', KEYS[5], cur[5], 1)
 count_move(KEYS[4], 'NEEDS_SUPPLEMENT', 'QUEUED')
 record(KEYS[2], KEYS[3], ARGV[6],
   {ARGV[1], version, now_ms, 'SUPPLIED', ARGV[4], 'QUEUED', '', ARGV[5], {}, cur[5]})
+stage_audit(audit)
 return {'OK', 'QUEUED', version, now_ms}

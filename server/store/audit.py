@@ -8,6 +8,15 @@ server/lua/audit_append.lua stores a batch only if the chain head is still the o
 batch was chained from (compare-and-set); otherwise it returns the new head and we chain
 again. Records live in one Redis stream under the id ``<seq>-0`` and are never trimmed.
 
+Records come from two places. The scripts that do the request's transitions (submit,
+claim, decide...) stage each action's record in the same atomic step as the action,
+in the staging stream (stage_audit in server/lua/_lib.lua): a kill right after the
+action cannot lose its record. Everything else (refusals, logins, retries) is handed to
+append() here. The writer chains both: each batch is the oldest staged records plus
+what was handed over meanwhile, and audit_append.lua takes the staged ones out of the
+staging stream in the step that chains them. A writer that finds records staged by a
+process that died chains them too; so does the next server to start.
+
 Appends go through a group commit: whatever is queued while one script call is in
 flight goes out as the next batch, so 50 concurrent appends cost a handful of round
 trips (and of fsyncs, with ``appendfsync always``) instead of 50 conflicting ones.
@@ -17,6 +26,7 @@ Writers in other processes race for the head; one that loses twice takes the tur
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import deque
@@ -67,6 +77,8 @@ __all__ = [
     "stream_id_for",
 ]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PREFIX = "{authq}"
 # How long a writer that lost the race twice may hold back the others (audit_append.lua);
 # only reached if it dies holding the turn, as it normally lets go after one round trip.
@@ -104,6 +116,7 @@ class AuditLog:
         stream_key: str | None = None,
         head_key: str | None = None,
         turn_key: str | None = None,
+        staged_key: str | None = None,
         max_batch: int = 256,
         give_up_after_s: float = 10.0,
         linger_s: float = 0.0,
@@ -114,6 +127,8 @@ class AuditLog:
         self.stream_key = stream_key or f"{prefix}:audit"
         self.head_key = head_key or f"{prefix}:audit-head"
         self.turn_key = turn_key or f"{prefix}:audit-turn"
+        # Where the scripts stage their actions' records (Keys.audit_staged).
+        self.staged_key = staged_key or f"{prefix}:audit-staged"
         self.max_batch = max_batch
         self.give_up_after_s = give_up_after_s
         # How long the writer waits for more entries before each script call (unless
@@ -129,6 +144,10 @@ class AuditLog:
         self._writer: asyncio.Task[None] | None = None
         # (seq, hash) of the last record as far as we know; None: read it first.
         self._head: tuple[int, str] | None = None
+        # Set by kick(): something was staged since the writer last read the stream.
+        self._kicked = False
+        # Staged records this writer chained (for the tests).
+        self.staged_chained = 0
 
     # -- writing -------------------------------------------------------------------
 
@@ -163,18 +182,43 @@ class AuditLog:
             pending.append(_Pending(entry, body, loop.create_future()))
         if pending:
             self._queue.extend(pending)
-            if self._writer is None or self._writer.done():
-                self._writer = asyncio.create_task(self._write_queued(), name="audit-writer")
+            self._start_writer()
         return pending
 
+    def kick(self) -> None:
+        """Says that records were staged (a script did an audited action): the writer
+        chains them with its next batch."""
+        self._kicked = True
+        self._start_writer()
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Chains what is queued here and what is staged, as far as Redis lets it.
+        After ``timeout_s`` the writer is cancelled (False): what it had staged stays
+        staged for the next writer, and the records queued here fail."""
+        self.kick()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while (writer := self._writer) is not None and not writer.done():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait({writer}, timeout=left)
+            if not done:
+                writer.cancel()
+                await asyncio.wait({writer})
+                return False
+        return True
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued(), name="audit-writer")
+
     async def _write_queued(self) -> None:
-        while self._queue:
+        while True:
             if self.linger_s > 0 and len(self._queue) < self.max_batch:
                 await asyncio.sleep(self.linger_s)
+            self._kicked = False
             size = min(len(self._queue), self.max_batch)
             batch = [self._queue.popleft() for _ in range(size)]
             try:
-                records = await self._commit(batch)
+                records, more_staged = await self._commit(batch)
             except asyncio.CancelledError:
                 self._fail([*batch, *self._queue], AuditError("audit writer cancelled"))
                 self._queue.clear()
@@ -183,10 +227,16 @@ class AuditLog:
                 # The outcome may be unknown (a lost reply): read the head afresh.
                 self._head = None
                 self._fail(batch, exc)
-                continue
+                if self._queue:
+                    continue
+                # Staged records stay staged: the next kick, sweep or start chains them.
+                log.warning("audit writer stopped: %s", exc)
+                return
             for item, record in zip(batch, records, strict=True):
                 if not item.future.done():
                     item.future.set_result(record)
+            if not (self._queue or self._kicked or more_staged):
+                return
 
     @staticmethod
     def _fail(items: Iterable[_Pending], exc: BaseException) -> None:
@@ -194,26 +244,44 @@ class AuditLog:
             if not item.future.done():
                 item.future.set_exception(exc)
 
-    async def _commit(self, batch: list[_Pending]) -> list[AuditRecord]:
-        """Writes the batch, growing it in place while it waits (see below)."""
+    async def _commit(self, batch: list[_Pending]) -> tuple[list[AuditRecord], bool]:
+        """Writes the oldest staged records and then the batch, growing the batch in
+        place while it waits (see below). Returns the batch's records, and whether
+        more staged records may be waiting (a full read)."""
         deadline = time.monotonic() + self.give_up_after_s
-        keys = [self.stream_key, self.head_key, self.turn_key]
+        keys = [self.stream_key, self.head_key, self.turn_key, self.staged_key]
         lost = 0
         while True:
             if self._head is None:
                 self._head = await self.head()
             head_seq, head_hash = self._head
-            records = _chain(head_seq, head_hash, batch)
+            # Read afresh on every try: a writer that won the race took what it read.
+            room = self.max_batch - len(batch)
+            staged = await self.read_staged(room) if room > 0 else []
+            bodies = [body for _, body in staged] + [item.body for item in batch]
+            if not bodies:
+                return [], False
+            links = _chain(head_seq, head_hash, bodies)
             # Lost twice in a row: ask for the turn so the next try cannot lose.
             claim = "1" if lost >= 2 else "0"
-            args: list[Any] = [head_seq, head_hash, GENESIS, self.writer_id, claim, _TURN_MS]
-            for record, item in zip(records, batch, strict=True):
-                args += [record.seq, record.prev, record.hash, item.body]
+            last_staged = staged[-1][0] if staged else ""
+            args: list[Any] = [
+                head_seq, head_hash, GENESIS, self.writer_id, claim, _TURN_MS, last_staged
+            ]  # fmt: skip
+            for (seq, prev, digest), body in zip(links, bodies, strict=True):
+                args += [seq, prev, digest, body]
             reply = await self._script(keys=keys, args=args)
             status = text(reply[0])
             if status in ("OK", "DONE"):
-                self._head = (records[-1].seq, records[-1].hash)
-                return records
+                self._head = (links[-1][0], links[-1][2])
+                if status == "OK":  # DONE: maybe another writer's identical batch
+                    self.staged_chained += len(staged)
+                own = links[len(staged) :]
+                records = [
+                    AuditRecord(item.entry, seq, prev, digest, stream_id_for(seq))
+                    for item, (seq, prev, digest) in zip(batch, own, strict=True)
+                ]
+                return records, bool(staged) and len(staged) == room
             if status not in ("MOVED", "WAIT"):
                 raise AuditError(f"audit_append refused the batch: {text(reply[1])}")
             self._head = (int(reply[1]), text(reply[2]))
@@ -228,6 +296,11 @@ class AuditLog:
             # commits more, instead of each entry paying for its own lost races.
             while self._queue and len(batch) < self.max_batch:
                 batch.append(self._queue.popleft())
+
+    async def read_staged(self, count: int) -> list[tuple[str, bytes]]:
+        """The oldest ``count`` staged records: (staging id, canonical body)."""
+        page: Any = await self.client.xrange(self.staged_key, count=count)
+        return [(text(sid), _staged_body(text(sid), fields)) for sid, fields in page or ()]
 
     # -- reading -------------------------------------------------------------------
 
@@ -293,12 +366,32 @@ class AuditLog:
         return checker.report()
 
 
-def _chain(head_seq: int, head_hash: str, batch: list[_Pending]) -> list[AuditRecord]:
-    records: list[AuditRecord] = []
+def _chain(head_seq: int, head_hash: str, bodies: list[bytes]) -> list[tuple[int, str, str]]:
+    """(seq, prev, hash) of each body, chained from the head."""
+    links: list[tuple[int, str, str]] = []
     prev = head_hash
-    for offset, item in enumerate(batch, start=1):
+    for offset, body in enumerate(bodies, start=1):
         seq = head_seq + offset
-        digest = chain_hash(seq, prev, item.body)
-        records.append(AuditRecord(item.entry, seq, prev, digest, stream_id_for(seq)))
+        digest = chain_hash(seq, prev, body)
+        links.append((seq, prev, digest))
         prev = digest
-    return records
+    return links
+
+
+def _staged_body(stage_id: str, fields: Fields) -> bytes:
+    """A staged record's canonical body. Under 'b' it was packed by AuditEntry.pack
+    (Python); under 'p' a script filled parts in (stage_audit), so it is re-encoded."""
+    plain = fields.get(b"b")
+    if plain is not None:
+        return bytes(plain)
+    try:
+        return AuditEntry.unpack(bytes(fields[b"p"])).pack()
+    except (KeyError, TypeError, ValueError, AuditFormatError) as exc:
+        # Chained as what it is: dropped, it would be lost; left, it would block
+        # every batch after it.
+        raw = b"".join(bytes(k) + b"=" + bytes(v) for k, v in fields.items())
+        return AuditEntry(
+            actor="-", role="-", origin="-", action=AuditAction.STAGED_UNREADABLE,
+            target=stage_id, outcome=f"unreadable staged record: {exc}"[:500],
+            details={"raw": raw[:4096].hex()},
+        ).pack()  # fmt: skip

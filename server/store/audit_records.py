@@ -46,6 +46,8 @@ class AuditAction(StrEnum):
     EMERGENCY_DECLARE = "EMERGENCY_DECLARE"
     EMERGENCY_END = "EMERGENCY_END"
     RECORD_ACCESS = "RECORD_ACCESS"
+    # A staged record the writer could not read back (server/store/audit.py).
+    STAGED_UNREADABLE = "STAGED_UNREADABLE"
 
 
 class AuditError(Exception):
@@ -146,6 +148,17 @@ class AuditEntry:
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise AuditFormatError(f"not an audit entry body: {exc}") from None
+
+
+@dataclass(slots=True)
+class StagedAudit:
+    """An action's audit record, handed to the script that does the action so that it
+    stages the record in the same step (stage_audit in server/lua/_lib.lua): a kill
+    right after the action cannot lose it. ``staged``: the script did the action and
+    staged the record; if it stays False, the caller records the outcome itself."""
+
+    body: bytes
+    staged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

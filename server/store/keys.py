@@ -36,6 +36,12 @@ class Keys:
         lane's own (see lane_index in server/lua/_lib.lua): keep the two in step."""
         return f"{self.prefix}:lanes"
 
+    @property
+    def audit_staged(self) -> str:
+        """Audit records staged by the scripts that did the actions, not chained yet
+        (server/store/audit.py: AuditLog.staged_key, from the same prefix)."""
+        return f"{self.prefix}:audit-staged"
+
     def account(self, user_id: str) -> str:
         return f"{self.account_prefix}{user_id}"
 

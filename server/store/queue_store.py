@@ -25,9 +25,10 @@ from server.errors import (
     OnsiteFallbackRequired,
     PermissionDenied,
 )
+from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import QueueReads, as_text
-from server.store.scripts import Scripts, load_script
+from server.store.scripts import ScriptCall, Scripts, load_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,11 @@ class QueueStore(QueueReads):
     # -- teller side ---------------------------------------------------------------
 
     def submit_call(
-        self, submission: Submission, onsite_review: bool = False, local_minor: int | None = None
+        self,
+        submission: Submission,
+        onsite_review: bool = False,
+        local_minor: int | None = None,
+        audit: StagedAudit | None = None,
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the submit script for one submission (bench/ pipelines
         these to fill a deep queue with exactly the records a Submit writes).
@@ -99,6 +104,7 @@ class QueueStore(QueueReads):
             self.keys.fallback(submission.branch_id),
             self.keys.archive_marker(rid),
             self.keys.fallback_record(rid),
+            self.keys.audit_staged,
         ]
         args: list[Any] = [
             rid,
@@ -110,18 +116,25 @@ class QueueStore(QueueReads):
             self.config.events_maxlen,
             "1" if onsite_review else "0",
             local_minor,
+            audit.body if audit is not None else b"",
         ]
         return keys, args
 
     async def submit(
-        self, submission: Submission, onsite_review: bool = False, local_minor: int | None = None
+        self,
+        submission: Submission,
+        onsite_review: bool = False,
+        local_minor: int | None = None,
+        audit: StagedAudit | None = None,
     ) -> tuple[RequestRecord, bool]:
         """Stores a new request, or returns the stored one for a retry (True). With
         ``onsite_review`` it waits for the branch's on-site reviewer first (R2)."""
         rid = submission.request_id
-        keys, args = self.submit_call(submission, onsite_review, local_minor)
+        keys, args = self.submit_call(submission, onsite_review, local_minor, audit)
         result = await self.scripts.submit(keys=keys, args=args)
         status = as_text(result[0])
+        if status == "OK" and audit is not None:
+            audit.staged = True
         if status == "FALLBACK":
             raise OnsiteFallbackRequired(as_text(result[1]))
         if status == "ARCHIVED":
@@ -155,9 +168,16 @@ class QueueStore(QueueReads):
         )
 
     async def cancel(
-        self, request_id: str, teller_id: str, note: str, branch_id: str
+        self,
+        request_id: str,
+        teller_id: str,
+        note: str,
+        branch_id: str,
+        audit: StagedAudit | None = None,
     ) -> HistoryEntry:
-        result = await self.scripts.cancel(
+        result = await self.run_audited(
+            self.scripts.cancel,
+            audit,
             keys=[
                 self.keys.request(request_id),
                 self.keys.history(request_id),
@@ -184,9 +204,12 @@ class QueueStore(QueueReads):
         supplements: Sequence[Image],
         teller_id: str,
         note: str,
+        audit: StagedAudit | None = None,
     ) -> HistoryEntry:
         packed = msgpack.packb([image.pack() for image in supplements])
-        result = await self.scripts.supply(
+        result = await self.run_audited(
+            self.scripts.supply,
+            audit,
             keys=[
                 self.keys.request(request_id),
                 self.keys.history(request_id),
@@ -206,8 +229,11 @@ class QueueStore(QueueReads):
         confirm: bool,
         checks: Sequence[str],
         note: str,
+        audit: StagedAudit | None = None,
     ) -> HistoryEntry:
-        result = await self.scripts.review(
+        result = await self.run_audited(
+            self.scripts.review,
+            audit,
             keys=[
                 self.keys.request(request_id),
                 self.keys.history(request_id),
@@ -235,13 +261,17 @@ class QueueStore(QueueReads):
         event = "ONSITE_CONFIRMED" if confirm else "SENT_BACK"
         return self._entry(request_id, result, "review", event, reviewer_id, note=note)
 
-    async def hand_back(self, request_id: str, supervisor_id: str, note: str) -> HistoryEntry:
+    async def hand_back(
+        self, request_id: str, supervisor_id: str, note: str, audit: StagedAudit | None = None
+    ) -> HistoryEntry:
         """Ends a waiting request SENT_BACK to its branch, which authorizes it on site
         (R8: during an emergency, work already queued goes back to the branches)."""
         branch = await self.client.hget(self.keys.request(request_id), "br")
         if branch is None:
             raise NotFound(f"no request with request_id {request_id}")
-        result = await self._hand_back(
+        result = await self.run_audited(
+            self._hand_back,
+            audit,
             keys=[
                 self.keys.request(request_id),
                 self.keys.history(request_id),
@@ -259,19 +289,28 @@ class QueueStore(QueueReads):
     # -- authorizer side -----------------------------------------------------------
 
     async def claim(
-        self, authorizer_id: str, qualification: Qualification | None = None
+        self,
+        authorizer_id: str,
+        qualification: Qualification | None = None,
+        audit: StagedAudit | None = None,
     ) -> Claim | None:
         """The best waiting item the authorizer may decide (its qualification: issue 3
-        §4; None: anything), or None."""
-        result = await self.claim_or_nothing(authorizer_id, qualification)
+        §4; None: anything), or None. ``audit``: the CLAIM record without its target,
+        which the script fills in."""
+        result = await self.claim_or_nothing(authorizer_id, qualification, audit)
         return None if isinstance(result, NothingToClaim) else result
 
     async def claim_or_nothing(
-        self, authorizer_id: str, qualification: Qualification | None = None
+        self,
+        authorizer_id: str,
+        qualification: Qualification | None = None,
+        audit: StagedAudit | None = None,
     ) -> Claim | NothingToClaim:
         """As claim(), saying when it finds nothing whether the queue is empty."""
         only = ClaimFilter.of(qualification)
-        result = await self.scripts.claim(
+        result = await self.run_audited(
+            self.scripts.claim,
+            audit,
             keys=[
                 self.keys.leases,
                 self.keys.events,
@@ -312,8 +351,11 @@ class QueueStore(QueueReads):
         reason_code: str = "",
         note: str = "",
         kinds: Sequence[str] = (),
+        audit: StagedAudit | None = None,
     ) -> HistoryEntry:
-        result = await self.scripts.decide(
+        result = await self.run_audited(
+            self.scripts.decide,
+            audit,
             keys=[
                 self.keys.request(request_id),
                 self.keys.history(request_id),
@@ -339,23 +381,37 @@ class QueueStore(QueueReads):
         )
 
     async def release(
-        self, request_id: str, token: int, authorizer_id: str, note: str
+        self,
+        request_id: str,
+        token: int,
+        authorizer_id: str,
+        note: str,
+        audit: StagedAudit | None = None,
     ) -> HistoryEntry:
-        result = await self._requeue(request_id, "release", token, authorizer_id, note)
+        result = await self._requeue(request_id, "release", token, authorizer_id, note, audit)
         return self._entry(request_id, result, "hand back", "RELEASED", authorizer_id, note=note)
 
-    async def expire(self, request_id: str) -> LapsedLease | None:
+    async def expire(self, request_id: str, audit: StagedAudit | None = None) -> LapsedLease | None:
         """Returns the item to the queue if its lease has run out, and says whose lease
-        it was; None if it had not run out (or another process expired it first)."""
-        result = await self._requeue(request_id, "expire", 0, "system", "lease expired")
+        it was; None if it had not run out (or another process expired it first).
+        ``audit``: the LEASE_EXPIRED record, which the script completes (whose lease)."""
+        result = await self._requeue(request_id, "expire", 0, "system", "lease expired", audit)
         if as_text(result[0]) != "OK":
             return None
         return LapsedLease(request_id, as_text(result[4]), int(result[5]))
 
     async def _requeue(
-        self, request_id: str, mode: str, token: int, actor: str, note: str
+        self,
+        request_id: str,
+        mode: str,
+        token: int,
+        actor: str,
+        note: str,
+        audit: StagedAudit | None,
     ) -> list[Any]:
-        result: list[Any] = await self.scripts.requeue(
+        return await self.run_audited(
+            self.scripts.requeue,
+            audit,
             keys=[
                 self.keys.request(request_id),
                 self.keys.history(request_id),
@@ -366,6 +422,18 @@ class QueueStore(QueueReads):
             ],
             args=[request_id, mode, token, actor, note, self.config.events_maxlen],
         )
+
+    async def run_audited(
+        self, script: ScriptCall, audit: StagedAudit | None, keys: list[str], args: list[Any]
+    ) -> list[Any]:
+        """Runs a script that stages its action's audit record (take_audit, _lib.lua):
+        the staging stream and the record go last. ``audit.staged`` says whether the
+        script did the action, and so staged the record."""
+        keys.append(self.keys.audit_staged)
+        args.append(audit.body if audit is not None else b"")
+        result: list[Any] = await script(keys=keys, args=args)
+        if audit is not None and as_text(result[0]) == "OK":
+            audit.staged = True
         return result
 
     async def set_away(self, authorizer_id: str, away: bool) -> None:
