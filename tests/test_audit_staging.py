@@ -156,3 +156,18 @@ async def test_a_drain_gives_up_on_a_redis_that_does_not_answer() -> None:
             writer.close()
         mute.close()
         await mute.wait_closed()
+
+
+async def test_a_full_batch_of_its_own_does_not_leave_staged_records_behind(
+    redis_client: aioredis.Redis,
+) -> None:
+    log = AuditLog(redis_client, prefix=PREFIX, max_batch=2)
+    await redis_client.xadd(log.staged_key, {"b": entry("DECIDE", "staged").pack()})
+    # Two of its own fill the first batch; the writer goes on for the staged one
+    # without another kick.
+    await log.append_many([entry("LOGIN", "own-1"), entry("LOGIN", "own-2")])
+    for _ in range(100):
+        if await redis_client.xlen(log.staged_key) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert [e.target for e in await chained(log)] == ["own-1", "own-2", "staged"]

@@ -281,7 +281,8 @@ class AuditLog:
                     AuditRecord(item.entry, seq, prev, digest, stream_id_for(seq))
                     for item, (seq, prev, digest) in zip(batch, own, strict=True)
                 ]
-                return records, bool(staged) and len(staged) == room
+                # A full read, or none for want of room: more may be staged.
+                return records, len(staged) == room
             if status not in ("MOVED", "WAIT"):
                 raise AuditError(f"audit_append refused the batch: {text(reply[1])}")
             self._head = (int(reply[1]), text(reply[2]))
