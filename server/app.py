@@ -180,9 +180,6 @@ class Runtime:
         blobs = LocalBlobStore(settings.data_dir / "blobs")
         center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
         center.audit = audit
-        audit_sweep = BackgroundLoop("audit-sweep")
-        audit_sweep.start(functools.partial(_sweep_staged, audit, audit_sweep))
-        _undo(undo, audit_sweep.stop)
         center.policy = policy
         reaper.on_expired = center.lease_expired
         reaper.stage_audit = center.lapse_audit
@@ -244,8 +241,12 @@ class Runtime:
             metrics.start()
             _undo(undo, metrics.stop)
         # Stopping writes the audit records still waiting right after the backlog
-        # monitor, the last part that acts on its own, has stopped.
+        # monitor, the last part that acts on its own, has stopped, and the sweep
+        # for staged records (which would start the writer again).
         _undo(undo, center.flush_audit)
+        audit_sweep = BackgroundLoop("audit-sweep")
+        audit_sweep.start(functools.partial(_sweep_staged, audit, audit_sweep))
+        _undo(undo, audit_sweep.stop)
         backlog = BacklogMonitor(store, center.emergencies, center, keys, BacklogThresholds(
             declare_oldest_s=settings.backlog_declare_oldest_s,
             clear_oldest_s=settings.backlog_clear_oldest_s,
