@@ -104,7 +104,6 @@ class QueueStore(QueueReads):
             self.keys.fallback(submission.branch_id),
             self.keys.archive_marker(rid),
             self.keys.fallback_record(rid),
-            self.keys.audit_staged,
         ]
         args: list[Any] = [
             rid,
@@ -116,8 +115,8 @@ class QueueStore(QueueReads):
             self.config.events_maxlen,
             "1" if onsite_review else "0",
             local_minor,
-            audit.body if audit is not None else b"",
         ]
+        self._audit_tail(keys, args, audit)
         return keys, args
 
     async def submit(
@@ -132,9 +131,8 @@ class QueueStore(QueueReads):
         rid = submission.request_id
         keys, args = self.submit_call(submission, onsite_review, local_minor, audit)
         result = await self.scripts.submit(keys=keys, args=args)
+        self._settle(audit, result)
         status = as_text(result[0])
-        if status == "OK" and audit is not None:
-            audit.staged = True
         if status == "FALLBACK":
             raise OnsiteFallbackRequired(as_text(result[1]))
         if status == "ARCHIVED":
@@ -429,12 +427,20 @@ class QueueStore(QueueReads):
         """Runs a script that stages its action's audit record (take_audit, _lib.lua):
         the staging stream and the record go last. ``audit.staged`` says whether the
         script did the action, and so staged the record."""
+        self._audit_tail(keys, args, audit)
+        result: list[Any] = await script(keys=keys, args=args)
+        self._settle(audit, result)
+        return result
+
+    def _audit_tail(self, keys: list[str], args: list[Any], audit: StagedAudit | None) -> None:
         keys.append(self.keys.audit_staged)
         args.append(audit.body if audit is not None else b"")
-        result: list[Any] = await script(keys=keys, args=args)
+
+    @staticmethod
+    def _settle(audit: StagedAudit | None, result: list[Any]) -> None:
+        # Each audited script stages its record exactly where it answers OK.
         if audit is not None and as_text(result[0]) == "OK":
             audit.staged = True
-        return result
 
     async def set_away(self, authorizer_id: str, away: bool) -> None:
         if away:
