@@ -325,7 +325,7 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
     center = runtime.center
 
     async def audit_refusal(identity: Identity, method: str, message: str) -> None:
-        await center.record_soon(identity, method, "-", message, {})
+        await center.record(identity, method, "-", message, {})
 
     auth = Authenticator(runtime.accounts, on_refusal=audit_refusal, tokens=runtime.tokens)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -348,7 +348,6 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
             runtime.store,
             auth,
             runtime.moves,
-            runtime.audit,
             runtime.center,
             runtime.center.emergencies,
             watch=runtime.watch,

@@ -189,8 +189,8 @@ class BacklogMonitor:
         if why is None:
             return
         reason = f"automatic backlog emergency: {why}; {reading.describe()}"
-        async with self.center.audited(SYSTEM, "EMERGENCY_DECLARE", "*", reason=reason):
-            emergency = await self.emergencies.declare(reason, [], SYSTEM.user_id)
+        async with self.center.audited(SYSTEM, "EMERGENCY_DECLARE", "*", reason=reason) as audit:
+            emergency = await self.emergencies.declare(reason, [], SYSTEM.user_id, audit)
         await self.store.client.hset(self._state_key, mapping={"id": emergency.emergency_id})
         self._clear_since = None
         log.warning("declared emergency %s: %s", emergency.emergency_id, reason)
@@ -208,8 +208,8 @@ class BacklogMonitor:
             f"automatic: the backlog has cleared ({reading.describe()}) for "
             f"{self.limits.clear_hold_s:.0f} s"
         )
-        async with self.center.audited(SYSTEM, "EMERGENCY_END", emergency_id, note=note):
-            await self.emergencies.end(emergency_id, SYSTEM.user_id, note)
+        async with self.center.audited(SYSTEM, "EMERGENCY_END", emergency_id, note=note) as audit:
+            await self.emergencies.end(emergency_id, SYSTEM.user_id, note, audit)
         await self.store.client.hset(self._state_key, "id", "")
         self._clear_since = None
         log.warning("ended emergency %s: %s", emergency_id, note)

@@ -52,20 +52,16 @@ from server.store.audit import (
     MAX_BODY_BYTES,
     OUTCOME_OK,
     AuditEntry,
-    AuditError,
     AuditLog,
-    AuditRecord,
 )
 from server.store.audit_records import StagedAudit
 from server.store.branches import BranchDirectory
 from server.store.emergencies import Emergency, EmergencyStore
-from server.store.fallbacks import Fallback, FallbackStore, ReportResult, ReportStatus
+from server.store.fallbacks import Fallback, FallbackStore, ReportResult
 from server.store.queue_store import Claim, LapsedLease, QueueStore
 
 log = logging.getLogger(__name__)
 
-# Audit records handed over but not yet written, past which callers wait.
-AUDIT_BACKLOG = 10_000
 # How long a stop waits for the audit writer to chain what is staged.
 AUDIT_DRAIN_S = 5.0
 
@@ -136,25 +132,27 @@ class Center:
         self.branches = BranchDirectory(store.client, store.keys)
         # Operating hours are judged at this time (tests set a fixed one).
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self._pending_audits: set[asyncio.Future[AuditRecord]] = set()
 
     @contextlib.asynccontextmanager
     async def audited(
         self, identity: Identity, action: str, target: str, **details: str | int
     ) -> AsyncIterator[StagedAudit]:
-        """Audits the action, or its refusal. Hand what it yields to the store call
-        that does the action: a transition script stages the record in the same step
-        (R15). An action done otherwise is recorded before its reply goes out."""
+        """Audits the action, or its refusal, before the reply goes out (R15). Hand
+        what it yields to the store call that does the action: a transition script
+        stages the record in the same step, so that a kill right after the action
+        cannot lose it; an action done otherwise has its record staged next."""
         audit = self.stage(identity, action, target, **details)
         try:
             yield audit
         except AuthqError as exc:
-            await self.record_soon(identity, action, target, str(exc), details)
+            await self.record(identity, action, target, str(exc), details)
             raise
         if audit.staged:
             self.staged()
-        else:
-            await self.record_now(identity, action, target, details)
+        elif audit.body:
+            await self._stage(audit.body, action, target)
+        else:  # no trail (a no-op), or too large to keep (logged)
+            await self.record(identity, action, target, OUTCOME_OK, details)
 
     def stage(
         self, identity: Identity, action: str, target: str, **details: str | int
@@ -163,7 +161,7 @@ class Center:
         if self.audit is None:  # no audit trail (tests): nothing to stage
             return StagedAudit(b"")
         body = _entry(identity, action, target, OUTCOME_OK, details).pack()
-        # Too large to keep: not staged, and record_now says so in the log.
+        # Too large to keep: not staged, and record says so in the log.
         return StagedAudit(body if len(body) <= MAX_BODY_BYTES else b"")
 
     def staged(self) -> None:
@@ -181,72 +179,43 @@ class Center:
         LEASE_EXPIRED record (R15), which says whose claim it was."""
         self.staged()
 
-    async def record_soon(
+    async def record(
         self, identity: Identity, action: str, target: str, outcome: str,
         details: dict[str, str | int],
     ) -> None:  # fmt: skip
-        """Hands the record to the audit log without waiting for it to be written.
-
-        The action itself is already durable; awaiting its audit append on the request
-        path serialized every call behind the audit batches (bench: half-load p99
-        submit ack 99.8 ms against 5.1 ms without). Records are appended in the order
-        they are handed over; past AUDIT_BACKLOG waiting ones the caller waits
-        (back-pressure), and stop() writes what is left (flush_audit)."""
-        if len(self._pending_audits) >= AUDIT_BACKLOG:
-            await self._written()
-        self._schedule(identity, action, target, outcome, details)
-
-    def _schedule(
-        self, identity: Identity, action: str, target: str, outcome: str,
-        details: dict[str, str | int],
-    ) -> None:  # fmt: skip
+        """Stages the record of an action done or refused without a transition script
+        (a refusal, a login, an image view) before the caller replies: one XADD, in
+        the order of the staging stream that the scripts stage into, so the trail
+        keeps the order things happened in. The action or refusal stands either way:
+        a failure is logged."""
         if self.audit is None:
             return
-        # Queued straight into the audit log's group commit: no task per record.
         try:
-            future = self.audit.append_soon(_entry(identity, action, target, outcome, details))
-        except ValueError as exc:  # details too large: the action stands, say so
-            log.error("audit record lost: %s", exc)
+            body = _entry(identity, action, target, outcome, details).pack()
+        except (TypeError, ValueError) as exc:
+            log.error("audit record of %s %s lost: %s", action, target, exc)
             return
-        self._pending_audits.add(future)
-        future.add_done_callback(self._audit_done)
+        await self._stage(body, action, target)
 
-    async def _written(self) -> None:
-        while self._pending_audits:
-            await asyncio.gather(*list(self._pending_audits), return_exceptions=True)
-
-    def _audit_done(self, future: asyncio.Future[AuditRecord]) -> None:
-        self._pending_audits.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            log.error("audit record lost: %s", future.exception())
+    async def _stage(self, body: bytes, action: str, target: str) -> None:
+        if self.audit is None:
+            return
+        if len(body) > MAX_BODY_BYTES:
+            log.error("audit record of %s %s lost: %d bytes, over %d: keep details small",
+                      action, target, len(body), MAX_BODY_BYTES)  # fmt: skip
+            return
+        try:
+            await self.audit.stage(body)
+        except (RedisError, OSError) as exc:
+            log.error("audit record of %s %s lost: %s", action, target, exc)
 
     async def flush_audit(self) -> None:
-        """Waits until every record handed over so far is written, and the staged ones
-        are chained."""
-        await self._written()
+        """Waits until the staged records are chained."""
         # Bounded: with Redis out of reach, staged records wait there for the next
         # writer, and the stop goes on.
         if self.audit is not None and not await self.audit.drain(AUDIT_DRAIN_S):
             log.error("audit writer stopped after %.0fs: staged records wait for the next "
                       "server", AUDIT_DRAIN_S)  # fmt: skip
-
-    async def record(
-        self, identity: Identity, action: str, target: str, outcome: str,
-        details: dict[str, str | int],
-    ) -> None:  # fmt: skip
-        if self.audit is None:
-            return
-        await self.audit.append(_entry(identity, action, target, outcome, details))
-
-    async def record_now(
-        self, identity: Identity, action: str, target: str, details: dict[str, str | int]
-    ) -> None:
-        """Writes the record of an action done without a transition script before its
-        caller replies. The action stands either way: a failure is logged."""
-        try:
-            await self.record(identity, action, target, OUTCOME_OK, details)
-        except (AuditError, RedisError, OSError, ValueError) as exc:
-            log.error("audit record of %s %s lost: %s", action, target, exc)
 
     # -- images --------------------------------------------------------------------
 
@@ -427,26 +396,21 @@ class Center:
                     "the teller who keyed a transaction cannot authorize it on site (R11)",
                 )
             if problem is not None:
-                await self.record_soon(identity, "LOCAL_FALLBACK", fallback.request_id,
-                                       str(problem), {})  # fmt: skip
+                await self.record(identity, "LOCAL_FALLBACK", fallback.request_id,
+                                  str(problem), {})  # fmt: skip
                 raise problem
             own.append(replace(fallback, teller_id=identity.user_id, branch_id=identity.branch_id))
         results = []
         for fallback in own:
-            result = await self.fallbacks.report(fallback, identity.user_id)
-            actions = []
-            if result.status is ReportStatus.STORED:
-                actions.append("LOCAL_FALLBACK")
-            elif result.status is ReportStatus.OUTCOME_ADDED:
-                actions.append("LOCAL_FALLBACK_OUTCOME")
-            if result.withdrew and result.status is not ReportStatus.STORED:
-                # Only a fallback held from before the center took its request (which
-                # submit.lua now refuses) withdraws it on a later upload.
-                actions.append("LOCAL_FALLBACK_WITHDRAWAL")
-            for action in actions:
-                await self.record_now(identity, action, fallback.request_id,
-                                      fallback.audit_details(result))  # fmt: skip
-            results.append(result)
+            # The script stages a record per action it takes (fallback_report.lua).
+            template = self.stage(identity, "LOCAL_FALLBACK", fallback.request_id,
+                                  **fallback.audit_details())  # fmt: skip
+            results.append(await self.fallbacks.report(fallback, identity.user_id, template.body))
+            if template.body:
+                self.staged()
+            else:  # no trail (a no-op), or too large to stage (logged)
+                await self.record(identity, "LOCAL_FALLBACK", fallback.request_id,
+                                  OUTCOME_OK, fallback.audit_details())  # fmt: skip
         return results
 
     async def get_for_branch(self, identity: Identity, request_id: str) -> RequestRecord:

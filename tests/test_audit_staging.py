@@ -5,19 +5,27 @@ chain every staged record exactly once, however many of them race for it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
+from authq.v1 import branch_pb2 as bpb
+from authq.v1 import branch_pb2_grpc
 
+from server.accounts.model import Role
 from server.domain.records import Submission
 from server.domain.states import Outcome
 from server.errors import LeaseLost
 from server.store.audit import GENESIS, AuditAction, AuditEntry, AuditError, AuditLog
 from server.store.audit_records import StagedAudit, text
 from server.store.keys import Keys
+from server.store.moves import MoveLapsed, MoveStore
 from server.store.queue_store import QueueConfig, QueueStore
+from tests.conftest import RunningServer
+from tests.helpers import request
 
 PREFIX = "{staging}"
 
@@ -171,3 +179,134 @@ async def test_a_full_batch_of_its_own_does_not_leave_staged_records_behind(
             break
         await asyncio.sleep(0.01)
     assert [e.target for e in await chained(log)] == ["own-1", "own-2", "staged"]
+
+
+async def _in_redis(log: AuditLog) -> list[AuditEntry]:
+    """Every record chained or staged, oldest first. The staging stream is read first:
+    a record the writer moves from it to the trail in between is seen in the trail
+    (or in both: once here)."""
+    staged = [AuditEntry.unpack(body) for _, body in await log.read_staged(1000)]
+    entries = {entry.pack(): entry for entry in await chained(log) + staged}
+    return list(entries.values())
+
+
+async def test_every_audited_action_and_refusal_is_in_redis_before_its_reply(
+    server: RunningServer,
+) -> None:
+    log = server.runtime.audit
+    await server.account("authorizer-1", [Role.AUTHORIZER])
+    async with server.teller() as teller:
+        await teller.submit(request("CASH_DEPOSIT", request_id="staged-move"))
+
+    async def recorded(action: str, target: str) -> list[AuditEntry]:
+        return [e for e in await _in_redis(log) if (e.action, e.target) == (action, target)]
+
+    async with server.supervisor("supervisor-1") as first, server.supervisor("supervisor-2") as s2:
+        # A login and an account change: staged in the transaction that does them.
+        assert await recorded("LOGIN", "supervisor-2")
+        await first.set_account_enabled("authorizer-1", False, "on leave")
+        (disabled,) = await recorded("ACCOUNT_DISABLE", "authorizer-1")
+        assert disabled.details["reason"] == "on leave"
+        # A refusal (no script ran) and an action done by a script, each read back the
+        # moment its reply arrives: nothing is flushed or awaited in between.
+        with pytest.raises(grpc.aio.AioRpcError):
+            await first.request_move("staged-move", "")
+        (refusal,) = await recorded("REPRIORITIZE_REQUEST", "staged-move")
+        assert "reason" in refusal.outcome
+        move = await first.request_move("staged-move", "customer is waiting")
+        requested = (await recorded("REPRIORITIZE_REQUEST", "staged-move"))[1]
+        assert requested.outcome == "OK"
+        assert requested.details["expires_at_ms"] == move.expires_at_ms  # from the script
+        await s2.confirm_move("staged-move")
+        (confirmed,) = await recorded("REPRIORITIZE_CONFIRM", "staged-move")
+        assert confirmed.details["requester"] == "supervisor-1"
+        scores = confirmed.details["old_score_us"], confirmed.details["new_score_us"]
+        assert all(isinstance(score, int) for score in scores)
+        assert scores[1] < scores[0]  # type: ignore[operator]
+        stored = await server.runtime.store.client.hget(
+            server.runtime.store.keys.request("staged-move"), "sc"
+        )
+        assert scores[1] == int(stored or 0)
+
+        emergency = await first.declare_emergency("the network is down", ["branch-9"])
+        (declared,) = await recorded("EMERGENCY_DECLARE", "branch-9")
+        assert declared.details["emergency_id"] == emergency.emergency_id
+        await first.end_emergency(emergency.emergency_id, "back up")
+        assert await recorded("EMERGENCY_END", emergency.emergency_id)
+
+        # An extended-hours window: asked for in a transaction, decided by a script.
+        async with server.teller() as teller:
+            now_ms = int(time.time() * 1000)
+            window = await branch_pb2_grpc.BranchServiceStub(teller.channel).RequestExtendedHours(
+                bpb.RequestExtendedHoursRequest(start_ms=now_ms + 3_600_000,
+                                                end_ms=now_ms + 7_200_000, reason="payroll"),
+                metadata=teller.metadata,
+            )  # fmt: skip
+        (asked,) = await recorded("HOURS_WINDOW_REQUEST", "branch-1")
+        assert asked.details["reason"] == "payroll"
+        decide = branch_pb2_grpc.BranchServiceStub(s2.channel).DecideExtendedHours
+        await decide(bpb.DecideExtendedHoursRequest(window_id=window.window_id, approve=True),
+                     metadata=s2.metadata)  # fmt: skip
+        assert await recorded("HOURS_WINDOW_DECIDE", window.window_id)
+
+    # The trail keeps the order of events: the refusal before the action that followed.
+    await server.runtime.center.flush_audit()
+    actions = [(e.action, e.outcome == "OK") for e in await chained(log)
+               if e.action.startswith(("REPRIORITIZE", "EMERGENCY"))]  # fmt: skip
+    assert actions == [
+        ("REPRIORITIZE_REQUEST", False),
+        ("REPRIORITIZE_REQUEST", True),
+        ("REPRIORITIZE_CONFIRM", True),
+        ("EMERGENCY_DECLARE", True),
+        ("EMERGENCY_END", True),
+    ]
+    assert [e.action for e in await chained(log) if e.action.startswith("HOURS_WINDOW")] == [
+        "HOURS_WINDOW_REQUEST",
+        "HOURS_WINDOW_DECIDE",
+    ]
+    assert await redis_len(server, log.staged_key) == 0
+    assert (await log.verify()).ok
+
+
+async def redis_len(server: RunningServer, key: str) -> int:
+    return int(await server.runtime.store.client.xlen(key))
+
+
+async def test_a_lapse_is_staged_by_whichever_step_sees_it_first(
+    redis_client: aioredis.Redis,
+) -> None:
+    keys = Keys(PREFIX)
+    store = QueueStore(redis_client, keys, QueueConfig())
+    moves = MoveStore(redis_client, keys, window_ms=50, queue=QueueConfig())
+    log = AuditLog(redis_client, prefix=PREFIX)
+    lapse = entry("REPRIORITIZE_LAPSE", actor="system").pack()
+    for rid in ("lapse-1", "lapse-2", "lapse-3"):
+        await store.submit(submission(rid))
+        await moves.request(rid, "supervisor-1", f"first try {rid}", None, lapse)
+    await asyncio.sleep(0.1)  # all three lapse unconfirmed
+
+    with pytest.raises(MoveLapsed):  # a confirmation sees the first lapse
+        await moves.confirm("lapse-1", "supervisor-2", None, lapse)
+    # A new request replaces the second, and stages its lapse before its own record.
+    again = StagedAudit(entry("REPRIORITIZE_REQUEST", "lapse-2", "supervisor-1").pack())
+    await moves.request("lapse-2", "supervisor-1", "second try", again, lapse)
+    assert len(await moves.sweep(lapse)) == 1  # the sweep finds only the third
+    assert await moves.sweep(lapse) == []
+    with pytest.raises(MoveLapsed):  # seen already: told, not staged again
+        await moves.confirm("lapse-1", "supervisor-2", None, lapse)
+
+    staged = [AuditEntry.unpack(body) for _, body in await log.read_staged(10)]
+    assert [(e.action, e.target) for e in staged] == [
+        ("REPRIORITIZE_LAPSE", "lapse-1"),
+        ("REPRIORITIZE_LAPSE", "lapse-2"),
+        ("REPRIORITIZE_REQUEST", "lapse-2"),
+        ("REPRIORITIZE_LAPSE", "lapse-3"),
+    ]
+    first = staged[0]
+    assert first.outcome == "LAPSED: not confirmed within 0.05 s (R6)"
+    assert first.details["reason"] == "first try lapse-1"
+    assert first.details["requester"] == "supervisor-1"
+    lapsed_at, renewed_until = first.details["expires_at_ms"], staged[2].details["expires_at_ms"]
+    assert isinstance(lapsed_at, int)
+    assert isinstance(renewed_until, int)
+    assert lapsed_at <= first.at_ms < renewed_until

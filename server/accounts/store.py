@@ -19,8 +19,10 @@ import redis.asyncio as aioredis
 from server.accounts.model import Account, Qualification, Role, Status, conflicting_posts
 from server.accounts.passwords import hash_password, password_problem, verify_password
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.scripts import load_script
+from server.store.staging import stage_in, staged_after
 
 DAY_MS = 86_400_000
 
@@ -150,7 +152,10 @@ class AccountStore:
         )
         return replace(account, qualification=qualification)
 
-    async def set_status(self, user_id: str, status: Status) -> Account:
+    async def set_status(
+        self, user_id: str, status: Status, audit: StagedAudit | None = None
+    ) -> Account:
+        """``audit``: the change's record, staged in the same transaction (R15)."""
         account = await self.get(user_id)
         if account.status is Status.DEREGISTERED and status is not Status.DEREGISTERED:
             raise FailedPrecondition(
@@ -165,7 +170,9 @@ class AccountStore:
                 if tokens:
                     pipe.delete(*tokens)
                 pipe.delete(token_set)
+            stage_in(pipe, self.keys.audit_staged, audit)
             await pipe.execute()
+        staged_after(audit)
         return replace(account, status=status)
 
     async def reset_password(self, user_id: str, password: str) -> None:
@@ -182,7 +189,9 @@ class AccountStore:
 
     # -- login ---------------------------------------------------------------------
 
-    async def login(self, user_id: str, password: str) -> Session:
+    async def login(self, user_id: str, password: str, audit: StagedAudit | None = None) -> Session:
+        """A session for the user. ``audit``: the login's record, staged in the same
+        transaction as the session (R15)."""
         account = await self._check_password(user_id, password)
         if account.must_change_password:
             raise FailedPrecondition(
@@ -195,9 +204,13 @@ class AccountStore:
                 f"the password of {user_id} is older than {self.password_max_age_days} "
                 "days: change it with ChangePassword (R11)"
             )
-        return await self._issue(account, days_left)
+        return await self._issue(account, days_left, audit)
 
-    async def change_password(self, user_id: str, old: str, new: str) -> Session:
+    async def change_password(
+        self, user_id: str, old: str, new: str, audit: StagedAudit | None = None
+    ) -> Session:
+        """Sets the user's own new password and opens a session, in one transaction
+        with ``audit``, the change's record (R15)."""
         account = await self._check_password(user_id, old)
         problem = password_problem(new, user_id)
         if problem:
@@ -205,12 +218,8 @@ class AccountStore:
         if new == old:
             raise InvalidArgument("new_password", "must differ from the old password")
         password_hash = await asyncio.to_thread(hash_password, new)
-        now = _now_ms()
-        await self.client.hset(
-            self.keys.account(user_id), mapping={"pw": password_hash, "pwat": now, "mc": "0"}
-        )
-        account = replace(account, password_set_ms=now, must_change_password=False)
-        return await self._issue(account, self.password_max_age_days)
+        account = replace(account, password_set_ms=_now_ms(), must_change_password=False)
+        return await self._issue(account, self.password_max_age_days, audit, password_hash)
 
     async def _check_password(self, user_id: str, password: str) -> Account:
         fields = await self.client.hgetall(self.keys.account(user_id))
@@ -228,13 +237,25 @@ class AccountStore:
         age_days = (_now_ms() - account.password_set_ms) // DAY_MS
         return int(self.password_max_age_days - age_days)
 
-    async def _issue(self, account: Account, days_left: int) -> Session:
+    async def _issue(
+        self, account: Account, days_left: int, audit: StagedAudit | None,
+        password_hash: str = "",
+    ) -> Session:  # fmt: skip
+        """A new session token, and the action's audit record, in one transaction; with
+        ``password_hash``, the user's own new password, set at the account's
+        ``password_set_ms``."""
         token = secrets.token_urlsafe(32)
         key = self.keys.token(token_digest(token))
         async with self.client.pipeline(transaction=True) as pipe:
+            if password_hash:
+                pipe.hset(self.keys.account(account.user_id),
+                          mapping={"pw": password_hash, "pwat": account.password_set_ms,
+                                   "mc": "0"})  # fmt: skip
             pipe.set(key, account.user_id, ex=self.token_ttl_s)
             pipe.sadd(self.keys.account_tokens(account.user_id), key)
+            stage_in(pipe, self.keys.audit_staged, audit)
             await pipe.execute()
+        staged_after(audit)
         expires = _now_ms() + self.token_ttl_s * 1000
         return Session(token, account, expires, days_left)
 

@@ -40,9 +40,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if not request.user_id or not request.password:
             raise InvalidArgument("user_id", "user_id and password are required")
         who = Identity(request.user_id[:64], origin=str(context.peer() or ""))
-        async with self.center.audited(who, "LOGIN", who.user_id):
+        async with self.center.audited(who, "LOGIN", who.user_id) as audit:
             try:
-                return _reply(await self.accounts.login(request.user_id, request.password))
+                return _reply(await self.accounts.login(request.user_id, request.password, audit))
             except LoginRefused as exc:
                 raise Unauthenticated(str(exc)) from None
 
@@ -51,10 +51,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: upb.ChangePasswordRequest, context: Context
     ) -> upb.LoginReply:
         who = Identity(request.user_id[:64], origin=str(context.peer() or ""))
-        async with self.center.audited(who, "PASSWORD_CHANGE", who.user_id):
+        async with self.center.audited(who, "PASSWORD_CHANGE", who.user_id) as audit:
             try:
                 session = await self.accounts.change_password(
-                    request.user_id, request.old_password, request.new_password
+                    request.user_id, request.old_password, request.new_password, audit
                 )
             except LoginRefused as exc:
                 raise Unauthenticated(str(exc)) from None
@@ -64,7 +64,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Logout(self, request: upb.LogoutRequest, context: Context) -> upb.LogoutReply:
         user = await self.accounts.logout(bearer_token(context))
         if user:
-            await self.center.record_soon(
+            await self.center.record(
                 Identity(user, origin=str(context.peer() or "")), "LOGOUT", user, "OK", {}
             )
         return upb.LogoutReply()

@@ -76,10 +76,10 @@ class BranchServicer(branch_pb2_grpc.BranchServiceServicer):
         identity = await self.auth.identify(context, "BranchService.RequestExtendedHours")
         async with self.center.audited(identity, "HOURS_WINDOW_REQUEST", identity.branch_id,
                                        start_ms=request.start_ms, end_ms=request.end_ms,
-                                       reason=request.reason[:200]):  # fmt: skip
+                                       reason=request.reason[:200]) as audit:  # fmt: skip
             record = await self.center.branches.request_window(
                 identity.branch_id, request.start_ms, request.end_ms, request.reason,
-                identity.user_id,
+                identity.user_id, audit,
             )  # fmt: skip
         return window_to_pb(record)
 
@@ -102,9 +102,9 @@ class BranchServicer(branch_pb2_grpc.BranchServiceServicer):
         if not request.window_id:
             raise InvalidArgument("window_id", "name the window")
         async with self.center.audited(identity, "HOURS_WINDOW_DECIDE", request.window_id,
-                                       approve=int(request.approve)):  # fmt: skip
+                                       approve=int(request.approve)) as audit:  # fmt: skip
             record = await self.center.branches.decide_window(
-                request.window_id, request.approve, identity.user_id, request.note
+                request.window_id, request.approve, identity.user_id, request.note, audit
             )
         return window_to_pb(record)
 

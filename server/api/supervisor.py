@@ -15,7 +15,6 @@ Authenticator's to audit."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
@@ -35,14 +34,13 @@ from server.domain.reasons import NOTE_MAX_CHARS
 from server.errors import AuthqError, FailedPrecondition, InvalidArgument
 from server.images.api import serve_image
 from server.queue_watch import QueueWatch, overview_to_pb
-from server.store.audit import AuditAction, AuditEntry, AuditLog
+from server.store.audit import AuditAction
 from server.store.emergencies import Emergency, EmergencyStore
 from server.store.fallbacks import MAX_LIST
 from server.store.moves import MoveLapsed, MoveStore, PendingMove
 from server.store.queue_store import QueueStore
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-AuditDetails: TypeAlias = dict[str, str | int]
 
 LAPSE = "REPRIORITIZE_LAPSE"
 SYSTEM = Identity(user_id="system", origin="server")
@@ -54,7 +52,6 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         store: QueueStore,
         auth: Authenticator,
         moves: MoveStore,
-        audit: AuditLog,
         center: Center,
         emergencies: EmergencyStore,
         *,
@@ -64,7 +61,6 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         self.store = store
         self.auth = auth
         self.moves = moves
-        self.audit = audit
         self.center = center
         self.emergencies = emergencies
         self.watch = watch
@@ -97,7 +93,7 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         reason = request.reason.strip()
         action = "ACCOUNT_ENABLE" if request.enabled else "ACCOUNT_DISABLE"
         async with self.center.audited(identity, action, user_id[:128] or "-",
-                                       reason=reason[:NOTE_MAX_CHARS]):  # fmt: skip
+                                       reason=reason[:NOTE_MAX_CHARS]) as audit:  # fmt: skip
             if not user_id:
                 raise InvalidArgument("user_id", "required: the authorizer's account id")
             if not request.enabled and not reason:
@@ -111,7 +107,7 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
                     "disable authorizers only; other accounts through authq-admin (R12, R13)"
                 )
             status = Status.ACTIVE if request.enabled else Status.DISABLED
-            account = await self.accounts.set_status(user_id, status)
+            account = await self.accounts.set_status(user_id, status, audit)
         self._changed()
         return spb.AccountStatusReply(user_id=user_id, status=account.status.value)
 
@@ -125,8 +121,8 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
             raise InvalidArgument("reason", "an emergency needs a reason (R8), 1-500 characters")
         branches = list(dict.fromkeys(b.strip() for b in request.branch_ids if b.strip()))
         async with self.center.audited(identity, "EMERGENCY_DECLARE", ",".join(branches) or "*",
-                                       reason=reason):  # fmt: skip
-            emergency = await self.emergencies.declare(reason, branches, identity.user_id)
+                                       reason=reason) as audit:  # fmt: skip
+            emergency = await self.emergencies.declare(reason, branches, identity.user_id, audit)
         self._changed()
         return emergency_to_pb(emergency)
 
@@ -136,9 +132,9 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
     ) -> spb.Emergency:
         identity = await self.auth.identify(context, "SupervisorService.EndEmergency")
         async with self.center.audited(identity, "EMERGENCY_END", request.emergency_id,
-                                       note=request.note[:500]):  # fmt: skip
+                                       note=request.note[:500]) as audit:  # fmt: skip
             emergency = await self.emergencies.end(
-                request.emergency_id, identity.user_id, request.note[:500]
+                request.emergency_id, identity.user_id, request.note[:500], audit
             )
         self._changed()
         return emergency_to_pb(emergency)
@@ -231,17 +227,16 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         await self._sweep()
         reason = request.reason.strip()
         rid = request.request_id
-        async with self._audited(identity, AuditAction.REPRIORITIZE_REQUEST, rid) as details:
-            details["reason"] = reason[:NOTE_MAX_CHARS]
+        async with self.center.audited(identity, AuditAction.REPRIORITIZE_REQUEST, rid[:128],
+                                       reason=reason[:NOTE_MAX_CHARS]) as audit:  # fmt: skip
             convert.check_request_id(rid)
             if not reason:
                 raise InvalidArgument("reason", "required: say why this request should go first")
             if len(reason) > NOTE_MAX_CHARS:
                 raise InvalidArgument("reason", f"at most {NOTE_MAX_CHARS} characters")
-            move, replaced = await self.moves.request(rid, identity.user_id, reason)
-            if replaced is not None:
-                await self._audit_lapse(replaced)
-            details["expires_at_ms"] = move.expires_ms
+            move, _replaced = await self.moves.request(
+                rid, identity.user_id, reason, audit, self._lapse()
+            )
         self._changed()
         return await self._reply(move)
 
@@ -250,20 +245,16 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         identity = await self.auth.identify(context, "SupervisorService.ConfirmMove")
         await self._sweep()
         rid = request.request_id
-        async with self._audited(identity, AuditAction.REPRIORITIZE_CONFIRM, rid) as details:
+        async with self.center.audited(
+            identity, AuditAction.REPRIORITIZE_CONFIRM, rid[:128]
+        ) as audit:
             convert.check_request_id(rid)
             try:
-                confirmed = await self.moves.confirm(rid, identity.user_id)
+                confirmed = await self.moves.confirm(rid, identity.user_id, audit, self._lapse())
             except MoveLapsed as lapsed:
-                if lapsed.first:
-                    await self._audit_lapse(lapsed.move)
+                if lapsed.first:  # its lapse was staged
+                    self.center.staged()
                 raise
-            details.update(
-                requester=confirmed.move.requester,
-                reason=confirmed.move.reason,
-                old_score_us=confirmed.old_score_us,
-                new_score_us=confirmed.new_score_us,
-            )
         self._changed()
         reply = await self._reply(confirmed.move)
         reply.state = spb.MOVE_STATE_CONFIRMED
@@ -298,51 +289,13 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         )
 
     async def _sweep(self) -> None:
-        for move in await self.moves.sweep():
-            await self._audit_lapse(move)
+        if await self.moves.sweep(self._lapse()):  # their lapses were staged
+            self.center.staged()
 
-    async def _audit_lapse(self, move: PendingMove) -> None:
-        await self._audit(
-            SYSTEM,
-            LAPSE,
-            move.request_id,
-            f"LAPSED: not confirmed within {move.window_s:g} s (R6)",
-            {
-                "requester": move.requester,
-                "reason": move.reason,
-                "requested_at_ms": move.created_ms,
-                "expires_at_ms": move.expires_ms,
-            },
-        )
-
-    @contextlib.asynccontextmanager
-    async def _audited(
-        self, identity: Identity, action: str, target: str
-    ) -> AsyncIterator[AuditDetails]:
-        """Audits the block's action once done (outcome OK), or its refusal (outcome
-        the message naming the rule); the block may add details."""
-        details: AuditDetails = {}
-        try:
-            yield details
-        except AuthqError as exc:
-            await self._audit(identity, action, target, str(exc), details)
-            raise
-        await self._audit(identity, action, target, "OK", details)
-
-    async def _audit(
-        self, identity: Identity, action: str, target: str, outcome: str, details: AuditDetails
-    ) -> None:
-        await self.audit.append(
-            AuditEntry(
-                actor=identity.user_id,
-                role=identity.role,
-                origin=identity.origin,
-                action=action,
-                target=target[:128],  # an invalid id may be of any length
-                outcome=outcome[:NOTE_MAX_CHARS],
-                details=details,
-            )
-        )
+    def _lapse(self) -> bytes:
+        """The template of a lapse's audit record, which the script that sees the lapse
+        completes and stages (stage_move_lapse in server/lua/_lib.lua)."""
+        return self.center.stage(SYSTEM, LAPSE, "").body
 
 
 def emergency_to_pb(emergency: Emergency) -> spb.Emergency:

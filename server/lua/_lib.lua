@@ -83,8 +83,20 @@ end
 -- the staging stream's key and the packed record off the END of KEYS and ARGV before
 -- it reads its own, so that its own numbering stays as documented. An empty record:
 -- the caller audits the action itself.
+-- take_audits(n): a script that may stage more than one record (a move that finds an
+-- earlier one lapsed) takes n of them, in the order the caller appended them: the
+-- action's own record first, then templates the script completes (stage_audit's patch).
+local function take_audits(n)
+  local key = table.remove(KEYS)
+  local taken = {}
+  for i = n, 1, -1 do
+    taken[i] = {key = key, body = table.remove(ARGV)}
+  end
+  return taken
+end
+
 local function take_audit()
-  return {key = table.remove(KEYS), body = table.remove(ARGV)}
+  return take_audits(1)[1]
 end
 
 -- Stages the record. ``patch`` fills in what only the script knows (which item a claim
@@ -109,4 +121,18 @@ local function stage_audit(audit, patch)
     end
   end
   redis.call('XADD', audit.key, '*', 'p', cmsgpack.pack(entry))
+end
+
+-- Stages the record of a two-person move that lapsed unconfirmed (R6) from its template
+-- (REPRIORITIZE_LAPSE by the system): whichever script sees the lapse first stages it,
+-- so that each lapse is audited exactly once (server/store/moves.py).
+local function stage_move_lapse(lapse, request_id, rq, rs, cr, ex, now_ms)
+  local window_s = (tonumber(ex) - tonumber(cr)) / 1000
+  stage_audit(lapse, {
+    target = request_id,
+    outcome = string.format('LAPSED: not confirmed within %g s (R6)', window_s),
+    at_ms = now_ms,
+    details = {requester = rq, reason = rs, requested_at_ms = tonumber(cr),
+               expires_at_ms = tonumber(ex)},
+  })
 end

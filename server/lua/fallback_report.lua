@@ -24,6 +24,12 @@
 -- Returns {status, also_submitted (0 or 1), detail, central state ("" = none),
 -- withdrawn now (0 or 1)}: status STORED, DUPLICATE, OUTCOME_ADDED or CONFLICT (detail
 -- says what differs).
+-- Audited (R15): the staging stream and a template of the report's record come after
+-- the keys and arguments above (take_audit, _lib.lua). Each action this step takes is
+-- staged from it, with what the step found: LOCAL_FALLBACK for a new record,
+-- LOCAL_FALLBACK_OUTCOME for an on-site outcome added, LOCAL_FALLBACK_WITHDRAWAL for a
+-- withdrawal on a later upload (a new record's withdrawal is part of its own).
+local audit = take_audit()
 local branch = ARGV[8]
 
 -- The center's request of the same id: live in Redis, or archived (its marker keeps
@@ -76,6 +82,17 @@ if central == 'QUEUED' or central == 'PENDING_ONSITE_REVIEW' or central == 'CLAI
   withdraw()
 end
 
+local function audited(action)
+  stage_audit(audit, {action = action, details = {also_submitted = also,
+    central_state = central or '', withdrew = withdrawn}})
+end
+
+local function withdrawal_audited()
+  if withdrawn == 1 then
+    audited('LOCAL_FALLBACK_WITHDRAWAL')
+  end
+end
+
 local function set_outcome()
   redis.call('HSET', KEYS[1], 'onsite_outcome', ARGV[4], 'onsite_authorizer', ARGV[5],
     'onsite_note', ARGV[6], 'onsite_at', ARGV[7])
@@ -94,6 +111,7 @@ if not held then
   end
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+  audited('LOCAL_FALLBACK')
   return {'STORED', also, '', central or '', withdrawn}
 end
 
@@ -104,11 +122,15 @@ end
 local onsite = redis.call('HMGET', KEYS[1], 'onsite_outcome', 'onsite_authorizer')
 local held_outcome = onsite[1] or ''
 if ARGV[4] == '' or (ARGV[4] == held_outcome and ARGV[5] == onsite[2]) then
+  withdrawal_audited()
   return {'DUPLICATE', also, '', central or '', withdrawn}
 end
 if held_outcome == '' then
   set_outcome()
+  audited('LOCAL_FALLBACK_OUTCOME')
+  withdrawal_audited()
   return {'OUTCOME_ADDED', also, '', central or '', withdrawn}
 end
+withdrawal_audited()
 return {'CONFLICT', also, 'its on-site outcome was reported as ' .. held_outcome ..
   ' by ' .. (onsite[2] or '') .. ' already', central or '', withdrawn}

@@ -14,6 +14,10 @@
 --       | {'NOMOVE'} | {'LAPSED', rq, rs, cr, ex, first} (first: '1' when this call
 --         found the lapse before move_sweep did, so it is to be audited now)
 --       | {'SAME', rq} | {'NOTFOUND'} | {'STATE', state, rq, rs, cr, ex}
+-- Audited (R15): the staging stream, then the action's packed record and the template
+-- of a lapse's, come after the keys and arguments above (take_audits, _lib.lua). The
+-- confirmation's record gains the move and both scores; a lapse seen first is staged.
+local audit, lapse = unpack(take_audits(2))
 local mv = redis.call('HMGET', KEYS[3], 'rq', 'rs', 'cr', 'ex', 'lp')
 if not mv[1] then
   return {'NOMOVE'}
@@ -26,6 +30,7 @@ if tonumber(mv[4]) <= now_ms then
     first = '1'
     redis.call('HSET', KEYS[3], 'lp', '1')
     redis.call('ZREM', KEYS[4], ARGV[1])
+    stage_move_lapse(lapse, ARGV[1], mv[1], mv[2], mv[3], mv[4], now_ms)
   end
   return {'LAPSED', mv[1], mv[2], mv[3], mv[4], first}
 end
@@ -55,4 +60,6 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 record(KEYS[2], KEYS[5], ARGV[4],
   {ARGV[1], version, now_ms, 'REPRIORITIZED', ARGV[2], 'QUEUED', '',
    'moved to the front at the request of ' .. mv[1] .. ': ' .. mv[2], {}, cur[4]})
+stage_audit(audit, {details = {requester = mv[1], reason = mv[2],
+  old_score_us = tonumber(cur[2]), new_score_us = target}})
 return {'OK', version, now_ms, mv[1], mv[2], mv[3], mv[4], cur[2], fmt(target)}

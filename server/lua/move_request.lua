@@ -13,6 +13,10 @@
 --         yet seen (lp unset) was replaced, {rq, rs, cr, ex} of that move (audit it)
 --       | {'NOTFOUND'} | {'STATE', state}
 --       | {'PENDING', requester, reason, created_ms, expires_ms} (one is pending already)
+-- Audited (R15): the staging stream, then the action's packed record and the template
+-- of a lapse's, come after the keys and arguments above (take_audits, _lib.lua). The
+-- request's record gains the deadline; a replaced lapse not yet seen is staged first.
+local audit, lapse = unpack(take_audits(2))
 local st = redis.call('HGET', KEYS[1], 'st')
 if not st then
   return {'NOTFOUND'}
@@ -29,6 +33,7 @@ if old[1] then
   end
   if not old[5] then
     prev = {old[1], old[2], old[3], old[4]}
+    stage_move_lapse(lapse, ARGV[1], old[1], old[2], old[3], old[4], now_ms)
   end
 end
 local expires = now_ms + tonumber(ARGV[4])
@@ -37,4 +42,5 @@ redis.call('HSET', KEYS[2], 'rq', ARGV[2], 'rs', ARGV[3], 'cr', fmt(now_ms),
   'ex', fmt(expires))
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[5]))
 redis.call('ZADD', KEYS[3], fmt(expires), ARGV[1])
+stage_audit(audit, {details = {expires_at_ms = expires}})
 return {'OK', fmt(now_ms), fmt(expires), prev}

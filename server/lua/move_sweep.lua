@@ -5,6 +5,9 @@
 -- KEYS[1] index of pending moves (zset by deadline; also the prefix of the move keys)
 -- ARGV[1] at most this many
 -- Returns a list of {request id, rq, rs, cr, ex} (rq empty if the hash is gone)
+-- Audited (R15): the staging stream and the template of a lapse's record come after the
+-- keys and arguments above (take_audit, _lib.lua); each lapse swept is staged.
+local lapse = take_audit()
 local now_ms = math.floor(now_us() / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
 local swept = {}
@@ -20,6 +23,7 @@ for _, rid in ipairs(due) do
       redis.call('HSET', key, 'lp', '1')
     end
     swept[#swept + 1] = {rid, mv[1] or '', mv[2] or '', mv[3] or '0', mv[4] or '0'}
+    stage_move_lapse(lapse, rid, mv[1] or '', mv[2] or '', mv[3] or '0', mv[4] or '0', now_ms)
   end
 end
 return swept

@@ -8,14 +8,15 @@ server/lua/audit_append.lua stores a batch only if the chain head is still the o
 batch was chained from (compare-and-set); otherwise it returns the new head and we chain
 again. Records live in one Redis stream under the id ``<seq>-0`` and are never trimmed.
 
-Records come from two places. The scripts that do the request's transitions (submit,
-claim, decide...) stage each action's record in the same atomic step as the action,
-in the staging stream (stage_audit in server/lua/_lib.lua): a kill right after the
-action cannot lose its record. Everything else (refusals, logins, retries) is handed to
-append() here. The writer chains both: each batch is the oldest staged records plus
-what was handed over meanwhile, and audit_append.lua takes the staged ones out of the
-staging stream in the step that chains them. A writer that finds records staged by a
-process that died chains them too; so does the next server to start.
+Records come from two places. The server stages every record in the staging stream:
+an action's in the same atomic step as the action (the scripts, stage_audit in
+server/lua/_lib.lua, and the transactions of server/store/staging.py), so that a kill
+right after the action cannot lose it; a refusal's with stage() before the reply. The
+admin tools hand theirs to append() here. The writer chains both: each batch is the
+oldest staged records plus what was handed over meanwhile, and audit_append.lua takes
+the staged ones out of the staging stream in the step that chains them. A writer that
+finds records staged by a process that died chains them too; so does the next server
+to start.
 
 Appends go through a group commit: whatever is queued while one script call is in
 flight goes out as the next batch, so 50 concurrent appends cost a handful of round
@@ -132,10 +133,10 @@ class AuditLog:
         self.max_batch = max_batch
         self.give_up_after_s = give_up_after_s
         # How long the writer waits for more entries before each script call (unless
-        # a full batch is already queued): the server hands records over without
-        # awaiting them (Center.record_soon), so nobody waits on this, and under load
-        # each call carries everything of the last few milliseconds instead of the
-        # two or three records of one round trip.
+        # a full batch is already queued): the server's records are staged in Redis
+        # before its replies (Center.record, the transition scripts), so nobody waits
+        # on this, and under load each call carries everything of the last few
+        # milliseconds instead of the two or three records of one round trip.
         self.linger_s = linger_s
         # Names this writer in the turn key (see audit_append.lua).
         self.writer_id = uuid.uuid4().hex
@@ -184,6 +185,13 @@ class AuditLog:
             self._queue.extend(pending)
             self._start_writer()
         return pending
+
+    async def stage(self, body: bytes) -> None:
+        """Stages one canonical record body (AuditEntry.pack) for the writer to chain,
+        as a script stages its action's: durable once this returns, and in the order
+        of the staging stream (server/store/staging.py)."""
+        await self.client.xadd(self.staged_key, {"b": body})
+        self.kick()
 
     def kick(self) -> None:
         """Says that records were staged (a script did an audited action): the writer

@@ -21,9 +21,11 @@ import redis.asyncio as aioredis
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.policy.enrollment import ENROLLED, Enrollment
 from server.policy.hours import ExtendedWindow
+from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import as_text, field_reader
 from server.store.scripts import load_script
+from server.store.staging import run_audited, stage_in, staged_after
 
 DEFAULT_REGION = "default"
 # A window is for an evening or a weekend morning, not a second schedule.
@@ -136,8 +138,10 @@ class BranchDirectory:
     # -- extended-hours windows (R9) -----------------------------------------------------
 
     async def request_window(
-        self, branch_id: str, start_ms: int, end_ms: int, reason: str, requested_by: str
-    ) -> WindowRecord:
+        self, branch_id: str, start_ms: int, end_ms: int, reason: str, requested_by: str,
+        audit: StagedAudit | None = None,
+    ) -> WindowRecord:  # fmt: skip
+        """``audit``: the HOURS_WINDOW_REQUEST record, staged in the same transaction."""
         now_ms = int(time.time() * 1000)
         if end_ms <= start_ms:
             raise InvalidArgument("end", "an extended-hours window must end after it starts")
@@ -160,19 +164,24 @@ class BranchDirectory:
             pipe.hset(self.keys.window(window_id), mapping=_fields(record))
             pipe.zadd(self.keys.windows_pending, {window_id: start_ms})
             pipe.zadd(self.keys.windows_of(branch_id), {window_id: end_ms})
+            stage_in(pipe, self.keys.audit_staged, audit)
             await pipe.execute()
+        staged_after(audit)
         return record
 
     async def decide_window(
-        self, window_id: str, approve: bool, decided_by: str, note: str
-    ) -> WindowRecord:
+        self, window_id: str, approve: bool, decided_by: str, note: str,
+        audit: StagedAudit | None = None,
+    ) -> WindowRecord:  # fmt: skip
+        """``audit``: the HOURS_WINDOW_DECIDE record, staged with the decision."""
         state = WindowState.APPROVED if approve else WindowState.REFUSED
         if not approve and not note.strip():
             raise InvalidArgument("note", "refusing a window needs a note for the branch")
-        result = await self._decide(
+        result = await run_audited(
+            self._decide, self.keys.audit_staged, audit,
             keys=[self.keys.window(window_id), self.keys.windows_pending],
             args=[window_id, state.value, decided_by, note[:REASON_MAX_CHARS]],
-        )
+        )  # fmt: skip
         status = as_text(result[0])
         if status == "NOTFOUND":
             raise NotFound(f"no extended-hours window {window_id}")

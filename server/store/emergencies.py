@@ -11,9 +11,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from server.errors import FailedPrecondition, NotFound
+from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import as_text, field_reader
 from server.store.scripts import load_script
+from server.store.staging import run_audited
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +40,24 @@ class EmergencyStore:
     def _scopes(self, branch_ids: Sequence[str]) -> list[str]:
         return [self.keys.fallback(b) for b in branch_ids] or [self.keys.fallback(None)]
 
-    async def declare(self, reason: str, branch_ids: Sequence[str], by: str) -> Emergency:
-        result = await self._declare(
+    async def declare(
+        self, reason: str, branch_ids: Sequence[str], by: str, audit: StagedAudit | None = None
+    ) -> Emergency:
+        """``audit``: the EMERGENCY_DECLARE record, staged with the emergency's id."""
+        result = await run_audited(
+            self._declare, self.keys.audit_staged, audit,
             keys=[self.keys.emergency_counter, self.keys.emergencies,
                   *self._scopes(branch_ids)],
             args=[reason, by, ",".join(branch_ids), self.keys.emergency_prefix],
         )  # fmt: skip
-        return Emergency(as_text(result[0]), reason, tuple(branch_ids), by, int(result[1]))
+        return Emergency(as_text(result[1]), reason, tuple(branch_ids), by, int(result[2]))
 
-    async def end(self, emergency_id: str, by: str, note: str) -> Emergency:
+    async def end(
+        self, emergency_id: str, by: str, note: str, audit: StagedAudit | None = None
+    ) -> Emergency:
         current = await self.get(emergency_id)
-        result = await self._end(
+        result = await run_audited(
+            self._end, self.keys.audit_staged, audit,
             keys=[self.keys.emergency(emergency_id), self.keys.emergencies,
                   *self._scopes(current.branch_ids)],
             args=[emergency_id, by, note],

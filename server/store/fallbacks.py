@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from server.store.keys import Keys
 from server.store.queue_reads import as_text, field_reader
 from server.store.scripts import load_script
+from server.store.staging import run_staging
 
 # What one listing returns at most.
 MAX_LIST = 1000
@@ -97,9 +98,10 @@ class Fallback:
             "emergency_id": self.emergency_id,
         }
 
-    def audit_details(self, result: ReportResult) -> dict[str, str | int]:
+    def audit_details(self) -> dict[str, str | int]:
         """Who, what, when, why and the on-site outcome, for the audit trail (R8, R15);
-        the customer's name and account stay in the record (R14)."""
+        the customer's name and account stay in the record (R14). fallback_report.lua
+        adds what it found at the center: also_submitted, central_state, withdrew."""
         return {
             "teller": self.teller_id,
             "branch": self.branch_id,
@@ -114,9 +116,6 @@ class Fallback:
             "onsite_outcome": self.onsite_outcome.value if self.onsite_outcome else "",
             "onsite_authorizer": self.onsite_authorizer,
             "onsite_note": self.onsite_note[:200],
-            "also_submitted": int(result.also_submitted),
-            "central_state": result.central_state,
-            "withdrew": int(result.withdrew),
         }
 
     def digest(self) -> str:
@@ -143,15 +142,19 @@ class FallbackStore:
         self.events_maxlen = events_maxlen
         self._report = load_script(client, "fallback_report")
 
-    async def report(self, fallback: Fallback, reported_by: str) -> ReportResult:
+    async def report(
+        self, fallback: Fallback, reported_by: str, template: bytes = b""
+    ) -> ReportResult:
         """Stores the fallback unless held; adds its on-site outcome if newly known;
         withdraws the center's request of the same id if undecided (the fallback's
-        branch must be its branch)."""
+        branch must be its branch). ``template``: the report's audit record, from
+        which the script stages one record per action it takes."""
         event = fallback.event_fields()
         del event["occurred_at"]  # the script stores it beside the digest
         pairs = [item for name_value in event.items() for item in name_value]
         outcome = fallback.onsite_outcome.value if fallback.onsite_outcome else ""
-        result = await self._report(
+        result = await run_staging(
+            self._report, self.keys.audit_staged, template=template,
             keys=[
                 self.keys.fallback_record(fallback.request_id),
                 self.keys.fallback_index(fallback.branch_id),
@@ -181,7 +184,7 @@ class FallbackStore:
                 "reported_by",
                 reported_by,
             ],
-        )
+        )  # fmt: skip
         return ReportResult(
             fallback.request_id, ReportStatus(as_text(result[0])), int(result[1]) == 1,
             as_text(result[2]), as_text(result[3]), int(result[4]) == 1,

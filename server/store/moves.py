@@ -35,9 +35,11 @@ import redis.asyncio as aioredis
 
 from server.domain.priority import all_classes
 from server.errors import FailedPrecondition, IllegalTransition, NotFound, PermissionDenied
+from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_store import QueueConfig
 from server.store.scripts import load_script
+from server.store.staging import run_audited, run_staging
 
 # A lapsed move is kept this long past its deadline for the sweep to audit it.
 KEEP_LAPSED_MS = 24 * 3600 * 1000
@@ -139,20 +141,27 @@ class MoveStore:
         self._confirm = load_script(client, "move_confirm")
         self._sweep = load_script(client, "move_sweep")
 
-    async def sweep(self, limit: int = SWEEP_LIMIT) -> list[PendingMove]:
-        """Marks and returns the moves that lapsed (each one to exactly one caller)."""
-        swept = await self._sweep(keys=[self.index], args=[limit])
+    async def sweep(self, lapse: bytes = b"", limit: int = SWEEP_LIMIT) -> list[PendingMove]:
+        """Marks and returns the moves that lapsed (each one to exactly one caller), and
+        stages each one's audit record from ``lapse`` (module docstring)."""
+        swept = await run_staging(
+            self._sweep, self.keys.audit_staged, keys=[self.index], args=[limit], template=lapse
+        )
         return [PendingMove.from_reply(_text(item[0]), item[1:]) for item in swept]
 
     async def request(
-        self, request_id: str, requester: str, reason: str
-    ) -> tuple[PendingMove, PendingMove | None]:
+        self, request_id: str, requester: str, reason: str, audit: StagedAudit | None = None,
+        lapse: bytes = b"",
+    ) -> tuple[PendingMove, PendingMove | None]:  # fmt: skip
         """Records a pending move. Returns it and, if one was replaced, the lapsed move
-        it replaced (not yet swept: audit it as a lapse)."""
-        result = await self._request(
+        it replaced (not yet swept: its record was staged from ``lapse``). ``audit``:
+        the request's record, staged with the move's deadline."""
+        result = await run_audited(
+            self._request, self.keys.audit_staged, audit,
             keys=[self.keys.request(request_id), self.keys.move(request_id), self.index],
             args=[request_id, requester, reason, self.window_ms, self.keep_lapsed_ms],
-        )
+            templates=[lapse],
+        )  # fmt: skip
         status = _text(result[0])
         if status == "NOTFOUND":
             raise NotFound(f"no request with request_id {request_id}")
@@ -164,11 +173,16 @@ class MoveStore:
         replaced = PendingMove.from_reply(request_id, result[3]) if result[3] else None
         return move, replaced
 
-    async def confirm(self, request_id: str, confirmer: str) -> ConfirmedMove:
+    async def confirm(
+        self, request_id: str, confirmer: str, audit: StagedAudit | None = None,
+        lapse: bytes = b"",
+    ) -> ConfirmedMove:  # fmt: skip
         """Moves the request to the front (see the module docstring), or raises
         FailedPrecondition (none pending), MoveLapsed, SameRequester or
-        MoveNotWaiting."""
-        result = await self._confirm(
+        MoveNotWaiting. ``audit``: the confirmation's record, staged with the move and
+        both scores; a lapse this call sees first is staged from ``lapse``."""
+        result = await run_audited(
+            self._confirm, self.keys.audit_staged, audit,
             keys=[
                 self.keys.request(request_id),
                 self.keys.history(request_id),
@@ -178,7 +192,8 @@ class MoveStore:
                 self.keys.lanes,
             ],
             args=[request_id, confirmer, self.max_head_start_us, self.events_maxlen],
-        )
+            templates=[lapse],
+        )  # fmt: skip
         status = _text(result[0])
         if status == "NOMOVE":
             raise FailedPrecondition(

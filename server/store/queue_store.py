@@ -25,6 +25,7 @@ from server.errors import (
     OnsiteFallbackRequired,
     PermissionDenied,
 )
+from server.store import staging
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import QueueReads, as_text
@@ -116,7 +117,7 @@ class QueueStore(QueueReads):
             "1" if onsite_review else "0",
             local_minor,
         ]
-        self._audit_tail(keys, args, audit)
+        staging.audit_tail(keys, args, self.keys.audit_staged, audit)
         return keys, args
 
     async def submit(
@@ -131,7 +132,7 @@ class QueueStore(QueueReads):
         rid = submission.request_id
         keys, args = self.submit_call(submission, onsite_review, local_minor, audit)
         result = await self.scripts.submit(keys=keys, args=args)
-        self._settle(audit, result)
+        staging.settle(audit, result)
         status = as_text(result[0])
         if status == "FALLBACK":
             raise OnsiteFallbackRequired(as_text(result[1]))
@@ -424,23 +425,9 @@ class QueueStore(QueueReads):
     async def run_audited(
         self, script: ScriptCall, audit: StagedAudit | None, keys: list[str], args: list[Any]
     ) -> list[Any]:
-        """Runs a script that stages its action's audit record (take_audit, _lib.lua):
-        the staging stream and the record go last. ``audit.staged`` says whether the
-        script did the action, and so staged the record."""
-        self._audit_tail(keys, args, audit)
-        result: list[Any] = await script(keys=keys, args=args)
-        self._settle(audit, result)
-        return result
-
-    def _audit_tail(self, keys: list[str], args: list[Any], audit: StagedAudit | None) -> None:
-        keys.append(self.keys.audit_staged)
-        args.append(audit.body if audit is not None else b"")
-
-    @staticmethod
-    def _settle(audit: StagedAudit | None, result: list[Any]) -> None:
-        # Each audited script stages its record exactly where it answers OK.
-        if audit is not None and as_text(result[0]) == "OK":
-            audit.staged = True
+        """Runs a script that stages its action's audit record (server/store/staging.py);
+        ``audit.staged`` says whether the script did the action, and so staged it."""
+        return await staging.run_audited(script, self.keys.audit_staged, audit, keys, args)
 
     async def set_away(self, authorizer_id: str, away: bool) -> None:
         if away:

@@ -1,0 +1,72 @@
+"""Doing an action and staging its audit record (R15) in one atomic Redis step.
+
+A Lua script takes the staging stream's key and the packed records off the end of its
+KEYS and ARGV (take_audit, take_audits in server/lua/_lib.lua) and stages the action's
+record where it answers OK; a MULTI/EXEC transaction adds the XADD itself. Either way
+an action done is an action audited, even if the server dies the moment after: the
+audit writer chains what is staged (server/store/audit.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio.client import Pipeline
+
+from server.store.audit_records import StagedAudit
+from server.store.queue_reads import as_text
+from server.store.scripts import ScriptCall
+
+
+def audit_tail(
+    keys: list[str], args: list[Any], staged_key: str, audit: StagedAudit | None,
+    templates: Sequence[bytes] = (),
+) -> None:  # fmt: skip
+    """Appends what take_audit(s) takes: the staging stream, the action's record (empty:
+    none), then any templates the script completes and stages as it finds need."""
+    keys.append(staged_key)
+    args.append(audit.body if audit is not None else b"")
+    args.extend(templates)
+
+
+def settle(audit: StagedAudit | None, result: list[Any]) -> None:
+    """Marks the record staged if the script did the action: each audited script
+    stages its record exactly where it answers OK."""
+    if audit is not None and as_text(result[0]) == "OK":
+        audit.staged = True
+
+
+async def run_audited(
+    script: ScriptCall, staged_key: str, audit: StagedAudit | None, keys: list[str],
+    args: list[Any], templates: Sequence[bytes] = (),
+) -> list[Any]:  # fmt: skip
+    """Runs a script that stages its action's audit record; ``audit.staged`` then says
+    whether it did the action."""
+    audit_tail(keys, args, staged_key, audit, templates)
+    result: list[Any] = await script(keys=keys, args=args)
+    settle(audit, result)
+    return result
+
+
+async def run_staging(
+    script: ScriptCall, staged_key: str, keys: list[str], args: list[Any], template: bytes
+) -> Any:
+    """Runs a script that stages records only from a template it completes, as many as
+    it finds actions (lapses swept, a fallback report's steps); the caller kicks the
+    audit writer. An empty template: nothing to stage (no audit trail)."""
+    keys.append(staged_key)
+    args.append(template)
+    return await script(keys=keys, args=args)
+
+
+def stage_in(pipe: Pipeline, staged_key: str, audit: StagedAudit | None) -> None:
+    """Stages the record inside a MULTI/EXEC transaction that does the action; call
+    ``audit.staged = True`` once the transaction has run (staged_after)."""
+    if audit is not None and audit.body:
+        pipe.xadd(staged_key, {"b": audit.body})
+
+
+def staged_after(audit: StagedAudit | None) -> None:
+    """The transaction with stage_in ran: its record is staged (if it had one)."""
+    if audit is not None and audit.body:
+        audit.staged = True
