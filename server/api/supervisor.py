@@ -234,9 +234,7 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
                 raise InvalidArgument("reason", "required: say why this request should go first")
             if len(reason) > NOTE_MAX_CHARS:
                 raise InvalidArgument("reason", f"at most {NOTE_MAX_CHARS} characters")
-            move, _replaced = await self.moves.request(
-                rid, identity.user_id, reason, audit, self._lapse()
-            )
+            move = await self.moves.request(rid, identity.user_id, reason, audit, self._lapse())
         self._changed()
         return await self._reply(move)
 

@@ -9,8 +9,7 @@
 -- the index scores it by ex so that lapsed moves are found (move_sweep). Its Redis
 -- TTL (window + keep) only collects garbage: ex is what decides that a move lapsed.
 -- A lapsed move (ex passed; lp set once move_sweep or move_confirm saw it) is replaced.
--- Returns {'OK', created_ms, expires_ms, prev}: prev is {} or, when a lapsed move not
---         yet seen (lp unset) was replaced, {rq, rs, cr, ex} of that move (audit it)
+-- Returns {'OK', created_ms, expires_ms}
 --       | {'NOTFOUND'} | {'STATE', state}
 --       | {'PENDING', requester, reason, created_ms, expires_ms} (one is pending already)
 -- Audited (R15): the staging stream, then the action's packed record and the template
@@ -26,13 +25,11 @@ if st ~= 'QUEUED' then
 end
 local now_ms = math.floor(now_us() / 1000)
 local old = redis.call('HMGET', KEYS[2], 'rq', 'rs', 'cr', 'ex', 'lp')
-local prev = {}
 if old[1] then
   if tonumber(old[4]) > now_ms then
     return {'PENDING', old[1], old[2], old[3], old[4]}
   end
-  if not old[5] then
-    prev = {old[1], old[2], old[3], old[4]}
+  if not old[5] then  -- a lapse no step has seen yet: this one stages it
     stage_move_lapse(lapse, ARGV[1], old[1], old[2], old[3], old[4], now_ms)
   end
 end
@@ -43,4 +40,4 @@ redis.call('HSET', KEYS[2], 'rq', ARGV[2], 'rs', ARGV[3], 'cr', fmt(now_ms),
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[5]))
 redis.call('ZADD', KEYS[3], fmt(expires), ARGV[1])
 stage_audit(audit, {details = {expires_at_ms = expires}})
-return {'OK', fmt(now_ms), fmt(expires), prev}
+return {'OK', fmt(now_ms), fmt(expires)}

@@ -15,7 +15,8 @@ the request change place. Until then the move is pending:
 A move *lapses* when ``ex`` has passed: confirming it is refused ("lapsed after N s").
 Whichever sees the lapse first (move_sweep.lua, run before every move call by the
 servicer, or a confirmation, or a new request replacing it) marks it ``lp`` and
-reports it, so that each lapse is audited exactly once across server processes. The
+stages its audit record in the same step (stage_move_lapse in server/lua/_lib.lua),
+so that each lapse is audited exactly once across server processes. The
 hash carries a Redis TTL of ``window + keep_lapsed_ms``: garbage collection only, long
 enough for a late confirmation to be told that the move lapsed.
 
@@ -152,10 +153,10 @@ class MoveStore:
     async def request(
         self, request_id: str, requester: str, reason: str, audit: StagedAudit | None = None,
         lapse: bytes = b"",
-    ) -> tuple[PendingMove, PendingMove | None]:  # fmt: skip
-        """Records a pending move. Returns it and, if one was replaced, the lapsed move
-        it replaced (not yet swept: its record was staged from ``lapse``). ``audit``:
-        the request's record, staged with the move's deadline."""
+    ) -> PendingMove:  # fmt: skip
+        """Records a pending move and returns it. A lapsed move it replaces that no step
+        had seen yet has its lapse staged from ``lapse``; ``audit``: the request's
+        record, staged with the move's deadline."""
         result = await run_audited(
             self._request, self.keys.audit_staged, audit,
             keys=[self.keys.request(request_id), self.keys.move(request_id), self.index],
@@ -169,9 +170,7 @@ class MoveStore:
             raise MoveNotWaiting(request_id, _text(result[1]))
         if status == "PENDING":
             raise MovePending(PendingMove.from_reply(request_id, result[1:]))
-        move = PendingMove(request_id, requester, reason, int(result[1]), int(result[2]))
-        replaced = PendingMove.from_reply(request_id, result[3]) if result[3] else None
-        return move, replaced
+        return PendingMove(request_id, requester, reason, int(result[1]), int(result[2]))
 
     async def confirm(
         self, request_id: str, confirmer: str, audit: StagedAudit | None = None,
