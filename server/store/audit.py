@@ -159,11 +159,6 @@ class AuditLog:
         (item,) = self._enqueue([entry])
         return await item.future
 
-    def append_soon(self, entry: AuditEntry) -> asyncio.Future[AuditRecord]:
-        """Queues one record and returns its future without waiting (no task needed)."""
-        (item,) = self._enqueue([entry])
-        return item.future
-
     async def append_many(self, entries: Iterable[AuditEntry]) -> list[AuditRecord]:
         """Appends the entries in order as consecutive records (nothing interleaves),
         up to max_batch per script call."""

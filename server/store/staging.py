@@ -54,8 +54,7 @@ async def run_staging(
     """Runs a script that stages records only from a template it completes, as many as
     it finds actions (lapses swept, a fallback report's steps); the caller kicks the
     audit writer. An empty template: nothing to stage (no audit trail)."""
-    keys.append(staged_key)
-    args.append(template)
+    audit_tail(keys, args, staged_key, StagedAudit(template))
     return await script(keys=keys, args=args)
 
 
