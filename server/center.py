@@ -51,6 +51,7 @@ from server.policy.reloadable import PolicyHolder
 from server.store.audit import (
     MAX_BODY_BYTES,
     OUTCOME_OK,
+    OUTCOME_REPEAT,
     AuditEntry,
     AuditLog,
 )
@@ -149,6 +150,8 @@ class Center:
             raise
         if audit.staged:
             self.staged()
+        elif audit.repeat:  # a retry: its action has its record already (R15)
+            await self.record(identity, action, target, OUTCOME_REPEAT, details)
         elif audit.body:
             await self._stage(audit.body, action, target)
         else:  # no trail (a no-op), or too large to keep (logged)

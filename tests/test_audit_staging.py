@@ -62,7 +62,8 @@ async def test_a_transition_stages_its_record_and_a_refusal_stages_none(
     assert submitted.staged
     retried = staged_audit("SUBMIT", "stage-1")
     await store.submit(submission("stage-1"), audit=retried)
-    assert not retried.staged  # nothing happened in Redis: the caller records the retry
+    assert not retried.staged
+    assert retried.repeat
 
     # A claim's record is completed by the script: which item, its token, its time.
     claim = await store.claim("auth-1", audit=staged_audit("CLAIM", actor="auth-1"))

@@ -8,6 +8,7 @@ import pytest
 
 from authorizer_console.client import AuthorizerClient
 from server.accounts.model import Role
+from server.store.audit import OUTCOME_OK, OUTCOME_REPEAT
 from teller_client.client import TellerClient
 from tests.conftest import PASSWORD, RunningServer
 from tests.helpers import request, standard_images
@@ -42,6 +43,33 @@ async def test_actions_and_refusals_are_audited(server: RunningServer) -> None:
     )
     assert "reason_code" in refused.outcome
     assert (await audit.verify()).ok
+
+
+async def test_a_retried_call_is_audited_as_a_repeat_not_as_a_second_action(
+    server: RunningServer,
+) -> None:
+    # A client that lost the reply sends the same call again: the scripts answer it
+    # from what was done (submits and decisions are idempotent), and the trail shows
+    # the retry without a second action done (R15), so nothing counts it twice.
+    req = request()
+    async with server.teller() as teller, server.authorizer("auth-9") as authorizer:
+        first = await teller.submit(req)
+        again = await teller.submit(req)
+        assert again.duplicate
+        assert again.request.request_id == first.request.request_id
+        rid = first.request.request_id
+        offer = await authorizer.next(timeout=5)
+        await authorizer.decide(rid, offer.lease.fencing_token, "approve")
+        await authorizer.decide(rid, offer.lease.fencing_token, "approve")
+    await server.runtime.center.flush_audit()
+    trail = [(r.entry.action, r.entry.outcome) async for r in server.runtime.audit.read()
+             if r.entry.target == rid and r.entry.action in ("SUBMIT", "DECIDE")]  # fmt: skip
+    assert trail == [
+        ("SUBMIT", OUTCOME_OK),
+        ("SUBMIT", OUTCOME_REPEAT),
+        ("DECIDE", OUTCOME_OK),
+        ("DECIDE", OUTCOME_REPEAT),
+    ]
 
 
 async def test_a_call_outside_ones_role_is_refused_and_audited(server: RunningServer) -> None:

@@ -21,6 +21,9 @@ _DOMAIN = b"authq-audit-v1\n"
 # A record is kept forever: the details are a small map, not a place for documents.
 MAX_BODY_BYTES = 16 * 1024
 OUTCOME_OK = "OK"
+# A retried call (same request id, same content) that found its action already done:
+# recorded, so the trail shows every call, but not as a second action done.
+OUTCOME_REPEAT = "REPEAT: already done by an earlier call; nothing changed"
 
 DetailValue = str | int | float | bool | None
 # A stream entry's fields as redis-py returns them (bytes keys and values).
@@ -155,10 +158,13 @@ class StagedAudit:
     """An action's audit record, handed to the script that does the action so that it
     stages the record in the same step (stage_audit in server/lua/_lib.lua): a kill
     right after the action cannot lose it. ``staged``: the script did the action and
-    staged the record; if it stays False, the caller records the outcome itself."""
+    staged the record; if it stays False, the caller records the outcome itself.
+    ``repeat``: the script found the action already done by an earlier call (a retry
+    after a lost reply) and changed nothing."""
 
     body: bytes
     staged: bool = False
+    repeat: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,15 @@ def audit_tail(
 
 def settle(audit: StagedAudit | None, result: list[Any]) -> None:
     """Marks the record staged if the script did the action: each audited script
-    stages its record exactly where it answers OK."""
-    if audit is not None and as_text(result[0]) == "OK":
+    stages its record exactly where it answers OK. A script that answers DUP found the
+    action done by an earlier call: the caller records the retry as a repeat."""
+    if audit is None:
+        return
+    status = as_text(result[0])
+    if status == "OK":
         audit.staged = True
+    elif status == "DUP":
+        audit.repeat = True
 
 
 async def run_audited(
