@@ -16,6 +16,7 @@ from authq.v1 import branch_pb2 as bpb
 from authq.v1 import branch_pb2_grpc
 
 from server.accounts.model import Role
+from server.accounts.store import token_digest
 from server.domain.records import Submission
 from server.domain.states import Outcome
 from server.errors import LeaseLost
@@ -268,6 +269,27 @@ async def test_every_audited_action_and_refusal_is_in_redis_before_its_reply(
     ]
     assert await redis_len(server, log.staged_key) == 0
     assert (await log.verify()).ok
+
+
+async def test_a_logout_ends_its_token_and_stages_its_record_in_one_step(
+    server: RunningServer,
+) -> None:
+    log = server.runtime.audit
+    keys = server.runtime.store.keys
+    client = server.runtime.store.client
+    async with server.teller() as teller:
+        token = teller.token
+        await teller.logout()
+        # Read the moment the reply arrives: the script named the user from the token.
+        logouts = [e for e in await _in_redis(log) if e.action == "LOGOUT"]
+        assert [(e.actor, e.target, e.outcome) for e in logouts] == [("teller-1", "teller-1", "OK")]
+        assert logouts[0].origin.startswith("ipv4:127.0.0.1")
+        assert not await client.exists(keys.token(token_digest(token)))
+        assert await client.scard(keys.account_tokens("teller-1")) == 0
+        # The same token again ends nothing, and so records nothing.
+        teller.token = token
+        await teller.logout()
+    assert len([e for e in await _in_redis(log) if e.action == "LOGOUT"]) == 1
 
 
 async def redis_len(server: RunningServer, key: str) -> int:

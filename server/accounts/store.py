@@ -22,7 +22,7 @@ from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, No
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.scripts import load_script
-from server.store.staging import stage_in, staged_after
+from server.store.staging import run_audited, stage_in, staged_after
 
 DAY_MS = 86_400_000
 
@@ -66,6 +66,7 @@ class AccountStore:
         self.token_ttl_s = token_ttl_s
         self.password_max_age_days = password_max_age_days
         self._authenticate = load_script(client, "authenticate")
+        self._logout = load_script(client, "logout")
 
     # -- branches ------------------------------------------------------------------
 
@@ -259,14 +260,14 @@ class AccountStore:
         expires = _now_ms() + self.token_ttl_s * 1000
         return Session(token, account, expires, days_left)
 
-    async def logout(self, token: str) -> str:
-        """Ends the token; returns whose it was ('' for an unknown one)."""
-        key = self.keys.token(token_digest(token))
-        user = await self.client.getdel(key)
-        if user is None:
-            return ""
-        await self.client.srem(self.keys.account_tokens(_text(user)), key)
-        return _text(user)
+    async def logout(self, token: str, audit: StagedAudit | None = None) -> str:
+        """Ends the token; returns whose it was ('' for an unknown one). ``audit``: the
+        logout's record without its user, whom the script names and stages it for in
+        the same step (R15)."""
+        keys = [self.keys.token(token_digest(token))]
+        args: list[Any] = [self.keys.account_tokens("")]
+        result = await run_audited(self._logout, self.keys.audit_staged, audit, keys, args)
+        return _text(result[1]) if _text(result[0]) == "OK" else ""
 
     async def authenticate(self, token: str) -> Account | None:
         """The active account holding a valid token, or None."""
