@@ -22,6 +22,8 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 
 from teller_client.client import TellerClient
 from teller_client.journal import (
+    DAY_MS,
+    DEFAULT_KEEP_DAYS,
     OUTCOMES,
     FallbackEvent,
     Journal,
@@ -53,6 +55,15 @@ def add_fallback_commands(
         help="the local fallback journal (env AUTHQ_JOURNAL; default "
         "STATE_DIR/fallback-journal.jsonl)",
     )
+    parser.add_argument(
+        "--journal-keep-days",
+        type=_days,
+        default=os.environ.get("AUTHQ_JOURNAL_KEEP_DAYS", DEFAULT_KEEP_DAYS),
+        metavar="DAYS",
+        help="how long a fallback the center holds in full stays in the journal before "
+        "its customer data leaves the workstation (R14; env AUTHQ_JOURNAL_KEEP_DAYS; "
+        f"default {DEFAULT_KEEP_DAYS}; 0: as soon as it is settled)",
+    )
     fallback = commands.add_parser(
         "fallback", help="local fallbacks (R8): list, record the on-site decision, upload"
     )
@@ -67,6 +78,16 @@ def add_fallback_commands(
     record.add_argument("--outcome", required=True, choices=OUTCOMES)
     record.add_argument("--note", default="")
     actions.add_parser("sync", help="upload the pending fallbacks to the center now")
+
+
+def _days(text: str | int) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError("days cannot be negative")
+    return days
 
 
 def journal_of(args: argparse.Namespace) -> Journal:
@@ -244,6 +265,7 @@ async def sync_quietly(client: TellerClient, args: argparse.Namespace) -> None:
     A failure here never stops the command; the next one tries again."""
     journal = journal_of(args)
     if not journal.pending(args.user):
+        compact(journal, args)
         return
     try:
         report = await sync(client, journal, args.user)
@@ -255,6 +277,23 @@ async def sync_quietly(client: TellerClient, args: argparse.Namespace) -> None:
         print(f"authq-teller: {report.uploaded} local fallback record(s) reported to the center",
               file=sys.stderr, flush=True)  # fmt: skip
     _tell(report)
+    compact(journal, args)
+
+
+def compact(journal: Journal, args: argparse.Namespace) -> None:
+    """Drops the fallbacks the center has held in full for ``--journal-keep-days``
+    (R14). A failure never stops the command: the next one tries again."""
+    keep_days: int = args.journal_keep_days
+    try:
+        dropped = journal.compact(now_ms() - keep_days * DAY_MS)
+    except OSError as exc:
+        print(f"authq-teller: the journal {journal.path} was not compacted: {exc}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return
+    if dropped:
+        print(f"authq-teller: {dropped} settled fallback(s) dropped from {journal.path}: the "
+              f"center has held them in full for {keep_days} day(s) or more",
+              file=sys.stderr, flush=True)  # fmt: skip
 
 
 async def sync_command(client: TellerClient, args: argparse.Namespace) -> int:
@@ -267,6 +306,7 @@ async def sync_command(client: TellerClient, args: argparse.Namespace) -> int:
 
     report = await sync(client, journal, args.user, progress)
     _tell(report)
+    compact(journal, args)
     if args.json:
         print(json.dumps(asdict(report), ensure_ascii=False))
     return 1 if report.refused else 0

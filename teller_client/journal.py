@@ -14,10 +14,15 @@ Lines (``type``):
     uploaded   the center holds it (``outcome``: the on-site outcome it held then)
     refused    the center refused it (``reason``); not retried until something changes
 
-The journal holds customers' data (R14): it is created readable by its owner only."""
+The journal holds customers' data (R14): it is created readable by its owner only, and
+a fallback the center holds in full leaves it once it has been settled for a while
+(compact): the center keeps it permanently (R15), the workstation need not. Compaction
+is the one rewrite: a new file with the lines that stay, renamed over the old one under
+the same lock as the appends."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -30,6 +35,12 @@ from typing import Any
 JOURNAL_NAME = "fallback-journal.jsonl"
 CAUSES = ("CENTER_UNREACHABLE", "EMERGENCY")
 OUTCOMES = ("APPROVED", "REJECTED")
+# What the center answered for a record it now holds as the workstation sent it
+# (CONFLICT: it holds it otherwise, and the branch's copy stays for the reconciling).
+HELD = ("STORED", "DUPLICATE", "OUTCOME_ADDED")
+# How long a settled fallback stays in the journal (``fallback list`` shows it).
+DEFAULT_KEEP_DAYS = 7
+DAY_MS = 86_400_000
 
 
 class JournalError(ValueError):
@@ -92,6 +103,17 @@ class JournalEntry:
     def pending(self) -> bool:
         """Not uploaded yet, or its on-site outcome is newer than the last upload."""
         return self.sent_outcome != self.outcome
+
+    @property
+    def settled(self) -> bool:
+        """The center holds it in full: its on-site outcome uploaded and taken as sent.
+        Nothing about it is left for the workstation to send or anyone to act on."""
+        return (
+            self.onsite is not None
+            and not self.pending
+            and not self.refused
+            and self.server_status in HELD
+        )
 
     @property
     def state(self) -> str:
@@ -164,12 +186,7 @@ class Journal:
 
     def _append(self, line: dict[str, Any]) -> None:
         data = (json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n").encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            # Two commands of one workstation may append at once.
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._locked() as fd:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # end a line torn by a crash; never extend it
@@ -177,15 +194,73 @@ class Journal:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+
+    def compact(self, settled_before_ms: int) -> int:
+        """Drops every fallback settled (JournalEntry.settled) with its last upload
+        before ``settled_before_ms``, and lines no one can read (torn by a crash);
+        returns how many fallbacks left. The lines that stay are kept byte for byte."""
+        with self._locked():
+            entries = self.entries()
+            gone = {
+                rid
+                for rid, entry in entries.items()
+                if entry.settled and entry.sent_at_ms < settled_before_ms
+            }
+            kept: list[bytes] = []
+            torn = 0
+            for raw, line in self._raw_lines():
+                rid = line.get("request_id") if line is not None else None
+                if not isinstance(rid, str) or rid not in entries:
+                    torn += 1
+                elif rid not in gone:
+                    kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
+            if gone or torn:
+                self._replace(b"".join(kept))
+        return len(gone)
+
+    def _replace(self, data: bytes) -> None:
+        """Writes ``data`` as the journal: a new file, fsynced, renamed over the old."""
+        fresh = self.path.with_name(self.path.name + ".compacting")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
         finally:
             os.close(fd)
-        if created:
-            # The new file's directory entry must be durable too.
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        os.replace(fresh, self.path)
+        self._sync_dir()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        """The journal's file, open for appending and locked: two commands of one
+        workstation may write at once. A file compaction replaced while this waited
+        for the lock is let go, and the new one taken."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.fsync(dir_fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    current = False
+                if current:
+                    if created:
+                        self._sync_dir()  # the new file's directory entry is durable too
+                    yield fd
+                    return
             finally:
-                os.close(dir_fd)
+                os.close(fd)
+
+    def _sync_dir(self) -> None:
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     # -- reading -------------------------------------------------------------------
 
@@ -206,6 +281,11 @@ class Journal:
         ]
 
     def _lines(self) -> Iterator[dict[str, Any] | None]:
+        for _, line in self._raw_lines():
+            yield line
+
+    def _raw_lines(self) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+        """Each non-blank line as written, and what it reads as (None: unreadable)."""
         try:
             handle = self.path.open("rb")
         except FileNotFoundError:
@@ -217,9 +297,9 @@ class Journal:
                 try:
                     line = json.loads(raw)
                 except ValueError:
-                    yield None
+                    yield raw, None
                     continue
-                yield line if isinstance(line, dict) else None
+                yield raw, line if isinstance(line, dict) else None
 
     def _fold(self) -> _Fold:
         fold = _Fold()

@@ -136,6 +136,22 @@ async def test_unreachable_center_is_journaled_then_reported_once(
     local = [a for a in await audit_actions(server) if a[0].startswith("LOCAL_FALLBACK")]
     assert local == [("LOCAL_FALLBACK", "fb-unreach-0001", "OK")]
 
+    # Settled, it stays for --journal-keep-days (7 by default); with none to keep, the
+    # next command that reaches the center drops its customer data (R14).
+    assert "dropped" not in err
+    code, _, err = await cli(
+        "teller_client.cli", "--server", server.target, *me, "--journal-keep-days", "0", "login"
+    )
+    assert code == 0, err
+    assert f"1 settled fallback(s) dropped from {journal_path}" in err
+    assert Journal(journal_path).entries() == {}
+    assert b"6222020200001234" not in journal_path.read_bytes()
+    code, _, err = await cli(
+        "teller_client.cli", "--server", server.target, *me, "--journal-keep-days", "-1", "login"
+    )
+    assert code == 2
+    assert "days cannot be negative" in err
+
 
 async def test_emergency_answer_is_journaled_and_its_outcome_follows(
     server: RunningServer, tmp_path: Path

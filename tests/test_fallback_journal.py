@@ -1,0 +1,117 @@
+"""The workstation's fallback journal lets go of customers' data (R14) once the center
+holds a fallback in full: compaction drops what is settled and old enough, keeps the
+rest byte for byte, and never loses a line appended while it runs."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teller_client import journal as journal_module
+from teller_client.journal import DAY_MS, FallbackEvent, Journal, OnsiteDecision
+
+NOW_MS = 1_800_000_000_000
+
+
+def event(request_id: str) -> FallbackEvent:
+    return FallbackEvent(request_id, "teller-1", "branch-1", 1, "CENTER_UNREACHABLE",
+                         {"account": "6222020200001234", "customerName": "Zhang San"},
+                         status_code="UNAVAILABLE")  # fmt: skip
+
+
+def decided(journal: Journal, request_id: str) -> None:
+    journal.record_fallback(event(request_id))
+    journal.record_onsite(request_id, OnsiteDecision("senior-7", "APPROVED", "", 2))
+
+
+def uploaded(journal: Journal, request_id: str, status: str = "STORED") -> None:
+    journal.mark_uploaded(journal.entries()[request_id], status)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    now = [NOW_MS - 10 * DAY_MS]
+    monkeypatch.setattr(journal_module, "now_ms", lambda: now[0])
+    return now
+
+
+def test_only_what_the_center_holds_in_full_and_long_enough_leaves(
+    tmp_path: Path, clock: list[int]
+) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    decided(journal, "fb-settled-old")
+    uploaded(journal, "fb-settled-old")
+    decided(journal, "fb-duplicate-old")
+    uploaded(journal, "fb-duplicate-old", "DUPLICATE")
+    journal.record_fallback(event("fb-no-outcome"))  # uploaded, its outcome still to come
+    uploaded(journal, "fb-no-outcome")
+    decided(journal, "fb-conflict")  # the center holds it otherwise: for the reconciling
+    uploaded(journal, "fb-conflict", "CONFLICT")
+    decided(journal, "fb-refused")
+    journal.mark_refused(journal.entries()["fb-refused"], "records[0].transaction.account")
+    decided(journal, "fb-pending")
+    clock[0] = NOW_MS - DAY_MS
+    decided(journal, "fb-settled-new")
+    uploaded(journal, "fb-settled-new")
+    with journal.path.open("ab") as handle:
+        handle.write(b'{"type": "fallback", "request_id": "fb-to')  # a crash mid-write
+    staying = ("fb-no-outcome", "fb-conflict", "fb-refused", "fb-pending", "fb-settled-new")
+    lines_before = journal.path.read_bytes().splitlines(keepends=True)
+    before = journal.entries()
+
+    assert journal.compact(NOW_MS - 7 * DAY_MS) == 2
+    after = journal.entries()
+    assert list(after) == list(staying)
+    assert after == {rid: before[rid] for rid in staying}
+    assert journal.torn_lines() == 0
+    # What stays is kept as written; nothing of the customers' data that left remains.
+    text = journal.path.read_bytes()
+    assert text.splitlines(keepends=True) == [
+        line for line in lines_before if any(f'"{rid}"'.encode() in line for rid in staying)
+    ]
+    assert b"fb-settled-old" not in text
+    assert b"fb-duplicate-old" not in text
+    assert journal.path.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob("*.compacting"))
+
+    # Nothing more to drop: the file is left alone; appends go on as before.
+    inode = journal.path.stat().st_ino
+    assert journal.compact(NOW_MS - 7 * DAY_MS) == 0
+    assert journal.path.stat().st_ino == inode
+    journal.record_onsite("fb-no-outcome", OnsiteDecision("senior-7", "REJECTED", "", 3))
+    assert journal.entries()["fb-no-outcome"].pending
+    assert journal.compact(NOW_MS) == 1  # fb-settled-new, with no days to keep
+
+
+def test_an_append_waiting_on_a_compaction_lands_in_the_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    decided(journal, "fb-settled")
+    uploaded(journal, "fb-settled")
+    waiting = threading.Event()
+    real_flock = fcntl.flock
+
+    class Flock:
+        # fcntl as the journal sees it: says when the appender waits for the lock.
+        def __getattr__(self, name: str) -> Any:
+            return getattr(fcntl, name)
+
+        @staticmethod
+        def flock(fd: int, operation: int) -> None:
+            if threading.current_thread() is not threading.main_thread():
+                waiting.set()
+            real_flock(fd, operation)
+
+    monkeypatch.setattr(journal_module, "fcntl", Flock())
+    appender = threading.Thread(target=journal.record_fallback, args=(event("fb-new"),))
+    with journal._locked():  # the compaction's turn: it holds the lock...
+        appender.start()
+        assert waiting.wait(10)  # ...while the appender, with the old file open, waits
+        journal._replace(b"")  # the compaction's new file, which drops fb-settled
+    appender.join(10)
+    assert list(journal.entries()) == ["fb-new"]
