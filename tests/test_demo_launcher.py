@@ -47,6 +47,13 @@ def launcher_args(tmp_path: Path, console: list[str], *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _hear_ctrl_c() -> None:
+    # A suite started in the background (`cmd &` without job control) ignores SIGINT,
+    # and so would every child: Python then installs no Ctrl-C handler at all. The
+    # launcher is started as from a terminal, which is what the Ctrl-C tests are about.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Launcher:
     """The launcher as a process, its output in a file read while it runs."""
 
@@ -54,8 +61,9 @@ class Launcher:
         self.out = out
         with open(out, "wb") as sink:
             self.process = subprocess.Popen(
-                args, stdout=sink, stderr=subprocess.STDOUT, env=env or dict(os.environ)
-            )
+                args, stdout=sink, stderr=subprocess.STDOUT, env=env or dict(os.environ),
+                preexec_fn=_hear_ctrl_c,
+            )  # fmt: skip
 
     def text(self) -> str:
         return self.out.read_text(errors="replace")
