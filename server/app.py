@@ -181,8 +181,7 @@ class Runtime:
         center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
         center.audit = audit
         center.policy = policy
-        reaper.on_expired = center.lease_expired
-        reaper.stage_audit = center.lapse_audit
+        reaper.audit = center
         archive_settings = ArchiveSettings(
             redis_url=url,
             key_prefix=settings.key_prefix,

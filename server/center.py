@@ -59,7 +59,7 @@ from server.store.audit_records import StagedAudit
 from server.store.branches import BranchDirectory
 from server.store.emergencies import Emergency, EmergencyStore
 from server.store.fallbacks import Fallback, FallbackStore, ReportResult
-from server.store.queue_store import Claim, LapsedLease, QueueStore
+from server.store.queue_store import Claim, QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +173,9 @@ class Center:
             self.audit.kick()
 
     def lapse_audit(self, request_id: str) -> StagedAudit:
-        """The LEASE_EXPIRED record of an item; the requeue script adds whose lease it
-        was (holder and token) and stages it."""
+        """The LEASE_EXPIRED record of an item (server/leases.py); the requeue script
+        adds whose lease it was (holder and token) and stages it."""
         return self.stage(LEASE_REAPER, "LEASE_EXPIRED", request_id)
-
-    def lease_expired(self, _lapsed: LapsedLease) -> None:
-        """A claim's lease ran out (server/leases.py): the requeue script staged the
-        LEASE_EXPIRED record (R15), which says whose claim it was."""
-        self.staged()
 
     async def record(
         self, identity: Identity, action: str, target: str, outcome: str,

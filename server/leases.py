@@ -4,19 +4,18 @@ The reaper sleeps until the earliest lease deadline (renewals only move deadline
 later, so waking then is exact) or, with no lease out, until a claim is made. The
 expiry itself is a script that re-checks the deadline against Redis's clock, so
 several server processes may reap side by side; only the one whose script expired it
-stages the LEASE_EXPIRED audit record (in the same step, ``stage_audit``) and hands the
-lapsed lease to ``on_expired``."""
+stages the LEASE_EXPIRED audit record, in the same step, from ``audit.lapse_audit``."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from typing import Protocol
 
 from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
 from server.store.audit_records import StagedAudit
-from server.store.queue_store import LapsedLease, QueueStore
+from server.store.queue_store import QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +23,23 @@ log = logging.getLogger(__name__)
 _MIN_SLEEP_S = 0.02
 
 
+class LapseAudit(Protocol):
+    """Who audits lapsed leases (Center)."""
+
+    def lapse_audit(self, request_id: str) -> StagedAudit:
+        """The LEASE_EXPIRED record of an item, for the requeue script to complete."""
+        ...
+
+    def staged(self) -> None:
+        """Records were staged: chain them."""
+        ...
+
+
 class LeaseReaper:
-    def __init__(
-        self, store: QueueStore, on_expired: Callable[[LapsedLease], None] | None = None
-    ) -> None:
+    def __init__(self, store: QueueStore) -> None:
         self.store = store
-        self.on_expired = on_expired
-        # The LEASE_EXPIRED record of an item (Center.lapse_audit); None: not audited.
-        self.stage_audit: Callable[[str], StagedAudit] | None = None
+        # None: lapses are not audited (tests, tools).
+        self.audit: LapseAudit | None = None
         self.loop = BackgroundLoop("lease-reaper")
         self.expired_total = 0
         # When the sleeping reaper wakes by itself (monotonic s); None: no deadline.
@@ -78,15 +86,15 @@ class LeaseReaper:
         seconds, micros = await self.store.client.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         for request_id in await self.store.expired_leases(now_ms):
-            audit = self.stage_audit(request_id) if self.stage_audit is not None else None
+            audit = self.audit.lapse_audit(request_id) if self.audit is not None else None
             lapsed = await self.store.expire(request_id, audit)
             if lapsed is None:
                 continue
             self.expired_total += 1
             log.info("lease of %s held by %s expired: back in the queue", request_id,
                      lapsed.holder)  # fmt: skip
-            if self.on_expired is not None:
-                self.on_expired(lapsed)
+            if self.audit is not None:
+                self.audit.staged()
         deadline = await self.store.next_lease_deadline()
         if deadline is None:
             return None
