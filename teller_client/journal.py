@@ -27,7 +27,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -200,7 +200,8 @@ class Journal:
         before ``settled_before_ms``, and lines no one can read (torn by a crash);
         returns how many fallbacks left. The lines that stay are kept byte for byte."""
         with self._locked():
-            entries = self.entries()
+            lines = list(self._raw_lines())
+            entries = _fold(line for _, line in lines).entries
             gone = {
                 rid
                 for rid, entry in entries.items()
@@ -208,7 +209,7 @@ class Journal:
             }
             kept: list[bytes] = []
             torn = 0
-            for raw, line in self._raw_lines():
+            for raw, line in lines:
                 rid = line.get("request_id") if line is not None else None
                 if not isinstance(rid, str) or rid not in entries:
                     torn += 1
@@ -266,11 +267,11 @@ class Journal:
 
     def entries(self) -> dict[str, JournalEntry]:
         """Every journaled fallback by request id, in the order they happened."""
-        return self._fold().entries
+        return _fold(self._lines()).entries
 
     def torn_lines(self) -> int:
         """Lines that cannot be read (torn by a crash mid-write): skipped."""
-        return self._fold().torn
+        return _fold(self._lines()).torn
 
     def pending(self, teller_id: str) -> list[JournalEntry]:
         """What this teller still has to upload (each teller uploads its own)."""
@@ -301,16 +302,18 @@ class Journal:
                     continue
                 yield raw, line if isinstance(line, dict) else None
 
-    def _fold(self) -> _Fold:
-        fold = _Fold()
-        for line in self._lines():
-            try:
-                known = line is not None and _apply(fold.entries, line)
-            except (KeyError, TypeError, ValueError):
-                known = False
-            if not known:
-                fold.torn += 1
-        return fold
+
+def _fold(lines: Iterable[dict[str, Any] | None]) -> _Fold:
+    """The journal's state from its lines (None: one that cannot be read)."""
+    fold = _Fold()
+    for line in lines:
+        try:
+            known = line is not None and _apply(fold.entries, line)
+        except (KeyError, TypeError, ValueError):
+            known = False
+        if not known:
+            fold.torn += 1
+    return fold
 
 
 def _apply(entries: dict[str, JournalEntry], line: dict[str, Any]) -> bool:
