@@ -57,6 +57,7 @@ from server.store.audit_records import (
     stream_id_for,
     text,
 )
+from server.store.keys import Keys
 from server.store.scripts import script_call
 
 __all__ = [
@@ -130,8 +131,8 @@ class AuditLog:
         self.stream_key = stream_key or f"{prefix}:audit"
         self.head_key = head_key or f"{prefix}:audit-head"
         self.turn_key = turn_key or f"{prefix}:audit-turn"
-        # Where the scripts stage their actions' records (Keys.audit_staged).
-        self.staged_key = staged_key or f"{prefix}:audit-staged"
+        # Where the scripts stage their actions' records.
+        self.staged_key = staged_key or Keys(prefix).audit_staged
         self.max_batch = max_batch
         self.give_up_after_s = give_up_after_s
         # How long the writer waits for more entries before each script call (unless

@@ -39,7 +39,7 @@ class Keys:
     @property
     def audit_staged(self) -> str:
         """Audit records staged by the scripts that did the actions, not chained yet
-        (server/store/audit.py: AuditLog.staged_key, from the same prefix)."""
+        (server/store/audit.py, AuditLog.staged_key)."""
         return f"{self.prefix}:audit-staged"
 
     def account(self, user_id: str) -> str:
