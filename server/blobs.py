@@ -20,6 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Final, Protocol
 
+from server.files import fsync_dir
+
 RENDITION_NAMES: Final = ("preview", "thumbnail")
 
 # A temporary file this old belongs to a writer that crashed: a live write takes
@@ -105,7 +107,7 @@ class LocalBlobStore:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         with contextlib.suppress(FileNotFoundError):
-            _fsync_dir(original.parent)
+            fsync_dir(original.parent)
 
     def _write(self, final: Path, data: bytes) -> None:
         if final.exists():
@@ -121,7 +123,7 @@ class LocalBlobStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     def _clean_leftovers(self) -> None:
         """A crash mid-write leaves a temporary file nobody can see: remove it, but only
@@ -131,11 +133,3 @@ class LocalBlobStore:
             with contextlib.suppress(OSError):
                 if leftover.stat().st_mtime < cutoff:
                     leftover.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from server.archive.layout import MANIFEST_NAME, day_dir
+from server.files import fsync_dir
 
 GENESIS = "0" * 64
 # Names the scheme: a later one can never produce a colliding hash input.
@@ -146,11 +147,3 @@ def _locked(path: Path) -> Iterator[BinaryIO]:
             yield handle
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

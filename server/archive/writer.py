@@ -19,9 +19,10 @@ from datetime import date
 from pathlib import Path
 
 from server.archive.layout import day_dir, day_of, image_name, record_name
-from server.archive.manifest import FileEntry, ManifestConflict, ManifestWriter, fsync_dir
+from server.archive.manifest import FileEntry, ManifestConflict, ManifestWriter
 from server.archive.record import canonical_bytes, record_document
 from server.domain.records import RequestRecord
+from server.files import fsync_dir
 
 
 class ArchiveDataError(Exception):
