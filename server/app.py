@@ -57,6 +57,7 @@ from server.policy.reloadable import PolicyHolder
 from server.queue_watch import QueueWatch
 from server.settings import Settings
 from server.store.audit import AuditLog
+from server.store.audit_segments import AuditSegments
 from server.store.connect import event_client, redis_client
 from server.store.emergencies import EmergencyStore
 from server.store.keys import Keys
@@ -154,7 +155,13 @@ class Runtime:
             events_maxlen=settings.events_maxlen,
         )
         store = QueueStore(client, keys, queue_config)
-        audit = AuditLog(client, prefix=settings.key_prefix, linger_s=AUDIT_LINGER_S)
+        archive_dir = settings.archive_dir or settings.data_dir / "archive"
+        audit = AuditLog(
+            client,
+            prefix=settings.key_prefix,
+            linger_s=AUDIT_LINGER_S,
+            segments=AuditSegments.in_archive(archive_dir),
+        )
         moves = MoveStore(client, keys, settings.move_confirm_window_ms, queue_config)
         # A connection of its own: XREAD BLOCK holds it.
         hub = EventHub(event_client(url), keys.events)
@@ -185,7 +192,7 @@ class Runtime:
         archive_settings = ArchiveSettings(
             redis_url=url,
             key_prefix=settings.key_prefix,
-            archive_dir=str(settings.archive_dir or settings.data_dir / "archive"),
+            archive_dir=str(archive_dir),
             blob_dir=str(settings.data_dir / "blobs"),
             keep_hot_s=settings.archive_keep_hot_s,
             sweep_s=settings.archive_sweep_s,
@@ -196,7 +203,7 @@ class Runtime:
             log_level=settings.log_level,
         )
         # Also for archiving on demand (admin, tests) when the loop runs elsewhere.
-        archiver = build_archiver(store, blobs, archive_index, archive_settings)
+        archiver = build_archiver(store, blobs, archive_index, audit, archive_settings)
         await hub.start()
         _undo(undo, hub.stop)
         # Full image checks off the request path; nothing is offered half-checked.

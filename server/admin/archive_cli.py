@@ -29,12 +29,7 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def add_archive_commands(subparsers: Subparsers) -> None:
     archive = subparsers.add_parser("archive", help="verify or read the permanent archive (R15)")
-    archive.add_argument(
-        "--archive-dir",
-        type=Path,
-        default=None,
-        help="the archive (default: <data-dir>/archive, as the server keeps it)",
-    )
+    add_archive_dir_option(archive)
     commands = archive.add_subparsers(dest="archive_command", required=True, metavar="COMMAND")
     verify = commands.add_parser(
         "verify",
@@ -54,9 +49,20 @@ def add_archive_commands(subparsers: Subparsers) -> None:
     show.set_defaults(run=_show)
 
 
-def _root(args: argparse.Namespace) -> Path:
-    root: Path = args.archive_dir if args.archive_dir is not None else args.data_dir / "archive"
-    return root
+def add_archive_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--archive-dir",
+        type=Path,
+        default=None,
+        help="the archive, which also holds the older audit records (default: "
+        "<data-dir>/archive, as the server keeps it)",
+    )
+
+
+def archive_root(args: argparse.Namespace) -> Path:
+    """The archive a command reads: --archive-dir, else the one under --data-dir."""
+    root: Path | None = getattr(args, "archive_dir", None)
+    return root if root is not None else Path(args.data_dir) / "archive"
 
 
 def _actor() -> str:
@@ -73,7 +79,7 @@ async def _audit(
 
 
 async def _verify(log: AuditLog, args: argparse.Namespace, out: TextIO) -> int:
-    root = _root(args)
+    root = archive_root(args)
     heads = await ArchiveIndex(log.client, Keys(args.key_prefix)).heads()
     if args.day is not None:
         try:
@@ -117,7 +123,7 @@ async def _show(log: AuditLog, args: argparse.Namespace, out: TextIO) -> int:
         await _audit(log, "ARCHIVE_SHOW", rid, "refused: no reason given")
         print("authq-admin: --reason: reading an archived record needs a reason (R15)", file=out)
         return 1
-    root = _root(args)
+    root = archive_root(args)
     marker = await ArchiveIndex(log.client, Keys(args.key_prefix)).marker(rid)
     path = await asyncio.to_thread(_find, root, rid, marker.day if marker else None)
     if path is None:

@@ -14,13 +14,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from server.store.audit import AuditFormatError, AuditLog, AuditRecord
+from server.admin.archive_cli import add_archive_dir_option
+from server.store.audit import AuditError, AuditLog, AuditRecord
 
 Runner = Callable[[AuditLog, argparse.Namespace, TextIO], Awaitable[int]]
 
 
 def add_audit_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = subparsers.add_parser("audit", help="verify or read the audit trail (R15)")
+    add_archive_dir_option(audit)
     commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
     verify = commands.add_parser(
         "verify",
@@ -60,7 +62,7 @@ async def run_show(
     try:
         async for record in log.read(from_seq, count):
             print(_json_line(record) if as_json else _text_line(record), file=out)
-    except AuditFormatError as exc:
+    except AuditError as exc:
         # Shown on stderr so that --json output stays parseable line by line.
         print(f"{exc}: run `authq-admin audit verify`", file=sys.stderr)
         return 1

@@ -14,11 +14,12 @@ import redis.asyncio as aioredis
 
 from server.accounts.store import AccountStore
 from server.admin.accounts_cli import AdminContext, add_account_commands
-from server.admin.archive_cli import add_archive_commands
+from server.admin.archive_cli import add_archive_commands, archive_root
 from server.admin.audit_cli import add_audit_commands
 from server.admin.report_cli import add_report_command
 from server.errors import AuthqError
 from server.store.audit import DEFAULT_PREFIX, AuditLog
+from server.store.audit_segments import AuditSegments
 from server.store.keys import Keys
 
 
@@ -48,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace) -> int:
     client = aioredis.Redis.from_url(args.redis_url)
     try:
-        log = AuditLog(client, prefix=args.key_prefix)
+        log = AuditLog(
+            client, prefix=args.key_prefix, segments=AuditSegments.in_archive(archive_root(args))
+        )
         if hasattr(args, "run_admin"):
             context = AdminContext(AccountStore(client, Keys(args.key_prefix)), log)
             code: int = await args.run_admin(context, args, sys.stdout)

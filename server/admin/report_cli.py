@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from server.admin.accounts_cli import AdminContext, Subparsers
+from server.admin.archive_cli import add_archive_dir_option
 from server.reports import (
     Period,
     PeriodError,
@@ -22,7 +23,7 @@ from server.reports import (
     render_table,
 )
 from server.reports.sources import branch_regions, load_history
-from server.store.audit import AuditFormatError
+from server.store.audit import AuditError
 
 
 def _margin(text: str) -> float:
@@ -48,6 +49,7 @@ def add_report_command(subparsers: Subparsers) -> None:
     report.add_argument("--to", dest="last", required=True, metavar="YYYY-MM-DD",
                         help="last day of the period, included (UTC)")  # fmt: skip
     report.add_argument("--region", help="only the branches of this region (default: all)")
+    add_archive_dir_option(report)
     report.add_argument(
         "--margin",
         type=_margin,
@@ -70,7 +72,7 @@ async def run_report(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -
         return 2
     try:
         history = await load_history(ctx.audit)
-    except AuditFormatError as exc:
+    except AuditError as exc:
         print(f"authq-admin report: {exc}: run `authq-admin audit verify`", file=sys.stderr)
         return 1
     regions = await branch_regions(ctx.accounts.client, ctx.accounts.keys)

@@ -1,5 +1,7 @@
 """The background component that archives ended requests, removes the hot keys of
-archived ones after the keep-hot window, and runs the blob GC.
+archived ones after the keep-hot window, runs the blob GC, and moves the audit trail's
+records older than the keep-hot window out of Redis into segment files
+(audit_mover.py).
 
 Every server process runs one. Each learns of ended requests from the event stream
 (a final state) and records them in the ended-not-archived index before working on
@@ -20,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from server.archive.audit_mover import AuditMover
 from server.archive.blob_gc import BlobCollector
 from server.archive.deferral import Deferral
 from server.archive.index import ArchiveIndex, ClaimStatus, DoneMark
@@ -71,6 +74,7 @@ class Archiver:
         writer: ArchiveWriter,
         collector: BlobCollector,
         config: ArchiverConfig,
+        audit_mover: AuditMover | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -78,6 +82,7 @@ class Archiver:
         self.writer = writer
         self.collector = collector
         self.config = config
+        self.audit_mover = audit_mover
         self.claimant = uuid.uuid4().hex
         self.loop = BackgroundLoop("archiver")
         self.deferral = Deferral(config.defer_events_per_s, config.defer_max_s)
@@ -128,6 +133,7 @@ class Archiver:
                     next_gc = time.monotonic() + self.config.gc_interval_s
                 archived = await self.archive_pending()
                 await self.remove_hot()
+                await self.move_audit()
             except Exception:
                 archived = 0
                 log.exception("archiving round failed")
@@ -236,3 +242,11 @@ class Archiver:
         for request_id in await self.index.due_for_removal(keep_ms):
             removed += await self.index.remove_hot(request_id, keep_ms)
         return removed
+
+    async def move_audit(self) -> int:
+        """Moves the audit records older than the keep-hot window to segment files,
+        while the center stays quiet."""
+        if self.audit_mover is None:
+            return 0
+        older_than_ms = int((time.time() - self.config.keep_hot_s) * 1000)
+        return await self.audit_mover.move_due(older_than_ms, self._interrupted)

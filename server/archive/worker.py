@@ -38,11 +38,14 @@ from pathlib import Path
 import uvloop
 
 from server.archive.archiver import Archiver, ArchiverConfig
+from server.archive.audit_mover import AuditMover
 from server.archive.blob_gc import BlobCollector
 from server.archive.index import ArchiveIndex
 from server.archive.writer import ArchiveWriter
 from server.blobs import BlobStore, LocalBlobStore
 from server.events import EventHub
+from server.store.audit import AuditLog
+from server.store.audit_segments import AuditSegments
 from server.store.connect import event_client, redis_client
 from server.store.keys import Keys
 from server.store.queue_store import QueueConfig, QueueStore
@@ -79,8 +82,13 @@ class ArchiveSettings:
 
 
 def build_archiver(
-    store: QueueStore, blobs: BlobStore, index: ArchiveIndex, settings: ArchiveSettings
+    store: QueueStore,
+    blobs: BlobStore,
+    index: ArchiveIndex,
+    audit: AuditLog,
+    settings: ArchiveSettings,
 ) -> Archiver:
+    """``audit`` has the archive's segment files (audit_segments) to move records to."""
     return Archiver(
         store,
         blobs,
@@ -94,6 +102,7 @@ def build_archiver(
             defer_events_per_s=settings.defer_events_per_s,
             defer_max_s=settings.defer_max_s,
         ),
+        AuditMover(audit),
     )
 
 
@@ -158,6 +167,11 @@ async def run(settings: ArchiveSettings) -> None:
         QueueStore(client, keys, QueueConfig()),
         LocalBlobStore(Path(settings.blob_dir)),
         ArchiveIndex(client, keys),
+        AuditLog(
+            client,
+            prefix=settings.key_prefix,
+            segments=AuditSegments.in_archive(Path(settings.archive_dir)),
+        ),
         settings,
     )
     hub = EventHub(

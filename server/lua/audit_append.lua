@@ -1,7 +1,8 @@
 -- audit_append: appends a batch of audit records that the caller has already chained
 -- (sha256 in Python, see server/store/audit.py), provided the chain head is still the
 -- one the caller chained from: a compare-and-set, so concurrent writers (several server
--- processes) can never fork or interleave the chain. The stream is never trimmed (R15).
+-- processes) can never fork or interleave the chain. Only the archiver trims the stream,
+-- once the records are in segment files (audit_trim.lua; R15 keeps them for good).
 -- Each record is stored under the stream id "<seq>-0", so a record is found by its
 -- sequence number in O(log n) and XADD itself refuses a seq that does not grow.
 --

@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -52,11 +52,13 @@ from server.store.audit_records import (
     AuditRecord,
     DetailValue,
     Fields,
+    StoredRecord,
     chain_hash,
     parse_record,
     stream_id_for,
     text,
 )
+from server.store.audit_segments import AuditSegments, Segment
 from server.store.keys import Keys
 from server.store.scripts import script_call
 
@@ -75,6 +77,7 @@ __all__ = [
     "AuditRecord",
     "DetailValue",
     "Fields",
+    "StoredRecord",
     "VerifyReport",
     "chain_hash",
     "parse_record",
@@ -121,6 +124,7 @@ class AuditLog:
         head_key: str | None = None,
         turn_key: str | None = None,
         staged_key: str | None = None,
+        segments: AuditSegments | None = None,
         max_batch: int = 256,
         give_up_after_s: float = 10.0,
         linger_s: float = 0.0,
@@ -133,6 +137,9 @@ class AuditLog:
         self.turn_key = turn_key or f"{prefix}:audit-turn"
         # Where the scripts stage their actions' records.
         self.staged_key = staged_key or Keys(prefix).audit_staged
+        # The records moved out of Redis (audit_segments.py), and how far they go.
+        self.segments = segments
+        self.archived_key = Keys(prefix).audit_archived
         self.max_batch = max_batch
         self.give_up_after_s = give_up_after_s
         # How long the writer waits for more entries before each script call (unless
@@ -318,23 +325,113 @@ class AuditLog:
             return 0, GENESIS
         return int(seq), text(head_hash)
 
+    async def archived(self) -> tuple[int, str]:
+        """(seq, hash) of the last record moved out of Redis into the segment files;
+        (0, GENESIS) while every record is in Redis."""
+        seq, mark_hash = await self.client.hmget(self.archived_key, ["seq", "hash"])
+        if seq is None:
+            return 0, GENESIS
+        return int(seq), text(mark_hash)
+
+    async def stored(self, first: int, last: int, *, page_size: int = 500) -> list[StoredRecord]:
+        """The records first..last still in Redis, as stored, read a page at a time (a
+        long XRANGE would hold Redis up for everyone)."""
+        records: list[StoredRecord] = []
+        start = stream_id_for(first)
+        while True:
+            page = await self._xrange(start, stream_id_for(last), page_size)
+            records += (StoredRecord.parse(stream_id, fields) for stream_id, fields in page)
+            if len(page) < page_size:
+                return records
+            start = "(" + page[-1][0]
+
     async def read(
         self, from_seq: int = 0, count: int | None = None, *, page_size: int = 500
     ) -> AsyncIterator[AuditRecord]:
-        """Records from ``from_seq`` on (all of them when count is None), fetched in
-        pages. Raises AuditFormatError at a record that cannot be parsed."""
-        start = stream_id_for(max(from_seq, 1))
+        """Records from ``from_seq`` on (all of them when count is None), from the
+        segment files and then from Redis. Raises AuditFormatError at a record that
+        cannot be parsed, AuditError if the records asked for were moved to segment
+        files this log was not given."""
+        if count is not None and count <= 0:
+            return
         remaining = count
-        while remaining is None or remaining > 0:
-            want = page_size if remaining is None else min(page_size, remaining)
-            page = await self._xrange(start, "+", want)
-            for stream_id, fields in page:
-                yield parse_record(stream_id, fields)
-            if len(page) < want:
-                return
+        if count is not None:
+            page_size = min(page_size, count)
+        async for stream_id, fields in self._stored(from_seq, page_size=page_size):
+            yield parse_record(stream_id, fields)
             if remaining is not None:
-                remaining -= len(page)
+                remaining -= 1
+                if remaining <= 0:
+                    return
+
+    async def _stored(
+        self,
+        from_seq: int,
+        *,
+        page_size: int = 500,
+        on_segment: Callable[[Segment, StoredRecord], None] | None = None,
+        on_unreadable: Callable[[Segment, AuditFormatError], None] | None = None,
+    ) -> AsyncIterator[tuple[str, Fields]]:
+        """Every stored record from ``from_seq`` on, in seq order, as (stream id,
+        fields): those moved to segment files, then the stream's. Records are moved
+        while this runs (audit_trim.lua): where the stream starts later than the next
+        seq, the records between are read from the files, up to the archived mark."""
+        next_seq = max(from_seq, 1)
+        start = stream_id_for(next_seq)
+        while True:
+            page = await self._xrange(start, "+", page_size)
+            if not page or id_key(page[0][0])[0] > next_seq:
+                mark, _ = await self.archived()
+                if next_seq <= mark:
+                    async for segment, record in self._cold(next_seq, mark, on_unreadable):
+                        if on_segment is not None:
+                            on_segment(segment, record)
+                        yield stream_id_for(record.seq), record.fields()
+                        next_seq = max(next_seq, record.seq + 1)
+                    if next_seq <= mark and on_unreadable is None:
+                        raise AuditFormatError(
+                            f"seqs {next_seq}..{mark} are archived, but no segment file "
+                            f"in {self._segments_dir()} holds them"
+                        )
+                    next_seq = max(next_seq, mark + 1)
+                    start = stream_id_for(next_seq)
+                    continue
+            for stream_id, fields in page:
+                yield stream_id, fields
+                next_seq = max(next_seq, id_key(stream_id)[0] + 1)
+            if len(page) < page_size:
+                return
             start = "(" + page[-1][0]
+
+    async def _cold(
+        self,
+        from_seq: int,
+        to_seq: int,
+        on_unreadable: Callable[[Segment, AuditFormatError], None] | None,
+    ) -> AsyncIterator[tuple[Segment, StoredRecord]]:
+        """The records from_seq..to_seq of the segment files, a file at a time."""
+        if self.segments is None:
+            raise AuditError(
+                f"seqs {from_seq}..{to_seq} are archived in segment files: give the "
+                "archive directory (authq-admin --archive-dir, default <data-dir>/archive)"
+            )
+        segments = self.segments
+        for segment in await asyncio.to_thread(segments.segments):
+            if segment.last < from_seq or segment.first > to_seq:
+                continue
+            try:
+                records = await asyncio.to_thread(segments.read_all, segment)
+            except AuditFormatError as exc:
+                if on_unreadable is None:
+                    raise
+                on_unreadable(segment, exc)
+                continue
+            for record in records:
+                if from_seq <= record.seq <= to_seq:
+                    yield segment, record
+
+    def _segments_dir(self) -> str:
+        return "(none given)" if self.segments is None else str(self.segments.directory)
 
     async def _xrange(self, start: str, end: str, count: int) -> list[tuple[str, Fields]]:
         page: Any = await self.client.xrange(self.stream_key, min=start, max=end, count=count)
@@ -352,13 +449,46 @@ class AuditLog:
             start = "(" + page[-1][0]
 
     async def verify(self, *, max_problems: int = 1000) -> VerifyReport:
-        """Walks the whole stream in stream order, recomputing every hash, and checks
-        that seqs run 1, 2, 3... under ids ``<seq>-0``, that each record names its
-        predecessor's hash, and that the head names the last record. Appends made while
-        it runs are fine: the head is compared with the stream's top read atomically."""
+        """Walks the whole trail in seq order, the segment files and then the stream,
+        recomputing every hash, and checks that seqs run 1, 2, 3... (in Redis under ids
+        ``<seq>-0``, in a file within the seqs its name gives), that each record names
+        its predecessor's hash, that the archived mark names a record of the chain and
+        that the head names the last record. Appends and archiving while it runs are
+        fine: the head is compared with the stream's top read atomically."""
         checker = ChainChecker(max_problems)
-        async for stream_id, fields in self._raw():
+        mark_seq, mark_hash = await self.archived()
+        from_seq = 1
+        if mark_seq and self.segments is None:
+            checker.problem(
+                f"seqs 1..{mark_seq} are archived in segment files, which were not given: "
+                "not checked"
+            )
+            checker.expected, checker.prev_hash, from_seq = mark_seq + 1, mark_hash, mark_seq + 1
+
+        def in_place(segment: Segment, record: StoredRecord) -> None:
+            if not segment.first <= record.seq <= segment.last:
+                checker.problem(
+                    f"seq {record.seq}: in segment {segment.path.name}, outside its seqs "
+                    "(record moved)"
+                )
+
+        def unreadable(segment: Segment, exc: AuditFormatError) -> None:
+            checker.unreadable(str(exc))
+
+        mark_found = from_seq > mark_seq
+        async for stream_id, fields in self._stored(
+            from_seq, page_size=1000, on_segment=in_place, on_unreadable=unreadable
+        ):
             checker.check(stream_id, fields)
+            if checker.last_seq == mark_seq and not mark_found:
+                mark_found = True
+                if checker.last_hash != mark_hash:
+                    checker.problem(
+                        f"seq {mark_seq}: not the record archived (the archived mark names "
+                        f"hash {mark_hash[:16]}): the segment files were replaced"
+                    )
+        if not mark_found:
+            checker.problem(f"the archived mark names seq {mark_seq}, which no record has")
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hmget(self.head_key, ["seq", "hash"])
             pipe.xrevrange(self.stream_key, "+", "-", count=1)

@@ -11,6 +11,7 @@ from server.store.audit_records import (
     AuditEntry,
     AuditFormatError,
     Fields,
+    StoredRecord,
     chain_hash,
     stream_id_for,
     text,
@@ -55,14 +56,11 @@ class ChainChecker:
         self.checked += 1
         self.last_id = stream_id
         try:
-            seq = int(fields[b"seq"])
-            prev = text(fields[b"prev"])
-            stored = text(fields[b"hash"])
-            body = bytes(fields[b"body"])
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-            self.problem(f"stream entry {stream_id}: malformed record ({exc!r})")
-            self.expected = self.prev_hash = self.last_seq = self.last_hash = None
+            record = StoredRecord.parse(stream_id, fields)
+        except AuditFormatError as exc:
+            self.unreadable(str(exc))
             return
+        seq, prev, stored, body = record.seq, record.prev, record.hash, record.body
         self.last_seq, self.last_hash = seq, stored
         if chain_hash(seq, prev, body) != stored:
             self.problem(f"seq {seq}: stored hash does not match its content (record changed)")
@@ -95,6 +93,12 @@ class ChainChecker:
             return  # out of place: the chain continues from the record before it
         self.expected = seq + 1
         self.prev_hash = stored
+
+    def unreadable(self, text: str) -> None:
+        """A part of the trail that cannot be read at all (a damaged segment file): the
+        record after it restarts the count."""
+        self.problem(text)
+        self.expected = self.prev_hash = self.last_seq = self.last_hash = None
 
     def check_head(self, raw_seq: bytes | None, raw_hash: bytes | None) -> None:
         if raw_seq is None:

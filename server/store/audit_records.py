@@ -194,14 +194,40 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """One record exactly as the chain stores it (audit_append.lua's stream fields)."""
+
+    seq: int
+    prev: str
+    hash: str
+    body: bytes
+
+    @classmethod
+    def parse(cls, stream_id: str, fields: Fields) -> StoredRecord:
+        """A stream entry as audit_append.lua stored it; AuditFormatError if it is not."""
+        try:
+            return cls(
+                int(fields[b"seq"]), text(fields[b"prev"]), text(fields[b"hash"]),
+                bytes(fields[b"body"]),
+            )  # fmt: skip
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise AuditFormatError(
+                f"stream entry {stream_id}: malformed record ({exc!r})"
+            ) from None
+
+    def fields(self) -> Fields:
+        """As a Redis stream entry's fields, for the chain checker."""
+        return {
+            b"seq": str(self.seq).encode(),
+            b"prev": self.prev.encode(),
+            b"hash": self.hash.encode(),
+            b"body": self.body,
+        }
+
+
 def parse_record(stream_id: Any, fields: Fields) -> AuditRecord:
     """One stream entry as stored by audit_append.lua; AuditFormatError if it is not."""
     sid = text(stream_id)
-    try:
-        seq = int(fields[b"seq"])
-        prev = text(fields[b"prev"])
-        stored_hash = text(fields[b"hash"])
-        body = bytes(fields[b"body"])
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise AuditFormatError(f"stream entry {sid}: malformed record ({exc!r})") from None
-    return AuditRecord(AuditEntry.unpack(body), seq, prev, stored_hash, sid)
+    stored = StoredRecord.parse(sid, fields)
+    return AuditRecord(AuditEntry.unpack(stored.body), stored.seq, stored.prev, stored.hash, sid)

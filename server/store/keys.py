@@ -42,6 +42,12 @@ class Keys:
         (server/store/audit.py, AuditLog.staged_key)."""
         return f"{self.prefix}:audit-staged"
 
+    @property
+    def audit_archived(self) -> str:
+        """How far the audit trail is moved out of Redis into segment files: {seq, hash}
+        of the last record moved (server/store/audit_segments.py)."""
+        return f"{self.prefix}:audit-archived"
+
     def account(self, user_id: str) -> str:
         return f"{self.account_prefix}{user_id}"
 

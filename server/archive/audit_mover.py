@@ -1,0 +1,89 @@
+"""Moves the audit trail's older records out of Redis into segment files
+(server/store/audit_segments.py): a whole segment at a time, once its newest record is
+older than the keep-hot window, so Redis holds days of the trail, not all of it.
+
+Each segment is written and fsynced first, then taken out of Redis by audit_trim.lua,
+which also moves the archived mark. A mover that dies in between leaves the records
+in both places; the next round (its own or another process's) writes the same file
+again, finds it already there with the same bytes, and trims. Readers find every
+record either way (AuditLog._stored)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from importlib import resources
+
+from server.store.audit import AuditLog
+from server.store.audit_records import AuditEntry, AuditError, AuditFormatError, text
+from server.store.audit_segments import SEGMENT_RECORDS, AuditSegments
+from server.store.scripts import script_call
+
+log = logging.getLogger(__name__)
+
+
+def _trim_source() -> str:
+    lua = resources.files("server").joinpath("lua")
+    return (
+        lua.joinpath("_lib.lua").read_text("utf-8")
+        + "\n"
+        + lua.joinpath("audit_trim.lua").read_text("utf-8")
+    )
+
+
+class AuditMover:
+    def __init__(self, audit: AuditLog, *, segment_records: int = SEGMENT_RECORDS) -> None:
+        if audit.segments is None:
+            raise ValueError("the audit log has no segment files to move records to")
+        if segment_records < 1:
+            raise ValueError("a segment holds at least one record")
+        self.audit = audit
+        self.segments: AuditSegments = audit.segments
+        self.segment_records = segment_records
+        self._trim = script_call(audit.client, _trim_source())
+        self.moved_total = 0
+
+    async def move_due(self, older_than_ms: int, stop: Callable[[], bool] = lambda: False) -> int:
+        """Moves every whole segment whose newest record is older than
+        ``older_than_ms`` (epoch ms), oldest first, until none is due or ``stop()``
+        says so. Returns how many records it moved."""
+        moved = 0
+        while not stop():
+            done = await self.move_one(older_than_ms)
+            if not done:
+                break
+            moved += done
+        return moved
+
+    async def move_one(self, older_than_ms: int) -> int:
+        """Moves the next segment if it is whole and due; returns its record count, or
+        0 when there is nothing to move yet."""
+        mark, _ = await self.audit.archived()
+        first, last = mark + 1, mark + self.segment_records
+        try:
+            # The segment's newest record alone first: most rounds find it missing
+            # (not a whole segment yet) or too young, and read nothing more.
+            newest = await self.audit.stored(last, last)
+            if not newest or AuditEntry.unpack(newest[0].body).at_ms >= older_than_ms:
+                return 0
+            records = await self.audit.stored(first, last)
+        except AuditFormatError as exc:
+            # Moving it would hide the damage in a file: it stays for verify to name.
+            log.error("the audit trail cannot be moved past seq %d: %s", mark, exc)
+            return 0
+        if [r.seq for r in records] != list(range(first, last + 1)):
+            log.error("the audit trail has a gap after seq %d: run `audit verify`", mark)
+            return 0
+        await asyncio.to_thread(self.segments.write, records)
+        reply = await self._trim(
+            keys=[self.audit.stream_key, self.audit.archived_key],
+            args=[first, last, records[-1].hash],
+        )
+        status = text(reply[0])
+        if status == "BAD":
+            raise AuditError(f"audit_trim refused seqs {first}..{last}: {text(reply[1])}")
+        if status == "OK":
+            self.moved_total += len(records)
+            log.info("audit seqs %d..%d moved to %s", first, last, self.segments.directory)
+        return len(records)
