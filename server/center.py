@@ -126,6 +126,8 @@ class Center:
         # The full image check and renditions (server/images/checker.py).
         self.images: ImageChecker | None = None
         self.policy = PolicyHolder.from_file(DEFAULT_POLICY)
+        # One reload at a time: each records the version it puts in force first.
+        self._policy_reload = asyncio.Lock()
         self.emergencies = EmergencyStore(store.client, store.keys)
         # Local fallbacks tellers reported (R8).
         self.fallbacks = FallbackStore(store.client, store.keys, store.config.events_maxlen)
@@ -294,16 +296,27 @@ class Center:
     async def reload_policy(self, who: Identity) -> str:
         """Re-reads the policy file and puts it in force if it validates; a bad file
         is refused with its line and reason and the policy in force stays (R2).
-        Either way the attempt is audited. Returns a one-line account."""
-        try:
-            await asyncio.to_thread(self.policy.reload)
-        except PolicyError as exc:
-            await self.record(who, "POLICY_RELOAD", self.policy.loaded.source, str(exc), {})
-            return f"policy refused, version {self.policy.version} stays in force: {exc}"
-        loaded = self.policy.loaded
-        await self.record(who, "POLICY_RELOAD", loaded.source, "OK",
-                          {"version": loaded.version, "sha256": loaded.sha256})  # fmt: skip
-        return f"policy version {loaded.version} in force ({loaded.sha256[:12]})"
+        Either way the attempt is audited, and a new policy is recorded before it is
+        put in force: if the record cannot be made, the policy in force stays. Returns a
+        one-line account."""
+        async with self._policy_reload:
+            try:
+                loaded = await asyncio.to_thread(self.policy.prepare)
+            except PolicyError as exc:
+                await self.record(who, "POLICY_RELOAD", self.policy.loaded.source, str(exc), {})
+                return f"policy refused, version {self.policy.version} stays in force: {exc}"
+            entry = _entry(who, "POLICY_RELOAD", loaded.source, "OK",
+                           {"version": loaded.version, "sha256": loaded.sha256})  # fmt: skip
+            if self.audit is not None:
+                try:
+                    await self.audit.stage(entry.pack())
+                except (RedisError, OSError) as exc:
+                    return (
+                        f"policy version {loaded.version} not put in force, version "
+                        f"{self.policy.version} stays: its audit record failed ({exc})"
+                    )
+            self.policy.put_in_force(loaded)
+            return f"policy version {loaded.version} in force ({loaded.sha256[:12]})"
 
     def catalog(self) -> PolicyView:
         """The business types and rules in force (default region; regions per branch

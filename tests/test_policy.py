@@ -415,6 +415,22 @@ def test_reload_swaps_a_valid_file_and_keeps_the_old_on_a_bad_one(tmp_path: Path
     assert holder.loaded.source == str(path)
 
 
+def test_a_prepared_policy_is_in_force_only_once_put_and_only_once(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(BASE, encoding="utf-8")
+    holder = PolicyHolder.from_file(path)
+    assert holder.prepare() is holder.loaded  # the same file: nothing to put in force
+    path.write_text(BASE.replace('"500000.00"', '"400000.00"'), encoding="utf-8")
+    first, second = holder.prepare(), holder.prepare()
+    assert (holder.version, first.version) == (1, 2)  # prepared, not in force
+    holder.put_in_force(first)
+    assert holder.loaded is first
+    # Another reload prepared from version 1 would hand out version 2 again.
+    with pytest.raises(PolicyError, match="version 2 came into force meanwhile"):
+        holder.put_in_force(second)
+    assert holder.loaded is first
+
+
 def test_holder_loads_the_shipped_policy() -> None:
     holder = PolicyHolder.from_file()
     assert holder.loaded.source == str(DEFAULT_POLICY)

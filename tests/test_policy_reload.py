@@ -60,6 +60,31 @@ async def test_a_reloaded_policy_applies_and_a_bad_one_is_refused(
     assert [entry.outcome == "OK" for entry in reloads] == [True, False]
 
 
+async def test_a_policy_whose_reload_cannot_be_recorded_stays_out_of_force(
+    start_server: StartServer, tmp_path: Path, open_policy: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    original = open_policy.read_text(encoding="utf-8")
+    policy.write_text(original, encoding="utf-8")
+    server = await start_server(policy_file=policy)
+    center = server.runtime.center
+    policy.write_text(_with_threshold(original, "1000000.00"), encoding="utf-8")
+    # Redis refuses the record: the staging stream's key holds a string.
+    staged = server.runtime.center.store.keys.audit_staged
+    await server.runtime.client.set(staged, "not a stream")
+    try:
+        message = await center.reload_policy(Identity("operator", origin="test"))
+        assert message.startswith(
+            "policy version 2 not put in force, version 1 stays: its audit record failed"
+        )
+        assert "WRONGTYPE" in message
+    finally:
+        await server.runtime.client.delete(staged)
+    assert center.policy.version == 1
+    assert await _state_of_big_withdrawal(server) == cpb.REQUEST_STATE_PENDING_ONSITE_REVIEW
+    assert "version 2 in force" in await center.reload_policy(Identity("operator", "test"))
+
+
 async def test_sighup_reloads_the_policy_of_a_running_server(
     tmp_path: Path, open_policy: Path
 ) -> None:

@@ -27,7 +27,7 @@ class LoadedPolicy:
 class PolicyHolder:
     def __init__(self, loaded: LoadedPolicy) -> None:
         self._loaded = loaded
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @classmethod
     def from_file(cls, path: Path = DEFAULT_POLICY) -> PolicyHolder:
@@ -55,13 +55,34 @@ class PolicyHolder:
         otherwise raises PolicyError and the current policy stays. A file identical to the
         one in force (same sha256) changes nothing, not even the version."""
         with self._lock:
+            candidate = self.prepare(path)
+            self.put_in_force(candidate)
+            return candidate.policy
+
+    def prepare(self, path: Path | None = None) -> LoadedPolicy:
+        """What reload() would put in force, not in force yet: the policy in force
+        itself when the file is the same; PolicyError if it does not validate. For a
+        caller that records the change before making it (Center.reload_policy)."""
+        current = self._loaded
+        source = Path(current.source) if path is None else path
+        policy, digest = _read(source)
+        if digest == current.sha256 and str(source) == current.source:
+            return current
+        return LoadedPolicy(policy, current.version + 1, digest, str(source))
+
+    def put_in_force(self, candidate: LoadedPolicy) -> None:
+        """Puts a prepared policy in force. PolicyError if another reload came first:
+        its version number would be handed out twice."""
+        with self._lock:
             current = self._loaded
-            source = Path(current.source) if path is None else path
-            policy, digest = _read(source)
-            if digest == current.sha256 and str(source) == current.source:
-                return current.policy
-            self._loaded = LoadedPolicy(policy, current.version + 1, digest, str(source))
-            return policy
+            if candidate is current:
+                return
+            if candidate.version != current.version + 1:
+                raise PolicyError(
+                    candidate.source, None,
+                    f"version {current.version} came into force meanwhile: reload again",
+                )  # fmt: skip
+            self._loaded = candidate
 
 
 def _read(path: Path) -> tuple[Policy, str]:
