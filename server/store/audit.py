@@ -6,7 +6,9 @@ record before it (``GENESIS`` for seq 1) and ``body`` the canonical msgpack of t
 here, not in Lua (Redis Lua only has sha1), and the script
 server/lua/audit_append.lua stores a batch only if the chain head is still the one the
 batch was chained from (compare-and-set); otherwise it returns the new head and we chain
-again. Records live in one Redis stream under the id ``<seq>-0`` and are never trimmed.
+again. Records live in one Redis stream under the id ``<seq>-0`` until the archiver
+moves them, a segment at a time, into files (audit_segments.py, audit_trim.lua);
+reading and verifying go through the files and then the stream as one trail.
 
 Records come from two places. The server stages every record in the staging stream:
 an action's in the same atomic step as the action (the scripts, stage_audit in
