@@ -88,7 +88,8 @@ def build_archiver(
     audit: AuditLog,
     settings: ArchiveSettings,
 ) -> Archiver:
-    """``audit`` has the archive's segment files (audit_segments) to move records to."""
+    """``audit`` has the archive's segment files (AuditSegments.in_archive) to move
+    its older records to."""
     return Archiver(
         store,
         blobs,
