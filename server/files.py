@@ -3,7 +3,10 @@ segments): a rename or a new file is only on disk once its directory is fsynced.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -13,3 +16,31 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_once(path: Path, data: bytes, conflict: Callable[[Path], Exception]) -> None:
+    """Writes a file that is never rewritten: fsynced under a temporary name, then
+    linked into place, which fails rather than replace a file that appeared meanwhile.
+    A file already there with the same bytes is fine; with other bytes,
+    ``conflict(path)`` is raised. The caller fsyncs the directory."""
+    if path.exists():
+        _same_or_conflict(path, data, conflict)
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            _same_or_conflict(path, data, conflict)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _same_or_conflict(path: Path, data: bytes, conflict: Callable[[Path], Exception]) -> None:
+    if path.read_bytes() != data:
+        raise conflict(path)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -22,7 +20,7 @@ from server.archive.layout import day_dir, day_of, image_name, record_name
 from server.archive.manifest import FileEntry, ManifestConflict, ManifestWriter
 from server.archive.record import canonical_bytes, record_document
 from server.domain.records import RequestRecord
-from server.files import fsync_dir
+from server.files import fsync_dir, write_once
 
 
 class ArchiveDataError(Exception):
@@ -110,9 +108,9 @@ class ArchiveWriter:
                 new[path.name] = blob
             entries.append(FileEntry(path.name, image.sha256, image.size_bytes))
         for name, blob in new.items():
-            _write_once(directory / name, blob)
+            write_once(directory / name, blob, _conflict)
         name = record_name(record.request_id)
-        _write_once(directory / name, data)
+        write_once(directory / name, data, _conflict)
         entries.append(FileEntry(name, hashlib.sha256(data).hexdigest(), len(data)))
         return day, entries
 
@@ -130,25 +128,5 @@ def _make_dirs(directory: Path) -> None:
         fsync_dir(path.parent)
 
 
-def _write_once(path: Path, data: bytes) -> None:
-    if path.exists():
-        _same_or_conflict(path, data)
-        return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            _same_or_conflict(path, data)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _same_or_conflict(path: Path, data: bytes) -> None:
-    if path.read_bytes() != data:
-        raise ManifestConflict(f"{path} exists with other content: the archive is never rewritten")
+def _conflict(path: Path) -> ManifestConflict:
+    return ManifestConflict(f"{path} exists with other content: the archive is never rewritten")

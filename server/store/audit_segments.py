@@ -15,16 +15,14 @@ other bytes is never replaced (it is evidence: verify reports it)."""
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 
-from server.files import fsync_dir
+from server.files import fsync_dir, write_once
 from server.store.audit_records import AuditError, AuditFormatError, StoredRecord
 
 # Records per segment file: about 4 MB, a few hours of a busy day's trail.
@@ -35,6 +33,10 @@ _NAME_RE = re.compile(r"^(\d{12})-(\d{12})\.audit$")
 
 class SegmentConflict(AuditError):
     """A segment file exists with bytes other than the records it should hold."""
+
+
+def _conflict(path: Path) -> SegmentConflict:
+    return SegmentConflict(f"{path} exists and holds other records: left as it is")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,37 +88,10 @@ class AuditSegments:
             raise ValueError(f"records {first}..{last} are not consecutive")
         data = encode(records)
         path = self.directory / segment_name(first, last)
-        segment = Segment(first, last, path)
-        if self._holds(path, data):
-            return segment
         self.directory.mkdir(parents=True, exist_ok=True)
-        # A name of its own per writer: two archivers may write the same segment.
-        tmp = self.directory / f".{path.name}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            # link, not rename: it fails rather than replace a file that appeared meanwhile.
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                if not self._holds(path, data):  # there a moment ago, gone now
-                    raise SegmentConflict(f"{path} appeared and went while written") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_once(path, data, _conflict)
         fsync_dir(self.directory)
-        return segment
-
-    @staticmethod
-    def _holds(path: Path, data: bytes) -> bool:
-        try:
-            existing = path.read_bytes()
-        except FileNotFoundError:
-            return False
-        if existing != data:
-            raise SegmentConflict(f"{path} exists and holds other records: left as it is")
-        return True
+        return Segment(first, last, path)
 
     def read(self, segment: Segment) -> Iterator[StoredRecord]:
         """The records of one file, in file order; AuditFormatError (naming the file)
