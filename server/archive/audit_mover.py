@@ -6,30 +6,20 @@ Each segment is written and fsynced first, then taken out of Redis by audit_trim
 which also moves the archived mark. A mover that dies in between leaves the records
 in both places; the next round (its own or another process's) writes the same file
 again, finds it already there with the same bytes, and trims. Readers find every
-record either way (AuditLog._stored)."""
+record either way (AuditLog._trail)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
-from importlib import resources
 
 from server.store.audit import AuditLog
 from server.store.audit_records import AuditEntry, AuditError, AuditFormatError, text
 from server.store.audit_segments import SEGMENT_RECORDS, AuditSegments
-from server.store.scripts import script_call
+from server.store.scripts import load_script
 
 log = logging.getLogger(__name__)
-
-
-def _trim_source() -> str:
-    lua = resources.files("server").joinpath("lua")
-    return (
-        lua.joinpath("_lib.lua").read_text("utf-8")
-        + "\n"
-        + lua.joinpath("audit_trim.lua").read_text("utf-8")
-    )
 
 
 class AuditMover:
@@ -41,7 +31,7 @@ class AuditMover:
         self.audit = audit
         self.segments: AuditSegments = audit.segments
         self.segment_records = segment_records
-        self._trim = script_call(audit.client, _trim_source())
+        self._trim = load_script(audit.client, "audit_trim")
         self.moved_total = 0
 
     async def move_due(self, older_than_ms: int, stop: Callable[[], bool] = lambda: False) -> int:

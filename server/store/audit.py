@@ -35,7 +35,6 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -62,7 +61,7 @@ from server.store.audit_records import (
 )
 from server.store.audit_segments import AuditSegments, Segment
 from server.store.keys import Keys
-from server.store.scripts import script_call
+from server.store.scripts import load_script
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -92,16 +91,6 @@ DEFAULT_PREFIX = "{authq}"
 # How long a writer that lost the race twice may hold back the others (audit_append.lua);
 # only reached if it dies holding the turn, as it normally lets go after one round trip.
 _TURN_MS = 500
-
-
-def _script_source() -> str:
-    # The shared prelude first, like every script of server/store/scripts.py.
-    lua = resources.files("server").joinpath("lua")
-    return (
-        lua.joinpath("_lib.lua").read_text("utf-8")
-        + "\n"
-        + lua.joinpath("audit_append.lua").read_text("utf-8")
-    )
 
 
 @dataclass(slots=True)
@@ -152,7 +141,7 @@ class AuditLog:
         self.linger_s = linger_s
         # Names this writer in the turn key (see audit_append.lua).
         self.writer_id = uuid.uuid4().hex
-        self._script = script_call(client, _script_source())
+        self._script = load_script(client, "audit_append")
         self._queue: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
         # (seq, hash) of the last record as far as we know; None: read it first.
@@ -359,14 +348,14 @@ class AuditLog:
         remaining = count
         if count is not None:
             page_size = min(page_size, count)
-        async for stream_id, fields in self._stored(from_seq, page_size=page_size):
+        async for stream_id, fields in self._trail(from_seq, page_size=page_size):
             yield parse_record(stream_id, fields)
             if remaining is not None:
                 remaining -= 1
                 if remaining <= 0:
                     return
 
-    async def _stored(
+    async def _trail(
         self,
         from_seq: int,
         *,
@@ -478,7 +467,7 @@ class AuditLog:
             checker.unreadable(str(exc))
 
         mark_found = from_seq > mark_seq
-        async for stream_id, fields in self._stored(
+        async for stream_id, fields in self._trail(
             from_seq, page_size=1000, on_segment=in_place, on_unreadable=unreadable
         ):
             checker.check(stream_id, fields)
