@@ -37,6 +37,13 @@ def names(log: AuditLog) -> list[str]:
     return [segment.path.name for segment in log.segments.segments()]
 
 
+async def verified(log: AuditLog) -> int:
+    """How many records verify() checked, all well."""
+    report = await log.verify()
+    assert report.ok, report.problems
+    return report.checked
+
+
 async def verify_lines(log: AuditLog) -> list[str]:
     report = await log.verify()
     return report.problems
@@ -60,9 +67,7 @@ async def test_whole_old_segments_move_and_the_trail_reads_as_before(
     assert [r.seq async for r in log.read(from_seq=4, count=5)] == [4, 5, 6, 7, 8]
     assert [r.seq async for r in log.read(from_seq=18, count=4)] == [18, 19, 20, 21]
     assert [r.seq async for r in log.read(from_seq=22)] == [22, 23]
-    report = await log.verify()
-    assert report.ok, report.problems
-    assert report.checked == 23
+    assert await verified(log) == 23
     # The chain goes on from the head as before.
     await log.append(entry(24))
     assert (await log.verify()).ok
@@ -84,9 +89,7 @@ async def test_only_whole_segments_past_the_window_move(
     assert await mover.move_due(OLD + 11) == 5
     assert names(log) == [segment_name(1, 5), segment_name(6, 10)]
     assert await redis_client.xlen(log.stream_key) == 0
-    report = await log.verify()
-    assert report.ok, report.problems
-    assert report.checked == 10
+    assert await verified(log) == 10
 
 
 async def test_a_mover_that_died_before_the_trim_is_finished_by_the_next(
@@ -107,9 +110,7 @@ async def test_a_mover_that_died_before_the_trim_is_finished_by_the_next(
     assert first.moved_total + second.moved_total == 10
     assert names(log) == [segment_name(1, 5), segment_name(6, 10)]
     assert [r.seq async for r in log.read()] == list(range(1, 11))
-    report = await log.verify()
-    assert report.ok, report.problems
-    assert report.checked == 10
+    assert await verified(log) == 10
 
 
 async def test_a_segment_file_with_other_records_is_never_replaced(

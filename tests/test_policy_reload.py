@@ -31,13 +31,20 @@ async def _state_of_big_withdrawal(server: RunningServer) -> int:
     return reply.request.state
 
 
-async def test_a_reloaded_policy_applies_and_a_bad_one_is_refused(
+async def _server_with_policy(
     start_server: StartServer, tmp_path: Path, open_policy: Path
-) -> None:
+) -> tuple[RunningServer, Path, str]:
+    """A server reading a policy file of its own, and that file's text."""
     policy = tmp_path / "policy.toml"
     original = open_policy.read_text(encoding="utf-8")
     policy.write_text(original, encoding="utf-8")
-    server = await start_server(policy_file=policy)
+    return await start_server(policy_file=policy), policy, original
+
+
+async def test_a_reloaded_policy_applies_and_a_bad_one_is_refused(
+    start_server: StartServer, tmp_path: Path, open_policy: Path
+) -> None:
+    server, policy, original = await _server_with_policy(start_server, tmp_path, open_policy)
     center = server.runtime.center
     operator = Identity("operator", origin="test")
     assert await _state_of_big_withdrawal(server) == cpb.REQUEST_STATE_PENDING_ONSITE_REVIEW
@@ -63,10 +70,7 @@ async def test_a_reloaded_policy_applies_and_a_bad_one_is_refused(
 async def test_a_policy_whose_reload_cannot_be_recorded_stays_out_of_force(
     start_server: StartServer, tmp_path: Path, open_policy: Path
 ) -> None:
-    policy = tmp_path / "policy.toml"
-    original = open_policy.read_text(encoding="utf-8")
-    policy.write_text(original, encoding="utf-8")
-    server = await start_server(policy_file=policy)
+    server, policy, original = await _server_with_policy(start_server, tmp_path, open_policy)
     center = server.runtime.center
     policy.write_text(_with_threshold(original, "1000000.00"), encoding="utf-8")
     # Redis refuses the record: the staging stream's key holds a string.
