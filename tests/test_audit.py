@@ -151,11 +151,7 @@ async def call_script(log: AuditLog, *records: Any, writer: str = "w", claim: st
     """audit_append.lua called directly, with the head the log has now."""
     head_seq, head_hash = await log.head()
     args: list[Any] = [head_seq, head_hash, GENESIS, writer, claim, 500, "", *records]
-    return await log._script(keys=script_keys(log), args=args)
-
-
-def script_keys(log: AuditLog) -> list[str]:
-    return [log.stream_key, log.head_key, log.turn_key, log.staged_key]
+    return await log._script(keys=log.append_keys, args=args)
 
 
 async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
@@ -170,7 +166,7 @@ async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
     # head has moved on to this very record, so only the DONE check can tell).
     head_seq, _ = await log.head()
     args: list[Any] = [3, head_hash, GENESIS, "w", "0", 500, "", *record]
-    reply = await log._script(keys=script_keys(log), args=args)
+    reply = await log._script(keys=log.append_keys, args=args)
     assert (head_seq, reply) == (4, [b"DONE"])
     assert await redis_client.xlen(log.stream_key) == 4
     assert (await log.verify()).ok
@@ -193,7 +189,7 @@ async def test_a_writer_holding_the_turn_goes_first(redis_client: aioredis.Redis
     record = [3, head_hash, chain_hash(3, head_hash, body), body]
     # A writer that lost twice and asks for the turn on its stale head...
     stale: list[Any] = [1, GENESIS, GENESIS, "slow", "1", 500, "", *record]
-    assert (await log._script(keys=script_keys(log), args=stale))[0] == b"MOVED"
+    assert (await log._script(keys=log.append_keys, args=stale))[0] == b"MOVED"
     assert await redis_client.get(log.turn_key) == b"slow"
     # ...holds back everyone else, even with the right head...
     assert (await call_script(log, *record, writer="fast"))[0] == b"WAIT"

@@ -70,12 +70,12 @@ async def run_report(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -
     except PeriodError as exc:
         print(f"authq-admin report: {exc}", file=sys.stderr)
         return 2
+    regions = await branch_regions(ctx.accounts.client, ctx.accounts.keys)
     try:
-        history = await load_history(ctx.audit)
+        history = await load_history(ctx.audit, period, known_branches=regions.keys())
     except AuditError as exc:
         print(f"authq-admin report: {exc}: run `authq-admin audit verify`", file=sys.stderr)
         return 1
-    regions = await branch_regions(ctx.accounts.client, ctx.accounts.keys)
     report = build_report(
         history, period, region=args.region, branch_regions=regions, margin=args.margin
     )

@@ -18,7 +18,7 @@
 -- move since the writer read them also means nobody chained them meanwhile.
 --
 -- KEYS[1] audit stream   KEYS[2] chain head hash {seq, hash}   KEYS[3] turn (string)
--- KEYS[4] staging stream
+-- KEYS[4] staging stream   KEYS[5] hour index (hash: hour -> first seq chained in it)
 -- ARGV[1] expected head seq ('0': empty log)   ARGV[2] expected head hash
 -- ARGV[3] genesis hash (the prev of seq 1)   ARGV[4] writer id
 -- ARGV[5] '1': take the turn if the head moved   ARGV[6] turn expiry (ms)
@@ -77,6 +77,10 @@ for i = FIRST, #ARGV, 4 do
     'seq', ARGV[i], 'prev', ARGV[i + 1], 'hash', ARGV[i + 2], 'body', ARGV[i + 3])
 end
 redis.call('HSET', KEYS[2], 'seq', ARGV[#ARGV - 3], 'hash', ARGV[#ARGV - 1])
+-- The first seq chained in each hour, by Redis's one clock (hours since the epoch): a
+-- report over a period starts reading there instead of at seq 1 (AuditLog.first_seq_since).
+-- A record's own time is its action's, which comes before its chaining.
+redis.call('HSETNX', KEYS[5], fmt(math.floor(now_us() / 3600000000)), ARGV[FIRST])
 if ARGV[7] ~= '' then
   -- MINID keeps ids from the one after the last staged record chained.
   local ms, part = string.match(ARGV[7], '^(%d+)-(%d+)$')

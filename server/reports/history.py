@@ -1,8 +1,8 @@
 """Turns the audit trail into the facts a quality report counts.
 
-Only records that succeeded (outcome ``OK``) count. The audit trail is read from its
-first record whatever the period, because a decision in the period needs the SUBMIT
-that tells its branch and teller, which may be older; the facts keep their own times,
+Only records that succeeded (outcome ``OK``) count. The trail is read from where the
+period needs it (server/reports/sources.py): a decision in the period needs the SUBMIT
+that tells its branch and teller, which may be older. The facts keep their own times,
 so the period is applied afterwards (server/reports/figures.py).
 
 What each fact is made of:
@@ -104,6 +104,8 @@ class History:
     lapses: list[Lapse] = field(default_factory=list)
     # Regions of the branches created through authq-admin (BRANCH_CREATE records).
     branch_regions: dict[str, str] = field(default_factory=dict)
+    # The seq these facts were read from (server/reports/sources.py): 1, the whole trail.
+    from_seq: int = 1
 
 
 def _int(value: object) -> int | None:

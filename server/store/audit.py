@@ -91,6 +91,7 @@ DEFAULT_PREFIX = "{authq}"
 # How long a writer that lost the race twice may hold back the others (audit_append.lua);
 # only reached if it dies holding the turn, as it normally lets go after one round trip.
 _TURN_MS = 500
+_HOUR_MS = 3_600_000
 
 
 @dataclass(slots=True)
@@ -131,6 +132,7 @@ class AuditLog:
         # The records moved out of Redis (audit_segments.py), and how far they go.
         self.segments = segments
         self.archived_key = Keys(prefix).audit_archived
+        self.hours_key = Keys(prefix).audit_hours
         self.max_batch = max_batch
         self.give_up_after_s = give_up_after_s
         # How long the writer waits for more entries before each script call (unless
@@ -152,6 +154,11 @@ class AuditLog:
         self.staged_chained = 0
 
     # -- writing -------------------------------------------------------------------
+
+    @property
+    def append_keys(self) -> list[str]:
+        """The keys audit_append.lua takes, in its order."""
+        return [self.stream_key, self.head_key, self.turn_key, self.staged_key, self.hours_key]
 
     async def append(self, entry: AuditEntry) -> AuditRecord:
         """Appends one record: one script call, shared with whatever else is queued.
@@ -253,7 +260,7 @@ class AuditLog:
         place while it waits (see below). Returns the batch's records, and whether
         more staged records may be waiting (a full read)."""
         deadline = time.monotonic() + self.give_up_after_s
-        keys = [self.stream_key, self.head_key, self.turn_key, self.staged_key]
+        keys = self.append_keys
         lost = 0
         while True:
             if self._head is None:
@@ -323,6 +330,27 @@ class AuditLog:
         if seq is None:
             return 0, GENESIS
         return int(seq), text(mark_hash)
+
+    async def first_seq_since(self, at_ms: int) -> int:
+        """A seq from which on the trail holds every record of an action done at
+        ``at_ms`` or later; 1 when the trail cannot tell (records chained before it
+        kept its hour index). Every chained batch notes its hour in the index
+        (audit_append.lua), and a record is chained after its action: the records
+        chained from the hour before ``at_ms`` on are enough, the hour being a margin
+        for clocks that differ between the server processes and Redis."""
+        index = {
+            int(hour): int(seq) for hour, seq in (await self.client.hgetall(self.hours_key)).items()
+        }
+        hour = at_ms // _HOUR_MS - 1
+        if not index or hour <= min(index):
+            return 1
+        # The least seq of any hour since, not the first hour's: should Redis's clock
+        # step back, a later seq can sit under an earlier hour.
+        since = [seq for noted, seq in index.items() if noted >= hour]
+        if since:
+            return min(since)
+        head, _ = await self.head()
+        return head + 1
 
     async def stored(self, first: int, last: int, *, page_size: int = 500) -> list[StoredRecord]:
         """The records first..last still in Redis, as stored, read a page at a time (a

@@ -48,6 +48,12 @@ class Keys:
         of the last record moved (server/store/audit_segments.py)."""
         return f"{self.prefix}:audit-archived"
 
+    @property
+    def audit_hours(self) -> str:
+        """The first audit seq chained in each hour: {hours since the epoch: seq}
+        (audit_append.lua), where a report over a period starts reading."""
+        return f"{self.prefix}:audit-hours"
+
     def account(self, user_id: str) -> str:
         return f"{self.account_prefix}{user_id}"
 
