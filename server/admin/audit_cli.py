@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from server.admin.archive_cli import add_archive_dir_option
-from server.store.audit import AuditError, AuditLog, AuditRecord
+from server.store.audit import Anchor, AuditError, AuditLog, AuditRecord
 
 Runner = Callable[[AuditLog, argparse.Namespace, TextIO], Awaitable[int]]
 
@@ -27,6 +29,15 @@ def add_audit_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     verify = commands.add_parser(
         "verify",
         help="recompute the hash chain; exit 1 and list the problems if it is broken",
+        description="Recomputes the hash chain from seq 1, or from after the seq and hash "
+        "a previous verify ended on (it prints them), so that a long trail is checked "
+        "once and then only what was added since. Shows its progress on a terminal.",
+    )
+    verify.add_argument(
+        "--after",
+        type=_anchor,
+        metavar="SEQ:HASH",
+        help="check only the records after this one, which must have this hash",
     )
     verify.set_defaults(run=_verify)
     show = commands.add_parser("show", help="print audit records in order")
@@ -38,18 +49,70 @@ def add_audit_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     show.set_defaults(run=_show)
 
 
-async def run_verify(log: AuditLog, out: TextIO = sys.stdout) -> int:
-    report = await log.verify()
+def _anchor(text: str) -> Anchor:
+    found = re.fullmatch(r"(\d+):([0-9a-f]{64})", text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"expected SEQ:HASH (a seq, a colon, 64 hex digits) as verify prints, got {text!r}"
+        )
+    return Anchor(int(found[1]), found[2])
+
+
+class Progress:
+    """One line on a terminal, rewritten at most every ``every_s``: how far the
+    verify is. Writes nothing to a stream that is not a terminal."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        total: int,
+        every_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.total = total
+        self.every_s = every_s
+        self.clock = clock
+        self.shown = False
+        self._next = clock() + every_s
+
+    def __call__(self, checked: int, seq: int) -> None:
+        if not self.stream.isatty() or self.clock() < self._next:
+            return
+        self._next = self.clock() + self.every_s
+        share = f" ({100 * checked / self.total:.1f}%)" if self.total else ""
+        print(f"\rverifying: {checked:,} of {self.total:,} records{share}, at seq {seq:,}",
+              end="", file=self.stream, flush=True)  # fmt: skip
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            print(file=self.stream)
+
+
+async def run_verify(
+    log: AuditLog, out: TextIO = sys.stdout, after: Anchor | None = None,
+    progress_to: TextIO = sys.stderr,
+) -> int:  # fmt: skip
+    head, _ = await log.head()
+    progress = Progress(progress_to, max(0, head - (after.seq if after else 0)))
+    try:
+        report = await log.verify(after=after, progress=progress)
+    finally:
+        progress.done()
     for problem in report.problems:
         print(problem, file=out)
-    if report.ok:
-        print(f"audit chain OK: {report.checked} records verified", file=out)
-        return 0
-    print(
-        f"audit chain BROKEN: {len(report.problems)} problems in {report.checked} records",
-        file=out,
-    )
-    return 1
+    if not report.ok:
+        print(
+            f"audit chain BROKEN: {len(report.problems)} problems in {report.checked} records",
+            file=out,
+        )
+        return 1
+    since = f" after seq {after.seq}" if after else ""
+    print(f"audit chain OK: {report.checked} records verified{since}", file=out)
+    if report.last is not None:
+        print(f"next time, to check only what comes after: --after {report.last}", file=out)
+    return 0
 
 
 async def run_show(
@@ -70,7 +133,7 @@ async def run_show(
 
 
 async def _verify(log: AuditLog, args: argparse.Namespace, out: TextIO) -> int:
-    return await run_verify(log, out)
+    return await run_verify(log, out, args.after)
 
 
 async def _show(log: AuditLog, args: argparse.Namespace, out: TextIO) -> int:

@@ -39,7 +39,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from server.store.audit_chain import ChainChecker, VerifyReport, id_key
+from server.store.audit_chain import Anchor, ChainChecker, VerifyReport, id_key
 from server.store.audit_records import (
     GENESIS,
     MAX_BODY_BYTES,
@@ -69,6 +69,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "OUTCOME_OK",
     "OUTCOME_REPEAT",
+    "Anchor",
     "AuditAction",
     "AuditConflict",
     "AuditEntry",
@@ -467,22 +468,35 @@ class AuditLog:
                 return
             start = "(" + page[-1][0]
 
-    async def verify(self, *, max_problems: int = 1000) -> VerifyReport:
-        """Walks the whole trail in seq order, the segment files and then the stream,
+    async def verify(
+        self,
+        *,
+        after: Anchor | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        progress_every: int = 10_000,
+        max_problems: int = 1000,
+    ) -> VerifyReport:
+        """Walks the trail in seq order, the segment files and then the stream,
         recomputing every hash, and checks that seqs run 1, 2, 3... (in Redis under ids
         ``<seq>-0``, in a file within the seqs its name gives), that each record names
         its predecessor's hash, that the archived mark names a record of the chain and
         that the head names the last record. Appends and archiving while it runs are
-        fine: the head is compared with the stream's top read atomically."""
+        fine: the head is compared with the stream's top read atomically.
+
+        ``after``: start there instead of at seq 1 (the next record must name its
+        hash). ``progress(checked, seq)`` is called every ``progress_every`` records."""
         checker = ChainChecker(max_problems)
+        if after is not None and after.seq > 0:
+            checker.resume(after)
+        from_seq = after.seq + 1 if after is not None else 1
         mark_seq, mark_hash = await self.archived()
-        from_seq = 1
-        if mark_seq and self.segments is None:
+        if from_seq <= mark_seq and self.segments is None:
             checker.problem(
-                f"seqs 1..{mark_seq} are archived in segment files, which were not given: "
-                "not checked"
+                f"seqs {from_seq}..{mark_seq} are archived in segment files, which were not "
+                "given: not checked"
             )
-            checker.expected, checker.prev_hash, from_seq = mark_seq + 1, mark_hash, mark_seq + 1
+            checker.resume(Anchor(mark_seq, mark_hash))
+            from_seq = mark_seq + 1
 
         def in_place(segment: Segment, record: StoredRecord) -> None:
             if not segment.first <= record.seq <= segment.last:
@@ -499,6 +513,8 @@ class AuditLog:
             from_seq, page_size=1000, on_segment=in_place, on_unreadable=unreadable
         ):
             checker.check(stream_id, fields)
+            if progress is not None and checker.checked % progress_every == 0:
+                progress(checker.checked, checker.last_seq or 0)
             if checker.last_seq == mark_seq and not mark_found:
                 mark_found = True
                 if checker.last_hash != mark_hash:

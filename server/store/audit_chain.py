@@ -1,6 +1,7 @@
-"""Checks a whole audit trail in one pass (``AuditLog.verify``, ``authq-admin audit
+"""Checks an audit trail in one pass (``AuditLog.verify``, ``authq-admin audit
 verify``): every hash recomputed, seqs consecutive under ids ``<seq>-0``, each record
-naming its predecessor's hash, and the chain head naming the last record."""
+naming its predecessor's hash, and the chain head naming the last record. The pass
+starts at seq 1, or after an anchor: a seq and the hash a previous verify ended on."""
 
 from __future__ import annotations
 
@@ -19,10 +20,24 @@ from server.store.audit_records import (
 
 
 @dataclass(frozen=True, slots=True)
+class Anchor:
+    """A record's seq and hash, taken as verified: a verify from there checks what
+    comes after it (``audit verify --after SEQ:HASH``)."""
+
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     ok: bool
     checked: int
     problems: list[str]
+    # The last record checked, to verify from next time; None when none was.
+    last: Anchor | None = None
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -45,6 +60,15 @@ class ChainChecker:
         self.last_id: str | None = None
         self.last_seq: int | None = None
         self.last_hash: str | None = None
+        # Set by resume(): what came before was not read here.
+        self.resumed = False
+
+    def resume(self, after: Anchor) -> None:
+        """Goes on from ``after`` as if it had just been checked."""
+        self.expected, self.prev_hash = after.seq + 1, after.hash
+        self.last_seq, self.last_hash = after.seq, after.hash
+        self.last_id = stream_id_for(after.seq)
+        self.resumed = True
 
     def problem(self, text: str) -> None:
         if len(self.problems) < self.max_problems:
@@ -106,7 +130,7 @@ class ChainChecker:
                 self.problem("the chain head is missing but the log has records")
             return
         head_seq, head_hash = text(raw_seq), text(raw_hash or b"")
-        if not self.checked:
+        if not self.checked and not self.resumed:
             self.problem(f"the chain head points at seq {head_seq} but the log is empty")
         elif head_seq != str(self.last_seq) or head_hash != self.last_hash:
             self.problem(
@@ -119,4 +143,7 @@ class ChainChecker:
         problems = list(self.problems)
         if self.dropped:
             problems.append(f"... and {self.dropped} more problems")
-        return VerifyReport(ok=not problems, checked=self.checked, problems=problems)
+        last = None
+        if self.checked and self.last_seq is not None and self.last_hash is not None:
+            last = Anchor(self.last_seq, self.last_hash)
+        return VerifyReport(ok=not problems, checked=self.checked, problems=problems, last=last)
