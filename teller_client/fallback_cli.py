@@ -29,6 +29,7 @@ from teller_client.journal import (
     Journal,
     JournalEntry,
     OnsiteDecision,
+    Reconciliation,
     default_path,
     now_ms,
 )
@@ -65,7 +66,8 @@ def add_fallback_commands(
         f"default {DEFAULT_KEEP_DAYS}; 0: as soon as it is settled)",
     )
     fallback = commands.add_parser(
-        "fallback", help="local fallbacks (R8): list, record the on-site decision, upload"
+        "fallback",
+        help="local fallbacks (R8): list, record the on-site decision, upload, reconcile",
     )
     actions = fallback.add_subparsers(dest="fallback_command", required=True)
     listing = actions.add_parser("list", help="journaled fallbacks: pending or uploaded")
@@ -78,6 +80,15 @@ def add_fallback_commands(
     record.add_argument("--outcome", required=True, choices=OUTCOMES)
     record.add_argument("--note", default="")
     actions.add_parser("sync", help="upload the pending fallbacks to the center now")
+    reconcile = actions.add_parser(
+        "reconcile",
+        help="record that a fallback the center refused or holds otherwise (CONFLICT) was "
+        "squared with the center's record (once); it then leaves the journal like a "
+        "settled one",
+    )
+    reconcile.add_argument("request_id")
+    reconcile.add_argument("--by", required=True, metavar="ID", help="who reconciled it")
+    reconcile.add_argument("--note", required=True, help="what was done to reconcile it")
 
 
 def _days(text: str | int) -> int:
@@ -343,6 +354,14 @@ def describe(entry: JournalEntry) -> str:
         text += f"\n         refused by the center: {entry.refused}"
     elif entry.server_status == "CONFLICT":
         text += f"\n         the center holds it otherwise: {entry.server_message}"
+    if entry.reconciled is not None:
+        how = entry.reconciled
+        text += f"\n         reconciled by {how.by} at {_when(how.at_ms)}: {how.note}"
+    elif entry.needs_reconciling:
+        text += (
+            f"\n         to reconcile with the center: authq-teller fallback reconcile "
+            f"{event.request_id} --by ID --note TEXT"
+        )
     said = central_note(entry.also_submitted, entry.central_state)
     if said:
         text += f"\n         {said}"
@@ -369,7 +388,7 @@ def central_note(also_submitted: bool, central_state: str) -> str:
 
 
 def offline_command(args: argparse.Namespace) -> int | None:
-    """``fallback list`` and ``fallback record``: they work with the center down.
+    """``fallback list``, ``record`` and ``reconcile``: they work with the center down.
     None for any other command."""
     if args.command != "fallback" or args.fallback_command == "sync":
         return None
@@ -381,6 +400,14 @@ def offline_command(args: argparse.Namespace) -> int | None:
         entry = journal.record_onsite(args.request_id, decision)
         if args.json:
             print(json.dumps(asdict(entry.onsite) if entry.onsite else {}, ensure_ascii=False))
+        else:
+            print(describe(entry))
+        return 0
+    if args.fallback_command == "reconcile":
+        how = Reconciliation(args.by.strip(), args.note.strip(), now_ms())
+        entry = journal.record_reconciled(args.request_id, how)
+        if args.json:
+            print(json.dumps(asdict(how), ensure_ascii=False))
         else:
             print(describe(entry))
         return 0

@@ -13,12 +13,14 @@ Lines (``type``):
     onsite     who authorized it on site, the outcome, a note, when
     uploaded   the center holds it (``outcome``: the on-site outcome it held then)
     refused    the center refused it (``reason``); not retried until something changes
+    reconciled the branch squared a fallback the center refused or holds otherwise
+               (CONFLICT) with the center's record: who, what was done, when
 
 The journal holds customers' data (R14): it is created readable by its owner only, and
-a fallback the center holds in full leaves it once it has been settled for a while
-(compact): the center keeps it permanently (R15), the workstation need not. Compaction
-is the one rewrite: a new file with the lines that stay, renamed over the old one under
-the same lock as the appends."""
+a fallback the center holds in full, or one reconciled, leaves it once it has been
+settled for a while (compact): the center keeps it permanently (R15), the workstation
+need not. Compaction is the one rewrite: a new file with the lines that stay, renamed
+over the old one under the same lock as the appends."""
 
 from __future__ import annotations
 
@@ -78,6 +80,15 @@ class OnsiteDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """How the branch squared a fallback the center refused or holds otherwise."""
+
+    by: str
+    note: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One fallback as its lines add up."""
 
@@ -94,6 +105,7 @@ class JournalEntry:
     # What the center's request of this id became once the fallback reached it ("" =
     # none or not told): SENT_BACK, withdrawn; APPROVED or REJECTED, decided there too.
     central_state: str = ""
+    reconciled: Reconciliation | None = None
 
     @property
     def outcome(self) -> str:
@@ -105,20 +117,32 @@ class JournalEntry:
         return self.sent_outcome != self.outcome
 
     @property
+    def needs_reconciling(self) -> bool:
+        """Uploaded with its on-site outcome, and refused by the center or held there
+        otherwise (CONFLICT): the branch has to square the two records."""
+        # A refusal leaves no server status: it is not among HELD either.
+        return self.onsite is not None and not self.pending and self.server_status not in HELD
+
+    @property
     def settled(self) -> bool:
-        """The center holds it in full: its on-site outcome uploaded and taken as sent.
-        Nothing about it is left for the workstation to send or anyone to act on."""
-        return (
-            self.onsite is not None
-            and not self.pending
-            and not self.refused
-            and self.server_status in HELD
-        )
+        """The center holds it in full (its on-site outcome uploaded and taken as
+        sent), or the branch reconciled it. Nothing about it is left for the
+        workstation to send or anyone to act on."""
+        if self.onsite is None or self.pending:
+            return False
+        return self.reconciled is not None or not self.needs_reconciling
+
+    @property
+    def settled_at_ms(self) -> int:
+        """Since when it is settled (its last upload, or its reconciliation)."""
+        return max(self.sent_at_ms, self.reconciled.at_ms if self.reconciled else 0)
 
     @property
     def state(self) -> str:
         if self.pending:
             return "PENDING"
+        if self.reconciled is not None:
+            return "RECONCILED"
         return "REFUSED" if self.refused else "UPLOADED"
 
 
@@ -167,6 +191,35 @@ class Journal:
         self._append({"type": "onsite", "request_id": request_id, **asdict(decision)})
         return replace(entry, onsite=decision)
 
+    def record_reconciled(self, request_id: str, how: Reconciliation) -> JournalEntry:
+        """Records that the branch squared a fallback the center refused or holds
+        otherwise with the center's record (once). It then leaves the journal like a
+        settled one."""
+        entry = self.entries().get(request_id)
+        if entry is None:
+            raise JournalError(f"no fallback {request_id} in the journal {self.path}")
+        if entry.reconciled is not None:
+            raise JournalError(
+                f"{request_id} was already reconciled by {entry.reconciled.by}: "
+                "a reconciliation is recorded once"
+            )
+        if not entry.needs_reconciling:
+            state = "the center holds it as sent" if entry.settled else entry.state.lower()
+            raise JournalError(
+                f"{request_id} has nothing to reconcile ({state}): only a fallback the "
+                "center refused or holds otherwise (CONFLICT) is reconciled"
+            )
+        if not how.by.strip():
+            raise JournalError("--by: who reconciled it is required")
+        if how.by == entry.event.teller_id:
+            raise JournalError(
+                "--by: the teller who keyed a transaction cannot reconcile its fallback (R11)"
+            )
+        if not how.note.strip():
+            raise JournalError("--note: what was done to reconcile it is required")
+        self._append({"type": "reconciled", "request_id": request_id, **asdict(how)})
+        return replace(entry, reconciled=how)
+
     def mark_uploaded(
         self,
         entry: JournalEntry,
@@ -196,8 +249,8 @@ class Journal:
             os.fsync(fd)
 
     def compact(self, settled_before_ms: int) -> int:
-        """Drops every fallback settled (JournalEntry.settled) with its last upload
-        before ``settled_before_ms``, and lines no one can read (torn by a crash);
+        """Drops every fallback settled (JournalEntry.settled) before
+        ``settled_before_ms``, and lines no one can read (torn by a crash);
         returns how many fallbacks left. The lines that stay are kept byte for byte."""
         with self._locked():
             lines = list(self._raw_lines())
@@ -205,7 +258,7 @@ class Journal:
             gone = {
                 rid
                 for rid, entry in entries.items()
-                if entry.settled and entry.sent_at_ms < settled_before_ms
+                if entry.settled and entry.settled_at_ms < settled_before_ms
             }
             kept: list[bytes] = []
             torn = 0
@@ -331,6 +384,10 @@ def _apply(entries: dict[str, JournalEntry], line: dict[str, Any]) -> bool:
             line["authorizer"], line["outcome"], line["note"], int(line["at_ms"])
         )
         entries[entry.event.request_id] = replace(entry, onsite=decision)
+        return True
+    if kind == "reconciled":
+        how = Reconciliation(str(line["by"]), str(line["note"]), int(line["at_ms"]))
+        entries[entry.event.request_id] = replace(entry, reconciled=how)
         return True
     if kind in ("uploaded", "refused"):
         entries[entry.event.request_id] = replace(

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from teller_client import journal as journal_module
-from teller_client.journal import DAY_MS, FallbackEvent, Journal, OnsiteDecision
+from teller_client.journal import (
+    DAY_MS,
+    FallbackEvent,
+    Journal,
+    JournalError,
+    OnsiteDecision,
+    Reconciliation,
+)
+from tests.test_local_fallback import cli, login_args, nothing_listening
 
 NOW_MS = 1_800_000_000_000
 
@@ -115,3 +123,81 @@ def test_an_append_waiting_on_a_compaction_lands_in_the_new_file(
         journal._replace(b"")  # the compaction's new file, which drops fb-settled
     appender.join(10)
     assert list(journal.entries()) == ["fb-new"]
+
+
+def test_a_conflict_or_a_refusal_leaves_once_reconciled_and_kept_long_enough(
+    tmp_path: Path, clock: list[int]
+) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    decided(journal, "fb-conflict")
+    uploaded(journal, "fb-conflict", "CONFLICT")
+    decided(journal, "fb-refused")
+    journal.mark_refused(journal.entries()["fb-refused"], "records[0].transaction.account")
+    assert all(e.needs_reconciling for e in journal.entries().values())
+
+    how = Reconciliation("branch-head-3", "settled", NOW_MS - 2 * DAY_MS)  # 8 days on
+    for rid in ("fb-conflict", "fb-refused"):
+        entry = journal.record_reconciled(rid, how)
+        assert (entry.settled, entry.state) == (True, "RECONCILED")
+    assert journal.entries()["fb-conflict"].reconciled == how
+    # Kept for the days to keep from the reconciliation, not from the upload.
+    assert journal.compact(NOW_MS - 7 * DAY_MS) == 0
+    assert journal.compact(NOW_MS - DAY_MS) == 2
+    assert journal.entries() == {}
+
+
+def test_only_what_needs_reconciling_is_reconciled_once_by_someone_else(
+    tmp_path: Path, clock: list[int]
+) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    decided(journal, "fb-stored")
+    uploaded(journal, "fb-stored")
+    decided(journal, "fb-pending")
+    journal.record_fallback(event("fb-no-outcome"))
+    uploaded(journal, "fb-no-outcome", "CONFLICT")
+    decided(journal, "fb-conflict")
+    uploaded(journal, "fb-conflict", "CONFLICT")
+    ok = Reconciliation("branch-head-3", "called the center, kept the center's record", 9)
+
+    def refused(rid: str, how: Reconciliation = ok) -> str:
+        with pytest.raises(JournalError) as caught:
+            journal.record_reconciled(rid, how)
+        return str(caught.value)
+
+    assert "fb-stored has nothing to reconcile (the center holds it as sent)" in refused(
+        "fb-stored"
+    )
+    assert "fb-pending has nothing to reconcile (pending)" in refused("fb-pending")
+    assert "nothing to reconcile" in refused("fb-no-outcome")  # its on-site outcome first
+    assert "no fallback fb-nowhere" in refused("fb-nowhere")
+    assert refused("fb-conflict", Reconciliation("teller-1", "x", 9)) == (
+        "--by: the teller who keyed a transaction cannot reconcile its fallback (R11)"
+    )
+    assert refused("fb-conflict", Reconciliation(" ", "x", 9)).startswith("--by:")
+    assert refused("fb-conflict", Reconciliation("branch-head-3", " ", 9)).startswith("--note:")
+    journal.record_reconciled("fb-conflict", ok)
+    assert "already reconciled by branch-head-3" in refused("fb-conflict")
+
+
+async def test_the_reconcile_command_works_with_the_center_down(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    decided(journal, "fb-conflict")
+    uploaded(journal, "fb-conflict", "CONFLICT")
+    me = ("--server", nothing_listening(), *login_args(tmp_path), "--journal", str(journal.path))
+    code, out, _ = await cli("teller_client.cli", *me, "fallback", "list")
+    assert code == 0
+    assert "authq-teller fallback reconcile fb-conflict --by ID --note TEXT" in out
+    code, out, err = await cli(
+        "teller_client.cli", *me, "fallback", "reconcile", "fb-conflict",
+        "--by", "branch-head-3", "--note", "the center's record stands",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("RECONCILED fb-conflict")
+    assert "reconciled by branch-head-3 at " in out
+    assert out.rstrip().endswith(": the center's record stands")
+    code, _, err = await cli(
+        "teller_client.cli", *me, "fallback", "reconcile", "fb-conflict",
+        "--by", "branch-head-3", "--note", "again",
+    )  # fmt: skip
+    assert code != 0
+    assert "already reconciled by branch-head-3" in err
