@@ -31,13 +31,19 @@ async def load_history(
     region is known without the trail."""
     if period is None:
         return await _collect(log, 1)
-    look_back_ms = 0
+    first = await log.first_seq_since(period.start_ms)
+    look_back_ms = _DAY_MS
     while True:
-        first = await log.first_seq_since(period.start_ms - look_back_ms)
         history = await _collect(log, first)
         if first <= 1 or not unresolved(history, period, known_branches):
             return history
-        look_back_ms = max(_DAY_MS, 2 * look_back_ms)
+        # Back to the first look-back that starts earlier: one that starts at the
+        # same seq would read the same records again.
+        earlier = first
+        while earlier == first:
+            earlier = await log.first_seq_since(period.start_ms - look_back_ms)
+            look_back_ms *= 2
+        first = earlier
 
 
 async def _collect(log: AuditLog, first: int) -> History:
