@@ -171,9 +171,7 @@ class Journal:
 
     def record_onsite(self, request_id: str, decision: OnsiteDecision) -> JournalEntry:
         """Records who authorized a journaled fallback on site, and how (once)."""
-        entry = self.entries().get(request_id)
-        if entry is None:
-            raise JournalError(f"no fallback {request_id} in the journal {self.path}")
+        entry = self._journaled(request_id)
         if entry.onsite is not None:
             raise JournalError(
                 f"{request_id} was already recorded as {entry.onsite.outcome} on site by "
@@ -181,13 +179,10 @@ class Journal:
             )
         if decision.outcome not in OUTCOMES:
             raise JournalError(f"--outcome: one of {', '.join(OUTCOMES)}")
-        if not decision.authorizer.strip():
-            raise JournalError("--onsite-authorizer: who authorized it on site is required")
-        if decision.authorizer == entry.event.teller_id:
-            raise JournalError(
-                "--onsite-authorizer: the teller who keyed a transaction cannot authorize "
-                "it on site (R11)"
-            )
+        _check_person(
+            "--onsite-authorizer", decision.authorizer, entry,
+            "who authorized it on site", "authorize it on site",
+        )  # fmt: skip
         self._append({"type": "onsite", "request_id": request_id, **asdict(decision)})
         return replace(entry, onsite=decision)
 
@@ -195,9 +190,7 @@ class Journal:
         """Records that the branch squared a fallback the center refused or holds
         otherwise with the center's record (once). It then leaves the journal like a
         settled one."""
-        entry = self.entries().get(request_id)
-        if entry is None:
-            raise JournalError(f"no fallback {request_id} in the journal {self.path}")
+        entry = self._journaled(request_id)
         if entry.reconciled is not None:
             raise JournalError(
                 f"{request_id} was already reconciled by {entry.reconciled.by}: "
@@ -209,16 +202,17 @@ class Journal:
                 f"{request_id} has nothing to reconcile ({state}): only a fallback the "
                 "center refused or holds otherwise (CONFLICT) is reconciled"
             )
-        if not how.by.strip():
-            raise JournalError("--by: who reconciled it is required")
-        if how.by == entry.event.teller_id:
-            raise JournalError(
-                "--by: the teller who keyed a transaction cannot reconcile its fallback (R11)"
-            )
+        _check_person("--by", how.by, entry, "who reconciled it", "reconcile its fallback")
         if not how.note.strip():
             raise JournalError("--note: what was done to reconcile it is required")
         self._append({"type": "reconciled", "request_id": request_id, **asdict(how)})
         return replace(entry, reconciled=how)
+
+    def _journaled(self, request_id: str) -> JournalEntry:
+        entry = self.entries().get(request_id)
+        if entry is None:
+            raise JournalError(f"no fallback {request_id} in the journal {self.path}")
+        return entry
 
     def mark_uploaded(
         self,
@@ -354,6 +348,14 @@ class Journal:
                     yield raw, None
                     continue
                 yield raw, line if isinstance(line, dict) else None
+
+
+def _check_person(option: str, who: str, entry: JournalEntry, role: str, act: str) -> None:
+    """A person named for a fallback: named, and not the teller who keyed it (R11)."""
+    if not who.strip():
+        raise JournalError(f"{option}: {role} is required")
+    if who == entry.event.teller_id:
+        raise JournalError(f"{option}: the teller who keyed a transaction cannot {act} (R11)")
 
 
 def _fold(lines: Iterable[dict[str, Any] | None]) -> _Fold:
