@@ -11,10 +11,9 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from server.admin.audit_cli import Progress
-from server.archive.audit_mover import AuditMover
 from server.store.audit import Anchor, AuditLog
 from tests.test_audit import Entries, entry, filled, rewrite
-from tests.test_audit_segments import OLD, admin, segmented
+from tests.test_audit_segments import admin, moved, segmented
 from tests.test_audit_segments import filled as filled_segmented
 
 
@@ -73,9 +72,7 @@ async def hash_of(log: AuditLog, seq: int) -> str:
 async def test_an_anchor_past_the_segment_files_needs_no_files(
     redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
-    log = segmented(redis_client, tmp_path)
-    await filled_segmented(log, 12)
-    await AuditMover(log, segment_records=5).move_due(OLD + 1_000)
+    log = await moved(redis_client, tmp_path, 12)
     # Through the files: from seq 3, inside the first file.
     inside = await log.verify(after=Anchor(3, await hash_of(log, 3)))
     assert (inside.ok, inside.checked) == (True, 9)

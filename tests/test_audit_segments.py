@@ -134,9 +134,7 @@ async def test_a_segment_file_with_other_records_is_never_replaced(
 async def test_reading_moved_records_needs_the_archive(
     redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
-    log = segmented(redis_client, tmp_path)
-    await filled(log, 7)
-    await AuditMover(log, segment_records=5).move_due(OLD + 1_000)
+    await moved(redis_client, tmp_path, 7)
     blind = AuditLog(redis_client)
 
     with pytest.raises(AuditError, match=r"seqs 1\.\.5 are archived in segment files"):
