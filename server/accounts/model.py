@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -39,6 +40,37 @@ def conflicting_posts(roles: frozenset[Role]) -> str | None:
         return "ADMIN holds no operational role"
     if not roles:
         return "an account needs at least one role"
+    return None
+
+
+# A user or branch id: it names its holder in every audit record, report and key, so
+# it is plain (no spaces, no separators the records or the keys use).
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Ids the server itself acts under (the lease reaper, the backlog monitor, the image
+# check: server/center.py and the others name it with their origin). A person holding
+# one would act in the system's name in the audit trail (R11).
+RESERVED_IDS = frozenset({"system"})
+NAME_MAX_CHARS = 100
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a new user's or branch's id, or None."""
+    if not ID_RE.match(value):
+        return (
+            "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit; "
+            f"got {value!r}"
+        )
+    if value.lower() in RESERVED_IDS:
+        return f"{value!r} is the id the server acts under (R11)"
+    return None
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a user's or branch's name, or None."""
+    if not value.strip():
+        return "a name is needed"
+    if len(value) > NAME_MAX_CHARS:
+        return f"at most {NAME_MAX_CHARS} characters"
     return None
 
 

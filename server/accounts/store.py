@@ -16,7 +16,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from server.accounts.model import Account, Qualification, Role, Status, conflicting_posts
+from server.accounts.model import (
+    Account,
+    Qualification,
+    Role,
+    Status,
+    conflicting_posts,
+    id_problem,
+    name_problem,
+)
 from server.accounts.passwords import hash_password, password_problem, verify_password
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.store.audit_records import StagedAudit
@@ -67,15 +75,25 @@ class AccountStore:
         self.password_max_age_days = password_max_age_days
         self._authenticate = load_script(client, "authenticate")
         self._logout = load_script(client, "logout")
+        self._create_once = load_script(client, "create_once")
+
+    # Every change below is one step in Redis (a script or a MULTI/EXEC transaction),
+    # and ``audit``, the change's record, is staged in that step (R15): a kill cannot
+    # leave half an account, nor an account changed without its record.
 
     # -- branches ------------------------------------------------------------------
 
-    async def create_branch(self, branch_id: str, name: str, region: str = "default") -> None:
-        created = await self.client.hsetnx(self.keys.branch(branch_id), "name", name)
-        if not created:
+    async def create_branch(
+        self, branch_id: str, name: str, region: str = "default",
+        audit: StagedAudit | None = None,
+    ) -> None:  # fmt: skip
+        _check_new(branch_id, name, "branch_id")
+        if not region.strip():
+            raise InvalidArgument("region", "a branch needs a region")
+        key = self.keys.branch(branch_id)
+        if not await self._create(key, self.keys.branches, branch_id,
+                                  {"name": name, "region": region}, audit):  # fmt: skip
             raise AlreadyExists(f"branch {branch_id} exists")
-        await self.client.hset(self.keys.branch(branch_id), mapping={"region": region})
-        await self.client.sadd(self.keys.branches, branch_id)
 
     async def branch_exists(self, branch_id: str) -> bool:
         return bool(await self.client.exists(self.keys.branch(branch_id)))
@@ -92,7 +110,9 @@ class AccountStore:
         branch_id: str = "",
         qualification: Qualification | None = None,
         must_change_password: bool = True,
+        audit: StagedAudit | None = None,
     ) -> Account:
+        _check_new(user_id, name, "user_id")
         role_set = frozenset(roles)
         problem = conflicting_posts(role_set)
         if problem:
@@ -115,13 +135,35 @@ class AccountStore:
             qualification=qualification or Qualification(),
         )
         password_hash = await asyncio.to_thread(hash_password, password)
-        key = self.keys.account(user_id)
-        if not await self.client.hsetnx(key, "id", user_id):
+        fields: dict[str, Any] = {"id": user_id, **_fields(account), "pw": password_hash}
+        if not await self._create(self.keys.account(user_id), self.keys.accounts, user_id,
+                                  fields, audit):  # fmt: skip
             raise AlreadyExists(f"account {user_id} exists")
-        mapping: dict[Any, Any] = {**_fields(account), "pw": password_hash}
-        await self.client.hset(key, mapping=mapping)
-        await self.client.sadd(self.keys.accounts, user_id)
         return account
+
+    async def _create(
+        self, key: str, listed_in: str, member: str, fields: dict[str, Any],
+        audit: StagedAudit | None,
+    ) -> bool:  # fmt: skip
+        """Creates the hash and lists it, with ``audit``, in one script; False if it
+        existed (then nothing changed and nothing was staged)."""
+        flat: list[Any] = [member]
+        for name, value in fields.items():
+            flat += [name, value]
+        result = await run_audited(
+            self._create_once, self.keys.audit_staged, audit, [key, listed_in], flat
+        )
+        return _text(result[0]) == "OK"
+
+    async def _changed(
+        self, user_id: str, fields: dict[Any, Any], audit: StagedAudit | None
+    ) -> None:
+        """Sets fields of an existing account, with ``audit``, in one transaction."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.account(user_id), mapping=fields)
+            stage_in(pipe, self.keys.audit_staged, audit)
+            await pipe.execute()
+        staged_after(audit)
 
     async def get(self, user_id: str) -> Account:
         fields = await self.client.hgetall(self.keys.account(user_id))
@@ -133,24 +175,26 @@ class AccountStore:
         ids = sorted(_text(u) for u in await self.client.smembers(self.keys.accounts))
         return [await self.get(user_id) for user_id in ids]
 
-    async def set_roles(self, user_id: str, roles: Iterable[Role]) -> Account:
+    async def set_roles(
+        self, user_id: str, roles: Iterable[Role], audit: StagedAudit | None = None
+    ) -> Account:
         account = await self.get(user_id)
         role_set = frozenset(roles)
         problem = conflicting_posts(role_set)
         if problem:
             raise InvalidArgument("roles", f"{problem} (R11)")
-        await self.client.hset(self.keys.account(user_id), "roles", ",".join(sorted(role_set)))
+        await self._changed(user_id, {"roles": ",".join(sorted(role_set))}, audit)
         return replace(account, roles=role_set)
 
-    async def set_qualification(self, user_id: str, qualification: Qualification) -> Account:
+    async def set_qualification(
+        self, user_id: str, qualification: Qualification, audit: StagedAudit | None = None
+    ) -> Account:
         account = await self.get(user_id)
-        await self.client.hset(
-            self.keys.account(user_id),
-            mapping={
-                "qt": ",".join(sorted(qualification.business_types)),
-                "qc": qualification.ceiling_minor,
-            },
-        )
+        fields = {
+            "qt": ",".join(sorted(qualification.business_types)),
+            "qc": qualification.ceiling_minor,
+        }
+        await self._changed(user_id, fields, audit)
         return replace(account, qualification=qualification)
 
     async def set_status(
@@ -176,17 +220,16 @@ class AccountStore:
         staged_after(audit)
         return replace(account, status=status)
 
-    async def reset_password(self, user_id: str, password: str) -> None:
+    async def reset_password(
+        self, user_id: str, password: str, audit: StagedAudit | None = None
+    ) -> None:
         """An administrator's reset: the user must choose a new one at next login."""
         await self.get(user_id)
         problem = password_problem(password, user_id)
         if problem:
             raise InvalidArgument("password", problem)
         password_hash = await asyncio.to_thread(hash_password, password)
-        await self.client.hset(
-            self.keys.account(user_id),
-            mapping={"pw": password_hash, "pwat": _now_ms(), "mc": "1"},
-        )
+        await self._changed(user_id, {"pw": password_hash, "pwat": _now_ms(), "mc": "1"}, audit)
 
     # -- login ---------------------------------------------------------------------
 
@@ -282,6 +325,15 @@ class AccountStore:
 
 
 _DUMMY_HASH = hash_password("not-a-password-of-anyone")
+
+
+def _check_new(new_id: str, name: str, id_field: str) -> None:
+    problem = id_problem(new_id)
+    if problem:
+        raise InvalidArgument(id_field, problem)
+    problem = name_problem(name)
+    if problem:
+        raise InvalidArgument("name", problem)
 
 
 def _fields(account: Account) -> dict[str, Any]:

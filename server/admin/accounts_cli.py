@@ -17,6 +17,7 @@ from server.accounts.store import AccountStore
 from server.domain.money import parse_amount
 from server.policy.enrollment import Enrollment, EnrollmentStatus
 from server.store.audit import AuditEntry, AuditLog
+from server.store.audit_records import StagedAudit
 from server.store.branches import BranchDirectory
 
 
@@ -29,13 +30,23 @@ class AdminContext:
     def actor(self) -> str:
         return f"authq-admin:{os.environ.get('USER', 'operator')}"
 
-    async def record(self, action: str, target: str, **details: str | int) -> None:
-        await self.audit.append(
-            AuditEntry(actor=self.actor, role="ADMIN", origin="cli", action=action,
-                       target=target, details=dict(details))
-        )  # fmt: skip
+    def staged(self, action: str, target: str, **details: str | int) -> StagedAudit:
+        """The change's record, for the store to stage in the same step as the change
+        (R15): a kill between the two cannot leave a change unrecorded."""
+        entry = AuditEntry(actor=self.actor, role="ADMIN", origin="cli", action=action,
+                           target=target, details=dict(details))  # fmt: skip
+        return StagedAudit(entry.pack())
+
+    async def chain(self, audit: StagedAudit) -> None:
+        """Chains the staged record now, so that the trail shows it when the command
+        ends; if Redis does not let it, a server's audit writer chains it later."""
+        if audit.staged and not await self.audit.drain(timeout_s=CHAIN_WAIT_S):
+            print("authq-admin: the change is recorded, and will be chained into the "
+                  "audit trail by the next writer", file=sys.stderr)  # fmt: skip
 
 
+# How long a command waits for its record to be chained before it ends.
+CHAIN_WAIT_S = 10.0
 AdminRunner = Callable[[AdminContext, argparse.Namespace, TextIO], Awaitable[int]]
 # Subscripting _SubParsersAction works for the type checker only (3.11 refuses it).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -68,8 +79,9 @@ def describe(account: Account) -> str:
 
 
 async def _branch_create(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
-    await ctx.accounts.create_branch(args.branch_id, args.name, args.region)
-    await ctx.record("BRANCH_CREATE", args.branch_id, name=args.name, region=args.region)
+    audit = ctx.staged("BRANCH_CREATE", args.branch_id, name=args.name, region=args.region)
+    await ctx.accounts.create_branch(args.branch_id, args.name, args.region, audit)
+    await ctx.chain(audit)
     print(f"branch {args.branch_id} created", file=out)
     return 0
 
@@ -87,9 +99,10 @@ def _enrollment_command(status: EnrollmentStatus) -> AdminRunner:
         except ValueError as exc:
             print(f"authq-admin: {exc}", file=sys.stderr)
             return 1
-        await _branches(ctx).set_enrollment(args.branch_id, enrollment)
-        await ctx.record("BRANCH_ENROLLMENT", args.branch_id, status=status.value,
-                         types=",".join(sorted(suspended)), reason=args.reason or "")  # fmt: skip
+        audit = ctx.staged("BRANCH_ENROLLMENT", args.branch_id, status=status.value,
+                           types=",".join(sorted(suspended)), reason=args.reason or "")  # fmt: skip
+        await _branches(ctx).set_enrollment(args.branch_id, enrollment, audit)
+        await ctx.chain(audit)
         scope = f" for {', '.join(sorted(suspended))}" if suspended else ""
         print(f"branch {args.branch_id}: {status.value}{scope}", file=out)
         return 0
@@ -115,11 +128,13 @@ async def _branch_show(ctx: AdminContext, args: argparse.Namespace, out: TextIO)
 
 
 async def _user_create(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+    roles = frozenset(Role(r) for r in args.role)
+    audit = ctx.staged("ACCOUNT_CREATE", args.user_id, roles=",".join(sorted(roles)))
     account = await ctx.accounts.create_user(
-        args.user_id, args.name, [Role(r) for r in args.role], _password(args.password),
-        branch_id=args.branch or "", qualification=_qualification(args),
+        args.user_id, args.name, roles, _password(args.password),
+        branch_id=args.branch or "", qualification=_qualification(args), audit=audit,
     )  # fmt: skip
-    await ctx.record("ACCOUNT_CREATE", args.user_id, roles=",".join(sorted(account.roles)))
+    await ctx.chain(audit)
     print(describe(account), file=out)
     return 0
 
@@ -131,26 +146,30 @@ async def _user_list(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -
 
 
 async def _user_roles(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
-    account = await ctx.accounts.set_roles(args.user_id, [Role(r) for r in args.role])
-    await ctx.record("ACCOUNT_ROLES", args.user_id, roles=",".join(sorted(account.roles)))
+    roles = frozenset(Role(r) for r in args.role)
+    audit = ctx.staged("ACCOUNT_ROLES", args.user_id, roles=",".join(sorted(roles)))
+    account = await ctx.accounts.set_roles(args.user_id, roles, audit)
+    await ctx.chain(audit)
     print(describe(account), file=out)
     return 0
 
 
 async def _user_qualify(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
     qualification = _qualification(args) or Qualification()
-    account = await ctx.accounts.set_qualification(args.user_id, qualification)
-    await ctx.record("ACCOUNT_QUALIFY", args.user_id,
-                     types=",".join(sorted(qualification.business_types)),
-                     ceiling_minor=qualification.ceiling_minor)  # fmt: skip
+    audit = ctx.staged("ACCOUNT_QUALIFY", args.user_id,
+                       types=",".join(sorted(qualification.business_types)),
+                       ceiling_minor=qualification.ceiling_minor)  # fmt: skip
+    account = await ctx.accounts.set_qualification(args.user_id, qualification, audit)
+    await ctx.chain(audit)
     print(describe(account), file=out)
     return 0
 
 
 def _status_command(status: Status, action: str) -> AdminRunner:
     async def run(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
-        account = await ctx.accounts.set_status(args.user_id, status)
-        await ctx.record(action, args.user_id, reason=args.reason)
+        audit = ctx.staged(action, args.user_id, reason=args.reason)
+        account = await ctx.accounts.set_status(args.user_id, status, audit)
+        await ctx.chain(audit)
         print(describe(account), file=out)
         return 0
 
@@ -158,8 +177,9 @@ def _status_command(status: Status, action: str) -> AdminRunner:
 
 
 async def _user_reset(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
-    await ctx.accounts.reset_password(args.user_id, _password(args.password))
-    await ctx.record("ACCOUNT_PASSWORD_RESET", args.user_id)
+    audit = ctx.staged("ACCOUNT_PASSWORD_RESET", args.user_id)
+    await ctx.accounts.reset_password(args.user_id, _password(args.password), audit)
+    await ctx.chain(audit)
     print(f"password of {args.user_id} reset: it must be changed at the next login", file=out)
     return 0
 

@@ -127,12 +127,18 @@ class BranchDirectory:
         raw = await self.client.hget(self.keys.branch(branch_id), "enr")
         return Enrollment.from_dict(json.loads(raw)) if raw else ENROLLED
 
-    async def set_enrollment(self, branch_id: str, enrollment: Enrollment) -> None:
+    async def set_enrollment(
+        self, branch_id: str, enrollment: Enrollment, audit: StagedAudit | None = None
+    ) -> None:
+        """``audit``: the BRANCH_ENROLLMENT record, staged in the same transaction."""
         if not await self.client.exists(self.keys.branch(branch_id)):
             raise NotFound(f"no branch {branch_id}")
-        await self.client.hset(
-            self.keys.branch(branch_id), "enr", json.dumps(enrollment.to_dict(), sort_keys=True)
-        )
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.branch(branch_id), "enr",
+                      json.dumps(enrollment.to_dict(), sort_keys=True))  # fmt: skip
+            stage_in(pipe, self.keys.audit_staged, audit)
+            await pipe.execute()
+        staged_after(audit)
         self.forget(branch_id)
 
     # -- extended-hours windows (R9) -----------------------------------------------------
