@@ -600,8 +600,8 @@ class Center:
             )
 
     async def set_away(self, identity: Identity, away: bool) -> None:
-        async with self.audited(identity, "AWAY" if away else "BACK", identity.user_id):
-            await self.store.set_away(identity.user_id, away)
+        async with self.audited(identity, "AWAY" if away else "BACK", identity.user_id) as audit:
+            await self.store.set_away(identity.user_id, away, audit)
         if not away:
             self.dispatcher.wake()
 

@@ -6,6 +6,7 @@ import asyncio
 
 from authq.v1 import common_pb2 as cpb
 
+from server.center import Identity
 from tests.conftest import RunningServer
 from tests.helpers import request
 
@@ -40,3 +41,13 @@ async def test_an_away_authorizer_gets_no_new_items_until_back(server: RunningSe
     actions = [r.entry.action async for r in server.runtime.audit.read()]
     assert "AWAY" in actions
     assert "BACK" in actions
+
+
+async def test_away_and_its_record_are_one_step(server: RunningServer) -> None:
+    center = server.runtime.center
+    audit = center.stage(Identity(user_id="auth-c", origin="test"), "AWAY", "auth-c")
+    await server.runtime.store.set_away("auth-c", True, audit)
+    assert audit.staged  # so Center.audited stages nothing more
+    await center.flush_audit()
+    records = [r.entry async for r in server.runtime.audit.read()]
+    assert [(r.action, r.actor) for r in records if r.target == "auth-c"] == [("AWAY", "auth-c")]

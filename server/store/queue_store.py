@@ -429,11 +429,18 @@ class QueueStore(QueueReads):
         ``audit.staged`` says whether the script did the action, and so staged it."""
         return await staging.run_audited(script, self.keys.audit_staged, audit, keys, args)
 
-    async def set_away(self, authorizer_id: str, away: bool) -> None:
-        if away:
-            await self.client.sadd(self.keys.away, authorizer_id)
-        else:
-            await self.client.srem(self.keys.away, authorizer_id)
+    async def set_away(
+        self, authorizer_id: str, away: bool, audit: StagedAudit | None = None
+    ) -> None:
+        """``audit``: the AWAY or BACK record, staged in the same transaction (R15)."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            if away:
+                pipe.sadd(self.keys.away, authorizer_id)
+            else:
+                pipe.srem(self.keys.away, authorizer_id)
+            staging.stage_in(pipe, self.keys.audit_staged, audit)
+            await pipe.execute()
+        staging.staged_after(audit)
 
     async def renew(self, request_id: str, token: int, authorizer_id: str) -> int:
         result = await self.scripts.renew(
