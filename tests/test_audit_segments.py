@@ -17,8 +17,16 @@ import redis.asyncio as aioredis
 from server.admin.cli import _run, build_parser
 from server.archive.archiver import Archiver, ArchiverConfig
 from server.archive.audit_mover import AuditMover
-from server.store.audit import AuditError, AuditLog, AuditRecord, StoredRecord, chain_hash
+from server.store.audit import (
+    Anchor,
+    AuditError,
+    AuditLog,
+    AuditRecord,
+    StoredRecord,
+    chain_hash,
+)
 from server.store.audit_segments import AuditSegments, SegmentConflict, encode, segment_name
+from server.store.audit_witness import AuditWitness
 from tests.test_audit import entry
 
 OLD = 1_700_000_000_000  # entry(n) is stamped OLD + n
@@ -253,6 +261,9 @@ async def test_archiver_moves_what_the_keep_hot_window_let_go(
     assert await archiver(keep_hot_s=60).move_audit() == 4
     assert names(log) == [segment_name(1, 2), segment_name(3, 4)]
     assert await redis_client.xlen(log.stream_key) == 2
+    # Each round also notes the chain's head beside the files (audit_witness.py).
+    notes = AuditWitness.beside(tmp_path / "archive" / "audit").read().notes
+    assert [note.anchor for note in notes] == [Anchor(*await log.head())]
 
 
 async def test_admin_reads_and_verifies_through_the_archive(

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from server.admin.archive_cli import add_archive_dir_option
 from server.store.audit import Anchor, AuditError, AuditLog, AuditRecord
+from server.store.audit_witness import AuditWitness
 
 Runner = Callable[[AuditLog, argparse.Namespace, TextIO], Awaitable[int]]
 
@@ -96,8 +97,11 @@ async def run_verify(
 ) -> int:  # fmt: skip
     head, _ = await log.head()
     progress = Progress(progress_to, max(0, head - (after.seq if after else 0)))
+    witness = None if log.segments is None else AuditWitness.beside(log.segments.directory)
     try:
-        report = await log.verify(after=after, progress=progress)
+        report = await log.verify(
+            after=after, progress=progress, witness=None if witness is None else witness.read()
+        )
     finally:
         progress.done()
     for problem in report.problems:
@@ -112,6 +116,9 @@ async def run_verify(
     print(f"audit chain OK: {report.checked} records verified{since}", file=out)
     if report.last is not None:
         print(f"next time, to check only what comes after: --after {report.last}", file=out)
+    if witness is not None:
+        print(f"witness: the trail matches the {report.witnessed} notes of {witness.path} "
+              "it reached", file=out)  # fmt: skip
     return 0
 
 

@@ -245,8 +245,10 @@ class Archiver:
 
     async def move_audit(self) -> int:
         """Moves the audit records older than the keep-hot window to segment files,
-        while the center stays quiet."""
+        while the center stays quiet, and notes the chain's head beside them."""
         if self.audit_mover is None:
             return 0
         older_than_ms = int((time.time() - self.config.keep_hot_s) * 1000)
-        return await self.audit_mover.move_due(older_than_ms, self._interrupted)
+        moved = await self.audit_mover.move_due(older_than_ms, self._interrupted)
+        await self.audit_mover.note_head()
+        return moved

@@ -12,18 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
-from server.store.audit import AuditLog
+from server.store.audit import Anchor, AuditLog
 from server.store.audit_records import AuditEntry, AuditError, AuditFormatError, text
 from server.store.audit_segments import SEGMENT_RECORDS, AuditSegments
+from server.store.audit_witness import AuditWitness
 from server.store.scripts import load_script
+
+# How often the archiver notes the chain's head outside Redis: a rewrite of the
+# trail is caught for every record chained before the last note.
+WITNESS_EVERY_S = 300.0
 
 log = logging.getLogger(__name__)
 
 
 class AuditMover:
-    def __init__(self, audit: AuditLog, *, segment_records: int = SEGMENT_RECORDS) -> None:
+    def __init__(
+        self, audit: AuditLog, *, segment_records: int = SEGMENT_RECORDS,
+        witness_every_s: float = WITNESS_EVERY_S,
+    ) -> None:  # fmt: skip
         if audit.segments is None:
             raise ValueError("the audit log has no segment files to move records to")
         if segment_records < 1:
@@ -33,6 +42,21 @@ class AuditMover:
         self.segment_records = segment_records
         self._trim = load_script(audit.client, "audit_trim")
         self.moved_total = 0
+        self.witness = AuditWitness.beside(self.segments.directory)
+        self.witness_every_s = witness_every_s
+        self._next_note = 0.0
+
+    async def note_head(self) -> bool:
+        """Notes the chain's head in the witness file, at most every
+        ``witness_every_s`` and only if the chain grew (audit_witness.py)."""
+        if time.monotonic() < self._next_note:
+            return False
+        self._next_note = time.monotonic() + self.witness_every_s
+        seq, digest = await self.audit.head()
+        if seq == 0:
+            return False
+        at_ms = int(time.time() * 1000)
+        return await asyncio.to_thread(self.witness.note, Anchor(seq, digest), at_ms)
 
     async def move_due(self, older_than_ms: int, stop: Callable[[], bool] = lambda: False) -> int:
         """Moves every whole segment whose newest record is older than

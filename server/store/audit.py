@@ -60,6 +60,7 @@ from server.store.audit_records import (
     text,
 )
 from server.store.audit_segments import AuditSegments, Segment
+from server.store.audit_witness import WitnessRead
 from server.store.keys import Keys
 from server.store.scripts import load_script
 
@@ -475,6 +476,7 @@ class AuditLog:
         progress: Callable[[int, int], None] | None = None,
         progress_every: int = 10_000,
         max_problems: int = 1000,
+        witness: WitnessRead | None = None,
     ) -> VerifyReport:
         """Walks the trail in seq order, the segment files and then the stream,
         recomputing every hash, and checks that seqs run 1, 2, 3... (in Redis under ids
@@ -484,8 +486,14 @@ class AuditLog:
         fine: the head is compared with the stream's top read atomically.
 
         ``after``: start there instead of at seq 1 (the next record must name its
-        hash). ``progress(checked, seq)`` is called every ``progress_every`` records."""
+        hash). ``progress(checked, seq)`` is called every ``progress_every`` records.
+        ``witness``: the chain heads noted outside Redis (audit_witness.py), which
+        the records read must still match."""
         checker = ChainChecker(max_problems)
+        if witness is not None:
+            for problem in witness.problems:
+                checker.problem(problem)
+            checker.witness((note.anchor, note.noted_at_ms) for note in witness.notes)
         if after is not None and after.seq > 0:
             checker.resume(after)
         from_seq = after.seq + 1 if after is not None else 1
@@ -534,6 +542,7 @@ class AuditLog:
                 start = "-" if checker.last_id is None else "(" + checker.last_id
                 async for stream_id, fields in self._raw(start, top_id):
                     checker.check(stream_id, fields)
+        checker.check_witness_end()
         checker.check_head(head[0], head[1])
         return checker.report()
 

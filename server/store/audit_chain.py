@@ -5,7 +5,9 @@ starts at seq 1, or after an anchor: a seq and the hash a previous verify ended 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from server.store.audit_records import (
     GENESIS,
@@ -38,6 +40,8 @@ class VerifyReport:
     problems: list[str]
     # The last record checked, to verify from next time; None when none was.
     last: Anchor | None = None
+    # How many of the witness's notes (audit_witness.py) the trail was checked against.
+    witnessed: int = 0
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -62,6 +66,37 @@ class ChainChecker:
         self.last_hash: str | None = None
         # Set by resume(): what came before was not read here.
         self.resumed = False
+        # seq -> (hash, when noted) that the trail must still hold (witness()).
+        self.witnessed: dict[int, tuple[str, int]] = {}
+        self.witness_checked = 0
+
+    def witness(self, notes: Iterable[tuple[Anchor, int]]) -> None:
+        """Hashes noted outside Redis (audit_witness.py), with when they were noted:
+        the record of each seq read must still have its hash."""
+        for anchor, noted_at_ms in notes:
+            self.witnessed[anchor.seq] = (anchor.hash, noted_at_ms)
+
+    def _check_witnessed(self, seq: int, stored: str) -> None:
+        noted = self.witnessed.pop(seq, None)
+        if noted is None:
+            return
+        self.witness_checked += 1
+        if stored != noted[0]:
+            self.problem(
+                f"seq {seq}: not the record the witness noted at {_when(noted[1])} (hash "
+                f"{noted[0][:16]}): the trail was rewritten at or before it"
+            )
+
+    def check_witness_end(self) -> None:
+        """Notes past the last record read: records the witness saw are gone."""
+        last = self.last_seq or 0
+        for seq, (_, noted_at_ms) in sorted(self.witnessed.items()):
+            if seq > last:
+                self.problem(
+                    f"the witness noted seq {seq} at {_when(noted_at_ms)}, but the trail "
+                    f"ends at seq {last} (records removed)"
+                )
+                break
 
     def resume(self, after: Anchor) -> None:
         """Goes on from ``after`` as if it had just been checked."""
@@ -86,6 +121,7 @@ class ChainChecker:
             return
         seq, prev, stored, body = record.seq, record.prev, record.hash, record.body
         self.last_seq, self.last_hash = seq, stored
+        self._check_witnessed(seq, stored)
         if chain_hash(seq, prev, body) != stored:
             self.problem(f"seq {seq}: stored hash does not match its content (record changed)")
         try:
@@ -146,4 +182,9 @@ class ChainChecker:
         last = None
         if self.checked and self.last_seq is not None and self.last_hash is not None:
             last = Anchor(self.last_seq, self.last_hash)
-        return VerifyReport(ok=not problems, checked=self.checked, problems=problems, last=last)
+        return VerifyReport(ok=not problems, checked=self.checked, problems=problems, last=last,
+                            witnessed=self.witness_checked)  # fmt: skip
+
+
+def _when(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
