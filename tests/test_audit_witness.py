@@ -60,10 +60,10 @@ async def test_a_rechained_trail_passes_the_chain_but_not_the_witness(
         f"{witness.read().notes[0].anchor.hash[:16]}): the trail was rewritten at or before it"
     ]
     # A change after the last note is for the next note to catch.
-    log2_witness = AuditWitness(tmp_path / "other.txt")
-    assert log2_witness.note(Anchor(13, (await log.head())[1]), 1)
+    later = AuditWitness(tmp_path / "later.txt")
+    assert later.note(Anchor(13, (await log.head())[1]), 1)
     await rechain(redis_client, log, keep=13, changed_from=12)
-    assert not (await log.verify(witness=log2_witness.read())).ok
+    assert not (await log.verify(witness=later.read())).ok
 
 
 async def test_records_removed_after_a_note_are_named(
@@ -115,6 +115,12 @@ async def test_a_note_cut_short_is_dropped_and_a_changed_line_is_named(
     assert [n.anchor.seq for n in witness.read().notes] == [4, 5]
     assert witness.path.read_text().endswith(" 1700000000000\n")  # nothing of the cut note
     assert (await log.verify(witness=witness.read())).ok
+
+    # The first note cut short: the file then holds only the note after it.
+    alone = AuditWitness(tmp_path / "alone.txt")
+    alone.path.write_text("4 0123")
+    assert alone.note(first, 1_700_000_000_000)
+    assert alone.path.read_text() == f"4 {first.hash} 1700000000000\n"
 
     lines = witness.path.read_text().splitlines()
     witness.path.write_text(f"{lines[1]}\n{lines[0]}\nnonsense\n")

@@ -12,6 +12,7 @@ machine (or its last line, daily) extend that to someone who reaches both."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from dataclasses import dataclass
@@ -70,40 +71,43 @@ class AuditWitness:
             notes.append(note)
         return WitnessRead(notes, problems)
 
-    def last_seq(self) -> int:
-        notes = self.read().notes
-        return notes[-1].anchor.seq if notes else 0
-
     def note(self, anchor: Anchor, at_ms: int) -> bool:
         """Appends the note, on disk when this returns, if the chain has grown since the
-        last one; False if it has not."""
-        if anchor.seq <= self.last_seq():
-            return False
+        last one; False if it has not. Several server processes may share the archive:
+        their appends take turns under an exclusive flock, and each compares with the
+        last note as the file holds it then, so the seqs keep increasing."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             end = os.lseek(fd, 0, os.SEEK_END)
-            whole = _whole_lines(fd, end)
+            whole, last = _last_line(fd, end)
+            noted = _LINE_RE.match(last)
+            if noted and anchor.seq <= int(noted[1]):
+                return False
             if whole < end:  # an append a crash cut short: never a note, so dropped
                 os.ftruncate(fd, whole)
             os.lseek(fd, whole, os.SEEK_SET)
             os.write(fd, f"{anchor.seq} {anchor.hash} {at_ms}\n".encode())
             os.fsync(fd)
         finally:
-            os.close(fd)
+            os.close(fd)  # and with it the lock
         if created:
             fsync_dir(self.path.parent)
         return True
 
 
-def _whole_lines(fd: int, end: int) -> int:
-    """Where the file's last whole line ends (a note is at most about 90 bytes)."""
+def _last_line(fd: int, end: int) -> tuple[int, str]:
+    """Where the file's last whole line ends, and that line (a note is about 90
+    bytes, so the last 4 KB hold it): only the end of the file is read."""
     start = max(0, end - 4096)
     tail = os.pread(fd, end - start, start)
-    if not tail or tail.endswith(b"\n"):
-        return end
     cut = tail.rfind(b"\n")
-    # No line end in the whole tail: not a torn note but a changed file, left for
-    # verify to name.
-    return start + cut + 1 if cut >= 0 else end
+    if cut < 0:
+        # No line end in the tail: an empty file, or a first note cut short (dropped);
+        # past the first 4 KB, a changed file, left for verify to name.
+        return (0 if start == 0 else end), ""
+    whole = start + cut + 1
+    line = tail[:cut].rsplit(b"\n", 1)[-1]
+    return whole, line.decode("ascii", errors="replace")
