@@ -5,10 +5,11 @@ reset passwords (R11, R12). Every change is written to the audit trail."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO, TypeAlias
 
@@ -30,16 +31,18 @@ class AdminContext:
     def actor(self) -> str:
         return f"authq-admin:{os.environ.get('USER', 'operator')}"
 
-    def staged(self, action: str, target: str, **details: str | int) -> StagedAudit:
+    @contextlib.asynccontextmanager
+    async def audited(
+        self, action: str, target: str, **details: str | int
+    ) -> AsyncIterator[StagedAudit]:
         """The change's record, for the store to stage in the same step as the change
-        (R15): a kill between the two cannot leave a change unrecorded."""
+        (R15): a kill between the two cannot leave a change unrecorded. Once the change
+        is done, the record is chained, so that the trail shows it when the command
+        ends; if Redis does not let it, a server's audit writer chains it later."""
         entry = AuditEntry(actor=self.actor, role="ADMIN", origin="cli", action=action,
                            target=target, details=dict(details))  # fmt: skip
-        return StagedAudit(entry.pack())
-
-    async def chain(self, audit: StagedAudit) -> None:
-        """Chains the staged record now, so that the trail shows it when the command
-        ends; if Redis does not let it, a server's audit writer chains it later."""
+        audit = StagedAudit(entry.pack())
+        yield audit
         if audit.staged and not await self.audit.drain(timeout_s=CHAIN_WAIT_S):
             print("authq-admin: the change is recorded, and will be chained into the "
                   "audit trail by the next writer", file=sys.stderr)  # fmt: skip
@@ -79,9 +82,9 @@ def describe(account: Account) -> str:
 
 
 async def _branch_create(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
-    audit = ctx.staged("BRANCH_CREATE", args.branch_id, name=args.name, region=args.region)
-    await ctx.accounts.create_branch(args.branch_id, args.name, args.region, audit)
-    await ctx.chain(audit)
+    async with ctx.audited("BRANCH_CREATE", args.branch_id, name=args.name,
+                           region=args.region) as audit:  # fmt: skip
+        await ctx.accounts.create_branch(args.branch_id, args.name, args.region, audit)
     print(f"branch {args.branch_id} created", file=out)
     return 0
 
@@ -99,10 +102,10 @@ def _enrollment_command(status: EnrollmentStatus) -> AdminRunner:
         except ValueError as exc:
             print(f"authq-admin: {exc}", file=sys.stderr)
             return 1
-        audit = ctx.staged("BRANCH_ENROLLMENT", args.branch_id, status=status.value,
-                           types=",".join(sorted(suspended)), reason=args.reason or "")  # fmt: skip
-        await _branches(ctx).set_enrollment(args.branch_id, enrollment, audit)
-        await ctx.chain(audit)
+        async with ctx.audited("BRANCH_ENROLLMENT", args.branch_id, status=status.value,
+                               types=",".join(sorted(suspended)),
+                               reason=args.reason or "") as audit:  # fmt: skip
+            await _branches(ctx).set_enrollment(args.branch_id, enrollment, audit)
         scope = f" for {', '.join(sorted(suspended))}" if suspended else ""
         print(f"branch {args.branch_id}: {status.value}{scope}", file=out)
         return 0
@@ -129,12 +132,11 @@ async def _branch_show(ctx: AdminContext, args: argparse.Namespace, out: TextIO)
 
 async def _user_create(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
     roles = frozenset(Role(r) for r in args.role)
-    audit = ctx.staged("ACCOUNT_CREATE", args.user_id, roles=",".join(sorted(roles)))
-    account = await ctx.accounts.create_user(
-        args.user_id, args.name, roles, _password(args.password),
-        branch_id=args.branch or "", qualification=_qualification(args), audit=audit,
-    )  # fmt: skip
-    await ctx.chain(audit)
+    async with ctx.audited("ACCOUNT_CREATE", args.user_id, roles=",".join(sorted(roles))) as audit:
+        account = await ctx.accounts.create_user(
+            args.user_id, args.name, roles, _password(args.password),
+            branch_id=args.branch or "", qualification=_qualification(args), audit=audit,
+        )  # fmt: skip
     print(describe(account), file=out)
     return 0
 
@@ -147,29 +149,26 @@ async def _user_list(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -
 
 async def _user_roles(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
     roles = frozenset(Role(r) for r in args.role)
-    audit = ctx.staged("ACCOUNT_ROLES", args.user_id, roles=",".join(sorted(roles)))
-    account = await ctx.accounts.set_roles(args.user_id, roles, audit)
-    await ctx.chain(audit)
+    async with ctx.audited("ACCOUNT_ROLES", args.user_id, roles=",".join(sorted(roles))) as audit:
+        account = await ctx.accounts.set_roles(args.user_id, roles, audit)
     print(describe(account), file=out)
     return 0
 
 
 async def _user_qualify(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
     qualification = _qualification(args) or Qualification()
-    audit = ctx.staged("ACCOUNT_QUALIFY", args.user_id,
-                       types=",".join(sorted(qualification.business_types)),
-                       ceiling_minor=qualification.ceiling_minor)  # fmt: skip
-    account = await ctx.accounts.set_qualification(args.user_id, qualification, audit)
-    await ctx.chain(audit)
+    async with ctx.audited("ACCOUNT_QUALIFY", args.user_id,
+                           types=",".join(sorted(qualification.business_types)),
+                           ceiling_minor=qualification.ceiling_minor) as audit:  # fmt: skip
+        account = await ctx.accounts.set_qualification(args.user_id, qualification, audit)
     print(describe(account), file=out)
     return 0
 
 
 def _status_command(status: Status, action: str) -> AdminRunner:
     async def run(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
-        audit = ctx.staged(action, args.user_id, reason=args.reason)
-        account = await ctx.accounts.set_status(args.user_id, status, audit)
-        await ctx.chain(audit)
+        async with ctx.audited(action, args.user_id, reason=args.reason) as audit:
+            account = await ctx.accounts.set_status(args.user_id, status, audit)
         print(describe(account), file=out)
         return 0
 
@@ -177,9 +176,8 @@ def _status_command(status: Status, action: str) -> AdminRunner:
 
 
 async def _user_reset(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
-    audit = ctx.staged("ACCOUNT_PASSWORD_RESET", args.user_id)
-    await ctx.accounts.reset_password(args.user_id, _password(args.password), audit)
-    await ctx.chain(audit)
+    async with ctx.audited("ACCOUNT_PASSWORD_RESET", args.user_id) as audit:
+        await ctx.accounts.reset_password(args.user_id, _password(args.password), audit)
     print(f"password of {args.user_id} reset: it must be changed at the next login", file=out)
     return 0
 
