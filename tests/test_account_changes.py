@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from server.accounts.model import Qualification, Role
-from server.accounts.store import AccountStore
-from server.errors import AlreadyExists, InvalidArgument, NotFound
+from server.accounts.model import Qualification, Role, Status
+from server.accounts.store import AccountStore, token_digest
+from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.policy.enrollment import Enrollment, EnrollmentStatus
 from server.store.audit import AuditEntry, AuditLog
 from server.store.audit_records import StagedAudit
@@ -145,3 +145,49 @@ async def test_the_operator_is_told_which_field_is_wrong(
     assert "branch_id: 1 to 64 letters" in err
     assert await staged_actions(redis_client) == []
     assert [record async for record in AuditLog(redis_client).read()] == []
+
+
+async def test_a_deregistered_account_is_kept_as_it_was(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    accounts = AccountStore(redis_client, Keys())
+    keys = Keys()
+    await accounts.create_user("leaver-2", "L", [Role.AUTHORIZER], PASSWORD,
+                               must_change_password=False)  # fmt: skip
+    session = await accounts.login("leaver-2", PASSWORD)
+    token_key = keys.token(token_digest(session.token))
+    assert await redis_client.exists(token_key)
+    await accounts.set_status("leaver-2", Status.DEREGISTERED, record("ACCOUNT_REMOVE", "l"))
+    # Departure ends every session in the same step (R12).
+    assert not await redis_client.exists(token_key, keys.account_tokens("leaver-2"))
+    kept = await redis_client.hgetall(keys.account("leaver-2"))
+    qualification = Qualification(frozenset({"CASH"}), 1)
+
+    for change in (
+        accounts.set_roles("leaver-2", [Role.SUPERVISOR], record("ACCOUNT_ROLES", "l")),
+        accounts.set_qualification("leaver-2", qualification, record("ACCOUNT_QUALIFY", "l")),
+        accounts.reset_password("leaver-2", "another-pass-2", record("ACCOUNT_RESET", "l")),
+        accounts.set_status("leaver-2", Status.ACTIVE, record("ACCOUNT_ENABLE", "l")),
+        accounts.set_status("leaver-2", Status.DISABLED, record("ACCOUNT_DISABLE", "l")),
+        accounts.set_status("leaver-2", Status.DEREGISTERED, record("ACCOUNT_REMOVE", "l")),
+    ):
+        with pytest.raises(FailedPrecondition, match=r"leaver-2 was deregistered.*\(R12\)"):
+            await change
+    assert await redis_client.hgetall(keys.account("leaver-2")) == kept
+    assert await staged_actions(redis_client) == ["ACCOUNT_REMOVE"]
+
+    code, _, err = await admin(redis_url, "user", "roles", "leaver-2", "--role", "SUPERVISOR")
+    assert code == 1
+    assert "never changes again (R12)" in err
+    assert await staged_actions(redis_client) == ["ACCOUNT_REMOVE"]
+
+
+async def test_branch_roles_need_a_branch(redis_client: aioredis.Redis) -> None:
+    accounts = AccountStore(redis_client, Keys())
+    await accounts.create_user("auth-5", "A", [Role.AUTHORIZER], PASSWORD)
+    for roles in ([Role.TELLER], [Role.ONSITE_REVIEWER]):
+        with pytest.raises(InvalidArgument, match="branch staff need a branch") as refused:
+            await accounts.set_roles("auth-5", roles, record("ACCOUNT_ROLES", "auth-5"))
+        assert refused.value.field == "roles"
+    assert (await accounts.get("auth-5")).roles == {Role.AUTHORIZER}
+    assert await staged_actions(redis_client) == []

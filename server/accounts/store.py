@@ -17,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from server.accounts.model import (
+    BRANCH_ROLES,
     Account,
     Qualification,
     Role,
@@ -76,6 +77,7 @@ class AccountStore:
         self._authenticate = load_script(client, "authenticate")
         self._logout = load_script(client, "logout")
         self._create_once = load_script(client, "create_once")
+        self._account_change = load_script(client, "account_change")
 
     # Every change below is one step in Redis (a script or a MULTI/EXEC transaction),
     # and ``audit``, the change's record, is staged in that step (R15): a kill cannot
@@ -156,14 +158,25 @@ class AccountStore:
         return _text(result[0]) == "OK"
 
     async def _changed(
-        self, user_id: str, fields: dict[Any, Any], audit: StagedAudit | None
-    ) -> None:
-        """Sets fields of an existing account, with ``audit``, in one transaction."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.account(user_id), mapping=fields)
-            stage_in(pipe, self.keys.audit_staged, audit)
-            await pipe.execute()
-        staged_after(audit)
+        self, user_id: str, fields: dict[str, Any], audit: StagedAudit | None,
+        *, revoke: bool = False,
+    ) -> None:  # fmt: skip
+        """Sets fields of an account that exists and was not deregistered, with
+        ``audit``, in one script; with ``revoke``, ends every session of it too."""
+        flat: list[Any] = ["1" if revoke else "0"]
+        for name, value in fields.items():
+            flat += [name, value]
+        keys = [self.keys.account(user_id), self.keys.account_tokens(user_id)]
+        result = await run_audited(self._account_change, self.keys.audit_staged, audit,
+                                   keys, flat)  # fmt: skip
+        answer = _text(result[0])
+        if answer == "NOT_FOUND":
+            raise NotFound(f"no account {user_id}")
+        if answer == "DEREGISTERED":
+            raise FailedPrecondition(
+                f"account {user_id} was deregistered: it is kept as it was for the history "
+                "and never changes again (R12)"
+            )
 
     async def get(self, user_id: str) -> Account:
         fields = await self.client.hgetall(self.keys.account(user_id))
@@ -183,6 +196,11 @@ class AccountStore:
         problem = conflicting_posts(role_set)
         if problem:
             raise InvalidArgument("roles", f"{problem} (R11)")
+        if role_set & BRANCH_ROLES and not account.branch_id:
+            raise InvalidArgument(
+                "roles", f"branch staff need a branch, and {user_id} has none: create a "
+                "branch account for them"
+            )  # fmt: skip
         await self._changed(user_id, {"roles": ",".join(sorted(role_set))}, audit)
         return replace(account, roles=role_set)
 
@@ -200,24 +218,11 @@ class AccountStore:
     async def set_status(
         self, user_id: str, status: Status, audit: StagedAudit | None = None
     ) -> Account:
-        """``audit``: the change's record, staged in the same transaction (R15)."""
+        """``audit``: the change's record, staged in the same step (R15). Leave or
+        departure revokes every token at once (R12)."""
         account = await self.get(user_id)
-        if account.status is Status.DEREGISTERED and status is not Status.DEREGISTERED:
-            raise FailedPrecondition(
-                f"account {user_id} was deregistered: it never acts again (R12)"
-            )
-        token_set = self.keys.account_tokens(user_id)
-        tokens = [_text(t) for t in await self.client.smembers(token_set)]
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.account(user_id), "st", status.value)
-            if status is not Status.ACTIVE:
-                # Leave or departure revokes every token at once (R12).
-                if tokens:
-                    pipe.delete(*tokens)
-                pipe.delete(token_set)
-            stage_in(pipe, self.keys.audit_staged, audit)
-            await pipe.execute()
-        staged_after(audit)
+        await self._changed(user_id, {"st": status.value}, audit,
+                            revoke=status is not Status.ACTIVE)  # fmt: skip
         return replace(account, status=status)
 
     async def reset_password(

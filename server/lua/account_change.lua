@@ -1,0 +1,26 @@
+-- account_change: changes an account's fields and stages the change's audit record in
+-- the same step (R15). A deregistered account is kept as it was for the history and
+-- never changes again (R12); the check is here, in the same step as the change, so
+-- that no change made while another administrator deregisters the account revives it.
+-- Leave and departure revoke every session token of the account in the same step:
+-- a login between a read of the tokens and their deletion cannot keep one alive.
+-- KEYS[1] the account's hash   KEYS[2] the set of its token keys (same hash tag)
+-- ARGV[1] '1': revoke every token   ARGV[2..] field, value, field, value, ...
+-- then take_audit(): the change's record
+-- Returns {'OK'} | {'NOT_FOUND'} | {'DEREGISTERED'}
+local audit = take_audit()
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'NOT_FOUND'}
+end
+if redis.call('HGET', KEYS[1], 'st') == 'DEREGISTERED' then
+  return {'DEREGISTERED'}
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if ARGV[1] == '1' then
+  for _, token in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    redis.call('DEL', token)
+  end
+  redis.call('DEL', KEYS[2])
+end
+stage_audit(audit)
+return {'OK'}
