@@ -31,7 +31,7 @@ from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, No
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.scripts import load_script
-from server.store.staging import run_audited, stage_in, staged_after
+from server.store.staging import audited_transaction, run_audited
 
 DAY_MS = 86_400_000
 
@@ -295,16 +295,13 @@ class AccountStore:
         ``password_set_ms``."""
         token = secrets.token_urlsafe(32)
         key = self.keys.token(token_digest(token))
-        async with self.client.pipeline(transaction=True) as pipe:
+        async with audited_transaction(self.client, self.keys.audit_staged, audit) as pipe:
             if password_hash:
                 pipe.hset(self.keys.account(account.user_id),
                           mapping={"pw": password_hash, "pwat": account.password_set_ms,
                                    "mc": "0"})  # fmt: skip
             pipe.set(key, account.user_id, ex=self.token_ttl_s)
             pipe.sadd(self.keys.account_tokens(account.user_id), key)
-            stage_in(pipe, self.keys.audit_staged, audit)
-            await pipe.execute()
-        staged_after(audit)
         expires = _now_ms() + self.token_ttl_s * 1000
         return Session(token, account, expires, days_left)
 

@@ -25,7 +25,7 @@ from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import as_text, field_reader
 from server.store.scripts import load_script
-from server.store.staging import run_audited, stage_in, staged_after
+from server.store.staging import audited_transaction, run_audited
 
 DEFAULT_REGION = "default"
 # A window is for an evening or a weekend morning, not a second schedule.
@@ -133,12 +133,9 @@ class BranchDirectory:
         """``audit``: the BRANCH_ENROLLMENT record, staged in the same transaction."""
         if not await self.client.exists(self.keys.branch(branch_id)):
             raise NotFound(f"no branch {branch_id}")
-        async with self.client.pipeline(transaction=True) as pipe:
+        async with audited_transaction(self.client, self.keys.audit_staged, audit) as pipe:
             pipe.hset(self.keys.branch(branch_id), "enr",
                       json.dumps(enrollment.to_dict(), sort_keys=True))  # fmt: skip
-            stage_in(pipe, self.keys.audit_staged, audit)
-            await pipe.execute()
-        staged_after(audit)
         self.forget(branch_id)
 
     # -- extended-hours windows (R9) -----------------------------------------------------
@@ -166,13 +163,10 @@ class BranchDirectory:
             window_id, branch_id, start_ms, end_ms, reason.strip(), requested_by, now_ms,
             WindowState.PENDING,
         )  # fmt: skip
-        async with self.client.pipeline(transaction=True) as pipe:
+        async with audited_transaction(self.client, self.keys.audit_staged, audit) as pipe:
             pipe.hset(self.keys.window(window_id), mapping=_fields(record))
             pipe.zadd(self.keys.windows_pending, {window_id: start_ms})
             pipe.zadd(self.keys.windows_of(branch_id), {window_id: end_ms})
-            stage_in(pipe, self.keys.audit_staged, audit)
-            await pipe.execute()
-        staged_after(audit)
         return record
 
     async def decide_window(

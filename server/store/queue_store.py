@@ -433,14 +433,12 @@ class QueueStore(QueueReads):
         self, authorizer_id: str, away: bool, audit: StagedAudit | None = None
     ) -> None:
         """``audit``: the AWAY or BACK record, staged in the same transaction (R15)."""
-        async with self.client.pipeline(transaction=True) as pipe:
+        async with staging.audited_transaction(self.client, self.keys.audit_staged,
+                                               audit) as pipe:  # fmt: skip
             if away:
                 pipe.sadd(self.keys.away, authorizer_id)
             else:
                 pipe.srem(self.keys.away, authorizer_id)
-            staging.stage_in(pipe, self.keys.audit_staged, audit)
-            await pipe.execute()
-        staging.staged_after(audit)
 
     async def renew(self, request_id: str, token: int, authorizer_id: str) -> int:
         result = await self.scripts.renew(

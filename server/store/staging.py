@@ -8,9 +8,11 @@ audit writer chains what is staged (server/store/audit.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from server.store.audit_records import StagedAudit
@@ -64,14 +66,18 @@ async def run_staging(
     return await script(keys=keys, args=args)
 
 
-def stage_in(pipe: Pipeline, staged_key: str, audit: StagedAudit | None) -> None:
-    """Stages the record inside a MULTI/EXEC transaction that does the action; call
-    ``audit.staged = True`` once the transaction has run (staged_after)."""
-    if audit is not None and audit.body:
-        pipe.xadd(staged_key, {"b": audit.body})
-
-
-def staged_after(audit: StagedAudit | None) -> None:
-    """The transaction with stage_in ran: its record is staged (if it had one)."""
-    if audit is not None and audit.body:
+@contextlib.asynccontextmanager
+async def audited_transaction(
+    client: aioredis.Redis, staged_key: str, audit: StagedAudit | None
+) -> AsyncIterator[Pipeline]:
+    """A MULTI/EXEC transaction for the action: the block queues its commands on the
+    pipeline it is given; on leaving it, the record is queued after them, the
+    transaction runs, and ``audit.staged`` is set. A block that raises runs nothing."""
+    async with client.pipeline(transaction=True) as pipe:
+        yield pipe
+        body = audit.body if audit is not None else b""
+        if body:
+            pipe.xadd(staged_key, {"b": body})
+        await pipe.execute()
+    if audit is not None and body:
         audit.staged = True
