@@ -17,9 +17,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from authq.v1 import common_pb2 as cpb
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from redis.exceptions import ConnectionError
 
 from server.devtools.make_test_ca import CAFiles, make_test_ca
+from server.store import redis_pipe
 from server.store.connect import PipedRedis
 from server.store.redis_pipe import RedisPipe
 from tests.conftest import StartServer
@@ -30,11 +33,16 @@ class TlsFront:
     """Accepts TLS connections on a loopback port and relays each, decrypted, to the
     plaintext Redis behind it."""
 
-    def __init__(self, redis_url: str, ca: CAFiles) -> None:
+    def __init__(self, redis_url: str, ca: CAFiles, *, client_cert: bool = False) -> None:
         self.upstream = urlsplit(redis_url)
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(ca.server_cert, ca.server_key)
+        if client_cert:  # mutual TLS: only a client the CA vouches for gets in
+            self.context.verify_mode = ssl.CERT_REQUIRED
+            self.context.load_verify_locations(ca.ca)
         self.handshakes = 0
+        # The common name of each client certificate presented ("" for none).
+        self.clients: list[str] = []
         self.port = 0
         self._server: asyncio.Server | None = None
         self._relays: set[asyncio.Task[None]] = set()
@@ -50,11 +58,18 @@ class TlsFront:
             relay.cancel()
         await asyncio.gather(*self._relays, return_exceptions=True)
 
-    def url(self, ca_file: Path) -> str:
-        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={ca_file}"
+    def url(self, ca_file: Path, client: CAFiles | None = None) -> str:
+        url = f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={ca_file}"
+        if client is not None:
+            url += f"&ssl_certfile={client.client_cert}&ssl_keyfile={client.client_key}"
+        return url
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.handshakes += 1  # called once the TLS handshake is done
+        peer = writer.get_extra_info("peercert") or {}
+        names = [value for rdn in peer.get("subject", ()) for key, value in rdn
+                 if key == "commonName"]  # fmt: skip
+        self.clients.append(names[0] if names else "")
         relay = asyncio.current_task()
         assert relay is not None
         self._relays.add(relay)
@@ -147,3 +162,41 @@ async def test_the_pipe_talks_tls_where_the_url_says_so(front: TlsFront, ca: CAF
     finally:
         await pipe.aclose()
     assert front.handshakes == 1
+
+
+@pytest.fixture
+async def mutual(redis_url: str, ca: CAFiles) -> AsyncIterator[TlsFront]:
+    tls_front = TlsFront(redis_url, ca, client_cert=True)
+    await tls_front.start()
+    yield tls_front
+    await tls_front.stop()
+
+
+async def test_a_redis_that_asks_for_a_client_certificate_gets_it_on_every_connection(
+    mutual: TlsFront, ca: CAFiles, start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused after the handshake (TLS 1.3), the pipe sees a closed connection, which
+    # it would retry for about 7 s.
+    monkeypatch.setattr(redis_pipe, "RETRIES", 0)
+    bare = RedisPipe(mutual.url(ca.ca))  # no client certificate
+    try:
+        with pytest.raises(ConnectionError):
+            await bare.execute("PING")
+    finally:
+        await bare.aclose()
+    assert mutual.handshakes == 0
+    monkeypatch.undo()
+
+    server = await start_server(redis_url=mutual.url(ca.ca, client=ca))
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        submitted = request()
+        await teller.submit(submitted)
+        offer = await authorizer.next(timeout=10)
+        await authorizer.decide(submitted.request_id, offer.lease.fencing_token, "approve")
+        assert (await teller.get(submitted.request_id)).state == cpb.REQUEST_STATE_APPROVED
+    # The scripts' pipe, the event stream's pipe and the pooled client each showed
+    # the certificate the test CA signed for the client.
+    assert mutual.handshakes >= 3
+    client_cert = x509.load_pem_x509_certificate(ca.client_cert.read_bytes())
+    name = client_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert set(mutual.clients) == {name}
