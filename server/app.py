@@ -241,7 +241,7 @@ class Runtime:
             password_max_age_days=settings.password_max_age_days,
         )
         if settings.demo:
-            lines = await seed_demo(accounts)
+            lines = await seed_demo(accounts, center)
             print(f"demo accounts (password {DEMO_PASSWORD}):", *lines, sep="\n", flush=True)
         if metrics is not None:
             metrics.start()

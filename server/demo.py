@@ -2,7 +2,9 @@
 work on a fresh machine. Never seeded unless asked for (`authq-server --demo`).
 
 Four branches with two tellers and one on-site reviewer each, and authorizers whose
-qualifications differ, so routing by qualification shows in the demo."""
+qualifications differ, so routing by qualification shows in the demo. Each is created
+with its audit record, as authq-admin creates them (R15), so that the demo's trail,
+reports and verify read as a real center's do."""
 
 from __future__ import annotations
 
@@ -13,10 +15,14 @@ from dataclasses import dataclass
 
 from server.accounts.model import Qualification, Role
 from server.accounts.store import AccountStore
+from server.center import Center, Identity
 from server.errors import AlreadyExists, NotFound
 
 DEMO_PASSWORD = "authq-demo-pass"
+# Who the demo's creations are recorded under: the server itself, seeding.
+DEMO_SEEDER = Identity(user_id="system", origin="demo-seed")
 BRANCH_COUNT = 4
+DEMO_REGION = "default"
 DEMO_BRANCHES = [
     ("branch-1", "Demo branch 1 (演示网点一)"),
     ("branch-2", "Demo branch 2 (演示网点二)"),
@@ -102,23 +108,27 @@ DEMO_USERS: list[DemoUser] = [
 ]
 
 
-async def _ensure(accounts: AccountStore, user: DemoUser) -> None:
+async def _ensure(accounts: AccountStore, center: Center, user: DemoUser) -> None:
     try:
         await accounts.get(user.user_id)
         return  # seeded on an earlier start: no scrypt hash again
     except NotFound:
         pass
-    # AlreadyExists: another server process seeding at the same moment.
+    # AlreadyExists: another server process seeding at the same moment (recorded as
+    # a refusal, as the same race between two administrators would be).
     with contextlib.suppress(AlreadyExists):
-        await accounts.create_user(
-            user.user_id,
-            user.name,
-            (user.role,),
-            DEMO_PASSWORD,
-            branch_id=user.branch,
-            qualification=user.qualification,
-            must_change_password=False,
-        )
+        async with center.audited(DEMO_SEEDER, "ACCOUNT_CREATE", user.user_id,
+                                  roles=user.role.value) as audit:  # fmt: skip
+            await accounts.create_user(
+                user.user_id,
+                user.name,
+                (user.role,),
+                DEMO_PASSWORD,
+                branch_id=user.branch,
+                qualification=user.qualification,
+                must_change_password=False,
+                audit=audit,
+            )
 
 
 def listing(users: list[DemoUser]) -> list[str]:
@@ -133,12 +143,16 @@ def listing(users: list[DemoUser]) -> list[str]:
     return lines
 
 
-async def seed_demo(accounts: AccountStore) -> list[str]:
+async def seed_demo(accounts: AccountStore, center: Center) -> list[str]:
     """Creates what is missing; returns one line per role group for the console."""
     for branch_id, name in DEMO_BRANCHES:
-        if not await accounts.branch_exists(branch_id):
-            await accounts.create_branch(branch_id, name)
+        if await accounts.branch_exists(branch_id):
+            continue
+        with contextlib.suppress(AlreadyExists):
+            async with center.audited(DEMO_SEEDER, "BRANCH_CREATE", branch_id, name=name,
+                                      region=DEMO_REGION) as audit:  # fmt: skip
+                await accounts.create_branch(branch_id, name, DEMO_REGION, audit)
     # Password hashing runs in threads: side by side, a fresh seed takes a fraction
     # of the time one after another would.
-    await asyncio.gather(*(_ensure(accounts, user) for user in DEMO_USERS))
+    await asyncio.gather(*(_ensure(accounts, center, user) for user in DEMO_USERS))
     return listing(DEMO_USERS)

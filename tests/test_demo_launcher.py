@@ -18,7 +18,7 @@ import pytest
 
 from authorizer_console.demo import MARKER, build_parser, plan_from, prepare_data_dir
 from server.accounts.model import Role
-from server.demo import CASH_BUSINESS, DEMO_USERS, seed_demo
+from server.demo import CASH_BUSINESS, DEMO_BRANCHES, DEMO_USERS, seed_demo
 from teller_client.simulator import DEMO_TELLERS
 from tests.conftest import RunningServer
 from tests.processes import free_port
@@ -201,8 +201,9 @@ def test_the_simulator_defaults_are_demo_tellers_at_four_branches() -> None:
 
 async def test_demo_seed_gives_authorizers_their_qualifications(server: RunningServer) -> None:
     accounts = server.runtime.accounts
-    lines = await seed_demo(accounts)
-    again = await seed_demo(accounts)  # a restart finds them and changes nothing
+    center = server.runtime.center
+    lines = await seed_demo(accounts, center)
+    again = await seed_demo(accounts, center)  # a restart finds them and changes nothing
     assert lines == again
     assert len(lines) == len({u.role for u in DEMO_USERS})
     cash = await accounts.get("authorizer-3")
@@ -210,3 +211,12 @@ async def test_demo_seed_gives_authorizers_their_qualifications(server: RunningS
     assert cash.qualification.ceiling_minor == 200_000_00
     assert (await accounts.get("authorizer-1")).qualification.allows_all
     assert (await accounts.get("reviewer-4")).branch_id == "branch-4"
+    # Each creation has its record, once (R15).
+    await center.flush_audit()
+    created = [(r.entry.action, r.entry.target, r.entry.actor, r.entry.origin)
+               async for r in server.runtime.audit.read()
+               if r.entry.action in ("BRANCH_CREATE", "ACCOUNT_CREATE")]  # fmt: skip
+    assert sorted(created) == sorted(
+        [("BRANCH_CREATE", b, "system", "demo-seed") for b, _ in DEMO_BRANCHES]
+        + [("ACCOUNT_CREATE", u.user_id, "system", "demo-seed") for u in DEMO_USERS]
+    )
