@@ -35,7 +35,7 @@ from server.api.review import OnsiteReviewServicer
 from server.api.supervisor import SupervisorServicer
 from server.api.teller import TellerServicer
 from server.api.token_cache import TokenCache
-from server.archive.archiver import Archiver
+from server.archive.archiver import Archiver, ArchiverConfig
 from server.archive.index import ArchiveIndex
 from server.archive.worker import ArchiverProcess, ArchiveSettings, build_archiver
 from server.background import BackgroundLoop
@@ -194,12 +194,14 @@ class Runtime:
             key_prefix=settings.key_prefix,
             archive_dir=str(archive_dir),
             blob_dir=str(settings.data_dir / "blobs"),
-            keep_hot_s=settings.archive_keep_hot_s,
-            sweep_s=settings.archive_sweep_s,
-            gc_interval_s=settings.blob_gc_interval_s,
+            archiver=ArchiverConfig(
+                keep_hot_s=settings.archive_keep_hot_s,
+                sweep_s=settings.archive_sweep_s,
+                gc_interval_s=settings.blob_gc_interval_s,
+                defer_events_per_s=settings.archive_defer_events_per_s,
+                defer_max_s=settings.archive_defer_max_s,
+            ),
             gc_grace_s=settings.blob_gc_grace_s,
-            defer_events_per_s=settings.archive_defer_events_per_s,
-            defer_max_s=settings.archive_defer_max_s,
             log_level=settings.log_level,
         )
         # Also for archiving on demand (admin, tests) when the loop runs elsewhere.

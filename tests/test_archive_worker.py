@@ -5,13 +5,12 @@ when the server is gone."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
 import time
-from dataclasses import asdict
 
+from server.archive.archiver import ArchiverConfig
 from server.archive.worker import ArchiveSettings
 from tests.conftest import RunningServer, StartServer
 from tests.processes import alive
@@ -75,14 +74,12 @@ async def test_an_orphaned_worker_stops_by_itself(server: RunningServer) -> None
         key_prefix=settings.key_prefix,
         archive_dir=str(settings.data_dir / "archive"),
         blob_dir=str(settings.data_dir / "blobs"),
-        keep_hot_s=3600,
-        sweep_s=1,
-        gc_interval_s=3600,
+        archiver=ArchiverConfig(keep_hot_s=3600, sweep_s=1, gc_interval_s=3600),
         gc_grace_s=86400,
     )
     # A parent shell starts the worker in the background, then is killed outright.
     # The shell puts its own pid ($$) in the settings: no race with the worker's start.
-    head, tail = json.dumps(asdict(config)).split('"parent_pid": 0')
+    head, tail = config.to_json().split('"parent_pid": 0')
     script = (
         f"{sys.executable} -m server.archive.worker '{head}\"parent_pid\": '\"$$\"'{tail}' "
         ">/dev/null & echo $!; sleep 60 >/dev/null"

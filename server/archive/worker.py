@@ -70,15 +70,19 @@ class ArchiveSettings:
     key_prefix: str
     archive_dir: str
     blob_dir: str
-    keep_hot_s: float
-    sweep_s: float
-    gc_interval_s: float
+    archiver: ArchiverConfig
     gc_grace_s: float
-    defer_events_per_s: float = 0.0
-    defer_max_s: float = 0.0
     log_level: str = "INFO"
     # The server process; the archiver stops when it is gone. 0: the parent at start.
     parent_pid: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchiveSettings:
+        fields = json.loads(text)
+        return cls(**{**fields, "archiver": ArchiverConfig(**fields["archiver"])})
 
 
 def build_archiver(
@@ -96,13 +100,7 @@ def build_archiver(
         index,
         ArchiveWriter(Path(settings.archive_dir)),
         BlobCollector(store.client, store.keys, blobs, index, settings.gc_grace_s),
-        ArchiverConfig(
-            keep_hot_s=settings.keep_hot_s,
-            sweep_s=settings.sweep_s,
-            gc_interval_s=settings.gc_interval_s,
-            defer_events_per_s=settings.defer_events_per_s,
-            defer_max_s=settings.defer_max_s,
-        ),
+        settings.archiver,
         AuditMover(audit),
     )
 
@@ -125,7 +123,7 @@ class ArchiverProcess:
 
     async def _spawn(self) -> None:
         self.starts += 1
-        settings = json.dumps(asdict(replace(self.settings, parent_pid=os.getpid())))
+        settings = replace(self.settings, parent_pid=os.getpid()).to_json()
         # An asyncio child: waiting for it takes no thread of the default executor.
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server.archive.worker", settings,
@@ -217,7 +215,7 @@ def main() -> None:
     )
     parser.add_argument("settings", help="ArchiveSettings as JSON")
     args = parser.parse_args()
-    settings = ArchiveSettings(**json.loads(args.settings))
+    settings = ArchiveSettings.from_json(args.settings)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s archiver %(name)s: %(message)s",
