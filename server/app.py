@@ -98,18 +98,20 @@ class Runtime:
     audit: AuditLog
     moves: MoveStore
     # Snapshots of the queue pushed to supervisors (SupervisorService.WatchQueue).
-    watch: QueueWatch | None = None
+    watch: QueueWatch
+    # Verified login tokens, invalidated by Redis keyspace notifications.
+    tokens: TokenCache
+    # The permanent archive (R15): what is archived where, and the component writing
+    # it (it runs in this process unless archiver_process is set, and archives on
+    # demand either way).
+    archive_index: ArchiveIndex
+    archiver: Archiver
+    # Declares and ends the automatic backlog emergency (R8).
+    backlog: BacklogMonitor
     # The Prometheus endpoint (settings.metrics_listen); None when it is off.
     metrics: MetricsService | None = None
-    # Verified login tokens, invalidated by Redis keyspace notifications.
-    tokens: TokenCache | None = None
-    # The permanent archive (R15): what is archived where, and the component writing it.
-    archive_index: ArchiveIndex | None = None
-    archiver: Archiver | None = None
     # The archiver's own process (settings.archive_worker); None: it runs in this one.
     archiver_process: ArchiverProcess | None = None
-    # Declares and ends the automatic backlog emergency (R8).
-    backlog: BacklogMonitor | None = None
     # How to stop every part started, newest first (filled by start()).
     _stops: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 

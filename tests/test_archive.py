@@ -34,7 +34,6 @@ def archive_root(server: RunningServer) -> Path:
 
 
 async def archived(runtime: Runtime, request_id: str, within_s: float = 10) -> ArchivedMarker:
-    assert runtime.archive_index is not None
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         marker = await runtime.archive_index.marker(request_id)
@@ -178,10 +177,8 @@ async def test_two_server_processes_archive_a_request_exactly_once(
         await archived(first.runtime, rid)
     # A late duplicate event, a retry, and a crash between writing and marking done.
     for server in (first, second):
-        assert server.runtime.archiver is not None
         assert not await server.runtime.archiver.archive(rids[0])
     await first.runtime.client.delete(first.runtime.store.keys.archive_marker(rids[1]))
-    assert second.runtime.archiver is not None
     assert await second.runtime.archiver.archive(rids[1])
     marker = await archived(first.runtime, rids[1])
     assert marker.state == "REJECTED"
@@ -197,11 +194,10 @@ async def test_a_restarted_server_archives_what_ended_while_no_archiver_ran(
     start_server: StartServer,
 ) -> None:
     down = await start_server(**FAST)
-    assert down.runtime.archiver is not None
     await down.runtime.archiver.stop()
     rid = await decided(down)
     await asyncio.sleep(0.5)
-    assert await down.runtime.archive_index.marker(rid) is None  # type: ignore[union-attr]
+    assert await down.runtime.archive_index.marker(rid) is None
     restarted = await start_server(**FAST)
     marker = await archived(restarted.runtime, rid)
     assert marker.state == "APPROVED"
@@ -263,7 +259,6 @@ async def test_blob_gc_removes_old_unreferenced_images_and_keeps_the_others(
     await asyncio.sleep(2.2)  # Redis counts idle time in whole seconds
     # A submission resolving it right now (the race the grace period guards).
     await runtime.store.blob_meta([touched.sha256])
-    assert runtime.archiver is not None
     report = await runtime.archiver.collector.collect()
     assert report.deleted == [orphan.sha256]
     assert report.referenced == 3
@@ -333,6 +328,6 @@ async def test_a_batch_archives_the_good_requests_and_leaves_a_bad_one_to_retry(
     assert await archiver.archive_batch([good[0], bad, good[1]]) == 2
     for rid in good:
         assert (await archived(server.runtime, rid)).state in ("APPROVED", "REJECTED")
-    assert await server.runtime.archive_index.marker(bad) is None  # type: ignore[union-attr]
+    assert await server.runtime.archive_index.marker(bad) is None
     code, out = await admin(server, "archive", "verify")
     assert code == 0, out
