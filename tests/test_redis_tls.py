@@ -25,8 +25,8 @@ from server.devtools.make_test_ca import CAFiles, make_test_ca
 from server.store import redis_pipe
 from server.store.connect import PipedRedis
 from server.store.redis_pipe import RedisPipe
-from tests.conftest import StartServer
-from tests.helpers import request
+from tests.conftest import RunningServer, StartServer
+from tests.test_archive import decided
 
 
 class TlsFront:
@@ -98,6 +98,13 @@ async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
             sink.close()
 
 
+async def approved_through(server: RunningServer) -> None:
+    """A request submitted, claimed and approved, and the teller sees it approved."""
+    request_id = await decided(server)
+    async with server.teller() as teller:
+        assert (await teller.get(request_id)).state == cpb.REQUEST_STATE_APPROVED
+
+
 @pytest.fixture
 def ca(tmp_path: Path) -> CAFiles:
     return make_test_ca(tmp_path / "tls")
@@ -116,12 +123,7 @@ async def test_the_whole_cycle_runs_on_a_redis_behind_tls(
 ) -> None:
     # The front first: it is then torn down after the server has stopped.
     server = await start_server(redis_url=front.url(ca.ca))
-    async with server.teller() as teller, server.authorizer() as authorizer:
-        submitted = request()
-        await teller.submit(submitted)
-        offer = await authorizer.next(timeout=10)
-        await authorizer.decide(submitted.request_id, offer.lease.fencing_token, "approve")
-        assert (await teller.get(submitted.request_id)).state == cpb.REQUEST_STATE_APPROVED
+    await approved_through(server)
     client = server.runtime.store.client
     assert isinstance(client, PipedRedis)
     assert client.pipe.connects >= 1  # the scripts' pipe
@@ -188,12 +190,7 @@ async def test_a_redis_that_asks_for_a_client_certificate_gets_it_on_every_conne
     monkeypatch.undo()
 
     server = await start_server(redis_url=mutual.url(ca.ca, client=ca))
-    async with server.teller() as teller, server.authorizer() as authorizer:
-        submitted = request()
-        await teller.submit(submitted)
-        offer = await authorizer.next(timeout=10)
-        await authorizer.decide(submitted.request_id, offer.lease.fencing_token, "approve")
-        assert (await teller.get(submitted.request_id)).state == cpb.REQUEST_STATE_APPROVED
+    await approved_through(server)
     # The scripts' pipe, the event stream's pipe and the pooled client each showed
     # the certificate the test CA signed for the client.
     assert mutual.handshakes >= 3
