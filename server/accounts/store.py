@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import secrets
 import time
 from collections.abc import Iterable
@@ -149,9 +150,7 @@ class AccountStore:
     ) -> bool:  # fmt: skip
         """Creates the hash and lists it, with ``audit``, in one script; False if it
         existed (then nothing changed and nothing was staged)."""
-        flat: list[Any] = [member]
-        for name, value in fields.items():
-            flat += [name, value]
+        flat = [member, *itertools.chain.from_iterable(fields.items())]
         result = await run_audited(
             self._create_once, self.keys.audit_staged, audit, [key, listed_in], flat
         )
@@ -163,9 +162,7 @@ class AccountStore:
     ) -> None:  # fmt: skip
         """Sets fields of an account that exists and was not deregistered, with
         ``audit``, in one script; with ``revoke``, ends every session of it too."""
-        flat: list[Any] = ["1" if revoke else "0"]
-        for name, value in fields.items():
-            flat += [name, value]
+        flat = ["1" if revoke else "0", *itertools.chain.from_iterable(fields.items())]
         keys = [self.keys.account(user_id), self.keys.account_tokens(user_id)]
         result = await run_audited(self._account_change, self.keys.audit_staged, audit,
                                    keys, flat)  # fmt: skip
