@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,8 +25,8 @@ from redis.exceptions import ConnectionError
 
 from server.devtools.make_test_ca import CAFiles, make_test_ca
 from server.store import redis_pipe
-from server.store.connect import PipedRedis
-from server.store.redis_pipe import RedisPipe
+from server.store.connect import PipedRedis, redis_client
+from server.store.redis_pipe import RedisPipe, tls_refusal
 from tests.conftest import RunningServer, StartServer
 from tests.test_archive import decided
 
@@ -96,6 +98,50 @@ async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
     finally:
         with contextlib.suppress(Exception):
             sink.close()
+
+
+class RefusingFront:
+    """A TLS endpoint that wants a client certificate the CA signed and refuses a
+    client without one as OpenSSL does, with a TLS alert, in a blocking socket on a
+    thread of its own (asyncio's TLS servers close without sending the alert). Or,
+    with ``hang_up``, one that closes each connection before the handshake, as a
+    Redis going down would."""
+
+    def __init__(self, ca: CAFiles, version: ssl.TLSVersion, *, hang_up: bool = False) -> None:
+        self.hang_up = hang_up
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(ca.server_cert, ca.server_key)
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.context.load_verify_locations(ca.ca)
+        self.version = self.context.minimum_version = self.context.maximum_version = version
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        # Connections that reached the handshake, and the server side's errors.
+        self.attempts = 0
+        self.refusals: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        # Closing alone does not wake the thread's accept() on Linux; shutting down does.
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self._thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.attempts += 1
+            with connection:
+                if self.hang_up:
+                    continue
+                try:
+                    self.context.wrap_socket(connection, server_side=True).close()
+                except (ssl.SSLError, OSError) as exc:
+                    self.refusals.append(str(exc))
 
 
 async def approved_through(server: RunningServer) -> None:
@@ -177,8 +223,8 @@ async def mutual(redis_url: str, ca: CAFiles) -> AsyncIterator[TlsFront]:
 async def test_a_redis_that_asks_for_a_client_certificate_gets_it_on_every_connection(
     mutual: TlsFront, ca: CAFiles, start_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Refused after the handshake (TLS 1.3), the pipe sees a closed connection, which
-    # it would retry for about 7 s.
+    # This front closes without a TLS alert (RefusingFront sends one), so the pipe sees
+    # a lost connection, which it would retry for about 7 s.
     monkeypatch.setattr(redis_pipe, "RETRIES", 0)
     bare = RedisPipe(mutual.url(ca.ca))  # no client certificate
     try:
@@ -197,3 +243,69 @@ async def test_a_redis_that_asks_for_a_client_certificate_gets_it_on_every_conne
     client_cert = x509.load_pem_x509_certificate(ca.client_cert.read_bytes())
     name = client_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert set(mutual.clients) == {name}
+
+
+@pytest.fixture(params=[ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls1.3", "tls1.2"])
+def refusing(request: pytest.FixtureRequest, ca: CAFiles) -> Iterator[RefusingFront]:
+    refusing_front = RefusingFront(ca, request.param)
+    yield refusing_front
+    refusing_front.close()
+
+
+async def test_a_redis_that_refuses_the_handshake_fails_the_call_without_retrying(
+    refusing: RefusingFront, ca: CAFiles
+) -> None:
+    # Under TLS 1.3 the alert comes after the client's side of the handshake, on the
+    # first read; under 1.2 during the handshake. A closed connection is retried for
+    # about 7 s, a refusal is not: no certificate will appear in the meantime.
+    url = f"rediss://127.0.0.1:{refusing.port}/0?ssl_ca_certs={ca.ca}"
+    tls13 = refusing.version is ssl.TLSVersion.TLSv1_3
+    alert = "alert certificate required" if tls13 else "alert handshake failure"
+    pipe = RedisPipe(url)
+    try:
+        with pytest.raises(ConnectionError, match=alert):
+            await pipe.execute("PING")
+    finally:
+        await pipe.aclose()
+    assert refusing.attempts == 1
+
+    client = redis_client(url, pool_size=2)
+    try:
+        with pytest.raises(ConnectionError, match=alert):
+            await client.ping()
+    finally:
+        await client.aclose()
+    assert refusing.attempts == 2
+    assert all("did not return a certificate" in refusal for refusal in refusing.refusals)
+
+
+async def test_a_connection_closed_during_the_handshake_is_retried(
+    ca: CAFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The counterpart of the refusal: a closed connection, as in a restart, is the
+    # one TLS error to ride out.
+    monkeypatch.setattr(redis_pipe, "RETRIES", 2)
+    hanging_up = RefusingFront(ca, ssl.TLSVersion.TLSv1_3, hang_up=True)
+    pipe = RedisPipe(f"rediss://127.0.0.1:{hanging_up.port}/0?ssl_ca_certs={ca.ca}")
+    try:
+        with pytest.raises(ConnectionError):
+            await pipe.execute("PING")
+    finally:
+        await pipe.aclose()
+        hanging_up.close()
+    assert hanging_up.attempts == 3
+
+
+def test_a_tls_error_that_ends_the_stream_is_a_loss_not_a_refusal() -> None:
+    # Under uvloop and asyncio a lost TLS connection reaches the pipe as a reset or a
+    # close (the test above); the ssl module's own words for one are kept a loss too.
+    def wrapped(cause: BaseException) -> ConnectionError:
+        error = ConnectionError("Error while reading")
+        error.__context__ = cause
+        return error
+
+    for lost in (ssl.SSLEOFError(8, "EOF"), ssl.SSLZeroReturnError(6, "closed"),
+                 ssl.SSLSyscallError(5, "syscall"), ConnectionResetError()):  # fmt: skip
+        assert tls_refusal(wrapped(lost)) is None
+    alert = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED]")
+    assert tls_refusal(wrapped(alert)) is alert

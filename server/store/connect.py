@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -10,9 +11,10 @@ from redis.asyncio.retry import Retry
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
-from server.store.redis_pipe import BACKOFF, RETRIES, RedisPipe
+from server.store.redis_pipe import BACKOFF, RETRIES, RedisPipe, tls_refusal
 
 C = TypeVar("C", bound=AbstractConnection)
+T = TypeVar("T")
 
 
 class PipedRedis(aioredis.Redis):
@@ -26,6 +28,25 @@ class PipedRedis(aioredis.Redis):
         await super().aclose(close_connection_pool)
 
 
+class _Retry(Retry):
+    """redis-py's retries, but a TLS refusal (``tls_refusal``) fails at once, as on
+    the pipe."""
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        def retryable(error: Exception) -> bool:
+            if tls_refusal(error) is not None:
+                return False
+            return is_retryable is None or is_retryable(error)
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
 def redis_client(url: str, pool_size: int) -> PipedRedis:
     # Ride out a short Redis restart with the pipe's backoff (about 7 s) instead of
     # failing the call; the Lua scripts go on the pipe, plain reads on this pool. With
@@ -35,7 +56,7 @@ def redis_client(url: str, pool_size: int) -> PipedRedis:
         url,
         max_connections=pool_size,
         timeout=10,
-        retry=Retry(BACKOFF, retries=RETRIES),
+        retry=_Retry(BACKOFF, retries=RETRIES),
         retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
     )
     pool.connection_class = hiredis_packing(pool.connection_class)

@@ -53,6 +53,25 @@ log = logging.getLogger(__name__)
 RETRIES = 10
 BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 
+# TLS errors that mean the connection closed, as in a restart: retried like any other
+# loss. Every other TLS error is Redis (or its TLS front) refusing us with an alert (a
+# client certificate missing or not trusted, no protocol version in common) or its
+# certificate failing our check: a setting to fix, which retrying for seconds only hides.
+_TLS_CLOSED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def tls_refusal(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind ``error`` if the connection was refused rather than lost,
+    looked for along the chain our and redis-py's wrapping make."""
+    cause: BaseException | None = error
+    seen = 0
+    while cause is not None and seen < 8:
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, _TLS_CLOSED):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return None
+
 
 @dataclass(slots=True)
 class Counts:
@@ -132,13 +151,19 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         if self.lost is None:
-            self.lost = exc if isinstance(exc, ConnectionError) else ConnectionError(str(exc))
+            if isinstance(exc, ConnectionError):
+                self.lost = exc
+            else:  # the cause kept for tls_refusal
+                self.lost = ConnectionError(str(exc))
+                self.lost.__cause__ = exc
         if self.transport is not None:
             self.transport.close()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():  # one exception each: each caller's traceback its own
-                future.set_exception(ConnectionError(str(self.lost)))
+                error = ConnectionError(str(self.lost))
+                error.__cause__ = self.lost
+                future.set_exception(error)
 
 
 class RedisPipe:
@@ -175,12 +200,10 @@ class RedisPipe:
                 if connection is None or not connection.usable:
                     connection = await self._connect()
                 return await connection.send(packed)
-            except ssl.SSLCertVerificationError as exc:
-                # A certificate that does not verify will not in the next seconds.
-                raise ConnectionError(f"Redis at {self.url}: {exc}") from exc
             except (OSError, ConnectionError) as exc:
-                if attempt == RETRIES or self._closed:
-                    raise ConnectionError(f"Redis at {self.url}: {exc}") from exc
+                refusal = tls_refusal(exc)
+                if refusal is not None or attempt == RETRIES or self._closed:
+                    raise ConnectionError(f"Redis at {self.url}: {refusal or exc}") from exc
                 await asyncio.sleep(BACKOFF.compute(attempt))
         raise AssertionError("unreachable")
 
