@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 import uvloop
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from server.app import serve
 from server.embedded_redis import EmbeddedRedisError
 from server.metrics import check_metrics_listen
 from server.policy.model import PolicyError
 from server.settings import Settings, SettingsError
+from server.store.redis_pipe import shown_url
 from server.tls import check_listen, server_credentials
 
 
@@ -119,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         print(f"authq-server: {exc}", file=sys.stderr)
+        return 1
+    except RedisConnectionError as exc:
+        # Unreachable past the retries, or refused (TLS): a setting or Redis to fix.
+        where = shown_url(settings.redis_url) if settings.redis_url else "the embedded Redis"
+        print(f"authq-server: cannot reach Redis at {where}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

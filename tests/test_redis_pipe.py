@@ -18,7 +18,7 @@ from server.events import EventHub
 from server.store import connect
 from server.store.keys import Keys
 from server.store.queue_store import QueueConfig, QueueStore
-from server.store.redis_pipe import PipedScript, RedisPipe
+from server.store.redis_pipe import PipedScript, RedisPipe, shown_url
 from server.store.scripts import load_script, run_all
 from tests.helpers import store_submission, until
 
@@ -174,3 +174,18 @@ async def test_a_lingering_hub_reads_on_at_once_after_a_full_read(
         await until(lambda: seen == ids)
     finally:
         await hub.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("rediss://:pw@db.bank:6380/0?ssl_ca_certs=/ca.pem", "rediss://:***@db.bank:6380/0?ssl_ca_certs=/ca.pem"),
+        ("redis://authq:p%40ss@db.bank/1", "redis://authq:***@db.bank/1"),
+        ("redis://db.bank/0?password=pw&db=2", "redis://db.bank/0?password=***&db=2"),
+        ("rediss://db.bank/0?ssl_keyfile=/k.pem&ssl_password=pw", "rediss://db.bank/0?ssl_keyfile=/k.pem&ssl_password=***"),
+        ("unix:///var/authq/redis.sock", "unix:///var/authq/redis.sock"),
+        ("redis://authq@db.bank:6379/0", "redis://authq@db.bank:6379/0"),
+    ],
+)  # fmt: skip
+def test_a_url_is_shown_without_its_secrets(url: str, shown: str) -> None:
+    assert shown_url(url) == shown

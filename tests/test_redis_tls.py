@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from server.store import redis_pipe
 from server.store.connect import PipedRedis, redis_client
 from server.store.redis_pipe import RedisPipe, tls_refusal
 from tests.conftest import RunningServer, StartServer
+from tests.test_admin_cli import admin
 from tests.test_archive import decided
 
 
@@ -138,10 +140,27 @@ class RefusingFront:
             with connection:
                 if self.hang_up:
                     continue
-                try:
-                    self.context.wrap_socket(connection, server_side=True).close()
-                except (ssl.SSLError, OSError) as exc:
-                    self.refusals.append(str(exc))
+                tls = self.context.wrap_socket(
+                    connection, server_side=True, do_handshake_on_connect=False
+                )
+                with tls:
+                    try:
+                        tls.do_handshake()
+                    except (ssl.SSLError, OSError) as exc:
+                        self.refusals.append(str(exc))
+                        _drain(tls)
+
+
+def _drain(connection: socket.socket) -> None:
+    """Closes our side and reads what the client still sends until it closes too:
+    closed with data unread, the socket would answer with a reset, and a client
+    that gets it before reading the alert sees only the reset (as a real Redis's
+    may: the pipe then retries, as for any reset)."""
+    with contextlib.suppress(OSError):
+        connection.settimeout(5)
+        connection.shutdown(socket.SHUT_WR)
+        while connection.recv(65536):
+            pass
 
 
 async def approved_through(server: RunningServer) -> None:
@@ -261,13 +280,14 @@ async def test_a_redis_that_refuses_the_handshake_fails_the_call_without_retryin
     url = f"rediss://127.0.0.1:{refusing.port}/0?ssl_ca_certs={ca.ca}"
     tls13 = refusing.version is ssl.TLSVersion.TLSv1_3
     alert = "alert certificate required" if tls13 else "alert handshake failure"
-    pipe = RedisPipe(url)
+    pipe = RedisPipe(url.replace("rediss://", "rediss://:s3cret-pass@"))
     try:
-        with pytest.raises(ConnectionError, match=alert):
+        with pytest.raises(ConnectionError, match=alert) as refused:
             await pipe.execute("PING")
     finally:
         await pipe.aclose()
     assert refusing.attempts == 1
+    assert "s3cret" not in str(refused.value)
 
     client = redis_client(url, pool_size=2)
     try:
@@ -309,3 +329,30 @@ def test_a_tls_error_that_ends_the_stream_is_a_loss_not_a_refusal() -> None:
         assert tls_refusal(wrapped(lost)) is None
     alert = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED]")
     assert tls_refusal(wrapped(alert)) is alert
+
+
+async def test_the_server_and_the_admin_tool_name_a_refusal_and_keep_the_password_out(
+    refusing: RefusingFront, ca: CAFiles, tmp_path: Path
+) -> None:
+    url = f"rediss://:s3cret-pass@127.0.0.1:{refusing.port}/0?ssl_ca_certs={ca.ca}"
+    shown = f"rediss://:***@127.0.0.1:{refusing.port}/0?ssl_ca_certs={ca.ca}"
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0",
+        "--data-dir", str(tmp_path / "var"), "--redis-url", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(server.communicate(), 60)
+    assert server.returncode == 1
+    # One line saying what is wrong, not a traceback.
+    assert err.decode().splitlines() == [
+        line for line in err.decode().splitlines() if line.startswith("authq-server: ")
+    ]
+    assert f"authq-server: cannot reach Redis at {shown}: " in err.decode()
+    assert "alert" in err.decode()
+
+    code, _, admin_err = await admin(url, "user", "list")
+    assert code == 2
+    assert f"authq-admin: cannot reach Redis at {shown}: " in admin_err
+    assert "alert" in admin_err
+    assert "s3cret" not in (out + err).decode() + admin_err

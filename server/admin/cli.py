@@ -21,6 +21,7 @@ from server.errors import AuthqError
 from server.store.audit import DEFAULT_PREFIX, AuditLog
 from server.store.audit_segments import AuditSegments
 from server.store.keys import Keys
+from server.store.redis_pipe import shown_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,8 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"authq-admin: {exc}", file=sys.stderr)
         return 1
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-        print(f"authq-admin: cannot reach Redis at {args.redis_url}: {exc}", file=sys.stderr)
+        shown = shown_url(args.redis_url)
+        print(f"authq-admin: cannot reach Redis at {shown}: {exc}", file=sys.stderr)
         return 2
     finally:
         await client.aclose()

@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import hiredis
 from redis._parsers.base import BaseParser
@@ -203,7 +204,8 @@ class RedisPipe:
             except (OSError, ConnectionError) as exc:
                 refusal = tls_refusal(exc)
                 if refusal is not None or attempt == RETRIES or self._closed:
-                    raise ConnectionError(f"Redis at {self.url}: {refusal or exc}") from exc
+                    shown = shown_url(self.url)
+                    raise ConnectionError(f"Redis at {shown}: {refusal or exc}") from exc
                 await asyncio.sleep(BACKOFF.compute(attempt))
         raise AssertionError("unreachable")
 
@@ -253,9 +255,25 @@ class RedisPipe:
             raise
         self.connects += 1
         if self._connection is not None:
-            log.info("Redis pipe to %s connected again", self.url)
+            log.info("Redis pipe to %s connected again", shown_url(self.url))
         self._connection = connection
         return connection
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logs and error messages show it: its password and its key file's
+    passphrase (``ssl_password``) replaced by ``***``."""
+    parts = urlsplit(url)
+    fields = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(key in _SECRETS for key, _ in fields):
+        return url  # as given: rebuilt, unix:///path would lose its slashes
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user.partition(':')[0]}:***@{host}" if parts.password is not None else host
+    shown = [(key, "***" if key in _SECRETS else value) for key, value in fields]
+    return parts._replace(netloc=netloc, query=urlencode(shown, safe="/*")).geturl()
+
+
+_SECRETS = frozenset({"password", "ssl_password"})
 
 
 def tls_context(settings: dict[str, Any]) -> ssl.SSLContext | None:
