@@ -40,9 +40,8 @@ class _Retry(Retry):
         with_failure_count: bool = False,
     ) -> T:
         def retryable(error: Exception) -> bool:
-            if tls_refusal(error) is not None:
-                return False
-            return is_retryable is None or is_retryable(error)
+            refused = tls_refusal(error) is not None
+            return not refused and (is_retryable is None or is_retryable(error))
 
         return await super().call_with_retry(do, fail, retryable, with_failure_count)
 

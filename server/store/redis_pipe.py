@@ -65,12 +65,12 @@ def tls_refusal(error: BaseException) -> ssl.SSLError | None:
     """The TLS error behind ``error`` if the connection was refused rather than lost,
     looked for along the chain our and redis-py's wrapping make."""
     cause: BaseException | None = error
-    seen = 0
-    while cause is not None and seen < 8:
+    for _ in range(8):  # the chains are short; a cycle must not hold us
+        if cause is None:
+            return None
         if isinstance(cause, ssl.SSLError) and not isinstance(cause, _TLS_CLOSED):
             return cause
         cause = cause.__cause__ or cause.__context__
-        seen += 1
     return None
 
 
@@ -260,6 +260,9 @@ class RedisPipe:
         return connection
 
 
+_SECRETS = frozenset({"password", "ssl_password"})
+
+
 def shown_url(url: str) -> str:
     """``url`` as logs and error messages show it: its password and its key file's
     passphrase (``ssl_password``) replaced by ``***``."""
@@ -271,9 +274,6 @@ def shown_url(url: str) -> str:
     netloc = f"{user.partition(':')[0]}:***@{host}" if parts.password is not None else host
     shown = [(key, "***" if key in _SECRETS else value) for key, value in fields]
     return parts._replace(netloc=netloc, query=urlencode(shown, safe="/*")).geturl()
-
-
-_SECRETS = frozenset({"password", "ssl_password"})
 
 
 def tls_context(settings: dict[str, Any]) -> ssl.SSLContext | None:
