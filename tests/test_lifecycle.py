@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 
+import pytest
 from authq import wire
 from authq.v1 import common_pb2 as cpb
 from PIL import Image
 
+from server.domain.records import Image as DomainImage
+from server.errors import IllegalTransition
 from tests.conftest import RunningServer
 from tests.helpers import STANDARD_KINDS, images, request
 
@@ -70,6 +73,30 @@ async def test_submit_review_supplement_and_decision_reach_the_teller(
         assert updates[2].note == "the customer"
         assert updates[-1].actor == "auth-7"
         assert [u.version for u in updates] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_second_supply_from_the_same_read_is_refused_not_merged(
+    server: RunningServer,
+) -> None:
+    """Two tellers of the branch answer the same supplement request at once: the
+    first one's images are stored; the second is told, not answered as if stored.
+    The first one's call made again (a lost reply) is answered as it was."""
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        rid = (await teller.submit(request())).request.request_id
+        offer = await authorizer.next(timeout=5)
+        await authorizer.decide(rid, offer.lease.fencing_token, "ask", kinds=["VOUCHER"])
+    store = server.runtime.store
+    asked = await store.get(rid)
+    first = [DomainImage("VOUCHER", "a" * 64, 10, "image/jpeg")]
+    other = [DomainImage("VOUCHER", "b" * 64, 10, "image/jpeg")]
+    stored = await store.supply(rid, asked.version, first, "teller-1", "")
+    with pytest.raises(IllegalTransition, match="it is QUEUED"):
+        await store.supply(rid, asked.version, other, "teller-2", "")
+    again = await store.supply(rid, asked.version, first, "teller-1", "")
+    assert again.version == stored.version
+    record = await store.get(rid)
+    assert [image.sha256 for image in record.supplements] == ["a" * 64]
+    assert [entry.event for entry in record.history].count("SUPPLIED") == 1
 
 
 async def test_a_teller_reconnecting_after_the_decision_sees_the_final_state(

@@ -6,7 +6,7 @@
 -- ARGV[4] teller id   ARGV[5] note   ARGV[6] event stream max length
 -- Returns {'OK', 'QUEUED', version, at_ms} | {'NOTFOUND'} | {'STATE', state}
 --       | {'VERSION', version}             changed since the caller read it
---       | {'DUP', 'QUEUED', version}       this supply was already recorded
+--       | {'DUP', 'QUEUED', version}       this very supply was already recorded
 -- Audited (R15): the staging stream and the action's packed record come after
 -- the keys and arguments above (take_audit, _lib.lua).
 local audit = take_audit()
@@ -14,8 +14,11 @@ local cur = redis.call('HMGET', KEYS[1], 'st', 'v', 'sc', 'ln', 'br')
 if not cur[1] then
   return {'NOTFOUND'}
 end
-if cur[1] == 'QUEUED' and tonumber(cur[2]) == tonumber(ARGV[2]) + 1 then
-  return {'DUP', 'QUEUED', tonumber(cur[2])}  -- a retry after a lost reply
+if cur[1] == 'QUEUED' and tonumber(cur[2]) == tonumber(ARGV[2]) + 1
+    and redis.call('HGET', KEYS[1], 'sx') == ARGV[3] then
+  -- A retry after a lost reply. Another supply prepared from the same read (a second
+  -- teller of the branch, other images) is refused below: its images were not stored.
+  return {'DUP', 'QUEUED', tonumber(cur[2])}
 end
 if cur[1] ~= 'NEEDS_SUPPLEMENT' then
   return {'STATE', cur[1]}
