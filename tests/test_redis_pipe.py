@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, ResponseError
 
 from server import events
+from server.api.status import status_of
 from server.events import EventHub
 from server.store import connect
 from server.store.keys import Keys
 from server.store.queue_store import QueueConfig, QueueStore
-from server.store.redis_pipe import PipedScript, RedisPipe, shown_url
+from server.store.redis_pipe import PipedScript, RedisPipe, ReplyLost, shown_url
 from server.store.scripts import load_script, run_all
 from tests.helpers import store_submission, until
 
@@ -88,6 +90,42 @@ async def test_calls_waiting_on_a_killed_connection_are_sent_again(
     assert pipe.connects == 2
 
 
+async def test_a_script_sent_before_the_loss_is_sent_again_only_if_a_repeat_is_safe(
+    pipe: RedisPipe, redis_client: aioredis.Redis
+) -> None:
+    """A claim or an emergency whose reply was lost may have run: sent again, it would
+    act twice. Its caller is told the outcome is unknown instead."""
+    own_id = await pipe.execute("CLIENT", "ID")
+    once = PipedScript(pipe, "return redis.call('INCR', KEYS[1])")
+    safe = PipedScript(pipe, "return redis.call('INCR', KEYS[1])", repeat_safe=True)
+    await redis_client.script_load(once.source)
+    blocked = asyncio.ensure_future(pipe.execute("BLPOP", "never", "0.3"))
+    behind_once = asyncio.ensure_future(once(keys=["once"]))
+    behind_safe = asyncio.ensure_future(safe(keys=["safe"]))
+    await asyncio.sleep(0.1)  # sent, held behind the pop
+    await redis_client.client_kill_filter(_id=own_id)
+    with pytest.raises(ReplyLost, match="whether it ran is unknown"):
+        await behind_once
+    assert await behind_safe == 1
+    assert await blocked is None
+    assert await redis_client.get("once") is None  # the kill came before it ran
+
+
+async def test_a_script_the_loss_caught_before_it_left_is_sent_again(
+    pipe: RedisPipe, redis_client: aioredis.Redis
+) -> None:
+    await pipe.execute("PING")
+    once = PipedScript(pipe, "return redis.call('INCR', KEYS[1])")
+    call = asyncio.ensure_future(once(keys=["unsent"]))
+    await asyncio.sleep(0)  # the call is in the connection's buffer, not yet written
+    connection = pipe._connection
+    assert connection is not None
+    connection._fail(ConnectionError("cut before the write"))
+    assert await call == 1
+    assert await redis_client.get("unsent") == b"1"
+    assert pipe.connects == 2
+
+
 async def test_a_closed_pipe_refuses_calls(pipe: RedisPipe) -> None:
     await pipe.execute("PING")
     await pipe.aclose()
@@ -126,6 +164,23 @@ async def test_the_server_client_runs_the_lua_scripts_on_its_pipe(
         await piped.aclose()
     with pytest.raises(ConnectionError):  # closed with its client
         await piped.pipe.execute("PING")
+
+
+async def test_only_the_scripts_that_recognise_their_repeat_are_sent_twice(
+    redis_url: str,
+) -> None:
+    piped = connect.redis_client(redis_url, 4)
+    try:
+        scripts = {name: load_script(piped, name) for name in ("submit", "claim", "decide")}
+        scripts["emergency"] = load_script(piped, "emergency_declare")
+        assert {name: getattr(s, "repeat_safe", None) for name, s in scripts.items()} == {
+            "submit": True, "claim": False, "decide": True, "emergency": False,
+        }  # fmt: skip
+    finally:
+        await piped.aclose()
+    code, message = status_of(ReplyLost("Redis at x: lost"))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "whether it was made is unknown" in message
 
 
 async def test_the_event_hub_follows_on_a_pipe_and_resyncs_after_a_lost_connection(

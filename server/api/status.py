@@ -12,6 +12,7 @@ import grpc
 import redis.exceptions
 
 from server import errors
+from server.store.redis_pipe import ReplyLost
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     for cls, code in _CODES:
         if isinstance(exc, cls):
             return code, str(exc)
+    if isinstance(exc, ReplyLost):
+        return grpc.StatusCode.UNAVAILABLE, (
+            "the queue store's connection was lost while it was making the change: "
+            "whether it was made is unknown; look before trying again"
+        )
     if isinstance(exc, _STORE_DOWN):
         return grpc.StatusCode.UNAVAILABLE, "the queue store is unreachable: retry shortly"
     log.exception("internal error", exc_info=exc)

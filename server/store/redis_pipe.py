@@ -13,11 +13,12 @@ wraps itself in retries, a timeout and a lock, and makes its own write and read.
 the event loop's one core that machinery cost more than the Lua script it carried.
 redis-py stays for everything else (reads, admin, pub/sub).
 
-Only commands that are safe to send twice belong here: after a lost connection every
-call still waiting for its reply is sent again on the next connection, as redis-py's
-retries did. server/lua/ is written for that: submit, decide and audit_append
-recognise their own repeat, and a claim whose reply was lost goes back to the queue
-when its lease ends.
+After a lost connection a command that never left is sent again on the next one. A
+command that left but whose reply was lost may have run: it is sent again only if
+its caller says a repeat is safe (``repeat_safe``: submit, decide and audit_append
+recognise their own repeat, a read changes nothing). Any other fails with
+``ReplyLost``, so that a claim, an emergency or an account change is never made
+twice; its caller is told the outcome is unknown.
 A blocking command holds up every reply behind it, so it needs a pipe of its own
 (the event hub's XREAD BLOCK, server/events.py).
 
@@ -59,6 +60,15 @@ BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 # client certificate missing or not trusted, no protocol version in common) or its
 # certificate failing our check: a setting to fix, which retrying for seconds only hides.
 _TLS_CLOSED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+class ReplyLost(ConnectionError):
+    """The connection was lost after the command was sent and before its reply: it may
+    or may not have run, and it was not safe to send again."""
+
+
+class _NotSent(ConnectionError):
+    """The connection was lost before the command was written: safe to send again."""
 
 
 def tls_refusal(error: BaseException) -> ssl.SSLError | None:
@@ -159,12 +169,15 @@ class _Connection(asyncio.Protocol):
                 self.lost.__cause__ = exc
         if self.transport is not None:
             self.transport.close()
-        while self.waiting:
-            future = self.waiting.popleft()
+        # The newest len(_out) futures wait for commands still in the buffer.
+        sent = len(self.waiting) - len(self._out)
+        self._out = []
+        for index, future in enumerate(self.waiting):
             if not future.done():  # one exception each: each caller's traceback its own
-                error = ConnectionError(str(self.lost))
+                error = (ConnectionError if index < sent else _NotSent)(str(self.lost))
                 error.__cause__ = self.lost
                 future.set_exception(error)
+        self.waiting.clear()
 
 
 class RedisPipe:
@@ -190,23 +203,34 @@ class RedisPipe:
     def commands(self) -> int:
         return self.counts.commands
 
-    async def execute(self, *args: Any) -> Any:
+    async def execute(self, *args: Any, repeat_safe: bool = True) -> Any:
         """Sends one command and returns its reply; a Redis error reply is raised as
         redis-py raises it. Sent again on a new connection if the connection is lost
-        before the reply comes."""
+        before the command left, or before its reply came if ``repeat_safe``; else
+        ReplyLost."""
         packed = hiredis.pack_command(args)
         for attempt in range(RETRIES + 1):
+            connection = self._connection
             try:
-                connection = self._connection
                 if connection is None or not connection.usable:
                     connection = await self._connect()
-                return await connection.send(packed)
             except (OSError, ConnectionError) as exc:
-                refusal = tls_refusal(exc)
-                if refusal is not None or attempt == RETRIES or self._closed:
-                    shown = shown_url(self.url)
-                    raise ConnectionError(f"Redis at {shown}: {refusal or exc}") from exc
-                await asyncio.sleep(BACKOFF.compute(attempt))
+                error: BaseException = exc
+            else:
+                try:
+                    return await connection.send(packed)
+                except ConnectionError as exc:
+                    if not (repeat_safe or isinstance(exc, _NotSent)):
+                        raise ReplyLost(
+                            f"Redis at {shown_url(self.url)}: {exc}; the command was sent "
+                            "before the connection was lost, so whether it ran is unknown"
+                        ) from exc
+                    error = exc
+            refusal = tls_refusal(error)
+            if refusal is not None or attempt == RETRIES or self._closed:
+                shown = shown_url(self.url)
+                raise ConnectionError(f"Redis at {shown}: {refusal or error}") from error
+            await asyncio.sleep(BACKOFF.compute(attempt))
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
@@ -299,11 +323,14 @@ def tls_context(settings: dict[str, Any]) -> ssl.SSLContext | None:
 class PipedScript:
     """A Lua script run by SHA on a RedisPipe, called like redis-py's AsyncScript:
     ``await script(keys=..., args=...)``. A Redis that lost its script cache (a
-    restart) gets the source once, with that call."""
+    restart) gets the source once, with that call. ``repeat_safe``: the script
+    answers its own repeat as it answered the first run, so a call whose reply was
+    lost may be sent again (RedisPipe.execute)."""
 
-    def __init__(self, pipe: RedisPipe, source: str) -> None:
+    def __init__(self, pipe: RedisPipe, source: str, repeat_safe: bool = False) -> None:
         self.pipe = pipe
         self.source = source
+        self.repeat_safe = repeat_safe
         self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
         # Calls made, for tests and profiling.
         self.calls = 0
@@ -311,10 +338,14 @@ class PipedScript:
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         self.calls += 1
         try:
-            return await self.pipe.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self.pipe.execute(
+                "EVALSHA", self.sha, len(keys), *keys, *args, repeat_safe=self.repeat_safe
+            )
         except NoScriptError:
             # EVAL also caches the script, so the calls after this go by SHA again.
-            return await self.pipe.execute("EVAL", self.source, len(keys), *keys, *args)
+            return await self.pipe.execute(
+                "EVAL", self.source, len(keys), *keys, *args, repeat_safe=self.repeat_safe
+            )
 
 
 def _error(reply: ResponseError) -> ResponseError:

@@ -24,6 +24,18 @@ ScriptCall = PipedScript | AsyncScript
 
 _NAMES = ("submit", "claim", "decide", "requeue", "renew", "cancel", "supply", "review")
 
+# The scripts that answer their own repeat as they answered the first run (DUP, DONE,
+# DUPLICATE, a claim by the same claimant) or whose repeat changes nothing (a renewal,
+# a read, a sweep that finds its lapses marked): one whose reply was lost with the
+# connection may be sent again (server/store/redis_pipe.py). The others (a claim, an
+# emergency, an account change, a move...) would act twice or answer that they could
+# not act: their callers are told the outcome is unknown (ReplyLost) instead.
+REPEAT_SAFE = frozenset({
+    "submit", "decide", "cancel", "supply", "renew", "authenticate", "logout",
+    "audit_append", "audit_trim", "fallback_report", "move_sweep",
+    "archive_claim", "archive_done", "archive_purge", "blob_gc",
+})  # fmt: skip
+
 
 def _source(name: str) -> str:
     return resources.files("server").joinpath("lua", f"{name}.lua").read_text("utf-8")
@@ -31,14 +43,9 @@ def _source(name: str) -> str:
 
 def load_script(client: aioredis.Redis, name: str) -> ScriptCall:
     """One script of server/lua/ with the shared prelude, ready to call."""
-    return script_call(client, _source("_lib") + "\n" + _source(name))
-
-
-def script_call(client: aioredis.Redis, source: str) -> ScriptCall:
-    """The script run on the client's pipe when it has one (server/store/connect.py),
-    else by redis-py."""
-    if isinstance(client, PipedRedis):
-        return PipedScript(client.pipe, source)
+    source = _source("_lib") + "\n" + _source(name)
+    if isinstance(client, PipedRedis):  # server/store/connect.py
+        return PipedScript(client.pipe, source, repeat_safe=name in REPEAT_SAFE)
     return client.register_script(source)
 
 
