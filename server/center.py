@@ -85,6 +85,14 @@ def _entry(
                       details=dict(details))  # fmt: skip
 
 
+def _longest(target: str, details: dict[str, str | int]) -> str:
+    """The field of an action's record that holds the most: the one to name when
+    the record is too large."""
+    sizes = {name: len(str(value)) for name, value in details.items()}
+    name = max(sizes, key=sizes.__getitem__, default="id")
+    return name if sizes.get(name, 0) > len(target) else "id"
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling, as established by the server (never by a message field)."""
@@ -144,7 +152,11 @@ class Center:
         what it yields to the store call that does the action: a transition script
         stages the record in the same step, so that a kill right after the action
         cannot lose it; an action done otherwise has its record staged next."""
-        audit = self.stage(identity, action, target, **details)
+        try:
+            audit = self.stage(identity, action, target, **details)
+        except InvalidArgument as exc:  # too large to audit: refused, and that recorded
+            await self.record(identity, action, target[:128], str(exc), {})
+            raise
         try:
             yield audit
         except AuthqError as exc:
@@ -156,18 +168,25 @@ class Center:
             await self.record(identity, action, target, OUTCOME_REPEAT, details)
         elif audit.body:
             await self._stage(audit.body, action, target)
-        else:  # no trail (a no-op), or too large to keep (logged)
+        else:  # no trail (a no-op)
             await self.record(identity, action, target, OUTCOME_OK, details)
 
     def stage(
         self, identity: Identity, action: str, target: str, **details: str | int
     ) -> StagedAudit:
-        """The action's record, for the script that does it to stage (see audited)."""
+        """The action's record, for the script that does it to stage (see audited).
+        An action whose record would be too large to keep is refused: none is done
+        without its record (R15)."""
         if self.audit is None:  # no audit trail (tests): nothing to stage
             return StagedAudit(b"")
         body = _entry(identity, action, target, OUTCOME_OK, details).pack()
-        # Too large to keep: not staged, and record says so in the log.
-        return StagedAudit(body if len(body) <= MAX_BODY_BYTES else b"")
+        if len(body) > MAX_BODY_BYTES:
+            raise InvalidArgument(
+                _longest(target, details),
+                f"far too long: the action's audit record would be {len(body)} bytes, "
+                f"over the {MAX_BODY_BYTES} a record holds (R15)",
+            )
+        return StagedAudit(body)
 
     def staged(self) -> None:
         """Records were staged: the audit writer chains them with its next batch."""
@@ -515,6 +534,7 @@ class Center:
         checks: Sequence[str],
         note: str,
     ) -> HistoryEntry:
+        checks = tuple(dict.fromkeys(checks))  # each check counted once
         async with self.audited(identity, "ONSITE_REVIEW", request_id,
                                 outcome="CONFIRM" if confirm else "SEND_BACK",
                                 checks=",".join(checks)) as audit:  # fmt: skip
@@ -580,13 +600,16 @@ class Center:
             problem = check_rejection(reason_code, note)
             if problem:
                 raise InvalidArgument("reason_code", problem)
-        elif outcome is Outcome.ASK_SUPPLEMENT:
+        elif reason_code:
+            raise InvalidArgument("reason_code", "only a rejection carries a reason_code")
+        if outcome is Outcome.ASK_SUPPLEMENT:
+            # Each kind is asked for once, however often the caller listed it: the
+            # request's history (and every reader of it) keeps the list.
+            kinds = tuple(dict.fromkeys(kinds))
             if not kinds:
                 raise InvalidArgument(
                     "requested_kinds", "asking for images needs at least one image kind"
                 )
-        elif reason_code:
-            raise InvalidArgument("reason_code", "only a rejection carries a reason_code")
         return await self.store.decide(
             request_id, token, authorizer_id, outcome, reason_code, note, kinds, audit
         )

@@ -231,6 +231,7 @@ async def test_every_audited_action_and_refusal_is_in_redis_before_its_reply(
         )
         assert scores[1] == int(stored or 0)
 
+        await server.runtime.accounts.create_branch("branch-9", "branch 9")
         emergency = await first.declare_emergency("the network is down", ["branch-9"])
         (declared,) = await recorded("EMERGENCY_DECLARE", "branch-9")
         assert declared.details["emergency_id"] == emergency.emergency_id

@@ -297,6 +297,8 @@ async def test_decisions_need_their_reasons(server: RunningServer) -> None:
             (dict(outcome="reject", reason_code="OTHER"), "needs a note"),
             (dict(outcome="ask"), "requested_kinds"),
             (dict(outcome="approve", reason_code="ID_MISMATCH"), "only a rejection"),
+            (dict(outcome="ask", reason_code="ID_MISMATCH"), "only a rejection"),
+            (dict(outcome="reject", reason_code="Z" * 20_000), "reason_code: far too long"),
             (dict(outcome="approve", note="n" * 501), "note"),
         ]
         for kwargs, names in cases:
@@ -305,6 +307,21 @@ async def test_decisions_need_their_reasons(server: RunningServer) -> None:
             assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert names in (failure.value.details() or "")
         assert (await teller.get(rid)).state == cpb.REQUEST_STATE_CLAIMED
+
+
+async def test_kinds_and_checks_listed_twice_are_kept_once(server: RunningServer) -> None:
+    """A list repeated without end must not grow the request's history (every reader
+    of the request gets it, within gRPC's message limit)."""
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        rid = (await teller.submit(request())).request.request_id
+        offer = await authorizer.next(timeout=5)
+        asked = await authorizer.decide(
+            rid, offer.lease.fencing_token, "ask", kinds=["VOUCHER", "ID_BACK"] * 50_000
+        )
+        assert list(asked.requested_kinds) == [cpb.IMAGE_KIND_VOUCHER, cpb.IMAGE_KIND_ID_BACK]
+        assert [list(h.requested_kinds) for h in (await teller.get(rid)).history][-1] == list(
+            asked.requested_kinds
+        )
 
 
 async def test_supply_without_a_request_for_images_is_refused(server: RunningServer) -> None:

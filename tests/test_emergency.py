@@ -65,3 +65,42 @@ async def test_emergencies_need_a_supervisor_and_a_reason(server: RunningServer)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await authorizer.declare_emergency("not my post")
         assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_an_emergency_names_real_branches_and_not_too_many(server: RunningServer) -> None:
+    """A mistyped branch would leave the real one taking central work (R8)."""
+    async with server.teller() as teller, server.supervisor() as supervisor:
+        cases = (
+            (["branch-1", "brnach-2"], grpc.StatusCode.NOT_FOUND, "no branch brnach-2"),
+            ([f"b-{n}" for n in range(501)], grpc.StatusCode.INVALID_ARGUMENT, "at most 500"),
+        )
+        for branches, code, said in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await supervisor.declare_emergency("branch network failure", branches)
+            assert failure.value.code() == code
+            assert said in (failure.value.details() or "")
+        assert await supervisor.emergencies() == []
+        assert not (await teller.submit(request())).HasField("fallback")
+
+
+async def test_an_action_too_large_to_audit_is_refused_and_the_refusal_recorded(
+    server: RunningServer,
+) -> None:
+    """None is done without its record (R15): a far too long id is refused, not
+    acted on with its record dropped, and the message stays small enough to travel."""
+    async with server.supervisor() as supervisor:
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await supervisor.end_emergency("E" * 40_000, "back up")
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = failure.value.details() or ""
+        assert details.startswith("id: far too long")
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await supervisor.end_emergency("E" * 10_000, "back up")  # kept: not found
+        assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+        assert len(failure.value.details() or "") <= 1000
+    await server.runtime.center.flush_audit()
+    ends = [r.entry async for r in server.runtime.audit.read() if r.entry.action == "EMERGENCY_END"]
+    assert [(e.target, e.outcome[:16]) for e in ends] == [
+        ("E" * 128, "id: far too long"),
+        ("E" * 10_000, f"no emergency {'E' * 3}"),
+    ]

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
+from authq.channel import AuthenticatedClient
 from authq.v1 import branch_pb2 as bpb
 from authq.v1 import branch_pb2_grpc
 
@@ -39,7 +40,7 @@ async def real_hours(start_server: StartServer) -> RunningServer:
     return server
 
 
-def _branch_stub(client: TellerClient) -> branch_pb2_grpc.BranchServiceStub:
+def _branch_stub(client: AuthenticatedClient) -> branch_pb2_grpc.BranchServiceStub:
     return branch_pb2_grpc.BranchServiceStub(client.channel)
 
 
@@ -141,6 +142,13 @@ async def test_a_window_needs_a_reason_and_a_sane_span(real_hours: RunningServer
                 bpb.BranchStatusRequest(branch_id="branch-2"), metadata=teller.metadata
             )
         assert other.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    async with real_hours.supervisor() as supervisor:
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await _branch_stub(supervisor).BranchStatus(
+                bpb.BranchStatusRequest(branch_id="no-such"), metadata=supervisor.metadata
+            )
+        assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+        assert "no branch no-such" in (unknown.value.details() or "")
 
 
 async def test_a_suspended_branch_is_refused_saying_so(server: RunningServer) -> None:

@@ -60,6 +60,20 @@ async def test_a_reviewer_confirms_and_the_request_joins_the_queue(server: Runni
         assert "CASH_RECOUNTED" in confirmed.note
 
 
+async def test_checks_listed_again_and_again_are_recorded_once(server: RunningServer) -> None:
+    async with server.teller() as teller, await _reviewer(server) as reviewer:
+        rid = (await teller.submit(request(amount_minor=AT_THRESHOLD))).request.request_id
+        update = await reviewer.review(
+            rid, confirm=True, checks=["CASH_RECOUNTED", "IDENTITY_CHECKED"] * 2_000
+        )
+        assert update.state == cpb.REQUEST_STATE_QUEUED
+    await server.runtime.center.flush_audit()
+    (reviewed,) = [
+        r.entry async for r in server.runtime.audit.read() if r.entry.action == "ONSITE_REVIEW"
+    ]
+    assert reviewed.details["checks"] == "CASH_RECOUNTED,IDENTITY_CHECKED"
+
+
 async def test_a_reviewer_sends_back_and_the_teller_sees_it(server: RunningServer) -> None:
     async with server.teller() as teller, await _reviewer(server) as reviewer:
         rid = (await teller.submit(request(amount_minor=AT_THRESHOLD))).request.request_id

@@ -94,7 +94,7 @@ async def test_moves_and_emergencies_are_pushed(server: RunningServer) -> None:
         await supervisor.request_move("watch-0004", "customer waiting at the counter")
         moved = await snapshot_where(stream, lambda s: len(s.pending_moves) == 1)
         assert moved.pending_moves[0].requester == "supervisor-1"
-        declared = await supervisor.declare_emergency("center network failure", ["branch-9"])
+        declared = await supervisor.declare_emergency("center network failure", ["branch-1"])
         shown = await snapshot_where(stream, lambda s: len(s.emergencies) == 1)
         assert shown.emergencies[0].emergency_id == declared.emergency_id
         await supervisor.end_emergency(declared.emergency_id)

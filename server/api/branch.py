@@ -17,7 +17,7 @@ from server.accounts.model import BRANCH_ROLES
 from server.api.identity import Authenticator
 from server.api.status import translate_errors
 from server.center import Center, Identity
-from server.errors import InvalidArgument, PermissionDenied
+from server.errors import InvalidArgument, NotFound, PermissionDenied
 from server.policy.enrollment import check_enrollment
 from server.policy.hours import may_submit
 from server.store.branches import WindowRecord, WindowState
@@ -116,6 +116,8 @@ class BranchServicer(branch_pb2_grpc.BranchServiceServicer):
         branch_id = _own_branch(identity, request.branch_id)
         branches = self.center.branches
         branches.forget(branch_id)  # a person asking wants the current answer
+        if await branches.missing([branch_id]):
+            raise NotFound(f"no branch {branch_id[:64]}")
         facts = await branches.facts(branch_id)
         hours = self.center.policy.loaded.policy.hours
         verdict = may_submit(

@@ -30,11 +30,16 @@ _CODES: list[tuple[type[errors.AuthqError], grpc.StatusCode]] = [
 _STORE_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
+# A status message travels in the trailing metadata, which the peer refuses beyond
+# 8 KB (grpc's default): a message naming a caller's far too long id is cut.
+MESSAGE_MAX_CHARS = 1000
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status and message a caller gets for an exception."""
     for cls, code in _CODES:
         if isinstance(exc, cls):
-            return code, str(exc)
+            return code, _cut(str(exc))
     if isinstance(exc, ReplyLost):
         return grpc.StatusCode.UNAVAILABLE, (
             "the queue store's connection was lost while it was making the change: "
@@ -44,6 +49,13 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, "the queue store is unreachable: retry shortly"
     log.exception("internal error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
+
+
+def _cut(message: str) -> str:
+    if len(message) <= MESSAGE_MAX_CHARS:
+        return message
+    said = f"... ({len(message)} characters)"
+    return message[: MESSAGE_MAX_CHARS - len(said)] + said
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:

@@ -31,7 +31,7 @@ from server.api.identity import Authenticator
 from server.api.status import translate_errors
 from server.center import Center, Identity
 from server.domain.reasons import NOTE_MAX_CHARS
-from server.errors import AuthqError, FailedPrecondition, InvalidArgument
+from server.errors import AuthqError, FailedPrecondition, InvalidArgument, NotFound
 from server.images.api import serve_image
 from server.queue_watch import QueueWatch, overview_to_pb
 from server.store.audit import AuditAction
@@ -44,6 +44,9 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 LAPSE = "REPRIORITIZE_LAPSE"
 SYSTEM = Identity(user_id="system", origin="server")
+# Branches one declaration may name; the whole center is declared by naming none. It
+# keeps the declaration's audit record within what a record holds.
+MAX_EMERGENCY_BRANCHES = 500
 
 
 class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
@@ -120,6 +123,14 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         if not reason or len(reason) > 500:
             raise InvalidArgument("reason", "an emergency needs a reason (R8), 1-500 characters")
         branches = list(dict.fromkeys(b.strip() for b in request.branch_ids if b.strip()))
+        if len(branches) > MAX_EMERGENCY_BRANCHES:
+            raise InvalidArgument(
+                "branch_ids",
+                f"at most {MAX_EMERGENCY_BRANCHES} branches: for the whole center name none",
+            )
+        unknown = await self.center.branches.missing(branches)
+        if unknown:
+            raise NotFound(f"branch_ids: no branch {', '.join(b[:64] for b in unknown[:5])}")
         async with self.center.audited(identity, "EMERGENCY_DECLARE", ",".join(branches) or "*",
                                        reason=reason) as audit:  # fmt: skip
             emergency = await self.emergencies.declare(reason, branches, identity.user_id, audit)

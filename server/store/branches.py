@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -116,6 +117,14 @@ class BranchDirectory:
             enrollment=Enrollment.from_dict(json.loads(enrollment)) if enrollment else ENROLLED,
             windows=tuple(windows),
         )
+
+    async def missing(self, branch_ids: Sequence[str]) -> list[str]:
+        """Those of ``branch_ids`` that name no branch."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for branch_id in branch_ids:
+                pipe.exists(self.keys.branch(branch_id))
+            found = await pipe.execute()
+        return [branch_id for branch_id, n in zip(branch_ids, found, strict=True) if not n]
 
     def forget(self, branch_id: str) -> None:
         """Drops this process's cached facts (after a change made here)."""
