@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.accounts.model import Qualification
 from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
 from server.domain.routing import ClaimFilter
 from server.domain.states import State
-from server.errors import AuthorizerAway
+from server.errors import AuthorizerAway, AuthqError
 from server.store.audit_records import StagedAudit
 from server.store.queue_store import Claim, NothingToClaim, QueueStore
 
@@ -52,6 +52,10 @@ class Waiter:
     # stages (Center.claim_audit); empty: not audited (tests, tools).
     audit: bytes = b""
     cancelled: bool = field(default=False)
+    # Told why when deliver raised. Such a waiter is not put back in line: the same
+    # fault would most likely fail it again, item after item, each one claimed and
+    # released in vain. None: nobody to tell.
+    failed: Callable[[Waiter, Exception], None] | None = None
 
 
 class WorkDispatcher:
@@ -64,7 +68,8 @@ class WorkDispatcher:
         # with otherwise (sent back for its images, server/images/gate.py), so the
         # waiter gets the next one.
         self.gate: Gate | None = None
-        self._gating: set[asyncio.Task[None]] = set()
+        # Gated deliveries and put-backs, which must not hold up the line.
+        self._tasks: set[asyncio.Task[None]] = set()
         # Told when an authorizer starts or stops waiting (the supervisors' live view).
         self.on_waiters_changed: Callable[[], None] | None = None
         # False once a claim left every lane empty and no item entered the queue
@@ -113,7 +118,11 @@ class WorkDispatcher:
             future.set_result(claim)
             return True
 
-        waiter = Waiter(authorizer_id, deliver, qualification, audit)
+        def failed(_waiter: Waiter, exc: Exception) -> None:
+            if not future.done():
+                future.set_exception(exc)
+
+        waiter = Waiter(authorizer_id, deliver, qualification, audit, failed=failed)
         self.add(waiter)
         try:
             return await future
@@ -125,7 +134,7 @@ class WorkDispatcher:
 
     async def stop(self) -> None:
         await self.loop.stop()
-        for task in list(self._gating):
+        for task in list(self._tasks):
             task.cancel()
 
     async def _run(self) -> None:
@@ -198,7 +207,7 @@ class WorkDispatcher:
                 # nothing was, another round would only find the queue empty.
                 if offered and not any(claim.more_waiting for _, claim in offered):
                     drained = nothing_left = True
-                await self._offer(offered)
+                self._offer(offered)
                 if failure is not None:
                     raise failure
             if nothing_left and self._queued_seen == queued_seen:
@@ -206,41 +215,103 @@ class WorkDispatcher:
         finally:
             self._waiters.extendleft(reversed([w for w in blocked if not w.cancelled]))
 
-    async def _offer(self, offered: list[tuple[Waiter, Claim]]) -> None:
+    def _offer(self, offered: list[tuple[Waiter, Claim]]) -> None:
         """Delivers each claim the gate admits at once; a claim the gate must wait for
         (an image check still running) is gated and delivered by a task of its own, so
-        that one slow check never holds up dispatch for everyone else."""
+        that one slow check never holds up dispatch for everyone else. Nothing here
+        raises: one waiter's trouble must not cost the others in the round their
+        items."""
         for waiter, claim in offered:
             if self.gate is None or self.gate.ready(claim):
-                await self._deliver(waiter, claim)
+                self._deliver(waiter, claim)
             else:
-                task = asyncio.create_task(self._gate_then_deliver(waiter, claim))
-                self._gating.add(task)
-                task.add_done_callback(self._gating.discard)
+                self._spawn(self._gate_then_deliver(waiter, claim))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        # The tasks handle their own failures; this only keeps a slip from passing
+        # unseen (an exception nobody retrieves is reported only at collection).
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("dispatch task failed: %s", _why(exc))
 
     async def _gate_then_deliver(self, waiter: Waiter, claim: Claim) -> None:
         assert self.gate is not None
         try:
             admitted = await self.gate.admit(claim)
-        except Exception:
-            # Redis away: this waiter waits for the next round (the claim's lease
-            # returns the item if nobody resolves it).
-            log.exception("image gate failed for %s", claim.record.request_id)
+        except Exception as exc:
+            # Redis or the checker away. Holding the claim until its lease ran out
+            # would keep the item from everyone meanwhile: it goes back now and is
+            # checked again when next claimed.
+            log.warning("image gate failed for %s: %s", claim.record.request_id, _why(exc))
+            self._spawn(self._put_back(waiter, claim, "the image check could not finish"))
+            # A pause, so that a lasting fault is not retried at full speed.
             await asyncio.sleep(0.2)
             admitted = False
         if admitted:
-            await self._deliver(waiter, claim)
+            self._deliver(waiter, claim)
         elif not waiter.cancelled:
-            # The item went back to its teller: this waiter gets the next one.
+            # The item went back to its teller (or to the queue): this waiter gets the
+            # next one.
             self._waiters.appendleft(waiter)
             self._wake.set()
 
-    async def _deliver(self, waiter: Waiter, claim: Claim) -> None:
-        if waiter.cancelled or not waiter.deliver(waiter, claim):
-            # The authorizer left while we claimed: put the item straight back.
-            await self.store.release(
+    def _deliver(self, waiter: Waiter, claim: Claim) -> None:
+        try:
+            if not waiter.cancelled and waiter.deliver(waiter, claim):
+                return
+            note = "authorizer left before the offer arrived"
+        except Exception as exc:
+            log.error(
+                "offering %s to %s failed: %s",
                 claim.record.request_id,
-                claim.token,
                 waiter.authorizer_id,
-                "authorizer left before the offer arrived",
+                _why(exc),
             )
+            note = "the offer could not be made"
+            waiter.cancelled = True  # out of line for good; see Waiter.failed
+            if waiter.failed is not None:
+                try:
+                    waiter.failed(waiter, exc)
+                except Exception as told:
+                    log.error("telling %s of it failed: %s", waiter.authorizer_id, _why(told))
+        self._spawn(self._put_back(waiter, claim, note))
+
+    async def _put_back(self, waiter: Waiter, claim: Claim, note: str) -> None:
+        """Releases a claim nobody will get, so the item is not kept from the queue
+        until its lease runs out. Tries again while Redis is away, until the lease
+        runs out (the reaper returns the item then)."""
+        request_id = claim.record.request_id
+        deadline = asyncio.get_running_loop().time() + self.store.config.lease_ms / 1000
+        pause = 0.1
+        warned = False
+        while True:
+            try:
+                await self.store.release(request_id, claim.token, waiter.authorizer_id, note)
+                return
+            except AuthqError as exc:
+                # No longer this claim's (withdrawn by a fallback report, reaped, or
+                # released by an earlier try whose reply was lost): nothing to return.
+                log.info("%s was not put back: %s", request_id, exc)
+                return
+            except Exception as exc:
+                if not warned:  # once per item: a Redis outage touches many
+                    warned = True
+                    log.warning(
+                        "putting %s back failed: %s; trying again until its lease ends",
+                        request_id,
+                        _why(exc),
+                    )
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    return
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 2.0)
+
+
+def _why(exc: BaseException) -> str:
+    # Not repr(): redis-py's errors show only their class there, not what happened.
+    return f"{type(exc).__name__}: {exc}"

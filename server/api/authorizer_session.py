@@ -75,7 +75,8 @@ class AuthorizerSession:
         self.lease_ms = lease_ms
         self.out: asyncio.Queue[apb.AuthorizerSessionOut | None] = asyncio.Queue()
         self.held: dict[str, int] = {}  # request id -> fencing token
-        self.waiters: set[Waiter] = set()
+        # Credits waiting in the dispatcher -> the ref of the message that granted them.
+        self.waiters: dict[Waiter, str] = {}
         self.closed = False
         self.revoked = False
         self.tasks: set[asyncio.Task[None]] = set()
@@ -158,19 +159,31 @@ class AuthorizerSession:
             return
         for _ in range(count):
             waiter = Waiter(self.authorizer_id, self._deliver, self.identity.qualification,
-                            self.claim_audit)  # fmt: skip
-            self.waiters.add(waiter)
+                            self.claim_audit, failed=self._failed)  # fmt: skip
+            self.waiters[waiter] = ref
             self.center.dispatcher.add(waiter)
 
     def _deliver(self, waiter: Waiter, claim: Claim) -> bool:
-        self.waiters.discard(waiter)
         if self.closed:
+            self.waiters.pop(waiter, None)
             return False
+        # Built before anything changes: if it fails, the dispatcher releases the item
+        # and _failed answers the credit, and no trace of the item is left here.
+        offer = apb.AuthorizerSessionOut(offer=offer_to_pb(claim))
+        self.waiters.pop(waiter, None)
         self.held[claim.record.request_id] = claim.token
         self.center.hub.add_watch(claim.record.request_id, self)
-        self.out.put_nowait(apb.AuthorizerSessionOut(offer=offer_to_pb(claim)))
+        self.out.put_nowait(offer)
         self.center.staged()  # the claim script staged its CLAIM record
         return True
+
+    def _failed(self, waiter: Waiter, exc: Exception) -> None:
+        """The dispatcher could not hand this credit its item (and released the item):
+        the credit is used up, and its grant is answered with the error, as a refused
+        credit is. Not put back: the same fault would fail it again."""
+        ref = self.waiters.pop(waiter, None)
+        if ref is not None and not self.closed:
+            self._error(ref, exc)
 
     async def _decide(self, ref: str, request: apb.DecideRequest) -> None:
         try:
