@@ -243,6 +243,7 @@ class Runtime:
             keys,
             token_ttl_s=settings.token_ttl_s,
             password_max_age_days=settings.password_max_age_days,
+            business_types=lambda: center.catalog().businesses.keys(),
         )
         if settings.demo:
             lines = await seed_demo(accounts, center)

@@ -161,7 +161,7 @@ async def test_a_deregistered_account_is_kept_as_it_was(
     # Departure ends every session in the same step (R12).
     assert not await redis_client.exists(token_key, keys.account_tokens("leaver-2"))
     kept = await redis_client.hgetall(keys.account("leaver-2"))
-    qualification = Qualification(frozenset({"CASH"}), 1)
+    qualification = Qualification(frozenset({"CASH_DEPOSIT"}), 1)
 
     for change in (
         accounts.set_roles("leaver-2", [Role.SUPERVISOR], record("ACCOUNT_ROLES", "l")),
@@ -191,3 +191,43 @@ async def test_branch_roles_need_a_branch(redis_client: aioredis.Redis) -> None:
         assert refused.value.field == "roles"
     assert (await accounts.get("auth-5")).roles == {Role.AUTHORIZER}
     assert await staged_actions(redis_client) == []
+
+
+async def test_the_store_refuses_a_qualification_naming_the_field_and_the_rule(
+    redis_client: aioredis.Redis,
+) -> None:
+    accounts = AccountStore(redis_client, Keys())
+    await accounts.create_user("auth-6", "A", [Role.AUTHORIZER], PASSWORD)
+    for qualification, field, rule in (
+        (Qualification(frozenset({"CASH_WITHDRAWL"}), 0), "types", "the valid ones are"),
+        (Qualification(frozenset({"*", "FOO"}), 0), "types", "unknown business type 'FOO'"),
+        (Qualification(frozenset({"CASH_DEPOSIT"}), -500), "ceiling", "0 for no ceiling"),
+        (Qualification(frozenset({"CASH_DEPOSIT"}), 2**63), "ceiling", "at most"),
+    ):
+        with pytest.raises(InvalidArgument, match=rule) as refused:
+            await accounts.set_qualification("auth-6", qualification,
+                                             record("ACCOUNT_QUALIFY", "auth-6"))  # fmt: skip
+        assert refused.value.field == field
+        with pytest.raises(InvalidArgument) as refused:
+            await accounts.create_user("auth-7", "A", [Role.AUTHORIZER], PASSWORD,
+                                       qualification=qualification)  # fmt: skip
+        assert refused.value.field == field
+    assert (await accounts.get("auth-6")).qualification == Qualification()
+    assert [account.user_id for account in await accounts.list()] == ["auth-6"]
+    assert await staged_actions(redis_client) == []
+
+
+async def test_the_store_takes_the_business_types_of_the_policy_in_force(
+    redis_client: aioredis.Redis,
+) -> None:
+    catalog = {"GOLD_BAR_SALE"}
+    accounts = AccountStore(redis_client, Keys(), business_types=lambda: catalog)
+    gold = Qualification(frozenset({"GOLD_BAR_SALE"}))
+    await accounts.create_user("auth-8", "A", [Role.AUTHORIZER], PASSWORD, qualification=gold)
+    # A reloaded policy applies at once.
+    catalog.add("CASH_DEPOSIT")
+    await accounts.set_qualification("auth-8", Qualification(frozenset({"CASH_DEPOSIT"})))
+    catalog.clear()
+    with pytest.raises(InvalidArgument, match="unknown business type 'CASH_DEPOSIT'"):
+        await accounts.set_qualification("auth-8", Qualification(frozenset({"CASH_DEPOSIT"})))
+    assert (await accounts.get("auth-8")).qualification.business_types == {"CASH_DEPOSIT"}

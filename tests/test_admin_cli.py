@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import sys
+from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from server.accounts.model import Role, Status
 from server.accounts.store import AccountStore
+from server.admin import cli
+from server.policy.loader import DEFAULT_POLICY
 from server.store.keys import Keys
 
 
@@ -64,3 +69,114 @@ async def test_an_operator_manages_branches_and_accounts(
     actions = [line for line in out.splitlines() if line.strip()]
     assert any("ACCOUNT_CREATE" in line for line in actions)
     assert any("ACCOUNT_DISABLE" in line for line in actions)
+
+
+async def test_a_bad_ceiling_is_a_usage_error_naming_the_rule(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    for ceiling in ("abc", "0.001", "nan", "inf", "-5", "1e30", "1.0000000000000000000000000001"):
+        code, out, err = await admin(
+            redis_url, "user", "create", "auth-15", "--name", "W", "--role", "AUTHORIZER",
+            "--types", "CASH_DEPOSIT", f"--ceiling={ceiling}", "--password", "initial-pass-1",
+        )  # fmt: skip
+        assert code == 2, (ceiling, out, err)
+        assert "Traceback" not in err
+        assert "error: argument --ceiling: " in err
+        assert "expected 0 (no ceiling) or a positive amount in CNY" in err
+    assert await AccountStore(redis_client, Keys()).list() == []
+
+
+async def test_a_large_ceiling_is_stored_and_shown_exactly(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    code, out, err = await admin(
+        redis_url, "user", "create", "auth-16", "--name", "W", "--role", "AUTHORIZER",
+        "--ceiling", "92233720368547758.07", "--password", "initial-pass-1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "up to 92,233,720,368,547,758.07 CNY" in out
+    account = await AccountStore(redis_client, Keys()).get("auth-16")
+    assert account.qualification.ceiling_minor == 2**63 - 1
+
+
+async def test_unknown_business_types_are_refused_naming_the_valid_ones(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    code, _, err = await admin(
+        redis_url, "user", "create", "auth-17", "--name", "W", "--role", "AUTHORIZER",
+        "--types", "FOO", "--password", "initial-pass-1",
+    )  # fmt: skip
+    assert code == 1
+    assert "types: unknown business type 'FOO': the valid ones are ACCOUNT_ADJUSTMENT" in err
+    assert (await admin(redis_url, "user", "create", "auth-11", "--name", "W", "--role",
+                        "AUTHORIZER", "--password", "initial-pass-1"))[0] == 0  # fmt: skip
+    code, _, err = await admin(redis_url, "user", "qualify", "auth-11", "--types", "CASH_WITHDRAWL")
+    assert code == 1
+    assert "unknown business type 'CASH_WITHDRAWL'" in err
+    assert "CASH_WITHDRAWAL" in err
+    _, out, _ = await admin(redis_url, "user", "list")
+    assert "FOO" not in out
+    assert "CASH_WITHDRAWL" not in out
+    assert [a.user_id for a in await AccountStore(redis_client, Keys()).list()] == ["auth-11"]
+
+
+async def test_the_business_types_are_those_of_the_policy_given(
+    redis_client: aioredis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    shipped = DEFAULT_POLICY.read_text()
+    policy.write_text(shipped.replace('code = "BATCH_PAYROLL"', 'code = "GOLD_BAR_SALE"'))
+    code, _, err = await admin(
+        redis_url, "--policy", str(policy), "user", "create", "auth-18", "--name", "W",
+        "--role", "AUTHORIZER", "--types", "GOLD_BAR_SALE", "--password", "initial-pass-1",
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = await admin(redis_url, "--policy", str(policy), "user", "qualify", "auth-18",
+                               "--types", "BATCH_PAYROLL")  # fmt: skip
+    assert code == 1
+    assert "unknown business type 'BATCH_PAYROLL'" in err
+    account = await AccountStore(redis_client, Keys()).get("auth-18")
+    assert account.qualification.business_types == {"GOLD_BAR_SALE"}
+
+
+async def test_help_names_the_data_dir_variable(redis_url: str) -> None:
+    code, out, _ = await admin(redis_url, "--help")
+    assert code == 0
+    assert "$AUTHQ_DATA_DIR" in " ".join(out.split())
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _typed(monkeypatch: pytest.MonkeyPatch, *answers: str) -> list[str]:
+    """Puts the command at a terminal where the operator types ``answers``; returns
+    the prompts it was shown."""
+    prompts: list[str] = []
+    typed = iter(answers)
+
+    def getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return next(typed)
+
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    monkeypatch.setattr("getpass.getpass", getpass)
+    return prompts
+
+
+async def test_a_prompted_password_is_asked_twice_and_must_match(
+    redis_client: aioredis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create = ["--redis-url", redis_url, "user", "create", "auth-19", "--name", "W",
+              "--role", "AUTHORIZER"]  # fmt: skip
+    prompts = _typed(monkeypatch, "initial-pass-1", "initial-pass-2")
+    with pytest.raises(SystemExit, match="the two passwords differ"):
+        await asyncio.to_thread(cli.main, create)
+    assert len(prompts) == 2
+    assert await AccountStore(redis_client, Keys()).list() == []
+
+    _typed(monkeypatch, "initial-pass-1", "initial-pass-1")
+    assert await asyncio.to_thread(cli.main, create) == 0
+    accounts = AccountStore(redis_client, Keys())
+    await accounts.change_password("auth-19", "initial-pass-1", "own-pass-19")

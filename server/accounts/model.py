@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from server.domain.money import INT64_MAX
 
 
 class Role(StrEnum):
@@ -74,20 +77,46 @@ def name_problem(value: str) -> str | None:
     return None
 
 
+ALL_TYPES = "*"
+
+
 @dataclass(frozen=True, slots=True)
 class Qualification:
     """What an authorizer may decide: business types ('*' for all) and a ceiling in
     minor units of the local currency (0: no ceiling)."""
 
-    business_types: frozenset[str] = frozenset({"*"})
+    business_types: frozenset[str] = frozenset({ALL_TYPES})
     ceiling_minor: int = 0
 
     @property
     def allows_all(self) -> bool:
-        return "*" in self.business_types or not self.business_types
+        return ALL_TYPES in self.business_types or not self.business_types
 
     def allows(self, business_type: str) -> bool:
         return self.allows_all or business_type in self.business_types
+
+
+def business_types_problem(types: frozenset[str], known: Collection[str]) -> str | None:
+    """Why an authorizer may not be qualified for ``types`` under the policy's business
+    catalog ``known`` (R2), or None. A misspelt type would otherwise be stored and simply never
+    match a request: the authorizer would silently be unqualified for it."""
+    unknown = sorted(types - {ALL_TYPES} - set(known))
+    if not unknown:
+        return None
+    return (
+        f"unknown business type {', '.join(repr(t) for t in unknown)}: the valid ones are "
+        f"{', '.join(sorted(known))}, or {ALL_TYPES} for all"
+    )
+
+
+def ceiling_problem(ceiling_minor: int) -> str | None:
+    """Why ``ceiling_minor`` cannot be an authorizer's ceiling, or None."""
+    if 0 <= ceiling_minor <= INT64_MAX:
+        return None
+    return (
+        "a positive amount, or 0 for no ceiling, of at most "
+        f"{INT64_MAX} minor units; got {ceiling_minor}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

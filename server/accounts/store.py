@@ -7,11 +7,12 @@ deregistering it (departure) revokes them all in the same transaction."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,18 +24,29 @@ from server.accounts.model import (
     Qualification,
     Role,
     Status,
+    business_types_problem,
+    ceiling_problem,
     conflicting_posts,
     id_problem,
     name_problem,
 )
 from server.accounts.passwords import hash_password, password_problem, verify_password
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from server.policy.loader import load_policy
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.scripts import load_script
 from server.store.staging import audited_transaction, run_audited
 
 DAY_MS = 86_400_000
+# The business types an authorizer may be qualified for: those of the policy in force.
+BusinessTypes = Callable[[], Collection[str]]
+
+
+@functools.cache
+def shipped_business_types() -> frozenset[str]:
+    """The business types of server/policy/default_policy.toml, for a store given none."""
+    return frozenset(load_policy().default.businesses)
 
 
 def _text(value: Any) -> str:
@@ -70,9 +82,12 @@ class AccountStore:
         *,
         token_ttl_s: int = 8 * 3600,
         password_max_age_days: int = 90,
+        business_types: BusinessTypes = shipped_business_types,
     ) -> None:
         self.client = client
         self.keys = keys
+        # A callable, so that a reloaded policy's catalog applies at once.
+        self.business_types = business_types
         self.token_ttl_s = token_ttl_s
         self.password_max_age_days = password_max_age_days
         self._authenticate = load_script(client, "authenticate")
@@ -122,6 +137,8 @@ class AccountStore:
             raise InvalidArgument("roles", f"{problem} (R11)")
         if role_set & {Role.TELLER, Role.ONSITE_REVIEWER} and not branch_id:
             raise InvalidArgument("branch", "branch staff need a branch")
+        if qualification is not None:
+            self._check_qualification(qualification)
         if branch_id and not await self.branch_exists(branch_id):
             raise NotFound(f"no branch {branch_id}: create it first")
         problem = password_problem(password, user_id)
@@ -204,6 +221,7 @@ class AccountStore:
     async def set_qualification(
         self, user_id: str, qualification: Qualification, audit: StagedAudit | None = None
     ) -> Account:
+        self._check_qualification(qualification)
         account = await self.get(user_id)
         fields = {
             "qt": ",".join(sorted(qualification.business_types)),
@@ -211,6 +229,15 @@ class AccountStore:
         }
         await self._changed(user_id, fields, audit)
         return replace(account, qualification=qualification)
+
+    def _check_qualification(self, qualification: Qualification) -> None:
+        known = self.business_types()
+        problem = business_types_problem(qualification.business_types, known)
+        if problem:
+            raise InvalidArgument("types", problem)
+        problem = ceiling_problem(qualification.ceiling_minor)
+        if problem:
+            raise InvalidArgument("ceiling", problem)
 
     async def set_status(
         self, user_id: str, status: Status, audit: StagedAudit | None = None

@@ -13,9 +13,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO, TypeAlias
 
-from server.accounts.model import Account, Qualification, Role, Status
+from server.accounts.model import (
+    ALL_TYPES,
+    Account,
+    Qualification,
+    Role,
+    Status,
+    ceiling_problem,
+)
 from server.accounts.store import AccountStore
-from server.domain.money import parse_amount
+from server.domain.money import CURRENCY_EXPONENTS, INT64_MAX, format_amount, parse_amount
 from server.policy.enrollment import Enrollment, EnrollmentStatus
 from server.store.audit import AuditEntry, AuditLog
 from server.store.audit_records import StagedAudit
@@ -54,29 +61,50 @@ AdminRunner = Callable[[AdminContext, argparse.Namespace, TextIO], Awaitable[int
 # Subscripting _SubParsersAction works for the type checker only (3.11 refuses it).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 ROLE_NAMES = [role.value for role in Role]
+# The currency of an authorizer's ceiling (server/accounts/model.py: Qualification).
+LOCAL_CURRENCY = "CNY"
+CEILING_RULE = (
+    f"expected 0 (no ceiling) or a positive amount in {LOCAL_CURRENCY} with at most "
+    f"{CURRENCY_EXPONENTS[LOCAL_CURRENCY]} decimals, up to "
+    f"{format_amount(INT64_MAX, LOCAL_CURRENCY)}"
+)
 
 
-def _password(given: str | None) -> str:
+def _password(given: str | None, what: str) -> str:
     if given:
         return given
-    if sys.stdin.isatty():
-        return getpass.getpass("initial password (the user must change it): ")
-    raise SystemExit("authq-admin: no password: pass --password or run interactively")
+    if not sys.stdin.isatty():
+        raise SystemExit("authq-admin: no password: pass --password or run interactively")
+    # Typed unseen, so a slip would go unnoticed until the user cannot log in.
+    password = getpass.getpass(f"{what} (the user must change it): ")
+    if getpass.getpass("the same again: ") != password:
+        raise SystemExit("authq-admin: the two passwords differ: nothing was changed")
+    return password
+
+
+def ceiling_arg(text: str) -> int:
+    """--ceiling in minor units. argparse reports the error as a usage error (exit 2)."""
+    try:
+        minor = parse_amount(text, LOCAL_CURRENCY)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: {CEILING_RULE}") from None
+    if ceiling_problem(minor):
+        raise argparse.ArgumentTypeError(f"{text} is out of range: {CEILING_RULE}")
+    return minor
 
 
 def _qualification(args: argparse.Namespace) -> Qualification | None:
     if args.types is None and args.ceiling is None:
         return None
-    types = frozenset(t.strip() for t in (args.types or "*").split(",") if t.strip())
-    ceiling = parse_amount(args.ceiling, "CNY") if args.ceiling else 0
-    return Qualification(types or frozenset({"*"}), ceiling)
+    types = frozenset(t.strip() for t in (args.types or ALL_TYPES).split(",") if t.strip())
+    return Qualification(types or frozenset({ALL_TYPES}), args.ceiling or 0)
 
 
 def describe(account: Account) -> str:
     where = f" at {account.branch_id}" if account.branch_id else ""
     types = ",".join(sorted(account.qualification.business_types))
     ceiling = account.qualification.ceiling_minor
-    limit = f" up to {ceiling / 100:,.2f} CNY" if ceiling else ""
+    limit = f" up to {format_amount(ceiling, LOCAL_CURRENCY)}" if ceiling else ""
     return (f"{account.user_id:<16} {account.status.value:<12} {'/'.join(sorted(account.roles))}"
             f"{where}  types {types}{limit}")  # fmt: skip
 
@@ -132,9 +160,10 @@ async def _branch_show(ctx: AdminContext, args: argparse.Namespace, out: TextIO)
 
 async def _user_create(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
     roles = frozenset(Role(r) for r in args.role)
+    password = _password(args.password, "initial password")
     async with ctx.audited("ACCOUNT_CREATE", args.user_id, roles=",".join(sorted(roles))) as audit:
         account = await ctx.accounts.create_user(
-            args.user_id, args.name, roles, _password(args.password),
+            args.user_id, args.name, roles, password,
             branch_id=args.branch or "", qualification=_qualification(args), audit=audit,
         )  # fmt: skip
     print(describe(account), file=out)
@@ -176,8 +205,9 @@ def _status_command(status: Status, action: str) -> AdminRunner:
 
 
 async def _user_reset(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
+    password = _password(args.password, "temporary password")
     async with ctx.audited("ACCOUNT_PASSWORD_RESET", args.user_id) as audit:
-        await ctx.accounts.reset_password(args.user_id, _password(args.password), audit)
+        await ctx.accounts.reset_password(args.user_id, password, audit)
     print(f"password of {args.user_id} reset: it must be changed at the next login", file=out)
     return 0
 
@@ -214,8 +244,12 @@ def add_account_commands(subparsers: Subparsers) -> None:
     create.add_argument("--role", action="append", required=True, choices=ROLE_NAMES)
     create.add_argument("--branch", help="the branch of branch staff")
     create.add_argument("--password", help="initial password (else prompted)")
-    create.add_argument("--types", help="authorizer: business types, comma-separated")
-    create.add_argument("--ceiling", help="authorizer: amount ceiling in CNY, e.g. 500000.00")
+    create.add_argument(
+        "--types", help="authorizer: business types of the policy, comma-separated, or *"
+    )
+    create.add_argument(
+        "--ceiling", type=ceiling_arg, help="authorizer: amount ceiling in CNY, e.g. 500000.00"
+    )
     create.set_defaults(run_admin=_user_create)
     commands.add_parser("list", help="list accounts").set_defaults(run_admin=_user_list)
     roles = commands.add_parser("roles", help="replace an account's roles")
@@ -224,8 +258,8 @@ def add_account_commands(subparsers: Subparsers) -> None:
     roles.set_defaults(run_admin=_user_roles)
     qualify = commands.add_parser("qualify", help="set an authorizer's qualifications")
     qualify.add_argument("user_id")
-    qualify.add_argument("--types", help="business types, comma-separated, or *")
-    qualify.add_argument("--ceiling", help="amount ceiling in CNY (0: none)")
+    qualify.add_argument("--types", help="business types of the policy, comma-separated, or *")
+    qualify.add_argument("--ceiling", type=ceiling_arg, help="amount ceiling in CNY (0: none)")
     qualify.set_defaults(run_admin=_user_qualify)
     for name, status, action, text in (
         ("disable", Status.DISABLED, "ACCOUNT_DISABLE", "on leave: no login, tokens revoked"),

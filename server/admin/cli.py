@@ -12,12 +12,14 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from server.accounts.store import AccountStore
+from server.accounts.store import AccountStore, BusinessTypes, shipped_business_types
 from server.admin.accounts_cli import AdminContext, add_account_commands
 from server.admin.archive_cli import add_archive_commands, archive_root
 from server.admin.audit_cli import add_audit_commands
 from server.admin.report_cli import add_report_command
 from server.errors import AuthqError
+from server.policy.loader import load_policy
+from server.policy.model import PolicyError
 from server.store.audit import DEFAULT_PREFIX, AuditLog
 from server.store.audit_segments import AuditSegments
 from server.store.keys import Keys
@@ -36,7 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=Path(os.environ.get("AUTHQ_DATA_DIR", "var")),
-        help="the server's data directory, to reach its embedded Redis (default ./var)",
+        help="the server's data directory, to reach its embedded Redis (default: "
+        "$AUTHQ_DATA_DIR, else ./var)",
+    )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=os.environ.get("AUTHQ_POLICY"),
+        help="the server's business policy, whose business types an authorizer may be "
+        "qualified for (default: $AUTHQ_POLICY, else the built-in one)",
     )
     parser.add_argument("--key-prefix", default=DEFAULT_PREFIX, help="default: %(default)s")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -54,7 +64,9 @@ async def _run(args: argparse.Namespace) -> int:
             client, prefix=args.key_prefix, segments=AuditSegments.in_archive(archive_root(args))
         )
         if hasattr(args, "run_admin"):
-            context = AdminContext(AccountStore(client, Keys(args.key_prefix)), log)
+            accounts = AccountStore(client, Keys(args.key_prefix),
+                                    business_types=_business_types(args.policy))  # fmt: skip
+            context = AdminContext(accounts, log)
             code: int = await args.run_admin(context, args, sys.stdout)
         else:
             code = await args.run(log, args, sys.stdout)
@@ -62,12 +74,21 @@ async def _run(args: argparse.Namespace) -> int:
     except AuthqError as exc:
         print(f"authq-admin: {exc}", file=sys.stderr)
         return 1
+    except PolicyError as exc:
+        print(f"authq-admin: --policy: {exc}", file=sys.stderr)
+        return 2
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
         shown = shown_url(args.redis_url)
         print(f"authq-admin: cannot reach Redis at {shown}: {exc}", file=sys.stderr)
         return 2
     finally:
         await client.aclose()
+
+
+def _business_types(policy: Path | None) -> BusinessTypes:
+    if policy is None:
+        return shipped_business_types
+    return lambda: load_policy(policy).default.businesses.keys()
 
 
 def main(argv: list[str] | None = None) -> int:
