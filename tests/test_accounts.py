@@ -14,7 +14,7 @@ from server.accounts.store import DAY_MS, token_digest
 from server.errors import FailedPrecondition, InvalidArgument
 from teller_client.client import TellerClient
 from tests.conftest import PASSWORD, RunningServer
-from tests.helpers import request
+from tests.helpers import request, until
 
 
 async def test_login_gives_a_token_and_a_wrong_password_gives_nothing(
@@ -91,7 +91,11 @@ async def test_disabling_an_account_revokes_its_tokens_at_once(server: RunningSe
     async with server.teller() as teller, server.authorizer() as authorizer:
         await teller.submit(request())
         async with authorizer.session() as console:
+            seen = server.runtime.tokens.generation
             await server.runtime.accounts.set_status("authorizer-1", Status.DISABLED)
+            # Redis pushes the revocation to every server process's token cache (a
+            # keyspace notification): the next call after it arrives is refused.
+            await until(lambda: server.runtime.tokens.generation > seen)
             with pytest.raises(grpc.aio.AioRpcError) as failure:
                 await authorizer.next(timeout=1)
             assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
