@@ -5,32 +5,44 @@ pending ones)."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import sys
-import time
-from pathlib import Path
 
-import grpc
-from authq.hours_cli import add_hours_commands, hours_command
-from authq.image_cli import add_image_command, save_image
-from authq.login import (
-    LoginNeeded,
-    add_connection_arguments,
-    logged_in,
-    session_command,
-    tls_options,
-)
-from authq.render import describe_request, describe_update, kind_name
-from authq.v1 import authorizer_pb2 as apb
-from authq.v1 import common_pb2 as cpb
-from authq.v1 import supervisor_pb2 as spb
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
+from authq.exits import broken_pipe, interrupted
 
-from authorizer_console import fallback_view
-from authorizer_console.client import AuthorizerClient
+PROG = "authq-authorizer"
+
+# Loading grpc and protobuf takes a tenth of a second: Ctrl-C in it ends in one line.
+try:
+    import argparse
+    import asyncio
+    import json
+    import time
+    from pathlib import Path
+    from typing import Any
+
+    import grpc
+    from authq.hours_cli import add_hours_commands, hours_command
+    from authq.image_cli import add_image_command, save_image
+    from authq.login import (
+        LoginNeeded,
+        PasswordChangeNeeded,
+        add_connection_arguments,
+        logged_in,
+        session_command,
+        tls_options,
+    )
+    from authq.passwd_cli import add_passwd_command, change_password
+    from authq.render import describe_request, describe_update, kind_name
+    from authq.v1 import authorizer_pb2 as apb
+    from authq.v1 import common_pb2 as cpb
+    from authq.v1 import supervisor_pb2 as spb
+    from google.protobuf.json_format import MessageToDict
+    from google.protobuf.message import Message
+
+    from authorizer_console import fallback_view
+    from authorizer_console.client import AuthorizerClient
+except KeyboardInterrupt:
+    sys.exit(interrupted(PROG))
 
 REASONS = [
     "ID_MISMATCH",
@@ -52,44 +64,62 @@ class UsageError(Exception):
 
 class LeaseBook:
     """Remembers the fencing token of each item this authorizer took with `next`,
-    so `approve ID` needs no token on the command line."""
+    so `approve ID` needs no token on the command line, and the sha256 of its
+    images, so `image ID PREFIX` can find one from the first digits `next` showed
+    (the authorizer has no call that lists a request's images)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _load(self) -> dict[str, int]:
+    def _load(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
-        return {str(k): int(v) for k, v in data.items()}
+        # A book written before images were kept holds bare tokens.
+        return {
+            str(k): v if isinstance(v, dict) else {"token": int(v), "images": []}
+            for k, v in data.items()
+        }
 
-    def put(self, request_id: str, token: int) -> None:
-        data = self._load()
-        data[request_id] = token
+    def _save(self, data: dict[str, dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(data))
+
+    def put(self, request_id: str, token: int, images: list[str]) -> None:
+        data = self._load()
+        data[request_id] = {"token": token, "images": images}
+        self._save(data)
 
     def token(self, request_id: str, given: int | None) -> int:
         if given is not None:
             return given
-        token = self._load().get(request_id)
-        if token is None:
+        held = self._load().get(request_id)
+        if held is None:
             raise UsageError(
                 f"no lease of {request_id} recorded in {self.path}: take it with `next` "
                 "or pass --token"
             )
-        return token
+        return int(held["token"])
+
+    async def images(self, request_id: str) -> list[str]:
+        held = self._load().get(request_id)
+        if held is None:
+            raise UsageError(
+                f"no item {request_id} recorded in {self.path}: take it with `next`, "
+                "or give the whole sha256"
+            )
+        return [str(sha) for sha in held.get("images", [])]
 
     def drop(self, request_id: str) -> None:
         data = self._load()
         if data.pop(request_id, None) is not None:
-            self.path.write_text(json.dumps(data))
+            self._save(data)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="authq-authorizer",
+        prog=PROG,
         description="Central authorizer: take waiting requests, review data and images, "
         "approve, reject with a reason, or ask the teller for images.",
     )
@@ -98,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_hours_commands(commands, branch_side=False)
     commands.add_parser("login", help="log in once; later commands reuse the login")
     commands.add_parser("logout", help="end the saved login")
+    add_passwd_command(commands)
 
     take = commands.add_parser("next", help="wait for the next item and take it")
     take.add_argument(
@@ -232,7 +263,7 @@ async def take_next(
         print("waiting for the next item...", file=sys.stderr, flush=True)
     offer = await client.next(timeout=args.timeout)
     request = offer.request
-    book.put(request.request_id, offer.lease.fencing_token)
+    book.put(request.request_id, offer.lease.fencing_token, [i.sha256 for i in request.images])
     folder: Path = args.images_dir / request.request_id
     saved = []
     if request.images:
@@ -255,10 +286,13 @@ async def take_next(
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.command == "passwd":
+        return await change_password(AuthorizerClient, args, PROG)
     book = LeaseBook(args.state_dir / f"leases-{args.user}.json")
     client = await logged_in(
-        AuthorizerClient, args.server, args.user, args.password, args.state_dir, tls_options(args)
-    )
+        AuthorizerClient, args.server, args.user, args.password, args.state_dir,
+        tls_options(args), prog=PROG,
+    )  # fmt: skip
     async with client:
         if (code := await session_command(client, args)) is not None:
             return code
@@ -268,9 +302,9 @@ async def run(args: argparse.Namespace) -> int:
             await take_next(client, args, book)
             return 0
         if args.command == "image":
-            return await save_image(
-                client.supervisor_image if args.supervisor else client.image, args
-            )
+            if args.supervisor:
+                return await save_image(client.supervisor_image, args, None)
+            return await save_image(client.image, args, book.images)
         if args.command in ("away", "back"):
             away = await client.set_away(args.command == "away")
             print(f"{args.user} is {'away: no new items' if away else 'back: taking items'}")
@@ -343,17 +377,21 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(run(build_parser().parse_args(argv)))
     except (UsageError, LoginNeeded, ValueError) as exc:
-        print(f"authq-authorizer: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
+    except PasswordChangeNeeded as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
     except grpc.aio.AioRpcError as exc:
-        print(f"authq-authorizer: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print(f"{PROG}: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return interrupted(PROG)
+    except BrokenPipeError:
+        return broken_pipe()
 
 
 if __name__ == "__main__":

@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import grpc
-from authq.hours_cli import add_hours_commands, hours_command
-from authq.image_cli import add_image_command, save_image
-from authq.login import (
-    LoginNeeded,
-    add_connection_arguments,
-    logged_in,
-    session_command,
-    tls_options,
-)
-from authq.render import describe_request, describe_update, parse_amount
-from authq.v1 import common_pb2 as cpb
-from authq.v1 import teller_pb2 as tpb
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
+from authq.exits import Interrupted, broken_pipe, interrupted
 
-from teller_client import fallback_cli, synthetic
-from teller_client.client import ImageInput, TellerClient, new_request
+PROG = "authq-teller"
+
+# Loading grpc and protobuf takes a tenth of a second: Ctrl-C in it ends in one line.
+try:
+    import argparse
+    import asyncio
+    import json
+    from collections.abc import Sequence
+    from pathlib import Path
+    from typing import Any
+
+    import grpc
+    from authq.hours_cli import add_hours_commands, hours_command
+    from authq.image_cli import add_image_command, save_image
+    from authq.login import (
+        LoginNeeded,
+        PasswordChangeNeeded,
+        add_connection_arguments,
+        logged_in,
+        session_command,
+        tls_options,
+    )
+    from authq.passwd_cli import add_passwd_command, change_password
+    from authq.render import describe_request, describe_update, parse_amount
+    from authq.v1 import common_pb2 as cpb
+    from authq.v1 import teller_pb2 as tpb
+    from google.protobuf.json_format import MessageToDict
+    from google.protobuf.message import Message
+
+    from teller_client import fallback_cli, synthetic
+    from teller_client.client import ImageInput, TellerClient, new_request
+except KeyboardInterrupt:
+    sys.exit(interrupted(PROG))
 
 FINAL = {cpb.REQUEST_STATE_APPROVED, cpb.REQUEST_STATE_REJECTED, cpb.REQUEST_STATE_CANCELLED}
 
@@ -38,7 +49,7 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="authq-teller",
+        prog=PROG,
         description="Teller workstation: send counter transactions to the central "
         "authorization center and follow their decisions.",
     )
@@ -102,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("login", help="log in once; later commands reuse the login")
     commands.add_parser("logout", help="end the saved login")
+    add_passwd_command(commands)
 
     commands.add_parser("pending", help="on-site reviewer: requests awaiting your review")
     review = commands.add_parser(
@@ -156,6 +168,7 @@ def parse_fields(specs: Sequence[str]) -> dict[str, str]:
 class Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
+        self.line_open = False
 
     def message(self, message: Message, text: str) -> None:
         if self.as_json:
@@ -165,12 +178,19 @@ class Output:
 
     def progress(self, kind: str, sent: int, total: int) -> None:
         if not self.as_json and sys.stderr.isatty():
+            self.line_open = sent < total
             print(
                 f"\r  uploading {kind}: {sent * 100 // max(total, 1):3d}% of {total / 1024:.0f} KB",
-                end="" if sent < total else "\n",
+                end="" if self.line_open else "\n",
                 file=sys.stderr,
                 flush=True,
             )
+
+    def end_line(self) -> None:
+        """Ends a progress line cut short, so what follows starts a line of its own."""
+        if self.line_open:
+            print(file=sys.stderr, flush=True)
+            self.line_open = False
 
 
 async def follow(client: TellerClient, request_id: str, out: Output) -> int:
@@ -184,7 +204,7 @@ async def follow(client: TellerClient, request_id: str, out: Output) -> int:
 def submit_request(args: argparse.Namespace) -> tpb.SubmitRequest:
     """Built before logging in: a center that cannot be reached still gets the
     transaction, with its request id, into the fallback journal (R8)."""
-    amount = parse_amount(args.amount, args.currency) if args.amount else None
+    amount = parse_amount(args.amount, args.currency, "--amount") if args.amount else None
     return new_request(
         args.business_type,
         amount,
@@ -199,6 +219,58 @@ def submit_request(args: argparse.Namespace) -> tpb.SubmitRequest:
     )
 
 
+class Sent:
+    """Whether a Submit call has gone out: from then on the center may hold the
+    request, and an interrupted teller must not be told it does not."""
+
+    def __init__(self) -> None:
+        self.yes = False
+
+    def __call__(self) -> None:
+        self.yes = True
+
+
+async def submit(
+    client: TellerClient, args: argparse.Namespace, request: tpb.SubmitRequest, out: Output
+) -> int:
+    sent = Sent()
+    try:
+        reply = await client.submit(request, read_images(args.image), out.progress, sending=sent)
+    except grpc.aio.AioRpcError as exc:
+        if not fallback_cli.unreachable(exc):
+            raise
+        return fallback_cli.center_unreachable(args, request, exc)
+    except asyncio.CancelledError:
+        # Ctrl-C: asyncio.run cancels this task. Say what became of the request.
+        out.end_line()
+        raise Interrupted(interrupted_submit(request.request_id, sent.yes)) from None
+    if reply.HasField("fallback"):
+        fallback = reply.fallback
+        out.message(reply, f"CENTER IN EMERGENCY FALLBACK ({fallback.emergency_id}): "
+                    f"{fallback.reason}\nAuthorize this transaction ON SITE and record "
+                    "the fallback (R8). Nothing was sent to the center.")  # fmt: skip
+        fallback_cli.record_emergency(args, client, request, fallback)
+        return 4
+    text = describe_request(reply.request)
+    if reply.duplicate:
+        text += "\n(already submitted earlier with this request id: nothing new created)"
+    out.message(reply, text)
+    return await follow(client, reply.request.request_id, out) if args.wait else 0
+
+
+def interrupted_submit(request_id: str, sent: bool) -> str:
+    if not sent:
+        return "nothing was submitted"
+    return (
+        f"{request_id} may have reached the center: `{PROG} show {request_id}` tells; "
+        f"submitting again with --request-id {request_id} is safe"
+    )
+
+
+async def image_hashes(client: TellerClient, request_id: str) -> list[str]:
+    return [image.sha256 for image in (await client.get(request_id)).images]
+
+
 async def run(args: argparse.Namespace) -> int:
     out = Output(args.json)
     if args.command == "demo-images":
@@ -210,11 +282,14 @@ async def run(args: argparse.Namespace) -> int:
         return 0
     if (code := fallback_cli.offline_command(args)) is not None:
         return code
+    if args.command == "passwd":
+        return await change_password(TellerClient, args, PROG)
     request = submit_request(args) if args.command == "submit" else None
     try:
         client = await logged_in(
-            TellerClient, args.server, args.user, args.password, args.state_dir, tls_options(args)
-        )
+            TellerClient, args.server, args.user, args.password, args.state_dir,
+            tls_options(args), prog=PROG,
+        )  # fmt: skip
     except grpc.aio.AioRpcError as exc:
         if request is None or not fallback_cli.unreachable(exc):
             raise
@@ -228,24 +303,7 @@ async def run(args: argparse.Namespace) -> int:
         if (code := await hours_command(client, args)) is not None:
             return code
         if args.command == "submit" and request is not None:
-            try:
-                reply = await client.submit(request, read_images(args.image), out.progress)
-            except grpc.aio.AioRpcError as exc:
-                if not fallback_cli.unreachable(exc):
-                    raise
-                return fallback_cli.center_unreachable(args, request, exc)
-            if reply.HasField("fallback"):
-                fallback = reply.fallback
-                out.message(reply, f"CENTER IN EMERGENCY FALLBACK ({fallback.emergency_id}): "
-                            f"{fallback.reason}\nAuthorize this transaction ON SITE and record "
-                            "the fallback (R8). Nothing was sent to the center.")  # fmt: skip
-                fallback_cli.record_emergency(args, client, request, fallback)
-                return 4
-            text = describe_request(reply.request)
-            if reply.duplicate:
-                text += "\n(already submitted earlier with this request id: nothing new created)"
-            out.message(reply, text)
-            return await follow(client, reply.request.request_id, out) if args.wait else 0
+            return await submit(client, args, request, out)
         if args.command == "watch":
             return await follow(client, args.request_id, out)
         if args.command == "show":
@@ -270,7 +328,9 @@ async def run(args: argparse.Namespace) -> int:
             out.message(update, describe_update(update))
             return 0
         if args.command == "image":
-            return await save_image(client.image, args)
+            return await save_image(
+                client.image, args, lambda request_id: image_hashes(client, request_id)
+            )
         if args.command == "supply":
             update = await client.supply(
                 args.request_id, read_images(args.image), args.note, out.progress
@@ -281,20 +341,23 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(run(args))
-    except (UsageError, LoginNeeded) as exc:
-        print(f"authq-teller: {exc}", file=sys.stderr)
+        return asyncio.run(run(build_parser().parse_args(argv)))
+    except (UsageError, LoginNeeded, ValueError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
-        print(f"authq-teller: {exc}", file=sys.stderr)
-        return 2
-    except grpc.aio.AioRpcError as exc:
-        print(f"authq-teller: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    except PasswordChangeNeeded as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
+    except grpc.aio.AioRpcError as exc:
+        print(f"{PROG}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        return interrupted(PROG, str(exc))
     except KeyboardInterrupt:
-        return 130
+        return interrupted(PROG)
+    except BrokenPipeError:
+        return broken_pipe()
 
 
 if __name__ == "__main__":

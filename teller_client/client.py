@@ -119,16 +119,21 @@ class TellerClient(AuthenticatedClient):
         request: tpb.SubmitRequest,
         images: Sequence[ImageInput] = (),
         progress: Progress | None = None,
+        sending: Callable[[], None] | None = None,
     ) -> tpb.SubmitReply:
         """Uploads the images, adds them to the ones the request already references,
         then submits; safe to call again with the same request after a lost reply.
-        Retried while the center is UNAVAILABLE (SUBMIT_RETRY_PAUSES_S)."""
+        Retried while the center is UNAVAILABLE (SUBMIT_RETRY_PAUSES_S). ``sending``
+        is called as the Submit call goes out: from then on the center may hold the
+        request, whatever becomes of the reply."""
         for pause in (*SUBMIT_RETRY_PAUSES_S, None):
             try:
                 if images:
                     uploaded = await self.upload_images(images, progress)
                     have = {(ref.kind, ref.sha256) for ref in request.images}
                     request.images.extend(r for r in uploaded if (r.kind, r.sha256) not in have)
+                if sending is not None:
+                    sending()
                 reply: tpb.SubmitReply = await self.stub.Submit(
                     request, metadata=self.metadata, timeout=SUBMIT_DEADLINE_S
                 )

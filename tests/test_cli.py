@@ -22,6 +22,8 @@ async def run_cli(
         "-m",
         module,
         *args,
+        # Never a terminal: a command missing a password must say so, not prompt.
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},

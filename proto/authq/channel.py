@@ -19,7 +19,11 @@ from authq.v1 import auth_pb2_grpc
 from authq.wire import CHANNEL_OPTIONS
 
 AUTH_KEY = "authorization"
-DEFAULT_TARGET = "127.0.0.1:50051"
+# The server's default --listen port; a target without a port means this one, not
+# gRPC's own default (443).
+DEFAULT_PORT = 50051
+_GRPC_SCHEMES = ("dns:", "unix:", "unix-abstract:", "vsock:", "ipv4:", "ipv6:")
+DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +61,22 @@ class ClientTLS:
         )
 
 
+def with_default_port(target: str) -> str:
+    """``host`` -> ``host:50051`` (``::1`` and ``[::1]`` too); a target that names a
+    port, or a gRPC URI (``dns:///``, ``unix:``...), is left as it is."""
+    if target.startswith(_GRPC_SCHEMES):
+        return target
+    if target.startswith("["):
+        return target if "]:" in target else f"{target}:{DEFAULT_PORT}"
+    if target.count(":") > 1:  # a bare IPv6 address
+        return f"[{target}]:{DEFAULT_PORT}"
+    host, _, port = target.partition(":")
+    return target if port else f"{host}:{DEFAULT_PORT}"
+
+
 def open_channel(target: str = DEFAULT_TARGET, *, tls: ClientTLS | None = None) -> grpc.aio.Channel:
     """A plaintext channel, or a TLS one when ``tls`` is given."""
+    target = with_default_port(target)
     if tls is None:
         return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
     return grpc.aio.secure_channel(target, tls.credentials(), options=CHANNEL_OPTIONS)

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from authq.channel import DEFAULT_TARGET, AuthenticatedClient, ClientTLS
+import grpc
+
+from authq.channel import DEFAULT_PORT, DEFAULT_TARGET, AuthenticatedClient, ClientTLS
 
 C = TypeVar("C", bound=AuthenticatedClient)
 
@@ -22,13 +24,20 @@ class LoginNeeded(Exception):
     pass
 
 
+class PasswordChangeNeeded(Exception):
+    """The server refused the login until the password is changed (R11): set by an
+    administrator, or too old. The message names the command that changes it."""
+
+
 def add_connection_arguments(
     parser: argparse.ArgumentParser, *, default_user: str, who: str
 ) -> None:
     """The flags every command line shares: where the server is, who you are, where
     the login is kept, output format, and TLS."""
     parser.add_argument(
-        "--server", default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET), help="host:port"
+        "--server",
+        default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET),
+        help=f"host[:port] (default port {DEFAULT_PORT}; env AUTHQ_SERVER)",
     )
     parser.add_argument(
         "--user",
@@ -107,13 +116,13 @@ def forget_token(state_dir: Path, user: str) -> None:
     _cache(state_dir, user).unlink(missing_ok=True)
 
 
-def password_from(given: str | None) -> str:
+def password_from(given: str | None, prompt: str = "password: ") -> str:
     if given:
         return given
     if os.environ.get("AUTHQ_PASSWORD"):
         return os.environ["AUTHQ_PASSWORD"]
     if sys.stdin.isatty():
-        return getpass.getpass("password: ")
+        return getpass.getpass(prompt)
     raise LoginNeeded("no password: pass --password, set AUTHQ_PASSWORD or run interactively")
 
 
@@ -124,20 +133,37 @@ async def logged_in(
     password: str | None,
     state_dir: Path,
     tls: ClientTLS | None = None,
+    *,
+    prog: str,
 ) -> C:
     """A client logged in as ``user``: with the cached token if there is one and no
-    password was given, else by logging in (and caching the new token)."""
+    password was given, else by logging in (and caching the new token). ``prog``
+    names the command line in what it tells the user to run."""
     token = "" if password else cached_token(state_dir, user)
     if token:
         return client_type(target, user, token=token, tls=tls)
     client = client_type(target, user, password_from(password), tls=tls)
     try:
         reply = await client.login()
+    except grpc.aio.AioRpcError as exc:
+        await client.close()
+        needed = _password_change_needed(exc, prog)
+        if needed is None:
+            raise
+        raise needed from None
     except BaseException:
         await client.close()
         raise
     save_token(state_dir, user, reply.token, reply.expires_at_ms)
     return client
+
+
+def _password_change_needed(exc: grpc.aio.AioRpcError, prog: str) -> PasswordChangeNeeded | None:
+    """The server names the RPC (ChangePassword); the user needs the command."""
+    details = exc.details() or ""
+    if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or "ChangePassword" not in details:
+        return None
+    return PasswordChangeNeeded(details.replace("ChangePassword", f"`{prog} passwd`"))
 
 
 async def session_command(client: AuthenticatedClient, args: argparse.Namespace) -> int | None:
