@@ -3,53 +3,33 @@
 from __future__ import annotations
 
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
+from authq.amounts import largest, minor_units
 from authq.v1 import common_pb2 as cpb
 
 # Minor-unit exponents differing from 2 (ISO 4217); the server holds the full table.
 _EXPONENTS = {"JPY": 0, "KRW": 0, "VND": 0, "KWD": 3, "BHD": 3, "OMR": 3, "JOD": 3}
-# Money.minor_units is an int64.
-INT64_MAX = 2**63 - 1
 # Hex digits of an image's sha256 shown in text: enough to tell a request's images
 # apart, and accepted back by the `image` commands.
 SHORT_SHA = 12
 
 
 def parse_amount(text: str, currency: str, name: str = "amount") -> int:
-    """'12000.50' CNY -> 1200050 minor units. Never goes through a float; decimals are
-    counted on the digits, since Decimal arithmetic rounds at 28 digits and would take
-    '1.0000000000000000000000000001' for 1.00. ValueError names ``name`` and says what
-    is allowed."""
+    """'12000.50' CNY -> 1200050 minor units (authq.amounts). ValueError names ``name``
+    and says what is allowed."""
     exponent = _EXPONENTS.get(currency.upper(), 2)
-    largest = Decimal(INT64_MAX).scaleb(-exponent)
     try:
-        value = Decimal(text.replace(",", "").strip())
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if not value.is_finite():
-        problem = "is not a number"
-    elif value <= 0:
-        problem = "is not positive"
-    elif _decimals(value) > exponent:
-        problem = f"has more than {exponent} decimals"
-    elif value > largest:
-        problem = "is too large (minor units travel as an int64)"
-    else:
-        return int(value.scaleb(exponent))
+        minor = minor_units(text.replace(",", "").strip(), exponent)
+        problem = "" if minor > 0 else "is not positive"
+    except ValueError as exc:
+        problem = str(exc)
+    if not problem:
+        return minor
     raise ValueError(
         f"{name} {text!r} {problem}: give a positive amount with at most {exponent} "
-        f"decimals for {currency}, up to {largest:,.{exponent}f}"
+        f"decimals for {currency}, up to {largest(exponent):,.{exponent}f}"
     )
-
-
-def _decimals(value: Decimal) -> int:
-    """Digits after the point, trailing zeros aside ('1.50' has 1), exactly."""
-    _, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)  # finite
-    coefficient = "".join(map(str, digits))
-    trailing_zeros = len(coefficient) - len(coefficient.rstrip("0"))
-    return max(0, -(exponent + trailing_zeros))
 
 
 def format_money(money: cpb.Money) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from server.domain.money import INT64_MAX
+from authq.amounts import INT64_MAX
 
 
 class Role(StrEnum):

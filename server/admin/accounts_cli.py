@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO, TypeAlias
 
+from authq.amounts import INT64_MAX
+
 from server.accounts.model import (
     ALL_TYPES,
     Account,
@@ -22,7 +24,7 @@ from server.accounts.model import (
     ceiling_problem,
 )
 from server.accounts.store import AccountStore
-from server.domain.money import CURRENCY_EXPONENTS, INT64_MAX, format_amount, parse_amount
+from server.domain.money import CURRENCY_EXPONENTS, format_amount, parse_amount
 from server.policy.enrollment import Enrollment, EnrollmentStatus
 from server.store.audit import AuditEntry, AuditLog
 from server.store.audit_records import StagedAudit

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Decimal
+
+from authq import amounts
 
 # ISO 4217 codes a retail counter meets, with their minor-unit exponent.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -16,8 +18,6 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 
 # No counter transaction comes near a trillion units; anything above is a keying error.
 MAX_MAJOR_UNITS = 10**12
-# Amounts travel as int64 minor units (common.proto Money.minor_units).
-INT64_MAX = 2**63 - 1
 
 
 def is_known_currency(code: str) -> bool:
@@ -33,36 +33,12 @@ def to_decimal(minor_units: int, currency: str) -> Decimal:
 
 
 def parse_amount(text: str, currency: str) -> int:
-    """'12345.67' in CNY -> 1234567 minor units, exactly (never through a float).
-    Raises ValueError saying why for text that is not a number, not finite, has more
-    decimals than the currency has, or does not fit in int64 minor units."""
-    exponent = CURRENCY_EXPONENTS[currency]
-    value = _decimal(text)
-    # Checked before any arithmetic: int() of a value such as 1e999999 takes seconds,
-    # and copy_abs, unlike abs, cannot overflow the context.
-    if value.copy_abs() > to_decimal(INT64_MAX, currency):
-        raise ValueError(f"{text} is beyond {format_amount(INT64_MAX, currency)}")
-    with localcontext() as context:
-        # scaleb rounds to the context's 28 digits: a digit it would drop is a decimal
-        # too many, so rounding is an error rather than a silent change of the amount.
-        context.traps[Inexact] = True
-        try:
-            minor = value.scaleb(exponent)
-        except Inexact:
-            minor = None
-    if minor is None or minor != minor.to_integral_value():
-        raise ValueError(f"{text} has more than {exponent} decimals for {currency}")
-    return int(minor)
-
-
-def _decimal(text: str) -> Decimal:
+    """'12345.67' in CNY -> 1234567 minor units (authq.amounts); ValueError says why
+    the text is not an amount in this currency."""
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"{text!r} is not a number") from None
-    if not value.is_finite():
-        raise ValueError(f"{text!r} is not a finite number")
-    return value
+        return amounts.minor_units(text, CURRENCY_EXPONENTS[currency])
+    except ValueError as exc:
+        raise ValueError(f"{text!r} {exc} for {currency}") from None
 
 
 def format_amount(minor_units: int, currency: str) -> str:
