@@ -5,10 +5,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from authq.exits import launch
+
 if TYPE_CHECKING:
     from authorizer_console.client import AuthorizerClient, AuthorizerSessionClient
 
 __all__ = ["AuthorizerClient", "AuthorizerSessionClient"]
+
+
+def main() -> int:
+    """The ``authq-authorizer`` console script (authorizer_console/cli.py)."""
+    return launch("authorizer_console.cli", "authq-authorizer")
 
 
 def __getattr__(name: str) -> Any:

@@ -5,44 +5,38 @@ pending ones)."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
+import grpc
 from authq.exits import broken_pipe, interrupted
+from authq.hours_cli import add_hours_commands, hours_command
+from authq.image_cli import add_image_command, save_image
+from authq.login import (
+    LoginNeeded,
+    PasswordChangeNeeded,
+    add_connection_arguments,
+    logged_in,
+    session_command,
+    tls_options,
+)
+from authq.passwd_cli import add_passwd_command, change_password
+from authq.render import describe_request, describe_update, kind_name
+from authq.v1 import authorizer_pb2 as apb
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import supervisor_pb2 as spb
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from authorizer_console import fallback_view
+from authorizer_console.client import AuthorizerClient
 
 PROG = "authq-authorizer"
-
-# Loading grpc and protobuf takes a tenth of a second: Ctrl-C in it ends in one line.
-try:
-    import argparse
-    import asyncio
-    import json
-    import time
-    from pathlib import Path
-    from typing import Any
-
-    import grpc
-    from authq.hours_cli import add_hours_commands, hours_command
-    from authq.image_cli import add_image_command, save_image
-    from authq.login import (
-        LoginNeeded,
-        PasswordChangeNeeded,
-        add_connection_arguments,
-        logged_in,
-        session_command,
-        tls_options,
-    )
-    from authq.passwd_cli import add_passwd_command, change_password
-    from authq.render import describe_request, describe_update, kind_name
-    from authq.v1 import authorizer_pb2 as apb
-    from authq.v1 import common_pb2 as cpb
-    from authq.v1 import supervisor_pb2 as spb
-    from google.protobuf.json_format import MessageToDict
-    from google.protobuf.message import Message
-
-    from authorizer_console import fallback_view
-    from authorizer_console.client import AuthorizerClient
-except KeyboardInterrupt:
-    sys.exit(interrupted(PROG))
 
 REASONS = [
     "ID_MISMATCH",

@@ -5,10 +5,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from authq.exits import launch
+
 if TYPE_CHECKING:
     from teller_client.client import TellerClient, TellerSessionClient, new_request
 
 __all__ = ["TellerClient", "TellerSessionClient", "new_request"]
+
+
+def main() -> int:
+    """The ``authq-teller`` console script (teller_client/cli.py)."""
+    return launch("teller_client.cli", "authq-teller")
 
 
 def __getattr__(name: str) -> Any:

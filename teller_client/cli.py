@@ -2,43 +2,37 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import grpc
 from authq.exits import Interrupted, broken_pipe, interrupted
+from authq.hours_cli import add_hours_commands, hours_command
+from authq.image_cli import add_image_command, save_image
+from authq.login import (
+    LoginNeeded,
+    PasswordChangeNeeded,
+    add_connection_arguments,
+    logged_in,
+    session_command,
+    tls_options,
+)
+from authq.passwd_cli import add_passwd_command, change_password
+from authq.render import describe_request, describe_update, parse_amount
+from authq.v1 import common_pb2 as cpb
+from authq.v1 import teller_pb2 as tpb
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from teller_client import fallback_cli, synthetic
+from teller_client.client import ImageInput, TellerClient, new_request
 
 PROG = "authq-teller"
-
-# Loading grpc and protobuf takes a tenth of a second: Ctrl-C in it ends in one line.
-try:
-    import argparse
-    import asyncio
-    import json
-    from collections.abc import Sequence
-    from pathlib import Path
-    from typing import Any
-
-    import grpc
-    from authq.hours_cli import add_hours_commands, hours_command
-    from authq.image_cli import add_image_command, save_image
-    from authq.login import (
-        LoginNeeded,
-        PasswordChangeNeeded,
-        add_connection_arguments,
-        logged_in,
-        session_command,
-        tls_options,
-    )
-    from authq.passwd_cli import add_passwd_command, change_password
-    from authq.render import describe_request, describe_update, parse_amount
-    from authq.v1 import common_pb2 as cpb
-    from authq.v1 import teller_pb2 as tpb
-    from google.protobuf.json_format import MessageToDict
-    from google.protobuf.message import Message
-
-    from teller_client import fallback_cli, synthetic
-    from teller_client.client import ImageInput, TellerClient, new_request
-except KeyboardInterrupt:
-    sys.exit(interrupted(PROG))
 
 FINAL = {cpb.REQUEST_STATE_APPROVED, cpb.REQUEST_STATE_REJECTED, cpb.REQUEST_STATE_CANCELLED}
 

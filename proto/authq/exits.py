@@ -3,6 +3,7 @@ traceback. Imports nothing heavy: the command lines use it before grpc is loaded
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -13,6 +14,18 @@ EXIT_BROKEN_PIPE = 141
 
 class Interrupted(Exception):
     """Ctrl-C, carrying what the person must know about the work it cut short."""
+
+
+def launch(module: str, prog: str) -> int:
+    """Runs ``module``'s main for the console script ``prog``. Loading the command
+    line (grpc and protobuf with it) takes a tenth of a second: Ctrl-C in it ends in
+    one line too."""
+    try:
+        main = importlib.import_module(module).main
+    except KeyboardInterrupt:
+        return interrupted(prog)
+    code: int = main()
+    return code
 
 
 def interrupted(prog: str, note: str = "") -> int:
