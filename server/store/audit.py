@@ -63,6 +63,7 @@ from server.store.audit_segments import AuditSegments, Segment
 from server.store.audit_witness import WitnessRead
 from server.store.keys import Keys
 from server.store.scripts import load_script
+from server.store.staging import stage_once
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -194,8 +195,9 @@ class AuditLog:
     async def stage(self, body: bytes) -> None:
         """Stages one canonical record body (AuditEntry.pack) for the writer to chain,
         as a script stages its action's: durable once this returns, and in the order
-        of the staging stream (server/store/staging.py)."""
-        await self.client.xadd(self.staged_key, {"b": body})
+        of the staging stream (server/store/staging.py). Staged once, even if redis-py
+        sends it again after a lost reply."""
+        await stage_once(self.client, self.staged_key, body)
         self.kick()
 
     def kick(self) -> None:

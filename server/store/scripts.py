@@ -37,13 +37,14 @@ REPEAT_SAFE = frozenset({
 })  # fmt: skip
 
 
-def _source(name: str) -> str:
+def lua_source(name: str) -> str:
+    """The text of server/lua/<name>.lua."""
     return resources.files("server").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 def load_script(client: aioredis.Redis, name: str) -> ScriptCall:
     """One script of server/lua/ with the shared prelude, ready to call."""
-    source = _source("_lib") + "\n" + _source(name)
+    source = lua_source("_lib") + "\n" + lua_source(name)
     if isinstance(client, PipedRedis):  # server/store/connect.py
         return PipedScript(client.pipe, source, repeat_safe=name in REPEAT_SAFE)
     return client.register_script(source)
