@@ -26,6 +26,7 @@ from server.errors import (
     FailedPrecondition,
     IllegalTransition,
     InvalidArgument,
+    NotFound,
     OnsiteFallbackRequired,
     PermissionDenied,
 )
@@ -643,5 +644,5 @@ class Center:
             check_image_access(identity.user_id, identity.roles, identity.branch_id, record,
                                original=rendition is Rendition.ORIGINAL)  # fmt: skip
             if sha256 not in {image.sha256 for image in record.images}:
-                raise InvalidArgument("sha256", f"request {request_id} has no image {sha256}")
+                raise NotFound(f"request {request_id} has no image with sha256 {sha256}")
             return await image_view(self.blobs, self.images, sha256, rendition, identity.user_id)

@@ -126,8 +126,11 @@ async def test_a_window_needs_a_reason_and_a_sane_span(real_hours: RunningServer
         branch = _branch_stub(teller)
         for start, end, reason, field in (
             (start_ms, start_ms + 3_600_000, " ", "reason"),
-            (start_ms, start_ms - 1, "late customers", "end"),
-            (start_ms, start_ms + 20 * 3_600_000, "all night", "end"),
+            (start_ms, start_ms - 1, "late customers", "end_ms"),
+            (start_ms, start_ms + 20 * 3_600_000, "all night", "end_ms"),
+            (1, 2, "a while ago", "end_ms"),
+            (far := start_ms + 400 * 86_400_000, far + 3_600_000, "next-next year", "start_ms"),
+            (2**62, 2**62 + 3_600_000, "a typo", "start_ms"),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as bad:
                 await branch.RequestExtendedHours(

@@ -115,5 +115,10 @@ async def test_bad_rendition_and_unknown_image(server: RunningServer) -> None:
         await authorizer.next(timeout=10)
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
             await authorizer.image(rid, "ab" * 32, "preview")
-    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "sha256" in (unknown.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as malformed:
+            await authorizer.image(rid, "not-a-hash", "preview")
+    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sha256" in (malformed.value.details() or "")
+    # A well-formed hash the request does not have: not there, as an unknown request.
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert f"{rid} has no image with sha256 {'ab' * 32}" in (unknown.value.details() or "")

@@ -31,6 +31,9 @@ from server.store.staging import audited_transaction, run_audited
 DEFAULT_REGION = "default"
 # A window is for an evening or a weekend morning, not a second schedule.
 MAX_WINDOW_MS = 16 * 3600 * 1000
+# Applied for ahead of an event the branch knows of; further out is a mistyped date.
+MAX_WINDOW_LEAD_DAYS = 366
+MAX_WINDOW_LEAD_MS = MAX_WINDOW_LEAD_DAYS * 86_400_000
 REASON_MAX_CHARS = 500
 
 
@@ -156,12 +159,16 @@ class BranchDirectory:
         """``audit``: the HOURS_WINDOW_REQUEST record, staged in the same transaction."""
         now_ms = int(time.time() * 1000)
         if end_ms <= start_ms:
-            raise InvalidArgument("end", "an extended-hours window must end after it starts")
+            raise InvalidArgument("end_ms", "an extended-hours window must end after it starts")
         if end_ms <= now_ms:
-            raise InvalidArgument("end", "the window has already ended")
+            raise InvalidArgument("end_ms", "the window has already ended")
         if end_ms - start_ms > MAX_WINDOW_MS:
             raise InvalidArgument(
-                "end", f"a window lasts at most {MAX_WINDOW_MS // 3_600_000} hours"
+                "end_ms", f"a window lasts at most {MAX_WINDOW_MS // 3_600_000} hours"
+            )
+        if start_ms - now_ms > MAX_WINDOW_LEAD_MS:
+            raise InvalidArgument(
+                "start_ms", f"a window starts at most {MAX_WINDOW_LEAD_DAYS} days ahead"
             )
         if not reason.strip():
             raise InvalidArgument("reason", "an extended-hours window needs a reason (R9)")
