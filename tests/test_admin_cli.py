@@ -99,6 +99,33 @@ async def test_a_large_ceiling_is_stored_and_shown_exactly(
     assert account.qualification.ceiling_minor == 2**63 - 1
 
 
+async def test_qualify_changes_what_it_is_given_and_keeps_the_rest(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    code, _, err = await admin(
+        redis_url, "user", "create", "auth-19", "--name", "W", "--role", "AUTHORIZER",
+        "--types", "CASH_DEPOSIT,CASH_WITHDRAWAL", "--ceiling", "500000",
+        "--password", "initial-pass-1",
+    )  # fmt: skip
+    assert code == 0, err
+    accounts = AccountStore(redis_client, Keys())
+    code, out, err = await admin(redis_url, "user", "qualify", "auth-19", "--types", "CASH_DEPOSIT")
+    assert code == 0, err
+    assert "types CASH_DEPOSIT up to 500,000.00 CNY" in out
+    code, out, err = await admin(redis_url, "user", "qualify", "auth-19", "--ceiling", "20000")
+    assert code == 0, err
+    qualification = (await accounts.get("auth-19")).qualification
+    assert qualification.business_types == {"CASH_DEPOSIT"}
+    assert qualification.ceiling_minor == 2_000_000
+    code, _, err = await admin(redis_url, "user", "qualify", "auth-19")
+    assert code == 1
+    assert "give --types, --ceiling or both" in err
+    assert (await accounts.get("auth-19")).qualification == qualification
+    code, out, err = await admin(redis_url, "user", "qualify", "auth-19", "--ceiling", "0")
+    assert code == 0, err
+    assert (await accounts.get("auth-19")).qualification.ceiling_minor == 0
+
+
 async def test_unknown_business_types_are_refused_naming_the_valid_ones(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:

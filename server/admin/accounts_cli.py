@@ -98,8 +98,12 @@ def ceiling_arg(text: str) -> int:
 def _qualification(args: argparse.Namespace) -> Qualification | None:
     if args.types is None and args.ceiling is None:
         return None
-    types = frozenset(t.strip() for t in (args.types or ALL_TYPES).split(",") if t.strip())
-    return Qualification(types or frozenset({ALL_TYPES}), args.ceiling or 0)
+    return Qualification(_types(args.types or ALL_TYPES), args.ceiling or 0)
+
+
+def _types(listed: str) -> frozenset[str]:
+    """--types: comma-separated business types; none listed means all."""
+    return frozenset(t.strip() for t in listed.split(",") if t.strip()) or frozenset({ALL_TYPES})
 
 
 def describe(account: Account) -> str:
@@ -187,7 +191,15 @@ async def _user_roles(ctx: AdminContext, args: argparse.Namespace, out: TextIO) 
 
 
 async def _user_qualify(ctx: AdminContext, args: argparse.Namespace, out: TextIO) -> int:
-    qualification = _qualification(args) or Qualification()
+    if args.types is None and args.ceiling is None:
+        raise SystemExit("authq-admin: user qualify: give --types, --ceiling or both")
+    # What is not given stays as it is: --types alone keeps the ceiling, and --ceiling
+    # alone keeps the types.
+    current = (await ctx.accounts.get(args.user_id)).qualification
+    qualification = Qualification(
+        current.business_types if args.types is None else _types(args.types),
+        current.ceiling_minor if args.ceiling is None else args.ceiling,
+    )
     async with ctx.audited("ACCOUNT_QUALIFY", args.user_id,
                            types=",".join(sorted(qualification.business_types)),
                            ceiling_minor=qualification.ceiling_minor) as audit:  # fmt: skip
@@ -258,7 +270,9 @@ def add_account_commands(subparsers: Subparsers) -> None:
     roles.add_argument("user_id")
     roles.add_argument("--role", action="append", required=True, choices=ROLE_NAMES)
     roles.set_defaults(run_admin=_user_roles)
-    qualify = commands.add_parser("qualify", help="set an authorizer's qualifications")
+    qualify = commands.add_parser(
+        "qualify", help="set an authorizer's qualifications; what is not given stays"
+    )
     qualify.add_argument("user_id")
     qualify.add_argument("--types", help="business types of the policy, comma-separated, or *")
     qualify.add_argument("--ceiling", type=ceiling_arg, help="amount ceiling in CNY (0: none)")
