@@ -93,8 +93,8 @@ async def test_calls_waiting_on_a_killed_connection_are_sent_again(
 async def test_a_script_sent_before_the_loss_is_sent_again_only_if_a_repeat_is_safe(
     pipe: RedisPipe, redis_client: aioredis.Redis
 ) -> None:
-    """A claim or an emergency whose reply was lost may have run: sent again, it would
-    act twice. Its caller is told the outcome is unknown instead."""
+    """An emergency or an account change whose reply was lost may have run: sent
+    again, it would act twice. Its caller is told the outcome is unknown instead."""
     own_id = await pipe.execute("CLIENT", "ID")
     once = PipedScript(pipe, "return redis.call('INCR', KEYS[1])")
     safe = PipedScript(pipe, "return redis.call('INCR', KEYS[1])", repeat_safe=True)
@@ -174,7 +174,8 @@ async def test_only_the_scripts_that_recognise_their_repeat_are_sent_twice(
         scripts = {name: load_script(piped, name) for name in ("submit", "claim", "decide")}
         scripts["emergency"] = load_script(piped, "emergency_declare")
         assert {name: getattr(s, "repeat_safe", None) for name, s in scripts.items()} == {
-            "submit": True, "claim": False, "decide": True, "emergency": False,
+            # A claim knows its repeat by its call's nonce (tests/test_claim_repeat.py).
+            "submit": True, "claim": True, "decide": True, "emergency": False,
         }  # fmt: skip
     finally:
         await piped.aclose()

@@ -5,12 +5,15 @@
 -- KEYS[1] leases zset   KEYS[2] event stream   KEYS[3] fencing counter
 -- KEYS[4] waiting-per-branch hash   KEYS[5] per-state counts hash
 -- KEYS[6] the set of authorizers who are away   KEYS[7] the set of non-empty lanes
+-- KEYS[8] this call's nonce key (Keys.claim_nonce: a fresh random nonce per call)
 -- ARGV[1] authorizer id   ARGV[2] lease (ms)   ARGV[3] event stream max length
 -- ARGV[4] request key prefix   ARGV[5] history key prefix
 -- ARGV[6] business types it may decide, comma-separated, or '*'
 -- ARGV[7] the last amount band wholly within its ceiling
 -- ARGV[8] its ceiling in local minor units (0: none); items of the next band above
 --         ARGV[7] are taken only when their amount is within it
+-- ARGV[9] how long the nonce key outlives the claim (ms): longer than the pipe's
+--         retries (server/store/queue_store.py CLAIM_REPEAT_TTL_MS)
 -- The claimed item's own keys are derived from its id (prefix .. id): every key
 -- carries the same hash tag, so the script stays within one Cluster slot.
 -- An item the authorizer may not take (it submitted or reviewed it on site, R11, or
@@ -24,7 +27,33 @@
 --          else 0} | {'AWAY'}
 -- Audited (R15): the staging stream and the action's packed record come after
 -- the keys and arguments above (take_audit, _lib.lua).
+-- Repeat-safe (server/store/scripts.py REPEAT_SAFE): the pipe sends a call again when
+-- the connection was lost after it left and before its reply came, so it may have run.
+-- A call that claims sets its nonce key to "<id> <token>" for ARGV[9] ms; a call that
+-- finds its nonce key set is such a repeat, and changes nothing and stages nothing:
+--   the item still CLAIMED by ARGV[1] under that token, its lease not over: answers
+--     {'OK', ...} as the first run did (with the item's current deadline, version,
+--     record and history), and the caller holds the claim the first run made;
+--   else (decided, released, lapsed, taken by another meanwhile): answers
+--     {'EMPTY', more-flag}, as a claim that found nothing: whatever became of the
+--     item was its own transition, audited as such. The first run's CLAIM record
+--     stays staged, as the claim was made.
+-- A run that answered EMPTY or AWAY changed nothing and set no key: its repeat runs
+-- as a first call. The cost of all this: one GET per call, one SET per claim.
 local audit = take_audit()
+local first_run = redis.call('GET', KEYS[8])
+if first_run then
+  local id, token = string.match(first_run, '^(.*) (%d+)$')
+  local req = ARGV[4] .. id
+  local held = redis.call('HMGET', req, 'st', 'h', 'tok', 'lu', 'v')
+  local more = redis.call('SCARD', KEYS[7]) > 0 and 1 or 0
+  if held[1] == 'CLAIMED' and held[2] == ARGV[1] and held[3] == token
+      and tonumber(held[4]) >= math.floor(now_us() / 1000) then
+    return {'OK', id, tonumber(token), tonumber(held[4]), tonumber(held[5]),
+      redis.call('HGETALL', req), redis.call('LRANGE', ARGV[5] .. id, 0, -1), more}
+  end
+  return {'EMPTY', more}
+end
 if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
   return {'AWAY'}
 end
@@ -89,5 +118,6 @@ count_move(KEYS[5], 'QUEUED', 'CLAIMED')
 record(hist, KEYS[2], ARGV[3],
   {best, version, now_ms, 'CLAIMED', ARGV[1], 'CLAIMED', '', '', {}, branch})
 stage_audit(audit, {target = best, at_ms = now_ms, details = {token = token}})
+redis.call('SET', KEYS[8], best .. ' ' .. fmt(token), 'PX', ARGV[9])
 return {'OK', best, token, deadline, version, redis.call('HGETALL', req),
   redis.call('LRANGE', hist, 0, -1), redis.call('SCARD', KEYS[7]) > 0 and 1 or 0}

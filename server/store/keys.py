@@ -141,6 +141,12 @@ class Keys:
     def fence(self) -> str:
         return f"{self.prefix}:fence"
 
+    def claim_nonce(self, nonce: str) -> str:
+        """Set by the claim that carried this nonce to "<id> <token>" of what it took, for
+        a while (server/lua/claim.lua): that claim sent again after a lost reply knows
+        itself a repeat and answers what it took instead of taking another item."""
+        return f"{self.prefix}:claim-nonce:{nonce}"
+
     @property
     def waiting_by_branch(self) -> str:
         return f"{self.prefix}:waiting-by-branch"

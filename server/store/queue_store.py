@@ -3,6 +3,7 @@ plain reads). Script status codes become the domain errors of server/errors.py."
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,17 @@ from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import QueueReads, as_text
 from server.store.scripts import ScriptCall, Scripts, load_script
+
+# How long a claim's nonce key outlives the claim (server/lua/claim.lua). The pipe
+# sends a claim whose reply was lost again within its retries (RETRIES and BACKOFF in
+# server/store/redis_pipe.py: about 7 s); the repeat must still find the key to know
+# itself a repeat, so the key is kept well beyond that.
+CLAIM_REPEAT_TTL_MS = 60_000
+
+
+def claim_nonce() -> str:
+    """A fresh nonce for one claim call: a repeat of that call carries the same one."""
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +317,10 @@ class QueueStore(QueueReads):
         qualification: Qualification | None = None,
         audit: StagedAudit | None = None,
     ) -> Claim | NothingToClaim:
-        """As claim(), saying when it finds nothing whether the queue is empty."""
+        """As claim(), saying when it finds nothing whether the queue is empty. Each call
+        carries a fresh nonce, so the script is safe to send again after a lost reply: a
+        repeat answers the claim the first run made, or nothing if that claim is no
+        longer held (server/lua/claim.lua)."""
         only = ClaimFilter.of(qualification)
         result = await self.run_audited(
             self.scripts.claim,
@@ -318,6 +333,7 @@ class QueueStore(QueueReads):
                 self.keys.counts,
                 self.keys.away,
                 self.keys.lanes,
+                self.keys.claim_nonce(claim_nonce()),
             ],
             args=[
                 authorizer_id,
@@ -328,6 +344,7 @@ class QueueStore(QueueReads):
                 only.business_types,
                 only.full_bands,
                 only.ceiling_minor,
+                CLAIM_REPEAT_TTL_MS,
             ],
         )
         status = as_text(result[0])

@@ -15,10 +15,10 @@ redis-py stays for everything else (reads, admin, pub/sub).
 
 After a lost connection a command that never left is sent again on the next one. A
 command that left but whose reply was lost may have run: it is sent again only if
-its caller says a repeat is safe (``repeat_safe``: submit, decide and audit_append
-recognise their own repeat, a read changes nothing). Any other fails with
-``ReplyLost``, so that a claim, an emergency or an account change is never made
-twice; its caller is told the outcome is unknown.
+its caller says a repeat is safe (``repeat_safe``: submit, claim, decide and
+audit_append recognise their own repeat, a read changes nothing). Any other fails with
+``ReplyLost``, so that an emergency or an account change is never made twice; its
+caller is told the outcome is unknown.
 A blocking command holds up every reply behind it, so it needs a pipe of its own
 (the event hub's XREAD BLOCK, server/events.py).
 

@@ -1,0 +1,328 @@
+"""A claim recognises its own repeat (server/lua/claim.lua): each call carries a fresh
+nonce, and a call that claims keeps "<id> <token>" under the nonce's key for a while.
+So the pipe may send a claim whose reply was lost again (server/store/scripts.py
+REPEAT_SAFE): the repeat answers the claim the first run made, takes no second item
+and stages no second CLAIM record, or answers nothing if that claim is no longer
+held."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.connection import parse_url
+
+from server.domain.states import Outcome, State
+from server.store import connect, queue_store
+from server.store.audit_records import AuditEntry, StagedAudit
+from server.store.keys import Keys
+from server.store.queue_store import (
+    CLAIM_REPEAT_TTL_MS,
+    Claim,
+    NothingToClaim,
+    QueueConfig,
+    QueueStore,
+)
+from server.store.redis_pipe import BACKOFF, RETRIES
+from server.store.scripts import REPEAT_SAFE
+from tests.helpers import store_submission
+
+PREFIX = "{claimrepeat}"
+KEYS = Keys(PREFIX)
+
+
+def claim_audit(actor: str = "auth-1") -> StagedAudit:
+    entry = AuditEntry(actor=actor, role="AUTHORIZER", origin="ipv4:127.0.0.1:5000",
+                       action="CLAIM", target="", details={},
+                       at_ms=1_700_000_000_000)  # fmt: skip
+    return StagedAudit(entry.pack())
+
+
+async def staged_actions(client: aioredis.Redis) -> list[tuple[str, str]]:
+    """(action, target) of every audit record staged so far."""
+    page: Any = await client.xrange(KEYS.audit_staged)
+    entries = []
+    for _, fields in page:
+        body = fields.get(b"b") or fields[b"p"]
+        entries.append(AuditEntry.unpack(body))
+    return [(e.action, e.target) for e in entries]
+
+
+@pytest.fixture
+def nonce(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The nonce the next claims carry: set ``nonce[0]`` to make a call a repeat of
+    the one before (as the pipe sends it again) or a new one."""
+    current = ["call-1"]
+    monkeypatch.setattr(queue_store, "claim_nonce", lambda: current[0])
+    return current
+
+
+async def two_queued(store: QueueStore) -> None:
+    await store.submit(store_submission("rep-1"))
+    await asyncio.sleep(0.002)  # distinct submission times: a definite queue order
+    await store.submit(store_submission("rep-2"))
+
+
+async def state_of(store: QueueStore, request_id: str) -> State:
+    return (await store.get(request_id)).state
+
+
+async def test_a_repeated_claim_answers_what_it_took_and_takes_nothing_more(
+    redis_client: aioredis.Redis, nonce: list[str]
+) -> None:
+    store = QueueStore(redis_client, KEYS, QueueConfig())
+    await two_queued(store)
+    first_audit = claim_audit()
+    first = await store.claim("auth-1", audit=first_audit)
+    assert first is not None
+    assert first.record.request_id == "rep-1"
+    events = await redis_client.xlen(KEYS.events)
+
+    repeat_audit = claim_audit()
+    repeat = await store.claim("auth-1", audit=repeat_audit)
+    assert repeat == first  # same item, token, deadline, record and history, more-flag
+    assert first_audit.staged
+    assert repeat_audit.staged  # by the first run: the caller kicks the writer as usual
+    assert not repeat_audit.repeat
+    assert await state_of(store, "rep-2") == State.QUEUED
+    held = await store.get("rep-1")
+    assert (held.state, held.holder, held.token) == (State.CLAIMED, "auth-1", first.token)
+    assert await staged_actions(redis_client) == [("CLAIM", "rep-1")]
+    # Nothing else changed either: no event, no token drawn, no count moved.
+    assert await redis_client.xlen(KEYS.events) == events
+    assert await redis_client.get(KEYS.fence) == str(first.token).encode()
+    assert await redis_client.hmget(KEYS.counts, ["QUEUED", "CLAIMED"]) == [b"1", b"1"]
+    assert await redis_client.hget(KEYS.waiting_by_branch, "branch-1") == b"1"
+
+    nonce[0] = "call-2"  # a new call takes the next item
+    second = await store.claim("auth-1", audit=claim_audit())
+    assert second is not None
+    assert (second.record.request_id, second.token) == ("rep-2", first.token + 1)
+    assert await staged_actions(redis_client) == [("CLAIM", "rep-1"), ("CLAIM", "rep-2")]
+
+
+async def test_a_repeat_answers_the_claim_still_held_even_when_away_meanwhile(
+    redis_client: aioredis.Redis, nonce: list[str]
+) -> None:
+    """The repeat is recognised before anything else: the first run's claim stands."""
+    store = QueueStore(redis_client, KEYS, QueueConfig())
+    await two_queued(store)
+    first = await store.claim("auth-1")
+    await store.set_away("auth-1", True)
+    assert await store.claim("auth-1") == first
+
+
+async def _decided(store: QueueStore, claim: Claim, nonce: list[str]) -> None:
+    await store.decide("rep-1", claim.token, "auth-1", Outcome.APPROVE)
+
+
+async def _released(store: QueueStore, claim: Claim, nonce: list[str]) -> None:
+    await store.release("rep-1", claim.token, "auth-1", "not mine")
+
+
+async def _taken_by_another(store: QueueStore, claim: Claim, nonce: list[str]) -> None:
+    await store.release("rep-1", claim.token, "auth-1", "not mine")
+    nonce[0] = "another-call"
+    other = await store.claim("auth-2")
+    assert other is not None
+    assert other.record.request_id == "rep-1"
+    nonce[0] = "call-1"
+
+
+async def _retaken_by_itself(store: QueueStore, claim: Claim, nonce: list[str]) -> None:
+    await store.release("rep-1", claim.token, "auth-1", "not mine")
+    nonce[0] = "another-call"
+    again = await store.claim("auth-1")
+    assert again is not None
+    assert (again.record.request_id, again.token) == ("rep-1", claim.token + 1)
+    nonce[0] = "call-1"
+
+
+async def _lapsed(store: QueueStore, claim: Claim, nonce: list[str]) -> None:
+    # Its lease is over, and the reaper has not returned it to the queue yet.
+    await asyncio.sleep(max(0.0, claim.lease_until_ms / 1000 - time.time()) + 0.05)
+
+
+@pytest.mark.parametrize(
+    "meanwhile", [_decided, _released, _taken_by_another, _retaken_by_itself, _lapsed]
+)
+async def test_a_repeat_after_the_claim_ended_takes_nothing(
+    redis_client: aioredis.Redis,
+    nonce: list[str],
+    meanwhile: Callable[..., Any],
+) -> None:
+    lease_ms = 100 if meanwhile is _lapsed else 60_000
+    store = QueueStore(redis_client, KEYS, QueueConfig(lease_ms=lease_ms))
+    await two_queued(store)
+    first = await store.claim("auth-1", audit=claim_audit())
+    assert first is not None
+    await meanwhile(store, first, nonce)
+    before = {rid: await store.get(rid) for rid in ("rep-1", "rep-2")}
+    staged = await staged_actions(redis_client)
+    fence = await redis_client.get(KEYS.fence)
+
+    repeat_audit = claim_audit()
+    repeat = await store.claim_or_nothing("auth-1", audit=repeat_audit)
+    assert repeat == NothingToClaim(more_waiting=True)
+    assert not repeat_audit.staged
+    assert {rid: await store.get(rid) for rid in ("rep-1", "rep-2")} == before
+    assert before["rep-2"].state == State.QUEUED
+    assert await staged_actions(redis_client) == staged
+    assert await redis_client.get(KEYS.fence) == fence
+
+
+async def test_a_claim_that_took_nothing_leaves_no_mark_and_its_repeat_runs_afresh(
+    redis_client: aioredis.Redis, nonce: list[str]
+) -> None:
+    store = QueueStore(redis_client, KEYS, QueueConfig())
+    assert await store.claim_or_nothing("auth-1") == NothingToClaim(more_waiting=False)
+    assert await redis_client.exists(KEYS.claim_nonce("call-1")) == 0
+    await two_queued(store)
+    claim = await store.claim("auth-1")  # the same call sent again: nothing was taken
+    assert claim is not None
+    assert claim.record.request_id == "rep-1"
+
+
+async def test_the_mark_of_a_claim_outlives_the_pipes_retries_then_expires(
+    redis_client: aioredis.Redis, nonce: list[str]
+) -> None:
+    store = QueueStore(redis_client, KEYS, QueueConfig())
+    await two_queued(store)
+    claim = await store.claim("auth-1")
+    assert claim is not None
+    key = KEYS.claim_nonce("call-1")
+    assert key.startswith(PREFIX)  # the same hash tag as every other key: one slot
+    assert await redis_client.get(key) == f"rep-1 {claim.token}".encode()
+    assert CLAIM_REPEAT_TTL_MS - 5_000 < await redis_client.pttl(key) <= CLAIM_REPEAT_TTL_MS
+    retries_ms = 1000 * sum(BACKOFF.compute(attempt) for attempt in range(RETRIES))
+    assert 4 * retries_ms <= CLAIM_REPEAT_TTL_MS
+    assert "claim" in REPEAT_SAFE
+
+
+async def test_every_claim_carries_a_fresh_nonce(redis_client: aioredis.Redis) -> None:
+    store = QueueStore(redis_client, KEYS, QueueConfig())
+    await two_queued(store)
+    first, second = await store.claim("auth-1"), await store.claim("auth-1")
+    assert first is not None
+    assert second is not None
+    assert [first.record.request_id, second.record.request_id] == ["rep-1", "rep-2"]
+    assert queue_store.claim_nonce() != queue_store.claim_nonce()
+
+
+class ReplyCutter:
+    """A TCP proxy in front of Redis. Once armed with a marker, it forwards the first
+    client write that holds the marker to Redis, and when Redis answers it cuts the
+    client's connection instead of forwarding the reply: the command ran, and its
+    reply was lost with the connection."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.upstream: dict[str, Any] = parse_url(redis_url)  # type: ignore[no-untyped-call]
+        self.marker: bytes | None = None
+        self.cuts = 0
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if "path" in self.upstream:
+            return await asyncio.open_unix_connection(self.upstream["path"])
+        return await asyncio.open_connection(
+            self.upstream.get("host", "localhost"), self.upstream.get("port", 6379)
+        )
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        up_reader, up_writer = await self._open_upstream()
+        cut = asyncio.Event()
+
+        async def upward() -> None:
+            with contextlib.suppress(OSError):
+                while data := await reader.read(65536):
+                    if self.marker is not None and self.marker in data:
+                        self.marker = None
+                        cut.set()  # before the write: its reply is the next to come
+                    up_writer.write(data)
+                    await up_writer.drain()
+
+        async def downward() -> None:
+            with contextlib.suppress(OSError):
+                while data := await up_reader.read(65536):
+                    if cut.is_set():
+                        self.cuts += 1
+                        return  # the reply is dropped, the client cut below
+                    writer.write(data)
+                    await writer.drain()
+
+        try:
+            _, pending = await asyncio.wait(
+                [asyncio.ensure_future(upward()), asyncio.ensure_future(downward())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for side in pending:
+                side.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            for side_writer in (writer, up_writer):
+                side_writer.close()
+                with contextlib.suppress(OSError):
+                    await side_writer.wait_closed()
+            self._tasks.discard(task)
+
+
+@pytest.fixture
+async def cutter(redis_url: str) -> AsyncIterator[tuple[ReplyCutter, str]]:
+    proxy = ReplyCutter(redis_url)
+    url = await proxy.start()
+    yield proxy, url
+    await proxy.stop()
+
+
+async def test_a_claim_whose_reply_was_lost_is_sent_again_and_holds_its_item(
+    redis_client: aioredis.Redis, cutter: tuple[ReplyCutter, str]
+) -> None:
+    proxy, url = cutter
+    piped = connect.redis_client(url, 2)
+    try:
+        store = QueueStore(piped, KEYS, QueueConfig())
+        # Loads the claim script into Redis's cache: the claim below goes by SHA.
+        assert await store.claim_or_nothing("auth-1") == NothingToClaim(more_waiting=False)
+        await two_queued(store)
+        connects = piped.pipe.connects
+        proxy.marker = b":claim-nonce:"
+        audit = claim_audit()
+        claim = await store.claim_or_nothing("auth-1", audit=audit)
+        assert proxy.cuts == 1  # the script ran and its reply was lost
+        assert piped.pipe.connects == connects + 1
+    finally:
+        await piped.aclose()
+    # The caller holds the claim the first run made, and no second item was taken.
+    assert isinstance(claim, Claim)
+    assert claim.record.request_id == "rep-1"
+    assert audit.staged
+    direct = QueueStore(redis_client, KEYS, QueueConfig())
+    held = await direct.get("rep-1")
+    assert (held.state, held.holder, held.token) == (State.CLAIMED, "auth-1", claim.token)
+    assert await state_of(direct, "rep-2") == State.QUEUED
+    assert await redis_client.get(KEYS.fence) == str(claim.token).encode()
+    assert await staged_actions(redis_client) == [("CLAIM", "rep-1")]
