@@ -5,15 +5,12 @@ the server stages itself (refusals, logins) go through stage_once.lua.
 
 The loss is made by a proxy between the client and the real Redis, which forwards
 the command, lets Redis run it, and closes the connection instead of passing the
-reply on."""
+reply on (tests/reply_cutter.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import cast
-from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,68 +20,10 @@ from server.store.audit import AuditLog
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.staging import audited_transaction
+from tests.reply_cutter import ReplyCutter
 
 PREFIX = "{once}"
 STAGED = Keys(PREFIX).audit_staged
-
-
-class ReplyCutter:
-    """A TCP proxy to Redis that, once armed, drops the reply to the first client
-    write containing ``marker`` and closes that connection; later connections pass
-    through untouched."""
-
-    def __init__(self, redis_url: str) -> None:
-        self.redis = urlsplit(redis_url)
-        self.marker: bytes | None = None
-        self.cuts = 0
-        self.connections = 0
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"redis://127.0.0.1:{port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-
-    async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        if self.redis.scheme == "unix":  # the embedded Redis listens on a socket file
-            r_reader, r_writer = await asyncio.open_unix_connection(self.redis.path)
-        else:
-            r_reader, r_writer = await asyncio.open_connection(self.redis.hostname, self.redis.port)
-        cut = asyncio.Event()
-
-        async def upstream() -> None:
-            while data := await c_reader.read(65536):
-                r_writer.write(data)
-                await r_writer.drain()
-                if self.marker is not None and self.marker in data:
-                    self.marker = None
-                    cut.set()
-
-        async def downstream() -> None:
-            while data := await r_reader.read(65536):
-                if cut.is_set():  # Redis ran it: its reply is what gets lost
-                    self.cuts += 1
-                    return
-                c_writer.write(data)
-                await c_writer.drain()
-
-        tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        for writer in (c_writer, r_writer):
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
 
 async def staged_bodies(redis_client: aioredis.Redis) -> list[bytes]:
