@@ -206,7 +206,7 @@ class QueueStore(QueueReads):
                 "cancel",
                 "R4: review has started, a request can only be withdrawn before that",
             )
-        return self._entry(request_id, result, "cancel", "CANCELLED", teller_id, note=note)
+        return await self._entry(request_id, result, "cancel", "CANCELLED", teller_id, note=note)
 
     async def supply(
         self,
@@ -230,7 +230,9 @@ class QueueStore(QueueReads):
             ],
             args=[request_id, expected_version, packed, teller_id, note, self.config.events_maxlen],
         )
-        return self._entry(request_id, result, "supply images to", "SUPPLIED", teller_id, note=note)
+        return await self._entry(
+            request_id, result, "supply images to", "SUPPLIED", teller_id, note=note
+        )
 
     async def review(
         self,
@@ -270,7 +272,7 @@ class QueueStore(QueueReads):
                 "reviewer reviews only the requests of its own branch (R2, R13)"
             )
         event = "ONSITE_CONFIRMED" if confirm else "SENT_BACK"
-        return self._entry(request_id, result, "review", event, reviewer_id, note=note)
+        return await self._entry(request_id, result, "review", event, reviewer_id, note=note)
 
     async def hand_back(
         self, request_id: str, supervisor_id: str, note: str, audit: StagedAudit | None = None
@@ -293,7 +295,7 @@ class QueueStore(QueueReads):
             ],
             args=[request_id, supervisor_id, note, self.config.events_maxlen, as_text(branch)],
         )
-        return self._entry(
+        return await self._entry(
             request_id, result, "hand back to its branch", "HANDED_BACK", supervisor_id, note=note
         )
 
@@ -392,7 +394,7 @@ class QueueStore(QueueReads):
             ],
         )
         action = outcome.value.lower().replace("_", " for ")
-        return self._entry(
+        return await self._entry(
             request_id, result, action, outcome.event, authorizer_id, reason_code, note, kinds
         )
 
@@ -405,7 +407,9 @@ class QueueStore(QueueReads):
         audit: StagedAudit | None = None,
     ) -> HistoryEntry:
         result = await self._requeue(request_id, "release", token, authorizer_id, note, audit)
-        return self._entry(request_id, result, "hand back", "RELEASED", authorizer_id, note=note)
+        return await self._entry(
+            request_id, result, "hand back", "RELEASED", authorizer_id, note=note
+        )
 
     async def expire(self, request_id: str, audit: StagedAudit | None = None) -> LapsedLease | None:
         """Returns the item to the queue if its lease has run out, and says whose lease
@@ -493,7 +497,7 @@ class QueueStore(QueueReads):
 
     # -- script results ----------------------------------------------------------
 
-    def _entry(
+    async def _entry(
         self,
         request_id: str,
         result: list[Any],
@@ -504,13 +508,19 @@ class QueueStore(QueueReads):
         note: str = "",
         kinds: Sequence[str] = (),
     ) -> HistoryEntry:
-        """The history entry a transition script just recorded (or, for a retried
-        call, the one it had recorded)."""
+        """The history entry a transition script just recorded, or for a repeat (DUP:
+        a retry, or a second teller's cancel of a cancelled request) the one recorded
+        when it was done: its time, actor and note, not the repeat's."""
         self._raise_for(request_id, result, action)
+        version = int(result[2])
+        if as_text(result[0]) == "DUP":
+            recorded = await self._recorded(request_id, version)
+            if recorded is not None:
+                return recorded
         at_ms = int(result[3]) if len(result) > 3 else int(time.time() * 1000)
         return HistoryEntry(
             request_id=request_id,
-            version=int(result[2]),
+            version=version,
             at_ms=at_ms,
             event=event,
             actor=actor,
@@ -519,6 +529,14 @@ class QueueStore(QueueReads):
             note=note,
             kinds=tuple(kinds),
         )
+
+    async def _recorded(self, request_id: str, version: int) -> HistoryEntry | None:
+        """The history entry of that version (None once archived out of Redis)."""
+        try:
+            record = await self.get(request_id)
+        except NotFound:
+            return None
+        return next((entry for entry in record.history if entry.version == version), None)
 
     @staticmethod
     def _raise_for(request_id: str, result: list[Any], action: str) -> None:
