@@ -23,10 +23,12 @@ from authq.login import (
     add_connection_arguments,
     logged_in,
     session_command,
+    share_with_commands,
     tls_options,
 )
 from authq.passwd_cli import add_passwd_command, change_password
-from authq.render import describe_request, describe_update, kind_name
+from authq.reconnect import Reconnecting
+from authq.render import describe_request, describe_update, image_kinds, kind_name, state_name
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import supervisor_pb2 as spb
@@ -161,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one of: " + ", ".join(REASONS),
     )
     ask = with_token("ask", "ask the teller for more or better images")
-    ask.add_argument("--kinds", required=True, help="comma-separated, e.g. ID_BACK,VOUCHER")
+    ask.add_argument(
+        "--kinds",
+        required=True,
+        help="comma-separated, e.g. ID_BACK,VOUCHER; each one of " + ", ".join(image_kinds()),
+    )
     with_token("release", "hand a held item back to the queue")
     with_token("renew", "extend the lease of a held item")
     commands.add_parser("away", help="take no new items (what you hold stays yours)")
@@ -183,7 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--branch", default="", help="every waiting request of this branch")
     back.add_argument("--reason", required=True, help="what the tellers are told")
     commands.add_parser("overview", help="supervisor: the queue at a glance")
-    position = commands.add_parser("position", help="supervisor: where a request waits")
+    position = commands.add_parser(
+        "position",
+        help="supervisor: where a request waits",
+        description="Where a request waits, counted from 1: position 1 is the next item "
+        "to be offered. With --json, `position` counts the same way (null when the "
+        "request is not waiting); `move`, `confirm` and `moves` show places alike.",
+    )
     position.add_argument("request_id")
     move = commands.add_parser(
         "move", help="supervisor: ask to move a waiting request to the front (R6)"
@@ -196,11 +208,48 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("request_id")
     commands.add_parser("moves", help="supervisor: moves awaiting confirmation")
     fallback_view.add_command(commands)
+    share_with_commands(
+        parser,
+        lambda command: add_connection_arguments(
+            command, default_user="authorizer-1", who="authorizer or supervisor",
+            after_command=True,
+        ),
+    )  # fmt: skip
     return parser
 
 
 def show(message: Message, text: str, as_json: bool) -> None:
-    print(json.dumps(MessageToDict(message), ensure_ascii=False) if as_json else text, flush=True)
+    print(json.dumps(as_dict(message), ensure_ascii=False) if as_json else text, flush=True)
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    """The JSON form of a reply. A place in the queue is counted as people count it,
+    whatever the wire says (0 there is the head): ``position`` is 1 for the next item
+    to be offered, null when the request is not waiting, and present, like
+    ``waiting``, even then."""
+    if isinstance(message, spb.ListMovesReply):
+        data = MessageToDict(message)
+        data["moves"] = [as_dict(move) for move in message.moves]
+        return data
+    data = MessageToDict(message)
+    if isinstance(message, spb.PositionReply | spb.MoveReply):
+        data["position"] = place_in_line(message.position)
+        data["waiting"] = str(message.waiting)  # an int64, as protobuf's JSON writes them
+    return data
+
+
+def place_in_line(position: int) -> int | None:
+    """The wire's position (0: the next to be offered; -1: not waiting) counted from 1."""
+    return position + 1 if position >= 0 else None
+
+
+def describe_place(request_id: str, position: int, waiting: int, state: int) -> str:
+    place = place_in_line(position)
+    if place is None:
+        return f"{request_id}: not waiting ({state_name(state)})"
+    return f"{request_id}: position {place} of {waiting} waiting" + (
+        " (next in line)" if place == 1 else ""
+    )
 
 
 def describe_emergency(item: spb.Emergency) -> str:
@@ -242,12 +291,26 @@ def describe_move(move: spb.MoveReply) -> str:
             f"{move.request_id}: move requested by {move.requester} ({move.reason}), "
             f"awaits confirmation by another supervisor, lapses in {left:.0f}s"
         )
-    if move.position >= 0:
-        text += f"\n  position {move.position} of {move.waiting} waiting"
-    else:
-        state = cpb.RequestState.Name(move.request_state).removeprefix("REQUEST_STATE_")
-        text += f"\n  not waiting ({state})"
-    return text
+    place = describe_place(move.request_id, move.position, move.waiting, move.request_state)
+    return text + "\n  " + place.removeprefix(f"{move.request_id}: ")
+
+
+async def wait_for_offer(client: AuthorizerClient, within_s: float | None) -> apb.Offer:
+    """The next item; a center lost meanwhile is waited for (authq.reconnect), within
+    ``within_s`` seconds in all when given. A Next whose answer the loss took
+    may have claimed an item: it returns to the queue when its lease ends."""
+    deadline = None if within_s is None else time.monotonic() + within_s
+    resumed = "waiting for the next item..."
+    async with Reconnecting(PROG, client.channel, ready_is_answer=True, resumed=resumed) as link:
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                offer = await client.next(timeout=left)
+            except grpc.aio.AioRpcError as exc:
+                await link.lost(exc, deadline)
+                continue
+            link.answered()
+            return offer
 
 
 async def take_next(
@@ -255,7 +318,7 @@ async def take_next(
 ) -> apb.Offer:
     if not args.json:
         print("waiting for the next item...", file=sys.stderr, flush=True)
-    offer = await client.next(timeout=args.timeout)
+    offer = await wait_for_offer(client, args.timeout)
     request = offer.request
     book.put(request.request_id, offer.lease.fencing_token, [i.sha256 for i in request.images])
     folder: Path = args.images_dir / request.request_id
@@ -326,11 +389,7 @@ async def run(args: argparse.Namespace) -> int:
             return 0
         if args.command == "position":
             reply = await client.position(args.request_id)
-            text = (
-                f"{reply.request_id}: position {reply.position} of {reply.waiting} waiting"
-                if reply.position >= 0
-                else f"{reply.request_id}: not waiting"
-            )
+            text = describe_place(reply.request_id, reply.position, reply.waiting, reply.state)
             show(reply, text, args.json)
             return 0
         if args.command == "move":

@@ -20,19 +20,24 @@ from authq.login import (
     add_connection_arguments,
     logged_in,
     session_command,
+    share_with_commands,
     tls_options,
 )
 from authq.passwd_cli import add_passwd_command, change_password
-from authq.render import describe_request, describe_update, parse_amount
+from authq.reconnect import Reconnecting
+from authq.render import describe_request, describe_update, image_kinds, parse_amount
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from authorizer_console.catalog import business_names
 from teller_client import fallback_cli, synthetic
 from teller_client.client import ImageInput, TellerClient, new_request
 
 PROG = "authq-teller"
+
+KINDS_TEXT = ", ".join(image_kinds())
 
 FINAL = {cpb.REQUEST_STATE_APPROVED, cpb.REQUEST_STATE_REJECTED, cpb.REQUEST_STATE_CANCELLED}
 
@@ -56,10 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--type",
         required=True,
         dest="business_type",
-        help="business type code, e.g. CASH_WITHDRAWAL",
+        metavar="TYPE",
+        help="business type code; the shipped policy has: "
+        + ", ".join(business_names())
+        + " (the center's policy decides which it takes, and how)",
     )
     submit.add_argument("--amount", help="amount in major units, e.g. 12000.00")
-    submit.add_argument("--currency", default="CNY", help="ISO 4217 code (default CNY)")
+    submit.add_argument(
+        "--currency",
+        type=currency_code,
+        default="CNY",
+        help="ISO 4217 code, three letters, e.g. USD or jpy (default CNY)",
+    )
     submit.add_argument("--account", required=True, help="customer account number")
     submit.add_argument("--customer", required=True, help="customer name")
     submit.add_argument("--memo", default="")
@@ -76,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KIND=PATH",
-        help="captured image, e.g. ID_FRONT=id.jpg (repeat)",
+        help=f"captured image, e.g. ID_FRONT=id.jpg (repeat); KIND is one of {KINDS_TEXT}",
     )
     submit.add_argument("--request-id", help="reuse to retry safely (default: a new UUID)")
     submit.add_argument(
@@ -89,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait for the decision")
 
     for name, text in (
-        ("watch", "follow a request until it is decided"),
+        ("watch", "follow a request until it is decided (through a lost connection too)"),
         ("show", "show a request with its history"),
     ):
         command = commands.add_parser(name, help=text)
@@ -101,7 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     supply = commands.add_parser("supply", help="send the images an authorizer asked for")
     supply.add_argument("request_id")
-    supply.add_argument("--image", action="append", required=True, metavar="KIND=PATH")
+    supply.add_argument(
+        "--image",
+        action="append",
+        required=True,
+        metavar="KIND=PATH",
+        help=f"an image asked for, e.g. CUSTOMER_PHOTO=photo.jpg (repeat); KIND is one of "
+        f"{KINDS_TEXT}",
+    )
     supply.add_argument("--note", default="")
     supply.add_argument("--wait", action="store_true", help="wait for the decision")
 
@@ -133,7 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     fallback_cli.add_fallback_commands(parser, commands)
     demo = commands.add_parser("demo-images", help="write synthetic sample captures")
     demo.add_argument("directory", type=Path)
+
+    def shared(command: argparse.ArgumentParser) -> None:
+        add_connection_arguments(command, default_user="teller-1", who="teller",
+                                 after_command=True)  # fmt: skip
+        fallback_cli.add_journal_arguments(command, after_command=True)
+
+    share_with_commands(parser, shared)
     return parser
+
+
+def currency_code(text: str) -> str:
+    """An ISO 4217 code as typed (``jpy``) in the form the center takes (``JPY``);
+    anything but three letters is a usage error naming --currency."""
+    code = text.strip().upper()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 4217 currency code: three letters, e.g. CNY, USD, JPY"
+        )
+    return code
 
 
 def read_images(specs: Sequence[str]) -> list[ImageInput]:
@@ -187,12 +225,49 @@ class Output:
             self.line_open = False
 
 
-async def follow(client: TellerClient, request_id: str, out: Output) -> int:
+async def follow(
+    client: TellerClient, request_id: str, out: Output, *, reached: bool = False
+) -> int:
+    """Shows the request's changes until it ends: exit 0 for an approval, 3 for any
+    other end. A center lost on the way is waited for (authq.reconnect; ``reached``:
+    this command already had it answer for the request), and the request read again
+    when it is back: what changed meanwhile is shown, each change once."""
+    seen = 0
     state: Any = None
-    async for update in client.watch(request_id):
-        out.message(update, describe_update(update))
-        state = update.state
-    return 0 if state == cpb.REQUEST_STATE_APPROVED else 3
+    resumed = f"following {request_id} again"
+    async with Reconnecting(PROG, client.channel, reached=reached, resumed=resumed) as link:
+        while True:
+            updates = client.watch(request_id)
+            try:
+                while True:
+                    async with asyncio.timeout(link.attempt_bound):
+                        update = await anext(updates, None)
+                        # A watch begins with the latest change: those before it
+                        # that this command has not shown are in the history.
+                        missed = (
+                            await changes_between(client, request_id, seen, update.version)
+                            if update is not None and seen and update.version > seen + 1
+                            else []
+                        )
+                    if update is None:
+                        return 0 if state == cpb.REQUEST_STATE_APPROVED else 3
+                    link.answered()
+                    for change in (*missed, update):
+                        if change.version > seen:
+                            out.message(change, describe_update(change))
+                            seen, state = change.version, change.state
+            except (grpc.aio.AioRpcError, TimeoutError) as exc:
+                await link.lost(exc)
+            finally:
+                await updates.aclose()
+
+
+async def changes_between(
+    client: TellerClient, request_id: str, after: int, before: int
+) -> list[cpb.RequestUpdate]:
+    """The request's recorded changes with versions strictly between the two."""
+    view = await client.get(request_id)
+    return [entry for entry in view.history if after < entry.version < before]
 
 
 def submit_request(args: argparse.Namespace) -> tpb.SubmitRequest:
@@ -249,7 +324,9 @@ async def submit(
     if reply.duplicate:
         text += "\n(already submitted earlier with this request id: nothing new created)"
     out.message(reply, text)
-    return await follow(client, reply.request.request_id, out) if args.wait else 0
+    if not args.wait:
+        return 0
+    return await follow(client, reply.request.request_id, out, reached=True)
 
 
 def interrupted_submit(request_id: str, sent: bool) -> str:
@@ -330,7 +407,7 @@ async def run(args: argparse.Namespace) -> int:
                 args.request_id, read_images(args.image), args.note, out.progress
             )
             out.message(update, describe_update(update))
-            return await follow(client, args.request_id, out) if args.wait else 0
+            return await follow(client, args.request_id, out, reached=True) if args.wait else 0
     raise UsageError(f"unknown command {args.command}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -159,10 +159,15 @@ class TellerClient(AuthenticatedClient):
         )
         return view
 
-    async def watch(self, request_id: str) -> AsyncIterator[cpb.RequestUpdate]:
+    async def watch(self, request_id: str) -> AsyncGenerator[cpb.RequestUpdate, None]:
+        """The request's latest change, then every further one until it is final.
+        Closing the iterator early ends the call."""
         call = self.stub.Watch(tpb.WatchRequest(request_id=request_id), metadata=self.metadata)
-        async for update in call:
-            yield update
+        try:
+            async for update in call:
+                yield update
+        finally:
+            call.cancel()
 
     async def cancel(self, request_id: str, note: str = "") -> cpb.RequestUpdate:
         update: cpb.RequestUpdate = await self.stub.Cancel(

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import grpc
+from authq.login import shared_target
 from authq.render import format_money
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
@@ -49,22 +50,7 @@ BATCH = 50
 def add_fallback_commands(
     parser: argparse.ArgumentParser, commands: argparse._SubParsersAction[argparse.ArgumentParser]
 ) -> None:
-    parser.add_argument(
-        "--journal",
-        type=Path,
-        default=os.environ.get("AUTHQ_JOURNAL"),
-        help="the local fallback journal (env AUTHQ_JOURNAL; default "
-        "STATE_DIR/fallback-journal.jsonl)",
-    )
-    parser.add_argument(
-        "--journal-keep-days",
-        type=_days,
-        default=os.environ.get("AUTHQ_JOURNAL_KEEP_DAYS", DEFAULT_KEEP_DAYS),
-        metavar="DAYS",
-        help="how long a fallback the center holds in full stays in the journal before "
-        "its customer data leaves the workstation (R14; env AUTHQ_JOURNAL_KEEP_DAYS; "
-        f"default {DEFAULT_KEEP_DAYS}; 0: as soon as it is settled)",
-    )
+    add_journal_arguments(parser)
     fallback = commands.add_parser(
         "fallback",
         help="local fallbacks (R8): list, record the on-site decision, upload, reconcile",
@@ -89,6 +75,27 @@ def add_fallback_commands(
     reconcile.add_argument("request_id")
     reconcile.add_argument("--by", required=True, metavar="ID", help="who reconciled it")
     reconcile.add_argument("--note", required=True, help="what was done to reconcile it")
+
+
+def add_journal_arguments(parser: argparse.ArgumentParser, *, after_command: bool = False) -> None:
+    """The journal's flags, which every command takes (authq.login.shared_target)."""
+    target, default = shared_target(parser, after_command)
+    target.add_argument(
+        "--journal",
+        type=Path,
+        default=default(os.environ.get("AUTHQ_JOURNAL")),
+        help="the local fallback journal (env AUTHQ_JOURNAL; default "
+        "STATE_DIR/fallback-journal.jsonl)",
+    )
+    target.add_argument(
+        "--journal-keep-days",
+        type=_days,
+        default=default(os.environ.get("AUTHQ_JOURNAL_KEEP_DAYS", DEFAULT_KEEP_DAYS)),
+        metavar="DAYS",
+        help="how long a fallback the center holds in full stays in the journal before "
+        "its customer data leaves the workstation (R14; env AUTHQ_JOURNAL_KEEP_DAYS; "
+        f"default {DEFAULT_KEEP_DAYS}; 0: as soon as it is settled)",
+    )
 
 
 def _days(text: str | int) -> int:

@@ -274,5 +274,5 @@ async def test_move_confirm_and_moves_from_the_command_line(
     assert "R6" in err
     code, out, err = await run_cli(cli, "--user", "supervisor-2", "confirm", LOW, env=env)
     assert code == 0, err
-    assert "position 0 of 4" in out
+    assert "position 1 of 4" in out
     assert (await server.runtime.store.position(LOW))[1] == 0

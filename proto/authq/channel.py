@@ -74,12 +74,21 @@ def with_default_port(target: str) -> str:
     return target if port else f"{host}:{DEFAULT_PORT}"
 
 
+# A client that lost the center tries to connect again after a pause that grows with
+# each failure; gRPC lets it grow to two minutes, so a center back after a long
+# outage would wait that long for a client that follows a request (authq.reconnect).
+CLIENT_OPTIONS: list[tuple[str, int]] = [
+    *CHANNEL_OPTIONS,
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+
 def open_channel(target: str = DEFAULT_TARGET, *, tls: ClientTLS | None = None) -> grpc.aio.Channel:
     """A plaintext channel, or a TLS one when ``tls`` is given."""
     target = with_default_port(target)
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, tls.credentials(), options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS)
+    return grpc.aio.secure_channel(target, tls.credentials(), options=CLIENT_OPTIONS)
 
 
 class AuthenticatedClient:

@@ -10,8 +10,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -29,52 +30,99 @@ class PasswordChangeNeeded(Exception):
     administrator, or too old. The message names the command that changes it."""
 
 
+# The title, in a command's help, of the flags every command shares.
+SHARED_TITLE = "options every command takes (before or after its name)"
+TLS_TITLE = "TLS (any of these turns TLS on)"
+# What becomes of a shared flag's default (shared_target).
+Defaults = Callable[[Any], Any]
+
+
 def add_connection_arguments(
-    parser: argparse.ArgumentParser, *, default_user: str, who: str
+    parser: argparse.ArgumentParser, *, default_user: str, who: str, after_command: bool = False
 ) -> None:
     """The flags every command line shares: where the server is, who you are, where
-    the login is kept, output format, and TLS."""
-    parser.add_argument(
+    the login is kept, output format, and TLS. ``after_command``: the copy each
+    command's own parser gets (share_with_commands), so that ``submit ... --json``
+    works as well as ``--json submit ...``: without defaults, so that the top-level
+    parser's (and what was given before the command) stand when they are not given
+    again."""
+    target, default = shared_target(parser, after_command)
+    target.add_argument(
         "--server",
-        default=os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET),
+        default=default(os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET)),
         help=f"host[:port] (default port {DEFAULT_PORT}; env AUTHQ_SERVER)",
     )
-    parser.add_argument(
+    target.add_argument(
         "--user",
-        default=os.environ.get("AUTHQ_USER", default_user),
+        default=default(os.environ.get("AUTHQ_USER", default_user)),
         help=f"your {who} id (env AUTHQ_USER)",
     )
-    parser.add_argument(
+    target.add_argument(
         "--password",
+        default=default(None),
         help="log in with this password (else AUTHQ_PASSWORD, a saved login, or a prompt)",
     )
-    parser.add_argument(
+    target.add_argument(
         "--state-dir",
         type=Path,
-        default=Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser(),
+        default=default(Path(os.environ.get("AUTHQ_STATE_DIR", "~/.authq")).expanduser()),
         help="where your login (and held leases) are kept between commands (default ~/.authq)",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    add_tls_arguments(parser)
+    target.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON instead of text"
+    )
+    tls = target if after_command else parser.add_argument_group(TLS_TITLE)
+    _add_tls(tls, default)
 
 
 def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    tls = parser.add_argument_group("TLS (any of these turns TLS on)")
-    tls.add_argument(
+    _add_tls(parser.add_argument_group(TLS_TITLE), lambda value: value)
+
+
+def _add_tls(target: argparse._ActionsContainer, default: Defaults) -> None:
+    target.add_argument(
         "--tls-ca",
-        default=os.environ.get("AUTHQ_TLS_CA"),
+        default=default(os.environ.get("AUTHQ_TLS_CA")),
         help="CA certificate (PEM) that signed the server's (env AUTHQ_TLS_CA)",
     )
-    tls.add_argument(
+    target.add_argument(
         "--tls-cert",
-        default=os.environ.get("AUTHQ_TLS_CERT"),
+        default=default(os.environ.get("AUTHQ_TLS_CERT")),
         help="your client certificate (PEM), if the server requires one (env AUTHQ_TLS_CERT)",
     )
-    tls.add_argument(
+    target.add_argument(
         "--tls-key",
-        default=os.environ.get("AUTHQ_TLS_KEY"),
+        default=default(os.environ.get("AUTHQ_TLS_KEY")),
         help="the private key of --tls-cert (PEM) (env AUTHQ_TLS_KEY)",
     )
+
+
+def shared_target(
+    parser: argparse.ArgumentParser, after_command: bool
+) -> tuple[argparse._ActionsContainer, Defaults]:
+    """Where a shared flag goes and what becomes of its default: on the top-level
+    parser as given; on a command's parser in one group (SHARED_TITLE), with no
+    default at all (argparse.SUPPRESS), so that it overrides only when given."""
+    if not after_command:
+        return parser, lambda value: value
+    group = next((g for g in parser._action_groups if g.title == SHARED_TITLE), None)
+    if group is None:
+        group = parser.add_argument_group(SHARED_TITLE)
+    return group, lambda value: argparse.SUPPRESS
+
+
+def share_with_commands(
+    parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """Gives every command and sub-command of ``parser`` the shared flags (``add``
+    adds them with ``after_command=True``), so that they are taken after a
+    command's name as well as before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            # dict.fromkeys: an alias names the same parser again.
+            for command in dict.fromkeys(action.choices.values()):
+                add(command)
+                share_with_commands(command, add)
 
 
 def tls_options(args: argparse.Namespace) -> ClientTLS | None:

@@ -45,6 +45,11 @@ def kind_name(kind: int) -> str:
     return cpb.ImageKind.Name(kind).removeprefix("IMAGE_KIND_")  # type: ignore[arg-type]
 
 
+def image_kinds() -> list[str]:
+    """The image kinds of the API (ImageKind), as the command lines take and show them."""
+    return [kind_name(v) for v in cpb.ImageKind.values() if v != cpb.IMAGE_KIND_UNSPECIFIED]
+
+
 def clock(ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
 
