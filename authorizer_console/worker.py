@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 from authq.channel import ClientTLS, SessionCallError
+from authq.login import password_change_needed
 from authq.render import state_name
 from authq.v1 import auth_pb2 as upb
 
@@ -185,7 +186,9 @@ class Worker:
                     reply = await client.login()
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() in _FINAL:
-                        self.post(LoginFailed(exc.details() or exc.code().name))
+                        # The server names the call; the person needs the command.
+                        needed = password_change_needed(exc, "authq-authorizer")
+                        self.post(LoginFailed(str(needed or exc.details() or exc.code().name)))
                         return
                     raise
                 roles = role_names(reply)

@@ -503,6 +503,26 @@ async def test_worker_reports_a_refused_login(server: RunningServer) -> None:
         await asyncio.to_thread(worker.stop)
 
 
+async def test_worker_names_the_command_that_sets_a_first_password(
+    server: RunningServer,
+) -> None:
+    """An account an administrator created must choose its password first (R11): the
+    console says which command does it, not the name of the RPC."""
+    await server.runtime.accounts.create_user(
+        "authorizer-9", "authorizer-9", [Role.AUTHORIZER], "set-by-admin-1"
+    )
+    events: queue.Queue[Event] = queue.Queue()
+    worker = Worker(server.target, "authorizer-9", "set-by-admin-1", events.put)
+    worker.start()
+    try:
+        failed = await next_event(events, LoginFailed)
+        assert isinstance(failed, LoginFailed)
+        assert "`authq-authorizer passwd`" in failed.message
+        assert "ChangePassword" not in failed.message
+    finally:
+        await asyncio.to_thread(worker.stop)
+
+
 async def test_worker_retries_while_the_server_is_away() -> None:
     events: queue.Queue[Event] = queue.Queue()
     worker = Worker("127.0.0.1:1", "authorizer-1", PASSWORD, events.put)

@@ -195,7 +195,7 @@ async def logged_in(
         reply = await client.login()
     except grpc.aio.AioRpcError as exc:
         await client.close()
-        needed = _password_change_needed(exc, prog)
+        needed = password_change_needed(exc, prog)
         if needed is None:
             raise
         raise needed from None
@@ -206,7 +206,7 @@ async def logged_in(
     return client
 
 
-def _password_change_needed(exc: grpc.aio.AioRpcError, prog: str) -> PasswordChangeNeeded | None:
+def password_change_needed(exc: grpc.aio.AioRpcError, prog: str) -> PasswordChangeNeeded | None:
     """The server names the RPC (ChangePassword); the user needs the command."""
     details = exc.details() or ""
     if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or "ChangePassword" not in details:
