@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 
 # Waiters served per round: their claims share one pipeline to Redis.
 ROUND = 32
+
+# While dispatching keeps failing (Redis away, or refusing writes), it is tried again
+# every RETRY_PAUSE_S; the first failure is logged with its traceback, then a short
+# line at most this often, and one line once it works again.
+RETRY_PAUSE_S = 0.2
+STILL_FAILING_EVERY_S = 10.0
+
+# Why a claim nobody will get was released (the item's history shows it).
+LEFT = "authorizer left before the offer arrived"
+NOT_MADE = "the offer could not be made"
 
 
 class Gate(Protocol):
@@ -52,9 +62,10 @@ class Waiter:
     # stages (Center.claim_audit); empty: not audited (tests, tools).
     audit: bytes = b""
     cancelled: bool = field(default=False)
-    # Told why when deliver raised. Such a waiter is not put back in line: the same
-    # fault would most likely fail it again, item after item, each one claimed and
-    # released in vain. None: nobody to tell.
+    # Told why when deliver raised (the dispatcher has logged it, naming the item: not
+    # to be logged again). Such a waiter is not put back in line: the same fault would
+    # most likely fail it again, item after item, each one claimed and released in
+    # vain. None: nobody to tell.
     failed: Callable[[Waiter, Exception], None] | None = None
 
 
@@ -126,8 +137,39 @@ class WorkDispatcher:
         self.add(waiter)
         try:
             return await future
+        except asyncio.CancelledError:
+            # Cancelled (the caller's deadline, or its cancel) after the claim was
+            # handed over but before this call resumed to return it: nobody has it.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                claim = future.result()
+                self.put_back(authorizer_id, claim.record.request_id, claim.token, LEFT)
+            raise
         finally:
             self.remove(waiter)
+
+    @contextlib.contextmanager
+    def handing_over(self, authorizer_id: str, claim: Claim) -> Iterator[None]:
+        """Guards what a caller of next_item does with its claim before the claim
+        reaches its authorizer (building the reply): if that raises, or the call is
+        cancelled meanwhile, the item goes back at once instead of staying CLAIMED
+        under a token nobody got until its lease runs out. The exception goes on,
+        noting the item, and is logged once, by whoever handles it."""
+        try:
+            yield
+        except BaseException as exc:
+            request_id = claim.record.request_id
+            if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+                note = LEFT
+            else:
+                note = NOT_MADE
+                exc.add_note(f"offering {request_id} to {authorizer_id} failed: put back")
+            self.put_back(authorizer_id, request_id, claim.token, note)
+            raise
+
+    def put_back(self, authorizer_id: str, request_id: str, token: int, note: str) -> None:
+        """Releases a claim nobody will get, at once, by a task of its own that tries
+        again while Redis is away (_put_back)."""
+        self._spawn(self._put_back(authorizer_id, request_id, token, note))
 
     def start(self) -> None:
         self.loop.start(self._run)
@@ -138,29 +180,58 @@ class WorkDispatcher:
             task.cancel()
 
     async def _run(self) -> None:
+        clock = asyncio.get_running_loop().time
+        # When the first of the failures in a row began (a claim may ride out seconds
+        # of outage before it fails: server/store/redis_pipe.py), and when the last
+        # line about them was logged.
+        failing_since: float | None = None
+        told_at = 0.0
         while not self.loop.stopping:
             await self._wake.wait()
             self._wake.clear()
             if self.loop.stopping:
                 return
+            began = clock()
             try:
-                await self._serve_waiters()
-            except Exception:
-                # Redis away: try again on the next event or waiter.
-                log.exception("dispatching work failed")
-                await asyncio.sleep(0.2)
+                claimed = await self._serve_waiters()
+            except Exception as exc:
+                # Redis away (or refusing writes): tried again after a pause, and on
+                # every event or waiter meanwhile; said once, then now and then.
+                now = clock()
+                if failing_since is None:
+                    failing_since, told_at = began, now
+                    log.exception("dispatching work failed; trying again until it works")
+                elif now - told_at >= STILL_FAILING_EVERY_S:
+                    told_at = now
+                    log.warning(
+                        "dispatching work still failing after %.0f s: %s",
+                        now - failing_since,
+                        _why(exc),
+                    )
+                await asyncio.sleep(RETRY_PAUSE_S)
                 self._wake.set()
+            else:
+                # Only a claim that reached Redis says it works again: with nobody
+                # waiting, the round tried nothing.
+                if failing_since is not None and claimed:
+                    # As loud as the failure: whoever saw it begin sees it end.
+                    log.warning(
+                        "dispatching work works again after %.0f s", clock() - failing_since
+                    )
+                    failing_since = None
 
-    async def _serve_waiters(self) -> None:
+    async def _serve_waiters(self) -> bool:
         """Claims for the waiters at the head of the line in rounds: a round's claim
         scripts go to Redis together in one write, in line order, so the first
         waiter still gets the best item (server/store/redis_pipe.py). A round is one
         claim at first and doubles (to ROUND) while every claim finds an item, so a
-        trickle of work costs one claim per item and a backlog is served in bulk."""
+        trickle of work costs one claim per item and a backlog is served in bulk.
+        Returns whether any claim was answered."""
         blocked: list[Waiter] = []
         size = 1
         queued_seen = self._queued_seen
         nothing_left = False  # a claim saw every lane empty after it
+        answered = False
         try:
             drained = False
             while self._waiters and not drained:
@@ -185,6 +256,9 @@ class WorkDispatcher:
                 failure: BaseException | None = None
                 offered: list[tuple[Waiter, Claim]] = []
                 for waiter, result in zip(round_, results, strict=True):
+                    # Redis answered: an item, nothing, or "away".
+                    reached = isinstance(result, AuthorizerAway | Claim | NothingToClaim)
+                    answered = answered or reached
                     if isinstance(result, AuthorizerAway):
                         blocked.append(waiter)  # waits until it is back (wake)
                     elif isinstance(result, BaseException):
@@ -212,6 +286,7 @@ class WorkDispatcher:
                     raise failure
             if nothing_left and self._queued_seen == queued_seen:
                 self._maybe_work = False
+            return answered
         finally:
             self._waiters.extendleft(reversed([w for w in blocked if not w.cancelled]))
 
@@ -248,9 +323,10 @@ class WorkDispatcher:
             # would keep the item from everyone meanwhile: it goes back now and is
             # checked again when next claimed.
             log.warning("image gate failed for %s: %s", claim.record.request_id, _why(exc))
-            self._spawn(self._put_back(waiter, claim, "the image check could not finish"))
+            why = "the image check could not finish"
+            self.put_back(waiter.authorizer_id, claim.record.request_id, claim.token, why)
             # A pause, so that a lasting fault is not retried at full speed.
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(RETRY_PAUSE_S)
             admitted = False
         if admitted:
             self._deliver(waiter, claim)
@@ -264,34 +340,36 @@ class WorkDispatcher:
         try:
             if not waiter.cancelled and waiter.deliver(waiter, claim):
                 return
-            note = "authorizer left before the offer arrived"
+            note = LEFT
         except Exception as exc:
+            # Logged here, the one place that knows the item, the authorizer and the
+            # fault; whoever is told (Waiter.failed) answers without logging it again.
             log.error(
                 "offering %s to %s failed: %s",
                 claim.record.request_id,
                 waiter.authorizer_id,
                 _why(exc),
+                exc_info=exc,
             )
-            note = "the offer could not be made"
+            note = NOT_MADE
             waiter.cancelled = True  # out of line for good; see Waiter.failed
             if waiter.failed is not None:
                 try:
                     waiter.failed(waiter, exc)
                 except Exception as told:
                     log.error("telling %s of it failed: %s", waiter.authorizer_id, _why(told))
-        self._spawn(self._put_back(waiter, claim, note))
+        self.put_back(waiter.authorizer_id, claim.record.request_id, claim.token, note)
 
-    async def _put_back(self, waiter: Waiter, claim: Claim, note: str) -> None:
+    async def _put_back(self, authorizer_id: str, request_id: str, token: int, note: str) -> None:
         """Releases a claim nobody will get, so the item is not kept from the queue
         until its lease runs out. Tries again while Redis is away, until the lease
         runs out (the reaper returns the item then)."""
-        request_id = claim.record.request_id
         deadline = asyncio.get_running_loop().time() + self.store.config.lease_ms / 1000
         pause = 0.1
         warned = False
         while True:
             try:
-                await self.store.release(request_id, claim.token, waiter.authorizer_id, note)
+                await self.store.release(request_id, token, authorizer_id, note)
                 return
             except AuthqError as exc:
                 # No longer this claim's (withdrawn by a fallback report, reaped, or

@@ -5,12 +5,17 @@ goes back to the queue at once rather than when its lease runs out."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc
 import pytest
+from authq.batching import batched
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from server.api import authorizer as authorizer_api
 from server.api import authorizer_session
 from server.dispatch import Waiter
 from server.domain.states import State
@@ -127,3 +132,140 @@ async def test_an_item_whose_image_gate_failed_goes_back_and_is_offered_again(
     claim = await asyncio.wait_for(dispatcher.next_item("auth-1"), 10)
     assert claim.record.request_id == "gated-0001"
     assert admits == ["gated-0001", "gated-0001"]
+
+
+def _mentions(record: logging.LogRecord, text: str) -> bool:
+    shown = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+        shown += str(record.exc_info[1])
+    return text in shown
+
+
+async def test_an_offer_that_cannot_be_made_is_logged_once_naming_its_item(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        server.teller() as teller,
+        server.authorizer("auth-s") as authorizer,
+        authorizer.session() as console,
+    ):
+        poisoned = (await teller.submit(request())).request.request_id
+
+        def failing(claim: Claim) -> Any:
+            raise ValueError("cannot be shown (injected)")
+
+        monkeypatch.setattr(authorizer_session, "offer_to_pb", failing)
+        caplog.set_level(logging.INFO)
+        console.credit(1)
+        await _until(lambda: _queued_after_claim(server, poisoned))
+    logged = [r for r in caplog.records if _mentions(r, "cannot be shown (injected)")]
+    # Once, where the item and the authorizer are known, with the traceback.
+    assert len(logged) == 1, [r.getMessage() for r in logged]
+    (record,) = logged
+    assert poisoned in record.getMessage()
+    assert "auth-s" in record.getMessage()
+    assert record.exc_info is not None
+
+
+async def _queued_after_claim(server: RunningServer, request_id: str) -> bool:
+    """Queued again, and not for never having been claimed: its history holds a claim."""
+    record = await server.runtime.store.get(request_id)
+    claimed = any(entry.state is State.CLAIMED for entry in record.history)
+    return claimed and record.state is State.QUEUED and not record.holder
+
+
+async def test_a_unary_offer_that_cannot_be_built_puts_its_item_back_at_once(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with server.teller() as teller, server.authorizer("auth-u") as authorizer:
+        rid = (await teller.submit(request())).request.request_id
+
+        def failing(claim: Claim) -> Any:
+            raise ValueError("cannot be shown (injected)")
+
+        monkeypatch.setattr(authorizer_api, "offer_to_pb", failing)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await authorizer.next(timeout=30)
+        # Claimed, and then the reply failed (not a deadline before the claim).
+        assert "cannot be shown (injected)" in (failure.value.details() or "")
+        # Logged once (by gRPC, with the traceback), naming the item.
+        logged = [r for r in caplog.records if _mentions(r, "cannot be shown (injected)")]
+        assert len(logged) == 1
+        assert f"offering {rid} to auth-u failed" in logging.Formatter().format(logged[0])
+        # Back in the queue now, not when its lease (a minute) runs out.
+        await _until(lambda: _queued_after_claim(server, rid), 5)
+        monkeypatch.setattr(authorizer_api, "offer_to_pb", authorizer_session.offer_to_pb)
+        again = await authorizer.next(timeout=10)
+        assert again.request.request_id == rid
+
+
+async def test_a_unary_next_cancelled_after_its_claim_puts_the_item_back_at_once(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    center = server.runtime.center
+    dispatcher = server.runtime.dispatcher
+    handlers: list[asyncio.Task[Any]] = []
+    next_item = center.next_item
+
+    async def noting_the_handler(identity: Any) -> Claim:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        return await next_item(identity)
+
+    deliver = dispatcher._deliver
+
+    def deliver_then_cancel(waiter: Waiter, claim: Claim) -> None:
+        deliver(waiter, claim)
+        # The caller's deadline or cancel lands after the claim reached the waiting
+        # Next but before that resumed: gRPC cancels the handler's task.
+        for handler in handlers:
+            handler.cancel()
+
+    monkeypatch.setattr(center, "next_item", noting_the_handler)
+    monkeypatch.setattr(dispatcher, "_deliver", deliver_then_cancel)
+    async with server.teller() as teller, server.authorizer("auth-c") as authorizer:
+        rid = (await teller.submit(request())).request.request_id
+        call = asyncio.create_task(authorizer.next(timeout=30))
+        try:
+            await _until(lambda: bool(handlers) and handlers[0].done())
+            await _until(lambda: _queued_after_claim(server, rid), 5)
+        finally:
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await call
+
+
+async def test_offers_a_dropped_session_never_sent_go_back_at_once(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck = asyncio.Event()
+
+    async def stalling(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        # The stream takes the first message, then no more (a client that stopped
+        # reading, a congested link): what is queued after it is never written.
+        async for message in batched(*args, **kwargs):
+            yield message
+            stuck.set()
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(authorizer_session, "batched", stalling)
+    async with (
+        server.teller() as teller,
+        server.authorizer("auth-d") as authorizer,
+        authorizer.session() as console,
+    ):
+        console.credit(2)
+        first = (await teller.submit(request())).request.request_id
+        offer = await asyncio.wait_for(console.offers.get(), 10)
+        assert offer.request.request_id == first
+        await _until(stuck.is_set)
+        second = (await teller.submit(request())).request.request_id
+        await _until(lambda: _held(server, second))
+        console.abort()  # the console crashes with the second offer unsent
+        await _until(lambda: _queued_after_claim(server, second), 5)
+        # The one it got stays its own until its lease runs out.
+        assert await _held(server, first)
+
+
+async def _held(server: RunningServer, request_id: str) -> bool:
+    record = await server.runtime.store.get(request_id)
+    return record.state is State.CLAIMED

@@ -32,8 +32,12 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
 
     @translate_errors
     async def Next(self, request: apb.NextRequest, context: Context) -> apb.Offer:
-        claim = await self.center.next_item(await self._user(context, "Next"))
-        return offer_to_pb(claim)
+        identity = await self._user(context, "Next")
+        claim = await self.center.next_item(identity)
+        # Claimed, not yet handed over: if the reply cannot be built, or the call is
+        # cancelled first, the item goes back now rather than when its lease ends.
+        with self.center.dispatcher.handing_over(identity.user_id, claim):
+            return offer_to_pb(claim)
 
     @translate_errors
     async def Renew(self, request: apb.RenewRequest, context: Context) -> apb.Lease:

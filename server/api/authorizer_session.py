@@ -16,10 +16,12 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from typing import Any
 
+import grpc
 from authq.batching import batched, unpacked
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
 
+from server import dispatch
 from server.api import convert
 from server.api.session_guard import TokenCheck, watch_token
 from server.api.status import status_of
@@ -94,12 +96,29 @@ class AuthorizerSession:
             self.closed = True
             for waiter in self.waiters:
                 self.center.dispatcher.remove(waiter)
+            self._put_back_unsent()
             for request_id in self.held:
                 self.center.hub.remove_watch(request_id, self)
             for task in (reader, renewer, guard, *self.tasks):
                 task.cancel()
         if self.revoked:
             raise Unauthenticated("the login token was revoked: session closed (R12)")
+
+    def _put_back_unsent(self) -> None:
+        """The offers still queued when the stream ends never reached the console (it
+        dropped the stream, the stream stopped at its end marker, or the login was
+        revoked): their items go back now rather than lapse at the end of leases
+        nobody knew of. What was sent stays held until its lease runs out: the console
+        has it."""
+        while not self.out.empty():
+            message = self.out.get_nowait()
+            if message is None or message.WhichOneof("body") != "offer":
+                continue
+            lease = message.offer.lease
+            self._let_go(lease.request_id)
+            self.center.dispatcher.put_back(
+                self.authorizer_id, lease.request_id, lease.fencing_token, dispatch.LEFT
+            )
 
     def _revoke(self) -> None:
         self.revoked = True
@@ -180,10 +199,18 @@ class AuthorizerSession:
     def _failed(self, waiter: Waiter, exc: Exception) -> None:
         """The dispatcher could not hand this credit its item (and released the item):
         the credit is used up, and its grant is answered with the error, as a refused
-        credit is. Not put back: the same fault would fail it again."""
+        credit is. Not put back: the same fault would fail it again. The dispatcher
+        logged the fault, naming the item: status_of, which would log an unexpected
+        one again, is left to the errors it expects."""
         ref = self.waiters.pop(waiter, None)
-        if ref is not None and not self.closed:
+        if ref is None or self.closed:
+            return
+        if isinstance(exc, AuthqError):
             self._error(ref, exc)
+            return
+        message = f"internal error ({type(exc).__name__}): the item could not be offered"
+        error = cpb.SessionError(code=grpc.StatusCode.INTERNAL.value[0], message=message)
+        self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, error=error))
 
     async def _decide(self, ref: str, request: apb.DecideRequest) -> None:
         try:
