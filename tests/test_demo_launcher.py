@@ -21,7 +21,7 @@ from server.accounts.model import Role
 from server.demo import CASH_BUSINESS, DEMO_BRANCHES, DEMO_USERS, seed_demo
 from teller_client.simulator import DEMO_TELLERS
 from tests.conftest import RunningServer
-from tests.processes import free_port
+from tests.processes import free_port, hear_ctrl_c
 
 # A stand-in console: logs in as the console's account and takes one item, which
 # proves the server runs with the demo accounts and the simulator submits.
@@ -47,13 +47,6 @@ def launcher_args(tmp_path: Path, console: list[str], *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _hear_ctrl_c() -> None:
-    # A suite started in the background (`cmd &` without job control) ignores SIGINT,
-    # and so would every child: Python then installs no Ctrl-C handler at all. The
-    # launcher is started as from a terminal, which is what the Ctrl-C tests are about.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 class Launcher:
     """The launcher as a process, its output in a file read while it runs."""
 
@@ -62,7 +55,7 @@ class Launcher:
         with open(out, "wb") as sink:
             self.process = subprocess.Popen(
                 args, stdout=sink, stderr=subprocess.STDOUT, env=env or dict(os.environ),
-                preexec_fn=_hear_ctrl_c,
+                preexec_fn=hear_ctrl_c,
             )  # fmt: skip
 
     def text(self) -> str:
