@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from authq.render import image_kinds
+
 from server.domain.reasons import REJECTION_REASONS
 
 # The server ships its catalog as package data beside its policy code; the console
 # reads the same file so both sides name a business type alike.
 CATALOG_FILE = Path(__file__).resolve().parent.parent / "server" / "policy" / "default_policy.toml"
 
-IMAGE_KINDS = ("ID_FRONT", "ID_BACK", "VOUCHER", "APPLICATION_FORM", "CUSTOMER_PHOTO", "OTHER")
+# In the API's order (ImageKind): the console's number keys choose them by it.
+IMAGE_KINDS = tuple(image_kinds())
 KIND_LABELS = {
     "ID_FRONT": "ID card front",
     "ID_BACK": "ID card back",

@@ -243,13 +243,11 @@ def place_in_line(position: int) -> int | None:
     return position + 1 if position >= 0 else None
 
 
-def describe_place(request_id: str, position: int, waiting: int, state: int) -> str:
+def describe_place(position: int, waiting: int, state: int) -> str:
     place = place_in_line(position)
     if place is None:
-        return f"{request_id}: not waiting ({state_name(state)})"
-    return f"{request_id}: position {place} of {waiting} waiting" + (
-        " (next in line)" if place == 1 else ""
-    )
+        return f"not waiting ({state_name(state)})"
+    return f"position {place} of {waiting} waiting" + (" (next in line)" if place == 1 else "")
 
 
 def describe_emergency(item: spb.Emergency) -> str:
@@ -291,8 +289,7 @@ def describe_move(move: spb.MoveReply) -> str:
             f"{move.request_id}: move requested by {move.requester} ({move.reason}), "
             f"awaits confirmation by another supervisor, lapses in {left:.0f}s"
         )
-    place = describe_place(move.request_id, move.position, move.waiting, move.request_state)
-    return text + "\n  " + place.removeprefix(f"{move.request_id}: ")
+    return text + "\n  " + describe_place(move.position, move.waiting, move.request_state)
 
 
 async def wait_for_offer(client: AuthorizerClient, within_s: float | None) -> apb.Offer:
@@ -389,7 +386,9 @@ async def run(args: argparse.Namespace) -> int:
             return 0
         if args.command == "position":
             reply = await client.position(args.request_id)
-            text = describe_place(reply.request_id, reply.position, reply.waiting, reply.state)
+            text = f"{reply.request_id}: " + describe_place(
+                reply.position, reply.waiting, reply.state
+            )
             show(reply, text, args.json)
             return 0
         if args.command == "move":
