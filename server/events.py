@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
@@ -58,6 +58,9 @@ class EventHub:
         # Told when events may have been missed (the stream was lost for a while).
         self._resync_listeners: list[Callable[[], None]] = []
         self.loop = BackgroundLoop("event-hub")
+        # The last entry handed out: a follower started again resumes after it.
+        self._last = b"0-0"
+        self._followed = False
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -85,9 +88,10 @@ class EventHub:
         finally:
             self.remove_watch(request_id, queue)
 
-    async def start(self) -> None:
-        last = await self._last_id()
-        self.loop.start(lambda: self._follow(last))
+    async def start(self, after: bytes | None = None) -> None:
+        """Follows the stream from the entry after ``after`` (None: from now on)."""
+        self._last = await self._last_id() if after is None else after
+        self.loop.start(self._follow)
 
     async def stop(self) -> None:
         await self.loop.stop()
@@ -97,16 +101,22 @@ class EventHub:
         newest: Any = await self.pipe.execute("XREVRANGE", self.stream_key, "+", "-", "COUNT", 1)
         return bytes(newest[0][0]) if newest else b"0-0"
 
-    async def _follow(self, last: bytes) -> None:
+    async def _follow(self) -> None:
         backoff = 0.05
-        lost = False
+        # Started again after an error (server/background.py): entries may have come
+        # and gone meanwhile.
+        lost, self._followed = self._followed, True
         connects = self.pipe.connects
         while not self.loop.stopping:
             try:
                 reply: Any = await self.pipe.execute(
-                    "XREAD", "COUNT", READ_COUNT, "BLOCK", 2000, "STREAMS", self.stream_key, last
-                )
-            except (ConnectionError, TimeoutError, OSError) as exc:
+                    "XREAD", "COUNT", READ_COUNT, "BLOCK", 2000, "STREAMS", self.stream_key,
+                    self._last,
+                )  # fmt: skip
+            # An error reply as well as a lost connection: Redis answers a blocked read
+            # with -UNBLOCKED when a failover demotes it, and this process would hear
+            # of no change again.
+            except (ConnectionError, TimeoutError, OSError, ResponseError) as exc:
                 log.warning("event stream lost (%s): retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -122,7 +132,7 @@ class EventHub:
             for _stream, entries in reply or ():
                 read += len(entries)
                 for entry_id, fields in entries:
-                    last = entry_id
+                    self._last = entry_id
                     self._dispatch(_field(fields, b"m"))
             # A full read may have left more behind: read on at once, or a lingering
             # follower would fall behind any stream faster than READ_COUNT a linger

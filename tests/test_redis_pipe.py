@@ -209,6 +209,32 @@ async def test_the_event_hub_follows_on_a_pipe_and_resyncs_after_a_lost_connecti
         await hub.stop()
 
 
+async def test_the_event_hub_follows_on_after_an_error_reply_to_its_read(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """Redis answers a blocked read with -UNBLOCKED when a failover demotes it (here
+    CLIENT UNBLOCK ... ERROR sends the same): the hub must read on, not end."""
+    keys = Keys("{hubunblock}")
+    hub = EventHub(connect.event_client(redis_url), keys.events)
+    seen: list[str] = []
+    resyncs: list[bool] = []
+    hub.add_listener(lambda entry: seen.append(entry.request_id))
+    hub.add_resync_listener(lambda: resyncs.append(True))
+    store = QueueStore(redis_client, keys, QueueConfig())
+    await hub.start()
+    try:
+        await store.submit(store_submission("unblock-1"))
+        await until(lambda: seen == ["unblock-1"])
+        reader = next(c["id"] for c in await redis_client.client_list() if c["cmd"] == "xread")
+        assert await redis_client.client_unblock(int(reader), error=True)
+        await store.submit(store_submission("unblock-2"))
+        await until(lambda: seen == ["unblock-1", "unblock-2"])
+        assert resyncs == [True]  # watchers re-read what they may have missed
+        assert hub.pipe.connects == 1  # the same connection: only its read was refused
+    finally:
+        await hub.stop()
+
+
 async def test_a_lingering_hub_reads_on_at_once_after_a_full_read(
     redis_url: str, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,7 +251,7 @@ async def test_a_lingering_hub_reads_on_at_once_after_a_full_read(
     hub.add_listener(lambda entry: seen.append(entry.request_id))
     # From the stream's start: a backlog of 12, read 5, 5 and 2, lingering only after
     # the short read.
-    hub.loop.start(lambda: hub._follow(b"0-0"))
+    await hub.start(after=b"0-0")
     try:
         await until(lambda: seen == ids)
     finally:
