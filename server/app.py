@@ -191,6 +191,7 @@ class Runtime:
         center.audit = audit
         center.policy = policy
         reaper.audit = center
+        dispatcher.audit = center
         archive_settings = ArchiveSettings(
             redis_url=url,
             key_prefix=settings.key_prefix,

@@ -112,6 +112,8 @@ class Identity:
 
 # Who the audit trail names for a lease that ran out: nobody acted, the server did.
 LEASE_REAPER = Identity(user_id="system", origin="lease-reaper")
+# ... and for a claim the dispatcher put back because nobody got it.
+DISPATCHER = Identity(user_id="system", origin="dispatcher")
 
 
 class Center:
@@ -198,6 +200,15 @@ class Center:
         """The LEASE_EXPIRED record of an item (server/leases.py); the requeue script
         adds whose lease it was (holder and token) and stages it."""
         return self.stage(LEASE_REAPER, "LEASE_EXPIRED", request_id)
+
+    def put_back_audit(
+        self, request_id: str, authorizer_id: str, token: int, note: str
+    ) -> StagedAudit:
+        """The PUT_BACK record of a claim nobody got (server/dispatch.py): the item is
+        back in the queue, and the claim counts as nobody's handling or lapse."""
+        return self.stage(
+            DISPATCHER, "PUT_BACK", request_id, holder=authorizer_id, token=token, note=note
+        )
 
     async def record(
         self, identity: Identity, action: str, target: str, outcome: str,

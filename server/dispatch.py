@@ -41,6 +41,20 @@ LEFT = "authorizer left before the offer arrived"
 NOT_MADE = "the offer could not be made"
 
 
+class PutBackAudit(Protocol):
+    """Who audits put-backs (Center)."""
+
+    def put_back_audit(
+        self, request_id: str, authorizer_id: str, token: int, note: str
+    ) -> StagedAudit:
+        """The PUT_BACK record of a claim nobody got, for the release to stage."""
+        ...
+
+    def staged(self) -> None:
+        """Records were staged: chain them."""
+        ...
+
+
 class Gate(Protocol):
     def ready(self, claim: Claim) -> bool:
         """True when admit() would say True without waiting for anything."""
@@ -79,6 +93,9 @@ class WorkDispatcher:
         # with otherwise (sent back for its images, server/images/gate.py), so the
         # waiter gets the next one.
         self.gate: Gate | None = None
+        # Every put-back is in the audit trail, closing the CLAIM record that took
+        # the item (R15, and the reports of R16). None: not audited (tests, tools).
+        self.audit: PutBackAudit | None = None
         # Gated deliveries and put-backs, which must not hold up the line.
         self._tasks: set[asyncio.Task[None]] = set()
         # Told when an authorizer starts or stops waiting (the supervisors' live view).
@@ -367,9 +384,17 @@ class WorkDispatcher:
         deadline = asyncio.get_running_loop().time() + self.store.config.lease_ms / 1000
         pause = 0.1
         warned = False
+        auditor = self.audit
         while True:
+            audit = (
+                None
+                if auditor is None
+                else auditor.put_back_audit(request_id, authorizer_id, token, note)
+            )
             try:
-                await self.store.release(request_id, token, authorizer_id, note)
+                await self.store.release(request_id, token, authorizer_id, note, audit)
+                if auditor is not None and audit is not None and audit.staged:
+                    auditor.staged()
                 return
             except AuthqError as exc:
                 # No longer this claim's (withdrawn by a fallback report, reaped, or

@@ -15,6 +15,7 @@ import pytest
 from authq.batching import batched
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from server import dispatch
 from server.api import authorizer as authorizer_api
 from server.api import authorizer_session
 from server.dispatch import Waiter
@@ -197,6 +198,17 @@ async def test_a_unary_offer_that_cannot_be_built_puts_its_item_back_at_once(
         monkeypatch.setattr(authorizer_api, "offer_to_pb", authorizer_session.offer_to_pb)
         again = await authorizer.next(timeout=10)
         assert again.request.request_id == rid
+    # The trail closes the claim nobody got: not the authorizer's hand-back or lapse.
+    await server.runtime.center.flush_audit()
+    trail = [r.entry async for r in server.runtime.audit.read() if r.entry.target == rid]
+    assert [e.action for e in trail] == ["SUBMIT", "CLAIM", "PUT_BACK", "CLAIM"]
+    claim, put_back = trail[1], trail[2]
+    assert (put_back.actor, put_back.origin) == ("system", "dispatcher")
+    assert put_back.details == {
+        "holder": "auth-u",
+        "token": claim.details["token"],
+        "note": dispatch.NOT_MADE,
+    }
 
 
 async def test_a_unary_next_cancelled_after_its_claim_puts_the_item_back_at_once(

@@ -23,6 +23,7 @@ from server.reports import Kind, Period, PeriodError, Report, Row, build_report,
 from server.reports.charts import histogram_bins
 from server.reports.figures import Figures
 from server.reports.flags import judge
+from server.reports.history import collect
 from server.reports.sources import branch_regions, load_history
 from server.reports.stats import p90
 from server.store.audit import AuditEntry, AuditLog
@@ -230,6 +231,27 @@ async def test_figures_match_the_hand_computed_history(redis_client: aioredis.Re
     assert [r.key for r in report.flagged] == ["b2"]
     assert len(row(report, Kind.BRANCH, "b2").verdict.reasons) == 2  # type: ignore[union-attr]
     assert [r.key for r in report.commended] == ["b3"]
+
+
+def test_a_put_back_claim_is_neither_handled_nor_a_lapse() -> None:
+    """A claim the dispatcher put back (its offer never reached the authorizer) ends
+    the claim without handling time or a lapse against them, and the next wait is
+    counted from the put-back."""
+    tr = Trail()
+    tr.submit("P1", "t1", "b1", 0, 30)
+    tr.claim("P1", "a1", 10, 1)
+    tr.add("system", "-", "PUT_BACK", "P1", 11, holder="a1", token=1, note="left")
+    tr.claim("P1", "a2", 25, 2)
+    tr.decide("P1", "a2", 40, 2, "APPROVE")
+    history = collect(tr.entries)
+    assert history.lapses == []
+    assert [(h.authorizer, h.claimed_ms, h.ended_ms) for h in history.handlings] == [
+        ("a2", at(25), at(40))
+    ]
+    assert [(w.authorizer, w.queued_ms, w.claimed_ms) for w in history.waits] == [
+        ("a1", at(0), at(10)),
+        ("a2", at(11), at(25)),
+    ]
 
 
 async def test_the_whole_center_and_other_regions(redis_client: aioredis.Redis) -> None:

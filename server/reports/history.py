@@ -14,10 +14,12 @@ What each fact is made of:
 - CLAIM, DECIDE, RELEASE (details ``token``): a claim and the decision or hand-back
   with the same fencing token give the authorizer's handling time. A claim whose lease
   ran out ends with LEASE_EXPIRED (details ``holder``, ``token``) and counts for no
-  handling time: nobody finished it. A retried decision (same token) is recorded
+  handling time: nobody finished it. A claim the server put back because its offer
+  never reached the authorizer ends with PUT_BACK (details ``holder``, ``token``):
+  neither handling time nor a lapse. A retried decision (same token) is recorded
   again; only the first counts.
 - Queue wait: from the moment the request (re)entered the queue (SUBMIT, an on-site
-  confirmation, SUPPLY, RELEASE, LEASE_EXPIRED) to the next CLAIM."""
+  confirmation, SUPPLY, RELEASE, LEASE_EXPIRED, PUT_BACK) to the next CLAIM."""
 
 from __future__ import annotations
 
@@ -139,6 +141,7 @@ class HistoryCollector:
             "DECIDE": self._on_decide,
             "RELEASE": self._on_release,
             "LEASE_EXPIRED": self._on_lease_expired,
+            "PUT_BACK": self._on_put_back,
         }
 
     def add(self, entry: AuditEntry) -> None:
@@ -238,6 +241,10 @@ class HistoryCollector:
         if isinstance(holder, str) and holder:
             self.history.lapses.append(Lapse(entry.target, holder, entry.at_ms))
         self.queued_since[entry.target] = entry.at_ms
+
+    def _on_put_back(self, entry: AuditEntry) -> None:
+        if self._end_claim(entry, handled=False):
+            self.queued_since[entry.target] = entry.at_ms
 
 
 def collect(entries: Iterable[AuditEntry]) -> History:
