@@ -102,6 +102,28 @@ async def test_a_retried_decision_counts_once(server: RunningServer) -> None:
         assert [h.event for h in history].count("APPROVED") == 1
 
 
+async def test_a_repeated_decision_with_another_reason_is_refused(server: RunningServer) -> None:
+    """Same holder, token and outcome, but another reason or note: no retry of the
+    decision made, so not answered as if it were recorded."""
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        rid = (await teller.submit(request())).request.request_id
+        offer = await authorizer.next(timeout=5)
+        token = offer.lease.fencing_token
+        made = await authorizer.decide(rid, token, "reject", reason_code="ID_INVALID", note="n")
+        again = await authorizer.decide(rid, token, "reject", reason_code="ID_INVALID", note="n")
+        assert (again.version, again.reason_code) == (made.version, "ID_INVALID")
+        for reason, note in (("SIGNATURE_MISMATCH", "n"), ("ID_INVALID", "other note")):
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await authorizer.decide(rid, token, "reject", reason_code=reason, note=note)
+            assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "decided REJECTED under this fencing token already" in (
+                failure.value.details() or ""
+            )
+        history = (await teller.get(rid)).history
+        rejections = [h for h in history if h.event == "REJECTED"]
+        assert [(h.reason_code, h.note) for h in rejections] == [("ID_INVALID", "n")]
+
+
 async def test_a_session_keeps_its_lease_alive_and_loses_it_when_dropped(
     start_server: StartServer,
 ) -> None:

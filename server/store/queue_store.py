@@ -394,9 +394,23 @@ class QueueStore(QueueReads):
             ],
         )
         action = outcome.value.lower().replace("_", " for ")
-        return await self._entry(
+        entry = await self._entry(
             request_id, result, action, outcome.event, authorizer_id, reason_code, note, kinds
         )
+        # The script knows a repeat by its holder, token and outcome; what it said with
+        # it is in the history. A call that says something else is no retry of it, and
+        # answering it as done would tell its caller that their reason was recorded.
+        if as_text(result[0]) == "DUP" and (entry.reason_code, entry.note, entry.kinds) != (
+            reason_code,
+            note,
+            tuple(kinds),
+        ):
+            raise FailedPrecondition(
+                f"cannot {action} request {request_id}: it was decided {entry.state.value} "
+                f"under this fencing token already, with another reason, note or image "
+                "kinds; a decision is made once"
+            )
+        return entry
 
     async def release(
         self,
