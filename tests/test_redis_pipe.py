@@ -7,7 +7,8 @@ tells its watchers to re-read after a lost connection."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -17,7 +18,7 @@ from redis.exceptions import ConnectionError, ResponseError
 from server import events
 from server.api.status import status_of
 from server.events import EventHub
-from server.store import connect
+from server.store import connect, redis_pipe
 from server.store.keys import Keys
 from server.store.queue_store import QueueConfig, QueueStore
 from server.store.redis_pipe import PipedScript, RedisPipe, ReplyLost, shown_url
@@ -131,6 +132,45 @@ async def test_a_closed_pipe_refuses_calls(pipe: RedisPipe) -> None:
     await pipe.aclose()
     with pytest.raises(ConnectionError):
         await pipe.execute("PING")
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A Redis URL whose host takes no connection: its listen queue is full, so the
+    kernel drops further SYNs, as a host behind a firewall that drops packets does."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        with socket.create_connection(address):  # fills the queue of one
+            yield f"redis://127.0.0.1:{address[1]}/0"
+
+
+async def test_a_host_that_never_answers_fails_the_call_rather_than_holding_it(
+    black_hole: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a bound each connect would wait out the kernel's SYN retries (about
+    two minutes), and every caller with it."""
+    monkeypatch.setattr(redis_pipe, "CONNECT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(redis_pipe, "RETRY_WINDOW_S", 0.5)
+    pipe = RedisPipe(black_hole)
+    try:
+        async with asyncio.timeout(20):  # a failed test, not a hang
+            with pytest.raises(ConnectionError) as failure:
+                await pipe.execute("PING")
+    finally:
+        await pipe.aclose()
+    assert "no answer to connecting within 0.2s" in str(failure.value)
+    assert pipe.connects == 0
+
+
+async def test_the_pooled_client_bounds_its_connects_too(black_hole: str) -> None:
+    client = connect.redis_client(black_hole, 2)
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+        assert kwargs["socket_connect_timeout"] == redis_pipe.CONNECT_TIMEOUT_S
+    finally:
+        await client.aclose(close_connection_pool=True)
 
 
 async def test_a_redis_that_lost_its_scripts_gets_them_again(

@@ -11,7 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
-from server.store.redis_pipe import BACKOFF, RETRIES, RedisPipe, tls_refusal
+from server.store.redis_pipe import BACKOFF, CONNECT_TIMEOUT_S, RETRIES, RedisPipe, tls_refusal
 
 C = TypeVar("C", bound=AbstractConnection)
 T = TypeVar("T")
@@ -55,6 +55,7 @@ def redis_client(url: str, pool_size: int) -> PipedRedis:
         url,
         max_connections=pool_size,
         timeout=10,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
         retry=_Retry(BACKOFF, retries=RETRIES),
         retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
     )

@@ -33,10 +33,11 @@ from server.store.queue_reads import QueueReads, as_text
 from server.store.scripts import ScriptCall, Scripts, load_script
 
 # How long a claim's nonce key outlives the claim (server/lua/claim.lua). The pipe
-# sends a claim whose reply was lost again within its retries (RETRIES and BACKOFF in
-# server/store/redis_pipe.py: about 7 s); the repeat must still find the key to know
-# itself a repeat, so the key is kept well beyond that.
-CLAIM_REPEAT_TTL_MS = 60_000
+# sends a claim whose reply was lost again within its retry window (at most
+# RETRY_WINDOW_S + a backoff + CONNECT_TIMEOUT_S, 14 s, in server/store/redis_pipe.py);
+# the repeat must still find the key to know itself a repeat, so the key is kept twice
+# that. Longer costs memory at peak: one key of about 100 B per claim while it lives.
+CLAIM_REPEAT_TTL_MS = 30_000
 
 
 def claim_nonce() -> str:

@@ -54,6 +54,13 @@ log = logging.getLogger(__name__)
 # about 7 s of exponential backoff before a call fails.
 RETRIES = 10
 BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
+# A host that drops packets (down behind a firewall) leaves a connect waiting for the
+# kernel's SYN retries, about two minutes; every caller would wait that long for its
+# answer. A connect gets this long, and no attempt starts after the window, so a
+# command is sent again at most RETRY_WINDOW_S + CONNECT_TIMEOUT_S after it was
+# first (which claim.lua's repeat check relies on: CLAIM_REPEAT_TTL_MS).
+CONNECT_TIMEOUT_S = 3.0
+RETRY_WINDOW_S = 10.0
 
 # TLS errors that mean the connection closed, as in a restart: retried like any other
 # loss. Every other TLS error is Redis (or its TLS front) refusing us with an alert (a
@@ -209,6 +216,8 @@ class RedisPipe:
         before the command left, or before its reply came if ``repeat_safe``; else
         ReplyLost."""
         packed = hiredis.pack_command(args)
+        clock = asyncio.get_running_loop().time
+        give_up_at = clock() + RETRY_WINDOW_S
         for attempt in range(RETRIES + 1):
             connection = self._connection
             try:
@@ -227,7 +236,7 @@ class RedisPipe:
                         ) from exc
                     error = exc
             refusal = tls_refusal(error)
-            if refusal is not None or attempt == RETRIES or self._closed:
+            if refusal is not None or attempt == RETRIES or self._closed or clock() > give_up_at:
                 shown = shown_url(self.url)
                 raise ConnectionError(f"Redis at {shown}: {refusal or error}") from error
             await asyncio.sleep(BACKOFF.compute(attempt))
@@ -252,6 +261,15 @@ class RedisPipe:
         return await asyncio.shield(self._connecting)
 
     async def _open(self) -> _Connection:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                return await self._open_now()
+        except TimeoutError:
+            raise ConnectionError(
+                f"no answer to connecting within {CONNECT_TIMEOUT_S:g}s"
+            ) from None
+
+    async def _open_now(self) -> _Connection:
         loop = asyncio.get_running_loop()
         settings = self._settings
         counts = self.counts
