@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -24,6 +25,7 @@ from server.store.queue_store import QueueConfig, QueueStore
 from server.store.redis_pipe import PipedScript, RedisPipe, ReplyLost, shown_url
 from server.store.scripts import load_script, run_all
 from tests.helpers import store_submission, until
+from tests.reply_cutter import ReplyCutter
 
 
 @pytest.fixture
@@ -171,6 +173,45 @@ async def test_the_pooled_client_bounds_its_connects_too(black_hole: str) -> Non
         assert kwargs["socket_connect_timeout"] == redis_pipe.CONNECT_TIMEOUT_S
     finally:
         await client.aclose(close_connection_pool=True)
+
+
+async def test_tcp_connections_to_redis_are_probed_and_bounded(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partitioned Redis host is found out in seconds, not hours: keepalive probes
+    and a bound on unacknowledged data, on the pipe's sockets and the pool's."""
+    tuned: list[dict[str, int]] = []
+    keep_alive = redis_pipe.keep_alive
+
+    def noted(sock: Any) -> None:
+        keep_alive(sock)
+        tuned.append(_keepalive_of(sock))
+
+    monkeypatch.setattr(redis_pipe, "keep_alive", noted)
+    relay = ReplyCutter(redis_url)  # forwards everything while not armed: plain TCP
+    tcp_url = await relay.start()
+    pipe = RedisPipe(tcp_url)
+    client = connect.redis_client(tcp_url, 2)
+    try:
+        assert await pipe.execute("PING") == b"PONG"
+        assert await client.ping()
+        pooled: Any = client.connection_pool._available_connections[0]
+        pooled_socket = pooled._writer.transport.get_extra_info("socket")
+        expected = {"SO_KEEPALIVE": 1, "TCP_KEEPIDLE": 10, "TCP_USER_TIMEOUT": 20_000}
+        assert tuned == [expected]
+        assert _keepalive_of(pooled_socket) == expected
+    finally:
+        await pipe.aclose()
+        await client.aclose(close_connection_pool=True)
+        await relay.stop()
+
+
+def _keepalive_of(sock: Any) -> dict[str, int]:
+    return {
+        "SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        "TCP_KEEPIDLE": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        "TCP_USER_TIMEOUT": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+    }
 
 
 async def test_a_redis_that_lost_its_scripts_gets_them_again(

@@ -11,7 +11,14 @@ from redis.asyncio.retry import Retry
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
-from server.store.redis_pipe import BACKOFF, CONNECT_TIMEOUT_S, RETRIES, RedisPipe, tls_refusal
+from server.store.redis_pipe import (
+    BACKOFF,
+    CONNECT_TIMEOUT_S,
+    KEEPALIVE_OPTIONS,
+    RETRIES,
+    RedisPipe,
+    tls_refusal,
+)
 
 C = TypeVar("C", bound=AbstractConnection)
 T = TypeVar("T")
@@ -46,6 +53,13 @@ class _Retry(Retry):
         return await super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
+# For TCP only: a Unix socket's connection class takes no keepalive settings.
+_KEEPALIVE: dict[str, Any] = {
+    "socket_keepalive": True,
+    "socket_keepalive_options": KEEPALIVE_OPTIONS,
+}
+
+
 def redis_client(url: str, pool_size: int) -> PipedRedis:
     # Ride out a short Redis restart with the pipe's backoff (about 7 s) instead of
     # failing the call; the Lua scripts go on the pipe, plain reads on this pool. With
@@ -56,6 +70,7 @@ def redis_client(url: str, pool_size: int) -> PipedRedis:
         max_connections=pool_size,
         timeout=10,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
+        **({} if url.startswith("unix:") else _KEEPALIVE),
         retry=_Retry(BACKOFF, retries=RETRIES),
         retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
     )
