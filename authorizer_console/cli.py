@@ -21,9 +21,9 @@ from authq.login import (
     LoginNeeded,
     PasswordChangeNeeded,
     add_connection_arguments,
+    commands_taking,
     logged_in,
     session_command,
-    share_with_commands,
     tls_options,
 )
 from authq.passwd_cli import add_passwd_command, change_password
@@ -35,23 +35,10 @@ from authq.v1 import supervisor_pb2 as spb
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from authorizer_console import fallback_view
+from authorizer_console import catalog, fallback_view
 from authorizer_console.client import AuthorizerClient
 
 PROG = "authq-authorizer"
-
-REASONS = [
-    "ID_MISMATCH",
-    "ID_INVALID",
-    "SIGNATURE_MISMATCH",
-    "AMOUNT_MISMATCH",
-    "DATA_MISMATCH",
-    "DOCUMENT_MISSING",
-    "CUSTOMER_NOT_PRESENT",
-    "SUSPECTED_FRAUD",
-    "POLICY_VIOLATION",
-    "OTHER",
-]
 
 
 class UsageError(Exception):
@@ -119,8 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Central authorizer: take waiting requests, review data and images, "
         "approve, reject with a reason, or ask the teller for images.",
     )
-    add_connection_arguments(parser, default_user="authorizer-1", who="authorizer or supervisor")
-    commands = parser.add_subparsers(dest="command", required=True)
+    who = "authorizer or supervisor"
+    add_connection_arguments(parser, default_user="authorizer-1", who=who)
+    shared = commands_taking(
+        lambda group: add_connection_arguments(
+            group, default_user="authorizer-1", who=who, after_command=True
+        )
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=shared)
     add_hours_commands(commands, branch_side=False)
     commands.add_parser("login", help="log in once; later commands reuse the login")
     commands.add_parser("logout", help="end the saved login")
@@ -155,12 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_token("approve", "approve a held item")
     reject = with_token("reject", "reject a held item with a reason")
+    reasons = [code for code, _ in catalog.REASONS]
     reject.add_argument(
         "--reason",
         required=True,
-        choices=REASONS,
+        choices=reasons,
         metavar="CODE",
-        help="one of: " + ", ".join(REASONS),
+        help="one of: " + ", ".join(reasons),
     )
     ask = with_token("ask", "ask the teller for more or better images")
     ask.add_argument(
@@ -208,13 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("request_id")
     commands.add_parser("moves", help="supervisor: moves awaiting confirmation")
     fallback_view.add_command(commands)
-    share_with_commands(
-        parser,
-        lambda command: add_connection_arguments(
-            command, default_user="authorizer-1", who="authorizer or supervisor",
-            after_command=True,
-        ),
-    )  # fmt: skip
     return parser
 
 

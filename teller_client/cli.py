@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from authq import catalog
 from authq.exits import Interrupted, broken_pipe, interrupted
 from authq.hours_cli import add_hours_commands, hours_command
 from authq.image_cli import add_image_command, save_image
@@ -18,9 +19,9 @@ from authq.login import (
     LoginNeeded,
     PasswordChangeNeeded,
     add_connection_arguments,
+    commands_taking,
     logged_in,
     session_command,
-    share_with_commands,
     tls_options,
 )
 from authq.passwd_cli import add_passwd_command, change_password
@@ -31,15 +32,12 @@ from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from authorizer_console.catalog import business_names
 from teller_client import fallback_cli, synthetic
 from teller_client.client import ImageInput, TellerClient, new_request
 
 PROG = "authq-teller"
 
 KINDS_TEXT = ", ".join(image_kinds())
-
-FINAL = {cpb.REQUEST_STATE_APPROVED, cpb.REQUEST_STATE_REJECTED, cpb.REQUEST_STATE_CANCELLED}
 
 
 class UsageError(Exception):
@@ -53,17 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
         "authorization center and follow their decisions.",
     )
     add_connection_arguments(parser, default_user="teller-1", who="teller")
-    commands = parser.add_subparsers(dest="command", required=True)
+
+    def shared(group: argparse._ActionsContainer) -> None:
+        add_connection_arguments(group, default_user="teller-1", who="teller",
+                                 after_command=True)  # fmt: skip
+        fallback_cli.add_journal_arguments(group, after_command=True)
+
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=commands_taking(shared)
+    )
     add_hours_commands(commands, branch_side=True)
 
     submit = commands.add_parser("submit", help="submit a transaction for authorization")
     submit.add_argument(
         "--type",
         required=True,
+        type=business_type,
         dest="business_type",
         metavar="TYPE",
-        help="business type code; the shipped policy has: "
-        + ", ".join(business_names())
+        help="business type code, in either case; the shipped policy has: "
+        + ", ".join(catalog.business_names())
         + " (the center's policy decides which it takes, and how)",
     )
     submit.add_argument("--amount", help="amount in major units, e.g. 12000.00")
@@ -141,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="append",
         default=[],
-        help="what you checked (repeat): CASH_RECOUNTED, IDENTITY_CHECKED, "
-        "LOSS_REPORT_CHECKED, ADJUSTMENT_REASON_CHECKED, DOCUMENTS_CHECKED",
+        help="what you checked (repeat): " + ", ".join(catalog.REVIEW_CHECKS),
     )
     review.add_argument("--note", default="")
 
@@ -153,14 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     fallback_cli.add_fallback_commands(parser, commands)
     demo = commands.add_parser("demo-images", help="write synthetic sample captures")
     demo.add_argument("directory", type=Path)
-
-    def shared(command: argparse.ArgumentParser) -> None:
-        add_connection_arguments(command, default_user="teller-1", who="teller",
-                                 after_command=True)  # fmt: skip
-        fallback_cli.add_journal_arguments(command, after_command=True)
-
-    share_with_commands(parser, shared)
     return parser
+
+
+def business_type(text: str) -> str:
+    """A business type as typed (``cash_withdrawal``) in the form of the center's
+    catalog (``CASH_WITHDRAWAL``); whether the center takes it is the center's to say."""
+    return text.strip().upper()
 
 
 def currency_code(text: str) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import grpc
-from authq.login import shared_target
+from authq.login import shared_default
 from authq.render import format_money
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
@@ -77,9 +77,11 @@ def add_fallback_commands(
     reconcile.add_argument("--note", required=True, help="what was done to reconcile it")
 
 
-def add_journal_arguments(parser: argparse.ArgumentParser, *, after_command: bool = False) -> None:
-    """The journal's flags, which every command takes (authq.login.shared_target)."""
-    target, default = shared_target(parser, after_command)
+def add_journal_arguments(
+    target: argparse._ActionsContainer, *, after_command: bool = False
+) -> None:
+    """The journal's flags, which every command takes (authq.login.shared_default)."""
+    default = shared_default(after_command)
     target.add_argument(
         "--journal",
         type=Path,

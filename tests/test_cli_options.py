@@ -1,7 +1,7 @@
 """What the command lines take and how they show it: the shared flags after the
 command's name too, the currency as people type it, places in the queue counted from
-1, a repeated cancel shown as it was made, and the valid kinds and business types
-in the help."""
+1, a repeated cancel shown as it was made, and the valid kinds, business types,
+rejection reasons and review checks in the help, each from one place."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
+from authq import catalog
 from authq.v1 import common_pb2 as cpb
 
+import authorizer_console.catalog
+from authorizer_console import cli as authorizer_cli
 from server.accounts.model import Role
+from server.center import REVIEW_CHECKS
+from server.domain.reasons import REJECTION_REASONS
 from server.policy.loader import DEFAULT_POLICY, load_policy
+from teller_client import cli as teller_cli
 from tests.conftest import RunningServer
 from tests.helpers import request
 from tests.test_cli import _cli_env, run_cli
@@ -83,6 +89,17 @@ async def test_the_currency_is_taken_as_people_type_it(
         assert f"argument --currency: {given!r} is not an ISO 4217 currency code" in err
         assert out == ""
     assert not (tmp_path / "offline" / "fallback-journal.jsonl").exists()
+
+
+async def test_the_business_type_is_taken_in_either_case(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    env = await _cli_env(server, tmp_path)
+    args = [*submit_args(tmp_path, "type-00001"), "--json"]
+    args[args.index("CASH_WITHDRAWAL")] = "Cash_withdrawal"
+    code, out, err = await run_cli(TELLER, *args, env=env)
+    assert code == 0, err
+    assert json.loads(out)["request"]["transaction"]["businessType"] == "CASH_WITHDRAWAL"
 
 
 async def test_places_in_the_queue_count_from_one(server: RunningServer, tmp_path: Path) -> None:
@@ -178,12 +195,31 @@ async def test_the_help_lists_the_kinds_and_business_types() -> None:
     for module, command, listed in (
         (TELLER, "submit", kinds + business_types),
         (TELLER, "supply", kinds),
+        (TELLER, "review", list(REVIEW_CHECKS)),
         (AUTHORIZER, "ask", kinds),
+        (AUTHORIZER, "reject", list(REJECTION_REASONS)),
     ):
         code, out, _ = await run_cli(module, command, "--help")
         assert code == 0
         missing = [name for name in listed if name not in flat(out)]
         assert not missing, (module, command)
+
+
+def test_the_reasons_and_checks_offered_are_the_catalogs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A code the catalog gains is offered, and shown, without another list to edit."""
+    reasons = (*authorizer_console.catalog.REASONS, ("TEST_REASON", "a reason added"))
+    monkeypatch.setattr(authorizer_console.catalog, "REASONS", reasons)
+    monkeypatch.setattr(catalog, "REVIEW_CHECKS", (*catalog.REVIEW_CHECKS, "TEST_CHECKED"))
+
+    args = authorizer_cli.build_parser().parse_args(["reject", "r-1", "--reason", "TEST_REASON"])
+    assert args.reason == "TEST_REASON"
+    for parser, command in ((authorizer_cli.build_parser(), "reject"),
+                            (teller_cli.build_parser(), "review")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        assert ("TEST_REASON" if command == "reject" else "TEST_CHECKED") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("module", [TELLER, AUTHORIZER])

@@ -33,20 +33,23 @@ class PasswordChangeNeeded(Exception):
 # The title, in a command's help, of the flags every command shares.
 SHARED_TITLE = "options every command takes (before or after its name)"
 TLS_TITLE = "TLS (any of these turns TLS on)"
-# What becomes of a shared flag's default (shared_target).
+# What becomes of a shared flag's default (shared_default).
 Defaults = Callable[[Any], Any]
 
 
 def add_connection_arguments(
-    parser: argparse.ArgumentParser, *, default_user: str, who: str, after_command: bool = False
+    target: argparse._ActionsContainer,
+    *,
+    default_user: str,
+    who: str,
+    after_command: bool = False,
 ) -> None:
     """The flags every command line shares: where the server is, who you are, where
-    the login is kept, output format, and TLS. ``after_command``: the copy each
-    command's own parser gets (share_with_commands), so that ``submit ... --json``
-    works as well as ``--json submit ...``: without defaults, so that the top-level
-    parser's (and what was given before the command) stand when they are not given
-    again."""
-    target, default = shared_target(parser, after_command)
+    the login is kept, output format, and TLS. ``after_command``: the copy the
+    commands get (commands_taking), so that ``submit ... --json`` works as well as
+    ``--json submit ...``: without defaults, so that the top-level parser's (and what
+    was given before the command) stand when they are not given again."""
+    default = shared_default(after_command)
     target.add_argument(
         "--server",
         default=default(os.environ.get("AUTHQ_SERVER", DEFAULT_TARGET)),
@@ -71,7 +74,7 @@ def add_connection_arguments(
     target.add_argument(
         "--json", action="store_true", default=default(False), help="print JSON instead of text"
     )
-    tls = target if after_command else parser.add_argument_group(TLS_TITLE)
+    tls = target if after_command else target.add_argument_group(TLS_TITLE)
     _add_tls(tls, default)
 
 
@@ -97,32 +100,32 @@ def _add_tls(target: argparse._ActionsContainer, default: Defaults) -> None:
     )
 
 
-def shared_target(
-    parser: argparse.ArgumentParser, after_command: bool
-) -> tuple[argparse._ActionsContainer, Defaults]:
-    """Where a shared flag goes and what becomes of its default: on the top-level
-    parser as given; on a command's parser in one group (SHARED_TITLE), with no
-    default at all (argparse.SUPPRESS), so that it overrides only when given."""
+def shared_default(after_command: bool) -> Defaults:
+    """What becomes of a shared flag's default: on the top-level parser it stands; on
+    the commands' copy there is none at all (argparse.SUPPRESS), so that the copy sets
+    the flag only when it is given after the command."""
     if not after_command:
-        return parser, lambda value: value
-    group = next((g for g in parser._action_groups if g.title == SHARED_TITLE), None)
-    if group is None:
-        group = parser.add_argument_group(SHARED_TITLE)
-    return group, lambda value: argparse.SUPPRESS
+        return lambda value: value
+    return lambda value: argparse.SUPPRESS
 
 
-def share_with_commands(
-    parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]
-) -> None:
-    """Gives every command and sub-command of ``parser`` the shared flags (``add``
-    adds them with ``after_command=True``), so that they are taken after a
-    command's name as well as before it."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            # dict.fromkeys: an alias names the same parser again.
-            for command in dict.fromkeys(action.choices.values()):
-                add(command)
-                share_with_commands(command, add)
+def commands_taking(
+    add: Callable[[argparse._ActionsContainer], None],
+) -> type[argparse.ArgumentParser]:
+    """The parser class, for ``add_subparsers(parser_class=...)``, of commands that
+    take the shared flags after their name as well as before it: ``add`` puts them
+    (with ``after_command=True``) in one group (SHARED_TITLE) of a parent parser that
+    every command is built from. Sub-commands get them too: argparse builds a
+    command's sub-commands with the command's own class."""
+    shared = argparse.ArgumentParser(add_help=False)
+    add(shared.add_argument_group(SHARED_TITLE))
+
+    class CommandParser(argparse.ArgumentParser):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs["parents"] = [*kwargs.get("parents", ()), shared]
+            super().__init__(**kwargs)
+
+    return CommandParser
 
 
 def tls_options(args: argparse.Namespace) -> ClientTLS | None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 import grpc
@@ -36,7 +37,9 @@ class Reconnecting:
     center, or comes before the center was ever reached, else waits the next pause)
     and ``link.answered()`` with each answer. ``ready_is_answer`` counts the channel
     connecting again as the center answering, for a wait that gets no answer until
-    the thing it waits for comes (Next)."""
+    the thing it waits for comes (Next). ``sleep`` and ``clock`` (seconds, as
+    time.monotonic) are the pause and the time read against a deadline: tests give
+    their own, to see the pauses without waiting them."""
 
     def __init__(
         self,
@@ -46,12 +49,16 @@ class Reconnecting:
         reached: bool = False,
         ready_is_answer: bool = False,
         resumed: str = "",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.prog = prog
         self.channel = channel
         self.reached = reached
         self.ready_is_answer = ready_is_answer
         self.resumed = resumed
+        self._sleep = sleep
+        self._clock = clock
         self.losing = False
         self._failures = 0
         self._watcher: asyncio.Task[None] | None = None
@@ -89,13 +96,13 @@ class Reconnecting:
         if not (self.reached and is_lost(exc)):
             raise exc
         pause = BACKOFF_S[min(self._failures, len(BACKOFF_S) - 1)]
-        if deadline is not None and time.monotonic() + pause >= deadline:
+        if deadline is not None and self._clock() + pause >= deadline:
             raise exc
         if not self.losing:
             self.losing = True
             self.say(LOST_TEXT)
         self._failures += 1
-        await asyncio.sleep(pause)
+        await self._sleep(pause)
 
     async def _watch_channel(self) -> None:
         """Notes the channel connecting: the center reached (so a wait cut later is
