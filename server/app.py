@@ -31,6 +31,7 @@ from server.api.auth import AuthServicer
 from server.api.authorizer import AuthorizerServicer
 from server.api.branch import BranchServicer
 from server.api.identity import Authenticator
+from server.api.registration import add_service
 from server.api.review import OnsiteReviewServicer
 from server.api.supervisor import SupervisorServicer
 from server.api.teller import TellerServicer
@@ -340,22 +341,33 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
         await center.record(identity, method, "-", message, {})
 
     auth = Authenticator(runtime.accounts, on_refusal=audit_refusal, tokens=runtime.tokens)
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(
-        AuthServicer(runtime.accounts, runtime.center), server
+    add_service(
+        auth_pb2_grpc.add_AuthServiceServicer_to_server,
+        AuthServicer(runtime.accounts, runtime.center),
+        server,
     )
-    review_pb2_grpc.add_OnsiteReviewServiceServicer_to_server(
-        OnsiteReviewServicer(runtime.center, auth), server
+    add_service(
+        review_pb2_grpc.add_OnsiteReviewServiceServicer_to_server,
+        OnsiteReviewServicer(runtime.center, auth),
+        server,
     )
-    branch_pb2_grpc.add_BranchServiceServicer_to_server(
-        BranchServicer(runtime.center, auth), server
+    add_service(
+        branch_pb2_grpc.add_BranchServiceServicer_to_server,
+        BranchServicer(runtime.center, auth),
+        server,
     )
-    teller_pb2_grpc.add_TellerServiceServicer_to_server(
-        TellerServicer(runtime.center, auth, runtime.archive_index), server
+    add_service(
+        teller_pb2_grpc.add_TellerServiceServicer_to_server,
+        TellerServicer(runtime.center, auth, runtime.archive_index),
+        server,
     )
-    authorizer_pb2_grpc.add_AuthorizerServiceServicer_to_server(
-        AuthorizerServicer(runtime.center, runtime.settings.lease_ms, auth), server
+    add_service(
+        authorizer_pb2_grpc.add_AuthorizerServiceServicer_to_server,
+        AuthorizerServicer(runtime.center, runtime.settings.lease_ms, auth),
+        server,
     )
-    supervisor_pb2_grpc.add_SupervisorServiceServicer_to_server(
+    add_service(
+        supervisor_pb2_grpc.add_SupervisorServiceServicer_to_server,
         SupervisorServicer(
             runtime.store,
             auth,

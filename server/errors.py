@@ -5,8 +5,11 @@ server/api/status.py; the message names the field or rule at fault.
     ├── InvalidArgument        a field is missing or malformed (INVALID_ARGUMENT)
     ├── NotFound               no such request or image (NOT_FOUND)
     ├── AlreadyExists          request id reused with other content (ALREADY_EXISTS)
-    ├── IllegalTransition      the request's state forbids the action (FAILED_PRECONDITION)
-    ├── FailedPrecondition     another precondition failed (FAILED_PRECONDITION)
+    ├── FailedPrecondition     a precondition failed (FAILED_PRECONDITION)
+    │   ├── IllegalTransition  the request's state forbids the action
+    │   └── AuthorizerAway     the authorizer set itself away
+    ├── OnsiteFallbackRequired an emergency is in force (FAILED_PRECONDITION; Submit
+    │                          answers it with an OnsiteFallback instead)
     ├── LeaseLost              not the holder, or a stale fencing token (ABORTED)
     ├── PermissionDenied       the caller may not do this (PERMISSION_DENIED)
     ├── Unauthenticated        no identity (UNAUTHENTICATED)

@@ -81,6 +81,9 @@ class AuthorizerSession:
         self.waiters: dict[Waiter, str] = {}
         self.closed = False
         self.revoked = False
+        # Why the reader stopped before the client closed its side (a message that
+        # does not parse): the stream ends with it.
+        self.failure: Exception | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def run(
@@ -103,6 +106,8 @@ class AuthorizerSession:
                 task.cancel()
         if self.revoked:
             raise Unauthenticated("the login token was revoked: session closed (R12)")
+        if self.failure is not None:
+            raise self.failure
 
     def _put_back_unsent(self) -> None:
         """The offers still queued when the stream ends never reached the console (it
@@ -125,11 +130,16 @@ class AuthorizerSession:
         self.out.put_nowait(None)
 
     async def _read(self, incoming: AsyncIterator[apb.AuthorizerSessionIn]) -> None:
-        async for received in incoming:
-            # then_credit belongs to a decide or release: _handle refuses an envelope
-            # that carries it.
-            for message in (received,) if received.then_credit else unpacked(received):
-                self._handle(message)
+        try:
+            async for received in incoming:
+                # then_credit belongs to a decide or release: _handle refuses an
+                # envelope that carries it.
+                for message in (received,) if received.then_credit else unpacked(received):
+                    self._handle(message)
+        except Exception as exc:
+            # Nobody awaits this task: unsaid, the stream would stay open with no
+            # reader, answering nothing. What is in flight is still answered.
+            self.failure = exc
         while self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.out.put_nowait(None)

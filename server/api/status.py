@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 import redis.exceptions
+from google.protobuf.message import DecodeError
 
 from server import errors
 from server.store.redis_pipe import ReplyLost
@@ -21,6 +23,9 @@ _CODES: list[tuple[type[errors.AuthqError], grpc.StatusCode]] = [
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    # Submit answers it with an OnsiteFallback (server/api/teller_session.py); should
+    # it reach a caller elsewhere, the center refuses new work while the emergency lasts.
+    (errors.OnsiteFallbackRequired, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.LeaseLost, grpc.StatusCode.ABORTED),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
@@ -28,6 +33,21 @@ _CODES: list[tuple[type[errors.AuthqError], grpc.StatusCode]] = [
 ]
 
 _STORE_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# What translate_errors answers itself; anything else is a fault of the server.
+_EXPECTED = (errors.AuthqError, DecodeError, *_STORE_DOWN)
+
+# How protobuf (upb) names the type a message failed to parse as.
+_PARSE_FAILURE = re.compile(r"Error parsing message with type '([\w.]+)'(?:: (.*))?", re.DOTALL)
+
+
+class Unparsed:
+    """A unary request that did not parse, handed to the handler in its place
+    (server/api/registration.py): grpc would answer its DecodeError UNKNOWN."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
 
 
 # A status message travels in the trailing metadata, which the peer refuses beyond
@@ -47,8 +67,19 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         )
     if isinstance(exc, _STORE_DOWN):
         return grpc.StatusCode.UNAVAILABLE, "the queue store is unreachable: retry shortly"
+    if isinstance(exc, DecodeError):
+        # The server parses no protobuf but its callers' requests: the caller's fault.
+        return grpc.StatusCode.INVALID_ARGUMENT, _cut(_parse_failure(exc))
     log.exception("internal error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
+
+
+def _parse_failure(exc: DecodeError) -> str:
+    said = str(exc)
+    named = _PARSE_FAILURE.fullmatch(said)
+    if named is None:
+        return f"the request is not a valid message: {said}"
+    return f"the request is not a valid {named[1]}: {named[2] or 'it does not parse'}"
 
 
 def _cut(message: str) -> str:
@@ -74,19 +105,23 @@ def translate_errors(handler: F) -> F:
 
         @functools.wraps(handler)
         async def stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+            if request.__class__ is Unparsed:
+                await abort(context, request.error)
             try:
                 async for item in handler(self, request, context):
                     yield item
-            except (errors.AuthqError, *_STORE_DOWN) as exc:
+            except _EXPECTED as exc:
                 await abort(context, exc)
 
         return stream  # type: ignore[return-value]
 
     @functools.wraps(handler)
     async def unary(self: Any, request: Any, context: Any) -> Any:
+        if request.__class__ is Unparsed:
+            await abort(context, request.error)
         try:
             return await handler(self, request, context)
-        except (errors.AuthqError, *_STORE_DOWN) as exc:
+        except _EXPECTED as exc:
             await abort(context, exc)
 
     return unary  # type: ignore[return-value]

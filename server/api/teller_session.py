@@ -45,6 +45,9 @@ class TellerSession:
         self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.tasks: set[asyncio.Task[None]] = set()
         self.revoked = False
+        # Why the reader stopped before the client closed its side (a message that
+        # does not parse): the stream ends with it.
+        self.failure: Exception | None = None
 
     async def run(
         self, incoming: AsyncIterator[tpb.TellerSessionIn], still_valid: TokenCheck
@@ -62,16 +65,24 @@ class TellerSession:
                 self._unfollow(request_id)
         if self.revoked:
             raise Unauthenticated("the login token was revoked: session closed (R12)")
+        if self.failure is not None:
+            raise self.failure
 
     def _revoke(self) -> None:
         self.revoked = True
         self.out.put_nowait(None)
 
     async def _read(self, incoming: AsyncIterator[tpb.TellerSessionIn]) -> None:
-        async for received in incoming:
-            for message in unpacked(received):
-                await self._handle(message)
-        # The client closed its side: finish what is in flight, then end the stream.
+        try:
+            async for received in incoming:
+                for message in unpacked(received):
+                    await self._handle(message)
+        except Exception as exc:
+            # Nobody awaits this task: unsaid, the stream would stay open with no
+            # reader, answering nothing. What is in flight is still answered.
+            self.failure = exc
+        # The client closed its side (or sent what cannot be read): finish what is in
+        # flight, then end the stream.
         while self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.out.put_nowait(None)
