@@ -77,6 +77,9 @@ class AuthorizerSession:
         self.lease_ms = lease_ms
         self.out: asyncio.Queue[apb.AuthorizerSessionOut | None] = asyncio.Queue()
         self.held: dict[str, int] = {}  # request id -> fencing token
+        # Offers made but not yet written to the stream (queued, taken into a batch,
+        # or in a write not yet done): request id -> fencing token.
+        self.unsent: dict[str, int] = {}
         # Credits waiting in the dispatcher -> the ref of the message that granted them.
         self.waiters: dict[Waiter, str] = {}
         self.closed = False
@@ -95,6 +98,9 @@ class AuthorizerSession:
         try:
             async for message in batched(self.out, _out_batch, enabled=self.batches):
                 yield message
+                # gRPC asks for the next message only once this one is written.
+                if self.unsent:
+                    self._written(message)
         finally:
             self.closed = True
             for waiter in self.waiters:
@@ -109,21 +115,30 @@ class AuthorizerSession:
         if self.failure is not None:
             raise self.failure
 
+    def _written(self, message: apb.AuthorizerSessionOut) -> None:
+        body = message.WhichOneof("body")
+        if body == "offer":
+            self.unsent.pop(message.offer.lease.request_id, None)
+        elif body == "batch":
+            for inner in message.batch.messages:
+                if inner.WhichOneof("body") == "offer":
+                    self.unsent.pop(inner.offer.lease.request_id, None)
+
     def _put_back_unsent(self) -> None:
-        """The offers still queued when the stream ends never reached the console (it
-        dropped the stream, the stream stopped at its end marker, or the login was
-        revoked): their items go back now rather than lapse at the end of leases
-        nobody knew of. What was sent stays held until its lease runs out: the console
-        has it."""
-        while not self.out.empty():
-            message = self.out.get_nowait()
-            if message is None or message.WhichOneof("body") != "offer":
-                continue
-            lease = message.offer.lease
-            self._let_go(lease.request_id)
-            self.center.dispatcher.put_back(
-                self.authorizer_id, lease.request_id, lease.fencing_token, dispatch.LEFT
-            )
+        """The offers not written when the stream ends never reached the console (it
+        dropped the stream or stopped reading, the stream stopped at its end marker,
+        or the login was revoked), whether still queued, taken into a batch, or in a
+        write that never ended: their items go back now rather than lapse at the end
+        of leases nobody knew of. What was written stays held until its lease runs
+        out: the console has it."""
+        unsent, self.unsent = self.unsent, {}
+        for request_id, token in unsent.items():
+            # Not held any more: someone else changed it meanwhile (_lost), and it is
+            # not this session's to put back.
+            if self._let_go(request_id) == token:
+                self.center.dispatcher.put_back(
+                    self.authorizer_id, request_id, token, dispatch.LEFT
+                )
 
     def _revoke(self) -> None:
         self.revoked = True
@@ -201,6 +216,7 @@ class AuthorizerSession:
         offer = apb.AuthorizerSessionOut(offer=offer_to_pb(claim))
         self.waiters.pop(waiter, None)
         self.held[claim.record.request_id] = claim.token
+        self.unsent[claim.record.request_id] = claim.token
         self.center.hub.add_watch(claim.record.request_id, self)
         self.out.put_nowait(offer)
         self.center.staged()  # the claim script staged its CLAIM record
