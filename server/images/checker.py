@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -104,6 +105,7 @@ class ImageChecker:
         # blob's hash lately (server/archive/blob_gc.py), and its grace is far longer.
         self.facts_ttl_s = facts_ttl_s
         self._facts: OrderedDict[str, tuple[float, BlobFacts]] = OrderedDict()
+        self._failed_in_a_row = 0
 
     def start(self) -> None:
         # Workers start on the first check, not here.
@@ -139,8 +141,40 @@ class ImageChecker:
     def _launch(self, sha256: str, data: bytes | None) -> asyncio.Task[str]:
         task = asyncio.create_task(self._check(sha256, data), name=f"image-check-{sha256[:12]}")
         self._running[sha256] = task
-        task.add_done_callback(lambda _: self._running.pop(sha256, None))
+        task.add_done_callback(functools.partial(self._finished, sha256))
         return task
+
+    def _finished(self, sha256: str, task: asyncio.Task[str]) -> None:
+        self._running.pop(sha256, None)
+        if task.cancelled():
+            return
+        # Retrieved here: a check started by schedule() may have nobody awaiting it,
+        # and asyncio would otherwise report it only when the task is collected.
+        exc = task.exception()
+        if exc is None:
+            if self._failed_in_a_row:
+                log.info(
+                    "image checks finish again; %d could not meanwhile and run again "
+                    "when their images are next needed",
+                    self._failed_in_a_row,
+                )
+                self._failed_in_a_row = 0
+            return
+        # Nothing was recorded or remembered, so whoever next needs the verdict (the
+        # dispatch gate, before any offer) runs the check again. An outage fails every
+        # check in it: the first is said with its traceback, the rest counted.
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row == 1:
+            log.warning(
+                "the check of image %s could not finish: %s: %s; nothing is recorded, "
+                "and it runs again when the image is next needed",
+                sha256,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+        else:
+            log.debug("the check of image %s could not finish either: %s", sha256, exc)
 
     async def _check(self, sha256: str, data: bytes | None) -> str:
         stored = await self.client.hget(self.keys.blob(sha256), "ck")
