@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -23,6 +24,15 @@ from server.settings import Settings
 from server.store import connect
 from teller_client.client import TellerClient
 from tests.helpers import standard_images
+
+# A suite started in the background (`cmd &` without job control) has SIGINT ignored,
+# and so would every child it starts: Python then installs no Ctrl-C handler, and the
+# tests that send a command line Ctrl-C would test nothing. With a handler here, each
+# child starts with SIGINT as from a terminal. Not by a preexec_fn in each child: a
+# fork that runs Python before exec, in a process with gRPC channels open, can abort
+# in gRPC's poller (grpc/grpc#43055, seen here as exit -6).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PASSWORD = "test-password-1"
 

@@ -4,7 +4,6 @@ processes from /proc."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -96,11 +95,3 @@ def command_line(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def hear_ctrl_c() -> None:
-    """preexec_fn for a child a test sends Ctrl-C to. A suite started in the background
-    (`cmd &` without job control) ignores SIGINT, and so would every child: Python
-    then installs no Ctrl-C handler at all. The child is started as from a terminal,
-    which is what the Ctrl-C tests are about."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)

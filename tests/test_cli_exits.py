@@ -14,7 +14,6 @@ import pytest
 from teller_client import synthetic
 from tests.conftest import RunningServer
 from tests.helpers import STANDARD_KINDS
-from tests.processes import hear_ctrl_c
 from tests.test_cli import _cli_env
 
 INTERRUPTED, BROKEN_PIPE = 130, 141
@@ -36,7 +35,7 @@ async def run(
     """Runs python with ``argv``; returns the exit code and stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=stdout,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, **env}, preexec_fn=hear_ctrl_c,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **env},
     )  # fmt: skip
     _, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None

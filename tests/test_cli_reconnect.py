@@ -23,7 +23,7 @@ from authorizer_console.client import AuthorizerClient
 from server.demo import DEMO_PASSWORD
 from teller_client.client import TellerClient
 from tests.helpers import request, standard_images
-from tests.processes import free_port, hear_ctrl_c, start_server_process
+from tests.processes import free_port, start_server_process
 
 # A guard against a test that hangs, never a measure of anything.
 GUARD_S = 90
@@ -71,7 +71,6 @@ async def command_line(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "AUTHQ_SERVER": target, "AUTHQ_PASSWORD": DEMO_PASSWORD,
              "AUTHQ_STATE_DIR": str(tmp_path / "state")},
-        preexec_fn=hear_ctrl_c,
     )  # fmt: skip
     try:
         yield process

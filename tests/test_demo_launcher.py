@@ -21,7 +21,7 @@ from server.accounts.model import Role
 from server.demo import CASH_BUSINESS, DEMO_BRANCHES, DEMO_USERS, seed_demo
 from teller_client.simulator import DEMO_TELLERS
 from tests.conftest import RunningServer
-from tests.processes import free_port, hear_ctrl_c
+from tests.processes import free_port
 
 # A stand-in console: logs in as the console's account and takes one item, which
 # proves the server runs with the demo accounts and the simulator submits.
@@ -55,7 +55,6 @@ class Launcher:
         with open(out, "wb") as sink:
             self.process = subprocess.Popen(
                 args, stdout=sink, stderr=subprocess.STDOUT, env=env or dict(os.environ),
-                preexec_fn=hear_ctrl_c,
             )  # fmt: skip
 
     def text(self) -> str:
