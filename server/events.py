@@ -60,7 +60,6 @@ class EventHub:
         self.loop = BackgroundLoop("event-hub")
         # The last entry handed out: a follower started again resumes after it.
         self._last = b"0-0"
-        self._followed = False
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -105,7 +104,7 @@ class EventHub:
         backoff = 0.05
         # Started again after an error (server/background.py): entries may have come
         # and gone meanwhile.
-        lost, self._followed = self._followed, True
+        lost = self.loop.restarts > 0
         connects = self.pipe.connects
         while not self.loop.stopping:
             try:
