@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from authq.catalog import REVIEW_CHECKS
 from redis.exceptions import RedisError
 
 from server.accounts.model import Qualification, Role
@@ -66,16 +67,6 @@ log = logging.getLogger(__name__)
 
 # How long a stop waits for the audit writer to chain what is staged.
 AUDIT_DRAIN_S = 5.0
-
-# What an on-site reviewer may say it checked (R2: recount the cash, check identity,
-# check loss-report records or adjustment reasons).
-REVIEW_CHECKS = (
-    "CASH_RECOUNTED",
-    "IDENTITY_CHECKED",
-    "LOSS_REPORT_CHECKED",
-    "ADJUSTMENT_REASON_CHECKED",
-    "DOCUMENTS_CHECKED",
-)
 
 
 def _entry(

@@ -15,7 +15,6 @@ from authq.v1 import common_pb2 as cpb
 import authorizer_console.catalog
 from authorizer_console import cli as authorizer_cli
 from server.accounts.model import Role
-from server.center import REVIEW_CHECKS
 from server.domain.reasons import REJECTION_REASONS
 from server.policy.loader import DEFAULT_POLICY, load_policy
 from teller_client import cli as teller_cli
@@ -195,7 +194,7 @@ async def test_the_help_lists_the_kinds_and_business_types() -> None:
     for module, command, listed in (
         (TELLER, "submit", kinds + business_types),
         (TELLER, "supply", kinds),
-        (TELLER, "review", list(REVIEW_CHECKS)),
+        (TELLER, "review", list(catalog.REVIEW_CHECKS)),
         (AUTHORIZER, "ask", kinds),
         (AUTHORIZER, "reject", list(REJECTION_REASONS)),
     ):

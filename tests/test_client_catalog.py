@@ -10,7 +10,6 @@ import sys
 from authq import catalog
 
 import authorizer_console.catalog
-from server.center import REVIEW_CHECKS
 from server.policy.loader import DEFAULT_POLICY, load_policy
 
 
@@ -23,10 +22,6 @@ def test_the_clients_name_the_business_types_of_the_shipped_catalog() -> None:
     assert withdrawal.en
     # The console shows the same names, read by the same code.
     assert authorizer_console.catalog.business_name("CASH_WITHDRAWAL") == withdrawal
-
-
-def test_the_checks_offered_are_those_the_center_takes() -> None:
-    assert catalog.REVIEW_CHECKS == REVIEW_CHECKS
 
 
 def test_the_teller_command_line_needs_nothing_of_the_console() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from authq import catalog
 from authq.v1 import common_pb2 as cpb
 
 from server.accounts.model import Role
@@ -72,6 +73,20 @@ async def test_checks_listed_again_and_again_are_recorded_once(server: RunningSe
         r.entry async for r in server.runtime.audit.read() if r.entry.action == "ONSITE_REVIEW"
     ]
     assert reviewed.details["checks"] == "CASH_RECOUNTED,IDENTITY_CHECKED"
+
+
+async def test_the_center_takes_the_checks_the_clients_offer_and_no_other(
+    server: RunningServer,
+) -> None:
+    async with server.teller() as teller, await _reviewer(server) as reviewer:
+        rid = (await teller.submit(request(amount_minor=AT_THRESHOLD))).request.request_id
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await reviewer.review(rid, confirm=True, checks=["CASH_RECOUNTED", "EYEBALLED"])
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        said = failure.value.details() or ""
+        assert "unknown EYEBALLED: one of " + ", ".join(catalog.REVIEW_CHECKS) in said
+        reviewed = await reviewer.review(rid, confirm=True, checks=list(catalog.REVIEW_CHECKS))
+        assert reviewed.state == cpb.REQUEST_STATE_QUEUED
 
 
 async def test_a_reviewer_sends_back_and_the_teller_sees_it(server: RunningServer) -> None:

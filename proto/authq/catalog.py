@@ -17,9 +17,9 @@ from pathlib import Path
 # not side by side (this one lives under proto/).
 CATALOG_PACKAGE, CATALOG_NAME = "server.policy", "default_policy.toml"
 
-# What an on-site reviewer may say it checked (R2). The center's own list
-# (server.center.REVIEW_CHECKS) lives in a module that would bring the whole server into
-# a teller's command line; a test holds the two equal.
+# What an on-site reviewer may say it checked (R2: recount the cash, check identity,
+# check loss-report records or adjustment reasons). The one list: the center refuses
+# any other (server/center.py), and the command lines offer these.
 REVIEW_CHECKS = (
     "CASH_RECOUNTED",
     "IDENTITY_CHECKED",
