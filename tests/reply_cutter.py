@@ -1,6 +1,7 @@
 """A TCP proxy in front of the tests' Redis that loses one reply: the command ran and
 the client's connection died before its answer came, the case a resend must
-recognise (server/store/redis_pipe.py, server/lua/stage_once.lua)."""
+recognise (server/store/redis_pipe.py, server/lua/stage_once.lua). Muted, it stands
+for a Redis that stopped answering while its host still acknowledges every packet."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class ReplyCutter:
     def __init__(self, redis_url: str) -> None:
         self.upstream: dict[str, Any] = parse_url(redis_url)  # type: ignore[no-untyped-call]
         self.marker: bytes | None = None
+        # While set, what clients send is taken and dropped, on old connections and new.
+        self.muted = False
         self.url = ""  # the proxy's, once started
         self.cuts = 0
         self.connections = 0
@@ -58,6 +61,8 @@ class ReplyCutter:
         async def upward() -> None:
             with contextlib.suppress(OSError):
                 while data := await reader.read(65536):
+                    if self.muted:
+                        continue
                     if self.marker is not None and self.marker in data:
                         self.marker = None
                         cut.set()  # before the write: its reply is the next to come

@@ -15,6 +15,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server import events
 from server.api.status import status_of
@@ -204,6 +205,73 @@ async def test_tcp_connections_to_redis_are_probed_and_bounded(
         await pipe.aclose()
         await client.aclose(close_connection_pool=True)
         await relay.stop()
+
+
+@pytest.fixture
+async def relay(redis_url: str) -> AsyncIterator[ReplyCutter]:
+    """Plain TCP to the tests' Redis, which can be muted: a Redis stopped (SIGSTOP) or
+    with its disk frozen, whose host still acknowledges what is sent, so neither
+    keepalive nor TCP_USER_TIMEOUT ends the wait."""
+    relay = ReplyCutter(redis_url)
+    await relay.start()
+    yield relay
+    await relay.stop()
+
+
+async def test_a_redis_that_never_answers_fails_the_call_in_seconds(
+    relay: ReplyCutter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_pipe, "REPLY_DEADLINE_S", 0.2)
+    monkeypatch.setattr(redis_pipe, "RETRY_WINDOW_S", 1.0)
+    pipe = RedisPipe(relay.url)
+    try:
+        async with asyncio.timeout(20):  # a failed test, not a hang
+            assert await pipe.execute("PING") == b"PONG"
+            relay.muted = True
+            with pytest.raises(ReplyLost) as once:
+                await pipe.execute("INCR", "n", repeat_safe=False)
+            assert pipe.connects == 1
+            # A call safe to repeat is sent again on new connections until the
+            # retry window closes.
+            with pytest.raises(ConnectionError) as repeated:
+                await pipe.execute("GET", "n")
+    finally:
+        await pipe.aclose()
+    assert "no reply from Redis within 0.2s" in str(once.value)
+    assert "no reply from Redis within 0.2s" in str(repeated.value)
+    assert pipe.connects >= 3
+
+
+async def test_the_reply_deadline_counts_from_the_wait_not_from_the_last_reply(
+    pipe: RedisPipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle connection is not a silent Redis: a call after a pause longer than the
+    deadline gets its reply on the same connection."""
+    monkeypatch.setattr(redis_pipe, "REPLY_DEADLINE_S", 0.2)
+    assert await pipe.execute("PING") == b"PONG"
+    await asyncio.sleep(0.5)
+    assert await pipe.execute("PING") == b"PONG"
+    assert await pipe.execute("BLPOP", "nothing", 0.1) is None  # a wait within it
+    assert pipe.connects == 1
+
+
+async def test_the_pooled_client_gives_up_on_a_redis_that_never_answers(
+    relay: ReplyCutter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each attempt waits out the reply deadline; the retry window, not redis-py's
+    count of ten retries, decides when the caller hears."""
+    monkeypatch.setattr(connect, "REPLY_DEADLINE_S", 0.2)
+    monkeypatch.setattr(connect, "RETRY_WINDOW_S", 1.0)
+    client = connect.redis_client(relay.url, 2)
+    try:
+        async with asyncio.timeout(20):
+            assert await client.ping()
+            relay.muted = True
+            with pytest.raises((ConnectionError, RedisTimeoutError)):
+                await client.get("n")
+    finally:
+        await client.aclose(close_connection_pool=True)
+    assert 1 < relay.connections < redis_pipe.RETRIES + 1
 
 
 def _keepalive_of(sock: Any) -> dict[str, int]:

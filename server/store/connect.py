@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,7 +16,9 @@ from server.store.redis_pipe import (
     BACKOFF,
     CONNECT_TIMEOUT_S,
     KEEPALIVE_OPTIONS,
+    REPLY_DEADLINE_S,
     RETRIES,
+    RETRY_WINDOW_S,
     RedisPipe,
     tls_refusal,
 )
@@ -36,8 +39,10 @@ class PipedRedis(aioredis.Redis):
 
 
 class _Retry(Retry):
-    """redis-py's retries, but a TLS refusal (``tls_refusal``) fails at once, as on
-    the pipe."""
+    """redis-py's retries, but a TLS refusal (``tls_refusal``) fails at once, and no
+    attempt starts RETRY_WINDOW_S after the first, as on the pipe: with each attempt
+    allowed REPLY_DEADLINE_S, ten of them against a Redis that does not answer would
+    hold the caller for minutes."""
 
     async def call_with_retry(
         self,
@@ -46,9 +51,13 @@ class _Retry(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + RETRY_WINDOW_S
+
         def retryable(error: Exception) -> bool:
             refused = tls_refusal(error) is not None
-            return not refused and (is_retryable is None or is_retryable(error))
+            late = loop.time() > give_up_at
+            return not (refused or late) and (is_retryable is None or is_retryable(error))
 
         return await super().call_with_retry(do, fail, retryable, with_failure_count)
 
@@ -70,6 +79,9 @@ def redis_client(url: str, pool_size: int) -> PipedRedis:
         max_connections=pool_size,
         timeout=10,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
+        # The pipe's bound, not redis-py's default of 5 s: the pool holds no blocking
+        # command (the event hub's read has a pipe of its own).
+        socket_timeout=REPLY_DEADLINE_S,
         **({} if url.startswith("unix:") else _KEEPALIVE),
         retry=_Retry(BACKOFF, retries=RETRIES),
         retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError, OSError],
@@ -81,8 +93,10 @@ def redis_client(url: str, pool_size: int) -> PipedRedis:
 
 
 def event_client(url: str) -> RedisPipe:
-    """For the event stream's blocking XREAD: a connection of its own, which no
-    socket timeout cuts, since a quiet stream is not a lost connection."""
+    """For the event stream's blocking XREAD: a connection of its own, since a
+    blocked read holds up every reply behind it. The read blocks for 2 s at most,
+    well within the pipe's REPLY_DEADLINE_S, so a quiet stream is not taken for a
+    silent Redis."""
     return RedisPipe(url)
 
 

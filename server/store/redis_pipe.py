@@ -18,7 +18,9 @@ command that left but whose reply was lost may have run: it is sent again only i
 its caller says a repeat is safe (``repeat_safe``: submit, claim, decide and
 audit_append recognise their own repeat, a read changes nothing). Any other fails with
 ``ReplyLost``, so that an emergency or an account change is never made twice; its
-caller is told the outcome is unknown.
+caller is told the outcome is unknown. A connection on which Redis has said nothing
+for REPLY_DEADLINE_S while commands wait is treated as lost (a stopped Redis still
+accepts and acknowledges).
 A blocking command holds up every reply behind it, so it needs a pipe of its own
 (the event hub's XREAD BLOCK, server/events.py).
 
@@ -79,6 +81,16 @@ KEEPALIVE_OPTIONS: dict[int, int] = {
     if (option := getattr(socket, name, None)) is not None
 }
 
+# A Redis that is up but does not answer (stopped, its disk frozen, a script gone on
+# far past its time limit) still acknowledges every packet, so neither bound above
+# ends the wait. A connection on which commands have waited this long with not a byte
+# from Redis is given up: the commands on it fail as on a lost connection (sent again
+# if a repeat is safe, else ReplyLost), so a caller has its answer in seconds rather
+# than never. Far above any wait of a live Redis: our scripts run in microseconds,
+# Redis answers BUSY to the others after a script's 5 s time limit, and the event
+# hub's blocking read returns within 2 s.
+REPLY_DEADLINE_S = 10.0
+
 # TLS errors that mean the connection closed, as in a restart: retried like any other
 # loss. Every other TLS error is Redis (or its TLS front) refusing us with an alert (a
 # client certificate missing or not trusted, no protocol version in common) or its
@@ -121,29 +133,49 @@ class _Connection(asyncio.Protocol):
     """One socket: an output buffer flushed once per loop turn, and the futures of
     the replies still to come, oldest first."""
 
-    def __init__(self, counts: Counts) -> None:
+    def __init__(self, counts: Counts, reply_deadline_s: float) -> None:
         self.counts = counts
+        self.reply_deadline_s = reply_deadline_s
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.lost: BaseException | None = None
         self._reader = hiredis.Reader(replyError=ResponseError)
         self._out: list[bytes] = []
         self._flush_due = False
+        self._loop = asyncio.get_running_loop()
+        # When Redis last sent anything, or a command came to wait on an idle
+        # connection: the reply deadline's start. One timer checks it, not one per call.
+        self._heard_at = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def usable(self) -> bool:
         return self.transport is not None and self.lost is None
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future: asyncio.Future[Any] = loop.create_future()
         self.counts.commands += 1
+        if not self.waiting:
+            self._heard_at = loop.time()
         self._out.append(packed)
         self.waiting.append(future)
         if not self._flush_due:
             self._flush_due = True
             loop.call_soon(self._flush)
+        if self._watchdog is None and self.lost is None:
+            self._watchdog = loop.call_at(self._heard_at + self.reply_deadline_s, self._watch)
         return future
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if not self.waiting or self.lost is not None:
+            return  # armed again by the next send
+        due = self._heard_at + self.reply_deadline_s
+        if self._loop.time() >= due:
+            self._fail(ConnectionError(f"no reply from Redis within {self.reply_deadline_s:g}s"))
+        else:
+            self._watchdog = self._loop.call_at(due, self._watch)
 
     def _flush(self) -> None:
         self._flush_due = False
@@ -153,8 +185,14 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
     def close(self) -> None:
+        self._stop_watching()
         if self.transport is not None:
             self.transport.close()
+
+    def _stop_watching(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -163,6 +201,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self._heard_at = self._loop.time()
         reader = self._reader
         reader.feed(data)
         waiting = self.waiting
@@ -191,6 +230,7 @@ class _Connection(asyncio.Protocol):
             else:  # the cause kept for tls_refusal
                 self.lost = ConnectionError(str(exc))
                 self.lost.__cause__ = exc
+        self._stop_watching()
         if self.transport is not None:
             self.transport.close()
         # The newest len(_out) futures wait for commands still in the buffer.
@@ -290,13 +330,14 @@ class RedisPipe:
         loop = asyncio.get_running_loop()
         settings = self._settings
         counts = self.counts
+        deadline = REPLY_DEADLINE_S
         if "path" in settings:
             _, connection = await loop.create_unix_connection(
-                lambda: _Connection(counts), settings["path"]
+                lambda: _Connection(counts, deadline), settings["path"]
             )
         else:
             transport, connection = await loop.create_connection(
-                lambda: _Connection(counts),
+                lambda: _Connection(counts, deadline),
                 settings.get("host", "localhost"),
                 settings.get("port", 6379),
                 ssl=self._tls,
