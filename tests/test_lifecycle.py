@@ -10,6 +10,7 @@ from authq import wire
 from authq.v1 import common_pb2 as cpb
 from PIL import Image
 
+from server.accounts.model import Role
 from server.domain.records import HistoryEntry
 from server.domain.records import Image as DomainImage
 from server.errors import IllegalTransition
@@ -198,3 +199,29 @@ async def test_authorizer_session_offers_items_per_credit(server: RunningServer)
         assert update.state == cpb.REQUEST_STATE_APPROVED
         session.credit(1)
         assert (await asyncio.wait_for(session.offers.get(), 5)).request.request_id != rid
+
+
+async def test_a_colleague_at_the_branch_may_take_over_a_request_and_acts_in_their_own_name(
+    server: RunningServer,
+) -> None:
+    """A counter changes hands (a break, the end of a shift) while the customer waits:
+    another teller of the branch supplies the images asked for, or withdraws the
+    request, and the trail names the one who did (R4, R11)."""
+    await server.account("teller-2", [Role.TELLER], "branch-1")
+    async with (
+        server.teller() as teller,
+        server.teller("teller-2") as colleague,
+        server.authorizer() as authorizer,
+    ):
+        asked = (await teller.submit(request())).request.request_id
+        offer = await authorizer.next(timeout=5)
+        await authorizer.decide(asked, offer.lease.fencing_token, "ask", kinds=["VOUCHER"])
+        supplied = await colleague.supply(asked, images("VOUCHER", seed=9))
+        withdrawn = (await teller.submit(request())).request.request_id
+        cancelled = await colleague.cancel(withdrawn, note="customer left")
+
+        history = (await teller.get(asked)).history
+    assert (supplied.event, supplied.actor) == ("SUPPLIED", "teller-2")
+    assert [entry.actor for entry in history] == ["teller-1", "authorizer-1", "authorizer-1",
+                                                  "teller-2"]  # fmt: skip
+    assert (cancelled.event, cancelled.actor) == ("CANCELLED", "teller-2")
