@@ -41,8 +41,8 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
 
     @translate_errors
     async def Renew(self, request: apb.RenewRequest, context: Context) -> apb.Lease:
-        convert.check_request_id(request.request_id)
         identity = await self._user(context, "Renew")
+        convert.check_request_id(request.request_id)
         deadline = await self.center.renew(
             identity.user_id, request.request_id, request.fencing_token
         )
@@ -54,9 +54,10 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
 
     @translate_errors
     async def Decide(self, request: apb.DecideRequest, context: Context) -> cpb.RequestUpdate:
+        identity = await self._user(context, "Decide")
         convert.check_request_id(request.request_id)
         entry = await self.center.decide(
-            await self._user(context, "Decide"),
+            identity,
             request.request_id,
             request.fencing_token,
             outcome_of(request.outcome),
@@ -71,9 +72,10 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
 
     @translate_errors
     async def Release(self, request: apb.ReleaseRequest, context: Context) -> cpb.RequestUpdate:
+        identity = await self._user(context, "Release")
         convert.check_request_id(request.request_id)
         entry = await self.center.release(
-            await self._user(context, "Release"),
+            identity,
             request.request_id,
             request.fencing_token,
             request.note,
@@ -89,9 +91,8 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     async def GetImage(
         self, request: apb.GetImageRequest, context: Context
     ) -> AsyncIterator[cpb.ImageChunk]:
-        async for chunk in serve_image(
-            self.center, lambda: self._user(context, "GetImage"), request
-        ):
+        identity = await self._user(context, "GetImage")
+        async for chunk in serve_image(self.center, identity, request):
             yield chunk
 
     @translate_errors

@@ -208,9 +208,8 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
     async def GetImage(
         self, request: cpb.RequestImageRequest, context: Context
     ) -> AsyncIterator[cpb.ImageChunk]:
-        async for chunk in serve_image(
-            self.center, lambda: self.auth.identify(context, "SupervisorService.GetImage"), request
-        ):
+        identity = await self.auth.identify(context, "SupervisorService.GetImage")
+        async for chunk in serve_image(self.center, identity, request):
             yield chunk
 
     @translate_errors

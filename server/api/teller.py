@@ -70,8 +70,8 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
 
     @translate_errors
     async def Get(self, request: tpb.GetRequest, context: Context) -> cpb.RequestView:
-        convert.check_request_id(request.request_id)
         identity = await self.auth.identify(context, "TellerService.Get")
+        convert.check_request_id(request.request_id)
         try:
             record = await self.center.get_for_branch(identity, request.request_id)
         except NotFound:
@@ -82,16 +82,16 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
 
     @translate_errors
     async def Cancel(self, request: tpb.CancelRequest, context: Context) -> cpb.RequestUpdate:
-        convert.check_request_id(request.request_id)
         identity = await self.auth.identify(context, "TellerService.Cancel")
+        convert.check_request_id(request.request_id)
         entry = await self.center.cancel(identity, request.request_id, request.note)
         return convert.entry_to_pb(entry)
 
     @translate_errors
     async def Supply(self, request: tpb.SupplyRequest, context: Context) -> cpb.RequestUpdate:
+        identity = await self.auth.identify(context, "TellerService.Supply")
         convert.check_request_id(request.request_id)
         images = convert.images_from_pb(request.images, "images")
-        identity = await self.auth.identify(context, "TellerService.Supply")
         entry = await self.center.supply(identity, request.request_id, images, request.note)
         return convert.entry_to_pb(entry)
 
@@ -99,9 +99,8 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     async def GetImage(
         self, request: cpb.RequestImageRequest, context: Context
     ) -> AsyncIterator[cpb.ImageChunk]:
-        async for chunk in serve_image(
-            self.center, lambda: self.auth.identify(context, "TellerService.GetImage"), request
-        ):
+        identity = await self.auth.identify(context, "TellerService.GetImage")
+        async for chunk in serve_image(self.center, identity, request):
             yield chunk
 
     @translate_errors

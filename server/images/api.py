@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from authq import wire
@@ -52,13 +52,14 @@ def image_chunks(sha256: str, data: bytes) -> Iterator[cpb.ImageChunk]:
 
 
 async def serve_image(
-    center: Center, caller: Callable[[], Awaitable[Identity]], request: ImageRequest
+    center: Center, caller: Identity, request: ImageRequest
 ) -> AsyncIterator[cpb.ImageChunk]:
-    """Checks the request's fields, then the caller (``caller`` identifies it, called
-    once the fields are valid), and streams the image it may see."""
+    """Checks the request's fields and streams the image the caller may see. The
+    handler identifies the caller first, as every RPC does, so that one without a
+    valid token is told so and nothing about its request."""
     check_request_id(request.request_id)
     check_sha256(request.sha256, "sha256")
     rendition = rendition_of(request.rendition)
-    data = await center.view_image(await caller(), request.request_id, request.sha256, rendition)
+    data = await center.view_image(caller, request.request_id, request.sha256, rendition)
     for chunk in image_chunks(request.sha256, data):
         yield chunk
