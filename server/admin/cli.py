@@ -22,6 +22,7 @@ from server.policy.loader import load_policy
 from server.policy.model import PolicyError
 from server.store.audit import DEFAULT_PREFIX, AuditLog
 from server.store.audit_segments import AuditSegments
+from server.store.connect import admin_client
 from server.store.keys import Keys
 from server.store.redis_pipe import shown_url
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    client = aioredis.Redis.from_url(args.redis_url)
+    client = admin_client(args.redis_url)
     try:
         log = AuditLog(
             client, prefix=args.key_prefix, segments=AuditSegments.in_archive(archive_root(args))

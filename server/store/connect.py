@@ -116,3 +116,18 @@ def hiredis_packing(base: type[C]) -> type[C]:
         return packed
 
     return type(f"Hiredis{base.__name__}", (base,), {"pack_command": pack_command})
+
+
+def admin_client(url: str) -> aioredis.Redis:
+    """A plain client for a one-off command (authq-admin), with the server's bounds:
+    a Redis that does not answer a connect, a host gone quiet or a Redis that stopped
+    answering fails the command in seconds instead of leaving the operator waiting
+    minutes, or for ever. Set here, not left to redis-py, whose defaults vary by
+    version (none before 8)."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        # The admin's commands and scripts do not block; a wait this long is no Redis.
+        socket_timeout=REPLY_DEADLINE_S,
+        **({} if url.startswith("unix:") else _KEEPALIVE),
+    )
