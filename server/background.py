@@ -26,6 +26,12 @@ RESTART_MAX_S = 5.0
 # A body that ran this long before failing is started again after the first pause.
 RAN_WELL_S = 30.0
 
+# Restarts by loop name, for the metrics endpoint (server/metrics/registry.py). Kept
+# for the process, not on the loop objects: the parts that make loops know nothing of
+# metrics, some start before them, and a counter must not fall when a loop is made
+# again.
+RESTARTS: dict[str, int] = {}
+
 
 class BackgroundLoop:
     def __init__(self, name: str) -> None:
@@ -35,6 +41,8 @@ class BackgroundLoop:
         self._task: asyncio.Task[None] | None = None
         # How often the body was started again after an error.
         self.restarts = 0
+        # Listed at 0 from the start, so that an alert on an increase sees the first.
+        RESTARTS.setdefault(name, 0)
 
     async def nap(self, timeout_s: float | None) -> None:
         """Returns when woken, or after ``timeout_s`` (None: only when woken); at once
@@ -66,6 +74,7 @@ class BackgroundLoop:
                     pause = RESTART_FIRST_S
                 log.exception("%s failed; starting it again in %gs", self.name, pause)
             self.restarts += 1
+            RESTARTS[self.name] += 1
             # A plain sleep, not nap(): a loop woken on every event would restart at once.
             await asyncio.sleep(pause)
             pause = min(pause * 2, RESTART_MAX_S)

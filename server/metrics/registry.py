@@ -7,7 +7,13 @@ see server/metrics/event_counter.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from server import background
 
 # Unary calls: a submit acknowledges in a few ms; an image upload (fsync) takes longer.
 RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -21,6 +27,22 @@ REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1
 LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 PRIORITY_LABELS = ("importance", "urgency")
+
+
+class LoopRestarts(Collector):
+    """The restarts server/background.py counts, read at each scrape."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "authq_background_loop_restarts",
+            "Restarts of a background loop of this process (lease reaper, dispatcher, "
+            "event hub, ...) after its body failed, by loop. Each failure is logged; a "
+            "count that keeps rising is a loop that never runs long.",
+            labels=["loop"],
+        )
+        for name, count in sorted(background.RESTARTS.items()):
+            family.add_metric([name], count)
+        yield family
 
 
 class ServerMetrics:
@@ -134,3 +156,4 @@ class ServerMetrics:
             "When the queue gauges were last refreshed (Redis time).",
             registry=r,
         )
+        r.register(LoopRestarts())
