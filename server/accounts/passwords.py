@@ -7,10 +7,15 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Iterable
 
 _N, _R, _P = 2**14, 8, 1
 _MAXMEM = 64 * 1024 * 1024
 MIN_LENGTH = 10
+# Credentials are rotated (R11): a change that went back to an old password would
+# rotate nothing. Five, the current one and the four before it, as bank password
+# policies commonly require; each costs one scrypt check per change, not per login.
+REUSE_DEPTH = 5
 
 
 def _b64(data: bytes) -> str:
@@ -50,3 +55,8 @@ def password_problem(password: str, user_id: str) -> str | None:
     if user_id.lower() in password.lower():
         return "a password may not contain the user id"
     return None
+
+
+def reuses(password: str, hashes: Iterable[str]) -> bool:
+    """Whether ``password`` is the one behind any of ``hashes``."""
+    return any(verify_password(password, stored) for stored in hashes)

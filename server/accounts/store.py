@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,7 +30,13 @@ from server.accounts.model import (
     id_problem,
     name_problem,
 )
-from server.accounts.passwords import hash_password, password_problem, verify_password
+from server.accounts.passwords import (
+    REUSE_DEPTH,
+    hash_password,
+    password_problem,
+    reuses,
+    verify_password,
+)
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.policy.loader import load_policy
 from server.store.audit_records import StagedAudit
@@ -258,7 +264,10 @@ class AccountStore:
         if problem:
             raise InvalidArgument("password", problem)
         password_hash = await asyncio.to_thread(hash_password, password)
-        await self._changed(user_id, {"pw": password_hash, "pwat": _now_ms(), "mc": "1"}, audit)
+        # The password replaced stays in the history: a reset is no way back to it.
+        previous = await self._recent_hashes(user_id)
+        fields = {"pw": password_hash, "pwat": _now_ms(), "mc": "1", "pwh": _history(previous)}
+        await self._changed(user_id, fields, audit)
 
     # -- login ---------------------------------------------------------------------
 
@@ -290,9 +299,24 @@ class AccountStore:
             raise InvalidArgument("new_password", problem)
         if new == old:
             raise InvalidArgument("new_password", "must differ from the old password")
+        previous = await self._recent_hashes(user_id)
+        if await asyncio.to_thread(reuses, new, previous):
+            raise InvalidArgument(
+                "new_password", f"may not be any of the last {REUSE_DEPTH} passwords of the "
+                "account (R11: credentials are rotated)",
+            )  # fmt: skip
         password_hash = await asyncio.to_thread(hash_password, new)
         account = replace(account, password_set_ms=_now_ms(), must_change_password=False)
-        return await self._issue(account, self.password_max_age_days, audit, password_hash)
+        return await self._issue(
+            account, self.password_max_age_days, audit, password_hash, previous
+        )
+
+    async def _recent_hashes(self, user_id: str) -> Sequence[str]:
+        """The hashes of the account's last passwords, newest first: the current one,
+        then those it replaced (none for an account stored before they were kept)."""
+        current, replaced = await self.client.hmget(self.keys.account(user_id), ["pw", "pwh"])
+        hashes = [_text(current)] if current else []
+        return hashes + (_text(replaced).split() if replaced else [])
 
     async def _check_password(self, user_id: str, password: str) -> Account:
         fields = await self.client.hgetall(self.keys.account(user_id))
@@ -312,18 +336,18 @@ class AccountStore:
 
     async def _issue(
         self, account: Account, days_left: int, audit: StagedAudit | None,
-        password_hash: str = "",
+        password_hash: str = "", previous: Sequence[str] = (),
     ) -> Session:  # fmt: skip
         """A new session token, and the action's audit record, in one transaction; with
         ``password_hash``, the user's own new password, set at the account's
-        ``password_set_ms``."""
+        ``password_set_ms``, replacing those whose hashes are ``previous``."""
         token = secrets.token_urlsafe(32)
         key = self.keys.token(token_digest(token))
         async with audited_transaction(self.client, self.keys.audit_staged, audit) as pipe:
             if password_hash:
                 pipe.hset(self.keys.account(account.user_id),
                           mapping={"pw": password_hash, "pwat": account.password_set_ms,
-                                   "mc": "0"})  # fmt: skip
+                                   "mc": "0", "pwh": _history(previous)})  # fmt: skip
             pipe.set(key, account.user_id, ex=self.token_ttl_s)
             pipe.sadd(self.keys.account_tokens(account.user_id), key)
         expires = _now_ms() + self.token_ttl_s * 1000
@@ -360,6 +384,14 @@ def _check_new(new_id: str, name: str, id_field: str) -> None:
     problem = name_problem(name)
     if problem:
         raise InvalidArgument("name", problem)
+
+
+def _history(previous: Sequence[str]) -> str:
+    """The account's ``pwh``: the hashes of the passwords a new one replaces, newest
+    first, which with the new one's are its last REUSE_DEPTH. In the account's hash,
+    so that it changes in the same step as the password; space-separated, as no scrypt
+    hash holds a space."""
+    return " ".join(previous[: REUSE_DEPTH - 1])
 
 
 def _fields(account: Account) -> dict[str, Any]:
