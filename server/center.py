@@ -23,6 +23,7 @@ from server.domain.reasons import NOTE_MAX_CHARS, check_rejection
 from server.domain.records import HistoryEntry, Image, RequestRecord, Submission
 from server.domain.states import Outcome, State
 from server.errors import (
+    AuthorizerAway,
     AuthqError,
     FailedPrecondition,
     IllegalTransition,
@@ -559,6 +560,12 @@ class Center:
     # -- authorizer ----------------------------------------------------------------
 
     async def next_item(self, identity: Identity) -> Claim:
+        """For a unary Next. An authorizer set away is told so at once: the dispatcher
+        would hold the call, without a word, until they are back or its deadline
+        passed (a console's session, by contrast, stays open and is offered items
+        once they are back)."""
+        if await self.store.is_away(identity.user_id):
+            raise AuthorizerAway(identity.user_id)
         claim = await self.dispatcher.next_item(
             identity.user_id, identity.qualification, self.claim_audit(identity)
         )

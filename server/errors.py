@@ -51,6 +51,9 @@ class IllegalTransition(FailedPrecondition):
 class AuthorizerAway(FailedPrecondition):
     """The authorizer set itself away: no new items until it is back."""
 
+    def __init__(self, authorizer_id: str) -> None:
+        super().__init__(f"{authorizer_id} is away: no new items until back")
+
 
 class OnsiteFallbackRequired(AuthqError):
     """An emergency is in force for the branch (R8): the center takes nothing new.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
+import pytest
 from authq.v1 import common_pb2 as cpb
 
 from server.center import Identity
@@ -51,3 +53,19 @@ async def test_away_and_its_record_are_one_step(server: RunningServer) -> None:
     await center.flush_audit()
     records = [r.entry async for r in server.runtime.audit.read()]
     assert [(r.action, r.actor) for r in records if r.target == "auth-c"] == [("AWAY", "auth-c")]
+
+
+async def test_next_while_away_is_refused_at_once_and_back_takes_again(
+    server: RunningServer,
+) -> None:
+    """A unary Next would otherwise wait without a word until its deadline."""
+    async with server.teller() as teller, server.authorizer("auth-d") as authorizer:
+        waiting = (await teller.submit(request())).request.request_id
+        await authorizer.set_away(True)
+        with pytest.raises(grpc.aio.AioRpcError) as away:
+            await authorizer.next(timeout=10)
+        assert away.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert away.value.details() == "auth-d is away: no new items until back"
+        await authorizer.set_away(False)
+        offer = await authorizer.next(timeout=5)
+    assert offer.request.request_id == waiting

@@ -352,7 +352,7 @@ class QueueStore(QueueReads):
         )
         status = as_text(result[0])
         if status == "AWAY":
-            raise AuthorizerAway(f"{authorizer_id} is away: set back to take items")
+            raise AuthorizerAway(authorizer_id)
         if status == "EMPTY":
             return NothingToClaim(more_waiting=bool(int(result[1])))
         flat = result[5]
@@ -475,6 +475,9 @@ class QueueStore(QueueReads):
                 pipe.sadd(self.keys.away, authorizer_id)
             else:
                 pipe.srem(self.keys.away, authorizer_id)
+
+    async def is_away(self, authorizer_id: str) -> bool:
+        return bool(await self.client.sismember(self.keys.away, authorizer_id))
 
     async def renew(self, request_id: str, token: int, authorizer_id: str) -> int:
         result = await self.scripts.renew(
