@@ -5,10 +5,19 @@ pending ones)."""
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # `python -m authorizer_console.cli`: loaded again under its own name by launch, which
+    # turns a Ctrl-C while grpc and protobuf load into one line, as for authq-authorizer.
+    from authq.exits import launch
+
+    sys.exit(launch("authorizer_console.cli", "authq-authorizer"))
+
 import argparse
 import asyncio
 import json
-import sys
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +48,14 @@ from authorizer_console import catalog, fallback_view
 from authorizer_console.client import AuthorizerClient
 
 PROG = "authq-authorizer"
+# Fencing tokens start at 1: a call with none changes nothing, and the center's
+# refusal of it says what became of the item.
+NO_TOKEN = 0
+# How the center refuses a command on an item not in the state it needs
+# (server/errors.py IllegalTransition): the request's state.
+_REFUSED_IN_STATE = re.compile(r"^cannot [a-z ]+ request \S+: it is ([A-Z_]+)$")
+# How an item held under a token leaves its holder without a decision.
+LAPSED = " (your lease ran out, or it was handed back)"
 
 
 class UsageError(Exception):
@@ -75,15 +92,11 @@ class LeaseBook:
         self._save(data)
 
     def token(self, request_id: str, given: int | None) -> int:
+        """The token given, else the one `next` recorded, else NO_TOKEN."""
         if given is not None:
             return given
         held = self._load().get(request_id)
-        if held is None:
-            raise UsageError(
-                f"no lease of {request_id} recorded in {self.path}: take it with `next` "
-                "or pass --token"
-            )
-        return int(held["token"])
+        return NO_TOKEN if held is None else int(held["token"])
 
     async def images(self, request_id: str) -> list[str]:
         held = self._load().get(request_id)
@@ -128,11 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     take.add_argument("--timeout", type=float, help="give up after this many seconds")
 
-    def with_token(name: str, text: str) -> argparse.ArgumentParser:
+    def with_token(name: str, text: str, note: str = "") -> argparse.ArgumentParser:
+        """A command on a held item; ``note``: the help of its --note (none without)."""
         command = commands.add_parser(name, help=text)
-        command.add_argument("request_id")
+        command.add_argument("request_id", help="the request, as `next` showed it")
         command.add_argument("--token", type=int, help="fencing token (default: from `next`)")
-        command.add_argument("--note", default="")
+        if note:
+            command.add_argument("--note", default="", help=note)
         return command
 
     image = add_image_command(
@@ -146,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="as a supervisor or director: any request, not only held ones",
     )
 
-    with_token("approve", "approve a held item")
-    reject = with_token("reject", "reject a held item with a reason")
+    decision_note = "a note kept with the decision; the teller sees it"
+    with_token("approve", "approve a held item", decision_note)
+    reject = with_token("reject", "reject a held item with a reason", decision_note)
     reasons = [code for code, _ in catalog.REASONS]
     reject.add_argument(
         "--reason",
@@ -156,13 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CODE",
         help="one of: " + ", ".join(reasons),
     )
-    ask = with_token("ask", "ask the teller for more or better images")
+    ask = with_token(
+        "ask", "ask the teller for more or better images", "what the teller should capture"
+    )
     ask.add_argument(
         "--kinds",
         required=True,
         help="comma-separated, e.g. ID_BACK,VOUCHER; each one of " + ", ".join(image_kinds()),
     )
-    with_token("release", "hand a held item back to the queue")
+    with_token(
+        "release",
+        "hand a held item back to the queue",
+        "why you hand it back (kept in its history)",
+    )
     with_token("renew", "extend the lease of a held item")
     commands.add_parser("away", help="take no new items (what you hold stays yours)")
     commands.add_parser("back", help="take items again")
@@ -173,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     declare.add_argument("--branch", action="append", default=[],
                          help="only these branches (repeat); default: center-wide")  # fmt: skip
     end = emergency_commands.add_parser("end", help="the center takes requests again")
-    end.add_argument("emergency_id")
-    end.add_argument("--note", default="")
+    end.add_argument("emergency_id", help="as `emergency list` shows it")
+    end.add_argument("--note", default="", help="how it ended (audited)")
     emergency_commands.add_parser("list", help="emergencies in force")
     back = emergency_commands.add_parser(
         "handback", help="hand waiting requests back to their branches to authorize on site"
@@ -190,16 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
         "to be offered. With --json, `position` counts the same way (null when the "
         "request is not waiting); `move`, `confirm` and `moves` show places alike.",
     )
-    position.add_argument("request_id")
+    position.add_argument("request_id", help="the request to look for")
     move = commands.add_parser(
         "move", help="supervisor: ask to move a waiting request to the front (R6)"
     )
-    move.add_argument("request_id")
+    move.add_argument("request_id", help="a waiting request")
     move.add_argument("--reason", required=True, help="why it should go first (audited)")
     confirm = commands.add_parser(
         "confirm", help="supervisor: confirm another supervisor's move (R6)"
     )
-    confirm.add_argument("request_id")
+    confirm.add_argument("request_id", help="a request whose move `moves` lists")
     commands.add_parser("moves", help="supervisor: moves awaiting confirmation")
     fallback_view.add_command(commands)
     return parser
@@ -394,25 +416,73 @@ async def run(args: argparse.Namespace) -> int:
         if args.command == "fallbacks":
             return await fallback_view.show_fallbacks(client, args)
         token = book.token(args.request_id, args.token)
-        if args.command == "renew":
-            lease = await client.renew(args.request_id, token)
-            show(lease, f"lease of {args.request_id} renewed", args.json)
-            return 0
-        if args.command == "release":
-            update = await client.release(args.request_id, token, args.note)
-        else:
-            kinds = args.kinds.split(",") if args.command == "ask" else []
-            update = await client.decide(
-                args.request_id,
-                token,
-                args.command,
-                reason_code=getattr(args, "reason", ""),
-                note=args.note,
-                kinds=kinds,
-            )
-        book.drop(args.request_id)
-        show(update, describe_update(update), args.json)
+        try:
+            return await held_item_command(client, args, token, book)
+        except grpc.aio.AioRpcError as exc:
+            gone = not_held(exc, args.request_id, token, book)
+            if gone is None:
+                raise
+            book.drop(args.request_id)
+            print(f"{PROG}: {gone}", file=sys.stderr)
+            return 1
+
+
+async def held_item_command(
+    client: AuthorizerClient, args: argparse.Namespace, token: int, book: LeaseBook
+) -> int:
+    """renew, release, approve, reject or ask, on an item held under ``token``."""
+    if args.command == "renew":
+        lease = await client.renew(args.request_id, token)
+        show(lease, f"lease of {args.request_id} renewed", args.json)
         return 0
+    if args.command == "release":
+        update = await client.release(args.request_id, token, args.note)
+    else:
+        kinds = args.kinds.split(",") if args.command == "ask" else []
+        update = await client.decide(
+            args.request_id,
+            token,
+            args.command,
+            reason_code=getattr(args, "reason", ""),
+            note=args.note,
+            kinds=kinds,
+        )
+    book.drop(args.request_id)
+    show(update, describe_update(update), args.json)
+    return 0
+
+
+def not_held(exc: grpc.aio.AioRpcError, request_id: str, token: int, book: LeaseBook) -> str | None:
+    """What the center's refusal of a command on an item means to the person who typed
+    it: the item was decided already, or it is not theirs (any more). None for any
+    other failure. With NO_TOKEN (nothing recorded, no --token) the refusal is all
+    this command line knows of the item."""
+    details = exc.details() or ""
+    ours = token != NO_TOKEN
+    lost = "is not held by you any more" if ours else "is not held by you"
+    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+        match = _REFUSED_IN_STATE.match(details)
+        if match is None:
+            return None
+        state = match.group(1)
+        if state in ("APPROVED", "REJECTED", "NEEDS_SUPPLEMENT"):
+            return f"{request_id} was already decided: it is {state}"
+        if state == "QUEUED":
+            return f"{request_id} {lost}: it waits in the queue" + (LAPSED if ours else "")
+        return f"{request_id} {lost}: it is {state}"
+    if exc.code() != grpc.StatusCode.ABORTED:
+        return None
+    if details.endswith(": held by another authorizer"):
+        return f"{request_id} {lost}: another authorizer holds it" + (LAPSED if ours else "")
+    if details.endswith(": lease expired"):
+        return f"{request_id} {lost}: your lease ran out"
+    if not ours and ": stale fencing token " in details:
+        # Held by this person, taken where this command line did not record it.
+        return (
+            f"no lease of {request_id} recorded in {book.path}: pass the --token "
+            "shown when it was taken"
+        )
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,7 +501,3 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted(PROG)
     except BrokenPipeError:
         return broken_pipe()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # `python -m teller_client.cli`: loaded again under its own name by launch, which
+    # turns a Ctrl-C while grpc and protobuf load into one line, as for authq-teller.
+    from authq.exits import launch
+
+    sys.exit(launch("teller_client.cli", "authq-teller"))
+
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--type",
         required=True,
-        type=business_type,
+        type=catalog_code,
         dest="business_type",
         metavar="TYPE",
         help="business type code, in either case; the shipped policy has: "
@@ -82,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--account", required=True, help="customer account number")
     submit.add_argument("--customer", required=True, help="customer name")
-    submit.add_argument("--memo", default="")
+    submit.add_argument("--memo", default="", help="a free-text memo the authorizer sees")
     submit.add_argument(
         "--field",
         action="append",
@@ -113,14 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("show", "show a request with its history"),
     ):
         command = commands.add_parser(name, help=text)
-        command.add_argument("request_id")
+        command.add_argument("request_id", help="as `submit` showed it")
 
     cancel = commands.add_parser("cancel", help="withdraw a request not yet in review (R4)")
-    cancel.add_argument("request_id")
-    cancel.add_argument("--note", default="")
+    cancel.add_argument("request_id", help="as `submit` showed it")
+    cancel.add_argument("--note", default="", help="why it is withdrawn (kept in its history)")
 
     supply = commands.add_parser("supply", help="send the images an authorizer asked for")
-    supply.add_argument("request_id")
+    supply.add_argument("request_id", help="the request the authorizer asked images for")
     supply.add_argument(
         "--image",
         action="append",
@@ -129,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"an image asked for, e.g. CUSTOMER_PHOTO=photo.jpg (repeat); KIND is one of "
         f"{KINDS_TEXT}",
     )
-    supply.add_argument("--note", default="")
+    supply.add_argument("--note", default="", help="a note for the authorizer")
     supply.add_argument("--wait", action="store_true", help="wait for the decision")
 
     commands.add_parser("login", help="log in once; later commands reuse the login")
@@ -140,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     review = commands.add_parser(
         "review", help="on-site reviewer: confirm (with what you checked) or send back"
     )
-    review.add_argument("request_id")
+    review.add_argument("request_id", help="as `pending` shows it")
     verdict = review.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--confirm", action="store_true", help="checked: send it to the center")
     verdict.add_argument("--send-back", action="store_true", help="back to the teller")
@@ -148,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="append",
         default=[],
-        help="what you checked (repeat): " + ", ".join(catalog.REVIEW_CHECKS),
+        type=catalog_code,
+        help="what you checked (repeat), in either case: " + ", ".join(catalog.REVIEW_CHECKS),
     )
-    review.add_argument("--note", default="")
+    review.add_argument("--note", default="", help="what you found (kept in its history)")
 
     add_image_command(
         commands, "save one image of a request of your branch (audited)", listed_by="show"
@@ -158,13 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     fallback_cli.add_fallback_commands(parser, commands)
     demo = commands.add_parser("demo-images", help="write synthetic sample captures")
-    demo.add_argument("directory", type=Path)
+    demo.add_argument("directory", type=Path, help="where to write them (made if missing)")
     return parser
 
 
-def business_type(text: str) -> str:
-    """A business type as typed (``cash_withdrawal``) in the form of the center's
-    catalog (``CASH_WITHDRAWAL``); whether the center takes it is the center's to say."""
+def catalog_code(text: str) -> str:
+    """A business type or review check as typed (``cash_withdrawal``) in the form of
+    the center's lists (``CASH_WITHDRAWAL``); whether it is one is the center's to say."""
     return text.strip().upper()
 
 
@@ -434,7 +443,3 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted(PROG)
     except BrokenPipeError:
         return broken_pipe()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -61,10 +61,12 @@ def add_fallback_commands(
     record = actions.add_parser(
         "record", help="who authorized a fallback on site, and the outcome (once)"
     )
-    record.add_argument("request_id")
-    record.add_argument("--onsite-authorizer", required=True, metavar="ID")
-    record.add_argument("--outcome", required=True, choices=OUTCOMES)
-    record.add_argument("--note", default="")
+    record.add_argument("request_id", help="as `fallback list` shows it")
+    record.add_argument(
+        "--onsite-authorizer", required=True, metavar="ID", help="who authorized it on site"
+    )
+    record.add_argument("--outcome", required=True, choices=OUTCOMES, help="what was decided")
+    record.add_argument("--note", default="", help="anything the center should know of it")
     actions.add_parser("sync", help="upload the pending fallbacks to the center now")
     reconcile = actions.add_parser(
         "reconcile",
@@ -72,7 +74,7 @@ def add_fallback_commands(
         "squared with the center's record (once); it then leaves the journal like a "
         "settled one",
     )
-    reconcile.add_argument("request_id")
+    reconcile.add_argument("request_id", help="as `fallback list` shows it")
     reconcile.add_argument("--by", required=True, metavar="ID", help="who reconciled it")
     reconcile.add_argument("--note", required=True, help="what was done to reconcile it")
 

@@ -29,7 +29,7 @@ def add_hours_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     actions = hours.add_subparsers(dest="hours_command", required=True)
     status = actions.add_parser("status", help="whether the center takes the branch's requests now")
     if not branch_side:
-        status.add_argument("branch_id")
+        status.add_argument("branch_id", help="the branch to look at")
     listing = actions.add_parser(
         "list", help="windows not yet ended" + ("" if branch_side else " (default: pending)")
     )
@@ -39,12 +39,17 @@ def add_hours_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         ask = actions.add_parser("request", help="ask the center for an extended-hours window")
         ask.add_argument("--start", required=True, help="local time, e.g. 2026-11-23T17:00")
         ask.add_argument("--hours", type=float, required=True, help="how long, e.g. 1.5")
-        ask.add_argument("--reason", required=True)
+        ask.add_argument("--reason", required=True, help="why the branch needs it (R9)")
     else:
         for name, text in (("approve", "approve a pending window"), ("refuse", "refuse one")):
             decide = actions.add_parser(name, help=text)
-            decide.add_argument("window_id")
-            decide.add_argument("--note", default="", required=name == "refuse")
+            decide.add_argument("window_id", help="as `hours list` shows it")
+            decide.add_argument(
+                "--note",
+                default="",
+                required=name == "refuse",
+                help="why, for the branch" + (" (required)" if name == "refuse" else ""),
+            )
 
 
 def describe_window(window: bpb.ExtendedHoursWindow) -> str:

@@ -27,7 +27,7 @@ def add_image_command(
     """``image REQUEST_ID SHA256 [--rendition R] --out FILE``; returns the parser for
     command-specific options."""
     image = commands.add_parser("image", help=help_text)
-    image.add_argument("request_id")
+    image.add_argument("request_id", help="the request the image belongs to")
     image.add_argument(
         "sha256",
         help=f"as `{listed_by}` lists it: the whole sha256 or its first {MIN_PREFIX} or more "

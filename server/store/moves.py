@@ -196,8 +196,9 @@ class MoveStore:
         status = _text(result[0])
         if status == "NOMOVE":
             raise FailedPrecondition(
-                f"no move of request {request_id} is pending (R6): request one with "
-                "RequestMove (a move is confirmed once, and lapses if not confirmed in time)"
+                f"no move of request {request_id} is pending (R6): one must be asked for "
+                "first (`move`, or Move up in the console); a move is confirmed once, and "
+                "lapses if not confirmed in time"
             )
         if status == "LAPSED":
             raise MoveLapsed(
