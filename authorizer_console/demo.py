@@ -9,14 +9,14 @@ Without a display the console cannot open: it says so and shows the queue as tex
 
 The children run in their own process group, so a Ctrl-C reaches only this launcher,
 which stops them in order (consoles, simulator, server: nobody talks to a server that
-is already gone). On Linux they also get SIGTERM if the launcher dies unannounced."""
+is already gone). On Linux they also get SIGTERM if the launcher dies unannounced
+(authorizer_console/die_with_parent.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import os
 import shlex
 import shutil
@@ -34,6 +34,7 @@ import grpc
 from authq.channel import SessionCallError
 from authq.v1 import supervisor_pb2 as spb
 
+from authorizer_console import die_with_parent
 from authorizer_console.client import AuthorizerClient
 from authorizer_console.item_view import duration
 
@@ -42,7 +43,6 @@ PREFERRED_PORT = 50051
 # Written into a data directory this launcher created: --fresh deletes only those.
 MARKER = ".authq-demo"
 STOP_GRACE_S = 10.0
-PR_SET_PDEATHSIG = 1
 
 
 class Stop(Exception):
@@ -87,14 +87,6 @@ def has_display() -> bool:
     return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY"))
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: a launcher killed with SIGKILL must not
-    # leave a server and its Redis running.
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def prepare_data_dir(data_dir: Path, fresh: bool) -> None:
     if fresh and data_dir.exists():
         if not (data_dir / MARKER).exists():
@@ -114,16 +106,21 @@ class Demo:
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def _spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+        command, environment = list(argv), {**os.environ, **(env or {})}
+        if sys.platform == "linux":
+            # Through die_with_parent, which becomes the command (same pid): a launcher
+            # killed with SIGKILL must not leave a server and its Redis running.
+            command = [self.plan.python, "-m", die_with_parent.MODULE, *command]
+            environment[die_with_parent.PARENT_ENV] = str(os.getpid())
         log = open(self.plan.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         with log:
             process = subprocess.Popen(
-                list(argv),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
+                env=environment,
                 process_group=0,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         self.started.append((name, process))
         return process.pid
