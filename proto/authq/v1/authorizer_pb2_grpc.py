@@ -77,7 +77,8 @@ class AuthorizerServiceServicer:
 
     def Next(self, request, context):
         """Waits until an item is free, claims it under a lease and returns it. Ends with
-        DEADLINE_EXCEEDED when the call's deadline passes first.
+        DEADLINE_EXCEEDED when the call's deadline passes first; refused at once with
+        FAILED_PRECONDITION while the caller is set away (SetAway).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,7 +34,8 @@ class AuthorizerServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuthorizerServiceAsyncStub: ...
     Next: _grpc.UnaryUnaryMultiCallable[_authorizer_pb2.NextRequest, _authorizer_pb2.Offer]
     """Waits until an item is free, claims it under a lease and returns it. Ends with
-    DEADLINE_EXCEEDED when the call's deadline passes first.
+    DEADLINE_EXCEEDED when the call's deadline passes first; refused at once with
+    FAILED_PRECONDITION while the caller is set away (SetAway).
     """
     Renew: _grpc.UnaryUnaryMultiCallable[_authorizer_pb2.RenewRequest, _authorizer_pb2.Lease]
     """Extends the lease of a held item. Refused once the lease was lost."""
@@ -60,7 +61,8 @@ class AuthorizerServiceAsyncStub(AuthorizerServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Next: _aio.UnaryUnaryMultiCallable[_authorizer_pb2.NextRequest, _authorizer_pb2.Offer]  # type: ignore[assignment]
     """Waits until an item is free, claims it under a lease and returns it. Ends with
-    DEADLINE_EXCEEDED when the call's deadline passes first.
+    DEADLINE_EXCEEDED when the call's deadline passes first; refused at once with
+    FAILED_PRECONDITION while the caller is set away (SetAway).
     """
     Renew: _aio.UnaryUnaryMultiCallable[_authorizer_pb2.RenewRequest, _authorizer_pb2.Lease]  # type: ignore[assignment]
     """Extends the lease of a held item. Refused once the lease was lost."""
@@ -89,7 +91,8 @@ class AuthorizerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_authorizer_pb2.Offer, _abc.Awaitable[_authorizer_pb2.Offer]]:
         """Waits until an item is free, claims it under a lease and returns it. Ends with
-        DEADLINE_EXCEEDED when the call's deadline passes first.
+        DEADLINE_EXCEEDED when the call's deadline passes first; refused at once with
+        FAILED_PRECONDITION while the caller is set away (SetAway).
         """
 
     @_abc_1.abstractmethod
