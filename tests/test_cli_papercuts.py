@@ -18,7 +18,7 @@ from teller_client import cli as teller_cli
 from tests.conftest import RunningServer, StartServer
 from tests.helpers import request
 from tests.test_cli import _cli_env, run_cli
-from tests.test_cli_exits import INTERRUPTED, run
+from tests.test_cli_exits import CTRL_C_AT_START, INTERRUPTED, run
 
 TELLER, AUTHORIZER = "teller_client.cli", "authorizer_console.cli"
 LAPSED = "(your lease ran out, or it was handed back)"
@@ -152,15 +152,9 @@ def test_every_option_and_command_has_help(
 
 
 # Runs a command line as `python -m MODULE` does, after Ctrl-C while grpc loads.
-CTRL_C_AS_MODULE = """
+AS_MODULE = """
 import os, runpy, signal, sys
-class CtrlC:
-    def find_spec(self, name, path=None, target=None):
-        if name == "grpc":
-            sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
-        return None
-sys.meta_path.insert(0, CtrlC())
+{patch}
 runpy.run_module("{module}", run_name="__main__", alter_sys=True)
 """
 
@@ -170,7 +164,7 @@ runpy.run_module("{module}", run_name="__main__", alter_sys=True)
 async def test_ctrl_c_while_python_m_loads_is_one_line(
     tmp_path: Path, module: str, prog: str
 ) -> None:
-    script = CTRL_C_AS_MODULE.format(module=module)
+    script = AS_MODULE.format(patch=CTRL_C_AT_START, module=module)
     code, err = await run("-c", script, "login", env={"AUTHQ_STATE_DIR": str(tmp_path)})
     assert (code, err) == (INTERRUPTED, f"{prog}: interrupted\n")
 
