@@ -4,13 +4,18 @@ before the history was kept have none, and change their password as before."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
+import pytest
 import redis.asyncio as aioredis
 from authq.v1 import auth_pb2, auth_pb2_grpc
 
 from server.accounts.model import Role
+from server.accounts.passwords import REUSE_DEPTH, reuses
+from server.accounts.store import _PASSWORD_SET, AccountStore
 from tests.conftest import PASSWORD, RunningServer
 
 USER = "teller-h"
@@ -74,3 +79,66 @@ async def test_an_account_stored_without_a_history_keeps_working(
     # From its first change on, what it replaces is kept.
     assert await _change(server, OWN[0], PASSWORD) == REUSED
     assert await _change(server, OWN[0], OWN[1]) == OK
+
+
+def _reads_wait_for_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever reads the account's password hashes waits until a second one has too:
+    two changes at once, each reading before the other writes."""
+    both_read = asyncio.Barrier(2)
+    read = AccountStore._recent_hashes
+
+    async def read_then_wait(self: AccountStore, user_id: str) -> Sequence[str]:
+        hashes = await read(self, user_id)
+        await both_read.wait()
+        return hashes
+
+    monkeypatch.setattr(AccountStore, "_recent_hashes", read_then_wait)
+
+
+async def _kept(store: AccountStore, passwords: Sequence[str]) -> None:
+    recent = await store._recent_hashes(USER)
+    for password in passwords:
+        assert await asyncio.to_thread(reuses, password, recent), password
+    assert len(recent) == len(passwords)
+
+
+async def test_two_changes_at_once_both_stay_in_the_history(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await server.account(USER, [Role.TELLER], "branch-1")
+    store = server.runtime.accounts
+    _reads_wait_for_each_other(monkeypatch)
+    await asyncio.gather(
+        store.change_password(USER, PASSWORD, OWN[0]),
+        store.change_password(USER, PASSWORD, OWN[1]),
+    )
+    monkeypatch.undo()
+    await _kept(store, [PASSWORD, OWN[0], OWN[1]])
+
+
+async def test_two_resets_at_once_both_stay_in_the_history(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await server.account(USER, [Role.TELLER], "branch-1")
+    store = server.runtime.accounts
+    _reads_wait_for_each_other(monkeypatch)
+    await asyncio.gather(
+        store.reset_password(USER, "set-by-admin-1"), store.reset_password(USER, "set-by-admin-2")
+    )
+    monkeypatch.undo()
+    await _kept(store, [PASSWORD, "set-by-admin-1", "set-by-admin-2"])
+
+
+async def test_a_change_sent_again_keeps_the_history_as_it_was(
+    server: RunningServer, redis_client: aioredis.Redis
+) -> None:
+    """redis-py sends a transaction again when its reply was lost: the second run of
+    its password step finds its own hash set and changes nothing."""
+    await server.account(USER, [Role.TELLER], "branch-1")
+    store = server.runtime.accounts
+    await store.change_password(USER, PASSWORD, OWN[0])
+    await store.change_password(USER, OWN[0], OWN[1])
+    key = store.keys.account(USER)
+    before = await redis_client.hgetall(key)
+    await redis_client.eval(_PASSWORD_SET, 1, key, before[b"pw"], before[b"pwat"], REUSE_DEPTH - 1)
+    assert await redis_client.hgetall(key) == before

@@ -41,7 +41,7 @@ from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, No
 from server.policy.loader import load_policy
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
-from server.store.scripts import load_script
+from server.store.scripts import load_script, lua_source
 from server.store.staging import audited_transaction, run_audited
 
 DAY_MS = 86_400_000
@@ -185,7 +185,9 @@ class AccountStore:
     ) -> None:  # fmt: skip
         """Sets fields of an account that exists and was not deregistered, with
         ``audit``, in one script; with ``revoke``, ends every session of it too."""
-        flat = ["1" if revoke else "0", *itertools.chain.from_iterable(fields.items())]
+        # A change that sets the password keeps the one it replaces (password history).
+        depth = REUSE_DEPTH - 1 if "pw" in fields else 0
+        flat = ["1" if revoke else "0", depth, *itertools.chain.from_iterable(fields.items())]
         keys = [self.keys.account(user_id), self.keys.account_tokens(user_id)]
         result = await run_audited(self._account_change, self.keys.audit_staged, audit,
                                    keys, flat)  # fmt: skip
@@ -264,10 +266,9 @@ class AccountStore:
         if problem:
             raise InvalidArgument("password", problem)
         password_hash = await asyncio.to_thread(hash_password, password)
-        # The password replaced stays in the history: a reset is no way back to it.
-        previous = await self._recent_hashes(user_id)
-        fields = {"pw": password_hash, "pwat": _now_ms(), "mc": "1", "pwh": _history(previous)}
-        await self._changed(user_id, fields, audit)
+        # The password replaced stays in the history (account_change.lua): a reset is no
+        # way back to it.
+        await self._changed(user_id, {"pw": password_hash, "pwat": _now_ms(), "mc": "1"}, audit)
 
     # -- login ---------------------------------------------------------------------
 
@@ -307,9 +308,7 @@ class AccountStore:
             )  # fmt: skip
         password_hash = await asyncio.to_thread(hash_password, new)
         account = replace(account, password_set_ms=_now_ms(), must_change_password=False)
-        return await self._issue(
-            account, self.password_max_age_days, audit, password_hash, previous
-        )
+        return await self._issue(account, self.password_max_age_days, audit, password_hash)
 
     async def _recent_hashes(self, user_id: str) -> Sequence[str]:
         """The hashes of the account's last passwords, newest first: the current one,
@@ -336,18 +335,17 @@ class AccountStore:
 
     async def _issue(
         self, account: Account, days_left: int, audit: StagedAudit | None,
-        password_hash: str = "", previous: Sequence[str] = (),
+        password_hash: str = "",
     ) -> Session:  # fmt: skip
         """A new session token, and the action's audit record, in one transaction; with
         ``password_hash``, the user's own new password, set at the account's
-        ``password_set_ms``, replacing those whose hashes are ``previous``."""
+        ``password_set_ms``; the one it replaces goes into the history in that step."""
         token = secrets.token_urlsafe(32)
         key = self.keys.token(token_digest(token))
         async with audited_transaction(self.client, self.keys.audit_staged, audit) as pipe:
             if password_hash:
-                pipe.hset(self.keys.account(account.user_id),
-                          mapping={"pw": password_hash, "pwat": account.password_set_ms,
-                                   "mc": "0", "pwh": _history(previous)})  # fmt: skip
+                pipe.eval(_PASSWORD_SET, 1, self.keys.account(account.user_id), password_hash,
+                          account.password_set_ms, REUSE_DEPTH - 1)  # fmt: skip
             pipe.set(key, account.user_id, ex=self.token_ttl_s)
             pipe.sadd(self.keys.account_tokens(account.user_id), key)
         expires = _now_ms() + self.token_ttl_s * 1000
@@ -375,6 +373,8 @@ class AccountStore:
 
 
 _DUMMY_HASH = hash_password("not-a-password-of-anyone")
+# Queued inside a MULTI/EXEC (_issue), so sent as source: Redis finds it cached by its SHA.
+_PASSWORD_SET = lua_source("_lib") + "\n" + lua_source("password_set")
 
 
 def _check_new(new_id: str, name: str, id_field: str) -> None:
@@ -384,14 +384,6 @@ def _check_new(new_id: str, name: str, id_field: str) -> None:
     problem = name_problem(name)
     if problem:
         raise InvalidArgument("name", problem)
-
-
-def _history(previous: Sequence[str]) -> str:
-    """The account's ``pwh``: the hashes of the passwords a new one replaces, newest
-    first, which with the new one's are its last REUSE_DEPTH. In the account's hash,
-    so that it changes in the same step as the password; space-separated, as no scrypt
-    hash holds a space."""
-    return " ".join(previous[: REUSE_DEPTH - 1])
 
 
 def _fields(account: Account) -> dict[str, Any]:

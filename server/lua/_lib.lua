@@ -136,3 +136,24 @@ local function stage_move_lapse(lapse, request_id, rq, rs, cr, ex, now_ms)
                expires_at_ms = tonumber(ex)},
   })
 end
+
+-- Before an account's password hash is set to new_hash: puts the one it replaces at the
+-- head of the history (pwh: space-separated hashes, newest first, at most depth of them;
+-- no scrypt hash holds a space). Read and written in the step that sets the password, so
+-- two changes at once cannot drop one of them from the history (R11). The hash is salted:
+-- finding it already set means this step is a repeat, and the history is left as it is.
+local function keep_replaced_password(account_key, new_hash, depth)
+  local current = redis.call('HGET', account_key, 'pw')
+  if not current or current == new_hash then
+    return
+  end
+  local kept = {current}
+  local before = redis.call('HGET', account_key, 'pwh') or ''
+  for hash in string.gmatch(before, '%S+') do
+    if #kept >= depth then
+      break
+    end
+    kept[#kept + 1] = hash
+  end
+  redis.call('HSET', account_key, 'pwh', table.concat(kept, ' '))
+end

@@ -4,8 +4,11 @@
 -- that no change made while another administrator deregisters the account revives it.
 -- Leave and departure revoke every session token of the account in the same step:
 -- a login between a read of the tokens and their deletion cannot keep one alive.
+-- A change that sets the password ('pw') keeps the one it replaces in the history, in
+-- the same step (keep_replaced_password).
 -- KEYS[1] the account's hash   KEYS[2] the set of its token keys (same hash tag)
--- ARGV[1] '1': revoke every token   ARGV[2..] field, value, field, value, ...
+-- ARGV[1] '1': revoke every token   ARGV[2] how many replaced password hashes the history
+-- keeps when the change sets 'pw' ('0': it does not)   ARGV[3..] field, value, ...
 -- then take_audit(): the change's record
 -- Returns {'OK'} | {'NOT_FOUND'} | {'DEREGISTERED'}
 local audit = take_audit()
@@ -15,7 +18,15 @@ end
 if redis.call('HGET', KEYS[1], 'st') == 'DEREGISTERED' then
   return {'DEREGISTERED'}
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local depth = tonumber(ARGV[2])
+if depth > 0 then
+  for i = 3, #ARGV, 2 do
+    if ARGV[i] == 'pw' then
+      keep_replaced_password(KEYS[1], ARGV[i + 1], depth)
+    end
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 if ARGV[1] == '1' then
   for _, token in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     redis.call('DEL', token)
