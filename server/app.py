@@ -60,10 +60,12 @@ from server.settings import Settings
 from server.store.audit import AuditLog
 from server.store.audit_segments import AuditSegments
 from server.store.connect import event_client, redis_client
+from server.store.durability import DurabilityWatch, check_at_start
 from server.store.emergencies import EmergencyStore
 from server.store.keys import Keys
 from server.store.moves import MoveStore
 from server.store.queue_store import QueueConfig, QueueStore
+from server.store.redis_pipe import shown_url
 from server.tls import check_listen, server_credentials, tls_enabled
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,11 @@ class Runtime:
         client = redis_client(url, settings.redis_pool_size)
         _undo(undo, lambda: client.aclose(close_connection_pool=True))
         await client.ping()
+        where = shown_url(url) if embedded is None else "the embedded Redis"
+        durable = await check_at_start(client, where, settings.accept_volatile_redis)
+        durability = DurabilityWatch(client, durable)
+        durability.start()
+        _undo(undo, durability.stop)
         keys = Keys(settings.key_prefix)
         tokens = TokenCache(client, keys.token(""))
         await tokens.start()

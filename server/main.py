@@ -16,6 +16,7 @@ from server.embedded_redis import EmbeddedRedisError
 from server.metrics import check_metrics_listen
 from server.policy.model import PolicyError
 from server.settings import Settings, SettingsError
+from server.store.durability import RedisNotDurable
 from server.store.redis_pipe import shown_url
 from server.tls import check_listen, server_credentials
 
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"authq-server: {exc}", file=sys.stderr)
         return 1
+    except RedisNotDurable as exc:
+        print(f"authq-server: {exc}", file=sys.stderr)
+        return 2
     except RedisConnectionError as exc:
         # Unreachable past the retries, or refused (TLS): a setting or Redis to fix.
         where = shown_url(settings.redis_url) if settings.redis_url else "the embedded Redis"

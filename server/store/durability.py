@@ -1,0 +1,142 @@
+"""Whether the Redis the server runs on keeps what it acknowledges.
+
+A request acknowledged to a teller must survive a Redis restart, and that promise rests
+on three settings of Redis, not of authq: the append-only file on, fsynced before each
+answer, and no eviction of keys when memory runs short. The embedded Redis is started
+so (server/embedded_redis.py); an external one is configured by its operators, and a
+default Redis has the file off. So the server reads the settings when it starts and
+refuses a Redis that would lose acknowledged requests, unless told that losing them is
+acceptable (a test system); and it reads them again while it runs, since CONFIG SET
+can change them on a live Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from server.background import BackgroundLoop
+
+log = logging.getLogger(__name__)
+
+# How often a running server reads the settings again.
+RECHECK_S = 60.0
+
+
+class RedisNotDurable(Exception):
+    """The Redis at start does not keep what it acknowledges; the message says which
+    settings and how to fix them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Required:
+    setting: str
+    wanted: str
+    why: str
+
+
+REQUIRED = (
+    Required("appendonly", "yes", "changes are written to the append-only file"),
+    Required("appendfsync", "always", "each change is on disk before Redis answers"),
+)
+# With a memory limit, any other policy evicts keys (a waiting request among them)
+# rather than refuse the write that needs the memory.
+EVICTION = Required("maxmemory-policy", "noeviction", "no key is dropped when memory is full")
+
+
+def problems_in(config: Mapping[str, str]) -> list[str]:
+    """What in Redis's settings (CONFIG GET's answer) loses acknowledged changes."""
+    found = []
+    wanted = list(REQUIRED)
+    if config.get("maxmemory", "0") != "0":
+        wanted.append(EVICTION)
+    for required in wanted:
+        value = config.get(required.setting)
+        if value is None:
+            found.append(f"{required.setting} is not reported, {required.wanted} is needed")
+        elif value.lower() != required.wanted:
+            found.append(f"{required.setting} is {value}, not {required.wanted} ({required.why})")
+    return found
+
+
+async def problems(client: aioredis.Redis) -> list[str]:
+    """What in the Redis behind ``client`` loses acknowledged changes; a Redis that will
+    not tell (CONFIG refused) is a problem too, since nothing then shows it is safe."""
+    config: dict[str, str] = {}
+    try:
+        for required in (*REQUIRED, EVICTION, Required("maxmemory", "", "")):
+            answer = await client.config_get(required.setting)
+            config.update({_text(key): _text(value) for key, value in answer.items()})
+    except redis.exceptions.ResponseError as exc:
+        return [f"its settings cannot be read (CONFIG GET: {exc})"]
+    return problems_in(config)
+
+
+def refusal(where: str, found: list[str]) -> str:
+    return (
+        f"the Redis at {where} would lose requests it has acknowledged: "
+        + "; ".join(found)
+        + ". Configure it so (README: Configuration), or set accept_volatile_redis = "
+        "true in the config file to run on it anyway (a test system only)"
+    )
+
+
+async def check_at_start(client: aioredis.Redis, where: str, accept_volatile: bool) -> bool:
+    """Whether the Redis is durable. One that is not raises RedisNotDurable, or with
+    ``accept_volatile`` is logged."""
+    found = await problems(client)
+    if found and not accept_volatile:
+        raise RedisNotDurable(refusal(where, found))
+    if found:
+        log.warning("running on a volatile Redis (accept_volatile_redis): %s", "; ".join(found))
+    return not found
+
+
+class DurabilityWatch:
+    """Reads the settings again every RECHECK_S while the server runs. A Redis that
+    stops keeping what it acknowledges (CONFIG SET appendonly no) is logged as an error
+    once, when it starts, with what changed, and once more when it is fixed: the
+    operators' alert. ``durable`` is the last reading (for the metrics endpoint)."""
+
+    def __init__(
+        self, client: aioredis.Redis, durable: bool, interval_s: float = RECHECK_S
+    ) -> None:
+        self.client = client
+        self.interval_s = interval_s
+        self.durable = durable
+        self.loop = BackgroundLoop("redis-durability")
+
+    def start(self) -> None:
+        self.loop.start(self._run)
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+
+    async def check(self) -> None:
+        try:
+            found = await problems(self.client)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            return  # Redis away: the outage is reported where calls fail.
+        if found and self.durable:
+            log.error(
+                "Redis no longer keeps what it acknowledges: %s. Requests acknowledged "
+                "from now on are lost if Redis stops; fix its settings",
+                "; ".join(found),
+            )
+        elif not found and not self.durable:
+            log.warning("Redis keeps what it acknowledges again")
+        self.durable = not found
+
+    async def _run(self) -> None:
+        while not self.loop.stopping:
+            await self.loop.nap(self.interval_s)
+            if not self.loop.stopping:
+                await self.check()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
