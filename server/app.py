@@ -60,12 +60,12 @@ from server.settings import Settings
 from server.store.audit import AuditLog
 from server.store.audit_segments import AuditSegments
 from server.store.connect import event_client, redis_client
-from server.store.durability import DurabilityWatch, check_at_start
 from server.store.emergencies import EmergencyStore
 from server.store.keys import Keys
 from server.store.moves import MoveStore
 from server.store.queue_store import QueueConfig, QueueStore
 from server.store.redis_pipe import shown_url
+from server.store.redis_requirements import DurabilityWatch, check_at_start
 from server.tls import check_listen, server_credentials, tls_enabled
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from server.embedded_redis import EmbeddedRedisError
 from server.metrics import check_metrics_listen
 from server.policy.model import PolicyError
 from server.settings import Settings, SettingsError
-from server.store.durability import RedisNotDurable
 from server.store.redis_pipe import shown_url
+from server.store.redis_requirements import RedisUnfit
 from server.tls import check_listen, server_credentials
 
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"authq-server: {exc}", file=sys.stderr)
         return 1
-    except RedisNotDurable as exc:
+    except RedisUnfit as exc:
         print(f"authq-server: {exc}", file=sys.stderr)
         return 2
     except RedisConnectionError as exc:

@@ -57,7 +57,7 @@ class Settings:
     allow_plaintext: bool = False
     # A Redis without appendonly yes, appendfsync always and (with a memory limit)
     # noeviction loses requests it acknowledged: refused at start unless this is set
-    # (server/store/durability.py).
+    # (server/store/redis_requirements.py).
     accept_volatile_redis: bool = False
     # The Prometheus endpoint (server/metrics/) as HOST:PORT, e.g. 127.0.0.1:9464;
     # None: off. Plain HTTP, so off loopback only with allow_plaintext.

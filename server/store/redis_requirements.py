@@ -1,4 +1,9 @@
-"""Whether the Redis the server runs on keeps what it acknowledges.
+"""What the server requires of the Redis it runs on: a version with every command its
+scripts use, and settings that keep what it acknowledges.
+
+The scripts use commands and options of Redis 6.2 (GETDEL, SET ... GET, XADD and
+XTRIM with MINID): on an older Redis they would fail on first use, each call an
+internal error. So an older one is refused at start, naming its version.
 
 A request acknowledged to a teller must survive a Redis restart, and that promise rests
 on three settings of Redis, not of authq: the append-only file on, fsynced before each
@@ -27,9 +32,13 @@ log = logging.getLogger(__name__)
 RECHECK_S = 60.0
 
 
-class RedisNotDurable(Exception):
-    """The Redis at start does not keep what it acknowledges; the message says which
-    settings and how to fix them."""
+# The oldest Redis with every command and option the scripts use.
+MIN_VERSION = (6, 2)
+
+
+class RedisUnfit(Exception):
+    """The Redis at start is too old, or does not keep what it acknowledges; the message
+    says what and how to fix it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,24 @@ async def problems(client: aioredis.Redis) -> list[str]:
     return problems_in(config)
 
 
+def version_problem(version: str) -> str | None:
+    """Why a Redis of ``version`` (INFO's redis_version) is too old, or None."""
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return f"its version {version!r} cannot be read; {_shown(MIN_VERSION)} or later is needed"
+    if major_minor >= MIN_VERSION:
+        return None
+    return (
+        f"it is Redis {version}: the scripts use commands of Redis {_shown(MIN_VERSION)} "
+        "(GETDEL, SET ... GET, MINID); upgrade it"
+    )
+
+
+def _shown(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
 def refusal(where: str, found: list[str]) -> str:
     return (
         f"the Redis at {where} would lose requests it has acknowledged: "
@@ -86,11 +113,14 @@ def refusal(where: str, found: list[str]) -> str:
 
 
 async def check_at_start(client: aioredis.Redis, where: str, accept_volatile: bool) -> bool:
-    """Whether the Redis is durable. One that is not raises RedisNotDurable, or with
-    ``accept_volatile`` is logged."""
+    """Whether the Redis is durable. One too old raises RedisUnfit; one that is not
+    durable too, or with ``accept_volatile`` is logged."""
+    too_old = version_problem(_text((await client.info("server")).get("redis_version", "")))
+    if too_old:
+        raise RedisUnfit(f"the Redis at {where} cannot serve authq: {too_old}")
     found = await problems(client)
     if found and not accept_volatile:
-        raise RedisNotDurable(refusal(where, found))
+        raise RedisUnfit(refusal(where, found))
     if found:
         log.warning("running on a volatile Redis (accept_volatile_redis): %s", "; ".join(found))
     return not found
