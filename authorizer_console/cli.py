@@ -17,7 +17,6 @@ if __name__ == "__main__":
 import argparse
 import asyncio
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from authq.login import (
 )
 from authq.passwd_cli import add_passwd_command, change_password
 from authq.reconnect import Reconnecting
+from authq.refusals import refusal_of
 from authq.render import describe_request, describe_update, image_kinds, kind_name, state_name
 from authq.v1 import authorizer_pb2 as apb
 from authq.v1 import common_pb2 as cpb
@@ -51,9 +51,6 @@ PROG = "authq-authorizer"
 # Fencing tokens start at 1: a call with none changes nothing, and the center's
 # refusal of it says what became of the item.
 NO_TOKEN = 0
-# How the center refuses a command on an item not in the state it needs
-# (server/errors.py IllegalTransition): the request's state.
-_REFUSED_IN_STATE = re.compile(r"^cannot [a-z ]+ request \S+: it is ([A-Z_]+)$")
 # How an item held under a token leaves its holder without a decision.
 LAPSED = " (your lease ran out, or it was handed back)"
 
@@ -457,26 +454,23 @@ def not_held(exc: grpc.aio.AioRpcError, request_id: str, token: int, book: Lease
     it: the item was decided already, or it is not theirs (any more). None for any
     other failure. With NO_TOKEN (nothing recorded, no --token) the refusal is all
     this command line knows of the item."""
-    details = exc.details() or ""
+    refusal = refusal_of(exc)
+    if refusal is None:
+        return None
     ours = token != NO_TOKEN
     lost = "is not held by you any more" if ours else "is not held by you"
-    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-        match = _REFUSED_IN_STATE.match(details)
-        if match is None:
-            return None
-        state = match.group(1)
+    if refusal.reason == "ILLEGAL_TRANSITION":
+        state = refusal.metadata.get("state", "")
         if state in ("APPROVED", "REJECTED", "NEEDS_SUPPLEMENT"):
             return f"{request_id} was already decided: it is {state}"
         if state == "QUEUED":
             return f"{request_id} {lost}: it waits in the queue" + (LAPSED if ours else "")
         return f"{request_id} {lost}: it is {state}"
-    if exc.code() != grpc.StatusCode.ABORTED:
-        return None
-    if details.endswith(": held by another authorizer"):
+    if refusal.reason == "LEASE_HELD_BY_OTHER":
         return f"{request_id} {lost}: another authorizer holds it" + (LAPSED if ours else "")
-    if details.endswith(": lease expired"):
+    if refusal.reason == "LEASE_EXPIRED":
         return f"{request_id} {lost}: your lease ran out"
-    if not ours and ": stale fencing token " in details:
+    if not ours and refusal.reason == "STALE_FENCING_TOKEN":
         # Held by this person, taken where this command line did not record it.
         return (
             f"no lease of {request_id} recorded in {book.path}: pass the --token "

@@ -14,67 +14,105 @@ server/api/status.py; the message names the field or rule at fault.
     ├── PermissionDenied       the caller may not do this (PERMISSION_DENIED)
     ├── Unauthenticated        no identity (UNAUTHENTICATED)
     └── Unavailable            the store cannot be reached (UNAVAILABLE)
+
+Besides its message (for people), each error has a ``reason`` (for programs): a stable
+UPPER_SNAKE_CASE word, the class's own unless the raise site names a more precise one,
+and ``metadata``, the facts a client acts on. Both reach the caller as a
+google.rpc.ErrorInfo (server/api/status.py; the table is in README.md, "Refusals").
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
 
 
 class AuthqError(Exception):
     """Base of every error the server reports to a caller."""
 
+    # Not ClassVars: a raise site may name a more precise reason for its instance. The
+    # defaults serve an instance made without __init__ (a subclass's own, or a test's).
+    reason: str = "INTERNAL"
+    metadata: Mapping[str, str] = MappingProxyType({})
+
+    def __init__(self, message: str, *, reason: str = "", **metadata: str | int) -> None:
+        super().__init__(message)
+        if reason:
+            self.reason = reason
+        self.metadata = {key: str(value) for key, value in metadata.items()}
+
 
 class InvalidArgument(AuthqError):
+    reason = "INVALID_FIELD"
+
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+        super().__init__(f"{field}: {problem}", field=field)
         self.field = field
 
 
 class NotFound(AuthqError):
-    pass
+    reason = "NOT_FOUND"
 
 
 class AlreadyExists(AuthqError):
-    pass
+    reason = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(AuthqError):
-    pass
+    reason = "FAILED_PRECONDITION"
 
 
 class IllegalTransition(FailedPrecondition):
+    reason = "ILLEGAL_TRANSITION"
+
     def __init__(self, request_id: str, state: str, action: str, rule: str = "") -> None:
         message = f"cannot {action} request {request_id}: it is {state}"
-        super().__init__(f"{message} ({rule})" if rule else message)
+        facts = {"request_id": request_id, "state": state, "action": action}
+        if rule:
+            facts["rule"] = rule
+        super().__init__(f"{message} ({rule})" if rule else message, **facts)
         self.state = state
 
 
 class AuthorizerAway(FailedPrecondition):
     """The authorizer set itself away: no new items until it is back."""
 
+    reason = "AUTHORIZER_AWAY"
+
     def __init__(self, authorizer_id: str) -> None:
-        super().__init__(f"{authorizer_id} is away: no new items until back")
+        super().__init__(
+            f"{authorizer_id} is away: no new items until back", authorizer_id=authorizer_id
+        )
 
 
 class OnsiteFallbackRequired(AuthqError):
     """An emergency is in force for the branch (R8): the center takes nothing new.
     Not an error for the caller: Submit answers with an OnsiteFallback."""
 
+    reason = "EMERGENCY_IN_FORCE"
+
     def __init__(self, emergency_id: str) -> None:
-        super().__init__(f"emergency {emergency_id} is in force: authorize on site (R8)")
+        super().__init__(
+            f"emergency {emergency_id} is in force: authorize on site (R8)",
+            emergency_id=emergency_id,
+        )
         self.emergency_id = emergency_id
 
 
 class LeaseLost(AuthqError):
-    pass
+    """Raise sites name which of LEASE_HELD_BY_OTHER, LEASE_EXPIRED and
+    STALE_FENCING_TOKEN it is (server/store/queue_store.py)."""
+
+    reason = "LEASE_LOST"
 
 
 class PermissionDenied(AuthqError):
-    pass
+    reason = "PERMISSION_DENIED"
 
 
 class Unauthenticated(AuthqError):
-    pass
+    reason = "UNAUTHENTICATED"
 
 
 class Unavailable(AuthqError):
-    pass
+    reason = "UNAVAILABLE"

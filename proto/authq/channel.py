@@ -14,8 +14,10 @@ import grpc
 from google.protobuf.message import Message
 
 from authq.batching import batched, unpacked
+from authq.refusals import Refusal, refusal_of, session_refusal
 from authq.v1 import auth_pb2 as upb
 from authq.v1 import auth_pb2_grpc
+from authq.v1 import common_pb2 as cpb
 from authq.wire import CHANNEL_OPTIONS
 
 AUTH_KEY = "authorization"
@@ -153,17 +155,19 @@ class AuthenticatedClient:
 
 class SessionCallError(Exception):
     """A refusal that arrived inside a session stream, with the gRPC status a unary
-    call would have got."""
+    call would have got, and ``refusal``, its reason and facts (authq.refusals)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, refusal: Refusal | None = None) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.refusal = refusal
 
     @classmethod
-    def from_wire(cls, code: int, message: str) -> SessionCallError:
+    def from_wire(cls, error: cpb.SessionError) -> SessionCallError:
+        code = error.code
         status = next((s for s in grpc.StatusCode if s.value[0] == code), grpc.StatusCode.UNKNOWN)
-        return cls(status, message)
+        return cls(status, error.message, session_refusal(error))
 
 
 In = TypeVar("In", bound=Message)
@@ -252,8 +256,7 @@ class SessionStream(Generic[In]):
         if future is None or future.done():
             return
         if body == "error":
-            error = message.error
-            future.set_exception(SessionCallError.from_wire(error.code, error.message))
+            future.set_exception(SessionCallError.from_wire(message.error))
         else:
             future.set_result(getattr(message, body))
 
@@ -263,7 +266,9 @@ class SessionStream(Generic[In]):
                 for message in unpacked(received):
                     self._take(message)
         except grpc.aio.AioRpcError as exc:
-            self.failure = SessionCallError(exc.code(), exc.details() or "session ended")
+            self.failure = SessionCallError(
+                exc.code(), exc.details() or "session ended", refusal_of(exc)
+            )
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(self.failure)

@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from authq.channel import AuthenticatedClient
 from authq.login import LoginNeeded, password_from, save_token, tls_options
+from authq.refusals import refusal_of
 from authq.v1 import auth_pb2 as upb
 
 NEW_PASSWORD_ENV = "AUTHQ_NEW_PASSWORD"
@@ -54,12 +55,15 @@ def new_password_from(given: str | None) -> str:
 def refusal(exc: grpc.aio.AioRpcError) -> str | None:
     """The server's reason in the user's words, or None for a failure that is not a
     refusal of these passwords (the center unreachable...)."""
-    details = exc.details() or ""
-    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("new_password: "):
-        reason = details.removeprefix("new_password: ")
-        return f"the new password is not accepted ({reason}); the current one stays"
-    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-        return f"the current password is not accepted ({details}); nothing was changed"
+    said = refusal_of(exc)
+    if said is None:
+        return None
+    if said.reason == "LOGIN_REFUSED":
+        return f"the current password is not accepted ({exc.details()}); nothing was changed"
+    for violation in said.violations:
+        if violation.field == "new_password":
+            reason = violation.description
+            return f"the new password is not accepted ({reason}); the current one stays"
     return None
 
 

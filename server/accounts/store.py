@@ -279,13 +279,19 @@ class AccountStore:
         if account.must_change_password:
             raise FailedPrecondition(
                 f"the password of {user_id} was set by an administrator: choose your own "
-                "with ChangePassword (R11)"
+                "with ChangePassword (R11)",
+                reason="PASSWORD_CHANGE_REQUIRED",
+                user_id=user_id,
+                why="reset",
             )
         days_left = self._days_left(account)
         if days_left < 0:
             raise FailedPrecondition(
                 f"the password of {user_id} is older than {self.password_max_age_days} "
-                "days: change it with ChangePassword (R11)"
+                "days: change it with ChangePassword (R11)",
+                reason="PASSWORD_CHANGE_REQUIRED",
+                user_id=user_id,
+                why="expired",
             )
         return await self._issue(account, days_left, audit)
 

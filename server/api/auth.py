@@ -44,7 +44,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             try:
                 return _reply(await self.accounts.login(request.user_id, request.password, audit))
             except LoginRefused as exc:
-                raise Unauthenticated(str(exc)) from None
+                raise Unauthenticated(str(exc), reason="LOGIN_REFUSED") from None
 
     @translate_errors
     async def ChangePassword(
@@ -57,7 +57,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                     request.user_id, request.old_password, request.new_password, audit
                 )
             except LoginRefused as exc:
-                raise Unauthenticated(str(exc)) from None
+                raise Unauthenticated(str(exc), reason="LOGIN_REFUSED") from None
             return _reply(session)
 
     @translate_errors

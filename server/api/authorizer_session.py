@@ -18,13 +18,13 @@ from typing import Any
 
 import grpc
 from authq.batching import batched, unpacked
+from authq.refusals import Refusal
 from authq.v1 import authorizer_pb2 as apb
-from authq.v1 import common_pb2 as cpb
 
 from server import dispatch
 from server.api import convert
 from server.api.session_guard import TokenCheck, watch_token
-from server.api.status import status_of
+from server.api.status import Refused, refused
 from server.center import Center, Identity
 from server.dispatch import Waiter
 from server.domain.records import HistoryEntry
@@ -111,7 +111,9 @@ class AuthorizerSession:
             for task in (reader, renewer, guard, *self.tasks):
                 task.cancel()
         if self.revoked:
-            raise Unauthenticated("the login token was revoked: session closed (R12)")
+            raise Unauthenticated(
+                "the login token was revoked: session closed (R12)", reason="TOKEN_INVALID"
+            )
         if self.failure is not None:
             raise self.failure
 
@@ -193,9 +195,7 @@ class AuthorizerSession:
                 self._credit(ref, count)
 
     def _error(self, ref: str, exc: BaseException) -> None:
-        code, message = status_of(exc)
-        error = cpb.SessionError(code=code.value[0], message=message)
-        self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, error=error))
+        self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, error=refused(exc).session_error()))
 
     def _credit(self, ref: str, count: int) -> None:
         if count <= 0 or len(self.waiters) + len(self.held) + count > MAX_CREDITS:
@@ -235,7 +235,7 @@ class AuthorizerSession:
             self._error(ref, exc)
             return
         message = f"internal error ({type(exc).__name__}): the item could not be offered"
-        error = cpb.SessionError(code=grpc.StatusCode.INTERNAL.value[0], message=message)
+        error = Refused(grpc.StatusCode.INTERNAL, message, Refusal("INTERNAL")).session_error()
         self.out.put_nowait(apb.AuthorizerSessionOut(ref=ref, error=error))
 
     async def _decide(self, ref: str, request: apb.DecideRequest) -> None:

@@ -23,7 +23,8 @@ def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
         if key == AUTH_KEY and isinstance(value, str) and value.startswith("Bearer "):
             return value.removeprefix("Bearer ").strip()
     raise Unauthenticated(
-        f"missing {AUTH_KEY} metadata: log in with AuthService.Login and send 'Bearer <token>'"
+        f"missing {AUTH_KEY} metadata: log in with AuthService.Login and send 'Bearer <token>'",
+        reason="TOKEN_MISSING",
     )
 
 
@@ -47,7 +48,9 @@ class Authenticator:
     async def identify(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> Identity:
         account = await self.account(bearer_token(context))
         if account is None:
-            raise Unauthenticated("the token is unknown, expired or revoked: log in again")
+            raise Unauthenticated(
+                "the token is unknown, expired or revoked: log in again", reason="TOKEN_INVALID"
+            )
         identity = Identity(
             user_id=account.user_id,
             branch_id=account.branch_id,
@@ -60,7 +63,11 @@ class Authenticator:
             held = ", ".join(sorted(account.roles)) or "no role"
             needed = ", ".join(sorted(allowed)) or "no one"
             refusal = PermissionDenied(
-                f"{method} is for {needed}; {account.user_id} holds {held} (R13)"
+                f"{method} is for {needed}; {account.user_id} holds {held} (R13)",
+                reason="ROLE_LACKS_RIGHT",
+                method=method,
+                needed=",".join(sorted(allowed)),
+                held=",".join(sorted(account.roles)),
             )
             if self.on_refusal is not None:
                 await self.on_refusal(identity, method, str(refusal))

@@ -1,4 +1,6 @@
-"""Domain errors to gRPC status codes, in one place."""
+"""Domain errors to gRPC status codes, in one place: each status carries, besides its
+code and message, the refusal a program acts on (a google.rpc.ErrorInfo in the
+trailing metadata, proto/authq/refusals.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,13 @@ import functools
 import inspect
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import grpc
 import redis.exceptions
+from authq.refusals import FieldViolation, Refusal
+from authq.v1 import common_pb2 as cpb
 from google.protobuf.message import DecodeError
 
 from server import errors
@@ -53,45 +57,94 @@ class Unparsed:
 # A status message travels in the trailing metadata, which the peer refuses beyond
 # 8 KB (grpc's default): a message naming a caller's far too long id is cut.
 MESSAGE_MAX_CHARS = 1000
+# The refusal travels in the same trailers, beside the message: its facts are ids
+# and states, and a caller's far too long id is cut there too.
+VALUE_MAX_CHARS = 200
+DESCRIPTION_MAX_CHARS = 500
+
+
+class Refused(NamedTuple):
+    """How a call ends for an exception: for people, the code and message; for
+    programs, the refusal."""
+
+    code: grpc.StatusCode
+    message: str
+    refusal: Refusal
+
+    def session_error(self) -> cpb.SessionError:
+        """The same, as a refusal inside a session stream."""
+        return cpb.SessionError(
+            code=self.code.value[0],
+            message=self.message,
+            reason=self.refusal.reason,
+            metadata=self.refusal.metadata,
+        )
+
+
+def refused(exc: BaseException) -> Refused:
+    """The status, message and refusal a caller gets for an exception."""
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return Refused(code, _cut(str(exc)), _refusal(exc))
+    if isinstance(exc, ReplyLost):
+        message = (
+            "the queue store's connection was lost while it was making the change: "
+            "whether it was made is unknown; look before trying again"
+        )
+        return Refused(grpc.StatusCode.UNAVAILABLE, message, Refusal("OUTCOME_UNKNOWN"))
+    if isinstance(exc, _STORE_DOWN):
+        message = "the queue store is unreachable: retry shortly"
+        return Refused(grpc.StatusCode.UNAVAILABLE, message, Refusal("STORE_UNREACHABLE"))
+    if isinstance(exc, DecodeError):
+        # The server parses no protobuf but its callers' requests: the caller's fault.
+        message, message_type = _parse_failure(exc)
+        facts = {"message_type": _cut(message_type, VALUE_MAX_CHARS)} if message_type else {}
+        refusal = Refusal("REQUEST_UNPARSABLE", facts)
+        return Refused(grpc.StatusCode.INVALID_ARGUMENT, _cut(message), refusal)
+    log.exception("internal error", exc_info=exc)
+    message = f"internal error ({type(exc).__name__})"
+    return Refused(grpc.StatusCode.INTERNAL, message, Refusal("INTERNAL"))
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status and message a caller gets for an exception."""
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            return code, _cut(str(exc))
-    if isinstance(exc, ReplyLost):
-        return grpc.StatusCode.UNAVAILABLE, (
-            "the queue store's connection was lost while it was making the change: "
-            "whether it was made is unknown; look before trying again"
-        )
-    if isinstance(exc, _STORE_DOWN):
-        return grpc.StatusCode.UNAVAILABLE, "the queue store is unreachable: retry shortly"
-    if isinstance(exc, DecodeError):
-        # The server parses no protobuf but its callers' requests: the caller's fault.
-        return grpc.StatusCode.INVALID_ARGUMENT, _cut(_parse_failure(exc))
-    log.exception("internal error", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
+    code, message, _ = refused(exc)
+    return code, message
 
 
-def _parse_failure(exc: DecodeError) -> str:
+def _refusal(exc: errors.AuthqError) -> Refusal:
+    facts = _facts(exc.metadata)
+    field = exc.metadata.get("field")
+    if isinstance(exc, errors.InvalidArgument) and field is not None:
+        problem = str(exc).removeprefix(f"{field}: ")
+        violation = FieldViolation(facts["field"], _cut(problem, DESCRIPTION_MAX_CHARS))
+        return Refusal(exc.reason, facts, (violation,))
+    return Refusal(exc.reason, facts)
+
+
+def _facts(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {key: _cut(value, VALUE_MAX_CHARS) for key, value in metadata.items()}
+
+
+def _parse_failure(exc: DecodeError) -> tuple[str, str]:
+    """The message, and the type the request failed to parse as (if protobuf said)."""
     said = str(exc)
     named = _PARSE_FAILURE.fullmatch(said)
     if named is None:
-        return f"the request is not a valid message: {said}"
-    return f"the request is not a valid {named[1]}: {named[2] or 'it does not parse'}"
+        return f"the request is not a valid message: {said}", ""
+    return f"the request is not a valid {named[1]}: {named[2] or 'it does not parse'}", named[1]
 
 
-def _cut(message: str) -> str:
-    if len(message) <= MESSAGE_MAX_CHARS:
+def _cut(message: str, limit: int = MESSAGE_MAX_CHARS) -> str:
+    if len(message) <= limit:
         return message
     said = f"... ({len(message)} characters)"
-    return message[: MESSAGE_MAX_CHARS - len(said)] + said
+    return message[: limit - len(said)] + said
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
-    code, message = status_of(exc)
-    await context.abort(code, message)
+    code, message, refusal = refused(exc)
+    await context.abort(code, message, trailing_metadata=(refusal.trailer(code, message),))
     raise AssertionError("unreachable")  # context.abort always raises
 
 

@@ -20,7 +20,7 @@ from authq.v1 import teller_pb2 as tpb
 
 from server.api import convert
 from server.api.session_guard import TokenCheck, watch_token
-from server.api.status import status_of
+from server.api.status import refused
 from server.center import Center, Identity
 from server.domain.records import HistoryEntry, Submission
 from server.domain.states import FINAL_STATES
@@ -64,7 +64,9 @@ class TellerSession:
             for request_id in list(self.seen):
                 self._unfollow(request_id)
         if self.revoked:
-            raise Unauthenticated("the login token was revoked: session closed (R12)")
+            raise Unauthenticated(
+                "the login token was revoked: session closed (R12)", reason="TOKEN_INVALID"
+            )
         if self.failure is not None:
             raise self.failure
 
@@ -120,9 +122,7 @@ class TellerSession:
         task.add_done_callback(self.tasks.discard)
 
     def _error(self, ref: str, exc: BaseException) -> None:
-        code, message = status_of(exc)
-        error = cpb.SessionError(code=code.value[0], message=message)
-        self.out.put_nowait(tpb.TellerSessionOut(ref=ref, error=error))
+        self.out.put_nowait(tpb.TellerSessionOut(ref=ref, error=refused(exc).session_error()))
 
     # -- uploads: chunks of one upload arrive in order, so they are handled inline --
 

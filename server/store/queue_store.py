@@ -3,6 +3,7 @@ plain reads). Script status codes become the domain errors of server/errors.py."
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -38,6 +39,14 @@ from server.store.scripts import ScriptCall, Scripts, load_script
 # the repeat must still find the key to know itself a repeat, so the key is kept twice
 # that. Longer costs memory at peak: one key of about 100 B per claim while it lives.
 CLAIM_REPEAT_TTL_MS = 30_000
+
+# What the scripts answer with 'LEASE' (server/lua/decide.lua, renew.lua, requeue.lua),
+# to the reason a client acts on (server/errors.py).
+_LEASE_REASONS = {
+    "held by another authorizer": "LEASE_HELD_BY_OTHER",
+    "lease expired": "LEASE_EXPIRED",
+}
+_STALE_TOKEN = re.compile(r"stale fencing token (\d+) \(current (\d+)\)")
 
 
 def claim_nonce() -> str:
@@ -152,17 +161,24 @@ class QueueStore(QueueReads):
         if status == "ARCHIVED":
             raise AlreadyExists(
                 f"request_id {rid} belongs to a request that has ended and been archived: "
-                "choose a new request_id for a new request"
+                "choose a new request_id for a new request",
+                request_id=rid,
+                exists="archived_request",
             )
         if status == "ONSITE":
             raise AlreadyExists(
                 f"request_id {rid} was reported as a local fallback, authorized on site (R8): "
-                "the center does not take the same transaction too"
+                "the center does not take the same transaction too",
+                request_id=rid,
+                exists="local_fallback",
             )
         if status == "CONFLICT":
             raise AlreadyExists(
                 f"request_id {rid} was already used for a request with other content "
-                f"(now {as_text(result[1])}): choose a new request_id for a new request"
+                f"(now {as_text(result[1])}): choose a new request_id for a new request",
+                request_id=rid,
+                exists="request",
+                state=as_text(result[1]),
             )
         if status == "DUP":
             return await self.get(rid), True
@@ -270,7 +286,8 @@ class QueueStore(QueueReads):
         if status == "BRANCH":
             raise PermissionDenied(
                 f"request {request_id} belongs to branch {as_text(result[1])}: an on-site "
-                "reviewer reviews only the requests of its own branch (R2, R13)"
+                "reviewer reviews only the requests of its own branch (R2, R13)",
+                request_id=request_id,
             )
         event = "ONSITE_CONFIRMED" if confirm else "SENT_BACK"
         return await self._entry(request_id, result, "review", event, reviewer_id, note=note)
@@ -282,7 +299,7 @@ class QueueStore(QueueReads):
         (R8: during an emergency, work already queued goes back to the branches)."""
         branch = await self.client.hget(self.keys.request(request_id), "br")
         if branch is None:
-            raise NotFound(f"no request with request_id {request_id}")
+            raise NotFound(f"no request with request_id {request_id}", request_id=request_id)
         result = await self.run_audited(
             self._hand_back,
             audit,
@@ -409,7 +426,8 @@ class QueueStore(QueueReads):
             raise FailedPrecondition(
                 f"cannot {action} request {request_id}: it was decided {entry.state.value} "
                 f"under this fencing token already, with another reason, note or image "
-                "kinds; a decision is made once"
+                "kinds; a decision is made once",
+                request_id=request_id,
             )
         return entry
 
@@ -562,18 +580,36 @@ class QueueStore(QueueReads):
         if status in ("OK", "DUP"):
             return
         if status == "NOTFOUND":
-            raise NotFound(f"no request with request_id {request_id}")
+            raise NotFound(f"no request with request_id {request_id}", request_id=request_id)
         if status == "STATE":
             raise IllegalTransition(request_id, as_text(result[1]), action)
         if status == "LEASE":
-            raise LeaseLost(f"cannot {action} request {request_id}: {as_text(result[1])}")
+            raise _lease_lost(request_id, action, as_text(result[1]))
         if status == "DUTY":
             raise PermissionDenied(
                 f"cannot {action} request {request_id}: {as_text(result[1])}; whoever submitted "
-                "or reviewed a request can never authorize it (R11)"
+                "or reviewed a request can never authorize it (R11)",
+                request_id=request_id,
             )
         if status == "VERSION":
             raise FailedPrecondition(
-                f"request {request_id} changed while the call was prepared: try again"
+                f"request {request_id} changed while the call was prepared: try again",
+                request_id=request_id,
             )
         raise RuntimeError(f"unexpected script status {status!r} for {request_id}")
+
+
+def _lease_lost(request_id: str, action: str, said: str) -> LeaseLost:
+    """The script's word on a lease that is not the caller's, with its reason."""
+    message = f"cannot {action} request {request_id}: {said}"
+    stale = _STALE_TOKEN.fullmatch(said)
+    if stale is not None:
+        return LeaseLost(
+            message,
+            reason="STALE_FENCING_TOKEN",
+            request_id=request_id,
+            token=stale[1],
+            current_token=stale[2],
+        )
+    reason = _LEASE_REASONS.get(said, LeaseLost.reason)
+    return LeaseLost(message, reason=reason, request_id=request_id)
