@@ -8,6 +8,7 @@ import functools
 import inspect
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, NamedTuple, NoReturn, TypeVar
 
@@ -37,8 +38,41 @@ _CODES: list[tuple[type[errors.AuthqError], grpc.StatusCode]] = [
 ]
 
 _STORE_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-# What translate_errors answers itself; anything else is a fault of the server.
-_EXPECTED = (errors.AuthqError, DecodeError, *_STORE_DOWN)
+# What translate_errors answers itself; anything else is a fault of the server. An
+# error reply of Redis is one of the store's refusals below, or else a fault (INTERNAL).
+_EXPECTED = (errors.AuthqError, DecodeError, *_STORE_DOWN, redis.exceptions.ResponseError)
+
+# Redis refusing every write: full (OOM under maxmemory with noeviction), unable to
+# write its disk (MISCONF: a failed AOF write or snapshot), or a read-only replica.
+# Inside a script Redis 6.2 wraps the refusal ("Error running script ...: -OOM ...");
+# later versions and plain commands lead with it. Redis refuses a script's first write
+# and then all of them, so a refused script has changed nothing.
+_WRITE_REFUSED = re.compile(r"(?:^|-)(OOM|MISCONF|READONLY) ")
+_STORE_REFUSALS = {
+    "OOM": (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "STORE_FULL",
+        "the queue store is full (Redis reached its maxmemory): nothing was changed; the "
+        "center takes no change until its operators give Redis more memory",
+    ),
+    "MISCONF": (
+        grpc.StatusCode.UNAVAILABLE,
+        "STORE_CANNOT_PERSIST",
+        "the queue store cannot write to its disk (Redis MISCONF): nothing was changed; "
+        "the center takes no change until its operators fix the disk",
+    ),
+    "READONLY": (
+        grpc.StatusCode.UNAVAILABLE,
+        "STORE_READ_ONLY",
+        "the queue store is a read-only replica (Redis READONLY): nothing was changed; "
+        "the center takes no change until it is pointed at the primary",
+    ),
+}
+# A store refusing writes fails every call at once: one warning per kind this often,
+# with how many calls it refused since, rather than a line each.
+STORE_WARNING_EVERY_S = 10.0
+_store_warned: dict[str, tuple[float, int]] = {}
+clock = time.monotonic
 
 # How protobuf (upb) names the type a message failed to parse as.
 _PARSE_FAILURE = re.compile(r"Error parsing message with type '([\w.]+)'(?:: (.*))?", re.DOTALL)
@@ -95,6 +129,12 @@ def refused(exc: BaseException) -> Refused:
     if isinstance(exc, _STORE_DOWN):
         message = "the queue store is unreachable: retry shortly"
         return Refused(grpc.StatusCode.UNAVAILABLE, message, Refusal("STORE_UNREACHABLE"))
+    if isinstance(exc, redis.exceptions.ResponseError):
+        kind = _write_refused(exc)
+        if kind is not None:
+            code, reason, message = _STORE_REFUSALS[kind]
+            _warn_store_refusal(kind, exc)
+            return Refused(code, message, Refusal(reason))
     if isinstance(exc, DecodeError):
         # The server parses no protobuf but its callers' requests: the caller's fault.
         message, message_type = _parse_failure(exc)
@@ -104,6 +144,27 @@ def refused(exc: BaseException) -> Refused:
     log.exception("internal error", exc_info=exc)
     message = f"internal error ({type(exc).__name__})"
     return Refused(grpc.StatusCode.INTERNAL, message, Refusal("INTERNAL"))
+
+
+def _write_refused(exc: redis.exceptions.ResponseError) -> str | None:
+    """OOM, MISCONF or READONLY if Redis refused the write as such, else None."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "OOM"  # redis-py took the word off the message
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return "READONLY"
+    found = _WRITE_REFUSED.search(str(exc))
+    return found[1] if found is not None else None
+
+
+def _warn_store_refusal(kind: str, exc: redis.exceptions.ResponseError) -> None:
+    now = clock()
+    warned_at, refused_since = _store_warned.get(kind, (-STORE_WARNING_EVERY_S, 0))
+    if now - warned_at < STORE_WARNING_EVERY_S:
+        _store_warned[kind] = (warned_at, refused_since + 1)
+        return
+    _store_warned[kind] = (now, 0)
+    more = f" ({refused_since} more refused since the last warning)" if refused_since else ""
+    log.warning("Redis refuses writes: %s%s", exc, more)
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -1,0 +1,113 @@
+"""A Redis that refuses every write (full under its memory limit, unable to write its
+disk, a read-only replica) is answered as what it is, with nothing changed, rather
+than as a crash of the server; and the log says so once, not once per call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions
+from authq.refusals import Refusal, refusal_of
+
+from server.api import status
+from server.api.status import refused
+from server.embedded_redis import EmbeddedRedis
+from server.store.redis_pipe import _error
+from tests.conftest import StartServer
+from tests.helpers import request
+
+FULL = (
+    "the queue store is full (Redis reached its maxmemory): nothing was changed; the center "
+    "takes no change until its operators give Redis more memory"
+)
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[str]:
+    """A Redis of the test's own, whose memory limit it may change."""
+    embedded = EmbeddedRedis(tmp_path / "redis")
+    yield await embedded.start()
+    await embedded.stop()
+
+
+async def test_a_full_redis_refuses_a_submit_which_then_lands_once(
+    start_server: StartServer, own_redis: str
+) -> None:
+    server = await start_server(redis_url=own_redis)
+    redis_client = aioredis.Redis.from_url(own_redis)
+    submission = request(request_id="full-store-0001")
+    async with server.teller() as teller:
+        await redis_client.config_set("maxmemory", "1")
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await teller.stub.Submit(submission, metadata=teller.metadata)
+        finally:
+            await redis_client.config_set("maxmemory", "0")
+        assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert failure.value.details() == FULL
+        assert refusal_of(failure.value) == Refusal("STORE_FULL")
+        assert not await redis_client.exists(server.runtime.store.keys.request("full-store-0001"))
+        # Nothing was changed: the same request goes in as new.
+        reply = await teller.stub.Submit(submission, metadata=teller.metadata)
+    assert reply.request.request_id == "full-store-0001"
+    await redis_client.aclose()
+
+
+# What Redis 6.2 answers (a script wraps the refusal) and what later versions and
+# plain commands answer, as the Redis pipe and redis-py parse them.
+IN_A_SCRIPT = "Error running script (call to f_8f42): @user_script:1: @user_script: 1: -{} "
+
+
+@pytest.mark.parametrize(
+    ("said", "code", "reason"),
+    [
+        (IN_A_SCRIPT.format("OOM") + "command not allowed when used memory > 'maxmemory'.",
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "STORE_FULL"),
+        ("OOM command not allowed when used memory > 'maxmemory'. script: f_8f42, on "
+         "@user_script:1.", grpc.StatusCode.RESOURCE_EXHAUSTED, "STORE_FULL"),
+        (IN_A_SCRIPT.format("MISCONF") + "Errors writing to the AOF file: No space left on "
+         "device", grpc.StatusCode.UNAVAILABLE, "STORE_CANNOT_PERSIST"),
+        ("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to "
+         "persist to disk.", grpc.StatusCode.UNAVAILABLE, "STORE_CANNOT_PERSIST"),
+        ("READONLY You can't write against a read only replica.",
+         grpc.StatusCode.UNAVAILABLE, "STORE_READ_ONLY"),
+        (IN_A_SCRIPT.format("READONLY") + "You can't write against a read only replica.",
+         grpc.StatusCode.UNAVAILABLE, "STORE_READ_ONLY"),
+    ],
+)  # fmt: skip
+def test_each_refusal_of_writes_is_named(said: str, code: grpc.StatusCode, reason: str) -> None:
+    answer = refused(_error(redis.exceptions.ResponseError(said)))
+    assert (answer.code, answer.refusal.reason) == (code, reason)
+    assert "nothing was changed" in answer.message
+
+
+def test_another_error_reply_is_a_fault_of_the_server() -> None:
+    answer = refused(redis.exceptions.ResponseError("ERR Error running script: bad argument"))
+    assert (answer.code, answer.message) == (
+        grpc.StatusCode.INTERNAL,
+        "internal error (ResponseError)",
+    )
+
+
+def test_a_store_refusing_writes_is_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(status, "clock", lambda: now[0])
+    monkeypatch.setattr(status, "_store_warned", {})
+    full = redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+    with caplog.at_level(logging.WARNING, logger="server.api.status"):
+        for _ in range(3):
+            refused(full)
+        now[0] += status.STORE_WARNING_EVERY_S
+        refused(full)
+    assert [record.getMessage() for record in caplog.records] == [
+        "Redis refuses writes: command not allowed when used memory > 'maxmemory'.",
+        "Redis refuses writes: command not allowed when used memory > 'maxmemory'. "
+        "(2 more refused since the last warning)",
+    ]
