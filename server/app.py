@@ -27,6 +27,7 @@ from authq.v1 import (
 )
 
 from server.accounts.store import AccountStore
+from server.api.admission import Admission
 from server.api.auth import AuthServicer
 from server.api.authorizer import AuthorizerServicer
 from server.api.branch import BranchServicer
@@ -111,6 +112,8 @@ class Runtime:
     archiver: Archiver
     # Declares and ends the automatic backlog emergency (R8).
     backlog: BacklogMonitor
+    # The admission ceiling every call of the gRPC server passes (server/api/admission.py).
+    admission: Admission
     # The Prometheus endpoint (settings.metrics_listen); None when it is off.
     metrics: MetricsService | None = None
     # The archiver's own process (settings.archive_worker); None: it runs in this one.
@@ -193,6 +196,11 @@ class Runtime:
                 settings.metrics_loop_lag_tick_s,
             )
             metrics.attach(hub)
+        admission = Admission(
+            settings.max_calls_in_flight, settings.max_open_streams, settings.max_logins_in_flight
+        )
+        if metrics is not None:
+            metrics.metrics.watch_admission(admission)
         limits = ImageLimits(max_bytes=settings.max_image_bytes)
         blobs = LocalBlobStore(settings.data_dir / "blobs")
         center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
@@ -298,6 +306,7 @@ class Runtime:
             archiver=archiver,
             archiver_process=archiver_process,
             backlog=backlog,
+            admission=admission,
         )
 
     async def stop(self) -> None:
@@ -352,26 +361,31 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
         AuthServicer(runtime.accounts, runtime.center),
         server,
+        runtime.admission,
     )
     add_service(
         review_pb2_grpc.add_OnsiteReviewServiceServicer_to_server,
         OnsiteReviewServicer(runtime.center, auth),
         server,
+        runtime.admission,
     )
     add_service(
         branch_pb2_grpc.add_BranchServiceServicer_to_server,
         BranchServicer(runtime.center, auth),
         server,
+        runtime.admission,
     )
     add_service(
         teller_pb2_grpc.add_TellerServiceServicer_to_server,
         TellerServicer(runtime.center, auth, runtime.archive_index),
         server,
+        runtime.admission,
     )
     add_service(
         authorizer_pb2_grpc.add_AuthorizerServiceServicer_to_server,
         AuthorizerServicer(runtime.center, runtime.settings.lease_ms, auth),
         server,
+        runtime.admission,
     )
     add_service(
         supervisor_pb2_grpc.add_SupervisorServiceServicer_to_server,
@@ -385,6 +399,7 @@ def create_server(runtime: Runtime, listen: str) -> tuple[grpc.aio.Server, int]:
             accounts=runtime.accounts,
         ),
         server,
+        runtime.admission,
     )
     # The plaintext rule again here, for callers that skip main's early check.
     check_listen(runtime.settings, listen)

@@ -40,6 +40,13 @@ class Settings:
     events_maxlen: int = 50_000
     redis_pool_size: int = 64
     shutdown_grace_s: float = 5.0
+    # The admission ceiling (server/api/admission.py): past it a new call or stream is
+    # answered RESOURCE_EXHAUSTED at once. Far above the bench's 256 calls in flight and
+    # a center's hundreds of authorizers and thousands of tellers; at ~40 ms of a core
+    # per scrypt check, 64 logins in flight already queue for a second or more.
+    max_calls_in_flight: int = 2000
+    max_open_streams: int = 20_000
+    max_logins_in_flight: int = 64
     token_ttl_s: int = 8 * 3600
     password_max_age_days: int = 90
     # The business policy (TOML); None: server/policy/default_policy.toml.
@@ -142,6 +149,9 @@ class Settings:
             "blob_gc_grace_s",
             "blob_gc_interval_s",
             "backlog_check_s",
+            "max_calls_in_flight",
+            "max_open_streams",
+            "max_logins_in_flight",
         ):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be positive, got {getattr(self, key)}")

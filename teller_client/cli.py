@@ -33,7 +33,7 @@ from authq.login import (
     tls_options,
 )
 from authq.passwd_cli import add_passwd_command, change_password
-from authq.reconnect import Reconnecting
+from authq.reconnect import Reconnecting, is_at_capacity
 from authq.render import describe_request, describe_update, image_kinds, parse_amount
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
@@ -46,6 +46,13 @@ from teller_client.client import ImageInput, TellerClient, new_request
 PROG = "authq-teller"
 
 KINDS_TEXT = ", ".join(image_kinds())
+# A command other than submit that the center refused at its admission ceiling: it did
+# nothing. A submit is tried again first, then falls back (fallback_cli.AT_CAPACITY_TEXT).
+AT_CAPACITY_TEXT = (
+    "the authorization center is at capacity and did nothing with this command: try it "
+    "again in a moment. If it lasts, new transactions are authorized on site (R8): "
+    f"`{PROG} submit` says so and journals them, `{PROG} fallback` records and reports them"
+)
 
 
 class UsageError(Exception):
@@ -317,10 +324,12 @@ async def submit(
     client: TellerClient, args: argparse.Namespace, request: tpb.SubmitRequest, out: Output
 ) -> int:
     sent = Sent()
+    client.at_capacity.say = lambda text: print(f"{PROG}: {text}", file=sys.stderr, flush=True)
     try:
         reply = await client.submit(request, read_images(args.image), out.progress, sending=sent)
     except grpc.aio.AioRpcError as exc:
-        if not fallback_cli.unreachable(exc):
+        # At capacity still after the tries submit() made: the center took nothing.
+        if not (fallback_cli.unreachable(exc) or is_at_capacity(exc)):
             raise
         return fallback_cli.center_unreachable(args, request, exc)
     except asyncio.CancelledError:
@@ -435,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except grpc.aio.AioRpcError as exc:
+        if is_at_capacity(exc):
+            print(f"{PROG}: {AT_CAPACITY_TEXT}\n  ({exc.details()})", file=sys.stderr)
+            return 1
         print(f"{PROG}: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     except Interrupted as exc:

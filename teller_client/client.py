@@ -12,6 +12,7 @@ import grpc
 from authq import wire
 from authq.batching import BATCHES_METADATA
 from authq.channel import AuthenticatedClient, ClientTLS, SessionStream
+from authq.reconnect import CapacityBackoff
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import review_pb2 as rpb
 from authq.v1 import review_pb2_grpc, teller_pb2_grpc
@@ -21,6 +22,9 @@ ImageInput = tuple[str, bytes]  # (kind name such as "ID_FRONT", bytes)
 # A submit that finds the center unavailable is retried after these pauses (it is
 # idempotent by request id) before the teller is sent to the on-site fallback (R8);
 # one that gets no answer within the deadline is not retried: the teller is waiting.
+# One the center refuses at capacity is tried again with growing, jittered pauses
+# (authq.reconnect.CapacityBackoff). Every try, and every pause, ends within
+# SUBMIT_DEADLINE_S of the first.
 SUBMIT_RETRY_PAUSES_S = (0.3, 1.0)
 SUBMIT_DEADLINE_S = 30.0
 Progress = Callable[[str, int, int], None]  # (kind, bytes sent, total)
@@ -91,6 +95,8 @@ class TellerClient(AuthenticatedClient):
         super().__init__(target, user_id, password, token=token, channel=channel, tls=tls)
         self.stub = teller_pb2_grpc.TellerServiceStub(self.channel)
         self.review_stub = review_pb2_grpc.OnsiteReviewServiceStub(self.channel)
+        # How submit() rides out a center at capacity (a command line sets its ``say``).
+        self.at_capacity = CapacityBackoff()
 
     async def upload_image(
         self, kind: str, data: bytes, progress: Progress | None = None
@@ -123,26 +129,43 @@ class TellerClient(AuthenticatedClient):
     ) -> tpb.SubmitReply:
         """Uploads the images, adds them to the ones the request already references,
         then submits; safe to call again with the same request after a lost reply.
-        Retried while the center is UNAVAILABLE (SUBMIT_RETRY_PAUSES_S). ``sending``
+        Retried while the center is UNAVAILABLE (SUBMIT_RETRY_PAUSES_S) or refuses it
+        at capacity (``at_capacity``): the answer, retries included, is waited for
+        SUBMIT_DEADLINE_S from the first Submit. ``sending``
         is called as the Submit call goes out: from then on the center may hold the
         request, whatever becomes of the reply."""
-        for pause in (*SUBMIT_RETRY_PAUSES_S, None):
+        clock = self.at_capacity.clock
+        # Uploads are not timed (a branch's line may be slow), only their retries; the
+        # answer to the Submit is waited for SUBMIT_DEADLINE_S from its first try.
+        deadline = clock() + SUBMIT_DEADLINE_S
+        submitting = False
+        unavailable = iter(SUBMIT_RETRY_PAUSES_S)
+        tries = 0
+        while True:
+            tries += 1
             try:
                 if images:
                     uploaded = await self.upload_images(images, progress)
                     have = {(ref.kind, ref.sha256) for ref in request.images}
                     request.images.extend(r for r in uploaded if (r.kind, r.sha256) not in have)
+                    images = ()  # the center holds them: a retry only submits again
+                if not submitting:
+                    submitting, deadline = True, clock() + SUBMIT_DEADLINE_S
                 if sending is not None:
                     sending()
                 reply: tpb.SubmitReply = await self.stub.Submit(
-                    request, metadata=self.metadata, timeout=SUBMIT_DEADLINE_S
+                    request, metadata=self.metadata, timeout=max(deadline - clock(), 0.001)
                 )
                 return reply
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    # Re-raises what is not a refusal at capacity, or one that lasts.
+                    await self.at_capacity.pause(exc, tries, deadline)
+                    continue
+                pause = next(unavailable, None)
+                if pause is None or clock() + pause >= deadline:
                     raise
                 await asyncio.sleep(pause)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def report_fallbacks(
         self, records: Sequence[tpb.FallbackRecord]

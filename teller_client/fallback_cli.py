@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 from authq.login import shared_default
+from authq.reconnect import is_at_capacity
 from authq.render import format_money
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
@@ -42,6 +43,13 @@ UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_E
 UNREACHABLE_TEXT = (
     "the authorization center cannot be reached: authorize on site under the branch's "
     "fallback procedure (R8); this is recorded and will be reported when the center is back"
+)
+# A submit the center still refused at its admission ceiling after the client's tries
+# (teller_client.client.TellerClient.submit): nothing reached it.
+AT_CAPACITY_TEXT = (
+    "the authorization center is at capacity and did not take this request, also when "
+    "tried again: authorize on site under the branch's fallback procedure (R8); this is "
+    "recorded and will be reported when the center has room"
 )
 # Records per ReportFallbacks call (the server takes at most 100).
 BATCH = 50
@@ -161,7 +169,7 @@ def center_unreachable(
         print(json.dumps({"unreachable": True, "journal": str(journal.path),
                           "fallback": asdict(entry.event)}, ensure_ascii=False))  # fmt: skip
     lines = [
-        UNREACHABLE_TEXT + ".",
+        (AT_CAPACITY_TEXT if is_at_capacity(exc) else UNREACHABLE_TEXT) + ".",
         f"  ({exc.code().name}: {exc.details()})",
         f"  recorded as {request.request_id} in {journal.path}",
         "  " + _record_hint(request.request_id),
@@ -349,6 +357,8 @@ def describe(entry: JournalEntry) -> str:
     why = (
         f"emergency {event.emergency_id}"
         if event.cause == "EMERGENCY"
+        else "center at capacity"
+        if event.status_code == grpc.StatusCode.RESOURCE_EXHAUSTED.name
         else f"center unreachable ({event.status_code})"
     )
     text = (

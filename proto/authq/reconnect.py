@@ -5,12 +5,17 @@ each attempt bounded, and says when the center answers again. Ctrl-C ends it as
 always (authq.exits).
 
 Only a wait that has reached the center is resumed: a command pointed at a center it
-never reached fails at once, as any other command does."""
+never reached fails at once, as any other command does.
+
+A center that answers but is at its admission ceiling is not lost: it refused the call
+before doing anything. An idempotent call may be tried again a few times, with
+jittered pauses, within its caller's deadline (CapacityBackoff)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +34,17 @@ ATTEMPT_S = 10.0
 LOST_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 LOST_TEXT = "connection to the center lost; retrying..."
 RESTORED_TEXT = "connection to the center restored"
+
+# How the center's refusal at its admission ceiling opens (server/api/admission.py):
+# it did no work for the call. grpc answers RESOURCE_EXHAUSTED itself too (a message
+# too large), which no retry cures: the words tell the two apart.
+AT_CAPACITY_PREFIX = "the center is at capacity"
+# Pauses between tries of an idempotent call refused at capacity: doubling, each
+# drawn from half to one and a half times its step so that the callers the center
+# refused together do not come back together; at most CAPACITY_TRIES tries in all.
+CAPACITY_STEPS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+CAPACITY_TRIES = 6
+CAPACITY_TEXT = "the center is at capacity; trying again..."
 
 
 class Reconnecting:
@@ -115,6 +131,50 @@ class Reconnecting:
                 self.reached = True
             await self.channel.wait_for_state_change(state)
             state = self.channel.get_state()
+
+
+class CapacityBackoff:
+    """Bounded tries of an idempotent call the center refused at capacity: ``await
+    backoff.pause(exc, tries, deadline)`` after each failure of try number ``tries``
+    (from 1) waits before the next one, or re-raises ``exc`` when it is not a refusal
+    at capacity, the tries are spent, or the next try would start after ``deadline``
+    (on ``clock``). Never for a call that is not idempotent: a refusal from something
+    between the caller and the center's ceiling would not say that nothing was done.
+    ``say`` hears CAPACITY_TEXT at the first pause; ``sleep``, ``clock`` (seconds, as
+    time.monotonic) and ``jitter`` (as random.random) are for tests to replace."""
+
+    def __init__(
+        self,
+        *,
+        say: Callable[[str], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.say = say
+        self.sleep = sleep
+        self.clock = clock
+        self.jitter = jitter
+
+    async def pause(self, exc: BaseException, tries: int, deadline: float) -> None:
+        if not is_at_capacity(exc) or tries >= CAPACITY_TRIES:
+            raise exc
+        step = CAPACITY_STEPS_S[min(tries, len(CAPACITY_STEPS_S)) - 1]
+        pause = step * (0.5 + self.jitter())
+        if self.clock() + pause >= deadline:
+            raise exc
+        if tries == 1 and self.say is not None:
+            self.say(CAPACITY_TEXT)
+        await self.sleep(pause)
+
+
+def is_at_capacity(exc: BaseException) -> bool:
+    """The center refused the call at its admission ceiling, before doing anything."""
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and (exc.details() or "").startswith(AT_CAPACITY_PREFIX)
+    )
 
 
 def is_lost(exc: BaseException) -> bool:

@@ -7,10 +7,11 @@ see server/metrics/event_counter.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from server import background
@@ -43,6 +44,50 @@ class LoopRestarts(Collector):
         for name, count in sorted(background.RESTARTS.items()):
             family.add_metric([name], count)
         yield family
+
+
+class AdmissionCounts(Protocol):
+    """What the admission ceiling counts (server/api/admission.py)."""
+
+    @property
+    def calls_in_flight(self) -> int: ...
+
+    @property
+    def open_streams(self) -> int: ...
+
+    @property
+    def refused(self) -> Mapping[str, int]: ...
+
+
+class AdmissionGauges(Collector):
+    """The admission ceiling's counts, read at each scrape: the calls themselves only
+    change plain integers."""
+
+    def __init__(self, counts: AdmissionCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield GaugeMetricFamily(
+            "authq_calls_in_flight",
+            "Unary and client-streaming calls (and image downloads) running now; new ones "
+            "are refused RESOURCE_EXHAUSTED at max_calls_in_flight.",
+            value=self.counts.calls_in_flight,
+        )
+        yield GaugeMetricFamily(
+            "authq_open_streams",
+            "Session streams, watches and waiting Next calls open now; new ones are "
+            "refused RESOURCE_EXHAUSTED at max_open_streams.",
+            value=self.counts.open_streams,
+        )
+        refused = CounterMetricFamily(
+            "authq_calls_refused_at_capacity",
+            "Calls and streams refused RESOURCE_EXHAUSTED at an admission ceiling "
+            "(max_calls_in_flight, max_open_streams, max_logins_in_flight), by method.",
+            labels=["method"],
+        )
+        for method, count in sorted(self.counts.refused.items()):
+            refused.add_metric([method], count)
+        yield refused
 
 
 class ServerMetrics:
@@ -157,3 +202,7 @@ class ServerMetrics:
             registry=r,
         )
         r.register(LoopRestarts())
+
+    def watch_admission(self, counts: AdmissionCounts) -> None:
+        """Exports the admission ceiling's counts (once per registry)."""
+        self.registry.register(AdmissionGauges(counts))
