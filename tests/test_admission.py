@@ -21,6 +21,7 @@ import grpc
 import pytest
 from authq import reconnect, wire
 from authq.reconnect import CapacityBackoff, is_at_capacity
+from authq.refusals import Refusal, refusal_of
 from authq.v1 import auth_pb2, authorizer_pb2, common_pb2, supervisor_pb2, teller_pb2
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
@@ -94,6 +95,9 @@ async def test_calls_past_the_ceiling_are_refused_until_held_ones_end_every_way(
             "lasts (R8)"
         )
         assert is_at_capacity(refused)
+        assert refusal_of(refused) == Refusal(
+            "CENTER_AT_CAPACITY", {"setting": "max_calls_in_flight", "limit": "3"}
+        )
         samples = await scrape(server)
         assert value(samples, "authq_calls_in_flight") == 3
         assert value(samples, REFUSED, method=SUBMIT) == 1
@@ -234,12 +238,14 @@ def test_the_methods_named_apart_exist() -> None:
     assert methods >= admission.LONG_POLLS | admission.DOWNLOADS | admission.PASSWORD_CHECKS
 
 
-def test_the_refusal_opens_as_the_clients_expect() -> None:
-    assert AT_CAPACITY.startswith(reconnect.AT_CAPACITY_PREFIX)
+def test_the_server_refuses_with_the_reason_the_clients_expect() -> None:
+    assert admission.AT_CAPACITY_REASON == reconnect.AT_CAPACITY_REASON
 
 
 class _Context:
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+    async def abort(
+        self, code: grpc.StatusCode, details: str, trailing_metadata: object = ()
+    ) -> None:
         raise grpc.aio.AbortError(f"{code.name}: {details}")
 
 
@@ -368,14 +374,20 @@ async def test_a_refusal_that_lasts_is_tried_a_bounded_number_of_times(
         await held.call
 
 
-def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+def _rpc_error(code: grpc.StatusCode, details: str, reason: str = "") -> grpc.aio.AioRpcError:
+    """A failed call as the client sees it; with ``reason``, the refusal it carries."""
+    trailing = grpc.aio.Metadata()
+    if reason:
+        trailing.add(*Refusal(reason).trailer(code, details))
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details)
 
 
 async def test_the_backoff_stays_within_the_deadline_and_leaves_other_refusals() -> None:
     time = FakeTime()
     backoff = time.backoff()
-    at_capacity = _rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, AT_CAPACITY)
+    at_capacity = _rpc_error(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, AT_CAPACITY, reason="CENTER_AT_CAPACITY"
+    )
     await backoff.pause(at_capacity, 1, deadline=1.0)  # 0.5 s: ends before the deadline
     with pytest.raises(grpc.aio.AioRpcError):
         await backoff.pause(at_capacity, 2, deadline=1.0)  # 1 s more would not
@@ -386,6 +398,10 @@ async def test_the_backoff_stays_within_the_deadline_and_leaves_other_refusals()
     )
     with pytest.raises(grpc.aio.AioRpcError):
         await backoff.pause(too_large, 1, deadline=100.0)
+    # Nor is a full queue store within seconds.
+    store_full = _rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "full", reason="STORE_FULL")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await backoff.pause(store_full, 1, deadline=100.0)
     assert time.pauses == [0.5]
     # The jitter spreads a pause over half to one and a half times its step.
     for jitter in (0.0, 0.75):

@@ -26,6 +26,7 @@ from authorizer_console.cli import LeaseBook, not_held
 from authorizer_console.client import AuthorizerClient
 from server import errors
 from server.accounts.model import Role, Status
+from server.api import admission, status
 from server.api.status import refused
 from server.store.redis_pipe import ReplyLost
 from teller_client.client import TellerClient
@@ -347,4 +348,5 @@ def test_every_reason_the_server_gives_is_in_the_readme() -> None:
         "LOGIN_REFUSED", "OUTCOME_UNKNOWN", "STORE_UNREACHABLE", "INTERNAL",
     }  # fmt: skip
     classes = {cls.reason for cls in _every_domain_error()}
-    assert given | classes == documented
+    store = {reason for _, reason, _ in status._STORE_REFUSALS.values()}
+    assert given | classes | store | {admission.AT_CAPACITY_REASON} == documented

@@ -23,6 +23,8 @@ from typing import Any, Self
 
 import grpc
 
+from authq.refusals import refusal_of
+
 # Pauses between attempts: doubling from the first, then the last one again.
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 # An attempt that has not had the center's first answer within this long is given up
@@ -35,10 +37,10 @@ LOST_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 LOST_TEXT = "connection to the center lost; retrying..."
 RESTORED_TEXT = "connection to the center restored"
 
-# How the center's refusal at its admission ceiling opens (server/api/admission.py):
+# The reason of the center's refusal at its admission ceiling (server/api/admission.py):
 # it did no work for the call. grpc answers RESOURCE_EXHAUSTED itself too (a message
-# too large), which no retry cures: the words tell the two apart.
-AT_CAPACITY_PREFIX = "the center is at capacity"
+# too large), and so does a full queue store: no retry within seconds cures those.
+AT_CAPACITY_REASON = "CENTER_AT_CAPACITY"
 # Pauses between tries of an idempotent call refused at capacity: doubling, each
 # drawn from half to one and a half times its step so that the callers the center
 # refused together do not come back together; at most CAPACITY_TRIES tries in all.
@@ -170,11 +172,10 @@ class CapacityBackoff:
 
 def is_at_capacity(exc: BaseException) -> bool:
     """The center refused the call at its admission ceiling, before doing anything."""
-    return (
-        isinstance(exc, grpc.aio.AioRpcError)
-        and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        and (exc.details() or "").startswith(AT_CAPACITY_PREFIX)
-    )
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        return False
+    refusal = refusal_of(exc)
+    return refusal is not None and refusal.reason == AT_CAPACITY_REASON
 
 
 def is_lost(exc: BaseException) -> bool:

@@ -29,15 +29,16 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, NoReturn
 
 import grpc
+from authq.refusals import Refusal
 
 log = logging.getLogger(__name__)
 
 Handler = Any  # grpc.RpcMethodHandler: grpcio ships no type information
 Behavior = Callable[..., Any]
 
-# What a caller refused at the ceiling is told; the one text of every refusal, so that
-# it can later be given a structured reason. Clients know a refusal at capacity by its
-# opening words (authq.reconnect.AT_CAPACITY_PREFIX).
+# What a caller refused at the ceiling is told. Clients know such a refusal by its
+# reason (authq.reconnect.is_at_capacity), which says that the center did nothing.
+AT_CAPACITY_REASON = "CENTER_AT_CAPACITY"
 AT_CAPACITY = (
     "the center is at capacity: {limit} {what}, the most it takes ({setting}); "
     "try again in a moment, or authorize on site if it lasts (R8)"
@@ -71,12 +72,16 @@ SHEDDING_QUIET_S = 5.0
 class Ceiling:
     """One count and its limit; ``refusal`` is what a caller past it is told."""
 
-    __slots__ = ("count", "limit", "refusal")
+    __slots__ = ("count", "limit", "refusal", "trailer")
 
     def __init__(self, limit: int, what: str, setting: str) -> None:
         self.count = 0
         self.limit = limit
         self.refusal = AT_CAPACITY.format(limit=limit, what=what, setting=setting)
+        facts = {"setting": setting, "limit": str(limit)}
+        self.trailer = Refusal(AT_CAPACITY_REASON, facts).trailer(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, self.refusal
+        )
 
 
 class Admission:
@@ -134,7 +139,11 @@ class Admission:
     async def refuse(self, context: Any, method: str, ceiling: Ceiling) -> NoReturn:
         self._refused[method] = self._refused.get(method, 0) + 1
         self._shedding.note(ceiling.refusal)
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, ceiling.refusal)
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            ceiling.refusal,
+            trailing_metadata=(ceiling.trailer,),
+        )
         raise AssertionError("unreachable")  # context.abort always raises
 
 
