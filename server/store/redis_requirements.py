@@ -55,6 +55,8 @@ REQUIRED = (
 # With a memory limit, any other policy evicts keys (a waiting request among them)
 # rather than refuse the write that needs the memory.
 EVICTION = Required("maxmemory-policy", "noeviction", "no key is dropped when memory is full")
+# What is read: the settings above, and whether there is a memory limit at all.
+READ = (*(required.setting for required in (*REQUIRED, EVICTION)), "maxmemory")
 
 
 def problems_in(config: Mapping[str, str]) -> list[str]:
@@ -77,8 +79,8 @@ async def problems(client: aioredis.Redis) -> list[str]:
     not tell (CONFIG refused) is a problem too, since nothing then shows it is safe."""
     config: dict[str, str] = {}
     try:
-        for required in (*REQUIRED, EVICTION, Required("maxmemory", "", "")):
-            answer = await client.config_get(required.setting)
+        for setting in READ:
+            answer = await client.config_get(setting)
             config.update({_text(key): _text(value) for key, value in answer.items()})
     except redis.exceptions.ResponseError as exc:
         return [f"its settings cannot be read (CONFIG GET: {exc})"]
