@@ -261,6 +261,7 @@ class Runtime:
             token_ttl_s=settings.token_ttl_s,
             password_max_age_days=settings.password_max_age_days,
             business_types=lambda: center.catalog().businesses.keys(),
+            follower=tokens,
         )
         if settings.demo:
             lines = await seed_demo(accounts, center)

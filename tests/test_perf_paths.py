@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from dataclasses import replace
 from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from authq import wire
 from authq.channel import SessionCallError
 from authq.v1 import common_pb2 as cpb
@@ -21,7 +23,7 @@ from redis.exceptions import DataError
 from redis.typing import EncodableT
 
 from server.accounts.model import Account, Qualification, Role, Status
-from server.accounts.store import token_digest
+from server.accounts.store import AccountStore, token_digest
 from server.api.token_cache import TokenCache
 from server.dispatch import Waiter
 from server.domain.records import Submission
@@ -30,7 +32,7 @@ from server.store.connect import PipedRedis, event_client, hiredis_packing, redi
 from server.store.queue_store import NothingToClaim, QueueStore
 from server.store.redis_pipe import PipedScript, RedisPipe
 from tests.conftest import RunningServer
-from tests.helpers import request, standard_images, store_submission
+from tests.helpers import request, standard_images, store_submission, until
 
 
 def _cache(server: RunningServer) -> TokenCache:
@@ -51,8 +53,14 @@ def _script(store: QueueStore, name: str) -> PipedScript:
     return script
 
 
+def _mute_notifications(tokens: TokenCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyspace notifications arrive late (a busy loop, a slow Redis): only what
+    the process that made the change does itself can refuse the next call."""
+    monkeypatch.setattr(tokens, "_on_message", lambda channel: None)
+
+
 async def test_a_disabled_account_is_refused_at_once_though_its_token_is_cached(
-    server: RunningServer,
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with server.teller() as teller:
         first = request()
@@ -61,6 +69,7 @@ async def test_a_disabled_account_is_refused_at_once_though_its_token_is_cached(
         tokens = _cache(server)
         assert tokens.get(digest) is not None  # the next call would not ask Redis
         assert (await teller.get(first.request_id)).request_id == first.request_id
+        _mute_notifications(tokens, monkeypatch)
         await server.runtime.accounts.set_status("teller-1", Status.DISABLED)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await teller.get(first.request_id)
@@ -68,12 +77,45 @@ async def test_a_disabled_account_is_refused_at_once_though_its_token_is_cached(
         assert tokens.get(digest) is None
 
 
-async def test_a_logout_elsewhere_ends_the_cached_token(server: RunningServer) -> None:
+async def test_a_role_taken_away_here_is_refused_at_once(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with server.teller() as teller:
+        first = request()
+        await teller.submit(first)
+        _mute_notifications(_cache(server), monkeypatch)
+        await server.runtime.accounts.set_roles("teller-1", [Role.SUPERVISOR])
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await teller.get(first.request_id)
+        assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_logout_here_ends_the_cached_token_at_once(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with server.teller() as teller:
         await teller.submit(request())
-        assert _cache(server).get(token_digest(teller.token)) is not None
-        # Another server process, or the admin tool, deletes the token in Redis.
+        _mute_notifications(_cache(server), monkeypatch)
         assert await server.runtime.accounts.logout(teller.token) == "teller-1"
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await teller.submit(request())
+        assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_logout_elsewhere_ends_the_cached_token(
+    server: RunningServer, redis_client: aioredis.Redis
+) -> None:
+    tokens = _cache(server)
+    tokens.ttl_s = 3600.0  # the entry goes by the notification, not by its age
+    async with server.teller() as teller:
+        await teller.submit(request())
+        digest = token_digest(teller.token)
+        assert tokens.get(digest) is not None
+        # Another server process, or the admin tool, deletes the token in Redis: the
+        # keyspace notification reaches this process a moment later.
+        elsewhere = AccountStore(redis_client, server.runtime.store.keys)
+        assert await elsewhere.logout(teller.token) == "teller-1"
+        await until(lambda: tokens.get(digest) is None)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await teller.submit(request())
         assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -134,6 +176,22 @@ async def test_a_lookup_overtaken_by_a_revocation_is_not_kept(server: RunningSer
     cache.put("d1", _account(), started)
     assert cache.get("d1") is None
     assert len(cache) == 0
+
+
+async def test_a_change_to_an_account_forgets_its_tokens_only(server: RunningServer) -> None:
+    cache = TokenCache(server.runtime.client, "{authq}:token:")
+    cache.live = True
+    other = replace(_account(), user_id="teller-8")
+    cache.put("d1", _account(), cache.generation)
+    cache.put("d2", _account(), cache.generation)
+    cache.put("d3", other, cache.generation)
+    started = cache.generation  # a lookup of teller-9 reads Redis now...
+    cache.account_changed("teller-9")  # ...and the account changes before its answer
+    assert cache.get("d1") is None
+    assert cache.get("d2") is None
+    assert cache.get("d3") == other
+    cache.put("d1", _account(), started)
+    assert cache.get("d1") is None
 
 
 async def test_nothing_is_served_while_the_feed_is_not_live(server: RunningServer) -> None:

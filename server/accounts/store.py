@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
@@ -71,6 +71,17 @@ class Session:
     password_days_left: int
 
 
+class ChangeFollower(Protocol):
+    """Told of this process's own account changes as each call returns. Other
+    processes learn of them from Redis's keyspace notifications, which arrive a moment
+    later on a connection of their own: the process that made a change must not serve
+    the old account in that moment (R12)."""
+
+    def token_ended(self, digest: str) -> None: ...
+
+    def account_changed(self, user_id: str) -> None: ...
+
+
 class LoginRefused(Exception):
     """Wrong user or password, or an account that may not log in. The message is
     safe to show: it does not tell which of user and password was wrong."""
@@ -89,8 +100,10 @@ class AccountStore:
         token_ttl_s: int = 8 * 3600,
         password_max_age_days: int = 90,
         business_types: BusinessTypes = shipped_business_types,
+        follower: ChangeFollower | None = None,
     ) -> None:
         self.client = client
+        self.follower = follower
         self.keys = keys
         # A callable, so that a reloaded policy's catalog applies at once.
         self.business_types = business_types
@@ -189,8 +202,14 @@ class AccountStore:
         depth = REUSE_DEPTH - 1 if "pw" in fields else 0
         flat = ["1" if revoke else "0", depth, *itertools.chain.from_iterable(fields.items())]
         keys = [self.keys.account(user_id), self.keys.account_tokens(user_id)]
-        result = await run_audited(self._account_change, self.keys.audit_staged, audit,
-                                   keys, flat)  # fmt: skip
+        try:
+            result = await run_audited(self._account_change, self.keys.audit_staged, audit,
+                                       keys, flat)  # fmt: skip
+        finally:
+            # Also when the reply was lost: the change may have landed, and forgetting
+            # an account that did not change costs one lookup.
+            if self.follower is not None:
+                self.follower.account_changed(user_id)
         answer = _text(result[0])
         if answer == "NOT_FOUND":
             raise NotFound(f"no account {user_id}")
@@ -361,9 +380,14 @@ class AccountStore:
         """Ends the token; returns whose it was ('' for an unknown one). ``audit``: the
         logout's record without its user, whom the script names and stages it for in
         the same step (R15)."""
-        keys = [self.keys.token(token_digest(token))]
+        digest = token_digest(token)
+        keys = [self.keys.token(digest)]
         args: list[Any] = [self.keys.account_tokens("")]
-        result = await run_audited(self._logout, self.keys.audit_staged, audit, keys, args)
+        try:
+            result = await run_audited(self._logout, self.keys.audit_staged, audit, keys, args)
+        finally:
+            if self.follower is not None:
+                self.follower.token_ended(digest)
         return _text(result[1]) if _text(result[0]) == "OK" else ""
 
     async def authenticate(self, token: str) -> Account | None:

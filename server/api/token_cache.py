@@ -3,12 +3,15 @@ a Redis round trip to learn who is calling.
 
 Revocation stays immediate (R12): every change to a token key in Redis (the DEL when an
 account is disabled or deregistered, the GETDEL of a logout, an expiry or eviction) is
-pushed to every server process as a keyspace notification, and the entry goes at once,
-whichever process or tool (``authq-admin``) made the change. What the notifications do
-not cover is bounded by TTL_S: a change to the account hash itself (roles,
-qualification), left unfollowed because following hash writes would make Redis notify
-on every queue write. While the subscription is not confirmed (starting, lost, or a
-Redis that refuses CONFIG SET) nothing is served from the cache at all."""
+pushed to every server process as a keyspace notification, and the entry goes as it
+arrives, whichever process or tool (``authq-admin``) made the change. The process that
+made a change does not wait for its notification: its AccountStore tells the cache as
+the change's call returns (``ChangeFollower``), so the caller's next call finds it
+made. What the notifications do not cover is bounded by TTL_S: a change to the account
+hash itself (roles, qualification) made by another process, left unfollowed because
+following hash writes would make Redis notify on every queue write. While the
+subscription is not confirmed (starting, lost, or a Redis that refuses CONFIG SET)
+nothing is served from the cache at all."""
 
 from __future__ import annotations
 
@@ -85,6 +88,19 @@ class TokenCache:
     def revoke(self, digest: str) -> None:
         self.generation += 1
         self._entries.pop(digest, None)
+
+    # -- this process's own changes (accounts.store.ChangeFollower) -----------------
+
+    def token_ended(self, digest: str) -> None:
+        self.revoke(digest)
+
+    def account_changed(self, user_id: str) -> None:
+        """Forgets every token of the account. A scan, but of a cache kept small, on
+        an administrator's change."""
+        self.generation += 1
+        held = [d for d, (account, _) in self._entries.items() if account.user_id == user_id]
+        for digest in held:
+            del self._entries[digest]
 
     def clear(self) -> None:
         self.generation += 1
