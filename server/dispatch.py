@@ -305,7 +305,13 @@ class WorkDispatcher:
                 self._maybe_work = False
             return answered
         finally:
-            self._waiters.extendleft(reversed([w for w in blocked if not w.cancelled]))
+            back = [w for w in blocked if not w.cancelled]
+            self._waiters.extendleft(reversed(back))
+            # An item queued while the round held them found nobody in line to wake
+            # (on_event): a claim that reached Redis before it and was answered after
+            # its event would otherwise leave it waiting beside them.
+            if back and self._queued_seen != queued_seen:
+                self._wake.set()
 
     def _offer(self, offered: list[tuple[Waiter, Claim]]) -> None:
         """Delivers each claim the gate admits at once; a claim the gate must wait for

@@ -27,9 +27,10 @@ from server.accounts.store import AccountStore, token_digest
 from server.api.token_cache import TokenCache
 from server.dispatch import Waiter
 from server.domain.records import Submission
+from server.domain.states import State
 from server.errors import AlreadyExists
 from server.store.connect import PipedRedis, event_client, hiredis_packing, redis_client
-from server.store.queue_store import NothingToClaim, QueueStore
+from server.store.queue_store import Claim, NothingToClaim, QueueStore
 from server.store.redis_pipe import PipedScript, RedisPipe
 from tests.conftest import RunningServer
 from tests.helpers import request, standard_images, store_submission, until
@@ -401,6 +402,38 @@ async def test_a_claim_that_finds_the_queue_empty_stops_claims_until_work_comes(
     assert not second.done()
     assert _script(store, "claim").calls == calls + 2
     second.cancel()
+
+
+async def test_an_item_queued_while_a_claim_finds_nothing_is_offered(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = server.runtime.store
+    dispatcher = server.runtime.dispatcher
+    claim_or_nothing = store.claim_or_nothing
+    empty_seen = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def answered_late(*args: Any, **kwargs: Any) -> Claim | NothingToClaim:
+        result = await claim_or_nothing(*args, **kwargs)
+        if not answer.is_set():
+            empty_seen.set()
+            await answer.wait()
+        return result
+
+    monkeypatch.setattr(store, "claim_or_nothing", answered_late)
+    queued = asyncio.Event()
+    server.runtime.hub.add_listener(
+        lambda entry: queued.set() if entry.state is State.QUEUED else None
+    )
+    waiting = asyncio.create_task(dispatcher.next_item("auth-1"))
+    # Its claim finds the queue empty; the item's event reaches the dispatcher (a
+    # listener before this one) while that answer is still on its way.
+    await asyncio.wait_for(empty_seen.wait(), 10)
+    await store.submit(store_submission("late-0001"))
+    await asyncio.wait_for(queued.wait(), 10)
+    answer.set()
+    claim = await asyncio.wait_for(waiting, 10)
+    assert claim.record.request_id == "late-0001"
 
 
 async def test_claims_do_not_wake_a_reaper_already_due_sooner(server: RunningServer) -> None:
