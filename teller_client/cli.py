@@ -328,8 +328,7 @@ async def submit(
     try:
         reply = await client.submit(request, read_images(args.image), out.progress, sending=sent)
     except grpc.aio.AioRpcError as exc:
-        # At capacity still after the tries submit() made: the center took nothing.
-        if not (fallback_cli.unreachable(exc) or is_at_capacity(exc)):
+        if not fallback_cli.falls_back(exc):
             raise
         return fallback_cli.center_unreachable(args, request, exc)
     except asyncio.CancelledError:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import grpc
 from authq.login import shared_default
-from authq.reconnect import is_at_capacity
+from authq.reconnect import STORE_REASONS, is_at_capacity, store_refusal
+from authq.refusals import refusal_of
 from authq.render import format_money
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
@@ -50,6 +51,14 @@ AT_CAPACITY_TEXT = (
     "the authorization center is at capacity and did not take this request, also when "
     "tried again: authorize on site under the branch's fallback procedure (R8); this is "
     "recorded and will be reported when the center has room"
+)
+# A submit the center could not store: its queue store refuses writes (full, its disk
+# failing, a read-only replica: the reasons of authq.reconnect.STORE_REASONS). For the
+# branch the center is down until its operators act.
+STORE_REFUSES_TEXT = (
+    "the authorization center cannot store requests now (its queue store refuses "
+    "writes) and took nothing: authorize on site under the branch's fallback procedure "
+    "(R8); this is recorded and will be reported when the center is back"
 )
 # Records per ReportFallbacks call (the server takes at most 100).
 BATCH = 50
@@ -129,6 +138,26 @@ def unreachable(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() in UNREACHABLE
 
 
+def falls_back(exc: grpc.aio.AioRpcError) -> bool:
+    """A submit that failed so sends the teller to on-site authorization (R8): the
+    center cannot be reached, is at capacity still after the tries submit() made, or
+    cannot store anything."""
+    return unreachable(exc) or is_at_capacity(exc) or bool(store_refusal(exc))
+
+
+def _reason(exc: grpc.aio.AioRpcError) -> str:
+    refusal = refusal_of(exc)
+    return refusal.reason if refusal is not None else ""
+
+
+def _fallback_text(exc: grpc.aio.AioRpcError) -> str:
+    if is_at_capacity(exc):
+        return AT_CAPACITY_TEXT
+    if store_refusal(exc):
+        return STORE_REFUSES_TEXT
+    return UNREACHABLE_TEXT
+
+
 def _say(text: str, as_json: bool) -> None:
     # In JSON mode stdout carries only JSON: words for the teller go to stderr.
     print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
@@ -163,13 +192,14 @@ def center_unreachable(
     journal = journal_of(args)
     entry = journal.record_fallback(
         _event(request, args.user, "", "CENTER_UNREACHABLE",
-               status_code=exc.code().name, status_message=(exc.details() or "")[:500])
+               status_code=exc.code().name, status_message=(exc.details() or "")[:500],
+               status_reason=_reason(exc))
     )  # fmt: skip
     if args.json:
         print(json.dumps({"unreachable": True, "journal": str(journal.path),
                           "fallback": asdict(entry.event)}, ensure_ascii=False))  # fmt: skip
     lines = [
-        (AT_CAPACITY_TEXT if is_at_capacity(exc) else UNREACHABLE_TEXT) + ".",
+        _fallback_text(exc) + ".",
         f"  ({exc.code().name}: {exc.details()})",
         f"  recorded as {request.request_id} in {journal.path}",
         "  " + _record_hint(request.request_id),
@@ -357,6 +387,9 @@ def describe(entry: JournalEntry) -> str:
     why = (
         f"emergency {event.emergency_id}"
         if event.cause == "EMERGENCY"
+        else f"center cannot store requests ({event.status_reason})"
+        if event.status_reason in STORE_REASONS
+        # Entries written before reasons were kept have RESOURCE_EXHAUSTED alone.
         else "center at capacity"
         if event.status_code == grpc.StatusCode.RESOURCE_EXHAUSTED.name
         else f"center unreachable ({event.status_code})"

@@ -68,6 +68,8 @@ class FallbackEvent:
     urgent: bool = False
     status_code: str = ""
     status_message: str = ""
+    # The refusal's reason (authq.refusals), when the center answered with one.
+    status_reason: str = ""
     emergency_id: str = ""
 
 

@@ -18,8 +18,11 @@ from server.api import status
 from server.api.status import refused
 from server.embedded_redis import EmbeddedRedis
 from server.store.redis_pipe import _error
+from teller_client import cli, fallback_cli
+from teller_client.journal import Journal
 from tests.conftest import StartServer
-from tests.helpers import request
+from tests.helpers import request, standard_images
+from tests.test_admission import _rpc_error
 
 FULL = (
     "the queue store is full (Redis reached its maxmemory): nothing was changed; the center "
@@ -56,6 +59,61 @@ async def test_a_full_redis_refuses_a_submit_which_then_lands_once(
         reply = await teller.stub.Submit(submission, metadata=teller.metadata)
     assert reply.request.request_id == "full-store-0001"
     await redis_client.aclose()
+
+
+async def test_a_teller_whose_center_cannot_store_falls_back_on_site(
+    start_server: StartServer,
+    own_redis: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = await start_server(redis_url=own_redis)
+    redis_client = aioredis.Redis.from_url(own_redis)
+    journal = tmp_path / "journal.jsonl"
+    captured = []
+    for kind, data in standard_images():
+        path = tmp_path / f"{kind}.jpg"
+        path.write_bytes(data)
+        captured += ["--image", f"{kind}={path}"]
+    args = cli.build_parser().parse_args(
+        ["--journal", str(journal), "submit", "--type", "CASH_WITHDRAWAL", "--amount",
+         "12000.50", "--account", "6222020200001234", "--customer", "Zhang San",
+         "--request-id", "fb-store-0001", *captured]
+    )  # fmt: skip
+    async with server.teller() as teller:
+        await redis_client.config_set("maxmemory", "1")
+        try:
+            code = await cli.submit(teller, args, cli.submit_request(args), cli.Output(False))
+        finally:
+            await redis_client.config_set("maxmemory", "0")
+    await redis_client.aclose()
+    assert code == fallback_cli.EXIT_UNREACHABLE
+    assert fallback_cli.STORE_REFUSES_TEXT in capsys.readouterr().out
+    entry = Journal(journal).entries()["fb-store-0001"]
+    assert (entry.event.status_code, entry.event.status_reason) == (
+        "RESOURCE_EXHAUSTED",
+        "STORE_FULL",
+    )
+    assert "center cannot store requests (STORE_FULL)" in fallback_cli.describe(entry)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "falls_back"),
+    [
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "STORE_FULL", True),
+        (grpc.StatusCode.UNAVAILABLE, "STORE_CANNOT_PERSIST", True),
+        (grpc.StatusCode.UNAVAILABLE, "STORE_READ_ONLY", True),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "CENTER_AT_CAPACITY", True),
+        (grpc.StatusCode.UNAVAILABLE, "", True),  # no answer at all
+        # grpc's own (a message too large), and the center's refusals of the request.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "", False),
+        (grpc.StatusCode.INVALID_ARGUMENT, "FIELD_INVALID", False),
+    ],
+)
+def test_a_submit_falls_back_on_site_only_when_the_center_can_take_nothing(
+    code: grpc.StatusCode, reason: str, falls_back: bool
+) -> None:
+    assert fallback_cli.falls_back(_rpc_error(code, "refused", reason)) is falls_back
 
 
 # What Redis 6.2 answers (a script wraps the refusal) and what later versions and

@@ -41,6 +41,7 @@ RESTORED_TEXT = "connection to the center restored"
 # it did no work for the call. grpc answers RESOURCE_EXHAUSTED itself too (a message
 # too large), and so does a full queue store: no retry within seconds cures those.
 AT_CAPACITY_REASON = "CENTER_AT_CAPACITY"
+STORE_REASONS = frozenset({"STORE_FULL", "STORE_CANNOT_PERSIST", "STORE_READ_ONLY"})
 # Pauses between tries of an idempotent call refused at capacity: doubling, each
 # drawn from half to one and a half times its step so that the callers the center
 # refused together do not come back together; at most CAPACITY_TRIES tries in all.
@@ -176,6 +177,16 @@ def is_at_capacity(exc: BaseException) -> bool:
         return False
     refusal = refusal_of(exc)
     return refusal is not None and refusal.reason == AT_CAPACITY_REASON
+
+
+def store_refusal(exc: BaseException) -> str:
+    """The reason, when the center's queue store refused the call's writes (full, its
+    disk failing, a read-only replica: server/api/status.py): the center took nothing,
+    and will take nothing until its operators act. '' otherwise."""
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        return ""
+    refusal = refusal_of(exc)
+    return refusal.reason if refusal is not None and refusal.reason in STORE_REASONS else ""
 
 
 def is_lost(exc: BaseException) -> bool:
