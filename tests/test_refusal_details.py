@@ -140,6 +140,34 @@ async def test_a_lease_held_by_another_and_a_stale_token_are_told_apart(
     assert said == Refusal("LEASE_HELD_BY_OTHER", {"request_id": rid})
 
 
+async def test_renew_and_release_tell_the_lease_reasons_apart_in_words_too(
+    server: RunningServer,
+) -> None:
+    async with (
+        server.teller() as teller,
+        server.authorizer("a-1") as first,
+        server.authorizer("a-2") as second,
+    ):
+        rid = (await teller.submit(request())).request.request_id
+        old = (await first.next(timeout=10)).lease.fencing_token
+        await first.release(rid, old)
+        current = (await first.next(timeout=10)).lease.fencing_token
+        stale = {"request_id": rid, "token": str(old), "current_token": str(current)}
+        for action, call in (("renew the lease of", first.renew), ("hand back", first.release)):
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await call(rid, old)
+            assert failure.value.code() == grpc.StatusCode.ABORTED
+            assert refusal_of(failure.value) == Refusal("STALE_FENCING_TOKEN", stale)
+            assert failure.value.details() == (
+                f"cannot {action} request {rid}: stale fencing token {old} (current {current})"
+            )
+        await first.release(rid, current)
+        taken = (await second.next(timeout=10)).lease.fencing_token
+        for call in (first.renew, first.release):
+            said = await refusal(call(rid, taken), grpc.StatusCode.ABORTED)
+            assert said == Refusal("LEASE_HELD_BY_OTHER", {"request_id": rid})
+
+
 async def test_a_lease_that_ran_out_before_the_reaper_came_is_expired(
     start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -151,8 +179,12 @@ async def test_a_lease_that_ran_out_before_the_reaper_came_is_expired(
         await asyncio.sleep(max(0.0, offer.lease.expires_at_ms / 1000 - time.time()) + 0.2)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await authorizer.decide(rid, offer.lease.fencing_token, "approve")
+        with pytest.raises(grpc.aio.AioRpcError) as renewal:
+            await authorizer.renew(rid, offer.lease.fencing_token)
     assert failure.value.code() == grpc.StatusCode.ABORTED
     assert refusal_of(failure.value) == Refusal("LEASE_EXPIRED", {"request_id": rid})
+    assert refusal_of(renewal.value) == Refusal("LEASE_EXPIRED", {"request_id": rid})
+    assert renewal.value.details() == f"cannot renew the lease of request {rid}: lease expired"
     # What the command line makes of it.
     book = LeaseBook(tmp_path / "leases.json")
     said = not_held(failure.value, rid, offer.lease.fencing_token, book)

@@ -137,6 +137,23 @@ local function stage_move_lapse(lapse, request_id, rq, rs, cr, ex, now_ms)
   })
 end
 
+-- Why a caller's hold on a claimed item does not stand, as the script's answer; nil when
+-- it does. holder, token, lease_until: the record's (h, tok, lu); who, presented: the
+-- caller's. who nil: any holder (the token alone decides); now_ms nil: the lease's end
+-- is not checked. The reasons are those the clients act on (server/errors.py).
+local function lease_refusal(holder, token, lease_until, who, presented, now_ms)
+  if who and holder ~= who then
+    return {'LEASE', 'LEASE_HELD_BY_OTHER'}
+  end
+  if token ~= presented then
+    return {'LEASE', 'STALE_FENCING_TOKEN', presented, token}
+  end
+  if now_ms and tonumber(lease_until) < now_ms then
+    return {'LEASE', 'LEASE_EXPIRED'}
+  end
+  return nil
+end
+
 -- Before an account's password hash is set to new_hash: puts the one it replaces at the
 -- head of the history (pwh: space-separated hashes, newest first, at most depth of them;
 -- no scrypt hash holds a space). Read and written in the step that sets the password, so

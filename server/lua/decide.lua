@@ -8,7 +8,7 @@
 -- Returns {'OK', state, version, at_ms}
 --       | {'DUP', state, version}          this very decision was already recorded
 --       | {'NOTFOUND'} | {'STATE', state}
---       | {'LEASE', reason}                not the holder, stale token, lease over
+--       | {'LEASE', reason, ...}           not the holder, stale token, lease over
 --       | {'DUTY', reason}                 the authorizer submitted or reviewed it (R11)
 -- Audited (R15): the staging stream and the action's packed record come after
 -- the keys and arguments above (take_audit, _lib.lua).
@@ -30,15 +30,10 @@ end
 if cur[1] ~= 'CLAIMED' then
   return {'STATE', cur[1]}
 end
-if cur[3] ~= ARGV[3] then
-  return {'LEASE', 'held by another authorizer'}
-end
-if cur[2] ~= ARGV[2] then
-  return {'LEASE', 'stale fencing token ' .. ARGV[2] .. ' (current ' .. cur[2] .. ')'}
-end
 local now_ms = math.floor(now_us() / 1000)
-if tonumber(cur[5]) < now_ms then
-  return {'LEASE', 'lease expired'}
+local refusal = lease_refusal(cur[3], cur[2], cur[5], ARGV[3], ARGV[2], now_ms)
+if refusal then
+  return refusal
 end
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'st', ARGV[4])

@@ -7,7 +7,7 @@
 -- ARGV[1] request id   ARGV[2] fencing token of the claim   ARGV[3] note (the faults)
 -- ARGV[4] image kinds to supply again, comma-separated   ARGV[5] event stream max length
 -- Returns {'OK', 'NEEDS_SUPPLEMENT', version, at_ms} | {'NOTFOUND'} | {'STATE', state}
---       | {'LEASE', reason}            the claim is not the current one any more
+--       | {'LEASE', reason, ...}       the claim is not the current one any more
 -- Audited (R15): the staging stream and the action's packed record come after
 -- the keys and arguments above (take_audit, _lib.lua).
 local audit = take_audit()
@@ -18,8 +18,9 @@ end
 if cur[1] ~= 'CLAIMED' then
   return {'STATE', cur[1]}
 end
-if cur[2] ~= ARGV[2] then
-  return {'LEASE', 'stale fencing token ' .. ARGV[2] .. ' (current ' .. cur[2] .. ')'}
+local refusal = lease_refusal(nil, cur[2], nil, nil, ARGV[2], nil)
+if refusal then
+  return refusal
 end
 local now_ms = math.floor(now_us() / 1000)
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)

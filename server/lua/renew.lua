@@ -1,7 +1,8 @@
 -- renew: the holder extends the lease of a claimed item.
 -- KEYS[1] req hash   KEYS[2] leases zset
 -- ARGV[1] request id   ARGV[2] fencing token   ARGV[3] authorizer id   ARGV[4] lease (ms)
--- Returns {'OK', lease_deadline_ms} | {'NOTFOUND'} | {'STATE', state} | {'LEASE', reason}
+-- Returns {'OK', lease_deadline_ms} | {'NOTFOUND'} | {'STATE', state}
+--       | {'LEASE', reason, ...} (lease_refusal, _lib.lua)
 local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'lu')
 if not cur[1] then
   return {'NOTFOUND'}
@@ -9,15 +10,10 @@ end
 if cur[1] ~= 'CLAIMED' then
   return {'STATE', cur[1]}
 end
-if cur[3] ~= ARGV[3] then
-  return {'LEASE', 'held by another authorizer'}
-end
-if cur[2] ~= ARGV[2] then
-  return {'LEASE', 'stale fencing token ' .. ARGV[2] .. ' (current ' .. cur[2] .. ')'}
-end
 local now_ms = math.floor(now_us() / 1000)
-if tonumber(cur[4]) < now_ms then
-  return {'LEASE', 'lease expired'}
+local refusal = lease_refusal(cur[3], cur[2], cur[4], ARGV[3], ARGV[2], now_ms)
+if refusal then
+  return refusal
 end
 local deadline = now_ms + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'lu', fmt(deadline))

@@ -8,7 +8,8 @@
 -- The lane key is read from the record (field ln); it shares the hash tag.
 -- Returns {'OK', 'QUEUED', version, at_ms, holder, token} (the lease that ended: an
 --         expiry's audit record names whose it was) | {'NOTFOUND'} | {'STATE', state}
---       | {'LEASE', reason} | {'SKIP'} (expire: the lease is still running)
+--       | {'LEASE', reason, ...} (lease_refusal, _lib.lua)
+--       | {'SKIP'} (expire: the lease is still running)
 -- Audited (R15): the staging stream and the action's packed record come after
 -- the keys and arguments above (take_audit, _lib.lua).
 local audit = take_audit()
@@ -26,9 +27,9 @@ if ARGV[2] == 'expire' then
   if tonumber(cur[4]) > now_ms then return {'SKIP'} end
   event = 'LEASE_EXPIRED'
 else
-  if cur[3] ~= ARGV[4] then return {'LEASE', 'held by another authorizer'} end
-  if cur[2] ~= ARGV[3] then
-    return {'LEASE', 'stale fencing token ' .. ARGV[3] .. ' (current ' .. cur[2] .. ')'}
+  local refusal = lease_refusal(cur[3], cur[2], nil, ARGV[4], ARGV[3], nil)
+  if refusal then
+    return refusal
   end
 end
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)

@@ -3,7 +3,6 @@ plain reads). Script status codes become the domain errors of server/errors.py."
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -40,13 +39,12 @@ from server.store.scripts import ScriptCall, Scripts, load_script
 # that. Longer costs memory at peak: one key of about 100 B per claim while it lives.
 CLAIM_REPEAT_TTL_MS = 30_000
 
-# What the scripts answer with 'LEASE' (server/lua/decide.lua, renew.lua, requeue.lua),
-# to the reason a client acts on (server/errors.py).
-_LEASE_REASONS = {
-    "held by another authorizer": "LEASE_HELD_BY_OTHER",
-    "lease expired": "LEASE_EXPIRED",
+# The words for the reasons the scripts answer with 'LEASE' (lease_refusal in
+# server/lua/_lib.lua); STALE_FENCING_TOKEN's name both tokens.
+_LEASE_WORDS = {
+    "LEASE_HELD_BY_OTHER": "held by another authorizer",
+    "LEASE_EXPIRED": "lease expired",
 }
-_STALE_TOKEN = re.compile(r"stale fencing token (\d+) \(current (\d+)\)")
 
 
 def claim_nonce() -> str:
@@ -584,7 +582,7 @@ class QueueStore(QueueReads):
         if status == "STATE":
             raise IllegalTransition(request_id, as_text(result[1]), action)
         if status == "LEASE":
-            raise _lease_lost(request_id, action, as_text(result[1]))
+            raise _lease_lost(request_id, action, [as_text(value) for value in result[1:]])
         if status == "DUTY":
             raise PermissionDenied(
                 f"cannot {action} request {request_id}: {as_text(result[1])}; whoever submitted "
@@ -599,17 +597,22 @@ class QueueStore(QueueReads):
         raise RuntimeError(f"unexpected script status {status!r} for {request_id}")
 
 
-def _lease_lost(request_id: str, action: str, said: str) -> LeaseLost:
-    """The script's word on a lease that is not the caller's, with its reason."""
-    message = f"cannot {action} request {request_id}: {said}"
-    stale = _STALE_TOKEN.fullmatch(said)
-    if stale is not None:
+def _lease_lost(request_id: str, action: str, answer: list[str]) -> LeaseLost:
+    """The script's answer on a lease that is not the caller's: its reason, and for a
+    stale token the token presented and the current one."""
+    reason = answer[0]
+    if reason == "STALE_FENCING_TOKEN":
+        token, current = answer[1], answer[2]
         return LeaseLost(
-            message,
-            reason="STALE_FENCING_TOKEN",
+            f"cannot {action} request {request_id}: stale fencing token {token} "
+            f"(current {current})",
+            reason=reason,
             request_id=request_id,
-            token=stale[1],
-            current_token=stale[2],
+            token=token,
+            current_token=current,
         )
-    reason = _LEASE_REASONS.get(said, LeaseLost.reason)
+    said = _LEASE_WORDS.get(reason)
+    if said is None:  # a script's reason this code does not know yet
+        return LeaseLost(f"cannot {action} request {request_id}: {reason}", request_id=request_id)
+    message = f"cannot {action} request {request_id}: {said}"
     return LeaseLost(message, reason=reason, request_id=request_id)
