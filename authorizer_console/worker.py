@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from authq.channel import ClientTLS, SessionCallError
 from authq.login import password_change_needed
+from authq.refusals import refusal_of
 from authq.render import state_name
 from authq.v1 import auth_pb2 as upb
 
@@ -83,6 +84,17 @@ def _target_of(command: Command) -> str:
         if isinstance(value, str):
             return value
     return ""
+
+
+def _not_held(exc: grpc.aio.AioRpcError) -> bool:
+    """The center says the item is not this authorizer's any more: another holds it,
+    the lease ran out, it was taken again, it was decided or handed back meanwhile (a
+    state with no lease), or it is gone. Anything else (the center away, at capacity)
+    may pass: the renewals go on."""
+    if exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND):
+        return True
+    refusal = refusal_of(exc)
+    return refusal is not None and refusal.reason == "ILLEGAL_TRANSITION"
 
 
 class Worker:
@@ -280,11 +292,12 @@ class Worker:
                 try:
                     await client.renew(request_id, token)
                 except grpc.aio.AioRpcError as exc:
-                    if exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND):
+                    if _not_held(exc):
                         orphans.pop(request_id, None)
                         self._held.pop(request_id, None)
                         self.post(LeaseLost(request_id))
-            await asyncio.sleep(ORPHAN_RENEW_S)
+            if orphans:
+                await asyncio.sleep(ORPHAN_RENEW_S)
 
     async def _authorizer_command(
         self,

@@ -491,6 +491,28 @@ async def test_worker_takes_an_offer_loads_images_and_decides(server: RunningSer
         await asyncio.to_thread(worker.stop)
 
 
+async def test_worker_stops_renewing_an_orphan_decided_elsewhere(server: RunningServer) -> None:
+    """An item held over from an earlier stream (renewed by the unary call until the
+    console decides it) that another console of the same authorizer decided meanwhile:
+    the renewals stop and the console is told, rather than renewing until the end."""
+    await server.account("authorizer-1", [Role.AUTHORIZER])
+    events: queue.Queue[Event] = queue.Queue()
+    worker = Worker(server.target, "authorizer-1", PASSWORD, events.put)
+    async with server.teller() as teller, server.authorizer("authorizer-1") as other:
+        await teller.submit(request(request_id="orphan-0001"))
+        offer = await other.next(timeout=10)
+        token = offer.lease.fencing_token
+        await other.decide("orphan-0001", token, "approve")
+        orphans = {"orphan-0001": token}
+        worker._held["orphan-0001"] = token
+        await asyncio.wait_for(worker._renew_orphans(other, orphans), 10)
+    assert orphans == {}
+    assert "orphan-0001" not in worker._held
+    lost = await next_event(events, LeaseLost)
+    assert isinstance(lost, LeaseLost)
+    assert lost.request_id == "orphan-0001"
+
+
 async def test_worker_reports_a_refused_login(server: RunningServer) -> None:
     events: queue.Queue[Event] = queue.Queue()
     worker = Worker(server.target, "nobody-at-all", "wrong-password-1", events.put)
