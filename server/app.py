@@ -114,6 +114,8 @@ class Runtime:
     backlog: BacklogMonitor
     # The admission ceiling every call of the gRPC server passes (server/api/admission.py).
     admission: Admission
+    # Whether Redis still keeps what it acknowledges, read again every minute.
+    durability: DurabilityWatch
     # The Prometheus endpoint (settings.metrics_listen); None when it is off.
     metrics: MetricsService | None = None
     # The archiver's own process (settings.archive_worker); None: it runs in this one.
@@ -201,6 +203,7 @@ class Runtime:
         )
         if metrics is not None:
             metrics.metrics.watch_admission(admission)
+            metrics.metrics.watch_durability(lambda: durability.durable)
         limits = ImageLimits(max_bytes=settings.max_image_bytes)
         blobs = LocalBlobStore(settings.data_dir / "blobs")
         center = Center(store, blobs, hub, dispatcher, limits, settings.max_images)
@@ -308,6 +311,7 @@ class Runtime:
             archiver_process=archiver_process,
             backlog=backlog,
             admission=admission,
+            durability=durability,
         )
 
     async def stop(self) -> None:

@@ -23,6 +23,7 @@ from server.store.redis_requirements import (
     version_problem,
 )
 from tests.conftest import StartServer
+from tests.test_metrics import scrape, value
 
 DURABLE = {"appendonly": "yes", "appendfsync": "always", "maxmemory": "0"}
 
@@ -33,8 +34,8 @@ async def settings_restored(redis_client: aioredis.Redis) -> AsyncIterator[aiore
     names = ("appendonly", "appendfsync", "maxmemory", "maxmemory-policy")
     before = {name: str((await redis_client.config_get(name))[name]) for name in names}
     yield redis_client
-    for name, value in before.items():
-        await redis_client.config_set(name, value)
+    for name, setting in before.items():
+        await redis_client.config_set(name, setting)
 
 
 def test_redis_as_the_embedded_one_runs_it_is_durable() -> None:
@@ -162,3 +163,14 @@ async def test_a_running_server_reports_a_redis_that_stops_being_durable_once(
     assert watch.durable
     assert errors_logged.records[-1].getMessage() == "Redis keeps what it acknowledges again"
     assert len(errors_logged.records) == 2
+
+
+async def test_the_metrics_say_whether_redis_keeps_what_it_acknowledges(
+    start_server: StartServer, settings_restored: aioredis.Redis
+) -> None:
+    await settings_restored.config_set("appendonly", "no")
+    server = await start_server(metrics_listen="127.0.0.1:0", accept_volatile_redis=True)
+    assert value(await scrape(server), "authq_redis_durable") == 0
+    await settings_restored.config_set("appendonly", "yes")
+    await server.runtime.durability.check()
+    assert value(await scrape(server), "authq_redis_durable") == 1

@@ -7,7 +7,7 @@ see server/metrics/event_counter.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -206,3 +206,15 @@ class ServerMetrics:
     def watch_admission(self, counts: AdmissionCounts) -> None:
         """Exports the admission ceiling's counts (once per registry)."""
         self.registry.register(AdmissionGauges(counts))
+
+    def watch_durability(self, durable: Callable[[], bool]) -> None:
+        """Exports the durability watch's last reading (once per registry): the log
+        says it once, an alert can hold it (server/store/redis_requirements.py)."""
+        gauge = Gauge(
+            "authq_redis_durable",
+            "1 while Redis keeps what it acknowledges (appendonly yes, appendfsync always, "
+            "no evicting maxmemory-policy), read every minute; 0 from a change that "
+            "loses acknowledged requests until it is fixed.",
+            registry=self.registry,
+        )
+        gauge.set_function(lambda: float(durable()))
