@@ -34,6 +34,10 @@ from server.events import WatchItem
 from server.store.queue_store import Claim
 
 MAX_CREDITS = 16
+# Decisions and hand-backs of one session being made at once. A console has at most
+# MAX_CREDITS items to act on; past this many the session reads no further message
+# until one is done, and gRPC's flow control holds the console back.
+MAX_ACTIONS_IN_FLIGHT = MAX_CREDITS
 
 _OUTCOMES = {
     apb.OUTCOME_APPROVE: Outcome.APPROVE,
@@ -88,6 +92,7 @@ class AuthorizerSession:
         # does not parse): the stream ends with it.
         self.failure: Exception | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.actions = asyncio.Semaphore(MAX_ACTIONS_IN_FLIGHT)
 
     async def run(
         self, incoming: AsyncIterator[apb.AuthorizerSessionIn], still_valid: TokenCheck
@@ -152,6 +157,8 @@ class AuthorizerSession:
                 # then_credit belongs to a decide or release: _handle refuses an
                 # envelope that carries it.
                 for message in (received,) if received.then_credit else unpacked(received):
+                    if message.WhichOneof("body") in ("decide", "release"):
+                        await self.actions.acquire()  # freed as the action ends (_spawn)
                     self._handle(message)
         except Exception as exc:
             # Nobody awaits this task: unsaid, the stream would stay open with no
@@ -181,9 +188,14 @@ class AuthorizerSession:
             self._error(message.ref, InvalidArgument("body", "empty session message"))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs a decision or hand-back, which holds one of ``actions`` (_read)."""
         task = asyncio.create_task(work)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._action_done)
+
+    def _action_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.actions.release()
 
     async def _then_credit(self, ref: str, count: int, work: Awaitable[None]) -> None:
         """Runs the decision or release, then grants the credit that came with it (its
