@@ -382,3 +382,21 @@ def test_every_reason_the_server_gives_is_in_the_readme() -> None:
     classes = {cls.reason for cls in _every_domain_error()}
     store = {reason for _, reason, _ in status._STORE_REFUSALS.values()}
     assert given | classes | store | {admission.AT_CAPACITY_REASON} == documented
+
+
+async def test_a_refusal_naming_a_long_non_ascii_id_still_reaches_the_caller(
+    server: RunningServer,
+) -> None:
+    """The status message and the refusal travel in the trailers, which a peer refuses
+    past 8 KB: cut by their encoded size, not by characters (a CJK character is 9
+    bytes percent-encoded in grpc-message)."""
+    long_id = "账户" * 2000
+    async with server.supervisor() as supervisor:
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await supervisor.set_account_enabled(long_id, False, "on leave")
+    assert failure.value.code() == grpc.StatusCode.NOT_FOUND, failure.value.details()
+    said = failure.value.details() or ""
+    assert said.startswith("no account 账户账户")
+    assert said.endswith(f"... ({len('no account ' + long_id)} characters)")
+    assert len(said.encode()) <= status.MESSAGE_MAX_BYTES
+    assert refusal_of(failure.value) is not None

@@ -89,12 +89,15 @@ class Unparsed:
 
 
 # A status message travels in the trailing metadata, which the peer refuses beyond
-# 8 KB (grpc's default): a message naming a caller's far too long id is cut.
-MESSAGE_MAX_CHARS = 1000
-# The refusal travels in the same trailers, beside the message: its facts are ids
-# and states, and a caller's far too long id is cut there too.
-VALUE_MAX_CHARS = 200
-DESCRIPTION_MAX_CHARS = 500
+# 8 KB (grpc's soft limit; between it and 16 KB at random): a message naming a
+# caller's far too long id is cut. The limits are UTF-8 bytes, since grpc-message
+# percent-encodes each byte past ASCII (a CJK character takes 9): at most 3 KB
+# there. The refusal travels in the same trailers, base64-encoded, beside the
+# message: its facts are ids and states, and a caller's far too long id is cut
+# there too.
+MESSAGE_MAX_BYTES = 1000
+VALUE_MAX_BYTES = 200
+DESCRIPTION_MAX_BYTES = 500
 
 
 class Refused(NamedTuple):
@@ -138,7 +141,7 @@ def refused(exc: BaseException) -> Refused:
     if isinstance(exc, DecodeError):
         # The server parses no protobuf but its callers' requests: the caller's fault.
         message, message_type = _parse_failure(exc)
-        facts = {"message_type": _cut(message_type, VALUE_MAX_CHARS)} if message_type else {}
+        facts = {"message_type": _cut(message_type, VALUE_MAX_BYTES)} if message_type else {}
         refusal = Refusal("REQUEST_UNPARSABLE", facts)
         return Refused(grpc.StatusCode.INVALID_ARGUMENT, _cut(message), refusal)
     log.exception("internal error", exc_info=exc)
@@ -178,13 +181,13 @@ def _refusal(exc: errors.AuthqError) -> Refusal:
     field = exc.metadata.get("field")
     if isinstance(exc, errors.InvalidArgument) and field is not None:
         problem = str(exc).removeprefix(f"{field}: ")
-        violation = FieldViolation(facts["field"], _cut(problem, DESCRIPTION_MAX_CHARS))
+        violation = FieldViolation(facts["field"], _cut(problem, DESCRIPTION_MAX_BYTES))
         return Refusal(exc.reason, facts, (violation,))
     return Refusal(exc.reason, facts)
 
 
 def _facts(metadata: Mapping[str, str]) -> dict[str, str]:
-    return {key: _cut(value, VALUE_MAX_CHARS) for key, value in metadata.items()}
+    return {key: _cut(value, VALUE_MAX_BYTES) for key, value in metadata.items()}
 
 
 def _parse_failure(exc: DecodeError) -> tuple[str, str]:
@@ -196,11 +199,13 @@ def _parse_failure(exc: DecodeError) -> tuple[str, str]:
     return f"the request is not a valid {named[1]}: {named[2] or 'it does not parse'}", named[1]
 
 
-def _cut(message: str, limit: int = MESSAGE_MAX_CHARS) -> str:
-    if len(message) <= limit:
+def _cut(message: str, limit: int = MESSAGE_MAX_BYTES) -> str:
+    """At most ``limit`` bytes of UTF-8, whole characters only."""
+    encoded = message.encode()
+    if len(encoded) <= limit:
         return message
     said = f"... ({len(message)} characters)"
-    return message[: limit - len(said)] + said
+    return encoded[: limit - len(said)].decode(errors="ignore") + said
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
