@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from authq.channel import ClientTLS, SessionCallError
 from authq.login import password_change_needed
-from authq.refusals import refusal_of
+from authq.refusals import reason_of
 from authq.render import state_name
 from authq.v1 import auth_pb2 as upb
 
@@ -91,10 +91,8 @@ def _not_held(exc: grpc.aio.AioRpcError) -> bool:
     the lease ran out, it was taken again, it was decided or handed back meanwhile (a
     state with no lease), or it is gone. Anything else (the center away, at capacity)
     may pass: the renewals go on."""
-    if exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND):
-        return True
-    refusal = refusal_of(exc)
-    return refusal is not None and refusal.reason == "ILLEGAL_TRANSITION"
+    codes = (grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND)
+    return exc.code() in codes or reason_of(exc) == "ILLEGAL_TRANSITION"
 
 
 class Worker:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import grpc
 from authq.login import shared_default
-from authq.reconnect import STORE_REASONS, is_at_capacity, store_refusal
-from authq.refusals import refusal_of
+from authq.reconnect import STORE_REASONS, is_at_capacity, store_refuses_writes
+from authq.refusals import reason_of
 from authq.render import format_money
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
@@ -142,18 +142,13 @@ def falls_back(exc: grpc.aio.AioRpcError) -> bool:
     """A submit that failed so sends the teller to on-site authorization (R8): the
     center cannot be reached, is at capacity still after the tries submit() made, or
     cannot store anything."""
-    return unreachable(exc) or is_at_capacity(exc) or bool(store_refusal(exc))
-
-
-def _reason(exc: grpc.aio.AioRpcError) -> str:
-    refusal = refusal_of(exc)
-    return refusal.reason if refusal is not None else ""
+    return unreachable(exc) or is_at_capacity(exc) or store_refuses_writes(exc)
 
 
 def _fallback_text(exc: grpc.aio.AioRpcError) -> str:
     if is_at_capacity(exc):
         return AT_CAPACITY_TEXT
-    if store_refusal(exc):
+    if store_refuses_writes(exc):
         return STORE_REFUSES_TEXT
     return UNREACHABLE_TEXT
 
@@ -193,7 +188,7 @@ def center_unreachable(
     entry = journal.record_fallback(
         _event(request, args.user, "", "CENTER_UNREACHABLE",
                status_code=exc.code().name, status_message=(exc.details() or "")[:500],
-               status_reason=_reason(exc))
+               status_reason=reason_of(exc))
     )  # fmt: skip
     if args.json:
         print(json.dumps({"unreachable": True, "journal": str(journal.path),

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from authq.channel import DEFAULT_PORT, DEFAULT_TARGET, AuthenticatedClient, ClientTLS
-from authq.refusals import refusal_of
+from authq.refusals import reason_of
 
 C = TypeVar("C", bound=AuthenticatedClient)
 
@@ -212,8 +212,7 @@ async def logged_in(
 
 def password_change_needed(exc: grpc.aio.AioRpcError, prog: str) -> PasswordChangeNeeded | None:
     """The server names the RPC (ChangePassword); the user needs the command."""
-    refusal = refusal_of(exc)
-    if refusal is None or refusal.reason != "PASSWORD_CHANGE_REQUIRED":
+    if reason_of(exc) != "PASSWORD_CHANGE_REQUIRED":
         return None
     details = exc.details() or ""
     return PasswordChangeNeeded(details.replace("ChangePassword", f"`{prog} passwd`"))

@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import grpc
 
-from authq.refusals import refusal_of
+from authq.refusals import reason_of
 
 # Pauses between attempts: doubling from the first, then the last one again.
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -173,20 +173,14 @@ class CapacityBackoff:
 
 def is_at_capacity(exc: BaseException) -> bool:
     """The center refused the call at its admission ceiling, before doing anything."""
-    if not isinstance(exc, grpc.aio.AioRpcError):
-        return False
-    refusal = refusal_of(exc)
-    return refusal is not None and refusal.reason == AT_CAPACITY_REASON
+    return reason_of(exc) == AT_CAPACITY_REASON
 
 
-def store_refusal(exc: BaseException) -> str:
-    """The reason, when the center's queue store refused the call's writes (full, its
-    disk failing, a read-only replica: server/api/status.py): the center took nothing,
-    and will take nothing until its operators act. '' otherwise."""
-    if not isinstance(exc, grpc.aio.AioRpcError):
-        return ""
-    refusal = refusal_of(exc)
-    return refusal.reason if refusal is not None and refusal.reason in STORE_REASONS else ""
+def store_refuses_writes(exc: BaseException) -> bool:
+    """The center's queue store refused the call's writes (full, its disk failing, a
+    read-only replica: server/api/status.py): the center took nothing, and will take
+    nothing until its operators act."""
+    return reason_of(exc) in STORE_REASONS
 
 
 def is_lost(exc: BaseException) -> bool:

@@ -77,6 +77,12 @@ def refusal_of(exc: grpc.RpcError) -> Refusal | None:
     return _from_status(status)
 
 
+def reason_of(exc: BaseException) -> str:
+    """The reason of the refusal a failed call carries; '' for any other failure."""
+    refusal = refusal_of(exc) if isinstance(exc, grpc.RpcError) else None
+    return refusal.reason if refusal is not None else ""
+
+
 def session_refusal(error: cpb.SessionError) -> Refusal | None:
     """The refusal a SessionError carries; None from a server that sent no reason."""
     if not error.reason:
