@@ -77,9 +77,11 @@ class ChangeFollower(Protocol):
     later on a connection of their own: the process that made a change must not serve
     the old account in that moment (R12)."""
 
-    def token_ended(self, digest: str) -> None: ...
+    def revoke(self, digest: str) -> None:
+        """The token with this digest ended (a logout)."""
 
-    def account_changed(self, user_id: str) -> None: ...
+    def account_changed(self, user_id: str) -> None:
+        """The account changed: forget every token of it."""
 
 
 class LoginRefused(Exception):
@@ -387,7 +389,7 @@ class AccountStore:
             result = await run_audited(self._logout, self.keys.audit_staged, audit, keys, args)
         finally:
             if self.follower is not None:
-                self.follower.token_ended(digest)
+                self.follower.revoke(digest)
         return _text(result[1]) if _text(result[0]) == "OK" else ""
 
     async def authenticate(self, token: str) -> Account | None:

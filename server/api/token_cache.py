@@ -89,11 +89,6 @@ class TokenCache:
         self.generation += 1
         self._entries.pop(digest, None)
 
-    # -- this process's own changes (accounts.store.ChangeFollower) -----------------
-
-    def token_ended(self, digest: str) -> None:
-        self.revoke(digest)
-
     def account_changed(self, user_id: str) -> None:
         """Forgets every token of the account. A scan, but of a cache kept small, on
         an administrator's change."""
