@@ -160,7 +160,7 @@ class Runtime:
         durability.start()
         _undo(undo, durability.stop)
         keys = Keys(settings.key_prefix)
-        tokens = TokenCache(client, keys.token(""))
+        tokens = TokenCache(client, keys.token(""), keys.account_changes)
         await tokens.start()
         _undo(undo, tokens.stop)
         queue_config = QueueConfig(

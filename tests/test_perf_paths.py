@@ -55,9 +55,9 @@ def _script(store: QueueStore, name: str) -> PipedScript:
 
 
 def _mute_notifications(tokens: TokenCache, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The keyspace notifications arrive late (a busy loop, a slow Redis): only what
-    the process that made the change does itself can refuse the next call."""
-    monkeypatch.setattr(tokens, "_on_message", lambda channel: None)
+    """The pushed messages arrive late (a busy loop, a slow Redis): only what the
+    process that made the change does itself can refuse the next call."""
+    monkeypatch.setattr(tokens, "_on_message", lambda message: None)
 
 
 async def test_a_disabled_account_is_refused_at_once_though_its_token_is_cached(
@@ -122,6 +122,25 @@ async def test_a_logout_elsewhere_ends_the_cached_token(
         assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_a_role_taken_away_elsewhere_is_refused_once_the_change_is_published(
+    server: RunningServer, redis_client: aioredis.Redis
+) -> None:
+    tokens = _cache(server)
+    tokens.ttl_s = 3600.0  # the entry goes by the published change, not by its age
+    async with server.teller() as teller:
+        await teller.submit(request())
+        digest = token_digest(teller.token)
+        assert tokens.get(digest) is not None
+        # The admin tool (another process) takes the role away: it changes only the
+        # account's hash, and no token key, so no keyspace notification comes.
+        elsewhere = AccountStore(redis_client, server.runtime.store.keys)
+        await elsewhere.set_roles("teller-1", [Role.SUPERVISOR])
+        await until(lambda: tokens.get(digest) is None)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await teller.submit(request())
+        assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 async def test_an_expired_token_key_is_dropped_from_the_cache(server: RunningServer) -> None:
     async with server.teller() as teller:
         await teller.submit(request())
@@ -160,7 +179,9 @@ class FakeClock:
 
 async def test_the_cache_keeps_an_entry_only_for_its_ttl(server: RunningServer) -> None:
     clock = FakeClock()
-    cache = TokenCache(server.runtime.client, "{authq}:token:", ttl_s=2.0, clock=clock)
+    cache = TokenCache(
+        server.runtime.client, "{authq}:token:", "{authq}:account-changes", ttl_s=2.0, clock=clock
+    )
     cache.live = True
     cache.put("d1", _account(), cache.generation)
     clock.now += 1.9
@@ -170,7 +191,7 @@ async def test_the_cache_keeps_an_entry_only_for_its_ttl(server: RunningServer) 
 
 
 async def test_a_lookup_overtaken_by_a_revocation_is_not_kept(server: RunningServer) -> None:
-    cache = TokenCache(server.runtime.client, "{authq}:token:")
+    cache = TokenCache(server.runtime.client, "{authq}:token:", "{authq}:account-changes")
     cache.live = True
     started = cache.generation  # a lookup reads Redis now...
     cache.revoke("d1")  # ...a revocation is pushed before its answer is in
@@ -180,7 +201,7 @@ async def test_a_lookup_overtaken_by_a_revocation_is_not_kept(server: RunningSer
 
 
 async def test_a_change_to_an_account_forgets_its_tokens_only(server: RunningServer) -> None:
-    cache = TokenCache(server.runtime.client, "{authq}:token:")
+    cache = TokenCache(server.runtime.client, "{authq}:token:", "{authq}:account-changes")
     cache.live = True
     other = replace(_account(), user_id="teller-8")
     cache.put("d1", _account(), cache.generation)
@@ -196,7 +217,7 @@ async def test_a_change_to_an_account_forgets_its_tokens_only(server: RunningSer
 
 
 async def test_nothing_is_served_while_the_feed_is_not_live(server: RunningServer) -> None:
-    cache = TokenCache(server.runtime.client, "{authq}:token:")
+    cache = TokenCache(server.runtime.client, "{authq}:token:", "{authq}:account-changes")
     cache.put("d1", _account(), cache.generation)
     assert cache.get("d1") is None
     cache.live = True
@@ -207,20 +228,26 @@ async def test_nothing_is_served_while_the_feed_is_not_live(server: RunningServe
     assert len(cache) == 0
 
 
-async def test_the_feed_goes_live_and_follows_token_deletes(server: RunningServer) -> None:
-    cache = TokenCache(server.runtime.client, server.runtime.store.keys.token(""))
+async def test_the_feed_goes_live_and_follows_token_deletes_and_account_changes(
+    server: RunningServer,
+) -> None:
+    keys = server.runtime.store.keys
+    client = server.runtime.client
+    cache = TokenCache(client, keys.token(""), keys.account_changes)
     await cache.start()
     try:
         assert await cache.wait_live()
         cache.put("abc", _account(), cache.generation)
-        await server.runtime.client.set(server.runtime.store.keys.token("abc"), "teller-9")
+        await client.set(keys.token("abc"), "teller-9")
         assert cache.get("abc") is not None  # a SET is no revocation
-        await server.runtime.client.delete(server.runtime.store.keys.token("abc"))
-        for _ in range(200):
-            if cache.get("abc") is None:
-                break
-            await asyncio.sleep(0.01)
-        assert cache.get("abc") is None
+        await client.delete(keys.token("abc"))
+        await until(lambda: cache.get("abc") is None)
+        other = replace(_account(), user_id="teller-8")
+        cache.put("d1", _account(), cache.generation)
+        cache.put("d2", other, cache.generation)
+        await client.publish(keys.account_changes, "teller-9")
+        await until(lambda: cache.get("d1") is None)
+        assert cache.get("d2") == other
     finally:
         await cache.stop()
 

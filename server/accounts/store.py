@@ -73,9 +73,10 @@ class Session:
 
 class ChangeFollower(Protocol):
     """Told of this process's own account changes as each call returns. Other
-    processes learn of them from Redis's keyspace notifications, which arrive a moment
-    later on a connection of their own: the process that made a change must not serve
-    the old account in that moment (R12)."""
+    processes learn of them from Redis (a keyspace notification for a token, a message
+    on the account changes channel for an account), which arrives a moment later on a
+    connection of their own: the process that made a change must not serve the old
+    account in that moment (R12)."""
 
     def revoke(self, digest: str) -> None:
         """The token with this digest ended (a logout)."""
@@ -202,7 +203,8 @@ class AccountStore:
         ``audit``, in one script; with ``revoke``, ends every session of it too."""
         # A change that sets the password keeps the one it replaces (password history).
         depth = REUSE_DEPTH - 1 if "pw" in fields else 0
-        flat = ["1" if revoke else "0", depth, *itertools.chain.from_iterable(fields.items())]
+        flat = ["1" if revoke else "0", depth, self.keys.account_changes, user_id,
+                *itertools.chain.from_iterable(fields.items())]  # fmt: skip
         keys = [self.keys.account(user_id), self.keys.account_tokens(user_id)]
         try:
             result = await run_audited(self._account_change, self.keys.audit_staged, audit,

@@ -1,17 +1,20 @@
 """Verified login tokens kept in memory for a moment, so that a unary call does not pay
 a Redis round trip to learn who is calling.
 
-Revocation stays immediate (R12): every change to a token key in Redis (the DEL when an
-account is disabled or deregistered, the GETDEL of a logout, an expiry or eviction) is
-pushed to every server process as a keyspace notification, and the entry goes as it
-arrives, whichever process or tool (``authq-admin``) made the change. The process that
-made a change does not wait for its notification: its AccountStore tells the cache as
-the change's call returns (``ChangeFollower``), so the caller's next call finds it
-made. What the notifications do not cover is bounded by TTL_S: a change to the account
-hash itself (roles, qualification) made by another process, left unfollowed because
-following hash writes would make Redis notify on every queue write. While the
-subscription is not confirmed (starting, lost, or a Redis that refuses CONFIG SET)
-nothing is served from the cache at all."""
+Revocation stays immediate (R12), whichever process or tool (``authq-admin``) made the
+change:
+- every change to a token key in Redis (the DEL when an account is disabled or
+  deregistered, the GETDEL of a logout, an expiry or eviction) is pushed to every
+  server process as a keyspace notification, and the entry goes as it arrives;
+- every change to an account (roles, qualification, status, a password reset) is
+  published by its script on the account changes channel, and every token of the
+  account goes as it arrives. Not a keyspace notification of the account hash:
+  following hash writes would make Redis notify on every queue write.
+The process that made a change does not wait for either: its AccountStore tells the
+cache as the change's call returns (``ChangeFollower``), so the caller's next call
+finds it made. TTL_S bounds what no message covers (a change written to Redis by hand).
+While the subscription is not confirmed (starting, lost, or a Redis that refuses
+CONFIG SET) nothing is served from the cache at all."""
 
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -45,12 +49,14 @@ class TokenCache:
         self,
         client: aioredis.Redis,
         token_prefix: str,
+        account_changes: str,
         *,
         ttl_s: float = TTL_S,
         clock: Clock = time.monotonic,
     ) -> None:
         self.client = client
         self.token_prefix = token_prefix
+        self.account_changes = account_changes
         self.ttl_s = ttl_s
         self.clock = clock
         self.pattern = "__keyspace@*__:" + _GLOB_SPECIAL.sub(r"\\\1", token_prefix) + "*"
@@ -140,19 +146,27 @@ class TokenCache:
             try:
                 await self._enable_notifications()
                 await pubsub.psubscribe(self.pattern)
+                await pubsub.subscribe(self.account_changes)
+                confirmed: set[str] = set()
                 while not self.live and not self.loop.stopping:
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "psubscribe":
-                        # Revocations from now on reach us; anything older is gone
-                        # from Redis, and the cache was empty while not live.
-                        self.clear()
-                        self.live = True
-                        self._subscribed.set()
+                    if message is None:
+                        continue
+                    if message["type"] in ("psubscribe", "subscribe"):
+                        confirmed.add(message["type"])
+                        if len(confirmed) == 2:
+                            # Revocations from now on reach us; anything older is gone
+                            # from Redis, and the cache was empty while not live.
+                            self.clear()
+                            self.live = True
+                            self._subscribed.set()
+                    else:
+                        self._on_message(message)
                 backoff = 0.05
                 while not self.loop.stopping:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
-                        self._on_message(message["channel"])
+                        self._on_message(message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -166,10 +180,16 @@ class TokenCache:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    def _on_message(self, channel: bytes | str) -> None:
-        name = channel.decode() if isinstance(channel, bytes) else channel
-        key = name.partition("__:")[2]
+    def _on_message(self, message: Mapping[str, Any]) -> None:
+        if message["type"] == "message":  # the account changes channel
+            self.account_changed(_text(message["data"]))
+            return
+        key = _text(message["channel"]).partition("__:")[2]
         if key.startswith(self.token_prefix):
             self.revoke(key[len(self.token_prefix) :])
         else:
             self.clear()  # not a key we expected: be safe
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -65,6 +65,12 @@ class Keys:
     def accounts(self) -> str:
         return f"{self.prefix}:accounts"
 
+    @property
+    def account_changes(self) -> str:
+        """A pub/sub channel, not a key: the user id of every account change, for the
+        servers' token caches (server/api/token_cache.py)."""
+        return f"{self.prefix}:account-changes"
+
     def account_tokens(self, user_id: str) -> str:
         return f"{self.prefix}:acct-tokens:{user_id}"
 
