@@ -29,6 +29,7 @@ from authq.v1 import teller_pb2 as tpb
 from server.accounts.model import Role
 from server.api import admission
 from server.api.admission import AT_CAPACITY, Admission
+from server.metrics.registry import ServerMetrics
 from server.settings import Settings, SettingsError
 from teller_client import cli, fallback_cli, synthetic
 from teller_client.client import TellerClient, upload_chunks
@@ -275,6 +276,69 @@ async def test_shedding_is_logged_when_it_starts_and_when_it_stops(
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 2
     assert said[1].startswith("no longer at capacity: 3 call(s) refused")
+
+
+class _TimedContext(_Context):
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str, trailing_metadata: object = ()
+    ) -> None:
+        self.aborted = (code, details)
+        await super().abort(code, details, trailing_metadata)
+
+
+@pytest.mark.parametrize("method", [SUBMIT, LOGIN, SESSION])
+async def test_a_call_whose_deadline_passed_before_it_started_is_dropped_at_the_door(
+    method: str,
+) -> None:
+    """Its caller was already told DEADLINE_EXCEEDED: a submit done now would queue a
+    request its teller believes failed. (A real server reaches this when its loop is
+    busier than the call's deadline; a test cannot order that.)"""
+    ran: list[object] = []
+
+    async def unary(request: object, context: object) -> str:
+        ran.append(request)
+        return "done"
+
+    async def stream(requests: object, context: object) -> AsyncIterator[str]:
+        ran.append(requests)
+        yield "done"
+
+    gate = Admission(8, 8, 8)
+    if method == SESSION:
+        handler = grpc.stream_stream_rpc_method_handler(stream)
+    else:
+        handler = grpc.unary_unary_rpc_method_handler(unary)
+    wrapped = gate.wrap(method, handler)
+
+    async def call(context: _TimedContext) -> list[str]:
+        if method == SESSION:
+            return [reply async for reply in wrapped.stream_stream("req", context)]
+        return [await wrapped.unary_unary("req", context)]
+
+    for remaining in (None, 0.001, 30.0):  # no deadline, or one not yet passed
+        assert await call(_TimedContext(remaining)) == ["done"]
+    assert len(ran) == 3
+    for remaining in (0.0, -0.5):
+        late = _TimedContext(remaining)
+        with pytest.raises(grpc.aio.AbortError):
+            await call(late)
+        assert late.aborted == (grpc.StatusCode.DEADLINE_EXCEEDED, admission.EXPIRED)
+    assert len(ran) == 3
+    assert gate.expired == {method: 2}
+    assert gate.calls.count == gate.streams.count == gate.logins.count == 0
+    metrics = ServerMetrics()
+    metrics.watch_admission(gate)
+    exported = metrics.registry.get_sample_value(
+        "authq_calls_dropped_expired_total", {"method": method}
+    )
+    assert exported == 2
 
 
 # -- the teller client ----------------------------------------------------------------

@@ -17,7 +17,13 @@ session streams would take the places of the short calls, and its refusal says
 nothing of what to do. The counts are plain integers changed on the event loop's one
 thread: the good path of a call pays one compare and one increment and decrement, no
 lock and no await of its own. Every way out of a call (an answer, an error, an abort,
-the client cancelling) passes the ``finally`` that gives its place back."""
+the client cancelling) passes the ``finally`` that gives its place back.
+
+A call whose deadline passed before it reached its handler (it waited behind a busy
+event loop) is dropped at the door as well: its caller has already been told
+DEADLINE_EXCEEDED, and may be retrying it or authorizing on site, so the work would be
+wasted where the server is shortest of time, and a submit would put in the queue a
+request its teller believes failed."""
 
 from __future__ import annotations
 
@@ -65,6 +71,10 @@ DOWNLOADS = frozenset(
 # there for tens of seconds and hold every call's place meanwhile.
 PASSWORD_CHECKS = frozenset({"/authq.v1.AuthService/Login", "/authq.v1.AuthService/ChangePassword"})
 
+EXPIRED = (
+    "the call's deadline passed before the center could start it (a busy server): nothing was done"
+)
+
 # Shedding is over once no call has been refused for this long: its end is logged then.
 SHEDDING_QUIET_S = 5.0
 
@@ -99,6 +109,7 @@ class Admission:
         self.streams = Ceiling(max_open_streams, "open streams", "max_open_streams")
         self.logins = Ceiling(max_logins_in_flight, "logins in flight", "max_logins_in_flight")
         self._refused: dict[str, int] = {}
+        self._expired: dict[str, int] = {}
         self._shedding = _Shedding(quiet_s)
 
     @property
@@ -113,6 +124,11 @@ class Admission:
     def refused(self) -> Mapping[str, int]:
         """Calls refused at a ceiling since start, by method (/package.Service/Method)."""
         return self._refused
+
+    @property
+    def expired(self) -> Mapping[str, int]:
+        """Calls dropped since start because their deadline had passed, by method."""
+        return self._expired
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         """``handler`` with its behavior counted against the ceiling its method takes."""
@@ -146,9 +162,21 @@ class Admission:
         )
         raise AssertionError("unreachable")  # context.abort always raises
 
+    async def drop_expired(self, context: Any, method: str) -> NoReturn:
+        self._expired[method] = self._expired.get(method, 0) + 1
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, EXPIRED)
+        raise AssertionError("unreachable")
+
+
+def _expired(context: Any) -> bool:
+    remaining = context.time_remaining()  # None: the caller set no deadline
+    return remaining is not None and remaining <= 0
+
 
 def _call(behavior: Behavior, gate: Admission, ceiling: Ceiling, method: str) -> Behavior:
     async def call(request: Any, context: Any) -> Any:
+        if _expired(context):
+            await gate.drop_expired(context, method)
         if ceiling.count >= ceiling.limit:
             await gate.refuse(context, method, ceiling)
         ceiling.count += 1
@@ -164,6 +192,8 @@ def _login(behavior: Behavior, gate: Admission, method: str) -> Behavior:
     calls, logins = gate.calls, gate.logins
 
     async def login(request: Any, context: Any) -> Any:
+        if _expired(context):
+            await gate.drop_expired(context, method)
         if calls.count >= calls.limit:
             await gate.refuse(context, method, calls)
         if logins.count >= logins.limit:
@@ -186,6 +216,8 @@ def _stream(behavior: Behavior, gate: Admission, ceiling: Ceiling, method: str) 
         return _call(behavior, gate, ceiling, method)
 
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        if _expired(context):
+            await gate.drop_expired(context, method)
         if ceiling.count >= ceiling.limit:
             await gate.refuse(context, method, ceiling)
         ceiling.count += 1

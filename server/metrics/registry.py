@@ -58,6 +58,9 @@ class AdmissionCounts(Protocol):
     @property
     def refused(self) -> Mapping[str, int]: ...
 
+    @property
+    def expired(self) -> Mapping[str, int]: ...
+
 
 class AdmissionGauges(Collector):
     """The admission ceiling's counts, read at each scrape: the calls themselves only
@@ -88,6 +91,15 @@ class AdmissionGauges(Collector):
         for method, count in sorted(self.counts.refused.items()):
             refused.add_metric([method], count)
         yield refused
+        expired = CounterMetricFamily(
+            "authq_calls_dropped_expired",
+            "Calls dropped DEADLINE_EXCEEDED before their handler ran, their deadline "
+            "passed while they waited for the server, by method.",
+            labels=["method"],
+        )
+        for method, count in sorted(self.counts.expired.items()):
+            expired.add_metric([method], count)
+        yield expired
 
 
 class ServerMetrics:
