@@ -12,7 +12,7 @@ import grpc
 from authq import wire
 from authq.batching import BATCHES_METADATA
 from authq.channel import AuthenticatedClient, ClientTLS, SessionStream
-from authq.reconnect import CapacityBackoff
+from authq.reconnect import CapacityBackoff, store_refuses_writes
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import review_pb2 as rpb
 from authq.v1 import review_pb2_grpc, teller_pb2_grpc
@@ -130,7 +130,8 @@ class TellerClient(AuthenticatedClient):
         """Uploads the images, adds them to the ones the request already references,
         then submits; safe to call again with the same request after a lost reply.
         Retried while the center is UNAVAILABLE (SUBMIT_RETRY_PAUSES_S) or refuses it
-        at capacity (``at_capacity``): the answer, retries included, is waited for
+        at capacity (``at_capacity``), not when its queue store refuses writes
+        (``store_refuses_writes``): the answer, retries included, is waited for
         SUBMIT_DEADLINE_S from the first Submit. ``sending``
         is called as the Submit call goes out: from then on the center may hold the
         request, whatever becomes of the reply."""
@@ -158,6 +159,8 @@ class TellerClient(AuthenticatedClient):
                 )
                 return reply
             except grpc.aio.AioRpcError as exc:
+                if store_refuses_writes(exc):
+                    raise  # no retry cures it: only the center's operators can (R8)
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     # Re-raises what is not a refusal at capacity, or one that lasts.
                     await self.at_capacity.pause(exc, tries, deadline)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -95,6 +96,49 @@ async def test_a_teller_whose_center_cannot_store_falls_back_on_site(
         "STORE_FULL",
     )
     assert "center cannot store requests (STORE_FULL)" in fallback_cli.describe(entry)
+
+
+async def test_a_submit_the_store_refuses_is_not_tried_again(
+    start_server: StartServer, own_redis: str
+) -> None:
+    """A read-only Redis (a replica: a failover gone wrong) takes nothing until its
+    operators act, so the teller client does not spend its retries' pauses on it
+    before the branch falls back on site; an UNAVAILABLE with no reason is retried."""
+    server = await start_server(redis_url=own_redis)
+    redis_client = aioredis.Redis.from_url(own_redis)
+    async with server.teller() as teller:
+        real = teller.stub.Submit
+        tries: list[str] = []
+
+        def counted(message: Any, **kwargs: Any) -> Any:
+            tries.append(message.request_id)
+            return real(message, **kwargs)
+
+        teller.stub.Submit = counted
+        await redis_client.replicaof("127.0.0.1", "1")  # a primary that is not there
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await teller.submit(request(request_id="read-only-0001"))
+        finally:
+            await redis_client.replicaof("NO", "ONE")
+        assert refusal_of(failure.value) == Refusal("STORE_READ_ONLY")
+        assert tries == ["read-only-0001"]
+        # The same client tries again what could be a moment's loss of the center.
+        teller.stub.Submit = _unavailable_then(real, tries)
+        reply = await teller.submit(request(request_id="lost-once-0001"))
+    assert reply.request.request_id == "lost-once-0001"
+    assert tries == ["read-only-0001", "lost-once-0001", "lost-once-0001"]
+    await redis_client.aclose()
+
+
+def _unavailable_then(real: Any, tries: list[str]) -> Any:
+    def submit(message: Any, **kwargs: Any) -> Any:
+        tries.append(message.request_id)
+        if tries.count(message.request_id) == 1:
+            raise _rpc_error(grpc.StatusCode.UNAVAILABLE, "connection reset")
+        return real(message, **kwargs)
+
+    return submit
 
 
 @pytest.mark.parametrize(
