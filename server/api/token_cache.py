@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 
 from server.accounts.model import Account
 from server.background import BackgroundLoop
+from server.store.queue_reads import as_text
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +150,9 @@ class TokenCache:
                 await pubsub.subscribe(self.account_changes)
                 confirmed: set[str] = set()
                 while not self.live and not self.loop.stopping:
+                    # What comes before both are confirmed can go: the cache is empty.
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    if message["type"] in ("psubscribe", "subscribe"):
+                    if message is not None and message["type"] in ("psubscribe", "subscribe"):
                         confirmed.add(message["type"])
                         if len(confirmed) == 2:
                             # Revocations from now on reach us; anything older is gone
@@ -160,8 +160,6 @@ class TokenCache:
                             self.clear()
                             self.live = True
                             self._subscribed.set()
-                    else:
-                        self._on_message(message)
                 backoff = 0.05
                 while not self.loop.stopping:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -182,14 +180,10 @@ class TokenCache:
 
     def _on_message(self, message: Mapping[str, Any]) -> None:
         if message["type"] == "message":  # the account changes channel
-            self.account_changed(_text(message["data"]))
+            self.account_changed(as_text(message["data"]))
             return
-        key = _text(message["channel"]).partition("__:")[2]
+        key = as_text(message["channel"]).partition("__:")[2]
         if key.startswith(self.token_prefix):
             self.revoke(key[len(self.token_prefix) :])
         else:
             self.clear()  # not a key we expected: be safe
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
