@@ -41,6 +41,7 @@ from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, No
 from server.policy.loader import load_policy
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
+from server.store.queue_reads import as_text
 from server.store.scripts import load_script, lua_source
 from server.store.staging import audited_transaction, run_audited
 
@@ -53,10 +54,6 @@ BusinessTypes = Callable[[], Collection[str]]
 def shipped_business_types() -> frozenset[str]:
     """The business types of server/policy/default_policy.toml, for a store given none."""
     return frozenset(load_policy().default.businesses)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def token_digest(token: str) -> str:
@@ -193,7 +190,7 @@ class AccountStore:
         result = await run_audited(
             self._create_once, self.keys.audit_staged, audit, [key, listed_in], flat
         )
-        return _text(result[0]) == "OK"
+        return as_text(result[0]) == "OK"
 
     async def _changed(
         self, user_id: str, fields: dict[str, Any], audit: StagedAudit | None,
@@ -214,7 +211,7 @@ class AccountStore:
             # an account that did not change costs one lookup.
             if self.follower is not None:
                 self.follower.account_changed(user_id)
-        answer = _text(result[0])
+        answer = as_text(result[0])
         if answer == "NOT_FOUND":
             raise NotFound(f"no account {user_id}")
         if answer == "DEREGISTERED":
@@ -230,7 +227,7 @@ class AccountStore:
         return _account(user_id, fields)
 
     async def list(self) -> list[Account]:
-        ids = sorted(_text(u) for u in await self.client.smembers(self.keys.accounts))
+        ids = sorted(as_text(u) for u in await self.client.smembers(self.keys.accounts))
         return [await self.get(user_id) for user_id in ids]
 
     async def set_roles(
@@ -343,12 +340,12 @@ class AccountStore:
         """The hashes of the account's last passwords, newest first: the current one,
         then those it replaced (none for an account stored before they were kept)."""
         current, replaced = await self.client.hmget(self.keys.account(user_id), ["pw", "pwh"])
-        hashes = [_text(current)] if current else []
-        return hashes + (_text(replaced).split() if replaced else [])
+        hashes = [as_text(current)] if current else []
+        return hashes + (as_text(replaced).split() if replaced else [])
 
     async def _check_password(self, user_id: str, password: str) -> Account:
         fields = await self.client.hgetall(self.keys.account(user_id))
-        stored = _text(fields.get(b"pw", b"")) if fields else ""
+        stored = as_text(fields.get(b"pw", b"")) if fields else ""
         # Hash even for an unknown user, so timing does not tell users apart.
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if not fields or not ok:
@@ -392,7 +389,7 @@ class AccountStore:
         finally:
             if self.follower is not None:
                 self.follower.revoke(digest)
-        return _text(result[1]) if _text(result[0]) == "OK" else ""
+        return as_text(result[1]) if as_text(result[0]) == "OK" else ""
 
     async def authenticate(self, token: str) -> Account | None:
         """The active account holding a valid token, or None."""
@@ -402,7 +399,8 @@ class AccountStore:
         if not result or not result[1]:
             return None
         flat = result[1]
-        account = _account(_text(result[0]), {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)})
+        fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+        account = _account(as_text(result[0]), fields)
         return account if account.active else None
 
 
@@ -436,7 +434,7 @@ def _fields(account: Account) -> dict[str, Any]:
 def _account(user_id: str, fields: dict[Any, Any]) -> Account:
     def get(name: str, default: str = "") -> str:
         value = fields.get(name.encode(), fields.get(name))
-        return _text(value) if value is not None else default
+        return as_text(value) if value is not None else default
 
     roles = frozenset(Role(r) for r in get("roles").split(",") if r)
     types = frozenset(t for t in get("qt", "*").split(",") if t) or frozenset({"*"})

@@ -38,6 +38,7 @@ from server.domain.priority import all_classes
 from server.errors import FailedPrecondition, IllegalTransition, NotFound, PermissionDenied
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
+from server.store.queue_reads import as_text
 from server.store.queue_store import QueueConfig
 from server.store.scripts import load_script
 from server.store.staging import run_audited, run_staging
@@ -45,10 +46,6 @@ from server.store.staging import run_audited, run_staging
 # A lapsed move is kept this long past its deadline for the sweep to audit it.
 KEEP_LAPSED_MS = 24 * 3600 * 1000
 SWEEP_LIMIT = 100
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +65,8 @@ class PendingMove:
         """From the ``rq, rs, cr, ex`` values a script returns."""
         return cls(
             request_id=request_id,
-            requester=_text(fields[0]),
-            reason=_text(fields[1]),
+            requester=as_text(fields[0]),
+            reason=as_text(fields[1]),
             created_ms=int(fields[2]),
             expires_ms=int(fields[3]),
         )
@@ -148,7 +145,7 @@ class MoveStore:
         swept = await run_staging(
             self._sweep, self.keys.audit_staged, keys=[self.index], args=[limit], template=lapse
         )
-        return [PendingMove.from_reply(_text(item[0]), item[1:]) for item in swept]
+        return [PendingMove.from_reply(as_text(item[0]), item[1:]) for item in swept]
 
     async def request(
         self, request_id: str, requester: str, reason: str, audit: StagedAudit | None = None,
@@ -163,11 +160,11 @@ class MoveStore:
             args=[request_id, requester, reason, self.window_ms, self.keep_lapsed_ms],
             templates=[lapse],
         )  # fmt: skip
-        status = _text(result[0])
+        status = as_text(result[0])
         if status == "NOTFOUND":
             raise NotFound(f"no request with request_id {request_id}")
         if status == "STATE":
-            raise MoveNotWaiting(request_id, _text(result[1]))
+            raise MoveNotWaiting(request_id, as_text(result[1]))
         if status == "PENDING":
             raise MovePending(PendingMove.from_reply(request_id, result[1:]))
         return PendingMove(request_id, requester, reason, int(result[1]), int(result[2]))
@@ -193,7 +190,7 @@ class MoveStore:
             args=[request_id, confirmer, self.max_head_start_us, self.events_maxlen],
             templates=[lapse],
         )  # fmt: skip
-        status = _text(result[0])
+        status = as_text(result[0])
         if status == "NOMOVE":
             raise FailedPrecondition(
                 f"no move of request {request_id} is pending (R6): one must be asked for "
@@ -202,21 +199,21 @@ class MoveStore:
             )
         if status == "LAPSED":
             raise MoveLapsed(
-                PendingMove.from_reply(request_id, result[1:5]), _text(result[5]) == "1"
+                PendingMove.from_reply(request_id, result[1:5]), as_text(result[5]) == "1"
             )
         if status == "SAME":
             raise SameRequester(request_id, confirmer)
         if status == "NOTFOUND":
             raise NotFound(f"no request with request_id {request_id}")
         if status == "STATE":
-            raise MoveNotWaiting(request_id, _text(result[1]))
+            raise MoveNotWaiting(request_id, as_text(result[1]))
         return ConfirmedMove(
             move=PendingMove.from_reply(request_id, result[3:7]),
             confirmer=confirmer,
             version=int(result[1]),
             at_ms=int(result[2]),
-            old_score_us=int(_text(result[7])),
-            new_score_us=int(_text(result[8])),
+            old_score_us=int(as_text(result[7])),
+            new_score_us=int(as_text(result[8])),
         )
 
     async def pending(self) -> list[PendingMove]:
@@ -224,9 +221,8 @@ class MoveStore:
         not yet swept are left out)."""
         now_s, now_us = await self.client.time()
         now_ms = int(now_s) * 1000 + int(now_us) // 1000
-        ids = [
-            _text(rid) for rid in await self.client.zrangebyscore(self.index, f"({now_ms}", "+inf")
-        ]
+        ahead = await self.client.zrangebyscore(self.index, f"({now_ms}", "+inf")
+        ids = [as_text(rid) for rid in ahead]
         if not ids:
             return []
         async with self.client.pipeline(transaction=False) as pipe:

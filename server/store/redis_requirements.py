@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from server.background import BackgroundLoop
+from server.store.queue_reads import as_text
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ async def problems(client: aioredis.Redis) -> list[str]:
     try:
         for setting in READ:
             answer = await client.config_get(setting)
-            config.update({_text(key): _text(value) for key, value in answer.items()})
+            config.update({as_text(key): as_text(value) for key, value in answer.items()})
     except redis.exceptions.ResponseError as exc:
         return [f"its settings cannot be read (CONFIG GET: {exc})"]
     return problems_in(config)
@@ -117,7 +118,7 @@ def refusal(where: str, found: list[str]) -> str:
 async def check_at_start(client: aioredis.Redis, where: str, accept_volatile: bool) -> bool:
     """Whether the Redis is durable. One too old raises RedisUnfit; one that is not
     durable too, or with ``accept_volatile`` is logged."""
-    too_old = version_problem(_text((await client.info("server")).get("redis_version", "")))
+    too_old = version_problem(as_text((await client.info("server")).get("redis_version", "")))
     if too_old:
         raise RedisUnfit(f"the Redis at {where} cannot serve authq: {too_old}")
     found = await problems(client)
@@ -168,7 +169,3 @@ class DurabilityWatch:
             await self.loop.nap(self.interval_s)
             if not self.loop.stopping:
                 await self.check()
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
