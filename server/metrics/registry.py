@@ -30,20 +30,28 @@ LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 
 PRIORITY_LABELS = ("importance", "urgency")
 
 
+def _counted_by(
+    name: str, documentation: str, label: str, counts: Mapping[str, int]
+) -> CounterMetricFamily:
+    """A counter family read from a plain mapping the process keeps: one sample per key."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family
+
+
 class LoopRestarts(Collector):
     """The restarts server/background.py counts, read at each scrape."""
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
+        yield _counted_by(
             "authq_background_loop_restarts",
             "Restarts of a background loop of this process (lease reaper, dispatcher, "
             "event hub, ...) after its body failed, by loop. Each failure is logged; a "
             "count that keeps rising is a loop that never runs long.",
-            labels=["loop"],
+            "loop",
+            background.RESTARTS,
         )
-        for name, count in sorted(background.RESTARTS.items()):
-            family.add_metric([name], count)
-        yield family
 
 
 class AdmissionCounts(Protocol):
@@ -82,24 +90,20 @@ class AdmissionGauges(Collector):
             "refused RESOURCE_EXHAUSTED at max_open_streams.",
             value=self.counts.open_streams,
         )
-        refused = CounterMetricFamily(
+        yield _counted_by(
             "authq_calls_refused_at_capacity",
             "Calls and streams refused RESOURCE_EXHAUSTED at an admission ceiling "
             "(max_calls_in_flight, max_open_streams, max_logins_in_flight), by method.",
-            labels=["method"],
+            "method",
+            self.counts.refused,
         )
-        for method, count in sorted(self.counts.refused.items()):
-            refused.add_metric([method], count)
-        yield refused
-        expired = CounterMetricFamily(
+        yield _counted_by(
             "authq_calls_dropped_expired",
             "Calls dropped DEADLINE_EXCEEDED before their handler ran, their deadline "
             "passed while they waited for the server, by method.",
-            labels=["method"],
+            "method",
+            self.counts.expired,
         )
-        for method, count in sorted(self.counts.expired.items()):
-            expired.add_metric([method], count)
-        yield expired
 
 
 class ServerMetrics:
