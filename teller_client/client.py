@@ -12,7 +12,7 @@ import grpc
 from authq import wire
 from authq.batching import BATCHES_METADATA
 from authq.channel import AuthenticatedClient, ClientTLS, SessionStream
-from authq.reconnect import CapacityBackoff, store_refuses_writes
+from authq.reconnect import UNANSWERED_TEXT, CapacityBackoff, store_refuses_writes
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import review_pb2 as rpb
 from authq.v1 import review_pb2_grpc, teller_pb2_grpc
@@ -95,7 +95,8 @@ class TellerClient(AuthenticatedClient):
         super().__init__(target, user_id, password, token=token, channel=channel, tls=tls)
         self.stub = teller_pb2_grpc.TellerServiceStub(self.channel)
         self.review_stub = review_pb2_grpc.OnsiteReviewServiceStub(self.channel)
-        # How submit() rides out a center at capacity (a command line sets its ``say``).
+        # How submit() rides out a center at capacity; a command line sets its ``say``,
+        # which also hears UNANSWERED_TEXT before a submit that got no answer is retried.
         self.at_capacity = CapacityBackoff()
 
     async def upload_image(
@@ -141,6 +142,7 @@ class TellerClient(AuthenticatedClient):
         deadline = clock() + SUBMIT_DEADLINE_S
         submitting = False
         unavailable = iter(SUBMIT_RETRY_PAUSES_S)
+        told_unanswered = False
         tries = 0
         while True:
             tries += 1
@@ -168,6 +170,9 @@ class TellerClient(AuthenticatedClient):
                 pause = next(unavailable, None)
                 if pause is None or clock() + pause >= deadline:
                     raise
+                if not told_unanswered and self.at_capacity.say is not None:
+                    told_unanswered = True
+                    self.at_capacity.say(UNANSWERED_TEXT)
                 await asyncio.sleep(pause)
 
     async def report_fallbacks(

@@ -13,6 +13,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from authq.reconnect import UNANSWERED_TEXT
 from authq.refusals import Refusal, refusal_of
 
 from server.api import status
@@ -103,7 +104,8 @@ async def test_a_submit_the_store_refuses_is_not_tried_again(
 ) -> None:
     """A read-only Redis (a replica: a failover gone wrong) takes nothing until its
     operators act, so the teller client does not spend its retries' pauses on it
-    before the branch falls back on site; an UNAVAILABLE with no reason is retried."""
+    before the branch falls back on site; an UNAVAILABLE with no reason is retried,
+    and the teller told so."""
     server = await start_server(redis_url=own_redis)
     redis_client = aioredis.Redis.from_url(own_redis)
     async with server.teller() as teller:
@@ -123,18 +125,22 @@ async def test_a_submit_the_store_refuses_is_not_tried_again(
             await redis_client.replicaof("NO", "ONE")
         assert refusal_of(failure.value) == Refusal("STORE_READ_ONLY")
         assert tries == ["read-only-0001"]
-        # The same client tries again what could be a moment's loss of the center.
-        teller.stub.Submit = _unavailable_then(real, tries)
-        reply = await teller.submit(request(request_id="lost-once-0001"))
-    assert reply.request.request_id == "lost-once-0001"
-    assert tries == ["read-only-0001", "lost-once-0001", "lost-once-0001"]
+        # The same client tries again what could be a moment's loss of the center, and
+        # says so first, once.
+        teller.stub.Submit = _unavailable_then(real, tries, times=2)
+        said: list[str] = []
+        teller.at_capacity.say = said.append
+        reply = await teller.submit(request(request_id="lost-twice-0001"))
+    assert reply.request.request_id == "lost-twice-0001"
+    assert tries == ["read-only-0001"] + ["lost-twice-0001"] * 3
+    assert said == [UNANSWERED_TEXT]
     await redis_client.aclose()
 
 
-def _unavailable_then(real: Any, tries: list[str]) -> Any:
+def _unavailable_then(real: Any, tries: list[str], times: int) -> Any:
     def submit(message: Any, **kwargs: Any) -> Any:
         tries.append(message.request_id)
-        if tries.count(message.request_id) == 1:
+        if tries.count(message.request_id) <= times:
             raise _rpc_error(grpc.StatusCode.UNAVAILABLE, "connection reset")
         return real(message, **kwargs)
 

@@ -48,6 +48,9 @@ STORE_REASONS = frozenset({"STORE_FULL", "STORE_CANNOT_PERSIST", "STORE_READ_ONL
 CAPACITY_STEPS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 CAPACITY_TRIES = 6
 CAPACITY_TEXT = "the center is at capacity; trying again..."
+# Said once when a submit gets no answer (UNAVAILABLE without a reason: a lost
+# connection, a center restarting) and is about to be tried again.
+UNANSWERED_TEXT = "the center did not answer; trying again..."
 
 
 class Reconnecting:
