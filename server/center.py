@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -497,7 +497,9 @@ class Center:
             audit,
         )  # fmt: skip
 
-    async def watch(self, identity: Identity, request_id: str) -> AsyncIterator[HistoryEntry]:
+    async def watch(
+        self, identity: Identity, request_id: str
+    ) -> AsyncGenerator[HistoryEntry, None]:
         """The request's latest change, then every further one until a final state."""
         with self.hub.watch(request_id) as queue:
             record = await self.get_for_branch(identity, request_id)

@@ -21,7 +21,7 @@ from server.background import BackgroundLoop
 from server.domain.records import HistoryEntry
 from server.domain.routing import ClaimFilter
 from server.domain.states import State
-from server.errors import AuthorizerAway, AuthqError
+from server.errors import AccountInactive, AuthorizerAway, AuthqError
 from server.store.audit_records import StagedAudit
 from server.store.queue_store import Claim, NothingToClaim, QueueStore
 
@@ -77,9 +77,10 @@ class Waiter:
     audit: bytes = b""
     cancelled: bool = field(default=False)
     # Told why when deliver raised (the dispatcher has logged it, naming the item: not
-    # to be logged again). Such a waiter is not put back in line: the same fault would
-    # most likely fail it again, item after item, each one claimed and released in
-    # vain. None: nobody to tell.
+    # to be logged again), or when its account was found disabled (AccountInactive).
+    # Such a waiter is not put back in line: the same fault would most likely fail it
+    # again, item after item, each one claimed and released in vain. None: nobody to
+    # tell.
     failed: Callable[[Waiter, Exception], None] | None = None
 
 
@@ -274,10 +275,17 @@ class WorkDispatcher:
                 offered: list[tuple[Waiter, Claim]] = []
                 for waiter, result in zip(round_, results, strict=True):
                     # Redis answered: an item, nothing, or "away".
-                    reached = isinstance(result, AuthorizerAway | Claim | NothingToClaim)
+                    reached = isinstance(
+                        result, AuthorizerAway | AccountInactive | Claim | NothingToClaim
+                    )
                     answered = answered or reached
                     if isinstance(result, AuthorizerAway):
                         blocked.append(waiter)  # waits until it is back (wake)
+                    elif isinstance(result, AccountInactive):
+                        if waiter.failed is None:
+                            blocked.append(waiter)  # until its caller leaves
+                        else:
+                            waiter.failed(waiter, result)
                     elif isinstance(result, BaseException):
                         blocked.append(waiter)
                         failure = failure or result

@@ -11,8 +11,10 @@ server/api/status.py; the message names the field or rule at fault.
     ├── OnsiteFallbackRequired an emergency is in force (FAILED_PRECONDITION; Submit
     │                          answers it with an OnsiteFallback instead)
     ├── LeaseLost              not the holder, or a stale fencing token (ABORTED)
+    ├── AccountChanged         the caller's rights changed during a long call (ABORTED)
     ├── PermissionDenied       the caller may not do this (PERMISSION_DENIED)
     ├── Unauthenticated        no identity (UNAUTHENTICATED)
+    │   └── AccountInactive    disabled or deregistered during a long call
     └── Unavailable            the store cannot be reached (UNAVAILABLE)
 
 Besides its message (for people), each error has a ``reason`` (for programs): a stable
@@ -106,12 +108,40 @@ class LeaseLost(AuthqError):
     reason = "LEASE_LOST"
 
 
+class AccountChanged(AuthqError):
+    """The caller's roles, qualification or branch changed while a long call (a
+    session, a watch, a waiting Next) was open: it ran under the rights it began with,
+    so it ends; opened again, it runs under the new ones (R13)."""
+
+    reason = "ACCOUNT_CHANGED"
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(
+            f"{user_id}'s roles, qualification or branch changed: this call was ended; "
+            "open it again to work under the new ones (R13)",
+            user_id=user_id,
+        )
+
+
 class PermissionDenied(AuthqError):
     reason = "PERMISSION_DENIED"
 
 
 class Unauthenticated(AuthqError):
     reason = "UNAUTHENTICATED"
+
+
+class AccountInactive(Unauthenticated):
+    """The account was disabled or deregistered (R12) while its call waited for work:
+    nothing was taken for it."""
+
+    reason = "TOKEN_INVALID"
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(
+            f"{user_id} is disabled or deregistered: nothing is handed to it (R12)",
+            user_id=user_id,
+        )
 
 
 class Unavailable(AuthqError):

@@ -14,6 +14,7 @@ from authq.v1 import common_pb2 as cpb
 from server.api import convert
 from server.api.authorizer_session import AuthorizerSession, offer_to_pb, outcome_of
 from server.api.identity import Authenticator, bearer_token
+from server.api.session_guard import while_login_holds
 from server.api.status import translate_errors
 from server.center import Center, Identity
 from server.images.api import serve_image
@@ -33,7 +34,12 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     @translate_errors
     async def Next(self, request: apb.NextRequest, context: Context) -> apb.Offer:
         identity = await self._user(context, "Next")
-        claim = await self.center.next_item(identity)
+        token = bearer_token(context)
+        # A Next may wait long for work: it is not handed any once its login no longer
+        # holds (the account disabled, or its roles or qualification changed).
+        claim = await while_login_holds(
+            self.center.next_item(identity), lambda: self.auth.still_holds(token, identity)
+        )
         # Claimed, not yet handed over: if the reply cannot be built, or the call is
         # cancelled first, the item goes back now rather than when its lease ends.
         with self.center.dispatcher.handing_over(identity.user_id, claim):
@@ -104,5 +110,6 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
         session = AuthorizerSession(
             self.center, identity, self.lease_ms, wants_batches(context.invocation_metadata())
         )
-        async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
+        login_holds = lambda: self.auth.still_holds(token, identity)  # noqa: E731
+        async for message in session.run(request_iterator, login_holds):
             yield message

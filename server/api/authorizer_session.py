@@ -23,13 +23,13 @@ from authq.v1 import authorizer_pb2 as apb
 
 from server import dispatch
 from server.api import convert
-from server.api.session_guard import TokenCheck, watch_token
+from server.api.session_guard import LoginCheck, watch_login
 from server.api.status import Refused, refused
 from server.center import Center, Identity
 from server.dispatch import Waiter
 from server.domain.records import HistoryEntry
 from server.domain.states import Outcome, State
-from server.errors import AuthqError, InvalidArgument, Unauthenticated
+from server.errors import AuthqError, InvalidArgument
 from server.events import WatchItem
 from server.store.queue_store import Claim
 
@@ -87,7 +87,8 @@ class AuthorizerSession:
         # Credits waiting in the dispatcher -> the ref of the message that granted them.
         self.waiters: dict[Waiter, str] = {}
         self.closed = False
-        self.revoked = False
+        # Why the login no longer holds (session_guard.py): the stream ends with it.
+        self.ended: AuthqError | None = None
         # Why the reader stopped before the client closed its side (a message that
         # does not parse): the stream ends with it.
         self.failure: Exception | None = None
@@ -95,11 +96,11 @@ class AuthorizerSession:
         self.actions = asyncio.Semaphore(MAX_ACTIONS_IN_FLIGHT)
 
     async def run(
-        self, incoming: AsyncIterator[apb.AuthorizerSessionIn], still_valid: TokenCheck
+        self, incoming: AsyncIterator[apb.AuthorizerSessionIn], login_holds: LoginCheck
     ) -> AsyncIterator[apb.AuthorizerSessionOut]:
         reader = asyncio.create_task(self._read(incoming))
         renewer = asyncio.create_task(self._renew_forever())
-        guard = asyncio.create_task(watch_token(still_valid, self._revoke))
+        guard = asyncio.create_task(watch_login(login_holds, self._end))
         try:
             async for message in batched(self.out, _out_batch, enabled=self.batches):
                 yield message
@@ -115,10 +116,8 @@ class AuthorizerSession:
                 self.center.hub.remove_watch(request_id, self)
             for task in (reader, renewer, guard, *self.tasks):
                 task.cancel()
-        if self.revoked:
-            raise Unauthenticated(
-                "the login token was revoked: session closed (R12)", reason="TOKEN_INVALID"
-            )
+        if self.ended is not None:
+            raise self.ended
         if self.failure is not None:
             raise self.failure
 
@@ -147,8 +146,8 @@ class AuthorizerSession:
                     self.authorizer_id, request_id, token, dispatch.LEFT
                 )
 
-    def _revoke(self) -> None:
-        self.revoked = True
+    def _end(self, refusal: AuthqError) -> None:
+        self.ended = refusal
         self.out.put_nowait(None)
 
     async def _read(self, incoming: AsyncIterator[apb.AuthorizerSessionIn]) -> None:

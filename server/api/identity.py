@@ -13,7 +13,7 @@ from server.accounts.store import AccountStore, token_digest
 from server.api.rights import RIGHTS
 from server.api.token_cache import TokenCache
 from server.center import Identity
-from server.errors import PermissionDenied, Unauthenticated
+from server.errors import AccountChanged, AuthqError, PermissionDenied, Unauthenticated
 
 AUTH_KEY = "authorization"
 
@@ -88,10 +88,21 @@ class Authenticator:
                 cache.put(digest, account, generation)
         return account
 
-    async def still_valid(self, token: str) -> bool:
-        # Uncached on purpose: the session guard is the backstop that closes a
-        # stream within a second whatever happens to the notifications.
-        return await self.accounts.authenticate(token) is not None
+    async def still_holds(self, token: str, identity: Identity) -> AuthqError | None:
+        """None while ``token`` still logs in an active account with the rights
+        ``identity`` was given; else the refusal that ends a long call made with it.
+        Uncached on purpose: this is the backstop that ends a long call within a
+        second whatever happens to the cache's notifications."""
+        account = await self.accounts.authenticate(token)
+        if account is None:
+            return Unauthenticated(
+                "the login token was revoked or the account disabled: call ended (R12)",
+                reason="TOKEN_INVALID",
+            )
+        rights = (account.roles, account.qualification, account.branch_id)
+        if rights != (identity.roles, identity.qualification, identity.branch_id):
+            return AccountChanged(account.user_id)
+        return None
 
 
 __all__ = ["AUTH_KEY", "Authenticator", "Role", "bearer_token"]

@@ -32,6 +32,7 @@ _CODES: list[tuple[type[errors.AuthqError], grpc.StatusCode]] = [
     # it reach a caller elsewhere, the center refuses new work while the emergency lasts.
     (errors.OnsiteFallbackRequired, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.LeaseLost, grpc.StatusCode.ABORTED),
+    (errors.AccountChanged, grpc.StatusCode.ABORTED),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),

@@ -16,7 +16,7 @@ Authenticator's to audit."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -27,7 +27,8 @@ from authq.v1 import supervisor_pb2_grpc
 from server.accounts.model import Role, Status
 from server.accounts.store import AccountStore
 from server.api import convert, fallback_convert
-from server.api.identity import Authenticator
+from server.api.identity import Authenticator, bearer_token
+from server.api.session_guard import while_login_holds_each
 from server.api.status import translate_errors
 from server.center import Center, Identity
 from server.domain.reasons import NOTE_MAX_CHARS
@@ -78,12 +79,14 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
     async def WatchQueue(
         self, request: spb.WatchQueueRequest, context: Context
     ) -> AsyncIterator[spb.QueueSnapshot]:
-        await self.auth.identify(context, "SupervisorService.WatchQueue")
+        identity = await self.auth.identify(context, "SupervisorService.WatchQueue")
         if self.watch is None:
             raise FailedPrecondition("the live queue view is not running on this server")
-        async with self.watch.subscribe() as snapshots:
-            while True:
-                yield await snapshots.get()
+        token = bearer_token(context)
+        async for snapshot in while_login_holds_each(
+            _snapshots(self.watch), lambda: self.auth.still_holds(token, identity)
+        ):
+            yield snapshot
 
     @translate_errors
     async def SetAccountEnabled(
@@ -317,3 +320,9 @@ def emergency_to_pb(emergency: Emergency) -> spb.Emergency:
         ended_at_ms=emergency.ended_at_ms,
         end_note=emergency.end_note,
     )
+
+
+async def _snapshots(watch: QueueWatch) -> AsyncGenerator[spb.QueueSnapshot, None]:
+    async with watch.subscribe() as snapshots:
+        while True:
+            yield await snapshots.get()

@@ -13,6 +13,7 @@ from authq.v1 import teller_pb2_grpc
 
 from server.api import convert, fallback_convert
 from server.api.identity import Authenticator, bearer_token
+from server.api.session_guard import while_login_holds_each
 from server.api.status import translate_errors
 from server.api.teller_session import TellerSession, begin_from_header, submit_reply
 from server.archive.index import ArchiveIndex
@@ -60,8 +61,13 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     ) -> AsyncIterator[cpb.RequestUpdate]:
         identity = await self.auth.identify(context, "TellerService.Watch")
         convert.check_request_id(request.request_id)
+        token = bearer_token(context)
+        updates = while_login_holds_each(
+            self.center.watch(identity, request.request_id),
+            lambda: self.auth.still_holds(token, identity),
+        )
         try:
-            async for entry in self.center.watch(identity, request.request_id):
+            async for entry in updates:
                 yield convert.entry_to_pb(entry)
         except NotFound:
             raise await not_found_or_archived(
@@ -112,7 +118,8 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
         session = TellerSession(
             self.center, identity, batches=wants_batches(context.invocation_metadata())
         )
-        async for message in session.run(request_iterator, lambda: self.auth.still_valid(token)):
+        login_holds = lambda: self.auth.still_holds(token, identity)  # noqa: E731
+        async for message in session.run(request_iterator, login_holds):
             yield message
 
     @translate_errors

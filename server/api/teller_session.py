@@ -19,12 +19,12 @@ from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 
 from server.api import convert
-from server.api.session_guard import TokenCheck, watch_token
+from server.api.session_guard import LoginCheck, watch_login
 from server.api.status import refused
 from server.center import Center, Identity
 from server.domain.records import HistoryEntry, Submission
 from server.domain.states import FINAL_STATES
-from server.errors import InvalidArgument, OnsiteFallbackRequired, Unauthenticated
+from server.errors import AuthqError, InvalidArgument, OnsiteFallbackRequired
 from server.events import Resync, WatchItem
 from server.intake import Upload
 
@@ -44,17 +44,18 @@ class TellerSession:
         self.uploads: dict[str, Upload] = {}
         self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.revoked = False
+        # Why the login no longer holds (session_guard.py): the stream ends with it.
+        self.ended: AuthqError | None = None
         # Why the reader stopped before the client closed its side (a message that
         # does not parse): the stream ends with it.
         self.failure: Exception | None = None
 
     async def run(
-        self, incoming: AsyncIterator[tpb.TellerSessionIn], still_valid: TokenCheck
+        self, incoming: AsyncIterator[tpb.TellerSessionIn], login_holds: LoginCheck
     ) -> AsyncIterator[tpb.TellerSessionOut]:
         reader = asyncio.create_task(self._read(incoming))
         pump = asyncio.create_task(self._pump())
-        guard = asyncio.create_task(watch_token(still_valid, self._revoke))
+        guard = asyncio.create_task(watch_login(login_holds, self._end))
         try:
             async for message in batched(self.out, _out_batch, enabled=self.batches):
                 yield message
@@ -63,15 +64,13 @@ class TellerSession:
                 task.cancel()
             for request_id in list(self.seen):
                 self._unfollow(request_id)
-        if self.revoked:
-            raise Unauthenticated(
-                "the login token was revoked: session closed (R12)", reason="TOKEN_INVALID"
-            )
+        if self.ended is not None:
+            raise self.ended
         if self.failure is not None:
             raise self.failure
 
-    def _revoke(self) -> None:
-        self.revoked = True
+    def _end(self, refusal: AuthqError) -> None:
+        self.ended = refusal
         self.out.put_nowait(None)
 
     async def _read(self, incoming: AsyncIterator[tpb.TellerSessionIn]) -> None:

@@ -14,6 +14,7 @@
 --         ARGV[7] are taken only when their amount is within it
 -- ARGV[9] how long the nonce key outlives the claim (ms): longer than the pipe's
 --         retries (server/store/queue_store.py CLAIM_REPEAT_TTL_MS)
+-- ARGV[10] account key prefix (Keys.account_prefix)
 -- The claimed item's own keys are derived from its id (prefix .. id): every key
 -- carries the same hash tag, so the script stays within one Cluster slot.
 -- An item the authorizer may not take (it submitted or reviewed it on site, R11, or
@@ -24,7 +25,7 @@
 -- Returns {'OK', id, token, lease_deadline_ms, version, HGETALL of req, history list,
 --         1 if any lane still holds an item else 0}
 --       | {'EMPTY', 1 if any lane holds an item (one this authorizer may not take)
---          else 0} | {'AWAY'}
+--          else 0} | {'AWAY'} | {'INACTIVE'} (the account is disabled or deregistered)
 -- Audited (R15): the staging stream and the action's packed record come after
 -- the keys and arguments above (take_audit, _lib.lua).
 -- Repeat-safe (server/store/scripts.py REPEAT_SAFE): the pipe sends a call again when
@@ -56,6 +57,13 @@ if first_run then
 end
 if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
   return {'AWAY'}
+end
+-- An account disabled or deregistered (R12) after its call began takes nothing, though
+-- the call still waits (its guard ends it: server/api/session_guard.py). No account
+-- hash at all: a store used without accounts (tools, tests of the queue alone).
+local status = redis.call('HGET', ARGV[10] .. ARGV[1], 'st')
+if status and status ~= 'ACTIVE' then
+  return {'INACTIVE'}
 end
 local SKIP_LIMIT = 16
 local all_types = ARGV[6] == '*'

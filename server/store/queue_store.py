@@ -17,6 +17,7 @@ from server.domain.records import HistoryEntry, Image, RequestRecord, Submission
 from server.domain.routing import ClaimFilter, band_of
 from server.domain.states import Outcome, State
 from server.errors import (
+    AccountInactive,
     AlreadyExists,
     AuthorizerAway,
     FailedPrecondition,
@@ -363,11 +364,14 @@ class QueueStore(QueueReads):
                 only.full_bands,
                 only.ceiling_minor,
                 CLAIM_REPEAT_TTL_MS,
+                self.keys.account_prefix,
             ],
         )
         status = as_text(result[0])
         if status == "AWAY":
             raise AuthorizerAway(authorizer_id)
+        if status == "INACTIVE":
+            raise AccountInactive(authorizer_id)
         if status == "EMPTY":
             return NothingToClaim(more_waiting=bool(int(result[1])))
         flat = result[5]
