@@ -99,10 +99,10 @@ class BranchServicer(branch_pb2_grpc.BranchServiceServicer):
         self, request: bpb.DecideExtendedHoursRequest, context: Context
     ) -> bpb.ExtendedHoursWindow:
         identity = await self.auth.identify(context, "BranchService.DecideExtendedHours")
-        if not request.window_id:
-            raise InvalidArgument("window_id", "name the window")
-        async with self.center.audited(identity, "HOURS_WINDOW_DECIDE", request.window_id,
+        async with self.center.audited(identity, "HOURS_WINDOW_DECIDE", request.window_id or "-",
                                        approve=int(request.approve)) as audit:  # fmt: skip
+            if not request.window_id:  # checked in here: the refusal is recorded (R15)
+                raise InvalidArgument("window_id", "name the window")
             record = await self.center.branches.decide_window(
                 request.window_id, request.approve, identity.user_id, request.note, audit
             )

@@ -48,6 +48,9 @@ SYSTEM = Identity(user_id="system", origin="server")
 # Branches one declaration may name; the whole center is declared by naming none. It
 # keeps the declaration's audit record within what a record holds.
 MAX_EMERGENCY_BRANCHES = 500
+# An emergency's reason and the note that ends it: said to the branches, and kept whole
+# in the audit record.
+MAX_EMERGENCY_TEXT = 500
 
 
 class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
@@ -123,19 +126,25 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
     ) -> spb.Emergency:
         identity = await self.auth.identify(context, "SupervisorService.DeclareEmergency")
         reason = request.reason.strip()
-        if not reason or len(reason) > 500:
-            raise InvalidArgument("reason", "an emergency needs a reason (R8), 1-500 characters")
         branches = list(dict.fromkeys(b.strip() for b in request.branch_ids if b.strip()))
-        if len(branches) > MAX_EMERGENCY_BRANCHES:
-            raise InvalidArgument(
-                "branch_ids",
-                f"at most {MAX_EMERGENCY_BRANCHES} branches: for the whole center name none",
-            )
-        unknown = await self.center.branches.missing(branches)
-        if unknown:
-            raise NotFound(f"branch_ids: no branch {', '.join(b[:64] for b in unknown[:5])}")
-        async with self.center.audited(identity, "EMERGENCY_DECLARE", ",".join(branches) or "*",
-                                       reason=reason) as audit:  # fmt: skip
+        # Checked inside the audited block, so that a refused declaration is recorded
+        # too (R15); cut, so that the record of one refused as too long or too wide
+        # stays within what a record holds.
+        target = ",".join(branches[:MAX_EMERGENCY_BRANCHES]) or "*"
+        async with self.center.audited(identity, "EMERGENCY_DECLARE", target,
+                                       reason=reason[:MAX_EMERGENCY_TEXT]) as audit:  # fmt: skip
+            if not reason or len(reason) > MAX_EMERGENCY_TEXT:
+                raise InvalidArgument(
+                    "reason", f"an emergency needs a reason (R8), 1-{MAX_EMERGENCY_TEXT} characters"
+                )
+            if len(branches) > MAX_EMERGENCY_BRANCHES:
+                raise InvalidArgument(
+                    "branch_ids",
+                    f"at most {MAX_EMERGENCY_BRANCHES} branches: for the whole center name none",
+                )
+            unknown = await self.center.branches.missing(branches)
+            if unknown:
+                raise NotFound(f"branch_ids: no branch {', '.join(b[:64] for b in unknown[:5])}")
             emergency = await self.emergencies.declare(reason, branches, identity.user_id, audit)
         self._changed()
         return emergency_to_pb(emergency)
@@ -145,26 +154,28 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         self, request: spb.EndEmergencyRequest, context: Context
     ) -> spb.Emergency:
         identity = await self.auth.identify(context, "SupervisorService.EndEmergency")
-        async with self.center.audited(identity, "EMERGENCY_END", request.emergency_id,
-                                       note=request.note[:500]) as audit:  # fmt: skip
-            emergency = await self.emergencies.end(
-                request.emergency_id, identity.user_id, request.note[:500], audit
-            )
+        emergency_id, note = request.emergency_id, request.note
+        async with self.center.audited(identity, "EMERGENCY_END", emergency_id or "-",
+                                       note=note[:MAX_EMERGENCY_TEXT]) as audit:  # fmt: skip
+            if not emergency_id:
+                raise InvalidArgument("emergency_id", "name the emergency to end")
+            if len(note) > MAX_EMERGENCY_TEXT:  # refused, not cut: kept as it was said
+                raise InvalidArgument("note", f"at most {MAX_EMERGENCY_TEXT} characters")
+            emergency = await self.emergencies.end(emergency_id, identity.user_id, note, audit)
         self._changed()
         return emergency_to_pb(emergency)
 
     @translate_errors
     async def HandBack(self, request: spb.HandBackRequest, context: Context) -> spb.HandBackReply:
         identity = await self.auth.identify(context, "SupervisorService.HandBack")
-        if not request.reason.strip():
-            raise InvalidArgument("reason", "handing work back needs a reason for the tellers (R8)")
-        if len(request.reason) > NOTE_MAX_CHARS:
-            raise InvalidArgument("reason", f"at most {NOTE_MAX_CHARS} characters")
-        if bool(request.request_ids) == bool(request.branch_id):
-            raise InvalidArgument("request_ids", "name the requests, or a branch_id, not both")
-        for index, rid in enumerate(request.request_ids):
-            convert.check_request_id(rid, f"request_ids[{index}]")
-        ids = list(request.request_ids) or await self.store.waiting_of_branch(request.branch_id)
+        try:
+            ids = await self._hand_back_ids(request)
+        except AuthqError as exc:
+            # Refused as a whole: recorded as audited records a refusal (R15). Each
+            # request handed back has its own record below, so no record of the whole.
+            await self.center.record(identity, "HAND_BACK", _hand_back_target(request),
+                                     str(exc), {"reason": request.reason[:200]})  # fmt: skip
+            raise
         reply = spb.HandBackReply()
         for rid in ids:
             try:
@@ -177,6 +188,25 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
             reply.handed_back.append(convert.entry_to_pb(entry))
         self._changed()
         return reply
+
+    async def _hand_back_ids(self, request: spb.HandBackRequest) -> list[str]:
+        """The requests a hand-back names, or the waiting ones of the branch it names;
+        a typo in the branch is refused, not answered with nothing handed back."""
+        if not request.reason.strip():
+            raise InvalidArgument("reason", "handing work back needs a reason for the tellers (R8)")
+        if len(request.reason) > NOTE_MAX_CHARS:
+            raise InvalidArgument("reason", f"at most {NOTE_MAX_CHARS} characters")
+        if bool(request.request_ids) == bool(request.branch_id):
+            raise InvalidArgument("request_ids", "name the requests, or a branch_id, not both")
+        for index, rid in enumerate(request.request_ids):
+            convert.check_request_id(rid, f"request_ids[{index}]")
+        if request.request_ids:
+            return list(request.request_ids)
+        if len(request.branch_id) > 64:
+            raise InvalidArgument("branch_id", "at most 64 characters")
+        if await self.center.branches.missing([request.branch_id]):
+            raise NotFound(f"branch_id: no branch {request.branch_id}")
+        return await self.store.waiting_of_branch(request.branch_id)
 
     @translate_errors
     async def ListEmergencies(
@@ -320,6 +350,11 @@ def emergency_to_pb(emergency: Emergency) -> spb.Emergency:
         ended_at_ms=emergency.ended_at_ms,
         end_note=emergency.end_note,
     )
+
+
+def _hand_back_target(request: spb.HandBackRequest) -> str:
+    """What a refused hand-back names, cut to what an audit record holds."""
+    return (request.branch_id or ",".join(request.request_ids))[:128] or "-"
 
 
 async def _snapshots(watch: QueueWatch) -> AsyncGenerator[spb.QueueSnapshot, None]:
