@@ -86,6 +86,19 @@ def _longest(target: str, details: dict[str, str | int]) -> str:
     return name if sizes.get(name, 0) > len(target) else "id"
 
 
+def _supplied(
+    record: RequestRecord, teller_id: str, images: Sequence[Image]
+) -> HistoryEntry | None:
+    """The request's newest SUPPLIED entry if it is this teller's supply of these very
+    images (the newest supplements, kinds and hashes in order); else None."""
+    entry = next((e for e in reversed(record.history) if e.event == "SUPPLIED"), None)
+    if entry is None or entry.actor != teller_id or not images:
+        return None
+    newest = record.supplements[-len(images) :]
+    same = [(i.kind, i.sha256) for i in newest] == [(i.kind, i.sha256) for i in images]
+    return entry if same else None
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling, as established by the server (never by a message field)."""
@@ -311,7 +324,17 @@ class Center:
                 if not await self.store.exists(submission.request_id):
                     raise
                 onsite_review, local_minor = False, 0
-            images = await self._resolve(submission.images, "images")
+            try:
+                images = await self._resolve(submission.images, "images")
+            except (InvalidArgument, FailedPrecondition):
+                # A retry of a stored request is the store's to answer (the stored
+                # request, or ALREADY_EXISTS by fingerprint: kinds and hashes only),
+                # whatever its images' state now: one that failed the full check after
+                # the first submit was stored with it, and a teller told to capture
+                # again would submit the same transaction under a new id.
+                if not await self.store.exists(submission.request_id):
+                    raise
+                images = submission.images
             return await self.store.submit(
                 replace(submission, images=images), onsite_review, local_minor, audit
             )
@@ -480,6 +503,13 @@ class Center:
     ) -> HistoryEntry:
         record = await self.get_for_branch(identity, request_id)
         if record.state is not State.NEEDS_SUPPLEMENT:
+            done = _supplied(record, identity.user_id, images)
+            if done is not None:
+                # A retry after a lost reply: answered as done, recorded as a repeat
+                # (R15). supply.lua knows one only by the version read before the first
+                # supply, which a retry no longer has.
+                audit.repeat = True
+                return done
             raise IllegalTransition(
                 request_id, record.state.value, "supply images to", "no supplement was asked for"
             )
@@ -622,6 +652,11 @@ class Center:
                 raise InvalidArgument(
                     "requested_kinds", "asking for images needs at least one image kind"
                 )
+        elif kinds:
+            # Kept, they would show in the history as if images were asked for.
+            raise InvalidArgument(
+                "requested_kinds", "only a request for images (ASK_SUPPLEMENT) names image kinds"
+            )
         return await self.store.decide(
             request_id, token, authorizer_id, outcome, reason_code, note, kinds, audit
         )
