@@ -87,9 +87,9 @@ def add_fallback_commands(
     actions.add_parser("sync", help="upload the pending fallbacks to the center now")
     reconcile = actions.add_parser(
         "reconcile",
-        help="record that a fallback the center refused or holds otherwise (CONFLICT) was "
-        "squared with the center's record (once); it then leaves the journal like a "
-        "settled one",
+        help="record that a fallback the center refused, holds otherwise (CONFLICT) or "
+        "decided too was squared with the center's record (once); it then leaves the "
+        "journal like a settled one",
     )
     reconcile.add_argument("request_id", help="as `fallback list` shows it")
     reconcile.add_argument("--by", required=True, metavar="ID", help="who reconciled it")

@@ -13,8 +13,9 @@ Lines (``type``):
     onsite     who authorized it on site, the outcome, a note, when
     uploaded   the center holds it (``outcome``: the on-site outcome it held then)
     refused    the center refused it (``reason``); not retried until something changes
-    reconciled the branch squared a fallback the center refused or holds otherwise
-               (CONFLICT) with the center's record: who, what was done, when
+    reconciled the branch squared a fallback the center refused, holds otherwise
+               (CONFLICT) or had decided too with the center's record: who, what was
+               done, when
 
 The journal holds customers' data (R14): it is created readable by its owner only, and
 a fallback the center holds in full, or one reconciled, leaves it once it has been
@@ -40,6 +41,9 @@ OUTCOMES = ("APPROVED", "REJECTED")
 # What the center answered for a record it now holds as the workstation sent it
 # (CONFLICT: it holds it otherwise, and the branch's copy stays for the reconciling).
 HELD = ("STORED", "DUPLICATE", "OUTCOME_ADDED")
+# What the center's request of the same id became when it had decided it itself before
+# the fallback reached it: authorized twice, so the branch's copy stays for reconciling.
+DECIDED = ("APPROVED", "REJECTED")
 # How long a settled fallback stays in the journal (``fallback list`` shows it).
 DEFAULT_KEEP_DAYS = 7
 DAY_MS = 86_400_000
@@ -83,7 +87,8 @@ class OnsiteDecision:
 
 @dataclass(frozen=True, slots=True)
 class Reconciliation:
-    """How the branch squared a fallback the center refused or holds otherwise."""
+    """How the branch squared a fallback the center refused, holds otherwise or decided
+    too."""
 
     by: str
     note: str
@@ -120,10 +125,13 @@ class JournalEntry:
 
     @property
     def needs_reconciling(self) -> bool:
-        """Uploaded with its on-site outcome, and refused by the center or held there
-        otherwise (CONFLICT): the branch has to square the two records."""
+        """Uploaded with its on-site outcome, and refused by the center, held there
+        otherwise (CONFLICT) or decided there too (authorized twice): the branch has to
+        square the two records."""
+        if self.onsite is None or self.pending:
+            return False
         # A refusal leaves no server status: it is not among HELD either.
-        return self.onsite is not None and not self.pending and self.server_status not in HELD
+        return self.server_status not in HELD or self.central_state in DECIDED
 
     @property
     def settled(self) -> bool:
@@ -202,7 +210,7 @@ class Journal:
             state = "the center holds it as sent" if entry.settled else entry.state.lower()
             raise JournalError(
                 f"{request_id} has nothing to reconcile ({state}): only a fallback the "
-                "center refused or holds otherwise (CONFLICT) is reconciled"
+                "center refused, holds otherwise (CONFLICT) or decided too is reconciled"
             )
         _check_person("--by", how.by, entry, "who reconciled it", "reconcile its fallback")
         if not how.note.strip():

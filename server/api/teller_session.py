@@ -159,17 +159,24 @@ class TellerSession:
         submission = convert.submission_from_pb(request, self.identity, self.center.catalog())
         rid = submission.request_id
         # Follow before storing, so no change slips past; version 1 is the reply itself.
+        # A request the session already follows (submitted or watched before) stays
+        # followed whatever this submit comes to: only a follow it added is undone.
+        added = rid not in self.seen
         self._follow(rid, version=1)
         try:
             reply = await submit_reply(self.center, submission, self.identity)
         except BaseException:
-            self._unfollow(rid)
+            if added:
+                self._unfollow(rid)
             raise
         self.out.put_nowait(tpb.TellerSessionOut(ref=ref, submitted=reply))
         if reply.HasField("fallback"):  # nothing was stored (R8)
-            self._unfollow(rid)
+            if added:
+                self._unfollow(rid)
             return
-        self.seen[rid] = max(self.seen.get(rid, 0), reply.request.version)
+        if rid not in self.seen:  # its final change was pushed while this waited
+            return
+        self.seen[rid] = max(self.seen[rid], reply.request.version)
         if reply.request.state in FINAL_PB_STATES:
             self._unfollow(rid)
 
@@ -201,23 +208,32 @@ class TellerSession:
         if self.seen.pop(request_id, None) is not None:
             self.center.hub.remove_watch(request_id, self.events)
 
-    def _send(self, entry: HistoryEntry, ref: str = "") -> None:
+    def _send(self, entry: HistoryEntry, ref: str = "") -> bool:
+        """Pushes a change of a followed request the session has not seen; whether it
+        did."""
         seen = self.seen.get(entry.request_id)
         if seen is None or entry.version <= seen:
-            return
+            return False
         self.seen[entry.request_id] = entry.version
         self.out.put_nowait(tpb.TellerSessionOut(ref=ref, update=convert.entry_to_pb(entry)))
         if entry.state.is_final:
             self._unfollow(entry.request_id)
+        return True
 
     async def _catch_up(self, request_id: str, ref: str = "") -> None:
         """Sends what the session has not seen of a request, from Redis. A request
-        just followed (version 0) starts from its latest change."""
+        just followed (version 0) starts from its latest change. A watch (``ref``) is
+        answered with the latest change even when the session has sent it already (it
+        followed the request before, or a push got there first): a watch always has an
+        answer."""
         history = (await self.center.store.get(request_id)).history
         if self.seen.get(request_id) == 0:
             history = history[-1:]
-        for entry in history:
-            self._send(entry, ref)
+        *older, latest = history
+        for entry in older:
+            self._send(entry)
+        if not self._send(latest, ref) and ref:
+            self.out.put_nowait(tpb.TellerSessionOut(ref=ref, update=convert.entry_to_pb(latest)))
 
     async def _pump(self) -> None:
         while True:
