@@ -10,7 +10,8 @@ before the emergency ends, so a queue hovering at a threshold does not flap.
 
 Several server processes may run: one at a time holds a short lease on the
 monitor (renewed at every check), and the emergency it declared is remembered in
-Redis, so exactly one automatic emergency exists however many processes watch. A
+Redis, so exactly one automatic emergency exists however many processes watch (one
+in force that none is remembered for, its declare's reply lost, is taken on). A
 supervisor may end it early (EndEmergency): the monitor then does not declare again
 until the backlog has once cleared."""
 
@@ -185,6 +186,8 @@ class BacklogMonitor:
             if cleared(reading, self.limits):
                 await self.store.client.hset(self._state_key, "hold", "0")
             return
+        if await self._adopt():
+            return
         why = over(reading, self.limits)
         if why is None:
             return
@@ -194,6 +197,22 @@ class BacklogMonitor:
         await self.store.client.hset(self._state_key, mapping={"id": emergency.emergency_id})
         self._clear_since = None
         log.warning("declared emergency %s: %s", emergency.emergency_id, reason)
+
+    async def _adopt(self) -> bool:
+        """Takes on an automatic emergency in force that none is recorded for: the
+        declare ran but its reply was lost (or the process died before recording it).
+        Declaring another would leave that one in force for good, as only the recorded
+        one is ever ended."""
+        orphan = next(
+            (e for e in await self.emergencies.active() if e.declared_by == SYSTEM.user_id),
+            None,
+        )
+        if orphan is None:
+            return False
+        await self.store.client.hset(self._state_key, mapping={"id": orphan.emergency_id})
+        self._clear_since = None
+        log.warning("took on emergency %s, declared without a reply", orphan.emergency_id)
+        return True
 
     async def _maybe_end(self, emergency_id: str, reading: Reading) -> None:
         if not cleared(reading, self.limits):

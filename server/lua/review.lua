@@ -31,6 +31,8 @@ redis.call('ZREM', KEYS[6], ARGV[1])
 local state, event = 'SENT_BACK', 'SENT_BACK'
 if ARGV[4] == 'CONFIRM' then
   state, event = 'QUEUED', 'ONSITE_CONFIRMED'
+  -- It joins the queue now: the wait for the reviewer is not the queue's (R8 backlog).
+  redis.call('HSET', KEYS[1], 'enq', fmt(now_ms))
   enqueue(cur[5], cur[4], ARGV[1])
   redis.call('HINCRBY', KEYS[5], cur[2], 1)
 end

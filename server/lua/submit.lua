@@ -49,6 +49,8 @@ redis.call('HSET', KEYS[1], 'st', state, 'v', 1, 'd', ARGV[3], 'fp', ARGV[2],
   'sc', score, 'ln', KEYS[2], 'br', ARGV[4], 'sub', fmt(now_ms), 'tl', ARGV[6],
   'am', ARGV[9])
 if state == 'QUEUED' then
+  -- enq: when it joined the queue, which the backlog's oldest wait counts from (R8)
+  redis.call('HSET', KEYS[1], 'enq', fmt(now_ms))
   enqueue(KEYS[2], score, ARGV[1])
   redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 else

@@ -28,7 +28,9 @@ if cur[2] ~= ARGV[2] then
 end
 local now_ms = math.floor(now_us() / 1000)
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'st', 'QUEUED', 'sx', ARGV[3])
+-- enq: it joins the queue again now; the wait for the teller is not the queue's (R8
+-- backlog), though its score keeps its place.
+redis.call('HSET', KEYS[1], 'st', 'QUEUED', 'sx', ARGV[3], 'enq', fmt(now_ms))
 enqueue(cur[4], cur[3], ARGV[1])
 redis.call('HINCRBY', KEYS[5], cur[5], 1)
 count_move(KEYS[4], 'NEEDS_SUPPLEMENT', 'QUEUED')

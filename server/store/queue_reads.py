@@ -23,6 +23,11 @@ from server.store.keys import Keys
 class LaneDepth:
     priority: PriorityClass
     waiting: int
+    # When the oldest head of the class's lanes joined the queue (field enq, set by
+    # submit, review and supply; a claim handed back or lapsed keeps it, as the item
+    # waited already), or for a record from before enq its submission: time awaiting an
+    # on-site reviewer or a supplement is not the queue's, so it must not count toward
+    # the backlog (R8), the overview's oldest wait or the oldest-wait metric.
     oldest_submitted_ms: int | None
     oldest_request_id: str | None
 
@@ -108,10 +113,10 @@ class QueueReads:
         if present:
             async with self.client.pipeline(transaction=False) as pipe:
                 for head in present:
-                    pipe.hget(self.keys.request(head), "sub")
+                    pipe.hmget(self.keys.request(head), ["enq", "sub"])
                 submitted = {
-                    head: int(sub or 0)
-                    for head, sub in zip(present, await pipe.execute(), strict=True)
+                    head: int(enq or sub or 0)
+                    for head, (enq, sub) in zip(present, await pipe.execute(), strict=True)
                 }
         waiting: dict[PriorityClass, int] = dict.fromkeys(all_classes(), 0)
         oldest: dict[PriorityClass, tuple[int, str]] = {}
