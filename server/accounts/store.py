@@ -43,7 +43,7 @@ from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import as_text
 from server.store.scripts import load_script, lua_source
-from server.store.staging import audited_transaction, run_audited
+from server.store.staging import run_audited
 
 DAY_MS = 86_400_000
 # The business types an authorizer may be qualified for: those of the policy in force.
@@ -113,6 +113,7 @@ class AccountStore:
         self._logout = load_script(client, "logout")
         self._create_once = load_script(client, "create_once")
         self._account_change = load_script(client, "account_change")
+        self._session_open = load_script(client, "session_open")
 
     # Every change below is one step in Redis (a script or a MULTI/EXEC transaction),
     # and ``audit``, the change's record, is staged in that step (R15): a kill cannot
@@ -280,7 +281,9 @@ class AccountStore:
     async def reset_password(
         self, user_id: str, password: str, audit: StagedAudit | None = None
     ) -> None:
-        """An administrator's reset: the user must choose a new one at next login."""
+        """An administrator's reset: the user must choose a new one at next login. A
+        password is reset when forgotten or known to others: every session opened with
+        the old one ends in the same step."""
         await self.get(user_id)
         problem = password_problem(password, user_id)
         if problem:
@@ -288,14 +291,15 @@ class AccountStore:
         password_hash = await asyncio.to_thread(hash_password, password)
         # The password replaced stays in the history (account_change.lua): a reset is no
         # way back to it.
-        await self._changed(user_id, {"pw": password_hash, "pwat": _now_ms(), "mc": "1"}, audit)
+        fields = {"pw": password_hash, "pwat": _now_ms(), "mc": "1"}
+        await self._changed(user_id, fields, audit, revoke=True)
 
     # -- login ---------------------------------------------------------------------
 
     async def login(self, user_id: str, password: str, audit: StagedAudit | None = None) -> Session:
         """A session for the user. ``audit``: the login's record, staged in the same
-        transaction as the session (R15)."""
-        account = await self._check_password(user_id, password)
+        step as the session (R15)."""
+        account, verified = await self._check_password(user_id, password)
         if account.must_change_password:
             raise FailedPrecondition(
                 f"the password of {user_id} was set by an administrator: choose your own "
@@ -304,8 +308,8 @@ class AccountStore:
                 user_id=user_id,
                 why="reset",
             )
-        days_left = self._days_left(account)
-        if days_left < 0:
+        left_ms = self._password_left_ms(account)
+        if left_ms < 0:
             raise FailedPrecondition(
                 f"the password of {user_id} is older than {self.password_max_age_days} "
                 "days: change it with ChangePassword (R11)",
@@ -313,14 +317,15 @@ class AccountStore:
                 user_id=user_id,
                 why="expired",
             )
-        return await self._issue(account, days_left, audit)
+        # Rounded up: a password with hours left still has a day, not none.
+        return await self._issue(account, verified, -(-left_ms // DAY_MS), audit)
 
     async def change_password(
         self, user_id: str, old: str, new: str, audit: StagedAudit | None = None
     ) -> Session:
-        """Sets the user's own new password and opens a session, in one transaction
-        with ``audit``, the change's record (R15)."""
-        account = await self._check_password(user_id, old)
+        """Sets the user's own new password and opens a session, in one step with
+        ``audit``, the change's record (R15)."""
+        account, verified = await self._check_password(user_id, old)
         problem = password_problem(new, user_id)
         if problem:
             raise InvalidArgument("new_password", problem)
@@ -334,7 +339,9 @@ class AccountStore:
             )  # fmt: skip
         password_hash = await asyncio.to_thread(hash_password, new)
         account = replace(account, password_set_ms=_now_ms(), must_change_password=False)
-        return await self._issue(account, self.password_max_age_days, audit, password_hash)
+        return await self._issue(
+            account, verified, self.password_max_age_days, audit, password_hash
+        )
 
     async def _recent_hashes(self, user_id: str) -> Sequence[str]:
         """The hashes of the account's last passwords, newest first: the current one,
@@ -343,7 +350,8 @@ class AccountStore:
         hashes = [as_text(current)] if current else []
         return hashes + (as_text(replaced).split() if replaced else [])
 
-    async def _check_password(self, user_id: str, password: str) -> Account:
+    async def _check_password(self, user_id: str, password: str) -> tuple[Account, str]:
+        """The account, as read before the check, and the password hash verified."""
         fields = await self.client.hgetall(self.keys.account(user_id))
         stored = as_text(fields.get(b"pw", b"")) if fields else ""
         # Hash even for an unknown user, so timing does not tell users apart.
@@ -352,28 +360,37 @@ class AccountStore:
             raise LoginRefused("unknown user or wrong password")
         account = _account(user_id, fields)
         if not account.active:
-            raise LoginRefused(f"account {user_id} is {account.status.value.lower()} (R12)")
-        return account
+            raise LoginRefused(_inactive(user_id, account.status))
+        return account, stored
 
-    def _days_left(self, account: Account) -> int:
-        age_days = (_now_ms() - account.password_set_ms) // DAY_MS
-        return int(self.password_max_age_days - age_days)
+    def _password_left_ms(self, account: Account) -> int:
+        """How long the password may still be used (R11): negative once it is older than
+        password_max_age_days, to the millisecond, not in whole days."""
+        age_ms = _now_ms() - account.password_set_ms
+        return self.password_max_age_days * DAY_MS - age_ms
 
     async def _issue(
-        self, account: Account, days_left: int, audit: StagedAudit | None,
+        self, account: Account, verified: str, days_left: int, audit: StagedAudit | None,
         password_hash: str = "",
     ) -> Session:  # fmt: skip
-        """A new session token, and the action's audit record, in one transaction; with
+        """A new session token, and the action's audit record, in one script; with
         ``password_hash``, the user's own new password, set at the account's
-        ``password_set_ms``; the one it replaces goes into the history in that step."""
+        ``password_set_ms``; the one it replaces goes into the history in that step.
+        The account was read before the password check: the script opens the session
+        only if it is still active and no administrator reset the password since
+        ``verified``, the hash checked, was read (R12)."""
         token = secrets.token_urlsafe(32)
+        user_id = account.user_id
         key = self.keys.token(token_digest(token))
-        async with audited_transaction(self.client, self.keys.audit_staged, audit) as pipe:
-            if password_hash:
-                pipe.eval(_PASSWORD_SET, 1, self.keys.account(account.user_id), password_hash,
-                          account.password_set_ms, REUSE_DEPTH - 1)  # fmt: skip
-            pipe.set(key, account.user_id, ex=self.token_ttl_s)
-            pipe.sadd(self.keys.account_tokens(account.user_id), key)
+        keys = [self.keys.account(user_id), self.keys.account_tokens(user_id), key]
+        args: list[Any] = [verified, user_id, self.token_ttl_s, password_hash,
+                           account.password_set_ms, REUSE_DEPTH - 1]  # fmt: skip
+        result = await run_audited(self._session_open, self.keys.audit_staged, audit, keys, args)
+        if as_text(result[0]) == "REFUSED":
+            status = Status(as_text(result[1]))
+            if status is Status.ACTIVE:  # an administrator reset the password meanwhile
+                raise LoginRefused("unknown user or wrong password")
+            raise LoginRefused(_inactive(user_id, status))
         expires = _now_ms() + self.token_ttl_s * 1000
         return Session(token, account, expires, days_left)
 
@@ -405,8 +422,14 @@ class AccountStore:
 
 
 _DUMMY_HASH = hash_password("not-a-password-of-anyone")
-# Queued inside a MULTI/EXEC (_issue), so sent as source: Redis finds it cached by its SHA.
+# The password step alone, as session_open.lua does it: the server no longer runs it
+# (the step that opens the session sets the password, after checking the account), but
+# tests/test_password_history.py runs it twice to check the history's repeat rule.
 _PASSWORD_SET = lua_source("_lib") + "\n" + lua_source("password_set")
+
+
+def _inactive(user_id: str, status: Status) -> str:
+    return f"account {user_id} is {status.value.lower()} (R12)"
 
 
 def _check_new(new_id: str, name: str, id_field: str) -> None:

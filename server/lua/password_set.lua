@@ -1,7 +1,8 @@
 -- password_set: sets an account's password to the user's own new one, keeping the one it
--- replaces in the history (keep_replaced_password). Queued in the MULTI/EXEC transaction
--- that also opens the user's session and stages the change's audit record
--- (server/accounts/store.py): a repeat of the transaction sets the same values again.
+-- replaces in the history (keep_replaced_password), as session_open.lua does in the step
+-- that opens the user's session: the server runs that one, which checks the account
+-- first (R12); this one stays for tests/test_password_history.py, which runs it again to
+-- check that a repeat sets the same values again.
 -- KEYS[1] the account's hash
 -- ARGV[1] the new hash   ARGV[2] when it was set (ms)   ARGV[3] how many replaced hashes
 -- the history keeps

@@ -26,15 +26,15 @@ _NAMES = ("submit", "claim", "decide", "requeue", "renew", "cancel", "supply", "
 
 # The scripts that answer their own repeat as they answered the first run (DUP, DONE,
 # DUPLICATE, a claim by the same claimant, a queue claim that finds its call's nonce
-# key set) or whose repeat changes nothing (a renewal, a read, a sweep that finds its
-# lapses marked): one whose reply was lost with the connection may be sent again
-# (server/store/redis_pipe.py). The others (an emergency, an account change, a
-# move...) would act twice or answer that they could not act: their callers are told
-# the outcome is unknown (ReplyLost) instead.
+# key set, a session opened that finds its token's key set) or whose repeat changes
+# nothing (a renewal, a read, a sweep that finds its lapses marked): one whose reply was
+# lost with the connection may be sent again (server/store/redis_pipe.py). The others
+# (an emergency, an account change, a move...) would act twice or answer that they
+# could not act: their callers are told the outcome is unknown (ReplyLost) instead.
 REPEAT_SAFE = frozenset({
     "submit", "claim", "decide", "cancel", "supply", "renew", "authenticate", "logout",
     "audit_append", "audit_trim", "fallback_report", "move_sweep",
-    "archive_claim", "archive_done", "archive_purge", "blob_gc",
+    "archive_claim", "archive_done", "archive_purge", "blob_gc", "session_open",
 })  # fmt: skip
 
 
