@@ -394,7 +394,8 @@ class WorkDispatcher:
     async def _put_back(self, authorizer_id: str, request_id: str, token: int, note: str) -> None:
         """Releases a claim nobody will get, so the item is not kept from the queue
         until its lease runs out. Tries again while Redis is away, until the lease
-        runs out (the reaper returns the item then)."""
+        runs out (the reaper returns the item then). Nobody opened the item: the
+        release restores its review flag, so the teller may still withdraw it (R4)."""
         deadline = asyncio.get_running_loop().time() + self.store.config.lease_ms / 1000
         pause = 0.1
         warned = False
@@ -406,7 +407,9 @@ class WorkDispatcher:
                 else auditor.put_back_audit(request_id, authorizer_id, token, note)
             )
             try:
-                await self.store.release(request_id, token, authorizer_id, note, audit)
+                await self.store.release(
+                    request_id, token, authorizer_id, note, audit, put_back=True
+                )
                 if auditor is not None and audit is not None and audit.staged:
                     auditor.staged()
                 return

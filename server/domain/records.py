@@ -194,7 +194,7 @@ class RequestRecord:
             at_ms=submitted_ms,
             event="SUBMITTED",
             actor=submission.teller_id,
-            state=State.QUEUED,
+            state=_submitted_state(fields),
             branch_id=submission.branch_id,
         )
         return cls(
@@ -210,3 +210,13 @@ class RequestRecord:
             else (),
             history=(submitted, *(HistoryEntry.unpack(raw) for raw in history)),
         )
+
+
+def _submitted_state(fields: dict[bytes, bytes]) -> State:
+    """The state a request entered when submitted, as submit.lua emitted it: one that
+    still awaits its on-site review, or that was reviewed on site (review.lua names
+    the reviewer, rvw), went to PENDING_ONSITE_REVIEW (R2); any other, QUEUED. (One
+    withdrawn or handed back before its review left no mark of it: QUEUED.)"""
+    if fields[b"st"] == State.PENDING_ONSITE_REVIEW.encode() or b"rvw" in fields:
+        return State.PENDING_ONSITE_REVIEW
+    return State.QUEUED

@@ -117,8 +117,10 @@ local now_ms = math.floor(now_us() / 1000)
 local token = redis.call('INCR', KEYS[3])
 local deadline = now_ms + tonumber(ARGV[2])
 local version = redis.call('HINCRBY', req, 'v', 1)
+-- Review starts with the claim (R4); prv keeps the flag as it was, for a put-back of an
+-- offer nobody got (requeue.lua 'put_back', image_fault.lua) to restore.
 redis.call('HSET', req, 'st', 'CLAIMED', 'h', ARGV[1], 'tok', token, 'lu', fmt(deadline),
-  'rv', '1')
+  'rv', '1', 'prv', redis.call('HGET', req, 'rv') or '0')
 redis.call('ZADD', KEYS[1], fmt(deadline), best)
 local branch = redis.call('HGET', req, 'br')
 redis.call('HINCRBY', KEYS[4], branch, -1)

@@ -1,7 +1,9 @@
 -- image_fault: an image of a claimed item failed the full check (server/images/gate.py),
 -- so before anyone is shown the item the system asks the teller for it again: the
 -- claim made for the offer ends in NEEDS_SUPPLEMENT, recorded as done by 'system'
--- (decide.lua would record the authorizer, who never saw the item).
+-- (decide.lua would record the authorizer, who never saw the item). Nobody opened it,
+-- so the review flag rv goes back to what it was before the claim (prv, claim.lua):
+-- the teller may still withdraw it once supplied (R4).
 -- KEYS[1] req hash   KEYS[2] history list   KEYS[3] leases zset   KEYS[4] event stream
 -- KEYS[5] per-state counts hash
 -- ARGV[1] request id   ARGV[2] fencing token of the claim   ARGV[3] note (the faults)
@@ -11,7 +13,7 @@
 -- Audited (R15): the staging stream and the action's packed record come after
 -- the keys and arguments above (take_audit, _lib.lua).
 local audit = take_audit()
-local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'br')
+local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'br', 'prv')
 if not cur[1] then
   return {'NOTFOUND'}
 end
@@ -25,6 +27,9 @@ end
 local now_ms = math.floor(now_us() / 1000)
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'st', 'NEEDS_SUPPLEMENT', 'h', 'system')
+if cur[4] then
+  redis.call('HSET', KEYS[1], 'rv', cur[4])
+end
 redis.call('HDEL', KEYS[1], 'lu')
 redis.call('ZREM', KEYS[3], ARGV[1])
 count_move(KEYS[5], 'CLAIMED', 'NEEDS_SUPPLEMENT')

@@ -1,9 +1,13 @@
 -- requeue: a claimed item goes back to its lane at its original score, either
--- handed back by its holder (mode 'release') or because its lease ran out
--- (mode 'expire', run by the lease reaper of any server process).
+-- handed back by its holder (mode 'release'), put back by the dispatcher because the
+-- offer never reached its authorizer (mode 'put_back', server/dispatch.py), or because
+-- its lease ran out (mode 'expire', run by the lease reaper of any server process).
+-- A put-back restores the review flag rv to what it was before the claim (prv,
+-- claim.lua): nobody opened the item, so the teller may still withdraw it (R4).
+-- Released by its holder, or lapsed, it was offered: review has started, rv stays.
 -- KEYS[1] req hash   KEYS[2] history list   KEYS[3] leases zset   KEYS[4] event stream
 -- KEYS[5] per-state counts hash   KEYS[6] waiting-per-branch hash
--- ARGV[1] request id   ARGV[2] mode   ARGV[3] fencing token (release)
+-- ARGV[1] request id   ARGV[2] mode   ARGV[3] fencing token (release, put_back)
 -- ARGV[4] actor   ARGV[5] note   ARGV[6] event stream max length
 -- The lane key is read from the record (field ln); it shares the hash tag.
 -- Returns {'OK', 'QUEUED', version, at_ms, holder, token} (the lease that ended: an
@@ -13,7 +17,7 @@
 -- Audited (R15): the staging stream and the action's packed record come after
 -- the keys and arguments above (take_audit, _lib.lua).
 local audit = take_audit()
-local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'lu', 'sc', 'ln', 'br')
+local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'lu', 'sc', 'ln', 'br', 'prv')
 if not cur[1] then
   return {'NOTFOUND'}
 end
@@ -35,6 +39,9 @@ end
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'st', 'QUEUED')
 redis.call('HDEL', KEYS[1], 'h', 'tok', 'lu')
+if ARGV[2] == 'put_back' and cur[8] then
+  redis.call('HSET', KEYS[1], 'rv', cur[8])
+end
 redis.call('ZREM', KEYS[3], ARGV[1])
 enqueue(cur[6], cur[5], ARGV[1])
 redis.call('HINCRBY', KEYS[6], cur[7], 1)

@@ -440,8 +440,15 @@ class QueueStore(QueueReads):
         authorizer_id: str,
         note: str,
         audit: StagedAudit | None = None,
+        *,
+        put_back: bool = False,
     ) -> HistoryEntry:
-        result = await self._requeue(request_id, "release", token, authorizer_id, note, audit)
+        """Returns a claimed item to its place. ``put_back``: the dispatcher's, for an
+        offer that never reached the authorizer; nobody opened the item, so the review
+        flag goes back to what it was before the claim and the teller may still withdraw
+        it (R4). Otherwise the holder hands it back: review has started."""
+        mode = "put_back" if put_back else "release"
+        result = await self._requeue(request_id, mode, token, authorizer_id, note, audit)
         return await self._entry(
             request_id, result, "hand back", "RELEASED", authorizer_id, note=note
         )
