@@ -13,7 +13,7 @@ from authq.v1 import common_pb2 as cpb
 
 from server.api import convert
 from server.api.authorizer_session import AuthorizerSession, offer_to_pb, outcome_of
-from server.api.identity import Authenticator, bearer_token
+from server.api.identity import Authenticator
 from server.api.session_guard import while_login_holds
 from server.api.status import translate_errors
 from server.center import Center, Identity
@@ -34,11 +34,10 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
     @translate_errors
     async def Next(self, request: apb.NextRequest, context: Context) -> apb.Offer:
         identity = await self._user(context, "Next")
-        token = bearer_token(context)
         # A Next may wait long for work: it is not handed any once its login no longer
         # holds (the account disabled, or its roles or qualification changed).
         claim = await while_login_holds(
-            self.center.next_item(identity), lambda: self.auth.still_holds(token, identity)
+            self.center.next_item(identity), self.auth.login_check(context, identity)
         )
         # Claimed, not yet handed over: if the reply cannot be built, or the call is
         # cancelled first, the item goes back now rather than when its lease ends.
@@ -106,10 +105,9 @@ class AuthorizerServicer(authorizer_pb2_grpc.AuthorizerServiceServicer):
         self, request_iterator: AsyncIterator[apb.AuthorizerSessionIn], context: Context
     ) -> AsyncIterator[apb.AuthorizerSessionOut]:
         identity = await self._user(context, "Session")
-        token = bearer_token(context)
         session = AuthorizerSession(
             self.center, identity, self.lease_ms, wants_batches(context.invocation_metadata())
         )
-        login_holds = lambda: self.auth.still_holds(token, identity)  # noqa: E731
+        login_holds = self.auth.login_check(context, identity)
         async for message in session.run(request_iterator, login_holds):
             yield message

@@ -11,6 +11,7 @@ import grpc
 from server.accounts.model import Account, Role
 from server.accounts.store import AccountStore, token_digest
 from server.api.rights import RIGHTS
+from server.api.session_guard import LoginCheck
 from server.api.token_cache import TokenCache
 from server.center import Identity
 from server.errors import AccountChanged, AuthqError, PermissionDenied, Unauthenticated
@@ -87,6 +88,14 @@ class Authenticator:
             if account is not None:
                 cache.put(digest, account, generation)
         return account
+
+    def login_check(
+        self, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
+    ) -> LoginCheck:
+        """What a long call opened with ``context`` re-checks (session_guard.py): that
+        its login holds as it was when ``identity`` was established."""
+        token = bearer_token(context)
+        return lambda: self.still_holds(token, identity)
 
     async def still_holds(self, token: str, identity: Identity) -> AuthqError | None:
         """None while ``token`` still logs in an active account with the rights

@@ -27,7 +27,7 @@ from authq.v1 import supervisor_pb2_grpc
 from server.accounts.model import Role, Status
 from server.accounts.store import AccountStore
 from server.api import convert, fallback_convert
-from server.api.identity import Authenticator, bearer_token
+from server.api.identity import Authenticator
 from server.api.session_guard import while_login_holds_each
 from server.api.status import translate_errors
 from server.center import Center, Identity
@@ -85,9 +85,8 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
         identity = await self.auth.identify(context, "SupervisorService.WatchQueue")
         if self.watch is None:
             raise FailedPrecondition("the live queue view is not running on this server")
-        token = bearer_token(context)
         async for snapshot in while_login_holds_each(
-            _snapshots(self.watch), lambda: self.auth.still_holds(token, identity)
+            _snapshots(self.watch), self.auth.login_check(context, identity)
         ):
             yield snapshot
 

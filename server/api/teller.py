@@ -12,7 +12,7 @@ from authq.v1 import teller_pb2 as tpb
 from authq.v1 import teller_pb2_grpc
 
 from server.api import convert, fallback_convert
-from server.api.identity import Authenticator, bearer_token
+from server.api.identity import Authenticator
 from server.api.session_guard import while_login_holds_each
 from server.api.status import translate_errors
 from server.api.teller_session import TellerSession, begin_from_header, submit_reply
@@ -61,10 +61,9 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
     ) -> AsyncIterator[cpb.RequestUpdate]:
         identity = await self.auth.identify(context, "TellerService.Watch")
         convert.check_request_id(request.request_id)
-        token = bearer_token(context)
         updates = while_login_holds_each(
             self.center.watch(identity, request.request_id),
-            lambda: self.auth.still_holds(token, identity),
+            self.auth.login_check(context, identity),
         )
         try:
             async for entry in updates:
@@ -114,11 +113,10 @@ class TellerServicer(teller_pb2_grpc.TellerServiceServicer):
         self, request_iterator: AsyncIterator[tpb.TellerSessionIn], context: Context
     ) -> AsyncIterator[tpb.TellerSessionOut]:
         identity = await self.auth.identify(context, "TellerService.Session")
-        token = bearer_token(context)
         session = TellerSession(
             self.center, identity, batches=wants_batches(context.invocation_metadata())
         )
-        login_holds = lambda: self.auth.still_holds(token, identity)  # noqa: E731
+        login_holds = self.auth.login_check(context, identity)
         async for message in session.run(request_iterator, login_holds):
             yield message
 
