@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from authq.v1 import auth_pb2, auth_pb2_grpc
 
 from server.accounts.model import Role
-from server.accounts.passwords import REUSE_DEPTH, reuses
-from server.accounts.store import _PASSWORD_SET, AccountStore
+from server.accounts.passwords import reuses
+from server.accounts.store import AccountStore
 from tests.conftest import PASSWORD, RunningServer
 
 USER = "teller-h"
@@ -127,18 +127,3 @@ async def test_two_resets_at_once_both_stay_in_the_history(
     )
     monkeypatch.undo()
     await _kept(store, [PASSWORD, "set-by-admin-1", "set-by-admin-2"])
-
-
-async def test_a_change_sent_again_keeps_the_history_as_it_was(
-    server: RunningServer, redis_client: aioredis.Redis
-) -> None:
-    """redis-py sends a transaction again when its reply was lost: the second run of
-    its password step finds its own hash set and changes nothing."""
-    await server.account(USER, [Role.TELLER], "branch-1")
-    store = server.runtime.accounts
-    await store.change_password(USER, PASSWORD, OWN[0])
-    await store.change_password(USER, OWN[0], OWN[1])
-    key = store.keys.account(USER)
-    before = await redis_client.hgetall(key)
-    await redis_client.eval(_PASSWORD_SET, 1, key, before[b"pw"], before[b"pwat"], REUSE_DEPTH - 1)
-    assert await redis_client.hgetall(key) == before

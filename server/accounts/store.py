@@ -42,7 +42,7 @@ from server.policy.loader import load_policy
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import as_text
-from server.store.scripts import load_script, lua_source
+from server.store.scripts import load_script
 from server.store.staging import run_audited
 
 DAY_MS = 86_400_000
@@ -422,10 +422,6 @@ class AccountStore:
 
 
 _DUMMY_HASH = hash_password("not-a-password-of-anyone")
-# The password step alone, as session_open.lua does it: the server no longer runs it
-# (the step that opens the session sets the password, after checking the account), but
-# tests/test_password_history.py runs it twice to check the history's repeat rule.
-_PASSWORD_SET = lua_source("_lib") + "\n" + lua_source("password_set")
 
 
 def _inactive(user_id: str, status: Status) -> str:
