@@ -164,11 +164,7 @@ async def test_a_put_back_after_a_hand_back_leaves_review_started(
         await watch.aclose()
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await teller.cancel(rid)
-    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert refusal_of(failure.value) == Refusal(
-        "ILLEGAL_TRANSITION",
-        {"request_id": rid, "state": "QUEUED", "action": "cancel", "rule": R4},
-    )
+    _refused_by_r4(failure.value, rid)
 
 
 async def test_an_authorizers_hand_back_still_ends_the_right_to_withdraw(
@@ -180,11 +176,7 @@ async def test_an_authorizers_hand_back_still_ends_the_right_to_withdraw(
         await authorizer.release(rid, offer.lease.fencing_token)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await teller.cancel(rid)
-    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert refusal_of(failure.value) == Refusal(
-        "ILLEGAL_TRANSITION",
-        {"request_id": rid, "state": "QUEUED", "action": "cancel", "rule": R4},
-    )
+    _refused_by_r4(failure.value, rid)
 
 
 async def test_a_request_the_image_check_sent_back_can_be_withdrawn_once_supplied(
@@ -208,3 +200,12 @@ async def test_a_request_the_image_check_sent_back_can_be_withdrawn_once_supplie
         update = await teller.cancel(rid, note="customer left")
     assert (sent_back.event, sent_back.actor) == ("SUPPLEMENT_REQUESTED", "system")
     assert update.state == cpb.REQUEST_STATE_CANCELLED
+
+
+def _refused_by_r4(exc: grpc.aio.AioRpcError, request_id: str) -> None:
+    """A cancel of a waiting request an authorizer had opened (R4)."""
+    assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal_of(exc) == Refusal(
+        "ILLEGAL_TRANSITION",
+        {"request_id": request_id, "state": "QUEUED", "action": "cancel", "rule": R4},
+    )

@@ -6,13 +6,14 @@ change (R13), and a disabled authorizer's claim takes nothing (server/lua/claim.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
 from authq.refusals import Refusal, refusal_of
 
 from server.accounts.model import Qualification, Role, Status
+from server.accounts.store import AccountStore
 from server.api import session_guard
 from tests.conftest import RunningServer
 from tests.helpers import request, until
@@ -60,38 +61,31 @@ async def test_a_waiting_next_ends_when_the_authorizer_role_is_taken_away(
     assert not server.runtime.center.dispatcher._waiters
 
 
-async def test_an_open_session_ends_when_the_authorizer_role_is_taken_away(
-    server: RunningServer,
+async def _promoted(accounts: AccountStore, user: str) -> None:
+    await accounts.set_roles(user, [Role.SUPERVISOR])
+
+
+async def _narrowed(accounts: AccountStore, user: str) -> None:
+    await accounts.set_qualification(user, Qualification(frozenset({"CASH_DEPOSIT"}), 0))
+
+
+@pytest.mark.parametrize("change", [_promoted, _narrowed])
+async def test_an_open_session_ends_when_its_rights_change(
+    server: RunningServer, change: Callable[[AccountStore, str], Awaitable[None]]
 ) -> None:
-    """Its offers were routed, and its decisions allowed, by the roles it opened with."""
-    async with server.teller() as teller, server.authorizer("auth-moved") as authorizer:
+    """Its offers were routed, and its decisions allowed, by the roles and qualification
+    it opened with: the authorizer role taken away, or the qualification narrowed to
+    deposits, a withdrawal submitted afterwards is not offered to it."""
+    async with server.teller() as teller, server.authorizer("auth-changed") as authorizer:
         async with authorizer.session() as console:
             console.credit(1)
             await until(lambda: bool(server.runtime.center.dispatcher._waiters))
-            await server.runtime.accounts.set_roles("auth-moved", [Role.SUPERVISOR])
-            await until(lambda: console.failure is not None)
-            rid = (await teller.submit(request())).request.request_id
-        assert console.failure is not None
-        assert console.failure.code == grpc.StatusCode.ABORTED
-        assert console.failure.refusal == Refusal("ACCOUNT_CHANGED", {"user_id": "auth-moved"})
-        assert console.offers.empty()
-        assert await _state(server, rid) == "QUEUED"
-
-
-async def test_an_open_session_ends_when_the_qualification_is_narrowed(
-    server: RunningServer,
-) -> None:
-    async with server.teller() as teller, server.authorizer("auth-narrow") as authorizer:
-        async with authorizer.session() as console:
-            console.credit(1)
-            await until(lambda: bool(server.runtime.center.dispatcher._waiters))
-            await server.runtime.accounts.set_qualification(
-                "auth-narrow", Qualification(frozenset({"CASH_DEPOSIT"}), 0)
-            )
+            await change(server.runtime.accounts, "auth-changed")
             await until(lambda: console.failure is not None)
             rid = (await teller.submit(request("CASH_WITHDRAWAL"))).request.request_id
         assert console.failure is not None
-        assert console.failure.refusal == Refusal("ACCOUNT_CHANGED", {"user_id": "auth-narrow"})
+        assert console.failure.code == grpc.StatusCode.ABORTED
+        assert console.failure.refusal == Refusal("ACCOUNT_CHANGED", {"user_id": "auth-changed"})
         assert console.offers.empty()
         assert await _state(server, rid) == "QUEUED"
 
