@@ -293,10 +293,12 @@ class QueueWatch:
             return []
         async with client.pipeline(transaction=False) as pipe:
             for _, rid in heads:
-                pipe.hmget(self.store.keys.request(rid), ["d", "sub"])
+                pipe.hmget(self.store.keys.request(rid), ["d", "enq", "sub"])
             fields = await pipe.execute()
         items = []
-        for position, ((_, rid), (packed, submitted)) in enumerate(zip(heads, fields, strict=True)):
+        for position, ((_, rid), (packed, queued, submitted)) in enumerate(
+            zip(heads, fields, strict=True)
+        ):
             if packed is None:
                 continue  # decided between the two reads
             submission = Submission.unpack(packed)
@@ -307,7 +309,8 @@ class QueueWatch:
                 business_type=submission.business_type,
                 importance=submission.importance,
                 urgency=cpb.URGENCY_URGENT if submission.urgency == 2 else cpb.URGENCY_NORMAL,
-                wait_ms=max(0, now_ms - int(submitted or now_ms)),
+                # From joining the queue, as the overview's oldest wait counts.
+                wait_ms=max(0, now_ms - int(queued or submitted or now_ms)),
             )
             if submission.currency:
                 item.amount.CopyFrom(

@@ -1,9 +1,9 @@
 """The backlog's oldest wait (R8) counts from when an item joined the queue, not from
 its submission: time awaiting the branch's on-site reviewer or the teller's supplement
 is not the queue's, while a claim handed back keeps the wait it had. The monitor's
-reading, the supervisor overview and the oldest-wait metric all follow it. And a
-declare whose reply was lost leaves one automatic emergency, which the monitor ends
-when the backlog clears."""
+reading, the supervisor overview, its waiting list and the oldest-wait metric all
+follow it. And a declare whose reply was lost leaves one automatic emergency, which the
+monitor ends when the backlog clears."""
 
 from __future__ import annotations
 
@@ -106,6 +106,10 @@ async def test_the_time_the_teller_took_to_supply_is_not_counted(
     overview = overview_to_pb(await server.runtime.store.overview())
     assert overview.oldest_request_id == rid
     assert overview.oldest_wait_ms == overview.at_ms - supplied_at
+    # So does the waiting list's own wait for the item.
+    snapshot = await server.runtime.watch.snapshot()
+    [item] = [item for item in snapshot.waiting_list if item.request_id == rid]
+    assert item.wait_ms == snapshot.overview.at_ms - supplied_at
     metrics = ServerMetrics()
     runtime = server.runtime
     sampler = QueueSampler(

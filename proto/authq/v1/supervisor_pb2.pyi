@@ -79,6 +79,9 @@ class WaitingItem(_message.Message):
     importance: _builtins.int
     urgency: _common_pb2.Urgency.ValueType
     wait_ms: _builtins.int
+    """Time in the queue: since it joined it (submitted, confirmed on site, supplied), as
+    the overview's oldest wait counts. A claim handed back keeps the wait it had.
+    """
     @_builtins.property
     def amount(self) -> _common_pb2.Money: ...
     def __init__(
