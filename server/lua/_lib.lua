@@ -7,7 +7,10 @@
 --   sc  queue score (us)  ln  lane key it waits in   br  branch   sub  submitted (ms)
 --   am  amount in minor units of the local currency (routing by ceiling)
 --   h   holder / decider  tok fencing token   lu  lease deadline (ms)
---   rv  "1" once review started   sx  msgpack list of supplied images
+--   rv  "1" once review started   prv  rv before the claim (a put-back restores it)
+--   sx  msgpack list of supplied images
+--   enq when it joined the queue (ms; submit, on-site confirmation, supply), which
+--       the backlog's oldest wait counts from
 --   tl  the submitting teller and  rvw  the on-site reviewer: neither may ever
 --       authorize it (R11)
 -- Numbers beyond 2^31 are formatted with %.0f: Lua's tostring would print 1.7e+15.
