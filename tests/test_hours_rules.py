@@ -16,6 +16,7 @@ from authq.v1 import branch_pb2_grpc
 from server.accounts.model import Role
 from server.policy.enrollment import Enrollment, EnrollmentStatus
 from server.policy.loader import DEFAULT_POLICY
+from server.store.branches import REASON_MAX_CHARS
 from teller_client.client import TellerClient
 from tests.conftest import PASSWORD, RunningServer, StartServer
 from tests.helpers import request
@@ -117,6 +118,39 @@ async def test_an_approved_window_opens_the_branch(real_hours: RunningServer) ->
         with pytest.raises(grpc.aio.AioRpcError) as closed:
             await other.submit(request())
         assert "no approved extended-hours window" in (closed.value.details() or "")
+
+
+async def test_a_refusal_note_too_long_is_refused_not_cut(real_hours: RunningServer) -> None:
+    when = _tomorrow_at(22)
+    start_ms = int(when.timestamp() * 1000)
+    async with real_hours.teller() as teller, real_hours.supervisor() as supervisor:
+        window = await _branch_stub(teller).RequestExtendedHours(
+            bpb.RequestExtendedHoursRequest(
+                start_ms=start_ms, end_ms=start_ms + 3_600_000, reason="late customers"
+            ),
+            metadata=teller.metadata,
+        )
+        boss = branch_pb2_grpc.BranchServiceStub(supervisor.channel)
+        with pytest.raises(grpc.aio.AioRpcError) as long_note:
+            await boss.DecideExtendedHours(
+                bpb.DecideExtendedHoursRequest(
+                    window_id=window.window_id, approve=False, note="n" * (REASON_MAX_CHARS + 1)
+                ),
+                metadata=supervisor.metadata,
+            )
+        assert long_note.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert (long_note.value.details() or "").startswith("note: ")
+        pending = await boss.ListExtendedHours(
+            bpb.ListExtendedHoursRequest(), metadata=supervisor.metadata
+        )
+        assert [w.state for w in pending.windows] == [bpb.WINDOW_STATE_PENDING]
+        note = "staff shortage; ask again next week " + "x" * (REASON_MAX_CHARS - 36)
+        refused = await boss.DecideExtendedHours(
+            bpb.DecideExtendedHoursRequest(window_id=window.window_id, approve=False, note=note),
+            metadata=supervisor.metadata,
+        )
+    assert refused.state == bpb.WINDOW_STATE_REFUSED
+    assert refused.note == note
 
 
 async def test_a_window_needs_a_reason_and_a_sane_span(real_hours: RunningServer) -> None:

@@ -193,10 +193,12 @@ class BranchDirectory:
         state = WindowState.APPROVED if approve else WindowState.REFUSED
         if not approve and not note.strip():
             raise InvalidArgument("note", "refusing a window needs a note for the branch")
+        if len(note) > REASON_MAX_CHARS:  # refused, not cut: the branch reads it as written
+            raise InvalidArgument("note", f"at most {REASON_MAX_CHARS} characters")
         result = await run_audited(
             self._decide, self.keys.audit_staged, audit,
             keys=[self.keys.window(window_id), self.keys.windows_pending],
-            args=[window_id, state.value, decided_by, note[:REASON_MAX_CHARS]],
+            args=[window_id, state.value, decided_by, note],
         )  # fmt: skip
         status = as_text(result[0])
         if status == "NOTFOUND":
