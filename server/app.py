@@ -186,6 +186,10 @@ class Runtime:
         hub.add_listener(reaper.on_event)
         hub.add_resync_listener(dispatcher.wake)
         hub.add_resync_listener(reaper.wake)
+        # An authorizer back from away, or an account enabled, said to any process: its
+        # waiting console may be here. Rare, so every change wakes the dispatcher (its
+        # waiter may be in a claim round just now, out of the line).
+        tokens.on_account_change = lambda _user_id: dispatcher.wake()
         archive_index = ArchiveIndex(client, keys)
         metrics = None
         if settings.metrics_listen is not None:

@@ -9,8 +9,8 @@ import pytest
 from authq.v1 import common_pb2 as cpb
 
 from server.center import Identity
-from tests.conftest import RunningServer
-from tests.helpers import request
+from tests.conftest import RunningServer, StartServer
+from tests.helpers import request, until
 
 
 async def test_an_away_authorizer_gets_no_new_items_until_back(server: RunningServer) -> None:
@@ -69,3 +69,37 @@ async def test_next_while_away_is_refused_at_once_and_back_takes_again(
         await authorizer.set_away(False)
         offer = await authorizer.next(timeout=5)
     assert offer.request.request_id == waiting
+
+
+def _blocked_away(server: RunningServer, authorizer_id: str) -> bool:
+    """The authorizer waits in the server's line and no round is due: its last claim
+    was answered (here: "away")."""
+    dispatcher = server.runtime.center.dispatcher
+    waiting = any(w.authorizer_id == authorizer_id for w in dispatcher._waiters)
+    return waiting and not dispatcher._wake.is_set()
+
+
+async def test_back_said_to_another_server_process_reaches_a_waiting_console(
+    start_server: StartServer,
+) -> None:
+    """Two server processes share one Redis. The console waits on the first; away and
+    back are said through the second (`authq-authorizer back`), whose dispatcher is
+    not the one holding the console's credit. A request already waits, so no queue
+    event would ever wake the first."""
+    first = await start_server()
+    second = await start_server()
+    async with (
+        first.teller() as teller,
+        first.authorizer("auth-ab") as on_first,
+        second.authorizer("auth-ab") as on_second,
+    ):
+        assert await on_second.set_away(True) is True
+        rid = (await teller.submit(request())).request.request_id
+        async with on_first.session() as console:
+            console.credit(1)
+            # Its claim was answered "away": the waiter is blocked until back.
+            await until(lambda: _blocked_away(first, "auth-ab"))
+            assert console.offers.empty()
+            assert await on_second.set_away(False) is False
+            offer = await asyncio.wait_for(console.offers.get(), 10)
+    assert offer.request.request_id == rid

@@ -68,6 +68,9 @@ class TokenCache:
         self.live = False
         self.loop = BackgroundLoop("token-revocations")
         self._subscribed = asyncio.Event()
+        # Told the user id of each account change from any process (app.py: an
+        # authorizer back from away may be waiting on this server).
+        self.on_account_change: Callable[[str], None] | None = None
 
     # -- the cache -------------------------------------------------------------------
 
@@ -180,7 +183,10 @@ class TokenCache:
 
     def _on_message(self, message: Mapping[str, Any]) -> None:
         if message["type"] == "message":  # the account changes channel
-            self.account_changed(as_text(message["data"]))
+            user_id = as_text(message["data"])
+            self.account_changed(user_id)
+            if self.on_account_change is not None:
+                self.on_account_change(user_id)
             return
         key = as_text(message["channel"]).partition("__:")[2]
         if key.startswith(self.token_prefix):

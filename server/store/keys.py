@@ -67,8 +67,9 @@ class Keys:
 
     @property
     def account_changes(self) -> str:
-        """A pub/sub channel, not a key: the user id of every account change, for the
-        servers' token caches (server/api/token_cache.py)."""
+        """A pub/sub channel, not a key: the user id of every account change (and of
+        an authorizer back from away), for the servers' token caches
+        (server/api/token_cache.py) and through them their dispatchers."""
         return f"{self.prefix}:account-changes"
 
     def account_tokens(self, user_id: str) -> str:

@@ -502,6 +502,9 @@ class QueueStore(QueueReads):
                 pipe.sadd(self.keys.away, authorizer_id)
             else:
                 pipe.srem(self.keys.away, authorizer_id)
+                # Its console may wait on another server process, whose dispatcher
+                # would otherwise look again only when an item enters the queue.
+                pipe.publish(self.keys.account_changes, authorizer_id)
 
     async def is_away(self, authorizer_id: str) -> bool:
         return bool(await self.client.sismember(self.keys.away, authorizer_id))
