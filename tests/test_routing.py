@@ -27,15 +27,15 @@ def _submission(rid: str, business_type: str, yuan: int, importance: int = 2) ->
 
 def test_bands_and_filters() -> None:
     assert band_of(0) == 0
-    assert band_of(BAND_EDGES_MINOR[0] - 1) == 0
-    assert band_of(BAND_EDGES_MINOR[0]) == 1
+    assert band_of(BAND_EDGES_MINOR[0]) == 0  # an edge closes its band
+    assert band_of(BAND_EDGES_MINOR[0] + 1) == 1
     assert band_of(10**15) == len(BAND_EDGES_MINOR)
-    # A ceiling at CNY 50,000 takes band 0 wholly and cuts into band 1 (exactly 50,000).
+    # A ceiling at CNY 50,000 takes band 0 wholly, exactly 50,000 included.
     at_edge = ClaimFilter.of(Qualification(frozenset({"*"}), 50_000 * CNY))
     assert (at_edge.full_bands, at_edge.ceiling_minor) == (0, 50_000 * CNY)
-    # One fen below the band edge: band 0 wholly, no amount of band 1 qualifies.
+    # One fen below the band edge: band 0 is the one it cuts through.
     below = ClaimFilter.of(Qualification(frozenset({"*"}), 50_000 * CNY - 1))
-    assert below.full_bands == 0
+    assert below.full_bands == -1
     uncapped = ClaimFilter.of(Qualification(frozenset({"CASH_DEPOSIT", "REMITTANCE"}), 0))
     assert uncapped.business_types == "CASH_DEPOSIT,REMITTANCE"
     assert not uncapped.unrestricted
@@ -76,6 +76,45 @@ async def test_claim_respects_the_amount_ceiling(server: RunningServer) -> None:
         rest.append(claim.record.request_id)
     assert rest == ["big-000001", "over-00001"]
     assert await store.lanes() == []  # emptied lanes leave the index
+
+
+async def test_an_amount_at_an_edge_ceiling_is_not_hidden_behind_larger_ones(
+    server: RunningServer,
+) -> None:
+    """An authorizer capped at CNY 200,000 (a band edge) may take exactly 200,000. More
+    items above the ceiling wait ahead of it than the claim looks past in a band the
+    ceiling cuts through; at an edge there is no such band, so it is still offered."""
+    store = server.runtime.store
+    for n in range(20):
+        await store.submit(_submission(f"over-{n:05d}", "CASH_DEPOSIT", 300_000))
+    await store.submit(_submission("at-edge-01", "CASH_DEPOSIT", 200_000))
+    capped = Qualification(frozenset({"*"}), 200_000 * CNY)
+    claim = await store.claim("auth-capped", capped)
+    assert claim is not None
+    assert claim.record.request_id == "at-edge-01"
+    assert await store.claim("auth-capped", capped) is None
+
+
+async def test_an_edge_amount_stored_one_band_up_is_still_taken(server: RunningServer) -> None:
+    """An item stored while edges were exclusive waits in the band above its amount;
+    an authorizer capped at that edge still takes it (its claim looks into that band)."""
+    store = server.runtime.store
+    await store.submit(_submission("moved-0001", "CASH_DEPOSIT", 200_000))
+    record = await store.get("moved-0001")
+    old_lane = store.keys.lane(record.submission.priority, "CASH_DEPOSIT", 2)
+    key = store.keys.request("moved-0001")
+    lane, score = await store.client.hmget(key, ["ln", "sc"])
+    assert lane is not None and score is not None
+    async with store.client.pipeline(transaction=True) as pipe:
+        pipe.zrem(lane, "moved-0001")
+        pipe.srem(store.keys.lanes, lane)
+        pipe.zadd(old_lane, {"moved-0001": float(score)})
+        pipe.sadd(store.keys.lanes, old_lane)
+        pipe.hset(key, "ln", old_lane)
+        await pipe.execute()
+    claim = await store.claim("auth-capped", Qualification(frozenset({"*"}), 200_000 * CNY))
+    assert claim is not None
+    assert claim.record.request_id == "moved-0001"
 
 
 async def test_priority_order_holds_across_lanes(server: RunningServer) -> None:

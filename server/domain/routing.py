@@ -12,11 +12,14 @@ set, keeps the lanes the authorizer qualifies for, and compares their heads: its
 grows with the number of non-empty lanes (bounded by classes x types x bands, a few
 hundred at most), never with the number of waiting items.
 
-An amount band is wholly inside or wholly outside a ceiling except the one band the
-ceiling falls in: there the claim also reads each head's amount and passes over the
-ones above the ceiling (a bounded look-ahead, as for separation of duties). Ceilings
-set at a band edge (CNY 50,000, 200,000, 500,000, 2,000,000, 5,000,000) never need
-that look-ahead."""
+A band holds the amounts up to and including its upper edge, so a ceiling set at an
+edge (CNY 50,000, 200,000, 500,000, 2,000,000, 5,000,000) takes the bands below it
+wholly, its own amount included. Any band is wholly inside or wholly outside a ceiling
+except the one the ceiling falls in: there the claim also reads each head's amount and
+passes over the ones above the ceiling, a bounded look-ahead (16 items, as for
+separation of duties); an item behind more than that waits for an authorizer whose
+ceiling covers the band. The band just above an edge ceiling is looked into too: items
+stored while edges were exclusive wait one band up."""
 
 from __future__ import annotations
 
@@ -41,8 +44,9 @@ _LANE = re.compile(r":lane:i(\d)u(\d):(.+):b(\d+)$")
 
 
 def band_of(local_minor: int) -> int:
-    """The amount band of a local-currency amount: 0 for the smallest."""
-    return bisect.bisect_right(BAND_EDGES_MINOR, local_minor)
+    """The amount band of a local-currency amount: 0 for the smallest; an amount at
+    an edge belongs to the band it closes."""
+    return bisect.bisect_left(BAND_EDGES_MINOR, local_minor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +67,9 @@ class ClaimFilter:
         ceiling = qualification.ceiling_minor
         if ceiling <= 0:
             return cls(types, NO_CEILING_BAND, 0)
-        # Band b holds amounts up to BAND_EDGES_MINOR[b] - 1: wholly allowed when that
-        # is within the ceiling.
-        whole = sum(1 for edge in BAND_EDGES_MINOR if edge - 1 <= ceiling)
+        # Band b holds amounts up to BAND_EDGES_MINOR[b]: wholly allowed when that is
+        # within the ceiling.
+        whole = sum(1 for edge in BAND_EDGES_MINOR if edge <= ceiling)
         return cls(types, whole - 1, ceiling)
 
     @property
