@@ -13,7 +13,8 @@ monitor (renewed at every check), and the emergency it declared is remembered in
 Redis, so exactly one automatic emergency exists however many processes watch (one
 in force that none is remembered for, its declare's reply lost, is taken on). A
 supervisor may end it early (EndEmergency): the monitor then does not declare again
-until the backlog has once cleared."""
+until the backlog has once cleared. Nor does it while a supervisor's center-wide
+emergency is in force."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from server.background import BackgroundLoop
 from server.center import Center, Identity
 from server.domain.records import HistoryEntry
-from server.store.emergencies import EmergencyStore
+from server.store.emergencies import Emergency, EmergencyStore
 from server.store.keys import Keys
 from server.store.queue_reads import as_text
 from server.store.queue_store import QueueStore
@@ -186,7 +187,12 @@ class BacklogMonitor:
             if cleared(reading, self.limits):
                 await self.store.client.hset(self._state_key, "hold", "0")
             return
-        if await self._adopt():
+        active = await self.emergencies.active()
+        if await self._adopt(active):
+            return
+        if any(not emergency.branch_ids for emergency in active):
+            # A supervisor's center-wide emergency is in force: every branch falls back
+            # already, and a second record would split one period in two (R8).
             return
         why = over(reading, self.limits)
         if why is None:
@@ -198,15 +204,12 @@ class BacklogMonitor:
         self._clear_since = None
         log.warning("declared emergency %s: %s", emergency.emergency_id, reason)
 
-    async def _adopt(self) -> bool:
+    async def _adopt(self, active: list[Emergency]) -> bool:
         """Takes on an automatic emergency in force that none is recorded for: the
         declare ran but its reply was lost (or the process died before recording it).
         Declaring another would leave that one in force for good, as only the recorded
         one is ever ended."""
-        orphan = next(
-            (e for e in await self.emergencies.active() if e.declared_by == SYSTEM.user_id),
-            None,
-        )
+        orphan = next((e for e in active if e.declared_by == SYSTEM.user_id), None)
         if orphan is None:
             return False
         await self.store.client.hset(self._state_key, mapping={"id": orphan.emergency_id})

@@ -3,7 +3,8 @@ its submission: time awaiting the branch's on-site reviewer or the teller's supp
 is not the queue's, while a claim handed back keeps the wait it had. The monitor's
 reading, the supervisor overview, its waiting list and the oldest-wait metric all
 follow it. And a declare whose reply was lost leaves one automatic emergency, which the
-monitor ends when the backlog clears."""
+monitor ends when the backlog clears. A supervisor's center-wide emergency is not doubled
+by the monitor's."""
 
 from __future__ import annotations
 
@@ -187,3 +188,27 @@ async def test_a_lost_declare_reply_leaves_one_emergency_which_ends(
     assert ended.ended_by == "system"
     counter = await server.runtime.store.client.get(server.runtime.store.keys.emergency_counter)
     assert counter == b"1"  # declared once
+
+
+async def test_a_supervisors_center_wide_emergency_is_not_doubled_by_the_monitor(
+    start_server: StartServer,
+) -> None:
+    """While a supervisor's center-wide emergency is in force every branch falls back
+    already: the monitor declares none of its own on top (one period, one record, R8).
+    One for some branches only leaves the rest of the center to the monitor, and once
+    the supervisor's center-wide one ends, the backlog declares as usual."""
+    server = await _quiet_monitor(start_server)
+    monitor = server.runtime.backlog
+    emergencies = server.runtime.center.emergencies
+    async with server.teller() as teller, server.supervisor() as supervisor:
+        rid = (await teller.submit(request())).request.request_id
+        await _set_back(server, rid, "sub", "enq")  # an hour old: over the threshold
+        center_wide = await supervisor.declare_emergency("center network failure")
+        await monitor.check()
+        assert [e.emergency_id for e in await emergencies.active()] == [center_wide.emergency_id]
+        await supervisor.end_emergency(center_wide.emergency_id, "network back")
+        some = await supervisor.declare_emergency("branch network down", ["branch-1"])
+        await monitor.check()
+    [automatic] = [e for e in await emergencies.active() if e.emergency_id != some.emergency_id]
+    assert automatic.declared_by == "system"
+    assert not automatic.branch_ids
