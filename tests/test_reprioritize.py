@@ -14,8 +14,9 @@ from authq.v1 import supervisor_pb2_grpc
 from authorizer_console.client import AuthorizerClient
 from server.accounts.model import Role
 from server.store.audit import AuditEntry
+from teller_client.client import TellerClient
 from tests.conftest import PASSWORD, RunningServer, StartServer
-from tests.helpers import request
+from tests.helpers import images, request
 from tests.test_cli import run_cli
 
 # importance from the catalog: WEALTH_PURCHASE 1, CASH_DEPOSIT 2, CASH_WITHDRAWAL 3
@@ -26,6 +27,7 @@ PLAN = [
     ("low-a-0001", "WEALTH_PURCHASE"),
 ]
 LOW = "low-a-0001"
+AT_REVIEW_THRESHOLD = 50_000_000  # CNY 500,000: on-site review first (R2)
 
 
 async def _fill(server: RunningServer) -> None:
@@ -222,6 +224,49 @@ async def test_a_moved_item_handed_back_returns_to_its_new_place(server: Running
                 "RELEASED",
                 "CLAIMED",
             ]
+
+
+@pytest.mark.parametrize("comes_back", ["released", "supplied", "confirmed on site"])
+async def test_older_work_coming_back_does_not_overtake_a_moved_item(
+    server: RunningServer, comes_back: str
+) -> None:
+    """An urgent high-importance item outside the queue when the move was confirmed
+    (claimed, awaiting images, awaiting the on-site reviewer) comes back to its old
+    place, which scored ahead of the moved item's class: the moved item stays first."""
+    await server.account("reviewer-1", [Role.ONSITE_REVIEWER], "branch-1")
+    async with (
+        server.teller() as teller,
+        server.authorizer() as authorizer,
+        TellerClient(server.target, "reviewer-1", PASSWORD) as reviewer,
+    ):
+        amount = AT_REVIEW_THRESHOLD if comes_back == "confirmed on site" else 100_000
+        urgent = request("CASH_WITHDRAWAL", amount_minor=amount, urgent=True)
+        rid = (await teller.submit(urgent)).request.request_id
+        if comes_back != "confirmed on site":
+            offer = await authorizer.next(timeout=5)
+            assert offer.request.request_id == rid
+        if comes_back == "supplied":
+            await authorizer.decide(
+                rid, offer.lease.fencing_token, "ask", kinds=["CUSTOMER_PHOTO"], note="photo"
+            )
+        await teller.submit(request("WEALTH_PURCHASE", request_id=LOW))
+        async with (
+            server.supervisor("supervisor-1") as first,
+            server.supervisor("supervisor-2") as second,
+        ):
+            await first.request_move(LOW, "customer is waiting")
+            await second.confirm_move(LOW)
+            if comes_back == "released":
+                await authorizer.release(rid, offer.lease.fencing_token, "need a break")
+            elif comes_back == "supplied":
+                await teller.supply(rid, images("CUSTOMER_PHOTO", seed=7))
+            else:
+                checks = ["CASH_RECOUNTED", "IDENTITY_CHECKED"]
+                await reviewer.review(rid, confirm=True, checks=checks)
+            assert (await first.position(LOW)).position == 0
+            assert (await first.position(rid)).position == 1
+        offer = await authorizer.next(timeout=5)
+    assert offer.request.request_id == LOW
 
 
 async def test_requests_confirmations_and_refusals_are_audited(server: RunningServer) -> None:

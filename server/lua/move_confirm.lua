@@ -2,14 +2,15 @@
 -- does the request change place. Re-checks everything atomically: the move is pending
 -- and has not lapsed, the confirmer is not the requester, the request still waits.
 -- The request goes to the front: its new score is one microsecond below both the
--- smallest lane head and the smallest score any later submission can get (now minus
--- the largest head start), so it is offered next and no later work overtakes it (a
--- move confirmed later goes ahead of it). It stays in its own lane, and its field sc
--- is updated too, so that a hand-back or a lapsed lease (requeue) keeps the new place.
+-- smallest lane head and zero. Every item never moved scores above zero (its time in
+-- microseconds since the epoch less its head start), so it is offered next and
+-- nothing overtakes it: not later work, nor older work coming back to its place (a
+-- release, a supply, an on-site confirmation). A move confirmed later goes ahead of
+-- it. It stays in its own lane, and its field sc is updated too, so that a hand-back
+-- or a lapsed lease (requeue) keeps the new place.
 -- KEYS[1] req hash   KEYS[2] history list   KEYS[3] pending-move hash
 -- KEYS[4] index of pending moves   KEYS[5] event stream   KEYS[6] the set of lanes
--- ARGV[1] request id   ARGV[2] confirmer   ARGV[3] largest head start (us)
--- ARGV[4] event stream max length
+-- ARGV[1] request id   ARGV[2] confirmer   ARGV[3] event stream max length
 -- Returns {'OK', version, at_ms, rq, rs, cr, ex, old_score, new_score}
 --       | {'NOMOVE'} | {'LAPSED', rq, rs, cr, ex, first} (first: '1' when this call
 --         found the lapse before move_sweep did, so it is to be audited now)
@@ -44,7 +45,7 @@ end
 if cur[1] ~= 'QUEUED' then
   return {'STATE', cur[1], mv[1], mv[2], mv[3], mv[4]}
 end
-local target = now - tonumber(ARGV[3])
+local target = 0
 for _, lane in ipairs(redis.call('SMEMBERS', KEYS[6])) do
   local head = redis.call('ZRANGE', lane, 0, 0, 'WITHSCORES')
   if head[1] and tonumber(head[2]) < target then
@@ -57,7 +58,7 @@ redis.call('HSET', KEYS[1], 'sc', fmt(target))
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
-record(KEYS[2], KEYS[5], ARGV[4],
+record(KEYS[2], KEYS[5], ARGV[3],
   {ARGV[1], version, now_ms, 'REPRIORITIZED', ARGV[2], 'QUEUED', '',
    'moved to the front at the request of ' .. mv[1] .. ': ' .. mv[2], {}, cur[4]})
 stage_audit(audit, {details = {requester = mv[1], reason = mv[2],

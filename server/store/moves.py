@@ -21,11 +21,12 @@ hash carries a Redis TTL of ``window + keep_lapsed_ms``: garbage collection only
 enough for a late confirmation to be told that the move lapsed.
 
 Confirming moves the request to the *front*: its score becomes one microsecond below
-both the smallest lane head and the smallest score any later submission can get (now
-minus the largest head start of R7 aging), in its own lane; its ``sc`` field is
-updated too, so a hand-back or a lapsed lease returns it to the new place. A move
-confirmed later goes ahead of an earlier one. The request's history gets a
-REPRIORITIZED entry naming the confirmer and the requester."""
+both the smallest lane head and zero, below every item never moved (their scores are
+times since the epoch less R7's head starts), so neither later work nor older work
+coming back (a release, a supply, an on-site confirmation) overtakes it. It stays in
+its own lane; its ``sc`` field is updated too, so a hand-back or a lapsed lease
+returns it to the new place. A move confirmed later goes ahead of an earlier one. The
+request's history gets a REPRIORITIZED entry naming the confirmer and the requester."""
 
 from __future__ import annotations
 
@@ -34,7 +35,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from server.domain.priority import all_classes
 from server.errors import FailedPrecondition, IllegalTransition, NotFound, PermissionDenied
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
@@ -131,9 +131,6 @@ class MoveStore:
         self.window_ms = window_ms
         self.keep_lapsed_ms = keep_lapsed_ms
         self.events_maxlen = queue.events_maxlen
-        self.max_head_start_us = 1000 * max(
-            p.head_start_ms(queue.importance_step_ms, queue.urgency_step_ms) for p in all_classes()
-        )
         self.index = keys.move("")
         self._request = load_script(client, "move_request")
         self._confirm = load_script(client, "move_confirm")
@@ -187,7 +184,7 @@ class MoveStore:
                 self.keys.events,
                 self.keys.lanes,
             ],
-            args=[request_id, confirmer, self.max_head_start_us, self.events_maxlen],
+            args=[request_id, confirmer, self.events_maxlen],
             templates=[lapse],
         )  # fmt: skip
         status = as_text(result[0])
