@@ -3,18 +3,21 @@ look (and every refusal) is in the audit trail."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 
 import grpc
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from server.accounts.model import Role
+from server.domain.states import State
 from server.images.jpeg_bare import without_metadata
 from server.images.renditions import THUMBNAIL_SIDE
 from server.images.views import Rendition, plain_rendition
 from teller_client.client import TellerClient
-from tests.conftest import PASSWORD, RunningServer
+from tests.conftest import PASSWORD, RunningServer, StartServer
 from tests.helpers import request, standard_images
 
 
@@ -122,3 +125,25 @@ async def test_bad_rendition_and_unknown_image(server: RunningServer) -> None:
     # A well-formed hash the request does not have: not there, as an unknown request.
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert f"{rid} has no image with sha256 {'ab' * 32}" in (unknown.value.details() or "")
+
+
+async def test_a_lease_that_ran_out_shows_nothing_before_the_reaper_came(
+    start_server: StartServer,
+) -> None:
+    """The item is still CLAIMED by the authorizer (the reaper has not put it back) but
+    its lease has run out: its Decide is refused, and so is a look at its images."""
+    server = await start_server(lease_ms=300)
+    await server.runtime.reaper.stop()
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        rid = (await teller.submit(request())).request.request_id
+        offer = await authorizer.next(timeout=10)
+        sha = offer.request.images[0].sha256
+        assert await authorizer.image(rid, sha, "thumbnail")  # while held
+        await asyncio.sleep(max(0.0, offer.lease.expires_at_ms / 1000 - time.time()) + 0.2)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await authorizer.image(rid, sha, "preview")
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert (refused.value.details() or "").startswith(
+        f"the lease of authorizer-1 on request {rid} has run out"
+    )
+    assert (await server.runtime.store.get(rid)).state is State.CLAIMED

@@ -4,6 +4,7 @@ Nobody else, whatever else they may do."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 
 from server.accounts.model import Role
@@ -21,17 +22,26 @@ def check_image_access(
     branch_id: str,
     record: RequestRecord,
     original: bool = False,
+    now_ms: int | None = None,
 ) -> None:
     """Returns if any of the caller's roles grants the look; else PermissionDenied
     naming the rule that refused it. The ``original`` capture (with whatever device
     and location metadata the camera wrote) goes only to supervisors and the
-    submitting branch, who captured it: an authorizer judges the watermarked preview."""
+    submitting branch, who captured it: an authorizer judges the watermarked preview.
+    A lease that has run out holds nothing, though the reaper may not have put the
+    item back yet: its Decide is refused by then too."""
     if _CENTER_MANAGERS & set(roles):
         return
     if _BRANCH_STAFF & set(roles) and branch_id and branch_id == record.submission.branch_id:
         return
-    holds = record.state is State.CLAIMED and record.holder == user_id
-    if Role.AUTHORIZER in roles and holds:
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    claimed = record.state is State.CLAIMED and record.holder == user_id
+    if Role.AUTHORIZER in roles and claimed and record.lease_until_ms <= now_ms:
+        raise PermissionDenied(
+            f"the lease of {user_id} on request {record.request_id} has run out: an "
+            "authorizer sees only the images of the items it holds (R13, R14)"
+        )
+    if Role.AUTHORIZER in roles and claimed:
         if original:
             raise PermissionDenied(
                 "an authorizer sees the watermarked PREVIEW or THUMBNAIL, not the original "
