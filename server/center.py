@@ -61,13 +61,16 @@ from server.store.audit import (
 from server.store.audit_records import StagedAudit
 from server.store.branches import BranchDirectory
 from server.store.emergencies import Emergency, EmergencyStore
-from server.store.fallbacks import Fallback, FallbackStore, ReportResult
+from server.store.fallbacks import Cause, Fallback, FallbackStore, ReportResult
 from server.store.queue_store import Claim, QueueStore
 
 log = logging.getLogger(__name__)
 
 # How long a stop waits for the audit writer to chain what is staged.
 AUDIT_DRAIN_S = 5.0
+# How far a branch's clock (a fallback's occurred_at_ms) may stray from the center's
+# (an emergency's declared and ended times) when a fallback cites an emergency (R8).
+EMERGENCY_CLOCK_SKEW_MS = 5 * 60_000
 
 
 def _entry(
@@ -431,8 +434,9 @@ class Center:
         audited as LOCAL_FALLBACK, an on-site outcome that arrives later as
         LOCAL_FALLBACK_OUTCOME, a retried upload not at all. The center's request of
         the same id, if undecided, is withdrawn in the same step (fallback_report.lua).
-        Teller and branch are the caller's: a record naming others refuses the whole
-        call (R11, R13)."""
+        Teller and branch are the caller's, and an EMERGENCY fallback cites an emergency
+        of that branch: a record naming others, or citing another, refuses the whole
+        call before anything is stored (R8, R11, R13)."""
         own = []
         for index, fallback in enumerate(fallbacks):
             where = f"records[{index}]"
@@ -452,6 +456,8 @@ class Center:
                     f"{where}.onsite_authorizer",
                     "the teller who keyed a transaction cannot authorize it on site (R11)",
                 )
+            if problem is None:
+                problem = await self._citation_problem(identity, fallback, where)
             if problem is not None:
                 await self.record(identity, "LOCAL_FALLBACK", fallback.request_id,
                                   str(problem), {})  # fmt: skip
@@ -469,6 +475,37 @@ class Center:
                 await self.record(identity, "LOCAL_FALLBACK", fallback.request_id,
                                   OUTCOME_OK, fallback.audit_details())  # fmt: skip
         return results
+
+    async def _citation_problem(
+        self, identity: Identity, fallback: Fallback, where: str
+    ) -> InvalidArgument | None:
+        """Why an EMERGENCY fallback cannot cite its emergency, or None: it must be one
+        declared for the teller's branch (or center-wide) and in force when the fallback
+        happened, give or take the branch's clock. An emergency ended since is fine: a
+        branch reports once its network is back (R8)."""
+        if fallback.cause is not Cause.EMERGENCY:
+            return None
+        field = f"{where}.emergency_id"
+        try:
+            emergency = await self.emergencies.get(fallback.emergency_id)
+        except NotFound:
+            return InvalidArgument(field, f"no emergency {fallback.emergency_id} was declared")
+        if emergency.branch_ids and identity.branch_id not in emergency.branch_ids:
+            return InvalidArgument(
+                field,
+                f"emergency {emergency.emergency_id} does not cover branch "
+                f"{identity.branch_id}: its submissions still went to the center",
+            )
+        if fallback.occurred_at_ms < emergency.declared_at_ms - EMERGENCY_CLOCK_SKEW_MS:
+            return InvalidArgument(
+                field, f"emergency {emergency.emergency_id} was declared after the fallback"
+            )
+        ended = emergency.ended_at_ms
+        if ended and fallback.occurred_at_ms > ended + EMERGENCY_CLOCK_SKEW_MS:
+            return InvalidArgument(
+                field, f"emergency {emergency.emergency_id} had ended before the fallback"
+            )
+        return None
 
     async def get_for_branch(self, identity: Identity, request_id: str) -> RequestRecord:
         record = await self.store.get(request_id)

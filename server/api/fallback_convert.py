@@ -165,7 +165,13 @@ def fallback_from_pb(record: tpb.FallbackRecord, where: str, now_ms: int) -> Fal
                 f"{where}.onsite_authorizer",
                 "is required with an on-site outcome: who authorized it at the branch",
             )
-        _instant(record.onsite_at_ms, f"{where}.onsite_at_ms", now_ms)
+        onsite_at = _instant(record.onsite_at_ms, f"{where}.onsite_at_ms", now_ms)
+        # Both times come from the same workstation's clock: no skew to allow for.
+        if onsite_at < occurred:
+            raise InvalidArgument(
+                f"{where}.onsite_at_ms",
+                "is before occurred_at_ms: it was authorized on site after the fallback",
+            )
     return Fallback(
         request_id=request_id,
         teller_id=record.teller_id,
