@@ -12,7 +12,9 @@ What each figure counts, for a row of each kind:
 - lapsed: claims whose lease ran out undecided, the item going back to the queue
   (authorizer and region rows only: it is the authorizer's, R16).
 - handling time: claim to decision or hand-back, for claims ending in the period.
-- queue wait: entering the queue to the claim, for claims made in the period.
+- queue wait: entering the queue to the claim, for claims made in the period (an
+  authorizer's: its claims whose offer reached it; one put back or sent back by the
+  image check before it was offered counts for the request's rows only).
 - preparation time: what the teller's workstation reported at submit (R18).
 Each figure is compared with the region's figure over all its requests (pooled, so a
 busy branch weighs more than a quiet one) as a ratio: 1.30 is 30% above average."""
@@ -235,7 +237,8 @@ def build_report(
         info = wanted(wait.request_id)
         if info is None or wait.claimed_ms not in period:
             continue
-        for tally in book.for_request(info, wait.authorizer):
+        # An offer that never reached its authorizer: no wait (nor row) of theirs.
+        for tally in book.for_request(info, wait.authorizer if wait.reached else ""):
             tally.wait_ms.append(wait.ms)
     return _assemble(book, period, region, margin, handling_s)
 

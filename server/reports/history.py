@@ -16,15 +16,20 @@ What each fact is made of:
   ran out ends with LEASE_EXPIRED (details ``holder``, ``token``) and counts for no
   handling time: nobody finished it. A claim the server put back because its offer
   never reached the authorizer ends with PUT_BACK (details ``holder``, ``token``):
-  neither handling time nor a lapse. A retried decision (same token) is recorded
+  neither handling time nor a lapse. So does a claim the image check sent back to the
+  teller before offering it (IMAGE_CHECK_SEND_BACK, by system, naming no token: it
+  ends the request's latest claim). A retried decision (same token) is recorded
   again; only the first counts.
 - Queue wait: from the moment the request (re)entered the queue (SUBMIT, an on-site
-  confirmation, SUPPLY, RELEASE, LEASE_EXPIRED, PUT_BACK) to the next CLAIM."""
+  confirmation, SUPPLY, RELEASE, LEASE_EXPIRED, PUT_BACK) to the next CLAIM. The wait
+  of a claim whose offer never reached its authorizer is the request's, not theirs.
+  A claim of a request whose SUBMIT was not read (the read started after it) has a
+  wait that only a read from further back can tell: it is kept as an UnplacedClaim."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from server.store.audit import OUTCOME_OK, AuditEntry
 
@@ -81,10 +86,22 @@ class Wait:
     authorizer: str
     queued_ms: int
     claimed_ms: int
+    # False when the claim's offer never reached the authorizer (put back, or sent back
+    # by the image check): the request waited, but the authorizer never had the item.
+    reached: bool = True
 
     @property
     def ms(self) -> int:
         return max(0, self.claimed_ms - self.queued_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class UnplacedClaim:
+    """A claim of a request whose SUBMIT the read did not reach: where its wait began
+    (the SUBMIT, or a later on-site confirmation or SUPPLY) is further back."""
+
+    request_id: str
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +121,7 @@ class History:
     handlings: list[Handling] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
     lapses: list[Lapse] = field(default_factory=list)
+    unplaced_claims: list[UnplacedClaim] = field(default_factory=list)
     # Regions of the branches created through authq-admin (BRANCH_CREATE records).
     branch_regions: dict[str, str] = field(default_factory=dict)
     # The seq these facts were read from (server/reports/sources.py): 1, the whole trail.
@@ -128,9 +146,13 @@ class HistoryCollector:
         self.history = History()
         # request id -> when it last entered the queue and has not been claimed since.
         self.queued_since: dict[str, int] = {}
-        # (request id, token) -> (authorizer, claimed at)
-        self.open_claims: dict[tuple[str, int], tuple[str, int]] = {}
+        # (request id, token) -> (authorizer, claimed at, index of its wait in
+        # history.waits or None)
+        self.open_claims: dict[tuple[str, int], tuple[str, int, int | None]] = {}
         self.ended: set[tuple[str, int]] = set()
+        # request id -> the token of its latest claim (the image check's send-back
+        # names none).
+        self.latest_token: dict[str, int] = {}
         self._handlers: dict[str, Callable[[AuditEntry], None]] = {
             "BRANCH_CREATE": self._on_branch_create,
             "SUBMIT": self._on_submit,
@@ -142,6 +164,7 @@ class HistoryCollector:
             "RELEASE": self._on_release,
             "LEASE_EXPIRED": self._on_lease_expired,
             "PUT_BACK": self._on_put_back,
+            "IMAGE_CHECK_SEND_BACK": self._on_image_check_send_back,
         }
 
     def add(self, entry: AuditEntry) -> None:
@@ -199,26 +222,45 @@ class HistoryCollector:
     def _on_claim(self, entry: AuditEntry) -> None:
         rid = entry.target
         token = _int(entry.details.get("token"))
-        if token is not None:
-            self.open_claims[(rid, token)] = (entry.actor, entry.at_ms)
         queued = self.queued_since.pop(rid, None)
+        wait_index: int | None = None
         if queued is not None:
+            wait_index = len(self.history.waits)
             self.history.waits.append(Wait(rid, entry.actor, queued, entry.at_ms))
+        elif rid not in self.history.requests:
+            # Not "no wait": its start is before the read (server/reports/sources.py).
+            self.history.unplaced_claims.append(UnplacedClaim(rid, entry.at_ms))
+        if token is not None:
+            self.open_claims[(rid, token)] = (entry.actor, entry.at_ms, wait_index)
+            self.latest_token[rid] = token
 
-    def _end_claim(self, entry: AuditEntry, handled: bool = True) -> bool:
-        """Closes the claim the record's token names, counting its handling time
-        unless it was not handled (a lapse); False for a repeat of an end already
-        counted."""
+    def _end_claim(self, entry: AuditEntry, handled: bool = True, reached: bool = True) -> bool:
+        """Closes the claim the record's token names."""
         token = _int(entry.details.get("token"))
+        return self._end(entry.target, token, entry.at_ms, handled, reached)
+
+    def _end(
+        self, request_id: str, token: int | None, at_ms: int, handled: bool, reached: bool
+    ) -> bool:
+        """Closes a claim, counting its handling time unless it was not handled (a
+        lapse, or an offer that never reached the authorizer), and leaving its wait to
+        no authorizer when not ``reached``; False for a repeat of an end already
+        counted."""
         if token is None:
             return True
-        key = (entry.target, token)
+        key = (request_id, token)
         if key in self.ended:
             return False
         self.ended.add(key)
         claim = self.open_claims.pop(key, None)
-        if claim is not None and handled:
-            self.history.handlings.append(Handling(entry.target, claim[0], claim[1], entry.at_ms))
+        if claim is None:
+            return True
+        authorizer, claimed_ms, wait_index = claim
+        if handled:
+            self.history.handlings.append(Handling(request_id, authorizer, claimed_ms, at_ms))
+        if not reached and wait_index is not None:
+            waits = self.history.waits
+            waits[wait_index] = replace(waits[wait_index], reached=False)
         return True
 
     def _on_decide(self, entry: AuditEntry) -> None:
@@ -243,8 +285,13 @@ class HistoryCollector:
         self.queued_since[entry.target] = entry.at_ms
 
     def _on_put_back(self, entry: AuditEntry) -> None:
-        if self._end_claim(entry, handled=False):
+        if self._end_claim(entry, handled=False, reached=False):
             self.queued_since[entry.target] = entry.at_ms
+
+    def _on_image_check_send_back(self, entry: AuditEntry) -> None:
+        # The request goes back to its teller: the queue takes it again at SUPPLY.
+        token = self.latest_token.get(entry.target)
+        self._end(entry.target, token, entry.at_ms, handled=False, reached=False)
 
 
 def collect(entries: Iterable[AuditEntry]) -> History:

@@ -5,7 +5,9 @@ precedence, see figures.build_report).
 A report reads the trail from where its period starts (AuditLog.first_seq_since), not
 from its first record, and further back only as far as its period needs: a request
 decided in the period may have been submitted long before, and its SUBMIT tells its
-branch and teller. The figures are those of a read from the first record."""
+branch and teller; one claimed in the period waited in the queue from its SUBMIT (or a
+later on-site confirmation or SUPPLY), which may be older still. The figures are those
+of a read from the first record."""
 
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ def unresolved(history: History, period: Period, known_branches: Collection[str]
         *((d.request_id, d.at_ms) for d in history.decisions),
         *((h.request_id, h.ended_ms) for h in history.handlings),
         *((w.request_id, w.claimed_ms) for w in history.waits),
+        # A claim whose wait began before the read: its SUBMIT is further back.
+        *((c.request_id, c.at_ms) for c in history.unplaced_claims),
         *((lapse.request_id, lapse.at_ms) for lapse in history.lapses),
         *((i.request_id, i.submitted_ms) for i in history.requests.values()),
     )
