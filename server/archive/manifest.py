@@ -93,30 +93,46 @@ class ManifestWriter:
         path = day_dir(self.root, day) / MANIFEST_NAME
         created = not path.exists()
         with _locked(path) as handle:
-            seen = self._catch_up(path, handle)
-            lines = []
-            for entry in entries:
-                listed = seen.names.get(entry.name)
-                if listed == entry.sha256:
-                    continue
-                if listed is not None:
-                    raise ManifestConflict(
-                        f"{path}: {entry.name} is already listed with sha256 {listed}, "
-                        f"not {entry.sha256}"
-                    )
-                seq = seen.seq + 1
-                line = ManifestLine(seq, entry, chain_hash(day, seq, seen.chain, entry))
-                lines.append(line.text())
-                seen.seq, seen.chain = seq, line.chain
-                seen.names[entry.name] = entry.sha256
-            if lines:
-                data = "".join(lines).encode()
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-                seen.offset += len(data)
+            try:
+                head = self._append_locked(day, path, handle, entries)
+            except BaseException:
+                # Whatever failed, the file is the truth: the next append reads it again
+                # rather than trust a cache that may not match what reached the disk.
+                self._seen.pop(path, None)
+                raise
         if created:
             fsync_dir(path.parent)
+        return head
+
+    def _append_locked(
+        self, day: date, path: Path, handle: BinaryIO, entries: Sequence[FileEntry]
+    ) -> tuple[int, str]:
+        seen = self._catch_up(path, handle)
+        # Kept aside until the lines are on disk: a refused write must not leave the
+        # cache claiming lines (and a head) the file does not have.
+        seq, chain = seen.seq, seen.chain
+        added: dict[str, str] = {}
+        lines = []
+        for entry in entries:
+            listed = added.get(entry.name, seen.names.get(entry.name))
+            if listed == entry.sha256:
+                continue
+            if listed is not None:
+                raise ManifestConflict(
+                    f"{path}: {entry.name} is already listed with sha256 {listed}, "
+                    f"not {entry.sha256}"
+                )
+            seq += 1
+            line = ManifestLine(seq, entry, chain_hash(day, seq, chain, entry))
+            lines.append(line.text())
+            chain = line.chain
+            added[entry.name] = entry.sha256
+        if lines:
+            data = "".join(lines).encode()
+            _write_durably(handle, seen.offset, data)
+            seen.offset += len(data)
+            seen.seq, seen.chain = seq, chain
+            seen.names.update(added)
         return seen.seq, seen.chain
 
     def _catch_up(self, path: Path, handle: BinaryIO) -> _Seen:
@@ -136,6 +152,24 @@ class ManifestWriter:
             seen.names[line.entry.name] = line.entry.sha256
         seen.offset += len(complete)
         return seen
+
+
+def _write_durably(handle: BinaryIO, end: int, data: bytes) -> None:
+    """Appends ``data`` to the file ``end`` bytes long and fsyncs it, or takes back
+    whatever part got in and raises. Straight to the descriptor: a buffered write that
+    failed would keep the bytes and retry them on close, after the lock is released."""
+    fd = handle.fileno()
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        # Never acknowledged: a torn line would break the manifest, and whole lines that
+        # got in were never fsynced; the retry writes them again and fsyncs them.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, end)
+        raise
 
 
 @contextlib.contextmanager
