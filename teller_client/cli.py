@@ -364,15 +364,30 @@ async def image_hashes(client: TellerClient, request_id: str) -> list[str]:
     return [image.sha256 for image in (await client.get(request_id)).images]
 
 
+def demo_images(directory: Path) -> int:
+    """Writes a synthetic capture of each kind into ``directory`` (made if missing)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for kind in synthetic.KINDS:
+            path = directory / f"{kind.lower()}.jpg"
+            path.write_bytes(synthetic.image_for_kind(kind))
+            print(path)
+    except OSError as exc:
+        raise UsageError(f"demo-images: {local_reason(exc)}") from None
+    return 0
+
+
+def local_reason(exc: OSError) -> str:
+    """An OSError in one line: the file it names, and why."""
+    if exc.filename is None:
+        return exc.strerror or str(exc)
+    return f"{exc.filename}: {exc.strerror or exc}"
+
+
 async def run(args: argparse.Namespace) -> int:
     out = Output(args.json)
     if args.command == "demo-images":
-        args.directory.mkdir(parents=True, exist_ok=True)
-        for kind in synthetic.KINDS:
-            path = args.directory / f"{kind.lower()}.jpg"
-            path.write_bytes(synthetic.image_for_kind(kind))
-            print(path)
-        return 0
+        return demo_images(args.directory)
     if (code := fallback_cli.offline_command(args)) is not None:
         return code
     if args.command == "passwd":
@@ -454,3 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted(PROG)
     except BrokenPipeError:
         return broken_pipe()
+    except OSError as exc:
+        # A local file the command was given or keeps (the journal, a path to write)
+        # that cannot be used: one line, as for any other bad argument.
+        print(f"{PROG}: {local_reason(exc)}", file=sys.stderr)
+        return 2

@@ -60,6 +60,8 @@ STORE_REFUSES_TEXT = (
     "writes) and took nothing: authorize on site under the branch's fallback procedure "
     "(R8); this is recorded and will be reported when the center is back"
 )
+# How each of those texts ends: left out when the journal could not be written.
+RECORDED_PROMISE = "; this is recorded"
 # Records per ReportFallbacks call (the server takes at most 100).
 BATCH = 50
 
@@ -180,25 +182,55 @@ def _record_hint(request_id: str) -> str:
     )
 
 
+def _not_recorded(journal: Journal, request_id: str, exc: OSError) -> str:
+    """What the teller is told in place of the record hint when the journal could not
+    be written: nothing will report this fallback, so it is kept on paper."""
+    return (
+        f"NOT recorded in {journal.path} ({_reason(exc)}): write {request_id} down with "
+        "the transaction and who authorizes it on site; this workstation will not report it"
+    )
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _journaled(journal: Journal, event: FallbackEvent) -> JournalEntry | OSError:
+    """Journals the fallback; the error instead when the journal cannot be written. The
+    teller must still be told to authorize on site (R8), so it never stops the
+    command."""
+    try:
+        return journal.record_fallback(event)
+    except OSError as exc:
+        return exc
+
+
 def center_unreachable(
     args: argparse.Namespace, request: tpb.SubmitRequest, exc: grpc.aio.AioRpcError
 ) -> int:
     """Journals the fallback and tells the teller to authorize on site."""
     journal = journal_of(args)
-    entry = journal.record_fallback(
-        _event(request, args.user, "", "CENTER_UNREACHABLE",
-               status_code=exc.code().name, status_message=(exc.details() or "")[:500],
-               status_reason=reason_of(exc))
-    )  # fmt: skip
+    event = _event(request, args.user, "", "CENTER_UNREACHABLE",
+                   status_code=exc.code().name, status_message=(exc.details() or "")[:500],
+                   status_reason=reason_of(exc))  # fmt: skip
+    entry = _journaled(journal, event)
     if args.json:
+        # A retried submit's fallback is the one journaled first.
+        held = entry.event if isinstance(entry, JournalEntry) else event
         print(json.dumps({"unreachable": True, "journal": str(journal.path),
-                          "fallback": asdict(entry.event)}, ensure_ascii=False))  # fmt: skip
-    lines = [
-        _fallback_text(exc) + ".",
-        f"  ({exc.code().name}: {exc.details()})",
-        f"  recorded as {request.request_id} in {journal.path}",
-        "  " + _record_hint(request.request_id),
-    ]
+                          "recorded": isinstance(entry, JournalEntry),
+                          "fallback": asdict(held)}, ensure_ascii=False))  # fmt: skip
+    text = _fallback_text(exc)
+    if isinstance(entry, JournalEntry):
+        record = [
+            f"  recorded as {request.request_id} in {journal.path}",
+            "  " + _record_hint(request.request_id),
+        ]
+    else:
+        # The texts end promising a record and a report: neither will happen.
+        text = text.partition(RECORDED_PROMISE)[0]
+        record = ["  " + _not_recorded(journal, request.request_id, entry)]
+    lines = [text + ".", f"  ({exc.code().name}: {exc.details()})", *record]
     if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
         lines.append(
             "  the center may have received it before the line failed: when it is back, "
@@ -217,9 +249,13 @@ def record_emergency(
     """Journals an emergency answer (the center took nothing) and says so."""
     branch = client.login_reply.branch_id if client.login_reply is not None else ""
     journal = journal_of(args)
-    journal.record_fallback(
-        _event(request, args.user, branch, "EMERGENCY", emergency_id=fallback.emergency_id)
+    entry = _journaled(
+        journal,
+        _event(request, args.user, branch, "EMERGENCY", emergency_id=fallback.emergency_id),
     )
+    if isinstance(entry, OSError):
+        _say(_not_recorded(journal, request.request_id, entry), args.json)
+        return
     _say(
         f"recorded as {request.request_id} in {journal.path}; it will be reported to the "
         f"center\n{_record_hint(request.request_id)}",
@@ -319,13 +355,26 @@ async def sync_quietly(client: TellerClient, args: argparse.Namespace) -> None:
     """At the start of a command that reached the center: uploads what is pending.
     A failure here never stops the command; the next one tries again."""
     journal = journal_of(args)
-    if not journal.pending(args.user):
+    try:
+        pending = journal.pending(args.user)
+    except OSError as exc:
+        print(f"authq-teller: the journal {journal.path} could not be read ({_reason(exc)}): "
+              "fallbacks not uploaded", file=sys.stderr, flush=True)  # fmt: skip
+        return
+    if not pending:
         compact(journal, args)
         return
     try:
         report = await sync(client, journal, args.user)
     except grpc.aio.AioRpcError as exc:
         print(f"authq-teller: fallbacks not uploaded yet ({exc.code().name}: {exc.details()})",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return
+    except OSError as exc:
+        # Uploaded, perhaps, but not marked so: the next command sends them again, and
+        # the center keeps each once by request id.
+        print(f"authq-teller: the journal {journal.path} could not be written "
+              f"({_reason(exc)}): fallbacks not all marked uploaded",
               file=sys.stderr, flush=True)  # fmt: skip
         return
     if report.uploaded:

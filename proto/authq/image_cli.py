@@ -77,6 +77,10 @@ async def save_image(fetch: Fetch, args: argparse.Namespace, images: ListImages 
             )
         sha256 = unique_match(args.request_id, sha256, await images(args.request_id))
     data = await fetch(args.request_id, sha256, args.rendition)
-    args.out.write_bytes(data)
+    try:
+        args.out.write_bytes(data)
+    except OSError as exc:
+        # Both command lines take a ValueError as a bad argument: one line, exit 2.
+        raise ValueError(f"--out {args.out}: cannot write it ({exc.strerror or exc})") from None
     print(f"{args.rendition} of {sha256[:SHORT_SHA]} written to {args.out} ({len(data)} bytes)")
     return 0
