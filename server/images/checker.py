@@ -7,7 +7,11 @@ the request. The verdict goes into the blob's Redis hash (field ``ck``: "OK" or 
 fault in plain words), after the renditions are stored, so "OK" always means the
 renditions exist (server/images/views.py finds them). Images are content-addressed,
 so a verdict never changes: it is also kept in a bounded in-process cache, and an
-image uploaded twice is checked once.
+image uploaded twice is checked once. Only while its record lives, though: the blob
+GC (server/archive/blob_gc.py, usually in the archive's process, out of this cache's
+reach) removes an unused image's bytes, renditions and hash, so each upload looks its
+verdict up in Redis again (one HGET), and the same bytes uploaded after the GC are
+checked and rendered again.
 
 ``verdict()`` is what the dispatch gate (server/images/gate.py) awaits: a check
 already running, a stored verdict, or (after a restart, or for an upload another
@@ -124,16 +128,20 @@ class ImageChecker:
     # -- starting checks -------------------------------------------------------------
 
     def schedule(self, sha256: str, data: bytes) -> None:
-        """Starts the check of a fresh upload unless its verdict is known or coming."""
-        if sha256 in self._known or sha256 in self._running:
+        """Starts the check of a fresh upload unless one is coming. A verdict this
+        process holds is not enough: the check reads the stored one (the blob GC may
+        have removed it, and the renditions with it, since)."""
+        if sha256 in self._running:
             return
         self._launch(sha256, data)
 
     async def verdict(self, sha256: str) -> str:
         """ "OK" or the fault; waits for a running check or runs one now."""
-        if (known := self._known.get(sha256)) is not None:
-            return known
+        # A running check first: after the blob GC, the verdict held here may speak of
+        # renditions that are being made again.
         if (task := self._running.get(sha256)) is None:
+            if (known := self._known.get(sha256)) is not None:
+                return known
             task = self._launch(sha256, None)
         # Shielded: a caller giving up must not abandon the check for everyone else.
         return await asyncio.shield(task)
@@ -180,6 +188,9 @@ class ImageChecker:
         stored = await self.client.hget(self.keys.blob(sha256), "ck")
         if stored is not None:
             return self._remember(sha256, as_text(stored))
+        # Collected since (or never checked): what was held here no longer holds, also
+        # if this check cannot finish.
+        self._known.pop(sha256, None)
         if data is None:
             try:
                 data = await self.blobs.get(sha256)
@@ -217,8 +228,9 @@ class ImageChecker:
         return CheckResult(fault="damaged image: the decoder crashed on it")
 
     def known(self, sha256: str) -> str | None:
-        """The verdict this process already holds, or None (not checked here yet)."""
-        return self._known.get(sha256)
+        """The verdict this process already holds, or None (not checked here yet, or
+        being looked up or checked again)."""
+        return None if sha256 in self._running else self._known.get(sha256)
 
     def _remember(self, sha256: str, verdict: str) -> str:
         self._known[sha256] = verdict

@@ -3,7 +3,9 @@
 The probe runs before a teller's request is acknowledged, so it must stay far below a
 millisecond for a typical capture: it never decodes pixel data. It sniffs the magic bytes,
 checks the container for signs of truncation at byte level, and lets Pillow parse only the
-header (``Image.open`` is lazy) to learn the format and the declared dimensions.
+header (``Image.open`` is lazy) to learn the format and the declared dimensions. A
+JPEG-compressed TIFF is refused here, by its header: libtiff decodes its scan data
+leniently, so the full check (server/images/renditions.py) could not vouch for it.
 
 Dimensions are reported as stored; EXIF orientation is not applied, which does not matter
 for the limits checked here because they treat both sides alike.
@@ -19,7 +21,15 @@ from typing import Final
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DEFAULT_LIMITS", "ImageInfo", "ImageLimits", "ImageRejected", "probe_image"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "TIFF_JPEG_REFUSED",
+    "ImageInfo",
+    "ImageLimits",
+    "ImageRejected",
+    "is_jpeg_compressed_tiff",
+    "probe_image",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,10 @@ class ImageRejected(ValueError):
 DEFAULT_LIMITS: Final = ImageLimits()
 
 _NOT_ACCEPTED: Final = "not an image of an accepted format (JPEG, PNG, TIFF, WebP)"
+TIFF_JPEG_REFUSED: Final = (
+    "JPEG-compressed TIFF is not accepted: its scan data cannot be checked for damage; "
+    "send the scan as JPEG, PNG or an uncompressed, LZW or Deflate TIFF"
+)
 
 # Some scanners and upload paths pad files with a few zeros or a newline; that is harmless.
 _MAX_PADDING: Final = 32
@@ -66,6 +80,11 @@ _TIFF_STRIP_OFFSETS: Final = 273
 _TIFF_STRIP_BYTE_COUNTS: Final = 279
 _TIFF_TILE_OFFSETS: Final = 324
 _TIFF_TILE_BYTE_COUNTS: Final = 325
+_TIFF_COMPRESSION: Final = 259
+# Old-style (6) and new-style (7) JPEG compression: libtiff decodes their scan data
+# leniently (damage becomes grey or garbage without an error), and the strict decode
+# of plain JPEGs (server/images/renditions.py) cannot read them.
+_TIFF_JPEG_COMPRESSIONS: Final = (6, 7)
 
 
 def probe_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> ImageInfo:
@@ -194,6 +213,7 @@ def _open_header(data: bytes, content_type: str, limits: ImageLimits) -> tuple[i
                 size = im.size
                 fmt = im.format
                 extents = _tiff_data_extents(im) if label == "TIFF" else None
+                jpeg_tiff = label == "TIFF" and is_jpeg_compressed_tiff(im)
     except Image.DecompressionBombError as exc:
         # Pillow's own hard limit (2 * MAX_IMAGE_PIXELS) fired before we saw the size.
         raise ImageRejected(
@@ -208,9 +228,17 @@ def _open_header(data: bytes, content_type: str, limits: ImageLimits) -> tuple[i
         raise ImageRejected(f"damaged {label}: {exc or type(exc).__name__}") from exc
     if fmt not in accepted:
         raise ImageRejected(_NOT_ACCEPTED)
+    if jpeg_tiff:
+        raise ImageRejected(TIFF_JPEG_REFUSED)
     if extents is not None and extents > len(data):
         raise ImageRejected("truncated TIFF: image data runs past the end of the file")
     return size
+
+
+def is_jpeg_compressed_tiff(im: Image.Image) -> bool:
+    """Whether a TIFF's first image is JPEG-compressed (a header tag: no decoding)."""
+    tags = getattr(im, "tag_v2", None)
+    return tags is not None and tags.get(_TIFF_COMPRESSION) in _TIFF_JPEG_COMPRESSIONS
 
 
 def _tiff_data_extents(im: Image.Image) -> int | None:

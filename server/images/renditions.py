@@ -10,7 +10,12 @@ JPEG scan data is decoded by libjpeg-turbo through simplejpeg with ``strict=True
 which turns those warnings into errors; its DCT scaling decodes every coefficient
 while producing only the pixels the preview needs (what Pillow calls draft mode).
 A CMYK JPEG's scan data is read the same strict way, then Pillow makes its pixels.
-The other formats are loaded by Pillow, whose decoders raise on damage.
+The other formats are loaded by Pillow, whose decoders raise on damage, except where
+they do not look: Pillow skips the CRC of PNG image data (IDAT) chunks and stops
+inflating once it has the last row, so the zlib stream's Adler-32 need not be read;
+here every PNG chunk's CRC is verified and the image data inflated to its end first.
+A JPEG-compressed TIFF, which libtiff decodes leniently, is refused as at the upload
+(server/images/probe.py) for any that did not come through it.
 
 Renditions are re-encoded from pixels only: no EXIF, XMP, GPS, maker notes, ICC
 profile or comment survives, and the EXIF orientation is applied first, so what an
@@ -24,7 +29,9 @@ thumbnail's scale (the check still reads every coefficient)."""
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,7 +39,12 @@ import simplejpeg
 from PIL import Image
 
 from server.images.jpeg_bare import without_metadata
-from server.images.probe import DEFAULT_LIMITS, ImageLimits
+from server.images.probe import (
+    DEFAULT_LIMITS,
+    TIFF_JPEG_REFUSED,
+    ImageLimits,
+    is_jpeg_compressed_tiff,
+)
 
 __all__ = [
     "PREVIEW_SIDE",
@@ -46,6 +58,10 @@ PREVIEW_SIDE: Final = 1600
 THUMBNAIL_SIDE: Final = 320
 _PREVIEW_QUALITY: Final = 85
 _THUMBNAIL_QUALITY: Final = 80
+
+_PNG_SIGNATURE_SIZE: Final = 8
+# Inflated image data is read and dropped in pieces of this size: memory stays flat.
+_INFLATE_PIECE: Final = 1 << 20
 
 _EXIF_ORIENTATION: Final = 0x0112
 # EXIF orientation -> what makes the picture upright (as ImageOps.exif_transpose does).
@@ -129,15 +145,23 @@ def _decode_upright(data: bytes, limits: ImageLimits) -> tuple[Image.Image, bool
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as header:
                 fmt = header.format or "?"
-                orientation = _orientation(header)
                 if fmt in ("JPEG", "MPO") and header.mode in ("RGB", "L"):
+                    orientation = _orientation(header)
                     bare = _bare_if_fit(header, data) is not None
                     side = THUMBNAIL_SIDE if bare else PREVIEW_SIDE
                     pixels = _jpeg_pixels(data, header.size, header.mode, side)
                 else:
                     if fmt in ("JPEG", "MPO") and header.mode == "CMYK":
                         _strict_scan(data)
+                    elif fmt == "PNG":
+                        _check_png_checksums(data, header.size)
+                    elif fmt == "TIFF" and is_jpeg_compressed_tiff(header):
+                        raise _Damaged(TIFF_JPEG_REFUSED)
                     header.load()
+                    # Only now: Pillow reads a PNG's EXIF by loading the pixels, and a
+                    # decode error there would be swallowed (_orientation), leaving
+                    # what was decoded for load() to take as done.
+                    orientation = _orientation(header)
                     pixels = _rgb(header)
     except _Damaged:
         raise
@@ -195,6 +219,54 @@ def _strict_scan(data: bytes) -> None:
         simplejpeg.decode_jpeg(data, colorspace="CMYK", min_width=1, min_height=1, strict=True)
     except ValueError as exc:
         raise _Damaged(f"damaged JPEG: {exc}") from None
+
+
+def _check_png_checksums(data: bytes, size: tuple[int, int]) -> None:
+    """Verifies the CRC of every chunk up to IEND, and inflates the image data (the
+    IDAT chunks joined) to the end of its zlib stream, whose Adler-32 zlib checks
+    there. Both cost about what Pillow's own inflate does (zlib.crc32 runs at
+    gigabytes a second)."""
+    view = memoryview(data)
+    at = _PNG_SIGNATURE_SIZE
+    idat: list[memoryview] = []
+    while True:
+        if at + 12 > len(data):
+            raise _Damaged("damaged PNG: a chunk runs past the end of the file")
+        (length,) = struct.unpack_from(">I", data, at)
+        kind = bytes(view[at + 4 : at + 8])
+        end = at + 8 + length
+        if end + 4 > len(data):
+            raise _Damaged(f"damaged PNG: chunk {kind!r} runs past the end of the file")
+        (crc,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(view[at + 4 : end]) != crc:
+            raise _Damaged(f"damaged PNG: CRC mismatch in chunk {kind!r} at byte {at}")
+        if kind == b"IDAT":
+            idat.append(view[at + 8 : end])
+        if kind == b"IEND":
+            break
+        at = end + 4
+    _inflate_to_the_end(idat, size)
+
+
+def _inflate_to_the_end(pieces: list[memoryview], size: tuple[int, int]) -> None:
+    width, height = size
+    # 8 bytes a pixel (16-bit RGBA, the most PNG stores) and a filter byte per row of
+    # each interlace pass: a stream inflating to more is damaged, or a bomb.
+    bound = (8 * width + 4) * height + 64
+    inflater = zlib.decompressobj()
+    total = 0
+    try:
+        for piece in pieces:
+            pending: bytes | memoryview = piece
+            while pending and not inflater.eof:
+                total += len(inflater.decompress(pending, _INFLATE_PIECE))
+                if total > bound:
+                    raise _Damaged("damaged PNG: image data inflates to more than it declares")
+                pending = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise _Damaged(f"damaged PNG: image data does not inflate: {exc}") from None
+    if not inflater.eof:
+        raise _Damaged("damaged PNG: image data ends before its zlib stream does")
 
 
 def _rgb(image: Image.Image) -> Image.Image:
