@@ -323,26 +323,41 @@ async def take_next(
         print("waiting for the next item...", file=sys.stderr, flush=True)
     offer = await wait_for_offer(client, args.timeout)
     request = offer.request
-    book.put(request.request_id, offer.lease.fencing_token, [i.sha256 for i in request.images])
-    folder: Path = args.images_dir / request.request_id
-    saved = []
-    if request.images:
-        folder.mkdir(parents=True, exist_ok=True)
-    for index, image in enumerate(request.images):
-        # The watermarked preview (a JPEG whatever the capture was, R14).
-        data = await client.image(request.request_id, image.sha256, "preview")
-        path = folder / f"{index + 1:02d}-{kind_name(image.kind).lower()}-preview.jpg"
-        path.write_bytes(data)
-        saved.append(str(path))
+    # The item is this authorizer's now: which one, and its token, are shown before
+    # anything local (the lease book, the previews) can fail.
     text = describe_request(request, history=True)
     text += (
         f"\nlease     token {offer.lease.fencing_token}, expires in "
         f"{(offer.lease.expires_at_ms - request.history[-1].at_ms) / 1000:.0f}s"
     )
-    if saved:
-        text += "\nsaved     " + "\n          ".join(saved)
     show(offer, text, args.json)
+    book.put(request.request_id, offer.lease.fencing_token, [i.sha256 for i in request.images])
+    saved = await save_previews(client, request, args.images_dir)
+    if saved and not args.json:
+        print("saved     " + "\n          ".join(saved), flush=True)
     return offer
+
+
+async def save_previews(
+    client: AuthorizerClient, request: cpb.RequestView, images_dir: Path
+) -> list[str]:
+    """Saves the item's watermarked previews (JPEGs whatever the capture was, R14)
+    under images_dir/REQUEST_ID/. A folder that cannot be written is one line on
+    stderr: the item is taken all the same, and `image` can fetch them later."""
+    folder = images_dir / request.request_id
+    saved: list[str] = []
+    try:
+        if request.images:
+            folder.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(request.images):
+            data = await client.image(request.request_id, image.sha256, "preview")
+            path = folder / f"{index + 1:02d}-{kind_name(image.kind).lower()}-preview.jpg"
+            path.write_bytes(data)
+            saved.append(str(path))
+    except OSError as exc:
+        where = exc.filename or folder
+        print(f"{PROG}: previews not saved: {where}: {exc.strerror or exc}", file=sys.stderr)
+    return saved
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -495,3 +510,6 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted(PROG)
     except BrokenPipeError:
         return broken_pipe()
+    except OSError as exc:  # a local file or folder (state dir, --out) that is unusable
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2

@@ -40,6 +40,8 @@ from authorizer_console.messages import (
 )
 
 REASON_CODES = tuple(code for code, _ in REASONS)
+# The states a decision leaves an item in (whoever made it).
+DECIDED_STATES = frozenset({"APPROVED", "REJECTED", "NEEDS_SUPPLEMENT"})
 LOG_LINES = 50
 DEFAULT_VIEWPORT = (900, 640)
 
@@ -404,6 +406,10 @@ class ConsoleState:
 def lost_text(event: LeaseLost) -> str:
     """Why an item left the authorizer's hands, as the notice says it."""
     cause = event.cause
+    if cause is None and event.state in DECIDED_STATES:
+        return f"{event.request_id}: no longer held: decided: {event.state}"
+    if cause is None and event.state not in ("", "QUEUED"):
+        return f"{event.request_id}: no longer held: now {event.state}"
     if cause is None:
         return f"{event.request_id}: lease lost, back in the queue"
     text = f"{event.request_id}: no longer yours: {cause.event} by {cause.actor}"

@@ -118,6 +118,9 @@ class LeaseLost:
     request_id: str
     # The change that took the item away, when the server said (a withdrawal, R8).
     cause: cpb.RequestUpdate | None = None
+    # The item's state when the center refused to renew its lease for it (e.g.
+    # APPROVED: decided meanwhile); "" when it did not say.
+    state: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,11 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        tls = ClientTLS.from_options(args.tls_ca, args.tls_cert, args.tls_key)
+    except ValueError as exc:  # --tls-cert without --tls-key, or the other way round
+        print(f"authq-console: {exc}", file=sys.stderr)
+        return 2
+    try:
         root = tk.Tk()
     except tk.TclError as exc:
         print(f"authq-console: no display ({exc}); set DISPLAY", file=sys.stderr)
         return 2
-    tls = ClientTLS.from_options(args.tls_ca, args.tls_cert, args.tls_key)
     app = ConsoleApp(root, args.server, args.user, args.password, tls)
     if args.login:
         root.after(100, app.log_in)

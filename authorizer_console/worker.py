@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from authq.channel import ClientTLS, SessionCallError
 from authq.login import password_change_needed
-from authq.refusals import reason_of
+from authq.refusals import reason_of, refusal_of
 from authq.render import state_name
 from authq.v1 import auth_pb2 as upb
 
@@ -62,6 +62,8 @@ _FINAL = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.INVALID_ARGUMENT,
 }
+# A call cut by the connection, not answered: whether it was carried out is unknown.
+_TRANSPORT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 _ACTION_NAMES = {
     Decide: "decide",
     Release: "release",
@@ -95,6 +97,18 @@ def _not_held(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() in codes or reason_of(exc) == "ILLEGAL_TRANSITION"
 
 
+def _state_named(exc: grpc.aio.AioRpcError) -> str:
+    """The item's state a refusal names (ILLEGAL_TRANSITION says it), else ""."""
+    refusal = refusal_of(exc)
+    return refusal.metadata.get("state", "") if refusal is not None else ""
+
+
+def _tls_unreadable(exc: OSError) -> str:
+    if exc.filename:
+        return f"TLS: {exc.filename}: {exc.strerror}"
+    return f"TLS: {exc}"
+
+
 class Worker:
     def __init__(
         self,
@@ -116,6 +130,11 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         # Items offered and not yet decided, across reconnects: request id -> token.
         self._held: dict[str, int] = {}
+        # The Decide sent for a held item and not answered yet, across reconnects: a
+        # connection cut before its answer leaves it unknown whether it was recorded,
+        # so it is sent again, the same, once reconnected (the center answers a
+        # repeat with the decision it recorded).
+        self._deciding: dict[str, Decide] = {}
         self._ready = threading.Event()
 
     # -- thread side -------------------------------------------------------------
@@ -189,7 +208,11 @@ class Worker:
         while True:
             attempt += 1
             self.post(Connecting(attempt, 0))
-            client = AuthorizerClient(self.target, self.user_id, self.password, tls=self.tls)
+            try:
+                client = AuthorizerClient(self.target, self.user_id, self.password, tls=self.tls)
+            except OSError as exc:  # opening the channel reads the TLS files
+                self.post(LoginFailed(_tls_unreadable(exc)))
+                return
             reason = "the server closed the connection"
             try:
                 try:
@@ -233,7 +256,7 @@ class Worker:
             pumps = [
                 asyncio.create_task(self._offers(client, session)),
                 asyncio.create_task(self._lost(session)),
-                asyncio.create_task(self._renew_orphans(client, orphans)),
+                asyncio.create_task(self._leftovers(client, orphans)),
             ]
 
             async def handle(command: Command) -> None:
@@ -282,7 +305,41 @@ class Worker:
             message = await session.lost.get()
             request_id = message.lease_lost.request_id
             self._held.pop(request_id, None)
+            self._deciding.pop(request_id, None)
             self.post(LeaseLost(request_id, message.cause if message.HasField("cause") else None))
+
+    async def _leftovers(self, client: AuthorizerClient, orphans: dict[str, int]) -> None:
+        """The items held from an earlier stream: first the decisions a cut
+        connection left unanswered, sent again, then the renewals of the rest."""
+        for request_id in list(orphans):
+            command = self._deciding.get(request_id)
+            if command is not None:
+                await self._decide_again(client, command, orphans)
+        await self._renew_orphans(client, orphans)
+
+    async def _decide_again(
+        self, client: AuthorizerClient, command: Decide, orphans: dict[str, int]
+    ) -> None:
+        """The same Decide (token, outcome) again: a repeat of one the center
+        recorded is answered as that decision, so the console shows its own."""
+        request_id = command.request_id
+        try:
+            update = await client.decide(
+                request_id, command.token, command.outcome,
+                reason_code=command.reason_code, note=command.note, kinds=command.kinds,
+            )  # fmt: skip
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _TRANSPORT:
+                return  # cut again: the next connection sends it
+            self._deciding.pop(request_id, None)
+            if _not_held(exc):
+                self._forget(request_id, orphans)
+                self.post(LeaseLost(request_id, state=_state_named(exc)))
+            else:
+                self.post(ActionRefused("decide", request_id, exc.code().name, exc.details() or ""))
+            return
+        self._forget(request_id, orphans)
+        self.post(ActionDone("decide", request_id, state_name(update.state), update))
 
     async def _renew_orphans(self, client: AuthorizerClient, orphans: dict[str, int]) -> None:
         while orphans:
@@ -293,7 +350,8 @@ class Worker:
                     if _not_held(exc):
                         orphans.pop(request_id, None)
                         self._held.pop(request_id, None)
-                        self.post(LeaseLost(request_id))
+                        self._deciding.pop(request_id, None)
+                        self.post(LeaseLost(request_id, state=_state_named(exc)))
             if orphans:
                 await asyncio.sleep(ORPHAN_RENEW_S)
 
@@ -310,6 +368,7 @@ class Worker:
             if isinstance(command, Credit):
                 session.credit(1)
             elif isinstance(command, Decide):
+                self._deciding[command.request_id] = command
                 update = await session.decide(
                     command.request_id, command.token, command.outcome,
                     reason_code=command.reason_code, note=command.note, kinds=command.kinds,
@@ -327,12 +386,19 @@ class Worker:
                 self.post(ActionRefused(name, target, "INVALID_ARGUMENT",
                                         "not an authorizer's action"))  # fmt: skip
         except SessionCallError as exc:
-            self.post(ActionRefused(name, target, exc.code.name, exc.message))
+            message = exc.message
+            if isinstance(command, Decide):
+                if exc.code in _TRANSPORT:
+                    message += ": the decision is sent again once reconnected"
+                else:
+                    self._deciding.pop(command.request_id, None)
+            self.post(ActionRefused(name, target, exc.code.name, message))
         except grpc.aio.AioRpcError as exc:
             self.post(ActionRefused(name, target, exc.code().name, exc.details() or ""))
 
     def _forget(self, request_id: str, orphans: dict[str, int]) -> None:
         self._held.pop(request_id, None)
+        self._deciding.pop(request_id, None)
         orphans.pop(request_id, None)
 
     # -- supervisor --------------------------------------------------------------
