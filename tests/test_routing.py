@@ -104,7 +104,8 @@ async def test_an_edge_amount_stored_one_band_up_is_still_taken(server: RunningS
     old_lane = store.keys.lane(record.submission.priority, "CASH_DEPOSIT", 2)
     key = store.keys.request("moved-0001")
     lane, score = await store.client.hmget(key, ["ln", "sc"])
-    assert lane is not None and score is not None
+    assert lane is not None
+    assert score is not None
     async with store.client.pipeline(transaction=True) as pipe:
         pipe.zrem(lane, "moved-0001")
         pipe.srem(store.keys.lanes, lane)
