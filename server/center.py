@@ -265,13 +265,14 @@ class Center:
         image, data = await upload.finish(self.blobs)
         # Recorded only after the bytes are fsynced: a submit that finds the record
         # finds the bytes.
-        await self.store.record_blob(image)
+        verdict = await self.store.record_blob(image)
         if not await self.blobs.exists(image.sha256):
             # The blob GC removed identical bytes between our write (skipped: the file
             # was there) and the record; the record is fresh now, so write them again.
             await self.blobs.put(image.sha256, data)
         if self.images is not None:
-            self.images.schedule(image.sha256, data)  # after the ack, never before it
+            # After the ack, never before it.
+            self.images.schedule(image.sha256, data, verdict)
         return image
 
     async def _resolve(

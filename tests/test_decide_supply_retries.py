@@ -186,7 +186,7 @@ async def _with_unchecked_bad_front(
     image's sha256."""
     center = server.runtime.center
     assert center.images is not None
-    monkeypatch.setattr(center.images, "schedule", lambda sha256, data: None)
+    monkeypatch.setattr(center.images, "schedule", lambda sha256, data, stored: None)
     ref = await teller.upload_image("ID_FRONT", corrupt_scan(standard_images()[0][1]))
     message = request(with_images=False)
     message.images.append(cpb.ImageRef(kind=kind_value("ID_FRONT"), sha256=ref.sha256))

@@ -67,7 +67,7 @@ async def test_a_check_that_cannot_read_the_store_is_logged_once_and_retrieved(
     sha = wire.sha256_hex(data)
     try:
         with caplog.at_level(logging.INFO, logger="server.images.checker"):
-            checker.schedule(sha, data)
+            checker.schedule(sha, data, None)
             await _settled(checker, unretrieved)
     finally:
         await checker.stop()
@@ -92,7 +92,7 @@ async def test_a_verdict_the_store_refuses_is_not_kept_and_is_checked_again(
     await redis_client.config_set("min-replicas-to-write", 1)
     try:
         with caplog.at_level(logging.INFO, logger="server.images.checker"):
-            checker.schedule(sha, data)
+            checker.schedule(sha, data, None)
             await _settled(checker, unretrieved)
         assert [c.get("message") for c in unretrieved] == []
         said = [r for r in caplog.records if sha[:12] in r.getMessage()]

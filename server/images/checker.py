@@ -9,9 +9,9 @@ renditions exist (server/images/views.py finds them). Images are content-address
 so a verdict never changes: it is also kept in a bounded in-process cache, and an
 image uploaded twice is checked once. Only while its record lives, though: the blob
 GC (server/archive/blob_gc.py, usually in the archive's process, out of this cache's
-reach) removes an unused image's bytes, renditions and hash, so each upload looks its
-verdict up in Redis again (one HGET), and the same bytes uploaded after the GC are
-checked and rendered again.
+reach) removes an unused image's bytes, renditions and hash, so each upload hands in
+the verdict stored with its record (read in the same round trip that writes it), and
+the same bytes uploaded after the GC are checked and rendered again.
 
 ``verdict()`` is what the dispatch gate (server/images/gate.py) awaits: a check
 already running, a stored verdict, or (after a restart, or for an upload another
@@ -127,13 +127,17 @@ class ImageChecker:
 
     # -- starting checks -------------------------------------------------------------
 
-    def schedule(self, sha256: str, data: bytes) -> None:
-        """Starts the check of a fresh upload unless one is coming. A verdict this
-        process holds is not enough: the check reads the stored one (the blob GC may
-        have removed it, and the renditions with it, since)."""
-        if sha256 in self._running:
+    def schedule(self, sha256: str, data: bytes, stored: str | None) -> None:
+        """Starts the check of a fresh upload unless one is coming. ``stored``: the
+        verdict stored for it, read with its record (QueueStore.record_blob). None when
+        never checked, or when the blob GC removed it (and the renditions with it)
+        since: then a verdict this process holds no longer holds either."""
+        if stored is not None:
+            self._remember(sha256, stored)
             return
-        self._launch(sha256, data)
+        self._known.pop(sha256, None)
+        if sha256 not in self._running:
+            self._launch(sha256, data)
 
     async def verdict(self, sha256: str) -> str:
         """ "OK" or the fault; waits for a running check or runs one now."""
@@ -188,9 +192,6 @@ class ImageChecker:
         stored = await self.client.hget(self.keys.blob(sha256), "ck")
         if stored is not None:
             return self._remember(sha256, as_text(stored))
-        # Collected since (or never checked): what was held here no longer holds, also
-        # if this check cannot finish.
-        self._known.pop(sha256, None)
         if data is None:
             try:
                 data = await self.blobs.get(sha256)

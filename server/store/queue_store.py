@@ -527,12 +527,16 @@ class QueueStore(QueueReads):
 
     # -- images --------------------------------------------------------------------
 
-    async def record_blob(self, image: Image) -> None:
-        """Notes that an image's bytes are stored: size and content type."""
-        await self.client.hset(
-            self.keys.blob(image.sha256),
-            mapping={"sz": image.size_bytes, "ct": image.content_type},
-        )
+    async def record_blob(self, image: Image) -> str | None:
+        """Notes that an image's bytes are stored: size and content type. Returns the
+        verdict of its full check stored there, if any (server/images/checker.py), read
+        in the same round trip."""
+        key = self.keys.blob(image.sha256)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={"sz": image.size_bytes, "ct": image.content_type})
+            pipe.hget(key, "ck")
+            _, verdict = await pipe.execute()
+        return None if verdict is None else as_text(verdict)
 
     async def blob_meta(self, hashes: Sequence[str]) -> list[tuple[int, str] | None]:
         if not hashes:
