@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 from authq.channel import ClientTLS, SessionCallError
+from authq.exits import local_reason
 from authq.login import password_change_needed
 from authq.refusals import reason_of, refusal_of
 from authq.render import state_name
@@ -101,12 +102,6 @@ def _state_named(exc: grpc.aio.AioRpcError) -> str:
     """The item's state a refusal names (ILLEGAL_TRANSITION says it), else ""."""
     refusal = refusal_of(exc)
     return refusal.metadata.get("state", "") if refusal is not None else ""
-
-
-def _tls_unreadable(exc: OSError) -> str:
-    if exc.filename:
-        return f"TLS: {exc.filename}: {exc.strerror}"
-    return f"TLS: {exc}"
 
 
 class Worker:
@@ -211,7 +206,7 @@ class Worker:
             try:
                 client = AuthorizerClient(self.target, self.user_id, self.password, tls=self.tls)
             except OSError as exc:  # opening the channel reads the TLS files
-                self.post(LoginFailed(_tls_unreadable(exc)))
+                self.post(LoginFailed(f"TLS: {local_reason(exc)}"))
                 return
             reason = "the server closed the connection"
             try:

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 from authq import catalog
-from authq.exits import Interrupted, broken_pipe, interrupted
+from authq.exits import Interrupted, broken_pipe, interrupted, local_reason
 from authq.hours_cli import add_hours_commands, hours_command
 from authq.image_cli import add_image_command, save_image
 from authq.login import (
@@ -375,13 +375,6 @@ def demo_images(directory: Path) -> int:
     except OSError as exc:
         raise UsageError(f"demo-images: {local_reason(exc)}") from None
     return 0
-
-
-def local_reason(exc: OSError) -> str:
-    """An OSError in one line: the file it names, and why."""
-    if exc.filename is None:
-        return exc.strerror or str(exc)
-    return f"{exc.filename}: {exc.strerror or exc}"
 
 
 async def run(args: argparse.Namespace) -> int:

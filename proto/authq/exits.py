@@ -1,5 +1,6 @@
-"""How the command lines end when the person or the pipe stops them: one line, no
-traceback. Imports nothing heavy: the command lines use it before grpc is loaded."""
+"""How the command lines end when the person or the pipe stops them, or a local file
+fails them: one line, no traceback. Imports nothing heavy: the command lines use it
+before grpc is loaded."""
 
 from __future__ import annotations
 
@@ -42,3 +43,10 @@ def broken_pipe() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return EXIT_BROKEN_PIPE
+
+
+def local_reason(exc: OSError) -> str:
+    """An OSError in one line: the file it names, and why."""
+    if exc.filename is None:
+        return exc.strerror or str(exc)
+    return f"{exc.filename}: {exc.strerror or exc}"

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from authq.channel import DEFAULT_PORT, DEFAULT_TARGET, AuthenticatedClient, ClientTLS
+from authq.exits import local_reason
 from authq.refusals import reason_of
 
 C = TypeVar("C", bound=AuthenticatedClient)
@@ -137,7 +138,7 @@ def tls_options(args: argparse.Namespace) -> ClientTLS | None:
         try:
             tls.credentials()
         except OSError as exc:
-            raise LoginNeeded(f"TLS: {exc.filename}: {exc.strerror}") from None
+            raise LoginNeeded(f"TLS: {local_reason(exc)}") from None
     return tls
 
 
