@@ -6,15 +6,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authq import wire
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 
-from server.domain.records import Submission
+from server.domain.records import Image, Submission
 from teller_client import synthetic
 from teller_client.client import kind_value, new_request
+
+if TYPE_CHECKING:
+    from tests.conftest import RunningServer
 
 # What most business types require (R3): the test servers hold these captures from
 # the start (conftest), so a request can reference them without uploading.
@@ -53,6 +56,26 @@ def request(
     if with_images:
         message.images.extend(standard_refs())
     return message
+
+
+def request_with_front(sha256: str) -> tpb.SubmitRequest:
+    """The standard request with the image ``sha256`` in place of its ID_FRONT (now
+    the last of its images, images[2])."""
+    message = request()
+    del message.images[0]  # the standard ID_FRONT
+    message.images.append(cpb.ImageRef(kind=kind_value("ID_FRONT"), sha256=sha256))
+    return message
+
+
+async def store_unchecked(
+    server: RunningServer, data: bytes, content_type: str = "image/jpeg"
+) -> str:
+    """An ID_FRONT upload whose check never ran (taken by a process that then
+    stopped): its bytes and record, no verdict. Returns its sha256."""
+    sha = wire.sha256_hex(data)
+    await server.runtime.center.blobs.put(sha, data)
+    await server.runtime.store.record_blob(Image("ID_FRONT", sha, len(data), content_type))
+    return sha
 
 
 def store_submission(request_id: str, memo: str = "") -> Submission:

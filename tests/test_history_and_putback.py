@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-from authq import wire
 from authq.refusals import Refusal, refusal_of
 from authq.v1 import common_pb2 as cpb
 
@@ -20,11 +19,10 @@ from server.accounts.model import Role
 from server.api import authorizer as authorizer_api
 from server.archive.layout import day_dir, parse_day
 from server.dispatch import NOT_MADE, Waiter
-from server.domain.records import Image as ImageRecord
 from server.store.queue_store import Claim
-from teller_client.client import TellerClient, kind_value
+from teller_client.client import TellerClient
 from tests.conftest import PASSWORD, RunningServer, StartServer
-from tests.helpers import images, request, standard_images
+from tests.helpers import images, request, request_with_front, standard_images, store_unchecked
 from tests.test_archive import FAST, archive_root, archived
 from tests.test_image_pipeline import corrupt_scan
 
@@ -182,17 +180,11 @@ async def test_an_authorizers_hand_back_still_ends_the_right_to_withdraw(
 async def test_a_request_the_image_check_sent_back_can_be_withdrawn_once_supplied(
     server: RunningServer,
 ) -> None:
-    bad = corrupt_scan(standard_images()[0][1])
-    bad_sha = wire.sha256_hex(bad)
-    # Stored but never checked (taken by a process that then stopped): the gate checks
-    # it at the first claim and sends the request back.
-    await server.runtime.center.blobs.put(bad_sha, bad)
-    await server.runtime.store.record_blob(ImageRecord("ID_FRONT", bad_sha, len(bad), "image/jpeg"))
+    # Stored but never checked: the gate checks it at the first claim and sends the
+    # request back.
+    bad_sha = await store_unchecked(server, corrupt_scan(standard_images()[0][1]))
     async with server.teller() as teller, server.authorizer() as authorizer:
-        message = request()
-        del message.images[0]
-        message.images.append(cpb.ImageRef(kind=kind_value("ID_FRONT"), sha256=bad_sha))
-        rid = (await teller.submit(message)).request.request_id
+        rid = (await teller.submit(request_with_front(bad_sha))).request.request_id
         good_id = (await teller.submit(request())).request.request_id
         assert (await authorizer.next(timeout=10)).request.request_id == good_id
         sent_back = (await teller.get(rid)).history[-1]

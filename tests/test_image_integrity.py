@@ -15,18 +15,16 @@ import zlib
 
 import grpc
 import pytest
-from authq import wire
 from authq.refusals import FieldViolation, Refusal, refusal_of
 from authq.v1 import common_pb2 as cpb
 from PIL import Image
 
-from server.domain.records import Image as ImageRecord
 from server.images.checker import OK
 from server.images.probe import TIFF_JPEG_REFUSED, probe_image
 from server.images.renditions import THUMBNAIL_SIDE, check_and_render
 from teller_client.client import kind_value
 from tests.conftest import RunningServer
-from tests.helpers import images, request
+from tests.helpers import images, request, request_with_front, store_unchecked
 
 
 def _png(size: tuple[int, int] = (400, 300), mode: str = "RGB") -> bytes:
@@ -131,9 +129,7 @@ async def test_a_damaged_png_is_acknowledged_then_refused_at_submit(
         assert checker is not None
         verdict = await checker.verdict(ref.sha256)
         assert verdict == "damaged PNG: CRC mismatch in chunk b'IDAT' at byte 33"
-        message = request()
-        del message.images[0]  # the good ID_FRONT
-        message.images.append(cpb.ImageRef(kind=kind_value("ID_FRONT"), sha256=ref.sha256))
+        message = request_with_front(ref.sha256)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await teller.submit(message)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -148,16 +144,9 @@ async def test_a_damaged_png_is_acknowledged_then_refused_at_submit(
 async def test_a_damaged_png_stored_unchecked_goes_back_to_the_teller(
     server: RunningServer,
 ) -> None:
-    bad = _with_damaged_idat(_png())
-    sha = wire.sha256_hex(bad)
-    # An upload whose check never ran (taken by a process that then stopped).
-    await server.runtime.center.blobs.put(sha, bad)
-    await server.runtime.store.record_blob(ImageRecord("ID_FRONT", sha, len(bad), "image/png"))
+    sha = await store_unchecked(server, _with_damaged_idat(_png()), "image/png")
     async with server.teller() as teller, server.authorizer() as authorizer:
-        message = request()
-        del message.images[0]
-        message.images.append(cpb.ImageRef(kind=kind_value("ID_FRONT"), sha256=sha))
-        bad_id = (await teller.submit(message)).request.request_id
+        bad_id = (await teller.submit(request_with_front(sha))).request.request_id
         good_id = (await teller.submit(request())).request.request_id
         assert (await authorizer.next(timeout=10)).request.request_id == good_id
         view = await teller.get(bad_id)

@@ -11,17 +11,15 @@ import random
 
 import grpc
 import pytest
-from authq import wire
 from authq.v1 import common_pb2 as cpb
 from PIL import Image, ImageDraw
 
-from server.domain.records import Image as ImageRecord
 from server.images.checker import OK
 from server.images.probe import probe_image
 from server.images.renditions import PREVIEW_SIDE, THUMBNAIL_SIDE, check_and_render
 from teller_client.client import kind_value
 from tests.conftest import RunningServer
-from tests.helpers import images, request, standard_images
+from tests.helpers import images, request, request_with_front, standard_images, store_unchecked
 
 _GPS_IFD = 0x8825
 _MAKE, _MODEL, _ORIENTATION = 0x010F, 0x0110, 0x0112
@@ -148,9 +146,7 @@ async def test_submit_refuses_an_image_whose_check_failed(server: RunningServer)
         center = server.runtime.center
         assert center.images is not None
         assert (await center.images.verdict(ref.sha256)).startswith("damaged JPEG")
-        message = request()
-        del message.images[0]  # the good ID_FRONT
-        message.images.append(cpb.ImageRef(kind=kind_value("ID_FRONT"), sha256=ref.sha256))
+        message = request_with_front(ref.sha256)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await teller.submit(message)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -160,27 +156,13 @@ async def test_submit_refuses_an_image_whose_check_failed(server: RunningServer)
     assert "Corrupt JPEG data" in details
 
 
-async def _store_unchecked(server: RunningServer, kind: str, data: bytes) -> str:
-    """An upload whose check never ran (taken by a process that then stopped)."""
-    sha = wire.sha256_hex(data)
-    await server.runtime.center.blobs.put(sha, data)
-    await server.runtime.store.record_blob(ImageRecord(kind, sha, len(data), "image/jpeg"))
-    return sha
-
-
-def _with_bad_front(sha: str) -> cpb.ImageRef:
-    return cpb.ImageRef(kind=kind_value("ID_FRONT"), sha256=sha)
-
-
 @pytest.mark.parametrize("via_session", [False, True])
 async def test_a_bad_image_goes_back_to_the_teller_and_is_never_offered(
     server: RunningServer, via_session: bool
 ) -> None:
-    bad_sha = await _store_unchecked(server, "ID_FRONT", corrupt_scan(standard_images()[0][1]))
+    bad_sha = await store_unchecked(server, corrupt_scan(standard_images()[0][1]))
     async with server.teller() as teller, server.authorizer() as authorizer:
-        bad = request()
-        del bad.images[0]
-        bad.images.append(_with_bad_front(bad_sha))
+        bad = request_with_front(bad_sha)
         bad_id = (await teller.submit(bad)).request.request_id
         good_id = (await teller.submit(request())).request.request_id
         # The bad one waits first; the authorizer is offered the good one.
@@ -206,11 +188,9 @@ async def test_a_bad_image_goes_back_to_the_teller_and_is_never_offered(
 
 
 async def test_a_supplied_image_replaces_the_bad_one(server: RunningServer) -> None:
-    bad_sha = await _store_unchecked(server, "ID_FRONT", corrupt_scan(standard_images()[0][1]))
+    bad_sha = await store_unchecked(server, corrupt_scan(standard_images()[0][1]))
     async with server.teller() as teller, server.authorizer() as authorizer:
-        bad = request()
-        del bad.images[0]
-        bad.images.append(_with_bad_front(bad_sha))
+        bad = request_with_front(bad_sha)
         rid = (await teller.submit(bad)).request.request_id
         good_id = (await teller.submit(request())).request.request_id
         assert (await authorizer.next(timeout=10)).request.request_id == good_id
@@ -223,7 +203,7 @@ async def test_a_check_still_running_holds_up_only_its_own_offer(server: Running
     checker = server.runtime.center.images
     assert checker is not None
     ((_kind, data),) = images("ID_FRONT", seed=5)
-    slow_sha = await _store_unchecked(server, "ID_FRONT", data)
+    slow_sha = await store_unchecked(server, data)
     release = asyncio.Event()
     verdict = checker.verdict
 
@@ -234,9 +214,7 @@ async def test_a_check_still_running_holds_up_only_its_own_offer(server: Running
 
     checker.verdict = slow_verdict  # type: ignore[method-assign]
     async with server.teller() as teller:
-        slow = request()
-        del slow.images[0]
-        slow.images.append(_with_bad_front(slow_sha))
+        slow = request_with_front(slow_sha)
         slow_id = (await teller.submit(slow)).request.request_id
         quick_id = (await teller.submit(request())).request.request_id
     dispatcher = server.runtime.dispatcher
