@@ -67,6 +67,14 @@ def request_with_front(sha256: str) -> tpb.SubmitRequest:
     return message
 
 
+def corrupt_scan(data: bytes) -> bytes:
+    """Half of the JPEG scan data lost in the middle; header and end marker kept, so the
+    structural probe before the upload's ack passes it and only the full check fails it."""
+    sos = data.find(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    return data[: start + (len(data) - start) // 2] + b"\xff\xd9"
+
+
 async def store_unchecked(
     server: RunningServer, data: bytes, content_type: str = "image/jpeg"
 ) -> str:

@@ -21,7 +21,7 @@ from server.domain.states import State
 from server.store.audit import OUTCOME_OK, OUTCOME_REPEAT
 from teller_client.client import TellerClient, kind_value
 from tests.conftest import RunningServer
-from tests.helpers import images, request, standard_images
+from tests.helpers import corrupt_scan, images, request, standard_images
 
 KINDS_ONLY_WHEN_ASKING = (
     "requested_kinds: only a request for images (ASK_SUPPLEMENT) names image kinds"
@@ -168,14 +168,6 @@ async def test_a_supply_of_other_images_or_by_another_teller_after_the_supply_is
 
 
 # -- Submit: a retry after its image failed the full check ----------------------------
-
-
-def corrupt_scan(data: bytes) -> bytes:
-    """Half of the JPEG scan data lost; header and end marker kept, so the structural
-    probe before the upload's ack passes it and only the full check fails it."""
-    sos = data.find(b"\xff\xda")
-    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
-    return data[: start + (len(data) - start) // 2] + b"\xff\xd9"
 
 
 async def _with_unchecked_bad_front(

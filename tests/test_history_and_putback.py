@@ -22,9 +22,15 @@ from server.dispatch import NOT_MADE, Waiter
 from server.store.queue_store import Claim
 from teller_client.client import TellerClient
 from tests.conftest import PASSWORD, RunningServer, StartServer
-from tests.helpers import images, request, request_with_front, standard_images, store_unchecked
+from tests.helpers import (
+    corrupt_scan,
+    images,
+    request,
+    request_with_front,
+    standard_images,
+    store_unchecked,
+)
 from tests.test_archive import FAST, archive_root, archived
-from tests.test_image_pipeline import corrupt_scan
 
 AT_THRESHOLD = 50_000_000  # CNY 500,000.00 in fen: on-site review first (R2)
 R4 = "R4: review has started, a request can only be withdrawn before that"

@@ -19,7 +19,14 @@ from server.images.probe import probe_image
 from server.images.renditions import PREVIEW_SIDE, THUMBNAIL_SIDE, check_and_render
 from teller_client.client import kind_value
 from tests.conftest import RunningServer
-from tests.helpers import images, request, request_with_front, standard_images, store_unchecked
+from tests.helpers import (
+    corrupt_scan,
+    images,
+    request,
+    request_with_front,
+    standard_images,
+    store_unchecked,
+)
 
 _GPS_IFD = 0x8825
 _MAKE, _MODEL, _ORIENTATION = 0x010F, 0x0110, 0x0112
@@ -38,14 +45,6 @@ def phone_capture(size: tuple[int, int] = (2400, 1800)) -> bytes:
     out = io.BytesIO()
     img.save(out, "JPEG", quality=90, exif=exif)
     return out.getvalue()
-
-
-def corrupt_scan(data: bytes) -> bytes:
-    """Half of the scan data lost in the middle; header and end-of-image kept, so the
-    structural probe cannot tell."""
-    sos = data.find(b"\xff\xda")
-    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
-    return data[: start + (len(data) - start) // 2] + b"\xff\xd9"
 
 
 def test_renditions_are_upright_small_and_bare() -> None:
