@@ -67,6 +67,7 @@ from server.store.moves import MoveStore
 from server.store.queue_store import QueueConfig, QueueStore
 from server.store.redis_pipe import shown_url
 from server.store.redis_requirements import DurabilityWatch, check_at_start
+from server.store.waiting_since import index_waiting_since
 from server.tls import check_listen, server_credentials, tls_enabled
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ class Runtime:
             events_maxlen=settings.events_maxlen,
         )
         store = QueueStore(client, keys, queue_config)
+        await index_waiting_since(client, keys)
         archive_dir = settings.archive_dir or settings.data_dir / "archive"
         audit = AuditLog(
             client,

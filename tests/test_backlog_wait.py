@@ -20,6 +20,7 @@ from server.metrics.queue_sampler import QueueSampler
 from server.queue_watch import overview_to_pb
 from server.store.queue_reads import LaneDepth
 from server.store.redis_pipe import ReplyLost
+from server.store.waiting_since import index_waiting_since
 from teller_client.client import TellerClient
 from tests.conftest import PASSWORD, RunningServer, StartServer
 from tests.helpers import images, request
@@ -46,13 +47,19 @@ async def _quiet_monitor(start_server: StartServer, **overrides: object) -> Runn
 
 
 async def _set_back(server: RunningServer, request_id: str, *fields: str) -> None:
-    """Moves the record's times an hour back: it was submitted (and queued) an hour ago."""
-    key = server.runtime.store.keys.request(request_id)
-    values = await server.runtime.store.client.hmget(key, list(fields))
+    """Moves the record's times an hour back: it was submitted (and queued) an hour ago.
+    A waiting item's entry in its class's waiting-since set moves with its enq."""
+    store = server.runtime.store
+    key = store.keys.request(request_id)
+    values = await store.client.hmget(key, list(fields))
     assert None not in values
-    await server.runtime.store.client.hset(
-        key, mapping={f: int(v or 0) - HOUR_MS for f, v in zip(fields, values, strict=True)}
-    )
+    moved = {f: int(v or 0) - HOUR_MS for f, v in zip(fields, values, strict=True)}
+    await store.client.hset(key, mapping={field: at for field, at in moved.items()})
+    if "enq" in moved:
+        priority = (await store.get(request_id)).submission.priority
+        await store.client.zadd(
+            store.keys.waiting_since(priority), {request_id: moved["enq"]}, xx=True
+        )
 
 
 async def _head(server: RunningServer, request_id: str) -> LaneDepth:
@@ -151,12 +158,16 @@ async def test_a_claim_handed_back_keeps_its_wait_and_declares(
 async def test_a_record_from_before_the_queued_time_counts_from_its_submission(
     start_server: StartServer,
 ) -> None:
+    """Stored before enq and the waiting-since sets: indexed at start, at its submission."""
     server = await _quiet_monitor(start_server)
     async with server.teller() as teller:
         rid = (await teller.submit(request())).request.request_id
     store = server.runtime.store
+    priority = (await store.get(rid)).submission.priority
     await store.client.hdel(store.keys.request(rid), "enq")
+    await store.client.delete(store.keys.waiting_since(priority), store.keys.waiting_since_built)
     await _set_back(server, rid, "sub")
+    assert await index_waiting_since(store.client, store.keys) == 1
     lane = await _head(server, rid)
     assert lane.oldest_submitted_ms == (await store.get(rid)).submitted_ms
 

@@ -49,13 +49,28 @@ local function lane_index(lane)
   return string.match(lane, '^(.*):lane:') .. ':lanes'
 end
 
-local function enqueue(lane, score, id)
+-- Beside its lane, a waiting item is in its class's set ordered by when it joined the
+-- queue (enq), where the overview and the backlog read the oldest wait: a lane's head
+-- is the first to be offered, not the longest waiting (server/store/keys.py
+-- Keys.waiting_since).
+local function since_key(lane)
+  local prefix, class = string.match(lane, '^(.*):lane:(i%du%d):')
+  return prefix .. ':since:' .. class
+end
+
+-- enq: when it joined the queue (ms); nil for an item that waits already and only
+-- changes its place (a confirmed move).
+local function enqueue(lane, score, id, enq)
   redis.call('ZADD', lane, score, id)
   redis.call('SADD', lane_index(lane), lane)
+  if enq then
+    redis.call('ZADD', since_key(lane), enq, id)
+  end
 end
 
 local function dequeue(lane, id)
   redis.call('ZREM', lane, id)
+  redis.call('ZREM', since_key(lane), id)
   if redis.call('ZCARD', lane) == 0 then
     redis.call('SREM', lane_index(lane), lane)
   end

@@ -53,7 +53,7 @@ for _, lane in ipairs(redis.call('SMEMBERS', KEYS[6])) do
   end
 end
 target = target - 1
-enqueue(cur[3], fmt(target), ARGV[1])
+enqueue(cur[3], fmt(target), ARGV[1])  -- its wait goes on: enq and its since entry stay
 redis.call('HSET', KEYS[1], 'sc', fmt(target))
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('DEL', KEYS[3])

@@ -17,7 +17,8 @@
 -- Audited (R15): the staging stream and the action's packed record come after
 -- the keys and arguments above (take_audit, _lib.lua).
 local audit = take_audit()
-local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'lu', 'sc', 'ln', 'br', 'prv')
+local cur = redis.call('HMGET', KEYS[1], 'st', 'tok', 'h', 'lu', 'sc', 'ln', 'br', 'prv', 'enq',
+  'sub')
 if not cur[1] then
   return {'NOTFOUND'}
 end
@@ -43,7 +44,9 @@ if ARGV[2] == 'put_back' and cur[8] then
   redis.call('HSET', KEYS[1], 'rv', cur[8])
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
-enqueue(cur[6], cur[5], ARGV[1])
+-- It waited already: its wait goes on from when it joined (enq; sub for a record from
+-- before enq), at its old place.
+enqueue(cur[6], cur[5], ARGV[1], cur[9] or cur[10])
 redis.call('HINCRBY', KEYS[6], cur[7], 1)
 count_move(KEYS[5], 'CLAIMED', 'QUEUED')
 record(KEYS[2], KEYS[4], ARGV[6],

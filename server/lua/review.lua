@@ -33,7 +33,7 @@ if ARGV[4] == 'CONFIRM' then
   state, event = 'QUEUED', 'ONSITE_CONFIRMED'
   -- It joins the queue now: the wait for the reviewer is not the queue's (R8 backlog).
   redis.call('HSET', KEYS[1], 'enq', fmt(now_ms))
-  enqueue(cur[5], cur[4], ARGV[1])
+  enqueue(cur[5], cur[4], ARGV[1], now_ms)
   redis.call('HINCRBY', KEYS[5], cur[2], 1)
 end
 redis.call('HSET', KEYS[1], 'st', state, 'rvw', ARGV[2])

@@ -51,7 +51,7 @@ redis.call('HSET', KEYS[1], 'st', state, 'v', 1, 'd', ARGV[3], 'fp', ARGV[2],
 if state == 'QUEUED' then
   -- enq: when it joined the queue, which the backlog's oldest wait counts from (R8)
   redis.call('HSET', KEYS[1], 'enq', fmt(now_ms))
-  enqueue(KEYS[2], score, ARGV[1])
+  enqueue(KEYS[2], score, ARGV[1], now_ms)
   redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 else
   redis.call('ZADD', KEYS[6], now_ms, ARGV[1])

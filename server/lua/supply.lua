@@ -31,7 +31,7 @@ local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 -- enq: it joins the queue again now; the wait for the teller is not the queue's (R8
 -- backlog), though its score keeps its place.
 redis.call('HSET', KEYS[1], 'st', 'QUEUED', 'sx', ARGV[3], 'enq', fmt(now_ms))
-enqueue(cur[4], cur[3], ARGV[1])
+enqueue(cur[4], cur[3], ARGV[1], now_ms)
 redis.call('HINCRBY', KEYS[5], cur[5], 1)
 count_move(KEYS[4], 'NEEDS_SUPPLEMENT', 'QUEUED')
 record(KEYS[2], KEYS[3], ARGV[6],

@@ -148,14 +148,14 @@ class ServerMetrics:
         )
         self.queue_head_wait = Gauge(
             "authq_queue_head_wait_seconds",
-            "How long the request at the head of each lane has waited since it was "
-            "submitted (0 for an empty lane).",
+            "How long the longest-waiting request of each priority lane has waited since "
+            "it joined the queue (0 for an empty lane).",
             PRIORITY_LABELS,
             registry=r,
         )
         self.queue_oldest_wait = Gauge(
             "authq_queue_oldest_wait_seconds",
-            "The longest wait among the lane heads: the oldest waiting request.",
+            "How long the longest-waiting request has waited since it joined the queue.",
             registry=r,
         )
         self.requests_by_state = Gauge(

@@ -36,6 +36,19 @@ class Keys:
         lane's own (see lane_index in server/lua/_lib.lua): keep the two in step."""
         return f"{self.prefix}:lanes"
 
+    def waiting_since(self, priority: PriorityClass) -> str:
+        """The class's waiting items by when each joined the queue (field enq): where the
+        oldest wait is read. A lane is ordered by score, and a supplied, confirmed or
+        moved item heads it with a later enq than items behind it. The scripts derive
+        this name from a lane's own (since_key in server/lua/_lib.lua)."""
+        return f"{self.prefix}:since:{priority.lane}"
+
+    @property
+    def waiting_since_built(self) -> str:
+        """Set once every item waiting from before the waiting-since sets existed is in
+        its set (QueueStore.index_waiting_since)."""
+        return f"{self.prefix}:since-built"
+
     @property
     def audit_staged(self) -> str:
         """Audit records staged by the scripts that did the actions, not chained yet

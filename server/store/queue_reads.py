@@ -23,11 +23,13 @@ from server.store.keys import Keys
 class LaneDepth:
     priority: PriorityClass
     waiting: int
-    # When the oldest head of the class's lanes joined the queue (field enq, set by
-    # submit, review and supply; a claim handed back or lapsed keeps it, as the item
-    # waited already), or for a record from before enq its submission: time awaiting an
-    # on-site reviewer or a supplement is not the queue's, so it must not count toward
-    # the backlog (R8), the overview's oldest wait or the oldest-wait metric.
+    # When the class's longest-waiting item joined the queue (field enq, set by submit,
+    # review and supply; a claim handed back or lapsed keeps it, as the item waited
+    # already), or for a record from before enq its submission: time awaiting an on-site
+    # reviewer or a supplement is not the queue's, so it must not count toward the
+    # backlog (R8), the overview's oldest wait or the oldest-wait metric. Read from the
+    # class's waiting-since set (Keys.waiting_since), not the lane heads: the head is
+    # the next offered, which a supplied or moved item can be while older ones wait.
     oldest_submitted_ms: int | None
     oldest_request_id: str | None
 
@@ -95,40 +97,29 @@ class QueueReads:
 
     async def overview(self) -> Overview:
         """Waiting items per priority class, summed over the business types and amount
-        bands of each class."""
+        bands of each class, and the item of each class that has waited longest."""
         lanes = await self.lanes()
+        classes = all_classes()
         async with self.client.pipeline(transaction=True) as pipe:
             for lane in lanes:
                 pipe.zcard(lane)
-                pipe.zrange(lane, 0, 0)
+            for priority in classes:
+                pipe.zrange(self.keys.waiting_since(priority), 0, 0, withscores=True)
             pipe.hgetall(self.keys.counts)
             pipe.hgetall(self.keys.waiting_by_branch)
             pipe.time()
             replies = await pipe.execute()
-        heads = [
-            as_text(replies[2 * i + 1][0]) if replies[2 * i + 1] else "" for i in range(len(lanes))
-        ]
-        submitted: dict[str, int] = {}
-        present = [head for head in heads if head]
-        if present:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for head in present:
-                    pipe.hmget(self.keys.request(head), ["enq", "sub"])
-                submitted = {
-                    head: int(enq or sub or 0)
-                    for head, (enq, sub) in zip(present, await pipe.execute(), strict=True)
-                }
-        waiting: dict[PriorityClass, int] = dict.fromkeys(all_classes(), 0)
-        oldest: dict[PriorityClass, tuple[int, str]] = {}
+        firsts = replies[len(lanes) : len(lanes) + len(classes)]
+        oldest: dict[PriorityClass, tuple[int, str]] = {
+            priority: (int(first[0][1]), as_text(first[0][0]))
+            for priority, first in zip(classes, firsts, strict=True)
+            if first
+        }
+        waiting: dict[PriorityClass, int] = dict.fromkeys(classes, 0)
         for i, lane in enumerate(lanes):
             name = LaneName.parse(lane)
-            if name is None:
-                continue
-            priority = PriorityClass(name.importance, name.urgency)
-            waiting[priority] += int(replies[2 * i])
-            head = heads[i]
-            if head and (priority not in oldest or submitted[head] < oldest[priority][0]):
-                oldest[priority] = (submitted[head], head)
+            if name is not None:
+                waiting[PriorityClass(name.importance, name.urgency)] += int(replies[i])
         depths = [
             LaneDepth(
                 priority,

@@ -35,6 +35,7 @@ REPEAT_SAFE = frozenset({
     "submit", "claim", "decide", "cancel", "supply", "renew", "authenticate", "logout",
     "audit_append", "audit_trim", "fallback_report", "move_sweep",
     "archive_claim", "archive_done", "archive_purge", "blob_gc", "session_open",
+    "waiting_since_index",
 })  # fmt: skip
 
 
