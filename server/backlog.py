@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 SYSTEM = Identity(user_id="system", origin="backlog-monitor")
 # How far back the decision rate looks.
 RATE_WINDOW_S = 300.0
-DECISION_EVENTS = frozenset({"APPROVED", "REJECTED", "SUPPLEMENT_REQUESTED"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +118,7 @@ class BacklogMonitor:
         return f"{self.keys.prefix}:backlog"
 
     def on_event(self, entry: HistoryEntry) -> None:
-        if entry.event in DECISION_EVENTS:
+        if entry.is_decision:
             self._decisions.append(time.monotonic())
 
     def decision_rate(self) -> float:

@@ -45,7 +45,6 @@ MINUTES_KEPT = 30
 # Requests whose queue entry time is remembered for the wait figures; past this the
 # oldest are forgotten (their claim then simply adds no sample).
 ENTRIES_KEPT = 200_000
-DECISION_EVENTS = frozenset({"APPROVED", "REJECTED", "SUPPLEMENT_REQUESTED"})
 
 
 def percentile(sorted_values: list[int], fraction: float) -> int:
@@ -87,7 +86,7 @@ class RecentActivity:
         entered = self._entered.pop(entry.request_id, None)
         if entry.event == "CLAIMED" and entered is not None:
             self._claims.append((entry.at_ms, max(0, entry.at_ms - entered)))
-        if entry.event in DECISION_EVENTS:
+        if entry.is_decision:
             self._decisions.append(entry.at_ms)
         self._trim(entry.at_ms)
 

@@ -1,10 +1,11 @@
 """The oldest wait is the wait of the item that joined the queue earliest, whichever
 item heads its lane: a supplied request and a moved one head their lane with a later
 join time than items behind them. Items waiting from before the waiting-since sets
-existed are indexed once at start."""
+existed are indexed once at start. And the image check's send-back is no decision."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from server.domain.priority import PriorityClass
@@ -13,8 +14,12 @@ from server.store.scripts import load_script
 from server.store.waiting_since import index_waiting_since
 from tests.conftest import RunningServer
 from tests.helpers import (
+    corrupt_scan,
     images,
     request,
+    request_with_front,
+    standard_images,
+    store_unchecked,
 )
 
 
@@ -103,6 +108,27 @@ async def test_the_index_skips_an_item_claimed_after_the_scan_listed_it(
     added = await script(keys=[lane], args=[store.keys.request_prefix, claimed, waiting])
     assert added == 1
     assert await _members(server, since) == [waiting]
+
+
+async def test_the_image_checks_send_back_is_not_a_decision(server: RunningServer) -> None:
+    bad_sha = await store_unchecked(server, corrupt_scan(standard_images()[0][1]))
+    async with server.teller() as teller, server.authorizer() as authorizer:
+        bad = (await teller.submit(request_with_front(bad_sha))).request.request_id
+        good = (await teller.submit(request())).request.request_id
+        offer = await authorizer.next(timeout=10)
+        assert offer.request.request_id == good
+        assert (await teller.get(bad)).history[-1].actor == "system"
+        snapshot = await server.runtime.watch.snapshot()
+        assert snapshot.decisions_last_minute == 0
+        assert server.runtime.backlog.decision_rate() == 0
+        # The authorizer's own request for images is one.
+        await authorizer.decide(
+            good, offer.lease.fencing_token, "ask", kinds=["CUSTOMER_PHOTO"], note="photo"
+        )
+        async with asyncio.timeout(10):
+            while (await server.runtime.watch.snapshot()).decisions_last_minute != 1:
+                await asyncio.sleep(0.01)
+    assert server.runtime.backlog.decision_rate() > 0
 
 
 async def test_every_way_out_of_the_queue_leaves_no_entry_behind(server: RunningServer) -> None:

@@ -124,6 +124,9 @@ class Submission:
         return hashlib.sha256(content).hexdigest()[:32]
 
 
+_DECISION_EVENTS = frozenset({"APPROVED", "REJECTED", "SUPPLEMENT_REQUESTED"})
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     request_id: str
@@ -136,6 +139,14 @@ class HistoryEntry:
     note: str = ""
     kinds: tuple[str, ...] = ()
     branch_id: str = ""
+
+    @property
+    def is_decision(self) -> bool:
+        """An authorizer's decision: approved, rejected or images asked for. The image
+        check's send-back (images asked for by 'system', server/images/gate.py) is not:
+        nobody decided, and counted it would raise the decision rate that the backlog
+        monitor and the supervisor's view estimate waits with."""
+        return self.event in _DECISION_EVENTS and self.actor != "system"
 
     @classmethod
     def unpack(cls, data: bytes) -> HistoryEntry:
