@@ -23,6 +23,7 @@ from server.domain import money
 from server.domain.reasons import NOTE_MAX_CHARS
 from server.domain.states import State
 from server.errors import InvalidArgument
+from server.store.emergencies import check_emergency_id
 from server.store.fallbacks import Cause, Fallback, OnsiteOutcome, ReportResult, ReportStatus
 
 # Records in one ReportFallbacks call.
@@ -147,6 +148,7 @@ def fallback_from_pb(record: tpb.FallbackRecord, where: str, now_ms: int) -> Fal
             raise InvalidArgument(f"{where}.emergency_id", "only an EMERGENCY fallback names one")
     else:
         _bounded(record.emergency_id, f"{where}.emergency_id", 32, required=True)
+        check_emergency_id(record.emergency_id.strip(), f"{where}.emergency_id")
         if status_code:
             raise InvalidArgument(f"{where}.status_code", "only an unreachable center has one")
     outcome = _OUTCOMES.get(record.onsite_outcome)

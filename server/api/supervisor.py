@@ -36,7 +36,7 @@ from server.errors import AuthqError, FailedPrecondition, InvalidArgument, NotFo
 from server.images.api import serve_image
 from server.queue_watch import QueueWatch, overview_to_pb
 from server.store.audit import AuditAction
-from server.store.emergencies import Emergency, EmergencyStore
+from server.store.emergencies import Emergency, EmergencyStore, check_emergency_id
 from server.store.fallbacks import MAX_LIST
 from server.store.moves import MoveLapsed, MoveStore, PendingMove
 from server.store.queue_store import QueueStore
@@ -158,6 +158,7 @@ class SupervisorServicer(supervisor_pb2_grpc.SupervisorServiceServicer):
                                        note=note[:MAX_EMERGENCY_TEXT]) as audit:  # fmt: skip
             if not emergency_id:
                 raise InvalidArgument("emergency_id", "name the emergency to end")
+            check_emergency_id(emergency_id)  # before it is part of a key name
             if len(note) > MAX_EMERGENCY_TEXT:  # refused, not cut: kept as it was said
                 raise InvalidArgument("note", f"at most {MAX_EMERGENCY_TEXT} characters")
             emergency = await self.emergencies.end(emergency_id, identity.user_id, note, audit)

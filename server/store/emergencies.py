@@ -1,21 +1,39 @@
 """Emergency periods (R8): declared and ended by supervisors, kept for the record
 (who, what, when, why) after they end. While one covers a branch, submit.lua answers
-its new submissions with a fallback instead of queueing them."""
+its new submissions with a fallback instead of queueing them.
+
+An emergency's id is what emergency_declare.lua makes it: ``E`` and a counter. An id
+from outside (a supervisor ending one, a branch citing one) is checked for that form
+before it becomes part of a key name, so that nothing else (spaces, ``:``, control
+characters, braces that would change a Redis Cluster hash tag) reaches one."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from server.errors import FailedPrecondition, NotFound
+from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import as_text, field_reader
 from server.store.scripts import load_script
 from server.store.staging import run_audited
+
+# 'E' .. INCR in emergency_declare.lua: a counter up to 2^63 has at most 19 digits.
+EMERGENCY_ID_RE = re.compile(r"E[0-9]{1,19}")
+
+
+def check_emergency_id(value: str, field: str = "emergency_id") -> str:
+    """``value`` if it is of the form the center gives an emergency's id."""
+    if not EMERGENCY_ID_RE.fullmatch(value):
+        raise InvalidArgument(
+            field, "must be E and 1-19 digits, as the center names an emergency (e.g. E12)"
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +88,8 @@ class EmergencyStore:
         return await self.get(emergency_id)
 
     async def get(self, emergency_id: str) -> Emergency:
+        if not EMERGENCY_ID_RE.fullmatch(emergency_id):  # no such id: no key built of it
+            raise NotFound(f"no emergency {emergency_id[:32]!r}")
         fields = await self.client.hgetall(self.keys.emergency(emergency_id))
         if not fields:
             raise NotFound(f"no emergency {emergency_id}")

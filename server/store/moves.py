@@ -35,6 +35,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from server.domain.states import State
 from server.errors import FailedPrecondition, IllegalTransition, NotFound, PermissionDenied
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
@@ -214,8 +215,11 @@ class MoveStore:
         )
 
     async def pending(self) -> list[PendingMove]:
-        """The moves awaiting confirmation, the earliest to lapse first (lapsed ones
-        not yet swept are left out)."""
+        """The moves that can be confirmed now, the earliest to lapse first: lapsed
+        ones not yet swept are left out, and so are those of requests not waiting.
+        Such a move stays pending until it lapses (claim, decide and cancel leave it
+        alone, off their hot paths), so that it is listed again should its request
+        wait again (a release, a supply) in time."""
         now_s, now_us = await self.client.time()
         now_ms = int(now_s) * 1000 + int(now_us) // 1000
         ahead = await self.client.zrangebyscore(self.index, f"({now_ms}", "+inf")
@@ -225,9 +229,16 @@ class MoveStore:
         async with self.client.pipeline(transaction=False) as pipe:
             for rid in ids:
                 pipe.hmget(self.keys.move(rid), ["rq", "rs", "cr", "ex"])
+                pipe.hget(self.keys.request(rid), "st")
             replies = await pipe.execute()
+        moves, states = replies[0::2], replies[1::2]
         return [
             PendingMove.from_reply(rid, fields)
-            for rid, fields in zip(ids, replies, strict=True)
-            if fields[0] is not None and int(fields[3]) > now_ms
+            for rid, fields, state in zip(ids, moves, states, strict=True)
+            if fields[0] is not None and int(fields[3]) > now_ms and _waiting(state)
         ]
+
+
+def _waiting(state: Any) -> bool:
+    """Only a waiting request can be moved (move_confirm.lua checks it again)."""
+    return state is not None and as_text(state) == State.QUEUED.value
