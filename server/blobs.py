@@ -2,12 +2,13 @@
 
 The default keeps files under ``<data_dir>/blobs/ab/cd/<sha256>``, written to a
 temporary name, fsynced and renamed, so a blob is either complete or absent and never
-half-visible. Renditions made from an original (server/images/renditions.py) live
-beside it as ``<sha256>.<name>.jpg``, written the same way. Several server processes
-may share the directory: names are content hashes (a rendition is a pure function of
-its original), writers use unique temporary names and renames are atomic. An
-S3-compatible store would implement the same protocol: one object per original and
-per rendition, keyed by the same names."""
+half-visible; then its directory is fsynced (and each directory made for it, in its
+parent), so an acknowledged blob survives a power cut. Renditions made from an
+original (server/images/renditions.py) live beside it as ``<sha256>.<name>.jpg``,
+written the same way. Several server processes may share the directory: names are
+content hashes (a rendition is a pure function of its original), writers use unique
+temporary names and renames are atomic. An S3-compatible store would implement the
+same protocol: one object per original and per rendition, keyed by the same names."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Final, Protocol
 
-from server.files import fsync_dir
+from server.files import fsync_dir, make_dirs
 
 RENDITION_NAMES: Final = ("preview", "thumbnail")
 
@@ -36,6 +37,11 @@ class BlobStore(Protocol):
         """Stores ``data`` durably under its hash (the caller has checked the hash)."""
 
     async def exists(self, sha256: str) -> bool: ...
+
+    def reachable(self) -> bool:
+        """False when the store itself cannot be seen (a share not mounted): a blob it
+        lacks then may be only out of reach, not lost."""
+        ...
 
     async def get(self, sha256: str) -> bytes:
         """Raises FileNotFoundError for an unknown hash."""
@@ -60,8 +66,12 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.tmp)
         self._clean_leftovers()
+
+    def reachable(self) -> bool:
+        # Its own tmp directory, made at start, is gone with an unmounted share.
+        return self.tmp.is_dir()
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -112,7 +122,9 @@ class LocalBlobStore:
     def _write(self, final: Path, data: bytes) -> None:
         if final.exists():
             return  # identical bytes are stored once
-        final.parent.mkdir(parents=True, exist_ok=True)
+        # A fan-out directory made here is fsynced into its parent, like the file into
+        # its directory below: else a power cut could lose an acknowledged blob.
+        make_dirs(final.parent)
         tmp = self.tmp / f"{final.name}.{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as handle:

@@ -18,6 +18,23 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: Path) -> None:
+    """Creates ``directory`` and its missing parents, each made durable in its parent
+    (a new directory's entry is only on disk once its parent is fsynced). Costs
+    nothing beyond a stat when the directory exists already."""
+    missing = []
+    probe = directory
+    while not probe.is_dir():
+        missing.append(probe)
+        probe = probe.parent
+    for path in reversed(missing):
+        # Made meanwhile by another writer, perhaps not yet fsynced into its parent:
+        # fsynced here too, so that what this writer acknowledges does not hang on it.
+        with contextlib.suppress(FileExistsError):
+            path.mkdir()
+        fsync_dir(path.parent)
+
+
 def write_once(path: Path, data: bytes, conflict: Callable[[Path], Exception]) -> None:
     """Writes a file that is never rewritten: fsynced under a temporary name, then
     linked into place, which fails rather than replace a file that appeared meanwhile.

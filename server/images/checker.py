@@ -15,7 +15,9 @@ the same bytes uploaded after the GC are checked and rendered again.
 
 ``verdict()`` is what the dispatch gate (server/images/gate.py) awaits: a check
 already running, a stored verdict, or (after a restart, or for an upload another
-process took) a check run now from the stored bytes."""
+process took) a check run now from the stored bytes. A verdict speaks of the image
+only: when the stored bytes cannot be read for now, verdict() raises (OSError)
+instead; bytes the store has lost while it is there are the fault LOST."""
 
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ from server.store.queue_reads import as_text
 log = logging.getLogger(__name__)
 
 OK: Final = "OK"
+# The fault of an image the blob store has lost (the teller is asked for it again).
+LOST: Final = "the center lost this image from its store (not a fault of the capture)"
 _CACHE_ENTRIES: Final = 50_000
 FACTS_TTL_S: Final = 5.0
 CHECK_NICENESS: Final = 10
@@ -140,7 +144,9 @@ class ImageChecker:
             self._launch(sha256, data)
 
     async def verdict(self, sha256: str) -> str:
-        """ "OK" or the fault; waits for a running check or runs one now."""
+        """ "OK" or the image's fault; waits for a running check or runs one now.
+        Raises OSError when the image's bytes cannot be read from the blob store for
+        now (LOST when it has lost them)."""
         # A running check first: after the blob GC, the verdict held here may speak of
         # renditions that are being made again.
         if (task := self._running.get(sha256)) is None:
@@ -193,12 +199,20 @@ class ImageChecker:
         if stored is not None:
             return self._remember(sha256, as_text(stored))
         if data is None:
+            # Bytes that cannot be read now (EIO, refused, a share not mounted) are the
+            # storage failing, not the capture: no verdict, so the exception goes on
+            # (logged in _finished), nothing is recorded or remembered, and the gate's
+            # caller puts the item back in the queue.
             try:
                 data = await self.blobs.get(sha256)
             except FileNotFoundError:
-                # Not the image's fault and perhaps passing (a shared directory not yet
-                # mounted): say so, but record nothing.
-                return f"the image's bytes are missing from the blob store ({sha256})"
+                if not self.blobs.reachable():
+                    raise
+                # The store is there and the image is not: lost, and the request cannot
+                # be decided without it, so it goes back to the teller, told that the
+                # center lost it. Not recorded: a restore from backup brings it back.
+                log.error("image %s: its bytes are missing from the blob store", sha256)
+                return LOST
         result = await self._run(data)
         if result.ok:
             if result.preview:  # else the original is its own preview (bare_preview)

@@ -6,7 +6,12 @@ for a check in flight, or running it now after a restart). If an image failed an
 later supplement replaced it with one of the same kind, the request goes straight
 back to its teller (NEEDS_SUPPLEMENT, by 'system', naming the kinds and the faults,
 server/lua/image_fault.lua) and the dispatcher moves on to the next item. Unary Next
-and session offers both come through the dispatcher, so both get this guarantee."""
+and session offers both come through the dispatcher, so both get this guarantee.
+Only a verdict sends a request back: an image whose stored bytes cannot be read for
+now (the center's storage failing, not the teller's capture) has none, so admit()
+raises and the dispatcher puts the item back in the queue, to be checked again when
+next claimed. One the store has lost goes back to the teller, said as the center's loss
+(checker.LOST): nobody could decide the request without it."""
 
 from __future__ import annotations
 
@@ -53,7 +58,8 @@ class ImageGate:
 
     async def admit(self, claim: Claim) -> bool:
         """True: offer the item. False: it went back to the teller (or is no longer
-        this claim's), so offer nothing."""
+        this claim's), so offer nothing. Raises when a verdict could not be had (Redis
+        away, or OSError: an image's bytes unreadable): the caller puts the item back."""
         images = claim.record.images
         verdicts = await asyncio.gather(*(self.checker.verdict(i.sha256) for i in images))
         faults = unresolved_faults(images, verdicts)
