@@ -23,9 +23,10 @@ from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from teller_client.client import TellerClient
+from teller_client.client import InvalidRequest, TellerClient, check_request
 from teller_client.journal import (
     DAY_MS,
+    DECIDED,
     DEFAULT_KEEP_DAYS,
     OUTCOMES,
     FallbackEvent,
@@ -40,6 +41,18 @@ from teller_client.journal import (
 # The exit code of a submit that fell back because the center could not be reached
 # (4 is the emergency answer).
 EXIT_UNREACHABLE = 5
+# The exit code of a `fallback sync` after which the center holds a record otherwise
+# (CONFLICT) or had decided its request itself too (authorized twice): people must
+# reconcile the two records, and a script running the sync must see it. A record the
+# center refused is 1, as any failure, and wins when both happen.
+EXIT_NEEDS_ATTENTION = 6
+SYNC_EXITS_TEXT = (
+    "Exit codes: 0: every record uploaded and held by the center as sent; 1: the center "
+    "refused a record (or the upload failed); "
+    f"{EXIT_NEEDS_ATTENTION}: none refused, but the center holds one otherwise (CONFLICT) or "
+    "had decided it too (authorized twice). Each refused or held otherwise stays in the "
+    "journal until reconciled: `fallback list` says how."
+)
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 UNREACHABLE_TEXT = (
     "the authorization center cannot be reached: authorize on site under the branch's "
@@ -59,6 +72,12 @@ STORE_REFUSES_TEXT = (
     "the authorization center cannot store requests now (its queue store refuses "
     "writes) and took nothing: authorize on site under the branch's fallback procedure "
     "(R8); this is recorded and will be reported when the center is back"
+)
+# Why a transaction the center would refuse is not journaled (it would refuse the record
+# too, and never hold that on-site authorization).
+NOT_JOURNALED_TEXT = (
+    "the center cannot be reached and would refuse it: correct it and submit again "
+    "(nothing was recorded)"
 )
 # How each of those texts ends: left out when the journal could not be written.
 RECORDED_PROMISE = "; this is recorded"
@@ -86,7 +105,9 @@ def add_fallback_commands(
     )
     record.add_argument("--outcome", required=True, choices=OUTCOMES, help="what was decided")
     record.add_argument("--note", default="", help="anything the center should know of it")
-    actions.add_parser("sync", help="upload the pending fallbacks to the center now")
+    actions.add_parser(
+        "sync", help="upload the pending fallbacks to the center now", description=SYNC_EXITS_TEXT
+    )
     reconcile = actions.add_parser(
         "reconcile",
         help="record that a fallback the center refused, holds otherwise (CONFLICT) or "
@@ -208,7 +229,13 @@ def _journaled(journal: Journal, event: FallbackEvent) -> JournalEntry | OSError
 def center_unreachable(
     args: argparse.Namespace, request: tpb.SubmitRequest, exc: grpc.aio.AioRpcError
 ) -> int:
-    """Journals the fallback and tells the teller to authorize on site."""
+    """Journals the fallback and tells the teller to authorize on site. A transaction
+    the center would refuse is refused here first (ValueError naming the field): the
+    center would refuse its record at the upload, and never hold that fallback."""
+    try:
+        check_request(request)
+    except InvalidRequest as problem:
+        raise InvalidRequest(problem.field, f"{problem.problem}; {NOT_JOURNALED_TEXT}") from None
     journal = journal_of(args)
     event = _event(request, args.user, "", "CENTER_UNREACHABLE",
                    status_code=exc.code().name, status_message=(exc.details() or "")[:500],
@@ -293,6 +320,29 @@ class SyncReport:
     uploaded: int = 0
     refused: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Uploaded, and held by the center otherwise (CONFLICT) or decided there too: to
+    # reconcile (request ids).
+    attention: list[str] = field(default_factory=list)
+
+    @property
+    def needs_attention(self) -> int:
+        """Records someone must act on: refused, held otherwise or decided twice."""
+        return len(self.refused) + len(self.attention)
+
+    @property
+    def exit_code(self) -> int:
+        if self.refused:
+            return 1
+        return EXIT_NEEDS_ATTENTION if self.attention else 0
+
+    def summary(self) -> str:
+        text = (
+            f"{self.uploaded} uploaded, {len(self.refused)} refused by the center: "
+            f"{self.needs_attention} need(s) attention"
+        )
+        if self.needs_attention:
+            text += " (refused, held otherwise or decided twice): `authq-teller fallback list`"
+        return text
 
 
 async def _send(
@@ -325,6 +375,8 @@ async def _send(
         rid = entry.event.request_id
         if result.status == tpb.FALLBACK_REPORT_STATUS_CONFLICT:
             report.warnings.append(f"{rid}: the center holds it otherwise: {result.message}")
+        if result.status == tpb.FALLBACK_REPORT_STATUS_CONFLICT or central in DECIDED:
+            report.attention.append(rid)
         said = central_note(result.also_submitted, central)
         if said:
             report.warnings.append(f"{rid}: {said} (see `authq-teller show {rid}`)")
@@ -380,6 +432,10 @@ async def sync_quietly(client: TellerClient, args: argparse.Namespace) -> None:
     if report.uploaded:
         print(f"authq-teller: {report.uploaded} local fallback record(s) reported to the center",
               file=sys.stderr, flush=True)  # fmt: skip
+    if report.needs_attention:
+        print(f"authq-teller: {report.needs_attention} local fallback record(s) need attention "
+              "(refused, held otherwise or decided twice): `authq-teller fallback list`",
+              file=sys.stderr, flush=True)  # fmt: skip
     _tell(report)
     compact(journal, args)
 
@@ -410,10 +466,11 @@ async def sync_command(client: TellerClient, args: argparse.Namespace) -> int:
 
     report = await sync(client, journal, args.user, progress)
     _tell(report)
+    _say(report.summary(), args.json)
     compact(journal, args)
     if args.json:
         print(json.dumps(asdict(report), ensure_ascii=False))
-    return 1 if report.refused else 0
+    return report.exit_code
 
 
 # -- offline commands ----------------------------------------------------------------
