@@ -320,4 +320,5 @@ async def test_next_with_a_lease_book_that_cannot_be_written_is_one_line(
     lines = err.splitlines()
     assert lines[0] == "waiting for the next item..."
     assert len(lines) == 2, err
-    assert lines[1].startswith("authq-authorizer: [Errno 21] Is a directory: ")
+    book = tmp_path / "state" / "leases-authorizer-1.json"
+    assert lines[1] == f"authq-authorizer: {book}: Is a directory"

@@ -198,6 +198,7 @@ class SessionStream(Generic[In]):
         self._refs = itertools.count(1)
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self._closing = False
         self.failure: SessionCallError | None = None
 
     async def __aenter__(self) -> Self:
@@ -212,6 +213,7 @@ class SessionStream(Generic[In]):
         self._reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:
+        self._closing = True
         self._outbox.put_nowait(None)
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
@@ -266,11 +268,19 @@ class SessionStream(Generic[In]):
                 for message in unpacked(received):
                     self._take(message)
         except grpc.aio.AioRpcError as exc:
-            self.failure = SessionCallError(
-                exc.code(), exc.details() or "session ended", refusal_of(exc)
+            self._end(
+                SessionCallError(exc.code(), exc.details() or "session ended", refusal_of(exc))
             )
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(self.failure)
-            self._pending.clear()
             raise
+        # Ended with OK: nothing more will be answered, and what waits must not wait
+        # forever. UNAVAILABLE, as for a lost link: the clients reconnect on it.
+        why = "session closed by this client" if self._closing else "session ended by the server"
+        self._end(SessionCallError(grpc.StatusCode.UNAVAILABLE, why))
+
+    def _end(self, failure: SessionCallError) -> None:
+        """Fails every call waiting for an answer, and every later one, with ``failure``."""
+        self.failure = failure
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(failure)
+        self._pending.clear()
