@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from authq.local_files import fsync_dir, replace_file
+
 JOURNAL_NAME = "fallback-journal.jsonl"
 CAUSES = ("CENTER_UNREACHABLE", "EMERGENCY")
 OUTCOMES = ("APPROVED", "REJECTED")
@@ -277,18 +279,8 @@ class Journal:
         return len(gone)
 
     def _replace(self, data: bytes) -> None:
-        """Writes ``data`` as the journal: a new file, fsynced, renamed over the old."""
-        fresh = self.path.with_name(self.path.name + ".compacting")
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(fresh, self.path)
-        self._sync_dir()
+        """Writes ``data`` as the journal, whole or not at all."""
+        replace_file(self.path, data)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
@@ -307,18 +299,11 @@ class Journal:
                     current = False
                 if current:
                     if created:
-                        self._sync_dir()  # the new file's directory entry is durable too
+                        fsync_dir(self.path.parent)  # the new file's directory entry is durable too
                     yield fd
                     return
             finally:
                 os.close(fd)
-
-    def _sync_dir(self) -> None:
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     # -- reading -------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ def test_only_what_the_center_holds_in_full_and_long_enough_leaves(
     assert b"fb-settled-old" not in text
     assert b"fb-duplicate-old" not in text
     assert journal.path.stat().st_mode & 0o777 == 0o600
-    assert not list(tmp_path.glob("*.compacting"))
+    assert not list(tmp_path.glob(".*.new"))
 
     # Nothing more to drop: the file is left alone; appends go on as before.
     inode = journal.path.stat().st_ino
