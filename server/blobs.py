@@ -29,7 +29,7 @@ RENDITION_NAMES: Final = ("preview", "thumbnail")
 # milliseconds. Younger ones may belong to another process sharing the directory.
 _LEFTOVER_AGE_S: Final = 3600
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class BlobStore(Protocol):

@@ -13,7 +13,7 @@ from server.domain.records import IMAGE_KINDS, Image
 from server.errors import InvalidArgument
 from server.images.probe import ImageLimits, ImageRejected, probe_image
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def check_sha256(value: str, field: str) -> str:

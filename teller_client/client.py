@@ -79,9 +79,9 @@ def new_request(
 # holds them equal); currencies and the amount ceiling are the center's own table. The
 # catalog (which business types the center takes, which need an amount) is the
 # center's policy in force, which a workstation cannot know.
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
-BUSINESS_TYPE_RE = re.compile(r"^[A-Z0-9_]{1,40}$")
-ACCOUNT_RE = re.compile(r"^[0-9A-Za-z-]{4,34}$")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}\Z")
+BUSINESS_TYPE_RE = re.compile(r"^[A-Z0-9_]{1,40}\Z")
+ACCOUNT_RE = re.compile(r"^[0-9A-Za-z-]{4,34}\Z")
 MAX_FIELDS = 32
 MAX_PREPARATION_SECONDS = 86_400
 

@@ -48,7 +48,7 @@ def conflicting_posts(roles: frozenset[Role]) -> str | None:
 
 # A user or branch id: it names its holder in every audit record, report and key, so
 # it is plain (no spaces, no separators the records or the keys use).
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # Ids the server itself acts under (the lease reaper, the backlog monitor, the image
 # check: server/center.py and the others name it with their origin). A person holding
 # one would act in the system's name in the audit trail (R11).

@@ -17,8 +17,8 @@ from server.errors import InvalidArgument
 from server.intake import check_sha256
 from server.policy.model import PolicyView
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
-ACCOUNT_RE = re.compile(r"^[0-9A-Za-z-]{4,34}$")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}\Z")
+ACCOUNT_RE = re.compile(r"^[0-9A-Za-z-]{4,34}\Z")
 _KIND_PREFIX = "IMAGE_KIND_"
 _STATE_PREFIX = "REQUEST_STATE_"
 MAX_FIELDS = 32

@@ -30,8 +30,8 @@ from server.store.fallbacks import Cause, Fallback, OnsiteOutcome, ReportResult,
 MAX_BATCH = 100
 # How far ahead of the server's clock a workstation's may run.
 MAX_CLOCK_AHEAD_MS = 5 * 60_000
-_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
-_BUSINESS_RE = re.compile(r"^[A-Z0-9_]{1,40}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,64}\Z")
+_BUSINESS_RE = re.compile(r"^[A-Z0-9_]{1,40}\Z")
 _STATUS_NAMES = frozenset(code.name for code in grpc.StatusCode)
 
 _CAUSES = {

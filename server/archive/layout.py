@@ -17,7 +17,7 @@ _EXTENSIONS = {
     "image/tiff": "tif",
     "image/webp": "webp",
 }
-_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
 
 def day_of(at_ms: int) -> date:

@@ -40,7 +40,7 @@ BAND_EDGES_MINOR = (
 # Band numbers the Lua script compares; larger than any band when nothing is capped.
 NO_CEILING_BAND = 99
 
-_LANE = re.compile(r":lane:i(\d)u(\d):(.+):b(\d+)$")
+_LANE = re.compile(r":lane:i(\d)u(\d):(.+):b(\d+)\Z")
 
 
 def band_of(local_minor: int) -> int:

@@ -26,8 +26,8 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _SCHEDULE_KEYS = ("timezone", "always_open", "holidays", *WEEKDAYS)
 _HOURS_KEYS = ("timezone", "holidays", "center", "default_branch", "branches")
-_INTERVAL = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
-_OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):(\d{2})$")
+_INTERVAL = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})\Z")
+_OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):(\d{2})\Z")
 
 
 @dataclass(frozen=True, slots=True)

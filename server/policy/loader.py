@@ -46,9 +46,9 @@ _THRESHOLD_KEYS = ("local_currency", "local_cash_review_at", "foreign_review_at_
 _REGION_KEYS = ("description", "thresholds", "modes")
 # The regulation's defaults (R2), used where the file leaves a threshold out.
 _REGULATION = Thresholds("CNY", Decimal("500000.00"), Decimal("20000.00"))
-_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-_REGION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
+_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}\Z")
+_REGION = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_DECIMAL = re.compile(r"^-?\d+(\.\d+)?\Z")
 _MODES = ", ".join(Mode)
 
 

@@ -28,7 +28,7 @@ from server.store.audit_records import AuditError, AuditFormatError, StoredRecor
 # Records per segment file: about 4 MB, a few hours of a busy day's trail.
 SEGMENT_RECORDS = 10_000
 SUFFIX = ".audit"
-_NAME_RE = re.compile(r"^(\d{12})-(\d{12})\.audit$")
+_NAME_RE = re.compile(r"^(\d{12})-(\d{12})\.audit\Z")
 
 
 class SegmentConflict(AuditError):

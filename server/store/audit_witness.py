@@ -22,7 +22,7 @@ from server.files import fsync_dir
 from server.store.audit_chain import Anchor
 
 WITNESS_NAME = "witness.txt"
-_LINE_RE = re.compile(r"^(\d+) ([0-9a-f]{64}) (\d+)$")
+_LINE_RE = re.compile(r"^(\d+) ([0-9a-f]{64}) (\d+)\Z")
 
 
 @dataclass(frozen=True, slots=True)
