@@ -9,7 +9,6 @@ the archive never rewrites a file."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from server.archive.layout import day_dir, day_of, image_name, record_name
 from server.archive.manifest import FileEntry, ManifestConflict, ManifestWriter
 from server.archive.record import canonical_bytes, record_document
 from server.domain.records import RequestRecord
-from server.files import fsync_dir, write_once
+from server.files import fsync_dir, make_dirs, write_once
 
 
 class ArchiveDataError(Exception):
@@ -84,7 +83,7 @@ class ArchiveWriter:
         data = canonical_bytes(document)
         day = day_of(int(document["ended_ms"]))
         directory = day_dir(self.root, day)
-        _make_dirs(directory)
+        make_dirs(directory)
         images = {image.sha256: image for image in record.images}.values()
         new: dict[str, bytes] = {}
         entries = []
@@ -113,19 +112,6 @@ class ArchiveWriter:
         write_once(directory / name, data, _conflict)
         entries.append(FileEntry(name, hashlib.sha256(data).hexdigest(), len(data)))
         return day, entries
-
-
-def _make_dirs(directory: Path) -> None:
-    """Creates the missing directories, each made durable in its parent."""
-    missing = []
-    probe = directory
-    while not probe.exists():
-        missing.append(probe)
-        probe = probe.parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            path.mkdir()
-        fsync_dir(path.parent)
 
 
 def _conflict(path: Path) -> ManifestConflict:
