@@ -61,6 +61,19 @@ async def _first_outcome(teller: TellerClient, request_id: str) -> cpb.RequestUp
     return found[0]
 
 
+async def _submitted_and_checked(server: RunningServer, teller: TellerClient, sha: str) -> str:
+    """Submits the request with ``sha`` as its ID front, and waits for the checks of its
+    other images: their renditions are written to the store, which must not fail (or,
+    taken away, be made again) under them."""
+    message = request_with_front(sha)
+    request_id = (await teller.submit(message)).request.request_id
+    checker = _checker(server)
+    for ref in message.images:
+        if ref.sha256 != sha:
+            assert await checker.verdict(ref.sha256) == "OK"
+    return request_id
+
+
 def _missing(server: RunningServer, sha: str, aside: Path) -> Callable[[], None]:
     """Moves the blob's file away; returns what puts it back."""
     path = _blob_store(server).path(sha)
@@ -113,8 +126,7 @@ async def test_an_unreadable_blob_puts_the_request_back_in_the_queue_not_to_the_
     sha = await _unchecked_front(server, seed=11)
     dispatcher = server.runtime.dispatcher
     async with server.teller() as teller:
-        # Submitted (its other images uploaded) before the store fails.
-        request_id = (await teller.submit(request_with_front(sha))).request.request_id
+        request_id = await _submitted_and_checked(server, teller, sha)
         restore = STORAGE_FAILURES[failure](server, sha, tmp_path)
         taker = asyncio.create_task(dispatcher.next_item("authorizer-1"))
         try:
@@ -154,7 +166,7 @@ async def test_an_image_is_checked_and_offered_once_its_blob_can_be_read_again(
 ) -> None:
     sha = await _unchecked_front(server, seed=12)
     async with server.teller() as teller, server.authorizer() as authorizer:
-        request_id = (await teller.submit(request_with_front(sha))).request.request_id
+        request_id = await _submitted_and_checked(server, teller, sha)
         restore = _unmounted(server, sha, tmp_path)
         offered = asyncio.create_task(authorizer.next(timeout=30))
         try:
