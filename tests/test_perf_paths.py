@@ -141,6 +141,30 @@ async def test_a_role_taken_away_elsewhere_is_refused_once_the_change_is_publish
         assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_a_tokens_expire_event_leaves_its_cached_entry(
+    server: RunningServer, redis_client: aioredis.Redis
+) -> None:
+    # The login's SET ... EX is followed by an "expire" event on the token key. Taken
+    # as a revocation, it dropped the entry the first call had just put, whenever the
+    # notification arrived after that call (a flake of the role test above).
+    tokens = _cache(server)
+    tokens.ttl_s = 3600.0
+    async with server.teller() as teller:
+        await teller.submit(request())
+        digest = token_digest(teller.token)
+        assert tokens.get(digest) is not None
+        before = tokens.generation
+        keys = server.runtime.store.keys
+        await redis_client.expire(keys.token(digest), 3600)
+        # A token key that ends after it: its notification comes after the expire's.
+        marker = keys.token("0" * 64)
+        await redis_client.set(marker, "nobody")
+        await redis_client.delete(marker)
+        await until(lambda: tokens.generation > before)
+        assert tokens.get(digest) is not None
+        assert tokens.generation == before + 1
+
+
 async def test_an_expired_token_key_is_dropped_from_the_cache(server: RunningServer) -> None:
     async with server.teller() as teller:
         await teller.submit(request())

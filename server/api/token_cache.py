@@ -3,7 +3,7 @@ a Redis round trip to learn who is calling.
 
 Revocation stays immediate (R12), whichever process or tool (``authq-admin``) made the
 change:
-- every change to a token key in Redis (the DEL when an account is disabled or
+- every change that ends a token key in Redis (the DEL when an account is disabled or
   deregistered, the GETDEL of a logout, an expiry or eviction) is pushed to every
   server process as a keyspace notification, and the entry goes as it arrives;
 - every change to an account (roles, qualification, status, a password reset) is
@@ -39,6 +39,10 @@ MAX_ENTRIES = 50_000
 # e: evictions. Merged with whatever flags the Redis already has.
 KEYSPACE_FLAGS = "Kgxe"
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+# Events that leave the token key in place: the login's own SET ... EX is followed by an
+# "expire" event, which must not take away the entry its first call puts (the token's
+# end comes later, as "expired" or "del"). Any other event on a token key revokes it.
+_NOT_AN_END = frozenset({"expire"})
 
 Clock = Callable[[], float]
 
@@ -187,6 +191,8 @@ class TokenCache:
             self.account_changed(user_id)
             if self.on_account_change is not None:
                 self.on_account_change(user_id)
+            return
+        if as_text(message["data"]) in _NOT_AN_END:
             return
         key = as_text(message["channel"]).partition("__:")[2]
         if key.startswith(self.token_prefix):
