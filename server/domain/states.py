@@ -3,6 +3,8 @@
     QUEUED ──claim──▶ CLAIMED ──approve──▶ APPROVED
       ▲  │              │ │ └──reject───▶ REJECTED
       │  │              │ └──ask────────▶ NEEDS_SUPPLEMENT ──supply──▶ QUEUED
+      │  │              │                   (sent back by the image check: ──cancel──▶
+      │  │              │                    CANCELLED too, nobody having opened it, R4)
       │  │              └──release / lease expiry──▶ QUEUED (original place)
       │  └──cancel (only if never claimed, R4)──▶ CANCELLED
       │

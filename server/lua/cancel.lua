@@ -1,4 +1,6 @@
--- cancel: the teller withdraws a request that no authorizer has opened (R4).
+-- cancel: the teller withdraws a request that no authorizer has opened (R4): one that
+-- waits in the queue or for its on-site review, or one the image check sent back for
+-- images (NEEDS_SUPPLEMENT by 'system', image_fault.lua), which waits nowhere.
 -- KEYS[1] req hash   KEYS[2] history list   KEYS[3] event stream
 -- KEYS[4] per-state counts hash   KEYS[5] waiting-per-branch hash
 -- KEYS[6] the branch's set of requests awaiting on-site review
@@ -15,8 +17,10 @@ end
 if cur[1] == 'CANCELLED' then
   return {'DUP', 'CANCELLED', tonumber(cur[5])}
 end
-local pending = cur[1] == 'PENDING_ONSITE_REVIEW'
-if not pending and (cur[1] ~= 'QUEUED' or cur[2] == '1') then
+-- rv ('1' once an authorizer opened it) tells a put-back from a hand-back, and the image
+-- check's send-back from an authorizer's request for images.
+local waiting = cur[1] == 'QUEUED' or cur[1] == 'NEEDS_SUPPLEMENT'
+if cur[1] ~= 'PENDING_ONSITE_REVIEW' and (not waiting or cur[2] == '1') then
   return {'STATE', cur[1], cur[2] or '0'}
 end
 local now_ms = math.floor(now_us() / 1000)

@@ -3,7 +3,7 @@
 -- claim made for the offer ends in NEEDS_SUPPLEMENT, recorded as done by 'system'
 -- (decide.lua would record the authorizer, who never saw the item). Nobody opened it,
 -- so the review flag rv goes back to what it was before the claim (prv, claim.lua):
--- the teller may still withdraw it once supplied (R4).
+-- the teller may still withdraw it, supplied or not (R4, cancel.lua).
 -- KEYS[1] req hash   KEYS[2] history list   KEYS[3] leases zset   KEYS[4] event stream
 -- KEYS[5] per-state counts hash
 -- ARGV[1] request id   ARGV[2] fencing token of the claim   ARGV[3] note (the faults)
