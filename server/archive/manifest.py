@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from server.archive.layout import MANIFEST_NAME, day_dir
-from server.files import fsync_dir
+from server.files import fsync_dir, make_dirs
 
 GENESIS = "0" * 64
 # Names the scheme: a later one can never produce a colliding hash input.
@@ -91,23 +91,28 @@ class ManifestWriter:
     def append(self, day: date, entries: Sequence[FileEntry]) -> tuple[int, str]:
         """Lists the entries not yet listed, fsynced; returns the head (seq, chain)."""
         path = day_dir(self.root, day) / MANIFEST_NAME
-        created = not path.exists()
+        first_look = path not in self._seen
         with _locked(path) as handle:
             try:
                 head = self._append_locked(day, path, handle, entries)
+                if first_look:
+                    # The file may be new, made here or by another process that has not
+                    # fsynced it into the directory yet (or died first): a head stands
+                    # only once the file's entry is on disk. Once per day and process
+                    # (and after a failure), under the lock so that no later append here
+                    # returns before it.
+                    fsync_dir(path.parent)
             except BaseException:
                 # Whatever failed, the file is the truth: the next append reads it again
                 # rather than trust a cache that may not match what reached the disk.
                 self._seen.pop(path, None)
                 raise
-        if created:
-            fsync_dir(path.parent)
         return head
 
     def _append_locked(
         self, day: date, path: Path, handle: BinaryIO, entries: Sequence[FileEntry]
     ) -> tuple[int, str]:
-        seen = self._catch_up(path, handle)
+        seen, took_in = self._catch_up(path, handle)
         # Kept aside until the lines are on disk: a refused write must not leave the
         # cache claiming lines (and a head) the file does not have.
         seq, chain = seen.seq, seen.chain
@@ -133,9 +138,16 @@ class ManifestWriter:
             seen.offset += len(data)
             seen.seq, seen.chain = seq, chain
             seen.names.update(added)
+        elif took_in:
+            # Nothing to add, but the head stands on lines this append only read: their
+            # writer may have died before its fsync, or failed and could not take them
+            # back (a refused append whose truncate failed too).
+            os.fsync(handle.fileno())
         return seen.seq, seen.chain
 
-    def _catch_up(self, path: Path, handle: BinaryIO) -> _Seen:
+    def _catch_up(self, path: Path, handle: BinaryIO) -> tuple[_Seen, bool]:
+        """Reads the lines written since the last look; also whether the file changed
+        since then (lines read or a torn piece dropped)."""
         seen = self._seen.get(path)
         size = os.fstat(handle.fileno()).st_size
         if seen is None or size < seen.offset:
@@ -151,7 +163,7 @@ class ManifestWriter:
             seen.seq, seen.chain = line.seq, line.chain
             seen.names[line.entry.name] = line.entry.sha256
         seen.offset += len(complete)
-        return seen
+        return seen, bool(tail)
 
 
 def _write_durably(handle: BinaryIO, end: int, data: bytes) -> None:
@@ -174,7 +186,7 @@ def _write_durably(handle: BinaryIO, end: int, data: bytes) -> None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[BinaryIO]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     with open(path, "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:

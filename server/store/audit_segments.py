@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgpack
 
-from server.files import fsync_dir, write_once
+from server.files import fsync_dir, make_dirs, write_once
 from server.store.audit_records import AuditError, AuditFormatError, StoredRecord
 
 # Records per segment file: about 4 MB, a few hours of a busy day's trail.
@@ -88,7 +88,7 @@ class AuditSegments:
             raise ValueError(f"records {first}..{last} are not consecutive")
         data = encode(records)
         path = self.directory / segment_name(first, last)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
         write_once(path, data, _conflict)
         fsync_dir(self.directory)
         return Segment(first, last, path)

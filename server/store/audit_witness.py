@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.files import fsync_dir
+from server.files import fsync_dir, make_dirs
 from server.store.audit_chain import Anchor
 
 WITNESS_NAME = "witness.txt"
@@ -76,8 +76,7 @@ class AuditWitness:
         last one; False if it has not. Several server processes may share the archive:
         their appends take turns under an exclusive flock, and each compares with the
         last note as the file holds it then, so the seqs keep increasing."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
+        make_dirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -91,10 +90,13 @@ class AuditWitness:
             os.lseek(fd, whole, os.SEEK_SET)
             os.write(fd, f"{anchor.seq} {anchor.hash} {at_ms}\n".encode())
             os.fsync(fd)
+            # Every time, and under the lock: the file may be new, made here or by another
+            # process that has not fsynced it into the directory yet (or died first), and
+            # the note stands only once the file's entry is on disk. One note every few
+            # minutes makes the cost nothing.
+            fsync_dir(self.path.parent)
         finally:
             os.close(fd)  # and with it the lock
-        if created:
-            fsync_dir(self.path.parent)
         return True
 
 
