@@ -19,8 +19,8 @@ import pytest
 from authq.channel import SessionCallError
 from authq.v1 import authorizer_pb2 as apb
 
-from authorizer_console.cli import LeaseBook
 from authorizer_console.client import AuthorizerClient
+from authorizer_console.lease_book import LeaseBook
 from tests.conftest import RunningServer
 from tests.helpers import request
 from tests.test_cli import _cli_env, run_cli

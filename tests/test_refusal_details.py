@@ -22,8 +22,9 @@ from google.protobuf.message import DecodeError
 from google.rpc.error_details_pb2 import ErrorInfo
 from google.rpc.status_pb2 import Status as RpcStatus
 
-from authorizer_console.cli import LeaseBook, not_held
+from authorizer_console.cli import not_held
 from authorizer_console.client import AuthorizerClient
+from authorizer_console.lease_book import LeaseBook
 from server import errors
 from server.accounts.model import Role, Status
 from server.api import admission, status
