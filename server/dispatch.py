@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,9 +37,23 @@ ROUND = 32
 RETRY_PAUSE_S = 0.2
 STILL_FAILING_EVERY_S = 10.0
 
+# A claim whose image gate could not finish (Redis, the checker or the blob store
+# away) is held this long before it is put back, doubling with each failure in a row
+# of that request, up to GATE_PAUSE_MAX_S or a quarter of the lease, whichever is less
+# (the lease must not run out while it is held). Put back at once, the same item would
+# be claimed and put back five times a second for as long as the fault lasts, each
+# time in its history and the audit trail.
+GATE_PAUSE_FIRST_S = 0.2
+GATE_PAUSE_MAX_S = 10.0
+# A request's failures in a row are forgotten once its gate finishes, or this long
+# after the last one; at most this many requests are remembered, the oldest dropped.
+GATE_FAILURES_FORGET_S = 60.0
+GATE_FAILURES_KEPT = 1024
+
 # Why a claim nobody will get was released (the item's history shows it).
 LEFT = "authorizer left before the offer arrived"
 NOT_MADE = "the offer could not be made"
+GATE_FAILED = "the image check could not finish"
 
 
 class PutBackAudit(Protocol):
@@ -84,6 +99,58 @@ class Waiter:
     failed: Callable[[Waiter, Exception], None] | None = None
 
 
+class GateFailures:
+    """The image-gate failures in a row of each request lately claimed here, which set
+    how long its claim is held before it is put back (GATE_PAUSE_FIRST_S, doubling),
+    and of the gate as a whole, which set how long the authorizer whose claim failed
+    waits before claiming again. In memory and bounded: after a restart, or once
+    forgotten, a request starts again at the first pause."""
+
+    def __init__(self, cap_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cap_s = cap_s
+        self._clock = clock
+        # Request id -> (failures in a row, when the last one was), oldest first.
+        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # Failures of any request since a gate last finished. A store or checker away
+        # fails every item in turn: were the authorizer to claim again at once, a deep
+        # queue of items with images would be swept, each claimed and put back, at the
+        # speed of claims for as long as the fault lasts.
+        self.streak = 0
+
+    def count(self, request_id: str) -> int:
+        """Counts one more failure of the request's gate; returns its failures in a row."""
+        self.streak += 1
+        now = self._clock()
+        while self._seen and next(iter(self._seen.values()))[1] < now - GATE_FAILURES_FORGET_S:
+            self._seen.popitem(last=False)
+        failures = self._seen.pop(request_id, (0, now))[0] + 1
+        self._seen[request_id] = (failures, now)
+        if len(self._seen) > GATE_FAILURES_KEPT:
+            self._seen.popitem(last=False)
+        return failures
+
+    def pause(self, failures: int) -> float:
+        """How long to hold a claim after this many failures in a row of its gate."""
+        return _growing(failures, self.cap_s)
+
+    def line_pause(self) -> float:
+        """How long the authorizer whose claim just failed waits before claiming again:
+        not at all after a first failure (the items behind may pass), then growing
+        with the streak."""
+        return _growing(self.streak - 1, self.cap_s) if self.streak > 1 else 0.0
+
+    def forget(self, request_id: str) -> None:
+        """The request's gate finished (admitted, or dealt with otherwise): the gate
+        works again, whatever failed before."""
+        self._seen.pop(request_id, None)
+        self.streak = 0
+
+
+def _growing(failures: int, cap_s: float) -> float:
+    # The exponent bounded: a fault lasting days must not overflow the float.
+    return min(GATE_PAUSE_FIRST_S * 2.0 ** min(failures - 1, 32), cap_s)
+
+
 class WorkDispatcher:
     def __init__(self, store: QueueStore) -> None:
         self.store = store
@@ -94,6 +161,9 @@ class WorkDispatcher:
         # with otherwise (sent back for its images, server/images/gate.py), so the
         # waiter gets the next one.
         self.gate: Gate | None = None
+        # How long a claim whose gate failed is held before it is put back.
+        lease_s = store.config.lease_ms / 1000
+        self.gate_failures = GateFailures(min(GATE_PAUSE_MAX_S, lease_s / 4))
         # Every put-back is in the audit trail, closing the CLAIM record that took
         # the item (R15, and the reports of R16). None: not audited (tests, tools).
         self.audit: PutBackAudit | None = None
@@ -194,6 +264,9 @@ class WorkDispatcher:
 
     async def stop(self) -> None:
         await self.loop.stop()
+        # Put-backs in flight and claims held after a failed gate included: their items
+        # go back when their leases run out (the reaper of another process, or of this
+        # one when it starts again), as for any claim out at a stop.
         for task in list(self._tasks):
             task.cancel()
 
@@ -347,23 +420,56 @@ class WorkDispatcher:
 
     async def _gate_then_deliver(self, waiter: Waiter, claim: Claim) -> None:
         assert self.gate is not None
+        request_id = claim.record.request_id
         try:
             admitted = await self.gate.admit(claim)
         except Exception as exc:
-            # Redis or the checker away. Holding the claim until its lease ran out
-            # would keep the item from everyone meanwhile: it goes back now and is
-            # checked again when next claimed.
-            log.warning("image gate failed for %s: %s", claim.record.request_id, _why(exc))
-            why = "the image check could not finish"
-            self.put_back(waiter.authorizer_id, claim.record.request_id, claim.token, why)
-            # A pause, so that a lasting fault is not retried at full speed.
-            await asyncio.sleep(RETRY_PAUSE_S)
-            admitted = False
+            # Redis, the checker or the blob store away: no verdict. The waiter goes on
+            # to the next item (items the gate would admit are not kept behind this
+            # one), at once after a first failure, later while they go on; this claim
+            # is held a pause growing while the fault lasts, so that it is not offered
+            # again meanwhile, and then put back, to be checked again when next
+            # claimed. Not held until its lease runs out: that would keep it from
+            # everyone for the whole lease after the fault ended.
+            failures = self.gate_failures.count(request_id)
+            pause = self.gate_failures.pause(failures)
+            line_pause = self.gate_failures.line_pause()
+            # Said once per run of failures: a lasting fault fails every item in turn.
+            log.log(
+                logging.WARNING if failures == 1 else logging.DEBUG,
+                "image gate failed for %s (%d in a row): %s; put back in %.1f s",
+                request_id,
+                failures,
+                _why(exc),
+                pause,
+            )
+            await asyncio.gather(
+                self._back_in_line_after(line_pause, waiter),
+                self._put_back_after(pause, waiter.authorizer_id, request_id, claim.token),
+            )
+            return
+        self.gate_failures.forget(request_id)
         if admitted:
             self._deliver(waiter, claim)
-        elif not waiter.cancelled:
+        else:
             # The item went back to its teller (or to the queue): this waiter gets the
             # next one.
+            self._back_in_line(waiter)
+
+    async def _back_in_line_after(self, pause: float, waiter: Waiter) -> None:
+        if pause > 0:
+            await asyncio.sleep(pause)
+        self._back_in_line(waiter)
+
+    async def _put_back_after(
+        self, pause: float, authorizer_id: str, request_id: str, token: int
+    ) -> None:
+        await asyncio.sleep(pause)
+        await self._put_back(authorizer_id, request_id, token, GATE_FAILED)
+
+    def _back_in_line(self, waiter: Waiter) -> None:
+        """A waiter whose claim came to nothing goes back to the head of the line."""
+        if not waiter.cancelled:
             self._waiters.appendleft(waiter)
             self._wake.set()
 
