@@ -4,7 +4,6 @@ benchmark."""
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -19,7 +18,7 @@ from authq.v1 import review_pb2 as rpb
 from authq.v1 import review_pb2_grpc, teller_pb2_grpc
 from authq.v1 import teller_pb2 as tpb
 
-from server.domain import money
+from server.domain import transaction_rules as rules
 
 ImageInput = tuple[str, bytes]  # (kind name such as "ID_FRONT", bytes)
 # A submit that finds the center unavailable is retried after these pauses (it is
@@ -72,27 +71,11 @@ def new_request(
     )
 
 
-# The center's rules for a submission's request id and transaction (server/api/convert.py
-# and, for the fallback it is reported as, server/api/fallback_convert.py), the ones a
-# workstation can apply on its own: those modules import the whole server, so their few
-# patterns and bounds are repeated here (tests/test_teller_fallback_sync_outcomes.py
-# holds them equal); currencies and the amount ceiling are the center's own table. The
-# catalog (which business types the center takes, which need an amount) is the
-# center's policy in force, which a workstation cannot know.
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}\Z")
-BUSINESS_TYPE_RE = re.compile(r"^[A-Z0-9_]{1,40}\Z")
-ACCOUNT_RE = re.compile(r"^[0-9A-Za-z-]{4,34}\Z")
-MAX_FIELDS = 32
-MAX_PREPARATION_SECONDS = 86_400
-
-
-class InvalidRequest(ValueError):
-    """A submission the center would refuse, as ``field: problem``."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
+# A submission the center would refuse, as ``field: problem``: the refusal of one of the
+# center's own rules that need no policy (server/domain/transaction_rules.py). The catalog
+# (which business types the center takes, which need an amount) is the center's policy
+# in force, which a workstation cannot know.
+InvalidRequest = rules.Malformed
 
 
 def check_request(request: tpb.SubmitRequest) -> None:
@@ -100,49 +83,16 @@ def check_request(request: tpb.SubmitRequest) -> None:
     ``request`` that a workstation can tell alone: checked before a transaction is
     journaled for on-site authorization while the center cannot be reached (R8), since
     the center would refuse the record at its upload and never hold that fallback."""
-    if not REQUEST_ID_RE.match(request.request_id):
-        raise InvalidRequest(
-            "request_id", "must be 8 to 64 of A-Z a-z 0-9 . _ : - (a UUID is ideal)"
-        )
+    rules.request_id(request.request_id)
     tx = request.transaction
-    if not BUSINESS_TYPE_RE.match(tx.business_type):
-        raise InvalidRequest("transaction.business_type", "is required: 1-40 of A-Z 0-9 _")
+    rules.business_type(tx.business_type, "transaction.business_type")
     if tx.HasField("amount"):
-        _check_amount(tx.amount)
-    if not ACCOUNT_RE.match(tx.account):
-        raise InvalidRequest("transaction.account", "is required: 4 to 34 letters, digits or '-'")
-    customer = tx.customer_name.strip()
-    if not customer or len(customer) > 100:
-        raise InvalidRequest("transaction.customer_name", "is required: at most 100 characters")
-    if len(tx.memo.strip()) > 500:
-        raise InvalidRequest("transaction.memo", "at most 500 characters")
-    if len(tx.fields) > MAX_FIELDS:
-        raise InvalidRequest("transaction.fields", f"at most {MAX_FIELDS} entries")
-    for key, value in tx.fields.items():
-        if not key or len(key) > 64 or len(value) > 500:
-            raise InvalidRequest(
-                f"transaction.fields[{key[:64]!r}]", "keys 1-64 and values up to 500 characters"
-            )
-    if not 0 <= request.preparation_seconds <= MAX_PREPARATION_SECONDS:
-        raise InvalidRequest(
-            "preparation_seconds", f"must be between 0 and {MAX_PREPARATION_SECONDS}"
-        )
-
-
-def _check_amount(amount: cpb.Money) -> None:
-    if not money.is_known_currency(amount.currency):
-        raise InvalidRequest(
-            "transaction.amount.currency", f"unknown ISO 4217 currency {amount.currency[:8]!r}"
-        )
-    if amount.minor_units < 0:
-        raise InvalidRequest("transaction.amount.minor_units", "cannot be negative")
-    ceiling = money.max_minor_units(amount.currency)
-    if amount.minor_units > ceiling:
-        raise InvalidRequest(
-            "transaction.amount.minor_units",
-            f"{amount.minor_units} exceeds the ceiling of {ceiling} "
-            f"({money.MAX_MAJOR_UNITS:,} {amount.currency})",
-        )
+        rules.amount(tx.amount.minor_units, tx.amount.currency, "transaction.amount")
+    rules.account(tx.account, "transaction.account")
+    rules.customer_name(tx.customer_name, "transaction.customer_name")
+    rules.memo(tx.memo, "transaction.memo")
+    rules.fields(tx.fields, "transaction.fields")
+    rules.preparation_seconds(request.preparation_seconds)
 
 
 def upload_chunks(kind: str, data: bytes, upload_id: str = "") -> list[cpb.ImageChunk]:

@@ -10,21 +10,21 @@ import grpc
 import pytest
 
 from server.accounts import model as accounts
-from server.api import convert, fallback_convert
+from server.api import fallback_convert
 from server.archive import layout
 from server.blobs import _SHA256 as BLOB_NAME
+from server.domain import transaction_rules
 from server.intake import SHA256_RE
 from server.policy import hours, loader
-from teller_client import client
 from tests.conftest import RunningServer
 from tests.helpers import request
 
 SHA = "ab" * 32
 GOOD: list[tuple[str, re.Pattern[str], str]] = [
-    ("request id", convert.REQUEST_ID_RE, "abcdefgh"),
-    ("account", convert.ACCOUNT_RE, "6222020200001234"),
+    ("request id", transaction_rules.REQUEST_ID_RE, "abcdefgh"),
+    ("account", transaction_rules.ACCOUNT_RE, "6222020200001234"),
+    ("business type", transaction_rules.BUSINESS_TYPE_RE, "CASH_WITHDRAWAL"),
     ("fallback id", fallback_convert._ID_RE, "teller-1"),
-    ("fallback business type", fallback_convert._BUSINESS_RE, "CASH_WITHDRAWAL"),
     ("image sha256", SHA256_RE, SHA),
     ("blob name", BLOB_NAME, SHA),
     ("user id", accounts.ID_RE, "teller-1"),
@@ -34,9 +34,6 @@ GOOD: list[tuple[str, re.Pattern[str], str]] = [
     ("policy decimal", loader._DECIMAL, "7.10"),
     ("opening hours", hours._INTERVAL, "09:00-17:00"),
     ("zone offset", hours._OFFSET, "+08:00"),
-    ("teller request id", client.REQUEST_ID_RE, "abcdefgh"),
-    ("teller business type", client.BUSINESS_TYPE_RE, "CASH_WITHDRAWAL"),
-    ("teller account", client.ACCOUNT_RE, "6222020200001234"),
 ]
 
 

@@ -15,7 +15,7 @@ from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict
 
 from server.accounts.model import Role
-from server.api import convert, fallback_convert
+from server.domain import transaction_rules
 from teller_client import client, fallback_cli
 from teller_client.journal import FallbackEvent, Journal, OnsiteDecision
 from tests.conftest import RunningServer
@@ -117,12 +117,9 @@ async def test_sync_help_lists_its_exit_codes(tmp_path: Path) -> None:
 
 
 def test_the_local_rules_are_the_centers() -> None:
-    """The workstation repeats the center's few patterns and bounds (its API modules
-    import the whole server): they must stay the same."""
-    assert client.REQUEST_ID_RE.pattern == convert.REQUEST_ID_RE.pattern
-    assert client.ACCOUNT_RE.pattern == convert.ACCOUNT_RE.pattern
-    assert client.BUSINESS_TYPE_RE.pattern == fallback_convert._BUSINESS_RE.pattern
-    assert client.MAX_FIELDS == convert.MAX_FIELDS
+    """The workstation refuses with the center's own rules
+    (server/domain/transaction_rules.py), not a copy of them."""
+    assert client.InvalidRequest is transaction_rules.Malformed
 
 
 @pytest.mark.parametrize(

@@ -3,25 +3,25 @@ with InvalidArgument naming the field, so nothing malformed reaches the store.""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
+from typing import ParamSpec, TypeVar
 
 from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 
 from server.center import Identity
-from server.domain import money
+from server.domain import transaction_rules as rules
 from server.domain.records import IMAGE_KINDS, HistoryEntry, Image, RequestRecord, Submission
 from server.domain.states import State
 from server.errors import InvalidArgument
 from server.intake import check_sha256
 from server.policy.model import PolicyView
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}\Z")
-ACCOUNT_RE = re.compile(r"^[0-9A-Za-z-]{4,34}\Z")
 _KIND_PREFIX = "IMAGE_KIND_"
 _STATE_PREFIX = "REQUEST_STATE_"
-MAX_FIELDS = 32
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 # Looked up on every message: built once (the enum wrapper's lookups build lists).
@@ -36,6 +36,20 @@ _VALUE_BY_KIND: dict[str, cpb.ImageKind.ValueType] = {
 _VALUE_BY_STATE: dict[State, cpb.RequestState.ValueType] = {
     state: cpb.RequestState.Value(_STATE_PREFIX + state.value) for state in State
 }
+
+
+def as_invalid_argument(parse: Callable[_P, _T]) -> Callable[_P, _T]:
+    """``parse`` raising the refusal of a transaction rule (server/domain/transaction_rules.py)
+    as the InvalidArgument of the same field and problem."""
+
+    @functools.wraps(parse)
+    def parsed(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return parse(*args, **kwargs)
+        except rules.Malformed as refused:
+            raise InvalidArgument(refused.field, refused.problem) from None
+
+    return parsed
 
 
 def kind_name(value: int, field: str) -> str:
@@ -53,10 +67,9 @@ def state_value(state: State) -> cpb.RequestState.ValueType:
     return _VALUE_BY_STATE[state]
 
 
+@as_invalid_argument
 def check_request_id(value: str, field: str = "request_id") -> str:
-    if not REQUEST_ID_RE.match(value):
-        raise InvalidArgument(field, "must be 8 to 64 of A-Z a-z 0-9 . _ : - (a UUID is ideal)")
-    return value
+    return rules.request_id(value, field)
 
 
 def images_from_pb(refs: Iterable[cpb.ImageRef], field: str) -> list[Image]:
@@ -72,22 +85,15 @@ def images_from_pb(refs: Iterable[cpb.ImageRef], field: str) -> list[Image]:
     return images
 
 
-def _text(value: str, field: str, *, required: bool, limit: int) -> str:
-    value = value.strip()
-    if required and not value:
-        raise InvalidArgument(field, "is required")
-    if len(value) > limit:
-        raise InvalidArgument(field, f"at most {limit} characters")
-    return value
-
-
+@as_invalid_argument
 def submission_from_pb(
     request: tpb.SubmitRequest, identity: Identity, catalog: PolicyView
 ) -> Submission:
-    check_request_id(request.request_id)
+    rules.request_id(request.request_id)
     if not request.HasField("transaction"):
         raise InvalidArgument("transaction", "is required")
     tx = request.transaction
+    # The catalog in force, not a form, says which business types the center takes.
     if not tx.business_type:
         raise InvalidArgument("transaction.business_type", "is required")
     business = catalog.get(tx.business_type)
@@ -96,23 +102,15 @@ def submission_from_pb(
             "transaction.business_type", f"unknown business type {tx.business_type[:40]!r}"
         )
     amount, currency = _amount(tx, business.monetary)
-    if not ACCOUNT_RE.match(tx.account):
-        raise InvalidArgument("transaction.account", "is required: 4 to 34 letters, digits or '-'")
-    if len(tx.fields) > MAX_FIELDS:
-        raise InvalidArgument("transaction.fields", f"at most {MAX_FIELDS} entries")
-    for key, value in tx.fields.items():
-        if not key or len(key) > 64 or len(value) > 500:
-            raise InvalidArgument(
-                f"transaction.fields[{key[:64]!r}]", "keys 1-64 and values up to 500 characters"
-            )
+    rules.account(tx.account, "transaction.account")
+    rules.fields(tx.fields, "transaction.fields")
     if request.urgency not in (
         cpb.URGENCY_UNSPECIFIED,
         cpb.URGENCY_NORMAL,
         cpb.URGENCY_URGENT,
     ):
         raise InvalidArgument("urgency", f"unknown urgency {request.urgency}")
-    if not 0 <= request.preparation_seconds <= 86_400:
-        raise InvalidArgument("preparation_seconds", "must be between 0 and 86400")
+    rules.preparation_seconds(request.preparation_seconds)
     return Submission(
         request_id=request.request_id,
         branch_id=identity.branch_id,
@@ -121,10 +119,8 @@ def submission_from_pb(
         amount_minor=amount,
         currency=currency,
         account=tx.account,
-        customer_name=_text(
-            tx.customer_name, "transaction.customer_name", required=True, limit=100
-        ),
-        memo=_text(tx.memo, "transaction.memo", required=False, limit=500),
+        customer_name=rules.customer_name(tx.customer_name, "transaction.customer_name"),
+        memo=rules.memo(tx.memo, "transaction.memo"),
         fields=dict(tx.fields),
         urgency=2 if request.urgency == cpb.URGENCY_URGENT else 1,
         importance=business.importance,
@@ -138,23 +134,10 @@ def _amount(tx: cpb.Transaction, monetary: bool) -> tuple[int, str]:
         if monetary:
             raise InvalidArgument("transaction.amount", f"is required for {tx.business_type}")
         return 0, ""
-    currency = tx.amount.currency
-    if not money.is_known_currency(currency):
-        raise InvalidArgument(
-            "transaction.amount.currency",
-            f"unknown ISO 4217 currency {currency[:8]!r}",
-        )
-    minor = tx.amount.minor_units
-    if minor < 0:
-        raise InvalidArgument("transaction.amount.minor_units", "cannot be negative")
+    minor, currency = tx.amount.minor_units, tx.amount.currency
+    rules.amount(minor, currency, "transaction.amount")
     if monetary and minor == 0:
         raise InvalidArgument("transaction.amount.minor_units", "must be positive")
-    ceiling = money.max_minor_units(currency)
-    if minor > ceiling:
-        raise InvalidArgument(
-            "transaction.amount.minor_units",
-            f"{minor} exceeds the ceiling of {ceiling} ({money.MAX_MAJOR_UNITS:,} {currency})",
-        )
     return minor, currency
 
 

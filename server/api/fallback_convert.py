@@ -19,7 +19,7 @@ from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from server.api import convert
-from server.domain import money
+from server.domain import transaction_rules as rules
 from server.domain.reasons import NOTE_MAX_CHARS
 from server.domain.states import State
 from server.errors import InvalidArgument
@@ -31,7 +31,6 @@ MAX_BATCH = 100
 # How far ahead of the server's clock a workstation's may run.
 MAX_CLOCK_AHEAD_MS = 5 * 60_000
 _ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,64}\Z")
-_BUSINESS_RE = re.compile(r"^[A-Z0-9_]{1,40}\Z")
 _STATUS_NAMES = frozenset(code.name for code in grpc.StatusCode)
 
 _CAUSES = {
@@ -69,15 +68,6 @@ def fallbacks_from_pb(
     return fallbacks
 
 
-def _bounded(value: str, field: str, limit: int, *, required: bool = False) -> str:
-    value = value.strip()
-    if required and not value:
-        raise InvalidArgument(field, "is required")
-    if len(value) > limit:
-        raise InvalidArgument(field, f"at most {limit} characters")
-    return value
-
-
 def _instant(value: int, field: str, now_ms: int) -> int:
     if value <= 0:
         raise InvalidArgument(field, "is required: milliseconds since the epoch")
@@ -92,39 +82,24 @@ def _transaction(record: tpb.FallbackRecord, where: str) -> tuple[str, str, int,
         raise InvalidArgument(f"{where}.transaction", "is required: the transaction as keyed")
     tx = record.transaction
     field = f"{where}.transaction"
-    if not _BUSINESS_RE.match(tx.business_type):
-        raise InvalidArgument(f"{field}.business_type", "is required: 1-40 of A-Z 0-9 _")
-    if not convert.ACCOUNT_RE.match(tx.account):
-        raise InvalidArgument(f"{field}.account", "is required: 4 to 34 letters, digits or '-'")
-    _bounded(tx.customer_name, f"{field}.customer_name", 100, required=True)
-    _bounded(tx.memo, f"{field}.memo", 500)
-    if len(tx.fields) > convert.MAX_FIELDS:
-        raise InvalidArgument(f"{field}.fields", f"at most {convert.MAX_FIELDS} entries")
-    for key, value in tx.fields.items():
-        if not key or len(key) > 64 or len(value) > 500:
-            raise InvalidArgument(
-                f"{field}.fields[{key[:64]!r}]", "keys 1-64 and values up to 500 characters"
-            )
+    rules.business_type(tx.business_type, f"{field}.business_type")
+    rules.account(tx.account, f"{field}.account")
+    rules.customer_name(tx.customer_name, f"{field}.customer_name")
+    rules.memo(tx.memo, f"{field}.memo")
+    rules.fields(tx.fields, f"{field}.fields")
     minor, currency = 0, ""
     if tx.HasField("amount"):
-        currency, minor = tx.amount.currency, tx.amount.minor_units
-        if not money.is_known_currency(currency):
-            raise InvalidArgument(
-                f"{field}.amount.currency", f"unknown ISO 4217 currency {currency[:8]!r}"
-            )
-        if not 0 <= minor <= money.max_minor_units(currency):
-            raise InvalidArgument(
-                f"{field}.amount.minor_units",
-                f"must be between 0 and {money.max_minor_units(currency)}",
-            )
+        minor, currency = tx.amount.minor_units, tx.amount.currency
+        rules.amount(minor, currency, f"{field}.amount")
     canonical = json.dumps(
         MessageToDict(tx), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return canonical, tx.business_type, minor, currency
 
 
+@convert.as_invalid_argument
 def fallback_from_pb(record: tpb.FallbackRecord, where: str, now_ms: int) -> Fallback:
-    request_id = convert.check_request_id(record.request_id, f"{where}.request_id")
+    request_id = rules.request_id(record.request_id, f"{where}.request_id")
     transaction, business_type, minor, currency = _transaction(record, where)
     if record.urgency not in (cpb.URGENCY_UNSPECIFIED, cpb.URGENCY_NORMAL, cpb.URGENCY_URGENT):
         raise InvalidArgument(f"{where}.urgency", f"unknown urgency {record.urgency}")
@@ -147,7 +122,7 @@ def fallback_from_pb(record: tpb.FallbackRecord, where: str, now_ms: int) -> Fal
         if record.emergency_id:
             raise InvalidArgument(f"{where}.emergency_id", "only an EMERGENCY fallback names one")
     else:
-        _bounded(record.emergency_id, f"{where}.emergency_id", 32, required=True)
+        rules.text(record.emergency_id, f"{where}.emergency_id", 32, required=True)
         check_emergency_id(record.emergency_id.strip(), f"{where}.emergency_id")
         if status_code:
             raise InvalidArgument(f"{where}.status_code", "only an unreachable center has one")
@@ -186,11 +161,11 @@ def fallback_from_pb(record: tpb.FallbackRecord, where: str, now_ms: int) -> Fal
         currency=currency,
         urgent=record.urgency == cpb.URGENCY_URGENT,
         status_code=status_code,
-        status_message=_bounded(record.status_message, f"{where}.status_message", 500),
+        status_message=rules.text(record.status_message, f"{where}.status_message", 500),
         emergency_id=record.emergency_id.strip(),
         onsite_outcome=outcome,
         onsite_authorizer=record.onsite_authorizer,
-        onsite_note=_bounded(record.onsite_note, f"{where}.onsite_note", NOTE_MAX_CHARS),
+        onsite_note=rules.text(record.onsite_note, f"{where}.onsite_note", NOTE_MAX_CHARS),
         onsite_at_ms=record.onsite_at_ms if outcome else 0,
     )
 
