@@ -269,6 +269,8 @@ class Runtime:
             keys,
             token_ttl_s=settings.token_ttl_s,
             password_max_age_days=settings.password_max_age_days,
+            login_failures_before_lock=settings.login_failures_before_lock,
+            login_lock_s=settings.login_lock_s,
             business_types=lambda: center.catalog().businesses.keys(),
             follower=tokens,
         )

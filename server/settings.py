@@ -47,6 +47,11 @@ class Settings:
     max_calls_in_flight: int = 2000
     max_open_streams: int = 20_000
     max_logins_in_flight: int = 64
+    # After this many wrong passwords in a row for a user id (known or not), its Login and
+    # ChangePassword are refused for login_lock_s, before the scrypt check, unless an
+    # administrator resets the password or enables the account (R11).
+    login_failures_before_lock: int = 5
+    login_lock_s: int = 900
     token_ttl_s: int = 8 * 3600
     password_max_age_days: int = 90
     # The business policy (TOML); None: server/policy/default_policy.toml.
@@ -152,6 +157,8 @@ class Settings:
             "max_calls_in_flight",
             "max_open_streams",
             "max_logins_in_flight",
+            "login_failures_before_lock",
+            "login_lock_s",
         ):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be positive, got {getattr(self, key)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.accounts.model import Role
-from server.accounts.store import DAY_MS
+from server.accounts.store import DAY_MS, LoginRefused
 from tests.conftest import PASSWORD, RunningServer
 from tests.test_cli import run_cli
 
@@ -118,3 +118,29 @@ async def test_passwd_without_a_terminal_needs_the_new_password_given(
     )  # fmt: skip
     assert code == 2
     assert "no new password: pass --new-password, set AUTHQ_NEW_PASSWORD" in err
+
+
+@pytest.mark.parametrize(("module", "user", "role", "branch"), PEOPLE)
+async def test_a_locked_login_is_said_in_one_line_by_login_and_passwd(
+    server: RunningServer, tmp_path: Path, module: str, user: str, role: Role, branch: str
+) -> None:
+    await _created_by_admin(server, user, role, branch)
+    for _ in range(server.runtime.settings.login_failures_before_lock):
+        with pytest.raises(LoginRefused):
+            await server.runtime.accounts.login(user, "not-the-password")
+    env = _env(server, tmp_path)
+
+    code, _, err = await run_cli(module, "--user", user, "--password", SET_BY_ADMIN, "login",
+                                 env=env)  # fmt: skip
+    assert code == 1
+    assert err.strip().count("\n") == 0
+    assert f"logins as {user} are locked" in err
+
+    code, _, err = await run_cli(
+        module, "--user", user, "--password", SET_BY_ADMIN, "passwd", "--new-password", CHOSEN,
+        env=env,
+    )  # fmt: skip
+    assert code == 1
+    assert err.strip().count("\n") == 0
+    assert f"logins as {user} are locked" in err
+    assert "nothing was changed" in err

@@ -378,7 +378,7 @@ def test_every_reason_the_server_gives_is_in_the_readme() -> None:
         "INVALID_FIELD", "REQUEST_UNPARSABLE", "ILLEGAL_TRANSITION", "AUTHORIZER_AWAY",
         "EMERGENCY_IN_FORCE", "LEASE_HELD_BY_OTHER", "LEASE_EXPIRED", "STALE_FENCING_TOKEN",
         "PASSWORD_CHANGE_REQUIRED", "ROLE_LACKS_RIGHT", "TOKEN_MISSING", "TOKEN_INVALID",
-        "LOGIN_REFUSED", "OUTCOME_UNKNOWN", "STORE_UNREACHABLE", "INTERNAL",
+        "LOGIN_REFUSED", "LOGIN_LOCKED", "OUTCOME_UNKNOWN", "STORE_UNREACHABLE", "INTERNAL",
     }  # fmt: skip
     classes = {cls.reason for cls in _every_domain_error()}
     store = {reason for _, reason, _ in status._STORE_REFUSALS.values()}

@@ -60,6 +60,8 @@ def refusal(exc: grpc.aio.AioRpcError) -> str | None:
         return None
     if said.reason == "LOGIN_REFUSED":
         return f"the current password is not accepted ({exc.details()}); nothing was changed"
+    if said.reason == "LOGIN_LOCKED":  # too many wrong passwords: not checked at all
+        return f"{exc.details()}; nothing was changed"
     for violation in said.violations:
         if violation.field == "new_password":
             reason = violation.description

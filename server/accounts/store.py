@@ -42,6 +42,7 @@ from server.policy.loader import load_policy
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import as_text
+from server.store.redis_pipe import ReplyLost
 from server.store.scripts import load_script
 from server.store.staging import run_audited
 
@@ -87,6 +88,20 @@ class LoginRefused(Exception):
     safe to show: it does not tell which of user and password was wrong."""
 
 
+class LoginLocked(LoginRefused):
+    """Too many wrong passwords in a row for the user id: its logins are refused, before
+    any password check, for ``seconds_left`` more (R11). Said of an unknown id alike."""
+
+    def __init__(self, user_id: str, failures: int, left_ms: int) -> None:
+        # Rounded up: a lock with 300 ms left is not over.
+        self.seconds_left = max(1, -(-left_ms // 1000))
+        super().__init__(
+            f"logins as {user_id} are locked after {failures} wrong passwords in a row: try "
+            f"again in {self.seconds_left} s, or ask an administrator to reset the password "
+            "(R11)"
+        )
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -99,6 +114,8 @@ class AccountStore:
         *,
         token_ttl_s: int = 8 * 3600,
         password_max_age_days: int = 90,
+        login_failures_before_lock: int = 5,
+        login_lock_s: int = 900,
         business_types: BusinessTypes = shipped_business_types,
         follower: ChangeFollower | None = None,
     ) -> None:
@@ -109,11 +126,14 @@ class AccountStore:
         self.business_types = business_types
         self.token_ttl_s = token_ttl_s
         self.password_max_age_days = password_max_age_days
+        self.login_failures_before_lock = login_failures_before_lock
+        self.login_lock_s = login_lock_s
         self._authenticate = load_script(client, "authenticate")
         self._logout = load_script(client, "logout")
         self._create_once = load_script(client, "create_once")
         self._account_change = load_script(client, "account_change")
         self._session_open = load_script(client, "session_open")
+        self._login_failed = load_script(client, "login_failed")
 
     # Every change below is one step in Redis (a script or a MULTI/EXEC transaction),
     # and ``audit``, the change's record, is staged in that step (R15): a kill cannot
@@ -195,15 +215,17 @@ class AccountStore:
 
     async def _changed(
         self, user_id: str, fields: dict[str, Any], audit: StagedAudit | None,
-        *, revoke: bool = False,
+        *, revoke: bool = False, unlock: bool = False,
     ) -> None:  # fmt: skip
         """Sets fields of an account that exists and was not deregistered, with
-        ``audit``, in one script; with ``revoke``, ends every session of it too."""
+        ``audit``, in one script; with ``revoke``, ends every session of it too; with
+        ``unlock``, clears its login lock and count of wrong passwords."""
         # A change that sets the password keeps the one it replaces (password history).
         depth = REUSE_DEPTH - 1 if "pw" in fields else 0
         flat = ["1" if revoke else "0", depth, self.keys.account_changes, user_id,
-                *itertools.chain.from_iterable(fields.items())]  # fmt: skip
-        keys = [self.keys.account(user_id), self.keys.account_tokens(user_id)]
+                "1" if unlock else "0", *itertools.chain.from_iterable(fields.items())]  # fmt: skip
+        keys = [self.keys.account(user_id), self.keys.account_tokens(user_id),
+                self.keys.login_failures(user_id)]  # fmt: skip
         try:
             result = await run_audited(self._account_change, self.keys.audit_staged, audit,
                                        keys, flat)  # fmt: skip
@@ -272,10 +294,12 @@ class AccountStore:
         self, user_id: str, status: Status, audit: StagedAudit | None = None
     ) -> Account:
         """``audit``: the change's record, staged in the same step (R15). Leave or
-        departure revokes every token at once (R12)."""
+        departure revokes every token at once (R12); an enable (ACTIVE, also of an
+        account that was) ends a login lock, so that a locked-out user can be helped."""
         account = await self.get(user_id)
-        await self._changed(user_id, {"st": status.value}, audit,
-                            revoke=status is not Status.ACTIVE)  # fmt: skip
+        active = status is Status.ACTIVE
+        await self._changed(user_id, {"st": status.value}, audit, revoke=not active,
+                            unlock=active)  # fmt: skip
         return replace(account, status=status)
 
     async def reset_password(
@@ -283,7 +307,7 @@ class AccountStore:
     ) -> None:
         """An administrator's reset: the user must choose a new one at next login. A
         password is reset when forgotten or known to others: every session opened with
-        the old one ends in the same step."""
+        the old one ends in the same step, and a login lock with them."""
         await self.get(user_id)
         problem = password_problem(password, user_id)
         if problem:
@@ -292,14 +316,18 @@ class AccountStore:
         # The password replaced stays in the history (account_change.lua): a reset is no
         # way back to it.
         fields = {"pw": password_hash, "pwat": _now_ms(), "mc": "1"}
-        await self._changed(user_id, fields, audit, revoke=True)
+        await self._changed(user_id, fields, audit, revoke=True, unlock=True)
 
     # -- login ---------------------------------------------------------------------
 
-    async def login(self, user_id: str, password: str, audit: StagedAudit | None = None) -> Session:
+    async def login(
+        self, user_id: str, password: str, audit: StagedAudit | None = None,
+        lock_audit: StagedAudit | None = None,
+    ) -> Session:  # fmt: skip
         """A session for the user. ``audit``: the login's record, staged in the same
-        step as the session (R15)."""
-        account, verified = await self._check_password(user_id, password)
+        step as the session (R15); ``lock_audit``: the record of a login lock, staged
+        if this attempt's wrong password begins one."""
+        account, verified = await self._check_password(user_id, password, lock_audit)
         if account.must_change_password:
             raise FailedPrecondition(
                 f"the password of {user_id} was set by an administrator: choose your own "
@@ -321,11 +349,12 @@ class AccountStore:
         return await self._issue(account, verified, -(-left_ms // DAY_MS), audit)
 
     async def change_password(
-        self, user_id: str, old: str, new: str, audit: StagedAudit | None = None
-    ) -> Session:
+        self, user_id: str, old: str, new: str, audit: StagedAudit | None = None,
+        lock_audit: StagedAudit | None = None,
+    ) -> Session:  # fmt: skip
         """Sets the user's own new password and opens a session, in one step with
-        ``audit``, the change's record (R15)."""
-        account, verified = await self._check_password(user_id, old)
+        ``audit``, the change's record (R15); ``lock_audit`` as for login."""
+        account, verified = await self._check_password(user_id, old, lock_audit)
         problem = password_problem(new, user_id)
         if problem:
             raise InvalidArgument("new_password", problem)
@@ -350,18 +379,45 @@ class AccountStore:
         hashes = [as_text(current)] if current else []
         return hashes + (as_text(replaced).split() if replaced else [])
 
-    async def _check_password(self, user_id: str, password: str) -> tuple[Account, str]:
+    async def _check_password(
+        self, user_id: str, password: str, lock_audit: StagedAudit | None
+    ) -> tuple[Account, str]:
         """The account, as read before the check, and the password hash verified."""
+        # Before the scrypt check: a brute force against a locked id costs no CPU.
+        failures = self.keys.login_failures(user_id)
+        if await self.client.hexists(failures, "lk"):
+            left_ms = await self.client.pttl(failures)
+            raise LoginLocked(user_id, self.login_failures_before_lock, left_ms)
         fields = await self.client.hgetall(self.keys.account(user_id))
         stored = as_text(fields.get(b"pw", b"")) if fields else ""
         # Hash even for an unknown user, so timing does not tell users apart.
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if not fields or not ok:
+            await self._count_failure(user_id, lock_audit)
             raise LoginRefused("unknown user or wrong password")
         account = _account(user_id, fields)
         if not account.active:
             raise LoginRefused(_inactive(user_id, account.status))
         return account, stored
+
+    async def _count_failure(self, user_id: str, lock_audit: StagedAudit | None) -> None:
+        """Counts a wrong password for the id, known or not (login_failed.lua); raises
+        LoginLocked if it began the lock or found one begun meanwhile."""
+        if id_problem(user_id):
+            # No account can have this id (ids are checked at creation): nothing to
+            # guess, and a key named by an arbitrary string (megabytes) is not kept.
+            return
+        keys = [self.keys.login_failures(user_id)]
+        args: list[Any] = [self.login_failures_before_lock, self.login_lock_s]
+        try:
+            result = await run_audited(self._login_failed, self.keys.audit_staged, lock_audit,
+                                       keys, args)  # fmt: skip
+        except ReplyLost:
+            # Counted or not, the password was wrong: that is the answer. Not sent again:
+            # a repeat would count twice.
+            return
+        if as_text(result[0]) != "COUNTED":
+            raise LoginLocked(user_id, self.login_failures_before_lock, int(result[1]))
 
     def _password_left_ms(self, account: Account) -> int:
         """How long the password may still be used (R11): negative once it is older than
@@ -382,10 +438,13 @@ class AccountStore:
         token = secrets.token_urlsafe(32)
         user_id = account.user_id
         key = self.keys.token(token_digest(token))
-        keys = [self.keys.account(user_id), self.keys.account_tokens(user_id), key]
+        keys = [self.keys.account(user_id), self.keys.account_tokens(user_id), key,
+                self.keys.login_failures(user_id)]  # fmt: skip
         args: list[Any] = [verified, user_id, self.token_ttl_s, password_hash,
                            account.password_set_ms, REUSE_DEPTH - 1]  # fmt: skip
         result = await run_audited(self._session_open, self.keys.audit_staged, audit, keys, args)
+        if as_text(result[0]) == "LOCKED":  # too many wrong passwords during the check
+            raise LoginLocked(user_id, self.login_failures_before_lock, int(result[1]))
         if as_text(result[0]) == "REFUSED":
             status = Status(as_text(result[1]))
             if status is Status.ACTIVE:  # an administrator reset the password meanwhile

@@ -279,7 +279,7 @@ def add_account_commands(subparsers: Subparsers) -> None:
     qualify.set_defaults(run_admin=_user_qualify)
     for name, status, action, text in (
         ("disable", Status.DISABLED, "ACCOUNT_DISABLE", "on leave: no login, tokens revoked"),
-        ("enable", Status.ACTIVE, "ACCOUNT_ENABLE", "back from leave"),
+        ("enable", Status.ACTIVE, "ACCOUNT_ENABLE", "back from leave; ends a login lock"),
         ("deregister", Status.DEREGISTERED, "ACCOUNT_REMOVE", "left or moved: never again"),
     ):
         command = commands.add_parser(name, help=text)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, TypeAlias
 
 import grpc
 from authq.v1 import auth_pb2 as upb
 from authq.v1 import auth_pb2_grpc
 
-from server.accounts.store import AccountStore, LoginRefused, Session
+from server.accounts.store import AccountStore, LoginLocked, LoginRefused, Session
 from server.api.identity import bearer_token
 from server.api.status import translate_errors
 from server.center import Center, Identity
 from server.errors import InvalidArgument, Unauthenticated
+from server.store.audit_records import StagedAudit
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -28,6 +31,23 @@ def _reply(session: Session) -> upb.LoginReply:
     )
 
 
+@contextlib.contextmanager
+def _refusals(center: Center, lock: StagedAudit) -> Iterator[None]:
+    """Says a refused login as the caller's refusal; wakes the audit writer for the
+    record of a lock this attempt began (login_failed.lua staged it)."""
+    try:
+        yield
+    except LoginLocked as exc:
+        raise Unauthenticated(
+            str(exc), reason="LOGIN_LOCKED", seconds_left=exc.seconds_left
+        ) from None
+    except LoginRefused as exc:
+        raise Unauthenticated(str(exc), reason="LOGIN_REFUSED") from None
+    finally:
+        if lock.staged:
+            center.staged()
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """Every login, failed or not, password change and logout is audited (R11, R15)."""
 
@@ -41,10 +61,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             raise InvalidArgument("user_id", "user_id and password are required")
         who = Identity(request.user_id[:64], origin=str(context.peer() or ""))
         async with self.center.audited(who, "LOGIN", who.user_id) as audit:
-            try:
-                return _reply(await self.accounts.login(request.user_id, request.password, audit))
-            except LoginRefused as exc:
-                raise Unauthenticated(str(exc), reason="LOGIN_REFUSED") from None
+            lock = self._lock_audit(who)
+            with _refusals(self.center, lock):
+                session = await self.accounts.login(request.user_id, request.password, audit, lock)
+            return _reply(session)
 
     @translate_errors
     async def ChangePassword(
@@ -52,13 +72,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> upb.LoginReply:
         who = Identity(request.user_id[:64], origin=str(context.peer() or ""))
         async with self.center.audited(who, "PASSWORD_CHANGE", who.user_id) as audit:
-            try:
+            lock = self._lock_audit(who)
+            with _refusals(self.center, lock):
                 session = await self.accounts.change_password(
-                    request.user_id, request.old_password, request.new_password, audit
+                    request.user_id, request.old_password, request.new_password, audit, lock
                 )
-            except LoginRefused as exc:
-                raise Unauthenticated(str(exc), reason="LOGIN_REFUSED") from None
             return _reply(session)
+
+    def _lock_audit(self, who: Identity) -> StagedAudit:
+        """The record of a login lock, staged only by the wrong password that begins
+        one: once per lock, not per attempt refused (R15). The script adds how many
+        wrong passwords it took and for how long it locks."""
+        return self.center.stage(who, "LOGIN_LOCK", who.user_id)
 
     @translate_errors
     async def Logout(self, request: upb.LogoutRequest, context: Context) -> upb.LogoutReply:

@@ -8,10 +8,14 @@
 -- the same step (keep_replaced_password).
 -- Every server process caches accounts for a moment: the change is published on ARGV[3]
 -- in the same step, so that each forgets the old account as soon as it lands.
+-- An administrator's password reset or enable clears the id's login lock and its count of
+-- wrong passwords (login_failed.lua) in the same step, so that a locked-out user can be
+-- helped at once.
 -- KEYS[1] the account's hash   KEYS[2] the set of its token keys (same hash tag)
+-- KEYS[3] the user id's failed logins
 -- ARGV[1] '1': revoke every token   ARGV[2] how many replaced password hashes the history
 -- keeps when the change sets 'pw' ('0': it does not)   ARGV[3] the changes channel
--- ARGV[4] the user id   ARGV[5..] field, value, ...
+-- ARGV[4] the user id   ARGV[5] '1': clear the login lock   ARGV[6..] field, value, ...
 -- then take_audit(): the change's record
 -- Returns {'OK'} | {'NOT_FOUND'} | {'DEREGISTERED'}
 local audit = take_audit()
@@ -23,18 +27,21 @@ if redis.call('HGET', KEYS[1], 'st') == 'DEREGISTERED' then
 end
 local depth = tonumber(ARGV[2])
 if depth > 0 then
-  for i = 5, #ARGV, 2 do
+  for i = 6, #ARGV, 2 do
     if ARGV[i] == 'pw' then
       keep_replaced_password(KEYS[1], ARGV[i + 1], depth)
     end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 if ARGV[1] == '1' then
   for _, token in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     redis.call('DEL', token)
   end
   redis.call('DEL', KEYS[2])
+end
+if ARGV[5] == '1' then
+  redis.call('DEL', KEYS[3])
 end
 stage_audit(audit)
 redis.call('PUBLISH', ARGV[3], ARGV[4])

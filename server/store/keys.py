@@ -88,6 +88,12 @@ class Keys:
     def account_tokens(self, user_id: str) -> str:
         return f"{self.prefix}:acct-tokens:{user_id}"
 
+    def login_failures(self, user_id: str) -> str:
+        """A user id's wrong passwords in a row, and its login lock once there were too
+        many (server/lua/login_failed.lua): {n, lk}. Kept for an unknown id too, and
+        with a TTL, so that it tells no id from another and does not pile up."""
+        return f"{self.prefix}:login-fail:{user_id}"
+
     def token(self, token_digest: str) -> str:
         return f"{self.prefix}:token:{token_digest}"
 
