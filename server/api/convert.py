@@ -99,7 +99,7 @@ def submission_from_pb(
     business = catalog.get(tx.business_type)
     if business is None:
         raise InvalidArgument(
-            "transaction.business_type", f"unknown business type {tx.business_type[:40]!r}"
+            "transaction.business_type", f"unknown business type {tx.business_type[:64]!r}"
         )
     amount, currency = _amount(tx, business.monetary)
     rules.account(tx.account, "transaction.account")

@@ -21,7 +21,10 @@ from collections.abc import Mapping
 from server.domain import money
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}\Z")
-BUSINESS_TYPE_RE = re.compile(r"^[A-Z0-9_]{1,40}\Z")
+# The form of a code in the policy's catalog (server/policy/loader.py), so that a type the
+# catalog may hold is never refused for its form, at a fallback's upload or on the
+# workstation.
+BUSINESS_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}\Z")
 ACCOUNT_RE = re.compile(r"^[0-9A-Za-z-]{4,34}\Z")
 CUSTOMER_NAME_MAX_CHARS = 100
 MEMO_MAX_CHARS = 500
@@ -49,7 +52,7 @@ def request_id(value: str, field: str = "request_id") -> str:
 def business_type(value: str, field: str) -> str:
     """The form only: whether the center takes it is its catalog's say."""
     if not BUSINESS_TYPE_RE.match(value):
-        raise Malformed(field, "is required: 1-40 of A-Z 0-9 _")
+        raise Malformed(field, "is required: A-Z, then up to 63 of A-Z 0-9 _")
     return value
 
 
