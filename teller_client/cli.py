@@ -41,7 +41,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from teller_client import fallback_cli, synthetic
-from teller_client.client import ImageInput, TellerClient, new_request
+from teller_client.client import ImageInput, TellerClient, check_request, new_request
 
 PROG = "authq-teller"
 
@@ -386,6 +386,11 @@ async def run(args: argparse.Namespace) -> int:
     if args.command == "passwd":
         return await change_password(TellerClient, args, PROG)
     request = submit_request(args) if args.command == "submit" else None
+    if request is not None:
+        # What the center would refuse by its own rules (InvalidRequest, a ValueError
+        # naming the field: exit 2) is refused before anything is sent: at once, not
+        # after the login and the submit's retries while the center is unreachable.
+        check_request(request)
     try:
         client = await logged_in(
             TellerClient, args.server, args.user, args.password, args.state_dir,

@@ -23,7 +23,7 @@ from authq.v1 import common_pb2 as cpb
 from authq.v1 import teller_pb2 as tpb
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from teller_client.client import InvalidRequest, TellerClient, check_request
+from teller_client.client import TellerClient
 from teller_client.journal import (
     DAY_MS,
     DECIDED,
@@ -72,12 +72,6 @@ STORE_REFUSES_TEXT = (
     "the authorization center cannot store requests now (its queue store refuses "
     "writes) and took nothing: authorize on site under the branch's fallback procedure "
     "(R8); this is recorded and will be reported when the center is back"
-)
-# Why a transaction the center would refuse is not journaled (it would refuse the record
-# too, and never hold that on-site authorization).
-NOT_JOURNALED_TEXT = (
-    "the center cannot be reached and would refuse it: correct it and submit again "
-    "(nothing was recorded)"
 )
 # How each of those texts ends: left out when the journal could not be written.
 RECORDED_PROMISE = "; this is recorded"
@@ -229,13 +223,10 @@ def _journaled(journal: Journal, event: FallbackEvent) -> JournalEntry | OSError
 def center_unreachable(
     args: argparse.Namespace, request: tpb.SubmitRequest, exc: grpc.aio.AioRpcError
 ) -> int:
-    """Journals the fallback and tells the teller to authorize on site. A transaction
-    the center would refuse is refused here first (ValueError naming the field): the
-    center would refuse its record at the upload, and never hold that fallback."""
-    try:
-        check_request(request)
-    except InvalidRequest as problem:
-        raise InvalidRequest(problem.field, f"{problem.problem}; {NOT_JOURNALED_TEXT}") from None
+    """Journals the fallback and tells the teller to authorize on site. ``request``
+    passed check_request before anything was sent (cli.run): what the center would
+    refuse is never journaled, since the center would refuse its record at the upload
+    and never hold that fallback."""
     journal = journal_of(args)
     event = _event(request, args.user, "", "CENTER_UNREACHABLE",
                    status_code=exc.code().name, status_message=(exc.details() or "")[:500],

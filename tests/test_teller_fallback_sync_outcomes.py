@@ -6,6 +6,7 @@ stays in the journal until someone reconciles it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -146,6 +147,33 @@ async def test_a_malformed_transaction_is_refused_locally_and_not_journaled(
     assert err.startswith(f"authq-teller: {field}")
     assert "on site" not in out + err
     assert Journal(tmp_path / "journal.jsonl").entries() == {}
+
+
+async def test_a_malformed_transaction_is_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    # Refused at once, not after a login and the submit's retries against a center that
+    # is away or slow: the listener below is never even connected to.
+    connections = 0
+
+    def accepted(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.close()
+
+    listener = await asyncio.start_server(accepted, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        code, out, err = await cli(
+            TELLER, "--server", f"127.0.0.1:{port}", *journal_args(tmp_path), *SUBMIT,
+            "--account", "12",
+        )  # fmt: skip
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert code == 2, (out, err)
+    assert err.startswith("authq-teller: transaction.account: is required")
+    assert connections == 0
 
 
 async def test_a_record_the_center_refuses_stays_in_the_journal_until_reconciled(
