@@ -1,5 +1,6 @@
 """Durable file steps shared by the stores that keep files (blobs, archive, audit
-segments): a rename or a new file is only on disk once its directory is fsynced."""
+segments and witness): a rename or a new file is only on disk once its directory is
+fsynced, and an append is whole and fsynced or not there at all."""
 
 from __future__ import annotations
 
@@ -33,6 +34,25 @@ def make_dirs(directory: Path) -> None:
         with contextlib.suppress(FileExistsError):
             path.mkdir()
         fsync_dir(path.parent)
+
+
+def append_durably(fd: int, end: int, data: bytes) -> None:
+    """Appends ``data`` to the file ``end`` bytes long and fsyncs it, or takes back
+    whatever part got in and raises. A short write (a full disk, a file-size limit) is
+    carried on, so that the next write says why, never taken as done. Straight to the
+    descriptor: a buffered write that failed would keep the bytes and retry them on
+    close, after the caller's lock is released."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        # Never acknowledged: a torn line would break the file's last record, and whole
+        # ones that got in were never fsynced; the retry writes them again.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, end)
+        raise
 
 
 def write_once(path: Path, data: bytes, conflict: Callable[[Path], Exception]) -> None:

@@ -19,7 +19,8 @@ from server.archive.audit_mover import AuditMover
 from server.archive.layout import MANIFEST_NAME, day_dir
 from server.archive.manifest import FileEntry, ManifestWriter
 from server.archive.verify import verify_day
-from server.store.audit_witness import WITNESS_NAME
+from server.store.audit_chain import Anchor
+from server.store.audit_witness import WITNESS_NAME, AuditWitness
 from tests.test_audit_segments import OLD, filled, segmented
 
 DAY = date(2024, 5, 1)
@@ -116,6 +117,33 @@ async def test_a_note_in_a_witness_file_another_process_made_is_fsynced_into_its
     fsynced = Fsynced(monkeypatch)
     assert await AuditMover(log, witness_every_s=0).note_head()
     assert audit in fsynced
+
+
+def test_a_note_cut_short_is_refused_and_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk or a file-size limit lets part of a note in and refuses the rest: the
+    # note is not on disk, so it is not said to be, and no torn piece is left after the
+    # notes already there.
+    witness = AuditWitness(tmp_path / "audit" / WITNESS_NAME)
+    assert witness.note(Anchor(1, "a" * 64), 1_000)
+    before = witness.path.read_bytes()
+    real_write = os.write
+    calls = [0]
+
+    def cut_short(fd: int, data: bytes | memoryview) -> int:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise OSError(errno.EFBIG, "File too large")
+        return real_write(fd, memoryview(data)[:10])
+
+    monkeypatch.setattr(os, "write", cut_short)
+    with pytest.raises(OSError, match="File too large"):
+        witness.note(Anchor(2, "b" * 64), 2_000)
+    monkeypatch.undo()
+    assert witness.path.read_bytes() == before
+    assert witness.note(Anchor(3, "c" * 64), 3_000)
+    assert [note.anchor.seq for note in witness.read().notes] == [1, 3]
 
 
 # -- day manifests ---------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from server.archive.layout import MANIFEST_NAME, day_dir
-from server.files import fsync_dir, make_dirs
+from server.files import append_durably, fsync_dir, make_dirs
 
 GENESIS = "0" * 64
 # Names the scheme: a later one can never produce a colliding hash input.
@@ -134,7 +134,7 @@ class ManifestWriter:
             added[entry.name] = entry.sha256
         if lines:
             data = "".join(lines).encode()
-            _write_durably(handle, seen.offset, data)
+            append_durably(handle.fileno(), seen.offset, data)
             seen.offset += len(data)
             seen.seq, seen.chain = seq, chain
             seen.names.update(added)
@@ -164,24 +164,6 @@ class ManifestWriter:
             seen.names[line.entry.name] = line.entry.sha256
         seen.offset += len(complete)
         return seen, bool(tail)
-
-
-def _write_durably(handle: BinaryIO, end: int, data: bytes) -> None:
-    """Appends ``data`` to the file ``end`` bytes long and fsyncs it, or takes back
-    whatever part got in and raises. Straight to the descriptor: a buffered write that
-    failed would keep the bytes and retry them on close, after the lock is released."""
-    fd = handle.fileno()
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except OSError:
-        # Never acknowledged: a torn line would break the manifest, and whole lines that
-        # got in were never fsynced; the retry writes them again and fsyncs them.
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, end)
-        raise
 
 
 @contextlib.contextmanager

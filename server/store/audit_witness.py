@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.files import fsync_dir, make_dirs
+from server.files import append_durably, fsync_dir, make_dirs
 from server.store.audit_chain import Anchor
 
 WITNESS_NAME = "witness.txt"
@@ -88,8 +88,7 @@ class AuditWitness:
             if whole < end:  # an append a crash cut short: never a note, so dropped
                 os.ftruncate(fd, whole)
             os.lseek(fd, whole, os.SEEK_SET)
-            os.write(fd, f"{anchor.seq} {anchor.hash} {at_ms}\n".encode())
-            os.fsync(fd)
+            append_durably(fd, whole, f"{anchor.seq} {anchor.hash} {at_ms}\n".encode())
             # Every time, and under the lock: the file may be new, made here or by another
             # process that has not fsynced it into the directory yet (or died first), and
             # the note stands only once the file's entry is on disk. One note every few
