@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from server.accounts.login_lock import LoginRefused
 from server.accounts.model import Role
-from server.accounts.store import DAY_MS, LoginRefused
+from server.accounts.store import DAY_MS
 from tests.conftest import PASSWORD, RunningServer
 from tests.test_cli import run_cli
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from server.accounts.login_lock import LoginLock, LoginRefused
 from server.accounts.model import (
     BRANCH_ROLES,
     Account,
@@ -42,7 +43,6 @@ from server.policy.loader import load_policy
 from server.store.audit_records import StagedAudit
 from server.store.keys import Keys
 from server.store.queue_reads import as_text
-from server.store.redis_pipe import ReplyLost
 from server.store.scripts import load_script
 from server.store.staging import run_audited
 
@@ -83,25 +83,6 @@ class ChangeFollower(Protocol):
         """The account changed: forget every token of it."""
 
 
-class LoginRefused(Exception):
-    """Wrong user or password, or an account that may not log in. The message is
-    safe to show: it does not tell which of user and password was wrong."""
-
-
-class LoginLocked(LoginRefused):
-    """Too many wrong passwords in a row for the user id: its logins are refused, before
-    any password check, for ``seconds_left`` more (R11). Said of an unknown id alike."""
-
-    def __init__(self, user_id: str, failures: int, left_ms: int) -> None:
-        # Rounded up: a lock with 300 ms left is not over.
-        self.seconds_left = max(1, -(-left_ms // 1000))
-        super().__init__(
-            f"logins as {user_id} are locked after {failures} wrong passwords in a row: try "
-            f"again in {self.seconds_left} s, or ask an administrator to reset the password "
-            "(R11)"
-        )
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -126,14 +107,12 @@ class AccountStore:
         self.business_types = business_types
         self.token_ttl_s = token_ttl_s
         self.password_max_age_days = password_max_age_days
-        self.login_failures_before_lock = login_failures_before_lock
-        self.login_lock_s = login_lock_s
+        self.login_lock = LoginLock(client, keys, login_failures_before_lock, login_lock_s)
         self._authenticate = load_script(client, "authenticate")
         self._logout = load_script(client, "logout")
         self._create_once = load_script(client, "create_once")
         self._account_change = load_script(client, "account_change")
         self._session_open = load_script(client, "session_open")
-        self._login_failed = load_script(client, "login_failed")
 
     # Every change below is one step in Redis (a script or a MULTI/EXEC transaction),
     # and ``audit``, the change's record, is staged in that step (R15): a kill cannot
@@ -384,40 +363,18 @@ class AccountStore:
     ) -> tuple[Account, str]:
         """The account, as read before the check, and the password hash verified."""
         # Before the scrypt check: a brute force against a locked id costs no CPU.
-        failures = self.keys.login_failures(user_id)
-        if await self.client.hexists(failures, "lk"):
-            left_ms = await self.client.pttl(failures)
-            raise LoginLocked(user_id, self.login_failures_before_lock, left_ms)
+        await self.login_lock.check(user_id)
         fields = await self.client.hgetall(self.keys.account(user_id))
         stored = as_text(fields.get(b"pw", b"")) if fields else ""
         # Hash even for an unknown user, so timing does not tell users apart.
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if not fields or not ok:
-            await self._count_failure(user_id, lock_audit)
+            await self.login_lock.count_failure(user_id, lock_audit)
             raise LoginRefused("unknown user or wrong password")
         account = _account(user_id, fields)
         if not account.active:
             raise LoginRefused(_inactive(user_id, account.status))
         return account, stored
-
-    async def _count_failure(self, user_id: str, lock_audit: StagedAudit | None) -> None:
-        """Counts a wrong password for the id, known or not (login_failed.lua); raises
-        LoginLocked if it began the lock or found one begun meanwhile."""
-        if id_problem(user_id):
-            # No account can have this id (ids are checked at creation): nothing to
-            # guess, and a key named by an arbitrary string (megabytes) is not kept.
-            return
-        keys = [self.keys.login_failures(user_id)]
-        args: list[Any] = [self.login_failures_before_lock, self.login_lock_s]
-        try:
-            result = await run_audited(self._login_failed, self.keys.audit_staged, lock_audit,
-                                       keys, args)  # fmt: skip
-        except ReplyLost:
-            # Counted or not, the password was wrong: that is the answer. Not sent again:
-            # a repeat would count twice.
-            return
-        if as_text(result[0]) != "COUNTED":
-            raise LoginLocked(user_id, self.login_failures_before_lock, int(result[1]))
 
     def _password_left_ms(self, account: Account) -> int:
         """How long the password may still be used (R11): negative once it is older than
@@ -444,7 +401,7 @@ class AccountStore:
                            account.password_set_ms, REUSE_DEPTH - 1]  # fmt: skip
         result = await run_audited(self._session_open, self.keys.audit_staged, audit, keys, args)
         if as_text(result[0]) == "LOCKED":  # too many wrong passwords during the check
-            raise LoginLocked(user_id, self.login_failures_before_lock, int(result[1]))
+            raise self.login_lock.locked(user_id, int(result[1]))
         if as_text(result[0]) == "REFUSED":
             status = Status(as_text(result[1]))
             if status is Status.ACTIVE:  # an administrator reset the password meanwhile

@@ -10,7 +10,8 @@ import grpc
 from authq.v1 import auth_pb2 as upb
 from authq.v1 import auth_pb2_grpc
 
-from server.accounts.store import AccountStore, LoginLocked, LoginRefused, Session
+from server.accounts.login_lock import LoginLocked, LoginRefused
+from server.accounts.store import AccountStore, Session
 from server.api.identity import bearer_token
 from server.api.status import translate_errors
 from server.center import Center, Identity
