@@ -8,7 +8,6 @@ other's change."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import stat
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from authq.local_files import replace_file
+from authq.local_files import locked, replace_file
 
 # The command whose book this is: its messages, and this module's, begin so.
 PROG = "authq-authorizer"
@@ -104,26 +103,15 @@ class LeaseBook:
         its own: _save renames a new file over it, so a command that waited on the old
         file lets it go and locks the new one. A book not there yet is created empty
         to be locked when ``create``, else FileNotFoundError. A failure names the book."""
+        # Read-only: a book whose mode forbids writing is replaced all the same.
         flags = os.O_RDONLY | (os.O_CREAT if create else 0)
-        while True:
+        if create:
             try:
-                if create:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                # Read-only: a book whose mode forbids writing is replaced all the same.
-                fd = os.open(self.path, flags, 0o600)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise OSError(exc.errno, exc.strerror, str(self.path)) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-                except FileNotFoundError:
-                    current = False
-                if current:
-                    yield
-                    return
-            finally:
-                os.close(fd)
+        with locked(self.path, flags):
+            yield
 
     def put(self, request_id: str, token: int, images: list[str]) -> None:
         with self._locked():

@@ -26,7 +26,6 @@ over the old one under the same lock as the appends."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
@@ -35,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from authq.local_files import fsync_dir, replace_file
+from authq.local_files import fsync_dir, locked, replace_file
 
 JOURNAL_NAME = "fallback-journal.jsonl"
 CAUSES = ("CENTER_UNREACHABLE", "EMERGENCY")
@@ -288,22 +287,11 @@ class Journal:
         workstation may write at once. A file compaction replaced while this waited
         for the lock is let go, and the new one taken."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            created = not self.path.exists()
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-                except FileNotFoundError:
-                    current = False
-                if current:
-                    if created:
-                        fsync_dir(self.path.parent)  # the new file's directory entry is durable too
-                    yield fd
-                    return
-            finally:
-                os.close(fd)
+        created = not self.path.exists()
+        with locked(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT) as fd:
+            if created:
+                fsync_dir(self.path.parent)  # the new file's directory entry is durable too
+            yield fd
 
     # -- reading -------------------------------------------------------------------
 

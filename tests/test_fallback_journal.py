@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from authq import local_files
 
 from teller_client import journal as journal_module
 from teller_client.journal import (
@@ -105,7 +106,8 @@ def test_an_append_waiting_on_a_compaction_lands_in_the_new_file(
     real_flock = fcntl.flock
 
     class Flock:
-        # fcntl as the journal sees it: says when the appender waits for the lock.
+        # fcntl as the journal's lock (authq.local_files.locked) sees it: says when the
+        # appender waits for the lock.
         def __getattr__(self, name: str) -> Any:
             return getattr(fcntl, name)
 
@@ -115,7 +117,7 @@ def test_an_append_waiting_on_a_compaction_lands_in_the_new_file(
                 waiting.set()
             real_flock(fd, operation)
 
-    monkeypatch.setattr(journal_module, "fcntl", Flock())
+    monkeypatch.setattr(local_files, "fcntl", Flock())
     appender = threading.Thread(target=journal.record_fallback, args=(event("fb-new"),))
     with journal._locked():  # the compaction's turn: it holds the lock...
         appender.start()
